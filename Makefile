@@ -1,0 +1,49 @@
+# compare-models: the two commands a fresh machine needs are `make demo` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+DATA ?= cifar10
+RESNET_WEIGHTS ?= imagenet
+PRESET ?= smoke
+export PREFECT_SERVER_ANALYTICS_ENABLED = false
+export TF_CPP_MIN_LOG_LEVEL = 2
+
+.PHONY: install up down status demo run test test-unit bench clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+install: $(BIN)/.installed
+
+up: install  ## start the local S3 (SeaweedFS) and Prefect server
+	$(BIN)/compare-models up
+
+down: install
+	$(BIN)/compare-models down
+
+status: install
+	$(BIN)/compare-models status
+
+# A small compare-models run on real CIFAR-10 (smoke preset: 2,000 / 500 / 1,000 images,
+# one epoch, both models). DATA defaults to the official download; offline, pass a copy:
+#   make demo DATA=../shared/data/cifar10-jpeg.tar.gz RESNET_WEIGHTS=none
+demo: up
+	$(BIN)/compare-models run --preset $(PRESET) --data $(DATA) --resnet-weights $(RESNET_WEIGHTS)
+
+test: up  ## unit + integration tests against the real local services
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+test-unit: install
+	$(BIN)/python -m pytest -q -m "not integration and not realdata"
+
+bench: up  ## real-data benchmarks (minutes); JSON lines to stdout and benchmarks/results/
+	$(BIN)/python benchmarks/data_stage.py
+	$(BIN)/python benchmarks/throughput.py
+	$(BIN)/python benchmarks/seed_protocol.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,200 @@
+"""`compare-models`: the parent flow. Orchestration only; the logic lives in `tasks/`.
+
+    preflight ─ check S3 (endpoint, credentials, bucket), the run prefix, ResNet weights
+    prepare-data ─ fetch → verify → decode → normalise → split (cached in S3 by content hash)
+    ├─ train(cnn)       ┐ each in its own process (a `train-model` flow run),
+    ├─ train(resnet50)  ┘ concurrently
+    ├─ evaluate (per model: stored test predictions → scikit-learn metrics)
+    └─ report (figures, HTML, Prefect artifacts) → manifest.json, written last
+
+Tasks pass S3 keys and small dicts, never arrays or Keras models.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
+from prefect.runtime import flow_run
+from prefect.settings import PREFECT_API_URL
+
+from tasks.config import RunParams, Settings
+from tasks.data import DatasetRef, prepare_dataset
+from tasks.publish import (
+    evaluate_model, guard_run_prefix, markdown_summary, new_run_id, per_class_table_rows, publish_report,
+    test_labels, write_manifest,
+)
+from tasks.report import ModelResult
+from tasks.store import ArtifactStore, run_prefix
+from tasks.training import TrainingJob
+from tasks.weights import resolve_resnet_weights
+
+
+class TrainingFailed(RuntimeError):
+    pass
+
+
+def _store() -> tuple[Settings, ArtifactStore]:
+    settings = Settings()
+    return settings, ArtifactStore.from_settings(settings)
+
+
+def _run_id(params: RunParams) -> str:
+    return params.run_id or new_run_id(flow_run.scheduled_start_time, flow_run.id or "local")
+
+
+def _flow_run_name() -> str:
+    params = flow_run.parameters.get("params") or {}
+    params = params if isinstance(params, RunParams) else RunParams.model_validate(params)
+    return f"{_run_id(params)} [{'+'.join(params.models)}]"
+
+
+# ── tasks ──────────────────────────────────────────────────────────────────
+
+
+@task(name="preflight")
+def preflight(params: RunParams, run_id: str) -> str | None:
+    """Everything that can fail cheaply fails here, before data or training work."""
+    settings, store = _store()
+    store.check()
+    guard_run_prefix(store, run_id)
+    if "resnet50" in params.models:
+        return resolve_resnet_weights(params.resnet_weights, store, settings.cache_dir)
+    return None
+
+
+@task(name="prepare-data", retries=1, retry_delay_seconds=5)
+def prepare_data(params: RunParams) -> DatasetRef:
+    settings, store = _store()
+    ref = prepare_dataset(params.data, params.split, store, settings.cache_dir, expected_sha256=params.data_sha256)
+    get_run_logger().info(
+        "data %s%s: %s, %s (%.1f s)", ref.name, " [SYNTHETIC]" if ref.synthetic else "", ref.sizes,
+        "reused from the store" if ref.reused else "prepared and stored", ref.seconds,
+    )
+    return ref
+
+
+@task(name="train", task_run_name="train-{job.model}")
+def train_in_process(job: TrainingJob) -> dict[str, Any]:
+    """Run `flows.train_model` in a fresh Python process and return its result."""
+    logger = get_run_logger()
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    if PREFECT_API_URL.value():
+        env["PREFECT_API_URL"] = PREFECT_API_URL.value()
+    with tempfile.TemporaryDirectory(prefix=f"job-{job.model}-") as tmp:
+        job_path, result_path, log_path = Path(tmp) / "job.json", Path(tmp) / "result.json", Path(tmp) / "output.log"
+        job_path.write_text(job.model_dump_json())
+        logger.info("%s: training in a separate process (%d thread(s))", job.model, job.threads)
+        with log_path.open("wb") as log:
+            code = subprocess.call([sys.executable, "-m", "flows.train_model", str(job_path), str(result_path)],
+                                   env=env, stdout=log, stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parent.parent)
+        outcome = json.loads(result_path.read_text()) if result_path.exists() else {}
+        if code != 0 or "result" not in outcome:
+            tail = log_path.read_text(errors="replace")[-3000:]
+            raise TrainingFailed(f"{job.model} training failed (exit {code}): {outcome.get('error') or tail}")
+    result = outcome["result"]
+    logger.info("%s: trained %d epoch(s) in %.1f s, peak memory %.0f MiB", job.model, result["epochs"],
+                result["fit_seconds"], result["peak_rss_mb"])
+    return result
+
+
+@task(name="evaluate", task_run_name="evaluate-{model}")
+def evaluate(run_id: str, model: str, predictions_key: str, dataset: DatasetRef) -> dict[str, Any]:
+    settings, store = _store()
+    y_true = test_labels(store, dataset, settings.cache_dir)
+    metrics = evaluate_model(store, run_id, model, predictions_key, y_true, dataset.class_names)
+    get_run_logger().info("%s: test accuracy %.4f, F1 (macro) %.4f, ROC AUC (macro) %s", model, metrics["accuracy"],
+                          metrics["f1_macro"], metrics["roc_auc_macro"])
+    return metrics
+
+
+@task(name="report")
+def report(run_id: str, params: RunParams, dataset: DatasetRef, trained: dict[str, dict], metrics: dict[str, dict],
+           weights_key: str | None) -> dict[str, Any]:
+    settings, store = _store()
+    results = [
+        ModelResult(name=m, history=trained[m]["history"], metrics=metrics[m], train_seconds=trained[m]["fit_seconds"],
+                    parameters=trained[m]["parameters"])
+        for m in params.models
+    ]
+    title = f"compare-models {run_id}" + (" (SYNTHETIC DATA)" if dataset.synthetic else "")
+    run_info = {
+        "run_id": run_id, "data_source": dataset.source, "data_source_kind": "synthetic" if dataset.synthetic else "archive",
+        "dataset": dataset.name, "archive_sha256": dataset.archive_sha256, "split_sizes": json.dumps(dataset.sizes),
+        "epochs": params.train.epochs, "batch_size": params.train.batch_size, "optimizer": params.train.optimizer,
+        "learning_rate": params.train.learning_rate, "resnet_weights": params.resnet_weights if "resnet50" in params.models else "-",
+        "preset": params.preset or "-",
+    }
+    keys = publish_report(store, run_id, results, title=title, run_info=run_info)
+
+    # Prefect artifacts: what the UI shows on the flow run's Artifacts tab.
+    create_markdown_artifact(markdown_summary(results, title=title, run_info=run_info), key="compare-models-summary",
+                             description=f"Model comparison of run {run_id}")
+    create_table_artifact(per_class_table_rows(results), key="compare-models-per-class",
+                          description=f"Per-class test metrics of run {run_id}")
+    seconds = settings.presign_seconds
+    create_link_artifact(store.presign(keys["index.html"], seconds), link_text=f"HTML report of {run_id}",
+                         key="compare-models-report", description=f"Presigned link, expires after {seconds // 3600} h")
+    for m in params.models:
+        create_link_artifact(store.presign(trained[m]["model_key"], seconds), link_text=f"{m}.keras of {run_id}",
+                             key=f"compare-models-model-{m}", description=f"Presigned link, expires after {seconds // 3600} h")
+
+    manifest = {
+        "flow_run_id": str(flow_run.id) if flow_run.id else None,
+        "params": params.model_dump(mode="json"),
+        "dataset": dataset.model_dump(mode="json", exclude={"reused", "seconds"}),
+        "synthetic_data": dataset.synthetic,
+        "resnet_weights_key": weights_key,
+        "models": {m: {k: trained[m][k] for k in ("model_key", "history_key", "predictions_key", "epochs", "fit_seconds",
+                                                  "train_images_per_second", "parameters", "peak_rss_mb", "device")}
+                   for m in params.models},
+        "metrics": {m: {k: metrics[m][k] for k in ("accuracy", "precision_macro", "recall_macro", "f1_macro",
+                                                   "precision_weighted", "recall_weighted", "f1_weighted",
+                                                   "roc_auc_macro", "roc_auc_micro")} for m in params.models},
+        "report": {"index": store.uri(keys["index.html"]), "files": keys},
+    }
+    manifest_uri = write_manifest(store, run_id, manifest)
+    return {"run_id": run_id, "prefix": store.uri(run_prefix(run_id)), "report": store.uri(keys["index.html"]),
+            "manifest": manifest_uri, "synthetic_data": dataset.synthetic, "metrics": manifest["metrics"],
+            "models": {m: store.uri(trained[m]["model_key"]) for m in params.models},
+            "data": {"name": dataset.name, "synthetic": dataset.synthetic, "prefix": store.uri(dataset.prefix),
+                     "reused": dataset.reused, "sizes": dataset.sizes}}
+
+
+# ── the flow ───────────────────────────────────────────────────────────────
+
+
+@flow(name="compare-models", flow_run_name=_flow_run_name, persist_result=False)
+def compare_models(params: RunParams = RunParams()) -> dict[str, Any]:
+    """Train, evaluate and compare the report's CNN and ResNet50 on CIFAR-10; publish to S3."""
+    run_id = _run_id(params)
+    logger = get_run_logger()
+    logger.info("run %s: models %s, data %s, split %s", run_id, list(params.models), params.data, params.split.protocol)
+
+    weights_key = preflight(params, run_id)
+    dataset = prepare_data(params)
+
+    threads = params.train.threads or max(1, (os.cpu_count() or 1) // len(params.models))
+    jobs = [TrainingJob(run_id=run_id, model=m, dataset=dataset, train=params.train, threads=threads,
+                        resnet_weights_key=weights_key) for m in params.models]
+    futures = {job.model: train_in_process.submit(job) for job in jobs}
+    for future in futures.values():
+        future.wait()
+    failed = [m for m, f in futures.items() if not f.state.is_completed()]
+    if failed:
+        errors = "; ".join(str(futures[m].state.message or futures[m].state.name) for m in failed)
+        raise TrainingFailed(f"training failed for {', '.join(failed)}: {errors}. Nothing was published for this run.")
+    trained = {m: futures[m].result() for m in params.models}
+
+    evaluations = {m: evaluate.submit(run_id, m, trained[m]["predictions_key"], dataset) for m in params.models}
+    metrics = {m: f.result() for m, f in evaluations.items()}
+    summary = report(run_id, params, dataset, trained, metrics, weights_key)
+    logger.info("run %s complete: report %s", run_id, summary["report"])
+    return summary

@@ -1,0 +1,229 @@
+"""One typed place for configuration.
+
+Two kinds of configuration live here:
+
+* `Settings`: where things are (S3 endpoint, credentials, bucket, Prefect API, local
+  state folder). Read from the environment or a git-ignored `.env` file, with the
+  standard AWS / Prefect variable names, so pointing the project at MinIO or AWS S3 is
+  a matter of environment variables. Credentials are `SecretStr`: they never print.
+* `RunParams`: what a run does (data source, split protocol, models, epochs, ...).
+  These are the flow's parameters; pydantic validates them at the boundary so bad
+  input fails before any expensive work, with the field named.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: The canonical CIFAR-10 label order (0..9).
+CIFAR10_CLASSES: tuple[str, ...] = (
+    "airplane", "automobile", "bird", "cat", "deer",
+    "dog", "frog", "horse", "ship", "truck",
+)
+IMAGE_SHAPE: tuple[int, int, int] = (32, 32, 3)
+NUM_CLASSES = len(CIFAR10_CLASSES)
+
+#: The official CIFAR-10 python tarball and its published MD5.
+CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
+
+MODEL_NAMES: tuple[str, ...] = ("cnn", "resnet50")
+ModelName = Literal["cnn", "resnet50"]
+
+
+def project_root() -> Path:
+    """The repository root (this file lives in <root>/tasks/)."""
+    return Path(__file__).resolve().parent.parent
+
+
+# ── Settings: where things are ────────────────────────────────────────────────
+
+
+class Settings(BaseSettings):
+    """Environment-driven settings. Every field has the name users already know."""
+
+    model_config = SettingsConfigDict(
+        env_file=os.environ.get("COMPARE_MODELS_ENV_FILE", str(project_root() / ".env")),
+        env_file_encoding="utf-8",
+        extra="ignore",
+    )
+
+    s3_endpoint_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"),
+        description="S3 endpoint; unset means AWS S3 itself.",
+    )
+    aws_access_key_id: SecretStr | None = Field(default=None, validation_alias="AWS_ACCESS_KEY_ID")
+    aws_secret_access_key: SecretStr | None = Field(default=None, validation_alias="AWS_SECRET_ACCESS_KEY")
+    aws_region: str = Field(
+        default="us-east-1", validation_alias=AliasChoices("AWS_REGION", "AWS_DEFAULT_REGION")
+    )
+    bucket: str = Field(default="compare-models", validation_alias="COMPARE_MODELS_BUCKET")
+    prefect_api_url: str | None = Field(default=None, validation_alias="PREFECT_API_URL")
+    prefect_ui_url: str | None = Field(default=None, validation_alias="PREFECT_UI_URL")
+    home: Path = Field(
+        default_factory=lambda: project_root() / ".compare-models",
+        validation_alias="COMPARE_MODELS_HOME",
+        description="Git-ignored folder for local service data, logs and caches.",
+    )
+    presign_seconds: int = Field(default=7 * 24 * 3600, validation_alias="COMPARE_MODELS_PRESIGN_SECONDS")
+
+    @field_validator("bucket")
+    @classmethod
+    def _bucket_name(cls, value: str) -> str:
+        if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", value):
+            raise ValueError(
+                f"bucket name {value!r} is not a valid S3 bucket name: use 3-63 lowercase "
+                "letters, digits, dots or dashes (set COMPARE_MODELS_BUCKET)"
+            )
+        return value
+
+    @property
+    def ui_url(self) -> str | None:
+        """The Prefect UI base URL (derived from the API URL unless set)."""
+        if self.prefect_ui_url:
+            return self.prefect_ui_url.rstrip("/")
+        if self.prefect_api_url:
+            return self.prefect_api_url.rstrip("/").removesuffix("/api")
+        return None
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.home / "cache"
+
+
+def load_settings() -> Settings:
+    return Settings()
+
+
+# ── Run parameters: what a run does ───────────────────────────────────────────
+
+
+class SplitSpec(BaseModel):
+    """How the archive's images become train / validation / test splits.
+
+    protocol:
+      * ``seed``: the reference report's protocol: 25,000 training images, split
+        16,250 train / 8,750 validation, and the full test set.
+      * ``full``: 45,000 / 5,000 / full test set.
+      * ``sizes``: explicit ``train`` / ``val`` / ``test`` sizes.
+    All splits are stratified and reproducible from ``seed``.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    protocol: Literal["seed", "full", "sizes"] = "seed"
+    train: int | None = Field(default=None, gt=0)
+    val: int | None = Field(default=None, gt=0)
+    test: int | None = Field(default=None, gt=0)
+    seed: int = 42
+
+    @model_validator(mode="after")
+    def _sizes_given(self) -> SplitSpec:
+        given = [v is not None for v in (self.train, self.val, self.test)]
+        if self.protocol == "sizes" and not all(given):
+            raise ValueError("split protocol 'sizes' needs train, val and test sizes (e.g. --train 2000 --val 500 --test 1000)")
+        if self.protocol != "sizes" and any(given):
+            raise ValueError(f"split protocol {self.protocol!r} fixes the sizes; use protocol 'sizes' to set them")
+        return self
+
+    def sizes(self, test_available: int) -> tuple[int, int, int]:
+        """(train, val, test) sizes for this protocol."""
+        if self.protocol == "seed":
+            return 16_250, 8_750, test_available
+        if self.protocol == "full":
+            return 45_000, 5_000, test_available
+        return self.train, self.val, self.test  # type: ignore[return-value]
+
+
+class TrainParams(BaseModel):
+    """Hyper-parameters shared by both models (defaults: the report's)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    epochs: int = Field(default=10, gt=0, le=1000)
+    batch_size: int = Field(default=128, gt=0, le=65536)
+    optimizer: Literal["adam", "sgd", "rmsprop", "adamw"] = "adam"
+    learning_rate: float = Field(default=1e-3, gt=0, le=1e4)
+    threads: int = Field(default=0, ge=0, description="TF intra-op threads per training process; 0 = share of cores")
+    seed: int = 42
+
+
+class RunParams(BaseModel):
+    """The parameters of one compare-models run."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    data: str = Field(
+        default="cifar10",
+        description="'cifar10' (official download), a URL, a local path or s3:// URI of the CIFAR-10 "
+        "python tarball or of a .tar.gz of class-named image folders, or 'synthetic[:N]'.",
+    )
+    data_sha256: str | None = Field(default=None, description="Expected SHA-256 of the archive, verified before use")
+    split: SplitSpec = SplitSpec()
+    models: tuple[ModelName, ...] = MODEL_NAMES
+    train: TrainParams = TrainParams()
+    resnet_weights: str = Field(default="imagenet", description="'imagenet', 'none', or a path / s3:// URI of a weights file")
+    run_id: str | None = Field(default=None, description="Defaults to a fresh, unique id")
+    preset: str | None = None
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _models(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        unknown = [m for m in value if m not in MODEL_NAMES]  # type: ignore[union-attr]
+        if unknown:
+            raise ValueError(f"unknown model name(s) {unknown}; choose from {list(MODEL_NAMES)}")
+        if not value:
+            raise ValueError(f"no model selected; choose from {list(MODEL_NAMES)}")
+        return tuple(dict.fromkeys(value))  # type: ignore[arg-type]
+
+    @field_validator("run_id")
+    @classmethod
+    def _run_id(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}", value):
+            raise ValueError("run_id may hold only letters, digits, '.', '_' and '-' (at most 128)")
+        return value
+
+    @field_validator("data_sha256")
+    @classmethod
+    def _sha(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", value):
+            raise ValueError("data_sha256 must be 64 hexadecimal characters")
+        return value.lower() if value else value
+
+
+#: Named parameter sets. ``smoke`` is small enough for a laptop CPU in a few minutes.
+PRESETS: dict[str, dict] = {
+    "smoke": {
+        "split": {"protocol": "sizes", "train": 2000, "val": 500, "test": 1000},
+        "train": {"epochs": 1},
+    },
+    "seed": {"split": {"protocol": "seed"}},
+    "full": {"split": {"protocol": "full"}},
+}
+
+
+def preset_params(name: str, **overrides: object) -> RunParams:
+    """RunParams from a preset, with explicit overrides (nested dicts merge)."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose from {sorted(PRESETS)}")
+    merged: dict = {k: dict(v) if isinstance(v, dict) else v for k, v in PRESETS[name].items()}
+    for key, value in overrides.items():
+        if isinstance(value, dict):
+            base = dict(merged.get(key, {}))
+            if key == "split" and "protocol" in value:
+                base = {}
+            base.update(value)
+            merged[key] = base
+        else:
+            merged[key] = value
+    merged["preset"] = name
+    return RunParams.model_validate(merged)

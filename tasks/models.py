@@ -1,0 +1,113 @@
+"""The two Keras models of the reference report. Plain Keras: no Prefect, no S3.
+
+* `build_cnn`: the report's custom CNN, layer for layer (2,915,114 trainable parameters):
+  three blocks of Conv-Dropout-Conv-MaxPool (32, 64, 128 filters), then Flatten, Dropout,
+  Dense 1024, Dropout, Dense 512, Dropout, Dense 10 (softmax).
+* `build_resnet50`: Keras' ResNet50 (include_top=False, 32x32x3 input) with the report's
+  head: Flatten, Dense 1024, Dropout, Dense 512, Dropout, Dense 10 (26,215,818 in all).
+
+Inputs are images scaled to [0, 1] (the report's normalisation). ResNet50 gets ImageNet's
+own preprocessing inside the model (a weight-free layer), so pretrained weights see the
+inputs they were trained on and the saved `.keras` file is self-contained.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import keras
+from keras import layers
+
+from tasks.config import IMAGE_SHAPE, NUM_CLASSES
+
+CNN_PARAMETERS = 2_915_114
+RESNET50_PARAMETERS = 26_215_818
+
+# Dropout rates: the report's table lists the layers but not the rates. These are the
+# usual choices for this layout (lighter after convolutions, heavier in the dense head).
+CONV_DROPOUT = 0.2
+DENSE_DROPOUT = 0.4
+
+
+def build_cnn(*, conv_dropout: float = CONV_DROPOUT, dense_dropout: float = DENSE_DROPOUT) -> keras.Model:
+    """The report's 13-layer CNN (six conv, three pooling, fully connected head)."""
+    model = keras.Sequential(name="cnn")
+    model.add(keras.Input(shape=IMAGE_SHAPE))
+    for filters in (32, 64, 128):
+        model.add(layers.Conv2D(filters, 3, padding="same", activation="relu"))
+        model.add(layers.Dropout(conv_dropout))
+        model.add(layers.Conv2D(filters, 3, padding="same", activation="relu"))
+        model.add(layers.MaxPooling2D(2))
+    model.add(layers.Flatten())
+    model.add(layers.Dropout(conv_dropout))
+    model.add(layers.Dense(1024, activation="relu"))
+    model.add(layers.Dropout(dense_dropout))
+    model.add(layers.Dense(512, activation="relu"))
+    model.add(layers.Dropout(dense_dropout))
+    model.add(layers.Dense(NUM_CLASSES, activation="softmax", dtype="float32"))
+    return model
+
+
+@keras.saving.register_keras_serializable(package="compare_models")
+class ImageNetPreprocess(layers.Layer):
+    """[0, 1] RGB -> ResNet50's ImageNet input (BGR, mean-centred 0..255). No weights."""
+
+    def call(self, inputs):
+        return keras.applications.resnet50.preprocess_input(inputs * 255.0)
+
+
+def build_resnet50(weights: str | Path | None = None, *, dense_dropout: float = 0.5) -> keras.Model:
+    """ResNet50 backbone + the report's head.
+
+    ``weights``: None (random init), "imagenet" (Keras' download into ~/.keras), or a
+    local path to a ``*_notop.h5`` weights file. Resolving imagenet/S3 caching is the
+    caller's job (see tasks.weights) so this function never touches the network
+    unexpectedly.
+    """
+    inputs = keras.Input(shape=IMAGE_SHAPE, name="image")
+    x = ImageNetPreprocess(name="imagenet_preprocess")(inputs)
+    backbone = keras.applications.ResNet50(
+        include_top=False, weights=str(weights) if weights is not None else None, input_shape=IMAGE_SHAPE
+    )
+    x = backbone(x)
+    x = layers.Flatten()(x)
+    x = layers.Dense(1024, activation="relu")(x)
+    x = layers.Dropout(dense_dropout)(x)
+    x = layers.Dense(512, activation="relu")(x)
+    x = layers.Dropout(dense_dropout)(x)
+    outputs = layers.Dense(NUM_CLASSES, activation="softmax", dtype="float32")(x)
+    return keras.Model(inputs, outputs, name="resnet50")
+
+
+def build_optimizer(name: str, learning_rate: float) -> keras.optimizers.Optimizer:
+    optimizers = {
+        "adam": keras.optimizers.Adam,
+        "adamw": keras.optimizers.AdamW,
+        "rmsprop": keras.optimizers.RMSprop,
+        "sgd": lambda learning_rate: keras.optimizers.SGD(learning_rate=learning_rate, momentum=0.9),
+    }
+    if name not in optimizers:
+        raise ValueError(f"unknown optimizer {name!r}; choose from {sorted(optimizers)}")
+    return optimizers[name](learning_rate=learning_rate)
+
+
+def build_model(name: str, *, resnet_weights: str | Path | None = None) -> keras.Model:
+    if name == "cnn":
+        return build_cnn()
+    if name == "resnet50":
+        return build_resnet50(resnet_weights)
+    raise ValueError(f"unknown model name {name!r}; choose from ['cnn', 'resnet50']")
+
+
+def compile_model(model: keras.Model, optimizer: str, learning_rate: float) -> keras.Model:
+    model.compile(
+        optimizer=build_optimizer(optimizer, learning_rate),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    return model
+
+
+def load_model(path: str | Path) -> keras.Model:
+    """Load a model saved by compare-models (this module registers its custom layer)."""
+    return keras.saving.load_model(path)

@@ -1,0 +1,520 @@
+"""Render the model comparison as figures, CSV tables and one self-contained HTML page.
+
+The report is the thing a person actually opens after a run, so it has to
+stand on its own: images are embedded as base64 ``data:`` URIs and the CSS is
+inline, which means the single ``index.html`` can be downloaded from S3 or
+attached to a ticket and still display fully with no network access.
+
+This module only knows about :class:`ModelResult` (plain Python data), so it
+can be tested without Prefect, TensorFlow or S3. The orchestration layer
+turns its return values into Prefect artifacts and uploads the files.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+# Headless workers have no display; pick the file-only backend before pyplot
+# is imported so that importing this module never tries to open a window.
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+
+from tasks.evaluation import comparison_table, metrics_tables  # noqa: E402
+
+#: Resolution of every saved figure: sharp on screen, files stay ~100 kB.
+DPI = 110
+
+#: Metrics drawn in the grouped bar chart, with their display labels.
+BAR_METRICS: tuple[tuple[str, str], ...] = (
+    ("accuracy", "Accuracy"),
+    ("precision_macro", "Precision (macro)"),
+    ("recall_macro", "Recall (macro)"),
+    ("f1_macro", "F1 (macro)"),
+    ("roc_auc_macro", "ROC AUC (macro)"),
+)
+
+#: Columns of the human-facing comparison tables (HTML and markdown).
+TABLE_METRICS: tuple[tuple[str, str], ...] = (
+    ("accuracy", "accuracy"),
+    ("precision_macro", "precision (macro)"),
+    ("recall_macro", "recall (macro)"),
+    ("f1_macro", "F1 (macro)"),
+    ("roc_auc_macro", "ROC AUC (macro)"),
+)
+
+#: History keys Keras may use for the accuracy curve, first match wins.
+ACCURACY_KEYS: tuple[str, ...] = (
+    "accuracy",
+    "sparse_categorical_accuracy",
+    "categorical_accuracy",
+    "acc",
+)
+
+SYNTHETIC_BANNER = "SYNTHETIC DATA — not CIFAR-10 results"
+
+
+@dataclass(frozen=True)
+class ModelResult:
+    """Everything the report needs to know about one trained model.
+
+    Attributes:
+        name: short model identifier, e.g. "cnn" or "resnet50"; used in
+            titles, table rows and file names.
+        history: Keras ``History.history``: metric name -> one value per epoch
+            (``loss``, ``accuracy``, ``val_loss``, ``val_accuracy``).
+        metrics: the record returned by ``tasks.evaluation.evaluate_predictions``.
+        train_seconds: wall-clock training time.
+        parameters: number of model parameters.
+    """
+
+    name: str
+    history: dict
+    metrics: dict
+    train_seconds: float
+    parameters: int
+
+
+# --------------------------------------------------------------------------
+# Small formatting helpers
+# --------------------------------------------------------------------------
+
+
+def _validate_results(results: Sequence[ModelResult]) -> list[ModelResult]:
+    """Reject inputs that would produce an empty or ambiguous report."""
+    results = list(results)
+    if not results:
+        raise ValueError("results is empty: expected at least 1 ModelResult")
+    names = [result.name for result in results]
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        raise ValueError(f"model names must be unique, got duplicates {duplicates}")
+    return results
+
+
+def _is_synthetic(run_info: Mapping[str, object]) -> bool:
+    """Synthetic runs must never be mistaken for real CIFAR-10 numbers."""
+    return str(run_info.get("data_source_kind", "")).strip().lower() == "synthetic"
+
+
+def _fmt_metric(value: object) -> str:
+    """Four decimals for metrics; "n/a" where a metric is undefined (None/NaN)."""
+    if value is None:
+        return "n/a"
+    number = float(value)  # type: ignore[arg-type]
+    return "n/a" if math.isnan(number) else f"{number:.4f}"
+
+
+def _fmt_parameters(value: int) -> str:
+    """Thousands separators make 23,587,712 readable at a glance."""
+    return f"{int(value):,}"
+
+
+def _fmt_seconds(value: float) -> str:
+    """Training time to a tenth of a second; more digits would be noise."""
+    return f"{float(value):.1f}"
+
+
+def _safe_filename(name: str) -> str:
+    """Model names go into file names; keep them portable and S3-key friendly."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._") or "model"
+
+
+def _metric_or_nan(metrics: Mapping[str, object], key: str) -> float:
+    """Undefined metrics (None) become NaN so matplotlib skips them."""
+    value = metrics.get(key)
+    return float("nan") if value is None else float(value)  # type: ignore[arg-type]
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    """Write a figure and always release it, so long runs do not leak memory."""
+    try:
+        fig.savefig(path, dpi=DPI, bbox_inches="tight", facecolor="white")
+    finally:
+        plt.close(fig)
+    return path
+
+
+# --------------------------------------------------------------------------
+# Figures
+# --------------------------------------------------------------------------
+
+
+def _plot_series(ax, history: Mapping[str, Sequence[float]], key: str, label: str) -> bool:
+    """Plot one history series against 1-based epochs; report whether it existed.
+
+    Markers are always drawn so that a single-epoch run shows a point instead
+    of an invisible zero-length line.
+    """
+    values = history.get(key)
+    if not values:
+        return False
+    epochs = np.arange(1, len(values) + 1)
+    ax.plot(epochs, np.asarray(values, dtype=float), marker="o", markersize=4, label=label)
+    return True
+
+
+def plot_learning_curves(results: Sequence[ModelResult], path: Path) -> Path:
+    """One row per model: loss (left) and accuracy (right), train vs validation."""
+    results = _validate_results(results)
+    fig, axes = plt.subplots(
+        len(results), 2, figsize=(11, 3.6 * len(results)), squeeze=False, layout="constrained"
+    )
+    for row, result in zip(axes, results):
+        loss_ax, acc_ax = row
+        acc_key = next((k for k in ACCURACY_KEYS if result.history.get(k)), "accuracy")
+        n_epochs = max((len(v) for v in result.history.values() if v), default=1)
+        panels = (
+            (loss_ax, "loss", "Loss"),
+            (acc_ax, acc_key, "Accuracy"),
+        )
+        for ax, key, label in panels:
+            plotted = [
+                _plot_series(ax, result.history, key, "train"),
+                _plot_series(ax, result.history, f"val_{key}", "validation"),
+            ]
+            ax.set_title(f"{result.name}: {label.lower()}")
+            ax.set_xlabel("epoch")
+            ax.set_ylabel(label)
+            # Whole epochs only, with half an epoch of margin: otherwise a
+            # one-epoch run gets a meaningless axis like 0.95 .. 1.05.
+            ax.set_xlim(0.5, n_epochs + 0.5)
+            if n_epochs <= 20:
+                ax.set_xticks(np.arange(1, n_epochs + 1))
+            else:
+                ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.grid(alpha=0.3)
+            if any(plotted):
+                ax.legend(loc="best", fontsize=8)
+            else:
+                ax.text(0.5, 0.5, "no history recorded", ha="center", va="center",
+                        transform=ax.transAxes, color="grey")
+    return _save(fig, path)
+
+
+def plot_confusion_matrices(results: Sequence[ModelResult], path: Path) -> Path:
+    """Row-normalised confusion matrices side by side, each cell annotated.
+
+    Normalising by row (true class) shows per-class recall on the diagonal and
+    makes models comparable even when the test sets differ in size.
+    """
+    results = _validate_results(results)
+    fig, axes = plt.subplots(
+        1, len(results), figsize=(5.6 * len(results) + 1.0, 5.4), squeeze=False,
+        layout="constrained",
+    )
+    image = None
+    for ax, result in zip(axes[0], results):
+        matrix = np.asarray(result.metrics["confusion_matrix_normalized"], dtype=float)
+        names = list(result.metrics["class_names"])
+        image = ax.imshow(matrix, cmap="Blues", vmin=0.0, vmax=1.0)
+        ticks = np.arange(len(names))
+        ax.set_xticks(ticks, labels=names, rotation=45, ha="right", rotation_mode="anchor")
+        ax.set_yticks(ticks, labels=names)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        ax.set_title(f"{result.name} (accuracy {_fmt_metric(result.metrics['accuracy'])})")
+        fontsize = 10 if len(names) <= 5 else 7
+        for (i, j), value in np.ndenumerate(matrix):
+            ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=fontsize,
+                    color="white" if value > 0.5 else "black")
+    if image is not None:
+        fig.colorbar(image, ax=axes[0].tolist(), shrink=0.8, label="fraction of true class")
+    return _save(fig, path)
+
+
+def plot_roc_curves(results: Sequence[ModelResult], path: Path) -> Path:
+    """One-vs-rest ROC curve per class plus the micro average, one panel per model."""
+    results = _validate_results(results)
+    fig, axes = plt.subplots(
+        1, len(results), figsize=(6.0 * len(results), 5.6), squeeze=False, layout="constrained"
+    )
+    for ax, result in zip(axes[0], results):
+        curves = result.metrics["roc_curves"]
+        auc_by_class = {row["class"]: row["auc"] for row in result.metrics["per_class"]}
+        colours = plt.get_cmap("tab10" if len(auc_by_class) <= 10 else "tab20")
+        for index, name in enumerate(result.metrics["class_names"]):
+            curve = curves.get(name)
+            if curve is None:  # class absent from the test labels: AUC undefined
+                continue
+            ax.plot(curve["fpr"], curve["tpr"], linewidth=1.2, color=colours(index % colours.N),
+                    label=f"{name} (AUC {_fmt_metric(auc_by_class.get(name))})")
+        micro = curves["micro"]
+        ax.plot(micro["fpr"], micro["tpr"], color="black", linestyle="--", linewidth=2.2,
+                label=f"micro (AUC {_fmt_metric(result.metrics['roc_auc_micro'])})")
+        ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1, label="chance")
+        ax.set_xlim(0.0, 1.0)
+        ax.set_ylim(0.0, 1.02)
+        ax.set_aspect("equal")
+        ax.set_xlabel("false positive rate")
+        ax.set_ylabel("true positive rate")
+        ax.set_title(f"{result.name}: ROC (macro AUC "
+                     f"{_fmt_metric(result.metrics['roc_auc_macro'])})")
+        ax.grid(alpha=0.3)
+        ax.legend(loc="lower right", fontsize=7)
+    return _save(fig, path)
+
+
+def plot_comparison(results: Sequence[ModelResult], path: Path) -> Path:
+    """Grouped bars: one group per headline metric, one bar per model."""
+    results = _validate_results(results)
+    fig, ax = plt.subplots(figsize=(max(8.0, 2.2 * len(BAR_METRICS)), 4.8), layout="constrained")
+    positions = np.arange(len(BAR_METRICS))
+    width = 0.8 / len(results)
+    for index, result in enumerate(results):
+        values = [_metric_or_nan(result.metrics, key) for key, _ in BAR_METRICS]
+        offsets = positions - 0.4 + width * (index + 0.5)
+        bars = ax.bar(offsets, np.nan_to_num(values), width, label=result.name)
+        ax.bar_label(bars, labels=["n/a" if math.isnan(v) else f"{v:.3f}" for v in values],
+                     fontsize=7, padding=2)
+    ax.set_xticks(positions, labels=[label for _, label in BAR_METRICS])
+    ax.set_ylim(0.0, 1.1)
+    ax.set_ylabel("score")
+    ax.set_title("Model comparison on the test set")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=9)
+    return _save(fig, path)
+
+
+# --------------------------------------------------------------------------
+# Tables
+# --------------------------------------------------------------------------
+
+
+def _comparison_frame(results: Sequence[ModelResult]) -> pd.DataFrame:
+    """comparison_table plus the cost side of the trade-off (size and time)."""
+    table = comparison_table({result.name: result.metrics for result in results})
+    table["parameters"] = [int(result.parameters) for result in results]
+    table["train_seconds"] = [float(result.train_seconds) for result in results]
+    return table
+
+
+def _per_class_frame(result: ModelResult) -> pd.DataFrame:
+    """Long-form per-class table with the model name on every row."""
+    frame = metrics_tables(result.metrics)["per_class"]
+    frame.insert(0, "model", result.name)
+    return frame
+
+
+def per_class_table_rows(results: Sequence[ModelResult]) -> list[dict]:
+    """Per-class metrics of every model as rows, rounded for display.
+
+    Shaped for a Prefect table artifact: a list of flat dicts with keys
+    model, class, precision, recall, f1, support, auc (None if undefined).
+    """
+    rows: list[dict] = []
+    for result in _validate_results(results):
+        for entry in result.metrics["per_class"]:
+            rows.append({
+                "model": result.name,
+                "class": entry["class"],
+                "precision": round(float(entry["precision"]), 4),
+                "recall": round(float(entry["recall"]), 4),
+                "f1": round(float(entry["f1"]), 4),
+                "support": int(entry["support"]),
+                "auc": None if entry["auc"] is None else round(float(entry["auc"]), 4),
+            })
+    return rows
+
+
+# --------------------------------------------------------------------------
+# HTML
+# --------------------------------------------------------------------------
+
+_CSS = """
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2rem auto;
+       max-width: 1200px; padding: 0 1rem; color: #1f2328; }
+h1 { margin-bottom: 0.2rem; }
+h2 { border-bottom: 1px solid #d0d7de; padding-bottom: 0.3rem; margin-top: 2.2rem; }
+table { border-collapse: collapse; margin: 0.8rem 0; font-size: 0.92rem; }
+th, td { border: 1px solid #d0d7de; padding: 0.3rem 0.7rem; text-align: left; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+th { background: #f6f8fa; }
+figure { margin: 1rem 0; }
+figure img { max-width: 100%; height: auto; border: 1px solid #d0d7de; }
+figcaption { color: #57606a; font-size: 0.9rem; }
+pre { background: #f6f8fa; padding: 0.8rem; overflow-x: auto; font-size: 0.85rem; }
+.banner { background: #fff3cd; border: 3px solid #d4a72c; color: #7a4d00; font-size: 1.4rem;
+          font-weight: 700; padding: 0.9rem 1.2rem; margin: 1rem 0; text-align: center; }
+"""
+
+
+def _html_table(header: Sequence[str], rows: Sequence[Sequence[object]],
+                numeric: Sequence[bool] | None = None) -> str:
+    """A plain HTML table in which every header and cell is html.escape'd."""
+    numeric = list(numeric) if numeric is not None else [False] * len(header)
+    head = "".join(f"<th>{html.escape(str(cell))}</th>" for cell in header)
+    body = "\n".join(
+        "<tr>" + "".join(
+            f'<td class="num">{html.escape(str(cell))}</td>' if is_num
+            else f"<td>{html.escape(str(cell))}</td>"
+            for cell, is_num in zip(row, numeric)
+        ) + "</tr>"
+        for row in rows
+    )
+    return f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n{body}\n</tbody>\n</table>"
+
+
+def _comparison_html(results: Sequence[ModelResult]) -> str:
+    """Headline metrics plus size and training time, one row per model."""
+    header = ["model", *(label for _, label in TABLE_METRICS), "ROC AUC (micro)",
+              "parameters", "training s"]
+    rows = [
+        [result.name,
+         *(_fmt_metric(result.metrics.get(key)) for key, _ in TABLE_METRICS),
+         _fmt_metric(result.metrics.get("roc_auc_micro")),
+         _fmt_parameters(result.parameters),
+         _fmt_seconds(result.train_seconds)]
+        for result in results
+    ]
+    return _html_table(header, rows, [False] + [True] * (len(header) - 1))
+
+
+def _per_class_html(result: ModelResult) -> str:
+    header = ["class", "precision", "recall", "F1", "support", "ROC AUC"]
+    rows = [
+        [entry["class"], _fmt_metric(entry["precision"]), _fmt_metric(entry["recall"]),
+         _fmt_metric(entry["f1"]), int(entry["support"]), _fmt_metric(entry["auc"])]
+        for entry in result.metrics["per_class"]
+    ]
+    return _html_table(header, rows, [False, True, True, True, True, True])
+
+
+def _embedded_figure(path: Path, caption: str) -> str:
+    """An <img> whose PNG lives inside the page, so the HTML needs no other files."""
+    encoded = base64.b64encode(path.read_bytes()).decode("ascii")
+    text = html.escape(caption)
+    return (f'<figure><img src="data:image/png;base64,{encoded}" alt="{text}">'
+            f"<figcaption>{text}</figcaption></figure>")
+
+
+def _index_html(results: Sequence[ModelResult], figures: Sequence[tuple[Path, str]], *,
+                title: str, run_info: Mapping[str, object]) -> str:
+    """Assemble the self-contained report page."""
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{html.escape(title)}</title>",
+        f"<style>{_CSS}</style></head><body>",
+        f"<h1>{html.escape(title)}</h1>",
+    ]
+    if _is_synthetic(run_info):
+        parts.append(f'<div class="banner" role="alert">{html.escape(SYNTHETIC_BANNER)}</div>')
+    parts += [
+        "<h2>Run</h2>",
+        (_html_table(["setting", "value"], [[key, value] for key, value in run_info.items()])
+         if run_info else "<p>No run information supplied.</p>"),
+        "<h2>Comparison</h2>",
+        _comparison_html(results),
+        "<h2>Figures</h2>",
+        *(_embedded_figure(path, caption) for path, caption in figures),
+    ]
+    for result in results:
+        parts += [
+            f"<h2>Model: {html.escape(result.name)}</h2>",
+            f"<p>{html.escape(_fmt_parameters(result.parameters))} parameters, "
+            f"trained in {html.escape(_fmt_seconds(result.train_seconds))} s, "
+            f"{int(result.metrics['n_samples']):,} test samples.</p>",
+            "<h3>Per-class metrics</h3>",
+            _per_class_html(result),
+            "<h3>Classification report</h3>",
+            f"<pre>{html.escape(result.metrics['classification_report'])}</pre>",
+        ]
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"
+
+
+# --------------------------------------------------------------------------
+# Public entry points
+# --------------------------------------------------------------------------
+
+
+def render_report(results: Sequence[ModelResult], out_dir: Path, *, title: str,
+                  run_info: Mapping[str, object]) -> list[Path]:
+    """Write every figure, table and the HTML page for a run into out_dir.
+
+    Files: learning_curves.png, confusion_matrices.png, roc_curves.png,
+    comparison.png, comparison.csv (comparison_table plus ``parameters`` and
+    ``train_seconds``), per_class_<model>.csv per model, and index.html with
+    all images embedded. Works for any number of models (at least one).
+
+    Returns:
+        The written paths, in the order above (index.html last).
+    """
+    results = _validate_results(results)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    figures = [
+        (plot_learning_curves(results, out_dir / "learning_curves.png"),
+         "Learning curves: loss and accuracy per epoch, training vs validation"),
+        (plot_comparison(results, out_dir / "comparison.png"),
+         "Headline test-set metrics per model"),
+        (plot_confusion_matrices(results, out_dir / "confusion_matrices.png"),
+         "Confusion matrices, normalised by true class (diagonal = per-class recall)"),
+        (plot_roc_curves(results, out_dir / "roc_curves.png"),
+         "One-vs-rest ROC curves per class with micro average"),
+    ]
+    written = [path for path, _ in figures]
+
+    comparison_csv = out_dir / "comparison.csv"
+    _comparison_frame(results).to_csv(comparison_csv)
+    written.append(comparison_csv)
+    for result in results:
+        per_class_csv = out_dir / f"per_class_{_safe_filename(result.name)}.csv"
+        _per_class_frame(result).to_csv(per_class_csv, index=False)
+        written.append(per_class_csv)
+
+    index = out_dir / "index.html"
+    index.write_text(_index_html(results, figures, title=title, run_info=run_info),
+                     encoding="utf-8")
+    written.append(index)
+    return written
+
+
+def _md_cell(value: object) -> str:
+    """Keep a value on one line and stop pipes from splitting table cells."""
+    return str(value).replace("\n", " ").replace("|", "\\|")
+
+
+def markdown_summary(results: Sequence[ModelResult], *, title: str,
+                     run_info: Mapping[str, object]) -> str:
+    """A compact markdown digest of the run, for a Prefect markdown artifact."""
+    results = _validate_results(results)
+    lines = [f"# {_md_cell(title)}", ""]
+    if _is_synthetic(run_info):
+        lines += [f"> **{SYNTHETIC_BANNER}**", ""]
+    if run_info:
+        lines += [f"- **{_md_cell(key)}**: {_md_cell(value)}" for key, value in run_info.items()]
+        lines.append("")
+    header = ["model", *(label for _, label in TABLE_METRICS), "parameters", "training s"]
+    lines += [
+        "| " + " | ".join(header) + " |",
+        "|---|" + "---:|" * (len(header) - 1),
+    ]
+    for result in results:
+        cells = [
+            _md_cell(result.name),
+            *(_fmt_metric(result.metrics.get(key)) for key, _ in TABLE_METRICS),
+            _fmt_parameters(result.parameters),
+            _fmt_seconds(result.train_seconds),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    if len(results) > 1:
+        best = max(results, key=lambda result: float(result.metrics["accuracy"]))
+        lines += ["", f"Best test accuracy: **{_md_cell(best.name)}** "
+                      f"({_fmt_metric(best.metrics['accuracy'])})."]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,192 @@
+"""The S3 artifact store: one small class over boto3.
+
+Everything a user needs (datasets, models, metrics, reports, manifests) goes through
+here. Design rules:
+
+* Check the endpoint, the credentials and the bucket at start (`check`), so a typo is
+  reported in a second, not after twenty minutes of training.
+* Uploads use boto3's transfer manager (`upload_file` / `upload_fileobj`), which does
+  multipart uploads and retries.
+* Run objects are write-once: `put_*(..., overwrite=False)` refuses to replace an
+  object, so a failed or repeated run can never clobber another run's results.
+* Nothing here logs credentials; errors name the endpoint and bucket only.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import boto3
+from boto3.s3.transfer import TransferConfig
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
+
+from tasks.config import Settings
+
+TRANSFER = TransferConfig(multipart_threshold=64 * 1024 * 1024, multipart_chunksize=16 * 1024 * 1024, max_concurrency=4)
+
+
+class StoreError(RuntimeError):
+    """The object store is unreachable, refuses our credentials, or lacks the bucket."""
+
+
+class ObjectExists(StoreError):
+    """A write-once object already exists."""
+
+
+def parse_s3_uri(uri: str) -> tuple[str, str]:
+    """``s3://bucket/key`` -> (bucket, key)."""
+    if not uri.startswith("s3://"):
+        raise ValueError(f"not an s3:// URI: {uri!r}")
+    bucket, _, key = uri[5:].partition("/")
+    if not bucket or not key:
+        raise ValueError(f"s3 URI {uri!r} needs a bucket and a key: s3://<bucket>/<key>")
+    return bucket, key
+
+
+def make_client(settings: Settings):
+    """A boto3 S3 client from settings, with short timeouts so outages fail fast."""
+    return boto3.client(
+        "s3",
+        endpoint_url=settings.s3_endpoint_url,
+        aws_access_key_id=settings.aws_access_key_id.get_secret_value() if settings.aws_access_key_id else None,
+        aws_secret_access_key=settings.aws_secret_access_key.get_secret_value() if settings.aws_secret_access_key else None,
+        region_name=settings.aws_region,
+        config=Config(
+            connect_timeout=5,
+            read_timeout=120,
+            retries={"max_attempts": 3, "mode": "standard"},
+            s3={"addressing_style": "path"},
+            signature_version="s3v4",
+        ),
+    )
+
+
+@dataclass
+class ArtifactStore:
+    """A bucket on an S3-compatible endpoint."""
+
+    client: Any
+    bucket: str
+    endpoint: str = "AWS S3"
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ArtifactStore:
+        return cls(make_client(settings), settings.bucket, settings.s3_endpoint_url or "AWS S3")
+
+    def uri(self, key: str) -> str:
+        return f"s3://{self.bucket}/{key}"
+
+    # ── health ──────────────────────────────────────────────────────────────
+
+    def check(self) -> None:
+        """Fail now, with the fix, if the endpoint, credentials or bucket are wrong."""
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except EndpointConnectionError as exc:
+            raise StoreError(
+                f"cannot reach the S3 endpoint {self.endpoint}: {exc}. Start the local services with "
+                "`compare-models up`, or set AWS_ENDPOINT_URL_S3 to a reachable endpoint."
+            ) from None
+        except ClientError as exc:
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            code = exc.response.get("Error", {}).get("Code")
+            if status in (401, 403) or code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403"):
+                raise StoreError(
+                    f"the S3 endpoint {self.endpoint} refused the credentials (HTTP {status}, {code}). "
+                    "Check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (environment or .env)."
+                ) from None
+            if status == 404 or code in ("NoSuchBucket", "404", "NotFound"):
+                raise StoreError(
+                    f"the bucket {self.bucket!r} does not exist on {self.endpoint}. Create it "
+                    "(`compare-models up` creates it locally; `aws s3 mb s3://{self.bucket}` elsewhere) "
+                    "or set COMPARE_MODELS_BUCKET."
+                ) from None
+            raise StoreError(f"S3 check of bucket {self.bucket!r} on {self.endpoint} failed: {code} (HTTP {status})") from None
+        except BotoCoreError as exc:
+            raise StoreError(f"S3 check of bucket {self.bucket!r} on {self.endpoint} failed: {exc}") from None
+
+    def ensure_bucket(self) -> None:
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except ClientError:
+            self.client.create_bucket(Bucket=self.bucket)
+
+    # ── reads ───────────────────────────────────────────────────────────────
+
+    def exists(self, key: str) -> bool:
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=key)
+            return True
+        except ClientError as exc:
+            if exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404:
+                return False
+            raise
+
+    def get_bytes(self, key: str) -> bytes:
+        return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+
+    def get_json(self, key: str) -> Any:
+        return json.loads(self.get_bytes(key))
+
+    def download(self, key: str, path: Path) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".part")
+        self.client.download_file(self.bucket, key, str(tmp), Config=TRANSFER)
+        tmp.replace(path)
+        return path
+
+    def list_keys(self, prefix: str) -> Iterator[str]:
+        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
+            for obj in page.get("Contents", []):
+                yield obj["Key"]
+
+    def list_prefixes(self, prefix: str) -> list[str]:
+        """Immediate 'sub-folders' of prefix (which should end with '/')."""
+        found: list[str] = []
+        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix, Delimiter="/"):
+            found += [p["Prefix"] for p in page.get("CommonPrefixes", [])]
+        return found
+
+    def presign(self, key: str, seconds: int) -> str:
+        return self.client.generate_presigned_url("get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=seconds)
+
+    # ── writes ──────────────────────────────────────────────────────────────
+
+    def _guard(self, key: str, overwrite: bool) -> None:
+        if not overwrite and self.exists(key):
+            raise ObjectExists(f"{self.uri(key)} already exists and is write-once; not overwriting it")
+
+    def upload(self, path: Path, key: str, *, overwrite: bool = False, content_type: str | None = None) -> str:
+        self._guard(key, overwrite)
+        extra = {"ContentType": content_type} if content_type else None
+        self.client.upload_file(str(path), self.bucket, key, ExtraArgs=extra, Config=TRANSFER)
+        return self.uri(key)
+
+    def put_bytes(self, data: bytes, key: str, *, overwrite: bool = False, content_type: str | None = None) -> str:
+        self._guard(key, overwrite)
+        extra = {"ContentType": content_type} if content_type else None
+        self.client.upload_fileobj(io.BytesIO(data), self.bucket, key, ExtraArgs=extra, Config=TRANSFER)
+        return self.uri(key)
+
+    def put_json(self, obj: Any, key: str, *, overwrite: bool = False) -> str:
+        data = json.dumps(obj, indent=2, sort_keys=True, default=str).encode()
+        return self.put_bytes(data, key, overwrite=overwrite, content_type="application/json")
+
+
+# ── the layout users browse and script against ─────────────────────────────
+
+
+def run_prefix(run_id: str) -> str:
+    return f"runs/{run_id}/"
+
+
+def dataset_prefix(name: str, digest: str) -> str:
+    return f"datasets/{name}/{digest}/"
+
+
+MANIFEST = "manifest.json"

@@ -1,0 +1,275 @@
+"""Training one model: plain Keras `fit` with callbacks around it. No Prefect in here.
+
+One call of `train` trains one model in the current process (the caller makes that a
+process of its own) and publishes, under the run prefix:
+
+    runs/<run>/models/<model>.keras           the trained model (Keras format)
+    runs/<run>/training/<model>/history.json  per-epoch loss / accuracy (train and val)
+    runs/<run>/training/<model>/predictions.npz  test-set probabilities for evaluation
+    runs/<run>/checkpoints/<model>/...        per-epoch checkpoint, removed on success
+
+Everything around `fit` is a Keras callback: epoch logging (`EpochLogger`, handed the
+caller's logger, so in a flow run the lines land in Prefect's logs), NaN detection
+(`FailOnNaN`), and per-epoch checkpoints to S3 (`S3Checkpoint`) from which a retried or
+re-run training resumes instead of starting at epoch 0.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import resource
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel
+
+from tasks.config import TrainParams
+from tasks.data import DatasetRef, load_split
+from tasks.store import ArtifactStore, run_prefix
+from tasks.weights import local_weights
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; nothing is published for this model."""
+
+
+class TrainingJob(BaseModel):
+    """Everything one training process needs (small and JSON-serialisable)."""
+
+    run_id: str
+    model: str
+    dataset: DatasetRef
+    train: TrainParams
+    resnet_weights_key: str | None = None
+    threads: int = 1
+    checkpoint: bool = True
+
+
+# ── device set-up ──────────────────────────────────────────────────────────
+
+
+def configure_device(threads: int) -> dict[str, Any]:
+    """Thread pools from our share of the cores; on GPUs memory growth and mixed precision.
+
+    TensorFlow sizes its pools from the host, not from a container's CPU quota, and two
+    trainings side by side would each take every core: so we set them explicitly. Must
+    run before TensorFlow executes anything.
+    """
+    import keras
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(max(1, min(2, threads)))
+    gpus = tf.config.list_physical_devices("GPU")
+    for gpu in gpus:
+        tf.config.experimental.set_memory_growth(gpu, True)
+    # On CPU fp32 is fastest here (bf16 gave 1.00x, XLA was 13x slower: see DESIGN.md).
+    policy = os.environ.get("COMPARE_MODELS_PRECISION") or ("mixed_float16" if gpus else "float32")
+    keras.mixed_precision.set_global_policy(policy)
+    return {"gpus": [g.name for g in gpus], "threads": threads, "precision": policy}
+
+
+# ── callbacks ──────────────────────────────────────────────────────────────
+
+
+def _fmt(logs: dict[str, float]) -> str:
+    return " ".join(f"{k}={v:.4f}" for k, v in sorted(logs.items()))
+
+
+class EpochLogger:
+    """Factory for a Keras callback that logs one line per epoch to `logger`."""
+
+    def __new__(cls, logger: logging.Logger | Any, model_name: str, epochs: int, n_train: int, on_epoch=None):
+        import keras
+
+        class _EpochLogger(keras.callbacks.Callback):
+            def on_epoch_begin(self, epoch, logs=None):
+                self._started = time.perf_counter()
+
+            def on_epoch_end(self, epoch, logs=None):
+                seconds = time.perf_counter() - self._started
+                logs = {k: float(v) for k, v in (logs or {}).items()}
+                logger.info(
+                    "%s epoch %d/%d %s (%.1f s, %.0f images/s)",
+                    model_name, epoch + 1, epochs, _fmt(logs), seconds, n_train / seconds,
+                )
+                if on_epoch is not None:
+                    on_epoch(epoch + 1, epochs, logs)
+
+        return _EpochLogger()
+
+
+def fail_on_nan():
+    """`TerminateOnNaN` that remembers where the loss went bad, so we can fail loudly."""
+    import keras
+
+    class FailOnNaN(keras.callbacks.TerminateOnNaN):
+        nan_at: tuple[int, int] | None = None
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self._epoch = epoch
+
+        def on_batch_end(self, batch, logs=None):
+            loss = (logs or {}).get("loss")
+            if loss is not None and not math.isfinite(float(loss)) and self.nan_at is None:
+                self.nan_at = (self._epoch + 1, batch + 1)
+            super().on_batch_end(batch, logs)
+
+    return FailOnNaN()
+
+
+def checkpoint_prefix(run_id: str, model: str) -> str:
+    return run_prefix(run_id) + f"checkpoints/{model}/"
+
+
+def s3_checkpoint(store: ArtifactStore, run_id: str, model_name: str, history: dict[str, list[float]], workdir: Path):
+    """Saves model + optimizer state and the history so far to S3 after every epoch.
+
+    The state file is written after the model file, so a checkpoint is never half-made:
+    `state.json` always names an epoch whose model file is complete.
+    """
+    import keras
+
+    prefix = checkpoint_prefix(run_id, model_name)
+
+    class S3Checkpoint(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            for key, value in (logs or {}).items():
+                history.setdefault(key, []).append(float(value))
+            if not all(math.isfinite(v) for v in history.get("loss", [])):
+                return  # never checkpoint a diverged model
+            path = workdir / f"checkpoint-{epoch + 1}.keras"
+            self.model.save(path)
+            key = prefix + f"epoch-{epoch + 1:04d}.keras"
+            store.upload(path, key, overwrite=True)
+            store.put_json({"epoch": epoch + 1, "model_key": key, "history": history}, prefix + "state.json", overwrite=True)
+            path.unlink(missing_ok=True)
+            for old in store.list_keys(prefix + "epoch-"):
+                if old != key:
+                    store.client.delete_object(Bucket=store.bucket, Key=old)
+
+    return S3Checkpoint()
+
+
+def load_checkpoint(store: ArtifactStore, run_id: str, model_name: str, workdir: Path):
+    """(model, epochs_done, history) from the last checkpoint, or None."""
+    from tasks.models import load_model
+
+    prefix = checkpoint_prefix(run_id, model_name)
+    if not store.exists(prefix + "state.json"):
+        return None
+    state = store.get_json(prefix + "state.json")
+    path = store.download(state["model_key"], workdir / "resume.keras")
+    model = load_model(path)
+    return model, int(state["epoch"]), {k: list(v) for k, v in state["history"].items()}
+
+
+def prune_checkpoints(store: ArtifactStore, run_id: str, model_name: str) -> None:
+    for key in list(store.list_keys(checkpoint_prefix(run_id, model_name))):
+        store.client.delete_object(Bucket=store.bucket, Key=key)
+
+
+# ── training ───────────────────────────────────────────────────────────────
+
+
+@dataclass
+class TrainingResult:
+    model: str
+    model_key: str
+    history_key: str
+    predictions_key: str
+    history: dict[str, list[float]]
+    epochs: int
+    resumed_from_epoch: int
+    fit_seconds: float
+    train_images_per_second: float
+    parameters: int
+    peak_rss_mb: float
+    device: dict[str, Any]
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process (ru_maxrss is KiB on Linux, bytes on macOS)."""
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024
+
+
+def train(job: TrainingJob, store: ArtifactStore, cache_dir: Path, logger: logging.Logger | Any, *, on_epoch=None) -> TrainingResult:
+    """Train `job.model` on the prepared data and publish model, history and predictions."""
+    device = configure_device(job.threads)
+    import keras
+
+    from tasks.models import build_model, compile_model
+
+    keras.utils.set_random_seed(job.train.seed)
+    x_train, y_train = load_split(job.dataset, "train", store, cache_dir)
+    x_val, y_val = load_split(job.dataset, "val", store, cache_dir)
+    x_test, _ = load_split(job.dataset, "test", store, cache_dir)
+    prefix = run_prefix(job.run_id)
+    params = job.train
+
+    with tempfile.TemporaryDirectory(prefix=f"train-{job.model}-") as tmp:
+        workdir = Path(tmp)
+        resumed = load_checkpoint(store, job.run_id, job.model, workdir) if job.checkpoint else None
+        if resumed:
+            model, done, history = resumed
+            logger.info("%s: resuming from the checkpoint after epoch %d/%d", job.model, done, params.epochs)
+        else:
+            weights = local_weights(job.resnet_weights_key, store, cache_dir) if job.model == "resnet50" else None
+            model = compile_model(build_model(job.model, resnet_weights=weights), params.optimizer, params.learning_rate)
+            done, history = 0, {}
+        logger.info("%s: %s parameters, %s", job.model, f"{model.count_params():,}", device)
+
+        nan_guard = fail_on_nan()
+        callbacks = [nan_guard, EpochLogger(logger, job.model, params.epochs, len(y_train), on_epoch)]
+        if job.checkpoint:
+            callbacks.append(s3_checkpoint(store, job.run_id, job.model, history, workdir))
+        started = time.perf_counter()
+        fit = model.fit(
+            x_train, y_train, validation_data=(x_val, y_val), epochs=params.epochs, initial_epoch=done,
+            batch_size=params.batch_size, callbacks=callbacks, verbose=0, shuffle=True,
+        )
+        fit_seconds = time.perf_counter() - started
+        if not job.checkpoint:
+            history = {k: [float(v) for v in vs] for k, vs in fit.history.items()}
+        if nan_guard.nan_at is not None or not all(math.isfinite(v) for v in history.get("loss", [math.nan])):
+            epoch, batch = nan_guard.nan_at or (len(history.get("loss", [])), 0)
+            raise TrainingDiverged(
+                f"{job.model}: the training loss became NaN/inf at epoch {epoch}, batch {batch} (learning rate "
+                f"{params.learning_rate}, optimizer {params.optimizer}). Lower the learning rate; nothing was published."
+            )
+
+        y_prob = model.predict(x_test, batch_size=max(params.batch_size, 256), verbose=0)
+        model_path = workdir / f"{job.model}.keras"
+        model.save(model_path)
+        np.savez_compressed(workdir / "predictions.npz", y_prob=y_prob.astype(np.float32))
+        model_key = prefix + f"models/{job.model}.keras"
+        history_key = prefix + f"training/{job.model}/history.json"
+        predictions_key = prefix + f"training/{job.model}/predictions.npz"
+        store.upload(model_path, model_key, overwrite=True)
+        store.upload(workdir / "predictions.npz", predictions_key, overwrite=True)
+
+    epochs_run = params.epochs - done
+    result = TrainingResult(
+        model=job.model, model_key=model_key, history_key=history_key, predictions_key=predictions_key,
+        history=history, epochs=len(history.get("loss", [])), resumed_from_epoch=done, fit_seconds=fit_seconds,
+        train_images_per_second=epochs_run * len(y_train) / fit_seconds if epochs_run else 0.0,
+        parameters=int(model.count_params()), peak_rss_mb=peak_rss_mb(), device=device,
+    )
+    store.put_json({"history": history, "result": {k: v for k, v in result.__dict__.items() if k != "history"}},
+                   history_key, overwrite=True)
+    if job.checkpoint:
+        prune_checkpoints(store, job.run_id, job.model)
+    return result
+
+
+def result_to_json(result: TrainingResult) -> str:
+    return json.dumps(result.__dict__)

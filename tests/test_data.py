@@ -1,0 +1,205 @@
+"""Data stage: each source format built on the fly, every bad input named."""
+
+from __future__ import annotations
+
+import hashlib
+import tarfile
+
+import numpy as np
+import pytest
+
+from tasks.config import CIFAR10_CLASSES, SplitSpec
+from tasks.data import (
+    DataError, decode_archive, make_splits, normalisation_stats, prepare_dataset, resolve_source, synthetic_data,
+)
+from tests.archives import cifar_python_tarball, image_folder_tarball, images, png_bytes
+
+SMALL = SplitSpec(protocol="sizes", train=60, val=30, test=20)
+
+
+# ── decoding (no services) ─────────────────────────────────────────────────
+
+
+def test_decodes_the_official_python_layout(tmp_path):
+    d = decode_archive(cifar_python_tarball(tmp_path / "cifar-10-python.tar.gz"))
+    assert d.layout == "cifar10-python"
+    assert d.x_train.shape == (100, 32, 32, 3) and d.x_train.dtype == np.uint8
+    assert d.x_test.shape == (30, 32, 32, 3)
+    assert d.class_names == CIFAR10_CLASSES
+    x, y = images(20, seed=0)  # data_batch_1 was made from these: CHW -> HWC round trip
+    np.testing.assert_array_equal(d.x_train[:20], x)
+    np.testing.assert_array_equal(d.y_train[:20], y)
+
+
+def test_decodes_class_named_image_folders(tmp_path):
+    d = decode_archive(image_folder_tarball(tmp_path / "folders.tar.gz"))
+    assert d.layout == "image-folders"
+    assert d.x_train.shape == (40, 32, 32, 3) and d.x_test.shape == (20, 32, 32, 3)
+    assert d.class_names == CIFAR10_CLASSES  # canonical order, not alphabetical
+    first_cat = int(np.flatnonzero(d.y_train == CIFAR10_CLASSES.index("cat"))[0])
+    assert d.x_train[first_cat, 0, 0, 0] == 3 * 25  # pixel value encodes the class folder
+
+
+def test_decodes_jpeg_folders(tmp_path):
+    d = decode_archive(image_folder_tarball(tmp_path / "jpeg.tar.gz", fmt="JPEG"))
+    assert d.x_train.shape == (40, 32, 32, 3)
+
+
+def test_corrupt_image_is_named(tmp_path):
+    bad = "data/train/bird/0001.png"
+    path = image_folder_tarball(tmp_path / "bad.tar.gz", overrides={bad: b"not a png at all"})
+    with pytest.raises(DataError, match=f"image {bad} is corrupt"):
+        decode_archive(path)
+
+
+def test_wrong_image_size_is_named(tmp_path):
+    bad = "data/test/ship/0000.png"
+    path = image_folder_tarball(tmp_path / "big.tar.gz", overrides={bad: png_bytes((64, 48))})
+    with pytest.raises(DataError, match=f"image {bad} is 64x48; expected 32x32"):
+        decode_archive(path)
+
+
+def test_grayscale_image_is_named(tmp_path):
+    bad = "data/train/dog/0002.png"
+    path = image_folder_tarball(tmp_path / "gray.tar.gz", overrides={bad: png_bytes(mode="L")})
+    with pytest.raises(DataError, match=f"image {bad} has mode L; expected RGB"):
+        decode_archive(path)
+
+
+def test_wrong_class_count(tmp_path):
+    path = image_folder_tarball(tmp_path / "nine.tar.gz", classes=CIFAR10_CLASSES[:9])
+    with pytest.raises(DataError, match="found 9 class folders .*expected 10"):
+        decode_archive(path)
+
+
+def test_labels_out_of_range(tmp_path):
+    def break_labels(name, labels):
+        return [12 if i == 3 else v for i, v in enumerate(labels)] if name == "data_batch_2" else labels
+
+    path = cifar_python_tarball(tmp_path / "labels.tar.gz", labels_hook=break_labels)
+    with pytest.raises(DataError, match=r"train labels out of range: found \[12\]; expected 0..9"):
+        decode_archive(path)
+
+
+def test_unknown_archive_layout(tmp_path):
+    path = tmp_path / "other.tar.gz"
+    with tarfile.open(path, "w:gz") as tar:
+        tar.add(__file__, arcname="something/else.py")
+    with pytest.raises(DataError, match="unknown archive layout"):
+        decode_archive(path)
+
+
+def test_corrupt_archive(tmp_path):
+    good = image_folder_tarball(tmp_path / "good.tar.gz").read_bytes()
+    (tmp_path / "cut.tar.gz").write_bytes(good[: len(good) // 2])
+    (tmp_path / "junk.tar.gz").write_bytes(b"\x00" * 1000 + b"junk")
+    for name in ("cut.tar.gz", "junk.tar.gz"):
+        with pytest.raises(DataError, match="archive"):
+            decode_archive(tmp_path / name)
+
+
+def test_pickles_cannot_run_code(tmp_path):
+    import io
+    import os
+    import pickle
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("echo pwned",))
+
+    path = tmp_path / "evil.tar.gz"
+    with tarfile.open(path, "w:gz") as tar:
+        for name in ("batches.meta", "data_batch_1"):
+            payload = pickle.dumps(Evil())
+            info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
+            info.size = len(payload)
+            tar.addfile(info, io.BytesIO(payload))
+    with pytest.raises(DataError, match="refusing to unpickle"):
+        decode_archive(path)
+
+
+# ── splits and normalisation ───────────────────────────────────────────────
+
+
+def test_splits_are_stratified_disjoint_and_reproducible():
+    d = synthetic_data(1000, seed=1)
+    spec = SplitSpec(protocol="sizes", train=500, val=300, test=100, seed=7)
+    a, b = make_splits(d, spec), make_splits(d, spec)
+    for split in ("train", "val", "test"):
+        np.testing.assert_array_equal(a[split][1], b[split][1])
+    assert [len(a[s][1]) for s in ("train", "val", "test")] == [500, 300, 100]
+    assert np.bincount(a["train"][1]).tolist() == [50] * 10
+    other = make_splits(d, spec.model_copy(update={"seed": 8}))
+    assert not np.array_equal(a["train"][1], other["train"][1])
+    # train and val come from disjoint images of the archive's training set
+    rows = lambda x: {r.tobytes() for r in x.reshape(len(x), -1)}  # noqa: E731
+    assert not rows(a["train"][0]) & rows(a["val"][0])
+
+
+def test_split_larger_than_the_data():
+    d = synthetic_data(100)
+    with pytest.raises(DataError, match="needs 16250 train \\+ 8750 validation = 25000 images, but .* has 100"):
+        make_splits(d, SplitSpec(protocol="seed"))
+    with pytest.raises(DataError, match="asks for 999 test images"):
+        make_splits(d, SplitSpec(protocol="sizes", train=10, val=10, test=999))
+
+
+def test_normalisation_scales_to_unit_range():
+    stats = normalisation_stats(np.full((4, 32, 32, 3), 255, np.uint8))
+    assert stats["scale"] == pytest.approx(1 / 255) and stats["range"] == [0.0, 1.0]
+    assert stats["train_channel_mean"] == [1.0, 1.0, 1.0] and stats["train_channel_std"] == [0.0, 0.0, 0.0]
+
+
+def test_resolve_source_errors(tmp_path):
+    assert resolve_source("cifar10").kind == "url"
+    assert resolve_source("synthetic:500").synthetic_size == 500
+    with pytest.raises(DataError, match="neither"):
+        resolve_source(str(tmp_path / "missing.tar.gz"))
+    with pytest.raises(DataError, match="synthetic size"):
+        resolve_source("synthetic:lots")
+
+
+# ── the stage against the real local S3 ────────────────────────────────────
+
+
+@pytest.mark.integration
+def test_prepare_is_cached_by_content(stack, cache_dir, tmp_path):
+    archive = cifar_python_tarball(tmp_path / "cifar-10-python.tar.gz")
+    first = prepare_dataset(str(archive), SMALL, stack, cache_dir)
+    assert not first.reused and first.sizes == {"train": 60, "val": 30, "test": 20}
+    sha = hashlib.sha256(archive.read_bytes()).hexdigest()
+    assert first.archive_sha256 == sha
+    assert stack.exists(f"datasets/cifar-10-python/{sha}/raw/cifar-10-python.tar.gz")
+    assert stack.exists(first.prefix + "prepared.json")
+    again = prepare_dataset(str(archive), SMALL, stack, tmp_path / "other-cache")
+    assert again.reused and again.prefix == first.prefix and again.files == first.files
+    other_split = prepare_dataset(str(archive), SMALL.model_copy(update={"seed": 1}), stack, cache_dir)
+    assert not other_split.reused and other_split.prefix != first.prefix
+
+
+@pytest.mark.integration
+def test_s3_source_and_checksum_mismatch_caches_nothing(stack, cache_dir, tmp_path):
+    archive = image_folder_tarball(tmp_path / "folders.tar.gz", per_class=6, test_per_class=2)
+    stack.upload(archive, "incoming/folders.tar.gz", overwrite=True)
+    wrong = "0" * 64
+    with pytest.raises(DataError, match=f"expected SHA-256 {wrong}, got"):
+        prepare_dataset(stack.uri("incoming/folders.tar.gz"), SMALL, stack, cache_dir, expected_sha256=wrong)
+    assert not list(stack.list_keys("datasets/folders/"))  # nothing cached
+    sha = hashlib.sha256(archive.read_bytes()).hexdigest()
+    ref = prepare_dataset(stack.uri("incoming/folders.tar.gz"), SplitSpec(protocol="sizes", train=30, val=20, test=20),
+                          stack, cache_dir, expected_sha256=sha)
+    assert ref.name == "folders" and ref.sizes["train"] == 30
+
+
+@pytest.mark.integration
+def test_sha256sums_beside_a_local_archive_is_checked(stack, cache_dir, tmp_path):
+    archive = image_folder_tarball(tmp_path / "folders.tar.gz")
+    (tmp_path / "SHA256SUMS").write_text(f"{'f' * 64}  folders.tar.gz\n")
+    with pytest.raises(DataError, match="checksum mismatch for folders.tar.gz: expected SHA-256 f+"):
+        prepare_dataset(str(archive), SMALL, stack, cache_dir)
+
+
+@pytest.mark.integration
+def test_offline_download_says_what_to_do(stack, cache_dir):
+    with pytest.raises(DataError, match="may have no internet access.*--data <path or s3:// URI>"):
+        prepare_dataset("http://127.0.0.1:9/cifar-10-python.tar.gz", SMALL, stack, cache_dir)

@@ -1,0 +1,179 @@
+"""The whole compare-models flow against the real local S3 and Prefect server, on tiny
+synthetic data; results are read back from S3 and from Prefect."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tasks.config import RunParams
+from tasks.store import MANIFEST, run_prefix
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def prefect_api(stack):
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings(updates={PREFECT_API_URL: os.environ["PREFECT_API_URL"]}):
+        yield os.environ["PREFECT_API_URL"]
+
+
+def run_flow(**params):
+    from flows.compare_models import compare_models
+
+    return compare_models(params=RunParams.model_validate(params), return_state=True)
+
+
+TINY = {"data": "synthetic:200", "split": {"protocol": "sizes", "train": 100, "val": 40, "test": 40},
+        "train": {"epochs": 2, "batch_size": 32}, "resnet_weights": "none"}
+
+
+@pytest.fixture(scope="module")
+def both_models_run(prefect_api):
+    state = run_flow(**TINY)
+    assert state.is_completed(), state.message
+    return state
+
+
+def test_both_models_train_evaluate_and_publish(both_models_run, stack, tmp_path):
+    from tasks.models import load_model
+
+    summary = both_models_run.result()
+    run_id = summary["run_id"]
+    prefix = run_prefix(run_id)
+    manifest = stack.get_json(prefix + MANIFEST)
+    assert manifest["status"] == "complete" and manifest["synthetic_data"] is True
+    assert manifest["dataset"]["name"] == "synthetic"
+    keys = {o["key"] for o in manifest["objects"]}
+    for model in ("cnn", "resnet50"):
+        assert prefix + f"models/{model}.keras" in keys
+        assert prefix + f"metrics/{model}.json" in keys
+        assert prefix + f"metrics/{model}_per_class.csv" in keys
+        metrics = stack.get_json(prefix + f"metrics/{model}.json")
+        assert metrics["n_samples"] == 40 and len(metrics["confusion_matrix"]) == 10
+        assert metrics["accuracy"] == manifest["metrics"][model]["accuracy"]
+        history = stack.get_json(prefix + f"training/{model}/history.json")["history"]
+        assert len(history["loss"]) == len(history["val_accuracy"]) == 2
+        # the stored model loads and predicts the stored probabilities
+        model_file = stack.download(prefix + f"models/{model}.keras", tmp_path / f"{model}.keras")
+        restored = load_model(model_file)
+        assert restored.output_shape == (None, 10)
+        assert not list(stack.list_keys(prefix + f"checkpoints/{model}/")), "checkpoints are pruned after success"
+    assert manifest["models"]["cnn"]["parameters"] == 2_915_114
+    assert manifest["models"]["resnet50"]["parameters"] == 26_215_818
+    for name in ("index.html", "learning_curves.png", "confusion_matrices.png", "roc_curves.png", "comparison.png",
+                 "comparison.csv"):
+        assert prefix + f"report/{name}" in keys
+    html = stack.get_bytes(prefix + "report/index.html").decode()
+    assert "SYNTHETIC DATA" in html and f"{manifest['metrics']['cnn']['accuracy']:.4f}" in html
+    # no credential anywhere in what was published
+    secret = __import__("tasks.config", fromlist=["Settings"]).Settings().aws_secret_access_key.get_secret_value()
+    assert secret not in json.dumps(manifest) and secret not in html
+
+
+def test_prefect_shows_child_runs_logs_and_artifacts(both_models_run):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, FlowRunFilter, FlowRunFilterName
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    run_id = both_models_run.result()["run_id"]
+    flow_run_id = both_models_run.state_details.flow_run_id
+
+    async def read():
+        async with get_client() as client:
+            artifacts = await client.read_artifacts(
+                artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
+            children = await client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[f"{run_id}-cnn", f"{run_id}-resnet50"])))
+            logs = await client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[c.id for c in children])))
+            return artifacts, children, logs
+
+    artifacts, children, logs = asyncio.run(read())
+    kinds = {a.key: a.type for a in artifacts}
+    data = {a.key: str(a.data) for a in artifacts}
+    assert kinds["compare-models-summary"] == "markdown" and "| cnn |" in data["compare-models-summary"]
+    assert kinds["compare-models-per-class"] == "table"
+    # link artifacts (Prefect stores them as markdown links) carry expiring presigned URLs
+    assert "index.html" in data["compare-models-report"] and "X-Amz-Expires=" in data["compare-models-report"]
+    assert "cnn.keras" in data["compare-models-model-cnn"] and "resnet50.keras" in data["compare-models-model-resnet50"]
+    assert sorted(c.state_name for c in children) == ["Completed", "Completed"]
+    messages = [log.message for log in logs]
+    assert any("cnn epoch 2/2" in m and "val_accuracy=" in m for m in messages)
+    assert any("resnet50 epoch 1/2" in m for m in messages)
+
+
+def test_second_run_reuses_the_prepared_data(both_models_run, prefect_api):
+    state = run_flow(**{**TINY, "models": ["cnn"], "train": {"epochs": 1}})
+    assert state.is_completed(), state.message
+    summary = state.result()
+    assert summary["data"]["reused"] is True
+    assert summary["data"]["prefix"] == both_models_run.result()["data"]["prefix"]
+
+
+def test_a_completed_run_is_never_overwritten(both_models_run, stack, prefect_api):
+    run_id = both_models_run.result()["run_id"]
+    before = stack.get_bytes(run_prefix(run_id) + MANIFEST)
+    state = run_flow(**{**TINY, "models": ["cnn"], "run_id": run_id})
+    assert state.is_failed() and "already complete" in state.message
+    assert stack.get_bytes(run_prefix(run_id) + MANIFEST) == before
+
+
+def test_nan_loss_fails_the_run_and_publishes_nothing(stack, prefect_api):
+    state = run_flow(**{**TINY, "models": ["cnn"], "run_id": "nan-check", "train": {"epochs": 2, "optimizer": "sgd", "learning_rate": 1000.0}})
+    assert state.is_failed()
+    assert "loss became NaN/inf at epoch 1" in state.message and "Lower the learning rate" in state.message
+    assert not stack.exists(run_prefix("nan-check") + "models/cnn.keras")
+    assert not stack.exists(run_prefix("nan-check") + MANIFEST)
+
+
+def test_missing_imagenet_weights_fail_before_training(stack, prefect_api, monkeypatch, tmp_path):
+    import tasks.weights as weights
+
+    monkeypatch.setattr(weights, "IMAGENET_URL", "http://127.0.0.1:9/resnet50_notop.h5")
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.keras cache either
+    state = run_flow(**{**TINY, "resnet_weights": "imagenet", "run_id": "no-weights"})
+    assert state.is_failed()
+    assert "could not fetch ResNet50 ImageNet weights" in state.message and "--resnet-weights" in state.message
+    assert not list(stack.list_keys(run_prefix("no-weights")))  # failed before any work
+
+
+def test_missing_bucket_fails_at_start(prefect_api, monkeypatch):
+    monkeypatch.setenv("COMPARE_MODELS_BUCKET", "cm-does-not-exist")
+    state = run_flow(**TINY)
+    assert state.is_failed() and "bucket 'cm-does-not-exist' does not exist" in state.message
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "flows.cli", *args], cwd=ROOT, capture_output=True, text=True,
+                          env={**os.environ}, timeout=600)
+
+
+def test_cli_run_json_and_cnn_learns(stack):
+    out = cli("run", "--preset", "smoke", "--data", "synthetic:600", "--models", "cnn", "--split", "sizes",
+              "--train-size", "400", "--val-size", "100", "--test-size", "100", "--epochs", "5", "--batch-size", "32",
+              "--json")
+    assert out.returncode == 0, out.stderr[-3000:]
+    summary = json.loads(out.stdout)
+    assert summary["status"] == "completed" and summary["ui_url"].startswith("http://127.0.0.1:4200/runs/flow-run/")
+    assert summary["report"].startswith(f"s3://{stack.bucket}/runs/{summary['run_id']}/report/index.html")
+    assert summary["metrics"]["cnn"]["accuracy"] > 0.5  # chance is 0.1
+    listed = cli("runs", "--json")
+    assert any(r["run_id"] == summary["run_id"] and r["status"] == "complete" for r in json.loads(listed.stdout))
+
+
+def test_cli_rejects_bad_parameters_before_any_work():
+    out = cli("run", "--models", "cnn,vgg", "--epochs", "0")
+    assert out.returncode == 2
+    assert "unknown model name(s) ['vgg']" in out.stderr
+    out = cli("run", "--batch-size", "-1")
+    assert out.returncode == 2 and "batch_size" in out.stderr
