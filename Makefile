@@ -9,7 +9,7 @@ PRESET ?= smoke
 export PREFECT_SERVER_ANALYTICS_ENABLED = false
 export TF_CPP_MIN_LOG_LEVEL = 2
 
-.PHONY: install up down status demo run test test-unit bench clean
+.PHONY: install up down status demo run-local test test-unit bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,10 +28,21 @@ down: install
 status: install
 	$(BIN)/compare-models status
 
-# A small compare-models run on real CIFAR-10 (smoke preset: 2,000 / 500 / 1,000 images,
-# one epoch, both models). DATA defaults to the official download; offline, pass a copy:
+# The users' way, on one machine: local S3 + Prefect server + a CPU worker and a "GPU"
+# worker (on CPU here), deploy prefect.yaml, trigger compare-models/nightly with the smoke
+# preset (2,000 / 500 / 1,000 real CIFAR-10 images, one epoch, both models) through
+# `prefect deployment run`, wait, then print the UI URL and the report location.
+# DATA defaults to the official download; offline, pass a copy:
 #   make demo DATA=../shared/data/cifar10-jpeg.tar.gz RESNET_WEIGHTS=none
-demo: up
+demo: install
+	$(BIN)/compare-models up --workers
+	$(BIN)/compare-models deploy
+	$(BIN)/prefect deployment run 'compare-models/nightly' --watch --watch-timeout 7200 \
+	  --params "$$($(BIN)/compare-models params --preset $(PRESET) --data $(DATA) --resnet-weights $(RESNET_WEIGHTS) --trainer deployment)"
+	$(BIN)/compare-models show
+
+# The same run without workers or deployments, in this process (trainings as subprocesses).
+run-local: up
 	$(BIN)/compare-models run --preset $(PRESET) --data $(DATA) --resnet-weights $(RESNET_WEIGHTS)
 
 test: up  ## unit + integration tests against the real local services
@@ -44,6 +55,7 @@ bench: up  ## real-data benchmarks (minutes); JSON lines to stdout and benchmark
 	$(BIN)/python benchmarks/data_stage.py
 	$(BIN)/python benchmarks/throughput.py
 	$(BIN)/python benchmarks/seed_protocol.py
+	$(BIN)/python benchmarks/orchestration.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

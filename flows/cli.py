@@ -1,8 +1,12 @@
 """The `compare-models` command: local services, runs, and the list of stored runs.
 
-    compare-models up | down | status        local SeaweedFS S3 + Prefect server
-    compare-models run [--preset smoke] ...  run the compare-models flow
+    compare-models up [--workers] | down | status   local SeaweedFS S3 + Prefect server (+ workers)
+    compare-models deploy                    work pools + the deployments in prefect.yaml
+    compare-models run [--preset smoke] ...  run the compare-models flow from this process
+    compare-models params [--preset ...] ... the same parameters as JSON, for
+                                             `prefect deployment run 'compare-models/nightly' --params`
     compare-models runs                      runs stored in S3 (complete or not)
+    compare-models show [RUN_ID]             one run's report and metrics (default: latest)
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
@@ -47,7 +52,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     from infra.local.services import ServiceError, status, up
 
     try:
-        for name, state in up().items():
+        for name, state in up(workers=args.workers).items():
             print(f"{name}: {state}")
     except ServiceError as exc:
         return _fail(str(exc))
@@ -66,9 +71,19 @@ def cmd_down(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     from infra.local.services import status
 
+    from infra.local.services import SERVICES
+
     rows = status()
     print(json.dumps(rows, indent=2) if args.json else _table(rows))
-    return 0 if all(r["healthy"] == "yes" for r in rows) else 3
+    required = {s.name for s in SERVICES}  # workers are optional
+    return 0 if all(r["healthy"] == "yes" for r in rows if r["service"] in required) else 3
+
+
+def cmd_deploy(args: argparse.Namespace) -> int:
+    _export_settings(Settings())
+    from deployments.deploy import deploy
+
+    return deploy()
 
 
 # ── runs ───────────────────────────────────────────────────────────────────
@@ -80,6 +95,11 @@ def _params_from_args(args: argparse.Namespace):
                       ("resnet_weights", "resnet_weights"), ("run_id", "run_id")):
         if getattr(args, flag) is not None:
             overrides[key] = getattr(args, flag)
+    execution = {k: getattr(args, k) for k in ("trainer", "retries", "retry_delay_seconds") if getattr(args, k) is not None}
+    if execution:
+        overrides["execution"] = execution
+    if args.data and Path(args.data).expanduser().exists():  # workers may run elsewhere in the tree
+        overrides["data"] = str(Path(args.data).expanduser().resolve())
     train = {k: getattr(args, k) for k in ("epochs", "batch_size", "optimizer", "learning_rate", "threads", "seed")
              if getattr(args, k) is not None}
     if train:
@@ -90,6 +110,15 @@ def _params_from_args(args: argparse.Namespace):
                               **{k.removesuffix("_size"): v for k, v in split.items()},
                               **({"seed": args.seed} if args.seed is not None else {})}
     return preset_params(args.preset, **overrides)
+
+
+def cmd_params(args: argparse.Namespace) -> int:
+    try:
+        params = _params_from_args(args)
+    except (ValidationError, ValueError) as exc:
+        return _fail(f"invalid parameters:\n{exc}", 2)
+    print(json.dumps({"params": params.model_dump(mode="json", exclude_none=True)}))
+    return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -136,6 +165,35 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_show(args: argparse.Namespace) -> int:
+    from tasks.publish import LATEST
+    from tasks.store import MANIFEST, ArtifactStore, StoreError, run_prefix
+
+    settings = Settings()
+    store = ArtifactStore.from_settings(settings)
+    try:
+        store.check()
+        run_id = args.run_id or store.get_json(LATEST)["run_id"]
+        manifest = store.get_json(run_prefix(run_id) + MANIFEST)
+    except StoreError as exc:
+        return _fail(str(exc))
+    except Exception:
+        return _fail(f"no completed run {args.run_id or '(latest)'} in {store.uri('runs/')}")
+    if args.json:
+        print(json.dumps(manifest, indent=2))
+        return 0
+    flow_run_id = manifest.get("flow_run_id")
+    print(f"run id:     {run_id}" + ("   [SYNTHETIC DATA]" if manifest.get("synthetic_data") else ""))
+    print(f"completed:  {manifest['completed_at']}")
+    if settings.ui_url and flow_run_id:
+        print(f"flow run:   {settings.ui_url}/runs/flow-run/{flow_run_id}")
+    print(f"report:     {manifest['report']['index']}")
+    print(f"  link:     {store.presign(manifest['report']['files']['index.html'], 3600)}  (expires in 1 h)")
+    for model, m in manifest["metrics"].items():
+        print(f"  {model:9s} accuracy {m['accuracy']:.4f}  F1 (macro) {m['f1_macro']:.4f}")
+    return 0
+
+
 def cmd_runs(args: argparse.Namespace) -> int:
     from tasks.publish import list_runs
     from tasks.store import ArtifactStore, StoreError
@@ -156,7 +214,14 @@ def cmd_runs(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="compare-models", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("up", help="start the local S3 (SeaweedFS) and Prefect server").set_defaults(func=cmd_up)
+    upp = sub.add_parser("up", help="start the local S3 (SeaweedFS) and Prefect server")
+    upp.add_argument("--workers", action="store_true", help="also start the local cpu and gpu pool workers")
+    upp.set_defaults(func=cmd_up)
+    sub.add_parser("deploy", help="create the work pools and apply prefect.yaml").set_defaults(func=cmd_deploy)
+    sh = sub.add_parser("show", help="show a completed run (default: the latest)")
+    sh.add_argument("run_id", nargs="?")
+    sh.add_argument("--json", action="store_true")
+    sh.set_defaults(func=cmd_show)
     sub.add_parser("down", help="stop the local services").set_defaults(func=cmd_down)
     st = sub.add_parser("status", help="show the local services")
     st.add_argument("--json", action="store_true")
@@ -165,7 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     rs.add_argument("--json", action="store_true")
     rs.set_defaults(func=cmd_runs)
 
-    run = sub.add_parser("run", help="run the compare-models flow")
+    run = argparse.ArgumentParser(add_help=False)
     run.add_argument("--preset", choices=sorted(PRESETS), default="seed", help="parameter set (default: seed, the report's protocol)")
     run.add_argument("--data", help="'cifar10' (default, official download), URL, path or s3:// URI, or 'synthetic[:N]'")
     run.add_argument("--data-sha256", help="expected SHA-256 of the archive")
@@ -182,8 +247,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--test-size", type=int)
     run.add_argument("--resnet-weights", help="'imagenet' (default), 'none', or a path / s3:// URI of a *_notop.h5 file")
     run.add_argument("--run-id")
-    run.add_argument("--json", action="store_true", help="print a machine-readable summary")
-    run.set_defaults(func=cmd_run)
+    run.add_argument("--trainer", choices=["local", "deployment"],
+                     help="local: subprocesses of this run (default); deployment: train-model/<model> on the gpu pool")
+    run.add_argument("--retries", type=int, help="retries of a failed training (each resumes from its checkpoint)")
+    run.add_argument("--retry-delay-seconds", type=float)
+    sub.add_parser("params", parents=[run], help="print run parameters as JSON for `prefect deployment run --params`") \
+        .set_defaults(func=cmd_params)
+    runp = sub.add_parser("run", parents=[run], help="run the compare-models flow")
+    runp.add_argument("--json", action="store_true", help="print a machine-readable summary")
+    runp.set_defaults(func=cmd_run)
     return parser
 
 

@@ -22,18 +22,19 @@ from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
-from prefect.runtime import flow_run
+from prefect.deployments import run_deployment
+from prefect.runtime import flow_run, task_run
 from prefect.settings import PREFECT_API_URL
 
 from tasks.config import RunParams, Settings
 from tasks.data import DatasetRef, prepare_dataset
 from tasks.publish import (
-    evaluate_model, guard_run_prefix, markdown_summary, new_run_id, per_class_table_rows, publish_report,
+    evaluate_model, guard_run_prefix, markdown_summary, move_latest, new_run_id, per_class_table_rows, publish_report,
     test_labels, write_manifest,
 )
 from tasks.report import ModelResult
 from tasks.store import ArtifactStore, run_prefix
-from tasks.training import TrainingJob
+from tasks.training import TrainingJob, stored_result
 from tasks.weights import resolve_resnet_weights
 
 
@@ -81,28 +82,61 @@ def prepare_data(params: RunParams) -> DatasetRef:
     return ref
 
 
+def _attempt_job(job: TrainingJob) -> TrainingJob:
+    """The job with this task run's attempt number (retries resume from the checkpoint)."""
+    return job.model_copy(update={"attempt": task_run.run_count or 1})
+
+
+def _trained(job: TrainingJob) -> dict[str, Any]:
+    """The child's published result, read back from S3 (children persist no Prefect results)."""
+    _, store = _store()
+    result = stored_result(store, job.run_id, job.model)
+    if result is None:
+        raise TrainingFailed(f"{job.model}: the training finished but published no result")
+    get_run_logger().info("%s: %d epoch(s), %.1f s in fit (resumed from epoch %d), peak memory %.0f MiB", job.model,
+                          result.epochs, result.fit_seconds, result.resumed_from_epoch, result.peak_rss_mb)
+    return dict(result.__dict__)
+
+
 @task(name="train", task_run_name="train-{job.model}")
-def train_in_process(job: TrainingJob) -> dict[str, Any]:
-    """Run `flows.train_model` in a fresh Python process and return its result."""
-    logger = get_run_logger()
+def train_in_subprocess(job: TrainingJob) -> dict[str, Any]:
+    """Run the `train-model` flow in a fresh Python process (the `local` trainer)."""
+    job = _attempt_job(job)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     if PREFECT_API_URL.value():
         env["PREFECT_API_URL"] = PREFECT_API_URL.value()
     with tempfile.TemporaryDirectory(prefix=f"job-{job.model}-") as tmp:
         job_path, result_path, log_path = Path(tmp) / "job.json", Path(tmp) / "result.json", Path(tmp) / "output.log"
         job_path.write_text(job.model_dump_json())
-        logger.info("%s: training in a separate process (%d thread(s))", job.model, job.threads)
+        get_run_logger().info("%s: attempt %d in a separate process (%d thread(s))", job.model, job.attempt, job.threads)
         with log_path.open("wb") as log:
             code = subprocess.call([sys.executable, "-m", "flows.train_model", str(job_path), str(result_path)],
                                    env=env, stdout=log, stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parent.parent)
-        outcome = json.loads(result_path.read_text()) if result_path.exists() else {}
-        if code != 0 or "result" not in outcome:
+        if code != 0:
+            outcome = json.loads(result_path.read_text()) if result_path.exists() else {}
             tail = log_path.read_text(errors="replace")[-3000:]
             raise TrainingFailed(f"{job.model} training failed (exit {code}): {outcome.get('error') or tail}")
-    result = outcome["result"]
-    logger.info("%s: trained %d epoch(s) in %.1f s, peak memory %.0f MiB", job.model, result["epochs"],
-                result["fit_seconds"], result["peak_rss_mb"])
-    return result
+    return _trained(job)
+
+
+@task(name="train", task_run_name="train-{job.model}")
+def train_on_worker(job: TrainingJob, poll_seconds: float) -> dict[str, Any]:
+    """Run `train-model/<model>` on the GPU work pool and wait for it (the `deployment` trainer).
+
+    `run_deployment` does not raise when the child fails, so its final state is checked
+    here; the idempotency key holds the attempt number so a retry starts a new child.
+    """
+    job = _attempt_job(job)
+    child = run_deployment(
+        name=f"train-model/{job.model}", parameters={"job": job.model_dump(mode="json")}, timeout=None,
+        poll_interval=poll_seconds, as_subflow=True, idempotency_key=f"{job.run_id}-{job.model}-attempt-{job.attempt}",
+        flow_run_name=f"{job.run_id}-{job.model}",
+    )
+    if not child.state or not child.state.is_completed():
+        state = child.state.name if child.state else "unknown"
+        raise TrainingFailed(f"{job.model}: train-model flow run {child.name} ended {state}: "
+                             f"{child.state.message if child.state else ''}")
+    return _trained(job)
 
 
 @task(name="evaluate", task_run_name="evaluate-{model}")
@@ -161,6 +195,7 @@ def report(run_id: str, params: RunParams, dataset: DatasetRef, trained: dict[st
         "report": {"index": store.uri(keys["index.html"]), "files": keys},
     }
     manifest_uri = write_manifest(store, run_id, manifest)
+    move_latest(store, run_id, manifest_uri)
     return {"run_id": run_id, "prefix": store.uri(run_prefix(run_id)), "report": store.uri(keys["index.html"]),
             "manifest": manifest_uri, "synthetic_data": dataset.synthetic, "metrics": manifest["metrics"],
             "models": {m: store.uri(trained[m]["model_key"]) for m in params.models},
@@ -181,10 +216,16 @@ def compare_models(params: RunParams = RunParams()) -> dict[str, Any]:
     weights_key = preflight(params, run_id)
     dataset = prepare_data(params)
 
-    threads = params.train.threads or max(1, (os.cpu_count() or 1) // len(params.models))
+    # Local trainings share this machine's cores; on workers, 0 lets each worker decide.
+    local = params.execution.trainer == "local"
+    threads = params.train.threads or (max(1, (os.cpu_count() or 1) // len(params.models)) if local else 0)
     jobs = [TrainingJob(run_id=run_id, model=m, dataset=dataset, train=params.train, threads=threads,
                         resnet_weights_key=weights_key) for m in params.models]
-    futures = {job.model: train_in_process.submit(job) for job in jobs}
+    execution = params.execution
+    trainer = train_on_worker if execution.trainer == "deployment" else train_in_subprocess
+    trainer = trainer.with_options(retries=execution.retries, retry_delay_seconds=execution.retry_delay_seconds)
+    extra = {"poll_seconds": execution.poll_seconds} if execution.trainer == "deployment" else {}
+    futures = {job.model: trainer.submit(job, **extra) for job in jobs}
     for future in futures.values():
         future.wait()
     failed = [m for m, f in futures.items() if not f.state.is_completed()]

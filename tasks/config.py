@@ -155,6 +155,21 @@ class TrainParams(BaseModel):
     seed: int = 42
 
 
+class ExecutionParams(BaseModel):
+    """Where trainings run and how failures are retried."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    trainer: Literal["local", "deployment"] = Field(
+        default="local",
+        description="'local': each model in a subprocess of the flow's process; 'deployment': one "
+        "train-model/<model> flow run per model on the GPU work pool",
+    )
+    retries: int = Field(default=2, ge=0, le=20, description="Retries of a failed training; each resumes from its last checkpoint")
+    retry_delay_seconds: float = Field(default=10.0, ge=0, le=3600)
+    poll_seconds: float = Field(default=1.0, gt=0, le=60, description="How often to poll a child flow run's state")
+
+
 class RunParams(BaseModel):
     """The parameters of one compare-models run."""
 
@@ -169,6 +184,7 @@ class RunParams(BaseModel):
     split: SplitSpec = SplitSpec()
     models: tuple[ModelName, ...] = MODEL_NAMES
     train: TrainParams = TrainParams()
+    execution: ExecutionParams = ExecutionParams()
     resnet_weights: str = Field(default="imagenet", description="'imagenet', 'none', or a path / s3:// URI of a weights file")
     run_id: str | None = Field(default=None, description="Defaults to a fresh, unique id")
     preset: str | None = None

@@ -88,10 +88,21 @@ def write_manifest(store: ArtifactStore, run_id: str, manifest: dict[str, Any]) 
     return store.put_json(body, prefix + MANIFEST, overwrite=False)
 
 
+LATEST = "runs/latest.json"
+
+
+def move_latest(store: ArtifactStore, run_id: str, manifest_uri: str) -> None:
+    """Point runs/latest.json at a completed run (only ever called after its manifest)."""
+    store.put_json({"run_id": run_id, "manifest": manifest_uri, "at": datetime.now(timezone.utc).isoformat()},
+                   LATEST, overwrite=True)
+
+
 def list_runs(store: ArtifactStore) -> list[dict[str, Any]]:
     """All runs under runs/, complete (with manifest) or not."""
     runs = []
     for prefix in store.list_prefixes("runs/"):
+        if prefix == "runs/latest.json/":
+            continue
         run_id = prefix.removeprefix("runs/").rstrip("/")
         if store.exists(prefix + MANIFEST):
             manifest = store.get_json(prefix + MANIFEST)

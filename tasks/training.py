@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from tasks.config import TrainParams
 from tasks.data import DatasetRef, load_split
@@ -49,11 +49,28 @@ class TrainingJob(BaseModel):
     dataset: DatasetRef
     train: TrainParams
     resnet_weights_key: str | None = None
-    threads: int = 1
+    threads: int = Field(default=0, ge=0, description="TF threads; 0 = this host's cores / COMPARE_MODELS_WORKER_SLOTS")
     checkpoint: bool = True
+    attempt: int = Field(default=1, ge=1, description="1 for the first try; retries resume from the checkpoint")
+
+
+#: Fault injection for resume tests and drills: the first attempt of every training fails
+#: right after this epoch's checkpoint is stored. Unset in normal operation.
+FAIL_AFTER_EPOCH_ENV = "COMPARE_MODELS_FAIL_AFTER_EPOCH"
+
+
+class InjectedFault(RuntimeError):
+    pass
 
 
 # ── device set-up ──────────────────────────────────────────────────────────
+
+
+def default_threads() -> int:
+    """This process's share of the host's cores: a worker running N trainings at once sets
+    COMPARE_MODELS_WORKER_SLOTS=N (the same as its --limit)."""
+    slots = max(1, int(os.environ.get("COMPARE_MODELS_WORKER_SLOTS", "1")))
+    return max(1, (os.cpu_count() or 1) // slots)
 
 
 def configure_device(threads: int) -> dict[str, Any]:
@@ -159,6 +176,18 @@ def s3_checkpoint(store: ArtifactStore, run_id: str, model_name: str, history: d
     return S3Checkpoint()
 
 
+def inject_fault(after_epoch: int):
+    """Fails the training right after `after_epoch` completed (and was checkpointed)."""
+    import keras
+
+    class FaultAfterEpoch(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch + 1 == after_epoch:
+                raise InjectedFault(f"injected fault after epoch {after_epoch} ({FAIL_AFTER_EPOCH_ENV})")
+
+    return FaultAfterEpoch()
+
+
 def load_checkpoint(store: ArtifactStore, run_id: str, model_name: str, workdir: Path):
     """(model, epochs_done, history) from the last checkpoint, or None."""
     from tasks.models import load_model
@@ -190,10 +219,24 @@ class TrainingResult:
     epochs: int
     resumed_from_epoch: int
     fit_seconds: float
+    fit_started_at: float  # UNIX time, for overlap / overhead accounting
     train_images_per_second: float
     parameters: int
     peak_rss_mb: float
     device: dict[str, Any]
+
+
+def history_key_of(run_id: str, model: str) -> str:
+    return run_prefix(run_id) + f"training/{model}/history.json"
+
+
+def stored_result(store: ArtifactStore, run_id: str, model: str) -> TrainingResult | None:
+    """The published result of a finished training (history.json is written last), or None."""
+    key = history_key_of(run_id, model)
+    if not store.exists(key):
+        return None
+    stored = store.get_json(key)
+    return TrainingResult(**stored["result"], history=stored["history"])
 
 
 def peak_rss_mb() -> float:
@@ -204,7 +247,13 @@ def peak_rss_mb() -> float:
 
 def train(job: TrainingJob, store: ArtifactStore, cache_dir: Path, logger: logging.Logger | Any, *, on_epoch=None) -> TrainingResult:
     """Train `job.model` on the prepared data and publish model, history and predictions."""
-    device = configure_device(job.threads)
+    prefix = run_prefix(job.run_id)
+    history_key = history_key_of(job.run_id, job.model)
+    if (done_before := stored_result(store, job.run_id, job.model)) is not None:
+        logger.info("%s: already trained in an earlier attempt of run %s; reusing it", job.model, job.run_id)
+        return done_before
+
+    device = configure_device(job.threads or default_threads())
     import keras
 
     from tasks.models import build_model, compile_model
@@ -213,7 +262,6 @@ def train(job: TrainingJob, store: ArtifactStore, cache_dir: Path, logger: loggi
     x_train, y_train = load_split(job.dataset, "train", store, cache_dir)
     x_val, y_val = load_split(job.dataset, "val", store, cache_dir)
     x_test, _ = load_split(job.dataset, "test", store, cache_dir)
-    prefix = run_prefix(job.run_id)
     params = job.train
 
     with tempfile.TemporaryDirectory(prefix=f"train-{job.model}-") as tmp:
@@ -232,7 +280,9 @@ def train(job: TrainingJob, store: ArtifactStore, cache_dir: Path, logger: loggi
         callbacks = [nan_guard, EpochLogger(logger, job.model, params.epochs, len(y_train), on_epoch)]
         if job.checkpoint:
             callbacks.append(s3_checkpoint(store, job.run_id, job.model, history, workdir))
-        started = time.perf_counter()
+        if os.environ.get(FAIL_AFTER_EPOCH_ENV) and job.attempt == 1:
+            callbacks.append(inject_fault(int(os.environ[FAIL_AFTER_EPOCH_ENV])))
+        started, started_at = time.perf_counter(), time.time()
         fit = model.fit(
             x_train, y_train, validation_data=(x_val, y_val), epochs=params.epochs, initial_epoch=done,
             batch_size=params.batch_size, callbacks=callbacks, verbose=0, shuffle=True,
@@ -252,7 +302,6 @@ def train(job: TrainingJob, store: ArtifactStore, cache_dir: Path, logger: loggi
         model.save(model_path)
         np.savez_compressed(workdir / "predictions.npz", y_prob=y_prob.astype(np.float32))
         model_key = prefix + f"models/{job.model}.keras"
-        history_key = prefix + f"training/{job.model}/history.json"
         predictions_key = prefix + f"training/{job.model}/predictions.npz"
         store.upload(model_path, model_key, overwrite=True)
         store.upload(workdir / "predictions.npz", predictions_key, overwrite=True)
@@ -261,6 +310,7 @@ def train(job: TrainingJob, store: ArtifactStore, cache_dir: Path, logger: loggi
     result = TrainingResult(
         model=job.model, model_key=model_key, history_key=history_key, predictions_key=predictions_key,
         history=history, epochs=len(history.get("loss", [])), resumed_from_epoch=done, fit_seconds=fit_seconds,
+        fit_started_at=started_at,
         train_images_per_second=epochs_run * len(y_train) / fit_seconds if epochs_run else 0.0,
         parameters=int(model.count_params()), peak_rss_mb=peak_rss_mb(), device=device,
     )

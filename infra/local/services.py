@@ -45,7 +45,7 @@ class Service:
     name: str
     command: Callable[[Settings], list[str]]
     env: Callable[[Settings], dict[str, str]]
-    healthy: Callable[[], bool]
+    healthy: Callable[[Settings], bool]
     url: str
     start_timeout: float
 
@@ -98,19 +98,54 @@ def _prefect_env(settings: Settings) -> dict[str, str]:
     }
 
 
+def _worker(pool: str, slots: int) -> Service:
+    """A Prefect process worker for `pool`, polling every second (the default 15 s would add
+    up to 15 s of latency to every child run), running up to `slots` flow runs at once."""
+
+    def command(settings: Settings) -> list[str]:
+        return [sys.executable, "-m", "prefect", "worker", "start", "--pool", pool, "--type", "process",
+                "--limit", str(slots), "--name", f"local-{pool}"]
+
+    def env(settings: Settings) -> dict[str, str]:
+        return {
+            "PREFECT_API_URL": settings.prefect_api_url or LOCAL_PREFECT_API,
+            "PREFECT_WORKER_QUERY_SECONDS": "1",
+            "PREFECT_WORKER_PREFETCH_SECONDS": "5",
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "COMPARE_MODELS_ROOT": str(project_root()),
+            "COMPARE_MODELS_WORKER_SLOTS": str(slots),
+        }
+
+    service = Service(f"worker-{pool}", command, env, lambda settings: bool(_pid(settings, service)) and _worker_online(pool),
+                      f"work pool {pool!r}", 60)
+    return service
+
+
+def _worker_online(pool: str) -> bool:
+    try:
+        response = httpx.post(f"{LOCAL_PREFECT_API}/work_pools/{pool}/workers/filter", json={}, timeout=2)
+        return response.status_code == 200 and any(w.get("status") == "ONLINE" for w in response.json())
+    except httpx.HTTPError:
+        return False
+
+
 SERVICES = (
     Service(
         "seaweedfs-s3", _seaweed_command, _seaweed_env,
         # S3 answers 403 to an anonymous request once it is up.
-        lambda: _http_ok(LOCAL_S3_URL + "/", lambda code: code in (200, 403)),
+        lambda settings: _http_ok(LOCAL_S3_URL + "/", lambda code: code in (200, 403)),
         LOCAL_S3_URL, 60,
     ),
     Service(
         "prefect-server", _prefect_command, _prefect_env,
-        lambda: _http_ok(LOCAL_PREFECT_API + "/health", lambda code: code == 200),
+        lambda settings: _http_ok(LOCAL_PREFECT_API + "/health", lambda code: code == 200),
         LOCAL_PREFECT_API, 120,
     ),
 )
+
+#: `compare-models up --workers`: a CPU worker for the parent flow and a "GPU" worker for
+#: trainings (on a machine without a GPU it trains on the CPU), two slots each.
+WORKERS = (_worker("cpu", 2), _worker("gpu", 2))
 
 
 # ── credentials ────────────────────────────────────────────────────────────
@@ -166,7 +201,7 @@ def _pid(settings: Settings, service: Service) -> int | None:
 
 
 def _start(settings: Settings, service: Service) -> str:
-    if service.healthy():
+    if service.healthy(settings):
         return "already running"
     if _pid(settings, service):
         return _wait(service, settings, started=False)
@@ -186,7 +221,7 @@ def _start(settings: Settings, service: Service) -> str:
 def _wait(service: Service, settings: Settings, *, started: bool) -> str:
     deadline = time.monotonic() + service.start_timeout
     while time.monotonic() < deadline:
-        if service.healthy():
+        if service.healthy(settings):
             return "started" if started else "already running"
         if _pid(settings, service) is None:
             break
@@ -195,12 +230,15 @@ def _wait(service: Service, settings: Settings, *, started: bool) -> str:
     raise ServiceError(f"{service.name} did not become healthy at {service.url}; see {log}")
 
 
-def up(settings: Settings | None = None) -> dict[str, str]:
-    """Start SeaweedFS and the Prefect server (idempotent) and create the bucket."""
+def up(settings: Settings | None = None, *, workers: bool = False) -> dict[str, str]:
+    """Start SeaweedFS and the Prefect server (idempotent), create the bucket, and, with
+    `workers`, the local CPU and GPU work-pool workers."""
     ensure_env_file()
     settings = settings or Settings()
     result = {service.name: _start(settings, service) for service in SERVICES}
     _ensure_local_bucket(settings)
+    if workers:
+        result |= {service.name: _start(settings, service) for service in WORKERS}
     return result
 
 
@@ -211,10 +249,11 @@ def _ensure_local_bucket(settings: Settings) -> None:
     ArtifactStore.from_settings(local).ensure_bucket()
 
 
-def down(settings: Settings | None = None) -> dict[str, str]:
+def down(settings: Settings | None = None, *, only: tuple[Service, ...] | None = None) -> dict[str, str]:
+    """Stop the services started by `up` (all, or `only` these)."""
     settings = settings or Settings()
     result = {}
-    for service in reversed(SERVICES):
+    for service in only or (*reversed(WORKERS), *reversed(SERVICES)):
         pid = _pid(settings, service)
         if pid is None:
             result[service.name] = "not running (or not started by compare-models up)"
@@ -237,9 +276,9 @@ def status(settings: Settings | None = None) -> list[dict[str, str]]:
         {
             "service": s.name,
             "url": s.url,
-            "healthy": "yes" if s.healthy() else "no",
+            "healthy": "yes" if s.healthy(settings) else "no",
             "pid": str(_pid(settings, s) or "-"),
             "log": str(settings.home / "logs" / f"{s.name}.log"),
         }
-        for s in SERVICES
+        for s in (*SERVICES, *WORKERS)
     ]

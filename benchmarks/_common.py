@@ -1,0 +1,68 @@
+"""Shared helpers for the benchmarks: machine description, a scratch bucket, JSON output."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import secrets
+import sys
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+REAL_ARCHIVE = ROOT.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def machine() -> dict:
+    import psutil
+
+    return {
+        "cpu": platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "python": platform.python_version(),
+        "gpu": "none",
+    }
+
+
+def emit(name: str, result: dict) -> None:
+    """Print one JSON document and keep a copy in benchmarks/results/."""
+    record = {"benchmark": name, "at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine(), **result}
+    text = json.dumps(record, indent=2)
+    print(text)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(text + "\n")
+
+
+@contextmanager
+def scratch_bucket():
+    """A fresh bucket on the configured S3 endpoint, removed afterwards (a truly cold cache)."""
+    from tasks.config import Settings
+    from tasks.store import ArtifactStore
+
+    settings = Settings()
+    bucket = f"cm-bench-{secrets.token_hex(4)}"
+    store = ArtifactStore.from_settings(settings.model_copy(update={"bucket": bucket}))
+    store.ensure_bucket()
+    old = os.environ.get("COMPARE_MODELS_BUCKET")
+    os.environ["COMPARE_MODELS_BUCKET"] = bucket
+    try:
+        yield store
+    finally:
+        for key in list(store.list_keys("")):
+            store.client.delete_object(Bucket=bucket, Key=key)
+        store.client.delete_bucket(Bucket=bucket)
+        if old is None:
+            os.environ.pop("COMPARE_MODELS_BUCKET", None)
+        else:
+            os.environ["COMPARE_MODELS_BUCKET"] = old
+
+
+def require_archive() -> Path:
+    if not REAL_ARCHIVE.exists():
+        sys.exit(f"benchmark needs the real CIFAR-10 archive at {REAL_ARCHIVE}")
+    return REAL_ARCHIVE

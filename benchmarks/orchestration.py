@@ -1,0 +1,135 @@
+"""Orchestration benchmarks for the deployment path (workers as shipped by
+`compare-models up --workers`: process workers polling every 1 s, 2 slots per pool).
+
+1. overhead: wall time of a `compare-models/nightly` deployment run on the smoke preset
+   minus the time during which at least one `fit` was running (target <= 15 s);
+2. overlap: the fraction of the shorter training's wall time (its train-model flow run)
+   during which both trainings ran (target >= 0.9 with two GPU-pool slots);
+3. resume cost: a training (local trainer) is killed (SIGKILL, process group) at a random
+   epoch and re-run with the same run id; epochs recomputed = epochs the killed attempt
+   had completed that the re-run did not resume past, plus the interrupted partial epoch
+   (target <= 1).
+
+    python benchmarks/orchestration.py [--data PATH] [--skip-resume]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+from _common import REAL_ARCHIVE, ROOT, emit
+
+from tasks.config import Settings
+from tasks.store import ArtifactStore, parse_s3_uri
+from tasks.training import checkpoint_prefix, history_key_of
+
+CLI = [sys.executable, "-m", "flows.cli"]
+
+
+def _read_runs(parent_id):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
+
+    async def read():
+        async with get_client() as client:
+            parent = await client.read_flow_run(parent_id)
+            children = await client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[parent_id])))
+            return parent, children
+
+    return asyncio.run(read())
+
+
+def deployment_run(data: str, resnet_weights: str) -> dict:
+    subprocess.run([*CLI, "up", "--workers"], cwd=ROOT, check=True, capture_output=True)
+    subprocess.run([*CLI, "deploy"], cwd=ROOT, check=True, capture_output=True)
+    params = subprocess.run([*CLI, "params", "--preset", "smoke", "--data", data, "--resnet-weights", resnet_weights,
+                             "--trainer", "deployment"], cwd=ROOT, check=True, capture_output=True, text=True).stdout
+    out = subprocess.run([sys.executable, "-m", "prefect", "deployment", "run", "compare-models/nightly", "--params", params,
+                          "--watch", "--watch-timeout", "3600"], cwd=ROOT, capture_output=True, text=True)
+    if out.returncode != 0:
+        sys.exit(out.stdout[-3000:] + out.stderr[-3000:])
+    store = ArtifactStore.from_settings(Settings())
+    latest = store.get_json("runs/latest.json")
+    manifest = store.get_json(parse_s3_uri(latest["manifest"])[1])
+    parent, children = _read_runs(manifest["flow_run_id"])
+    wall = (parent.end_time - parent.start_time).total_seconds()
+    fits = sorted((m["fit_started_at"], m["fit_started_at"] + m["fit_seconds"]) for m in
+                  (store.get_json(v["history_key"])["result"] for v in manifest["models"].values()))
+    union = 0.0
+    cur_start, cur_end = fits[0]
+    for start, end in fits[1:]:
+        if start > cur_end:
+            union += cur_end - cur_start
+            cur_start, cur_end = start, end
+        else:
+            cur_end = max(cur_end, end)
+    union += cur_end - cur_start
+    trainings = [c for c in children if c.name.endswith(("-cnn", "-resnet50"))]
+    spans = [(c.start_time.timestamp(), c.end_time.timestamp()) for c in trainings]
+    both = max(0.0, min(e for _, e in spans) - max(s for s, _ in spans))
+    shorter = min(e - s for s, e in spans)
+    fit_both = max(0.0, min(e for _, e in fits) - max(s for s, _ in fits))
+    return {
+        "run_id": manifest["run_id"], "parent_wall_seconds": round(wall, 1),
+        "fit_union_seconds": round(union, 1), "overhead_seconds": round(wall - union, 1),
+        "training_flow_runs": {c.name: round((c.end_time - c.start_time).total_seconds(), 1) for c in trainings},
+        "overlap_fraction_of_shorter_training": round(both / shorter, 3),
+        "overlap_fraction_of_shorter_fit": round(fit_both / min(e - s for s, e in fits), 3),
+        "targets": {"overhead_seconds": 15, "overlap_fraction": 0.9},
+    }
+
+
+def resume_cost(epochs: int = 8) -> dict:
+    store = ArtifactStore.from_settings(Settings())
+    run_id = f"bench-resume-{os.getpid()}"
+    kill_after = random.randint(1, epochs - 2)  # the epoch whose checkpoint we wait for
+    args = [*CLI, "run", "--preset", "smoke", "--data", "synthetic:2000", "--models", "cnn", "--split", "sizes",
+            "--train-size", "1500", "--val-size", "200", "--test-size", "200", "--epochs", str(epochs),
+            "--run-id", run_id, "--json"]
+    first = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    key = checkpoint_prefix(run_id, "cnn") + "state.json"
+    while first.poll() is None:
+        if store.exists(key) and store.get_json(key)["epoch"] >= kill_after:
+            break
+        time.sleep(0.1)
+    # kill somewhere inside the next epoch
+    time.sleep(random.uniform(0.1, 1.0))
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait()
+    completed_before_kill = store.get_json(key)["epoch"]
+    second = subprocess.run(args, cwd=ROOT, capture_output=True, text=True)
+    if second.returncode != 0:
+        sys.exit(second.stderr[-3000:])
+    result = store.get_json(history_key_of(run_id, "cnn"))
+    resumed = result["result"]["resumed_from_epoch"]
+    return {
+        "epochs": epochs, "killed_during_epoch": completed_before_kill + 1, "resumed_from_epoch": resumed,
+        "epochs_recomputed": (completed_before_kill - resumed) + 1,  # lost checkpointed epochs + the partial one
+        "history_length": len(result["history"]["loss"]), "target_epochs_recomputed": 1,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--data", default=str(REAL_ARCHIVE))
+    ap.add_argument("--resnet-weights", default="none")
+    ap.add_argument("--skip-resume", action="store_true")
+    args = ap.parse_args()
+    result = {"data": args.data, "preset": "smoke", "worker": {"type": "process", "query_seconds": 1, "limit": 2},
+              "deployment_run": deployment_run(args.data, args.resnet_weights)}
+    if not args.skip_resume:
+        result["resume"] = resume_cost()
+    emit("orchestration", result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,72 @@
+"""Training throughput inside the pipeline vs a bare `model.fit`, side by side in one run.
+
+Both sides train the same model on the same prepared split with the same thread settings,
+each in a fresh process: "pipeline" is the real `train-model` flow run (Prefect logging
+callback, NaN guard, per-epoch S3 checkpoints, progress artifact), "bare" is plain
+`model.fit`. The runs alternate (bare, pipeline, bare, pipeline, ...) so drift on this
+shared machine hits both. Target: pipeline / bare >= 0.95.
+
+    python benchmarks/throughput.py [--model cnn] [--epochs 2] [--reps 2] [--train 16250]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from _common import ROOT, emit, require_archive
+
+from tasks.config import Settings, SplitSpec, TrainParams
+from tasks.data import prepare_dataset
+from tasks.store import ArtifactStore, run_prefix
+from tasks.training import TrainingJob
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default="cnn")
+    ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--reps", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=os.cpu_count())
+    args = ap.parse_args()
+
+    settings = Settings()
+    store = ArtifactStore.from_settings(settings)
+    store.check()
+    dataset = prepare_dataset(str(require_archive()), SplitSpec(protocol="seed"), store, settings.cache_dir)
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    samples: dict[str, list[dict]] = {"bare": [], "pipeline": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        for rep in range(args.reps):
+            run_id = f"bench-throughput-{os.getpid()}-{rep}"
+            job = TrainingJob(run_id=run_id, model=args.model, dataset=dataset, threads=args.threads,
+                              train=TrainParams(epochs=args.epochs))
+            job_path, result_path = Path(tmp) / "job.json", Path(tmp) / "result.json"
+            job_path.write_text(job.model_dump_json())
+            bare = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "_bare_fit.py"), str(job_path)],
+                                  capture_output=True, text=True, env=env, check=True, cwd=ROOT)
+            samples["bare"].append(json.loads(bare.stdout.strip().splitlines()[-1]))
+            subprocess.run([sys.executable, "-m", "flows.train_model", str(job_path), str(result_path)],
+                           capture_output=True, env=env, check=True, cwd=ROOT)
+            result = json.loads(result_path.read_text())["result"]
+            samples["pipeline"].append({k: result[k] for k in ("fit_seconds", "train_images_per_second", "peak_rss_mb")})
+            for key in list(store.list_keys(run_prefix(run_id))):
+                store.client.delete_object(Bucket=store.bucket, Key=key)
+    ips = {side: statistics.median(s["train_images_per_second"] for s in runs) for side, runs in samples.items()}
+    emit("throughput", {
+        "data": "cifar10-jpeg seed split", "model": args.model, "epochs": args.epochs, "batch_size": 128,
+        "threads": args.threads, "train_images": dataset.sizes["train"], "reps": args.reps,
+        "median_images_per_second": {k: round(v, 1) for k, v in ips.items()},
+        "ratio_pipeline_to_bare": round(ips["pipeline"] / ips["bare"], 3),
+        "target_ratio": 0.95, "samples": samples,
+    })
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,108 @@
+"""Deployments, real process workers and `prefect deployment run`, against the local stack.
+
+The test stops any local workers started by `compare-models up --workers` and starts its
+own (same pools, this session's test bucket in their environment), then stops them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.integration
+PREFECT = [sys.executable, "-m", "prefect"]
+
+
+@pytest.fixture(scope="module")
+def deployed(stack):
+    from infra.local.services import WORKERS, down, up
+
+    down(only=WORKERS)
+    up(workers=True)  # inherits this session's COMPARE_MODELS_BUCKET
+    out = subprocess.run([sys.executable, "-m", "flows.cli", "deploy"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    yield
+    down(only=WORKERS)
+
+
+def _flow_run(flow_run_id):
+    from prefect.client.orchestration import get_client
+
+    async def read():
+        async with get_client() as client:
+            return await client.read_flow_run(flow_run_id)
+
+    return asyncio.run(read())
+
+
+def test_deployments_are_declared_as_in_prefect_yaml(deployed):
+    from prefect.client.orchestration import get_client
+
+    async def read():
+        async with get_client() as client:
+            return {name: await client.read_deployment_by_name(name)
+                    for name in ("compare-models/nightly", "train-model/cnn", "train-model/resnet50")}
+
+    deployments = asyncio.run(read())
+    nightly = deployments["compare-models/nightly"]
+    assert nightly.work_pool_name == "cpu" and nightly.enforce_parameter_schema
+    crons = [(s.schedule.cron, s.schedule.timezone, s.active) for s in nightly.schedules]
+    assert crons == [("0 2 * * *", "UTC", True)]
+    assert "params" in nightly.parameter_openapi_schema["properties"]  # typed: the UI renders a form
+    assert deployments["train-model/cnn"].work_pool_name == "gpu"
+    assert deployments["train-model/resnet50"].work_pool_name == "gpu"
+
+
+def test_invalid_parameters_are_rejected_before_a_run_starts(deployed):
+    bad = json.dumps({"params": {"train": {"epochs": 0}, "models": ["cnn"]}})
+    out = subprocess.run([*PREFECT, "deployment", "run", "compare-models/nightly", "--params", bad],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode != 0
+    assert "epochs" in out.stdout + out.stderr
+
+
+def test_nightly_deployment_run_trains_both_models_in_parallel_on_workers(deployed, stack):
+    params = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "params", "--preset", "smoke", "--data", "synthetic:200", "--split", "sizes",
+         "--train-size", "100", "--val-size", "40", "--test-size", "40", "--epochs", "2", "--batch-size", "32",
+         "--resnet-weights", "none", "--trainer", "deployment"],
+        cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    out = subprocess.run([*PREFECT, "deployment", "run", "compare-models/nightly", "--params", params, "--watch",
+                          "--watch-timeout", "600"], cwd=ROOT, capture_output=True, text=True, timeout=700)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    async def read():
+        async with get_client() as client:
+            deployment = await client.read_deployment_by_name("compare-models/nightly")
+            parent = (await client.read_flow_runs(sort=FlowRunSort.START_TIME_DESC, limit=1,
+                                                   deployment_filter=None,
+                                                   flow_run_filter=FlowRunFilter(deployment_id={"any_": [deployment.id]},
+                                                                                 state={"type": {"any_": ["COMPLETED"]}})))[0]
+            children = await client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[parent.id])))
+            return parent, children
+
+    parent, children = asyncio.run(read())
+    assert parent.state_name == "Completed"
+    trainings = [c for c in children if c.name.endswith(("-cnn", "-resnet50"))]
+    assert sorted(c.name.rsplit("-", 1)[1] for c in trainings) == ["cnn", "resnet50"]
+    assert all(c.state_name == "Completed" for c in trainings)
+    # both trainings ran at the same time on the gpu pool's two slots
+    (a, b) = trainings
+    overlap = min(a.end_time, b.end_time) - max(a.start_time, b.start_time)
+    assert overlap.total_seconds() > 0
+    latest = stack.get_json("runs/latest.json")
+    manifest = stack.get_json(latest["manifest"].split(f"s3://{stack.bucket}/", 1)[1])
+    assert manifest["status"] == "complete" and manifest["flow_run_id"] == str(parent.id)
+    assert manifest["params"]["execution"]["trainer"] == "deployment"

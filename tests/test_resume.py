@@ -1,0 +1,90 @@
+"""Retries that resume: a failed training attempt continues from its last S3 checkpoint,
+and so does a killed run when it is re-run with the same run id."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tasks.config import RunParams
+from tasks.store import MANIFEST, run_prefix
+from tasks.training import FAIL_AFTER_EPOCH_ENV, checkpoint_prefix, history_key_of
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.integration
+
+TINY_CNN = {"data": "synthetic:200", "split": {"protocol": "sizes", "train": 100, "val": 40, "test": 40},
+            "models": ["cnn"], "resnet_weights": "none"}
+
+
+@pytest.fixture
+def prefect_api(stack):
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings(updates={PREFECT_API_URL: os.environ["PREFECT_API_URL"]}):
+        yield
+
+
+def test_failed_attempt_is_retried_and_resumes_after_the_last_epoch(stack, prefect_api, monkeypatch):
+    from flows.compare_models import compare_models
+
+    monkeypatch.setenv(FAIL_AFTER_EPOCH_ENV, "2")  # the first attempt fails right after epoch 2
+    params = RunParams.model_validate({**TINY_CNN, "run_id": "resume-after-fault", "train": {"epochs": 4, "batch_size": 50},
+                                       "execution": {"retries": 1, "retry_delay_seconds": 0}})
+    state = compare_models(params=params, return_state=True)
+    assert state.is_completed(), state.message
+    stored = stack.get_json(history_key_of("resume-after-fault", "cnn"))
+    assert stored["result"]["resumed_from_epoch"] == 2  # the retry started at epoch 3, not at 1
+    assert len(stored["history"]["loss"]) == len(stored["history"]["val_loss"]) == 4  # no duplicates, no gaps
+    assert len(set(stored["history"]["loss"])) == 4
+    assert not list(stack.list_keys(checkpoint_prefix("resume-after-fault", "cnn")))  # pruned once finished
+    assert stack.exists(run_prefix("resume-after-fault") + MANIFEST)
+
+
+def test_without_retries_the_injected_fault_fails_the_run(stack, prefect_api, monkeypatch):
+    from flows.compare_models import compare_models
+
+    monkeypatch.setenv(FAIL_AFTER_EPOCH_ENV, "1")
+    params = RunParams.model_validate({**TINY_CNN, "run_id": "fault-no-retry", "train": {"epochs": 2, "batch_size": 50},
+                                       "execution": {"retries": 0}})
+    state = compare_models(params=params, return_state=True)
+    assert state.is_failed() and "injected fault after epoch 1" in state.message
+    assert not stack.exists(run_prefix("fault-no-retry") + MANIFEST)
+    state = stack.get_json(checkpoint_prefix("fault-no-retry", "cnn") + "state.json")
+    assert state["epoch"] == 1  # the checkpoint a re-run would resume from
+
+
+def test_killed_run_resumes_from_its_checkpoint_on_rerun(stack):
+    run_id = "killed-and-rerun"
+    args = [sys.executable, "-m", "flows.cli", "run", "--preset", "smoke", "--data", "synthetic:400", "--models", "cnn",
+            "--split", "sizes", "--train-size", "300", "--val-size", "50", "--test-size", "40", "--epochs", "12",
+            "--batch-size", "32", "--run-id", run_id, "--json"]
+    first = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    state_key = checkpoint_prefix(run_id, "cnn") + "state.json"
+    deadline = time.monotonic() + 240
+    try:
+        while time.monotonic() < deadline and first.poll() is None:
+            if stack.exists(state_key) and stack.get_json(state_key)["epoch"] >= 2:
+                break
+            time.sleep(0.2)
+        assert first.poll() is None, "the run ended before it could be killed"
+        os.killpg(first.pid, signal.SIGKILL)  # the flow process and its training process, mid-epoch
+        first.wait()
+    finally:
+        if first.poll() is None:
+            os.killpg(first.pid, signal.SIGKILL)
+    killed_at = stack.get_json(state_key)["epoch"]
+    assert 2 <= killed_at < 12 and not stack.exists(run_prefix(run_id) + MANIFEST)
+
+    second = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0, second.stderr[-3000:]
+    stored = stack.get_json(history_key_of(run_id, "cnn"))
+    assert stored["result"]["resumed_from_epoch"] == killed_at  # at most the interrupted epoch is recomputed
+    assert len(stored["history"]["loss"]) == 12
+    assert json.loads(second.stdout)["run_id"] == run_id
