@@ -1,4 +1,5 @@
-"""A bare `model.fit` of the same model, data and thread settings as a pipeline job.
+"""A bare `model.fit` of the same model, data, input pipeline and thread settings as a
+pipeline job: no callbacks, no checkpoints, no Prefect.
 
 Usage: python benchmarks/_bare_fit.py JOB.json  -> prints {"fit_seconds": ..., ...}
 """
@@ -15,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tasks.config import Settings  # noqa: E402
 from tasks.data import load_split  # noqa: E402
 from tasks.store import ArtifactStore  # noqa: E402
-from tasks.training import TrainingJob, configure_device, peak_rss_mb  # noqa: E402
+from tasks.training import TrainingJob, configure_device, peak_rss_mb, training_input  # noqa: E402
 
 
 def main(job_path: str) -> None:
@@ -23,16 +24,19 @@ def main(job_path: str) -> None:
     configure_device(job.threads)
     import keras
 
-    from tasks.models import build_model, compile_model
+    from tasks.models import build_model, compile_model, learning_rate_schedule
 
     settings = Settings()
     store = ArtifactStore.from_settings(settings)
     keras.utils.set_random_seed(job.train.seed)
     x, y = load_split(job.dataset, "train", store, settings.cache_dir)
     xv, yv = load_split(job.dataset, "val", store, settings.cache_dir)
-    model = compile_model(build_model(job.model), job.train.optimizer, job.train.learning_rate)
+    p = job.train
+    rate = learning_rate_schedule(p.learning_rate, p.lr_schedule, p.epochs * -(-len(y) // p.batch_size))
+    model = compile_model(build_model(job.model), p.optimizer, rate)
     started = time.perf_counter()
-    model.fit(x, y, validation_data=(xv, yv), epochs=job.train.epochs, batch_size=job.train.batch_size, verbose=0)
+    # the same input pipeline (shuffle, flips, batching) as the pipeline; no callbacks
+    model.fit(training_input(x, y, p, seed=p.seed), validation_data=(xv, yv), epochs=p.epochs, verbose=0)
     fit_seconds = time.perf_counter() - started
     print(json.dumps({"fit_seconds": fit_seconds, "train_images_per_second": job.train.epochs * len(y) / fit_seconds,
                       "peak_rss_mb": peak_rss_mb()}))

@@ -82,6 +82,11 @@ def prepare_data(params: RunParams) -> DatasetRef:
     return ref
 
 
+def _worth_retrying(task, task_run, state) -> bool:
+    """Retry crashes and transient faults; a diverged training would only diverge again."""
+    return "TrainingDiverged" not in str(state.message or "")
+
+
 def _attempt_job(job: TrainingJob) -> TrainingJob:
     """The job with this task run's attempt number (retries resume from the checkpoint)."""
     return job.model_copy(update={"attempt": task_run.run_count or 1})
@@ -98,7 +103,7 @@ def _trained(job: TrainingJob) -> dict[str, Any]:
     return dict(result.__dict__)
 
 
-@task(name="train", task_run_name="train-{job.model}")
+@task(name="train", task_run_name="train-{job.model}", retry_condition_fn=_worth_retrying)
 def train_in_subprocess(job: TrainingJob) -> dict[str, Any]:
     """Run the `train-model` flow in a fresh Python process (the `local` trainer)."""
     job = _attempt_job(job)
@@ -119,7 +124,7 @@ def train_in_subprocess(job: TrainingJob) -> dict[str, Any]:
     return _trained(job)
 
 
-@task(name="train", task_run_name="train-{job.model}")
+@task(name="train", task_run_name="train-{job.model}", retry_condition_fn=_worth_retrying)
 def train_on_worker(job: TrainingJob, poll_seconds: float) -> dict[str, Any]:
     """Run `train-model/<model>` on the GPU work pool and wait for it (the `deployment` trainer).
 
@@ -163,7 +168,8 @@ def report(run_id: str, params: RunParams, dataset: DatasetRef, trained: dict[st
         "run_id": run_id, "data_source": dataset.source, "data_source_kind": "synthetic" if dataset.synthetic else "archive",
         "dataset": dataset.name, "archive_sha256": dataset.archive_sha256, "split_sizes": json.dumps(dataset.sizes),
         "epochs": params.train.epochs, "batch_size": params.train.batch_size, "optimizer": params.train.optimizer,
-        "learning_rate": params.train.learning_rate, "resnet_weights": params.resnet_weights if "resnet50" in params.models else "-",
+        "learning_rate": params.train.learning_rate, "lr_schedule": params.train.lr_schedule,
+        "augment": params.train.augment, "resnet_weights": params.resnet_weights if "resnet50" in params.models else "-",
         "preset": params.preset or "-",
     }
     keys = publish_report(store, run_id, results, title=title, run_info=run_info)

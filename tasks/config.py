@@ -151,6 +151,10 @@ class TrainParams(BaseModel):
     batch_size: int = Field(default=128, gt=0, le=65536)
     optimizer: Literal["adam", "sgd", "rmsprop", "adamw"] = "adam"
     learning_rate: float = Field(default=1e-3, gt=0, le=1e4)
+    lr_schedule: Literal["constant", "cosine"] = Field(
+        default="cosine", description="'cosine' decays the learning rate to 0 over the run; 'constant' keeps it")
+    augment: Literal["none", "flip"] = Field(
+        default="flip", description="'flip': random horizontal flips of training images (outside the model)")
     threads: int = Field(default=0, ge=0, description="TF intra-op threads per training process; 0 = share of cores")
     seed: int = 42
 

@@ -79,7 +79,17 @@ def build_resnet50(weights: str | Path | None = None, *, dense_dropout: float = 
     return keras.Model(inputs, outputs, name="resnet50")
 
 
-def build_optimizer(name: str, learning_rate: float) -> keras.optimizers.Optimizer:
+def learning_rate_schedule(learning_rate: float, schedule: str, total_steps: int):
+    """A constant rate, or cosine decay to 0 over `total_steps` (saved with the optimizer,
+    so a resumed run continues the same curve)."""
+    if schedule == "constant":
+        return learning_rate
+    if schedule == "cosine":
+        return keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=max(1, total_steps))
+    raise ValueError(f"unknown learning-rate schedule {schedule!r}; choose 'constant' or 'cosine'")
+
+
+def build_optimizer(name: str, learning_rate) -> keras.optimizers.Optimizer:
     optimizers = {
         "adam": keras.optimizers.Adam,
         "adamw": keras.optimizers.AdamW,
@@ -99,7 +109,7 @@ def build_model(name: str, *, resnet_weights: str | Path | None = None) -> keras
     raise ValueError(f"unknown model name {name!r}; choose from ['cnn', 'resnet50']")
 
 
-def compile_model(model: keras.Model, optimizer: str, learning_rate: float) -> keras.Model:
+def compile_model(model: keras.Model, optimizer: str, learning_rate) -> keras.Model:
     model.compile(
         optimizer=build_optimizer(optimizer, learning_rate),
         loss="sparse_categorical_crossentropy",

@@ -209,6 +209,23 @@ def prune_checkpoints(store: ArtifactStore, run_id: str, model_name: str) -> Non
 # ── training ───────────────────────────────────────────────────────────────
 
 
+def training_input(x: np.ndarray, y: np.ndarray, params: TrainParams, *, seed: int):
+    """Shuffled batches, with random horizontal flips when `params.augment == "flip"`.
+
+    Augmentation lives in the input pipeline, not in the model, so the saved model is
+    exactly the report's architecture.
+    """
+    import tensorflow as tf
+
+    data = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(len(y), seed=seed, reshuffle_each_iteration=True)
+    data = data.batch(params.batch_size)
+    if params.augment == "flip":
+        data = data.map(lambda images, labels: (tf.image.random_flip_left_right(images, seed=seed), labels),
+                        num_parallel_calls=tf.data.AUTOTUNE)
+    return data.prefetch(tf.data.AUTOTUNE)
+
+
+
 @dataclass
 class TrainingResult:
     model: str
@@ -256,7 +273,7 @@ def train(job: TrainingJob, store: ArtifactStore, cache_dir: Path, logger: loggi
     device = configure_device(job.threads or default_threads())
     import keras
 
-    from tasks.models import build_model, compile_model
+    from tasks.models import build_model, compile_model, learning_rate_schedule
 
     keras.utils.set_random_seed(job.train.seed)
     x_train, y_train = load_split(job.dataset, "train", store, cache_dir)
@@ -272,7 +289,9 @@ def train(job: TrainingJob, store: ArtifactStore, cache_dir: Path, logger: loggi
             logger.info("%s: resuming from the checkpoint after epoch %d/%d", job.model, done, params.epochs)
         else:
             weights = local_weights(job.resnet_weights_key, store, cache_dir) if job.model == "resnet50" else None
-            model = compile_model(build_model(job.model, resnet_weights=weights), params.optimizer, params.learning_rate)
+            steps = params.epochs * math.ceil(len(y_train) / params.batch_size)
+            rate = learning_rate_schedule(params.learning_rate, params.lr_schedule, steps)
+            model = compile_model(build_model(job.model, resnet_weights=weights), params.optimizer, rate)
             done, history = 0, {}
         logger.info("%s: %s parameters, %s", job.model, f"{model.count_params():,}", device)
 
@@ -284,20 +303,23 @@ def train(job: TrainingJob, store: ArtifactStore, cache_dir: Path, logger: loggi
             callbacks.append(inject_fault(int(os.environ[FAIL_AFTER_EPOCH_ENV])))
         started, started_at = time.perf_counter(), time.time()
         fit = model.fit(
-            x_train, y_train, validation_data=(x_val, y_val), epochs=params.epochs, initial_epoch=done,
-            batch_size=params.batch_size, callbacks=callbacks, verbose=0, shuffle=True,
+            training_input(x_train, y_train, params, seed=params.seed + done), validation_data=(x_val, y_val),
+            epochs=params.epochs, initial_epoch=done, callbacks=callbacks, verbose=0,
         )
         fit_seconds = time.perf_counter() - started
         if not job.checkpoint:
             history = {k: [float(v) for v in vs] for k, vs in fit.history.items()}
-        if nan_guard.nan_at is not None or not all(math.isfinite(v) for v in history.get("loss", [math.nan])):
-            epoch, batch = nan_guard.nan_at or (len(history.get("loss", [])), 0)
+        diverged = nan_guard.nan_at is not None or not all(math.isfinite(v) for v in history.get("loss", [math.nan]))
+        y_prob = None if diverged else model.predict(x_test, batch_size=max(params.batch_size, 256), verbose=0)
+        if diverged or not np.isfinite(y_prob).all():
+            if job.checkpoint:
+                prune_checkpoints(store, job.run_id, job.model)  # a diverged model is no place to resume from
+            where = "at epoch {}, batch {}".format(*nan_guard.nan_at) if nan_guard.nan_at else "(its outputs are NaN/inf)"
             raise TrainingDiverged(
-                f"{job.model}: the training loss became NaN/inf at epoch {epoch}, batch {batch} (learning rate "
+                f"{job.model}: training diverged: the loss or the model became NaN/inf {where} (learning rate "
                 f"{params.learning_rate}, optimizer {params.optimizer}). Lower the learning rate; nothing was published."
             )
 
-        y_prob = model.predict(x_test, batch_size=max(params.batch_size, 256), verbose=0)
         model_path = workdir / f"{job.model}.keras"
         model.save(model_path)
         np.savez_compressed(workdir / "predictions.npz", y_prob=y_prob.astype(np.float32))

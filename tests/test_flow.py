@@ -131,7 +131,9 @@ def test_a_completed_run_is_never_overwritten(both_models_run, stack, prefect_ap
 def test_nan_loss_fails_the_run_and_publishes_nothing(stack, prefect_api):
     state = run_flow(**{**TINY, "models": ["cnn"], "run_id": "nan-check", "train": {"epochs": 2, "optimizer": "sgd", "learning_rate": 1000.0}})
     assert state.is_failed()
-    assert "loss became NaN/inf at epoch 1" in state.message and "Lower the learning rate" in state.message
+    assert "training diverged: the loss or the model became NaN/inf" in state.message
+    assert "Lower the learning rate" in state.message
+    assert not list(stack.list_keys(run_prefix("nan-check") + "checkpoints/"))  # nothing to resume a diverged model from
     assert not stack.exists(run_prefix("nan-check") + "models/cnn.keras")
     assert not stack.exists(run_prefix("nan-check") + MANIFEST)
 
