@@ -9,7 +9,7 @@ PRESET ?= smoke
 export PREFECT_SERVER_ANALYTICS_ENABLED = false
 export TF_CPP_MIN_LOG_LEVEL = 2
 
-.PHONY: install up down status demo run-local test test-unit bench clean
+.PHONY: install up down status demo run-local test test-unit lint bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -45,8 +45,11 @@ demo: install
 run-local: up
 	$(BIN)/compare-models run --preset $(PRESET) --data $(DATA) --resnet-weights $(RESNET_WEIGHTS)
 
-test: up  ## unit + integration tests against the real local services
+test: up lint  ## lint, then unit + integration tests against the real local services
 	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+lint: install
+	$(BIN)/ruff check .
 
 test-unit: install
 	$(BIN)/python -m pytest -q -m "not integration and not realdata"

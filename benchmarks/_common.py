@@ -53,9 +53,7 @@ def scratch_bucket():
     try:
         yield store
     finally:
-        for key in list(store.list_keys("")):
-            store.client.delete_object(Bucket=bucket, Key=key)
-        store.client.delete_bucket(Bucket=bucket)
+        store.delete_bucket()
         if old is None:
             os.environ.pop("COMPARE_MODELS_BUCKET", None)
         else:

@@ -17,6 +17,8 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -29,10 +31,9 @@ from prefect.settings import PREFECT_API_URL
 from tasks.config import RunParams, Settings
 from tasks.data import DatasetRef, prepare_dataset
 from tasks.publish import (
-    evaluate_model, guard_run_prefix, markdown_summary, move_latest, new_run_id, per_class_table_rows, publish_report,
-    test_labels, write_manifest,
+    evaluate_model, guard_run_prefix, move_latest, new_run_id, publish_report, test_labels, write_manifest,
 )
-from tasks.report import ModelResult
+from tasks.report import ModelResult, markdown_summary, per_class_table_rows
 from tasks.store import ArtifactStore, run_prefix
 from tasks.training import TrainingJob, stored_result
 from tasks.weights import resolve_resnet_weights
@@ -124,6 +125,21 @@ def train_in_subprocess(job: TrainingJob) -> dict[str, Any]:
     return _trained(job)
 
 
+_CREATING_CHILD = threading.Lock()
+
+
+def _wait_until_final(flow_run_id, poll_seconds: float):
+    """The flow run once it reached a final state (`run_deployment`'s own wait, unlocked)."""
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        while True:
+            flow_run = client.read_flow_run(flow_run_id)
+            if flow_run.state and flow_run.state.is_final():
+                return flow_run
+            time.sleep(poll_seconds)
+
+
 @task(name="train", task_run_name="train-{job.model}", retry_condition_fn=_worth_retrying)
 def train_on_worker(job: TrainingJob, poll_seconds: float) -> dict[str, Any]:
     """Run `train-model/<model>` on the GPU work pool and wait for it (the `deployment` trainer).
@@ -132,11 +148,16 @@ def train_on_worker(job: TrainingJob, poll_seconds: float) -> dict[str, Any]:
     here; the idempotency key holds the attempt number so a retry starts a new child.
     """
     job = _attempt_job(job)
-    child = run_deployment(
-        name=f"train-model/{job.model}", parameters={"job": job.model_dump(mode="json")}, timeout=None,
-        poll_interval=poll_seconds, as_subflow=True, idempotency_key=f"{job.run_id}-{job.model}-attempt-{job.attempt}",
-        flow_run_name=f"{job.run_id}-{job.model}",
-    )
+    # Children are created one at a time (~0.1 s each), then awaited concurrently: created
+    # at the same moment, they met ~2 s write-lock stalls on a SQLite-backed server, which
+    # delayed one training's start by that much.
+    with _CREATING_CHILD:
+        child = run_deployment(
+            name=f"train-model/{job.model}", parameters={"job": job.model_dump(mode="json")}, timeout=0,
+            as_subflow=True, idempotency_key=f"{job.run_id}-{job.model}-attempt-{job.attempt}",
+            flow_run_name=f"{job.run_id}-{job.model}",
+        )
+    child = _wait_until_final(child.id, poll_seconds)
     if not child.state or not child.state.is_completed():
         state = child.state.name if child.state else "unknown"
         raise TrainingFailed(f"{job.model}: train-model flow run {child.name} ended {state}: "

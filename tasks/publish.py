@@ -17,7 +17,7 @@ import numpy as np
 
 from tasks.data import DatasetRef, DataError
 from tasks.evaluation import evaluate_predictions, metrics_tables
-from tasks.report import ModelResult, markdown_summary, per_class_table_rows, render_report
+from tasks.report import ModelResult, render_report
 from tasks.store import MANIFEST, ArtifactStore, StoreError, run_prefix
 
 CONTENT_TYPES = {".html": "text/html; charset=utf-8", ".png": "image/png", ".csv": "text/csv", ".json": "application/json"}

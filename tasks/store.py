@@ -18,7 +18,7 @@ import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 import boto3
 from boto3.s3.transfer import TransferConfig
@@ -176,6 +176,28 @@ class ArtifactStore:
     def put_json(self, obj: Any, key: str, *, overwrite: bool = False) -> str:
         data = json.dumps(obj, indent=2, sort_keys=True, default=str).encode()
         return self.put_bytes(data, key, overwrite=overwrite, content_type="application/json")
+
+    # ── deletes (checkpoints and scratch buckets only; run results are write-once) ──
+
+    def delete_prefix(self, prefix: str, *, keep: Iterable[str] = ()) -> int:
+        """Deletes every key under `prefix` except those in `keep`; returns how many went.
+
+        Batched through DeleteObjects (up to 1,000 keys a request).
+        """
+        kept = set(keep)
+        doomed = [k for k in self.list_keys(prefix) if k not in kept]
+        for start in range(0, len(doomed), 1000):
+            batch = [{"Key": k} for k in doomed[start : start + 1000]]
+            response = self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
+            if response.get("Errors"):
+                first = response["Errors"][0]
+                raise StoreError(f"could not delete {first.get('Key')} in {self.uri(prefix)}: {first.get('Code')}")
+        return len(doomed)
+
+    def delete_bucket(self) -> None:
+        """Empties and removes the bucket (test and benchmark scratch buckets)."""
+        self.delete_prefix("")
+        self.client.delete_bucket(Bucket=self.bucket)
 
 
 # ── the layout users browse and script against ─────────────────────────────

@@ -24,6 +24,7 @@ import resource
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -147,11 +148,14 @@ def checkpoint_prefix(run_id: str, model: str) -> str:
     return run_prefix(run_id) + f"checkpoints/{model}/"
 
 
-def s3_checkpoint(store: ArtifactStore, run_id: str, model_name: str, history: dict[str, list[float]], workdir: Path):
+def s3_checkpoint(store: ArtifactStore, run_id: str, model_name: str, history: dict[str, list[float]], workdir: Path,
+                  final_epoch: int):
     """Saves model + optimizer state and the history so far to S3 after every epoch.
 
     The state file is written after the model file, so a checkpoint is never half-made:
-    `state.json` always names an epoch whose model file is complete.
+    `state.json` always names an epoch whose model file is complete. The final epoch is
+    not checkpointed: the finished model is published right after `fit` (a crash in
+    between costs that one epoch, like a crash during it).
     """
     import keras
 
@@ -163,15 +167,14 @@ def s3_checkpoint(store: ArtifactStore, run_id: str, model_name: str, history: d
                 history.setdefault(key, []).append(float(value))
             if not all(math.isfinite(v) for v in history.get("loss", [])):
                 return  # never checkpoint a diverged model
+            if epoch + 1 >= final_epoch:
+                return
             path = workdir / f"checkpoint-{epoch + 1}.keras"
-            self.model.save(path)
             key = prefix + f"epoch-{epoch + 1:04d}.keras"
-            store.upload(path, key, overwrite=True)
+            save_and_upload(self.model, path, store, key)
             store.put_json({"epoch": epoch + 1, "model_key": key, "history": history}, prefix + "state.json", overwrite=True)
             path.unlink(missing_ok=True)
-            for old in store.list_keys(prefix + "epoch-"):
-                if old != key:
-                    store.client.delete_object(Bucket=store.bucket, Key=old)
+            store.delete_prefix(prefix + "epoch-", keep=[key])
 
     return S3Checkpoint()
 
@@ -201,9 +204,13 @@ def load_checkpoint(store: ArtifactStore, run_id: str, model_name: str, workdir:
     return model, int(state["epoch"]), {k: list(v) for k, v in state["history"].items()}
 
 
+def save_and_upload(model, path: Path, store: ArtifactStore, key: str) -> str:
+    model.save(path)
+    return store.upload(path, key, overwrite=True)
+
+
 def prune_checkpoints(store: ArtifactStore, run_id: str, model_name: str) -> None:
-    for key in list(store.list_keys(checkpoint_prefix(run_id, model_name))):
-        store.client.delete_object(Bucket=store.bucket, Key=key)
+    store.delete_prefix(checkpoint_prefix(run_id, model_name))
 
 
 # ── training ───────────────────────────────────────────────────────────────
@@ -298,7 +305,7 @@ def train(job: TrainingJob, store: ArtifactStore, cache_dir: Path, logger: loggi
         nan_guard = fail_on_nan()
         callbacks = [nan_guard, EpochLogger(logger, job.model, params.epochs, len(y_train), on_epoch)]
         if job.checkpoint:
-            callbacks.append(s3_checkpoint(store, job.run_id, job.model, history, workdir))
+            callbacks.append(s3_checkpoint(store, job.run_id, job.model, history, workdir, params.epochs))
         if os.environ.get(FAIL_AFTER_EPOCH_ENV) and job.attempt == 1:
             callbacks.append(inject_fault(int(os.environ[FAIL_AFTER_EPOCH_ENV])))
         started, started_at = time.perf_counter(), time.time()
@@ -310,8 +317,18 @@ def train(job: TrainingJob, store: ArtifactStore, cache_dir: Path, logger: loggi
         if not job.checkpoint:
             history = {k: [float(v) for v in vs] for k, vs in fit.history.items()}
         diverged = nan_guard.nan_at is not None or not all(math.isfinite(v) for v in history.get("loss", [math.nan]))
-        y_prob = None if diverged else model.predict(x_test, batch_size=max(params.batch_size, 256), verbose=0)
+        model_key = prefix + f"models/{job.model}.keras"
+        predictions_key = prefix + f"training/{job.model}/predictions.npz"
+        y_prob = None
+        if not diverged:
+            # Saving and uploading the model (300 MB for ResNet50 with its optimizer state) runs
+            # while the test set is predicted; both only read the weights.
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"publish-{job.model}") as publisher:
+                model_published = publisher.submit(save_and_upload, model, workdir / f"{job.model}.keras", store, model_key)
+                y_prob = model.predict(x_test, batch_size=max(params.batch_size, 256), verbose=0)
+                model_published.result()
         if diverged or not np.isfinite(y_prob).all():
+            store.delete_prefix(model_key)  # a model with NaN outputs is not published
             if job.checkpoint:
                 prune_checkpoints(store, job.run_id, job.model)  # a diverged model is no place to resume from
             where = "at epoch {}, batch {}".format(*nan_guard.nan_at) if nan_guard.nan_at else "(its outputs are NaN/inf)"
@@ -320,12 +337,7 @@ def train(job: TrainingJob, store: ArtifactStore, cache_dir: Path, logger: loggi
                 f"{params.learning_rate}, optimizer {params.optimizer}). Lower the learning rate; nothing was published."
             )
 
-        model_path = workdir / f"{job.model}.keras"
-        model.save(model_path)
         np.savez_compressed(workdir / "predictions.npz", y_prob=y_prob.astype(np.float32))
-        model_key = prefix + f"models/{job.model}.keras"
-        predictions_key = prefix + f"training/{job.model}/predictions.npz"
-        store.upload(model_path, model_key, overwrite=True)
         store.upload(workdir / "predictions.npz", predictions_key, overwrite=True)
 
     epochs_run = params.epochs - done

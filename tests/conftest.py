@@ -40,9 +40,7 @@ def stack():
     store = ArtifactStore.from_settings(Settings())
     store.ensure_bucket()
     yield store
-    for key in list(store.list_keys("")):
-        store.client.delete_object(Bucket=bucket, Key=key)
-    store.client.delete_bucket(Bucket=bucket)
+    store.delete_bucket()
     for k, v in saved.items():
         if v is None:
             os.environ.pop(k, None)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import subprocess
 import sys
 
@@ -58,6 +57,24 @@ def test_deployments_are_declared_as_in_prefect_yaml(deployed):
     assert "params" in nightly.parameter_openapi_schema["properties"]  # typed: the UI renders a form
     assert deployments["train-model/cnn"].work_pool_name == "gpu"
     assert deployments["train-model/resnet50"].work_pool_name == "gpu"
+    for deployment in deployments.values():  # heartbeats feed the zombie-run automation
+        assert deployment.job_variables["env"]["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"] == "30"
+
+
+def test_deploy_creates_the_zombie_run_automation_once(deployed):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.objects import StateType
+
+    from deployments.deploy import CRASH_AFTER_SECONDS, ZOMBIE_AUTOMATION
+
+    out = subprocess.run([sys.executable, "-m", "flows.cli", "deploy"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and "exists" in out.stdout  # deploying again does not duplicate it
+    with get_client(sync_client=True) as client:
+        automations = client.read_automations_by_name(ZOMBIE_AUTOMATION)
+    assert len(automations) == 1 and automations[0].enabled
+    trigger, action = automations[0].trigger, automations[0].actions[0]
+    assert trigger.posture == "Proactive" and trigger.within.total_seconds() == CRASH_AFTER_SECONDS
+    assert trigger.after == {"prefect.flow-run.heartbeat"} and action.state == StateType.CRASHED
 
 
 def test_invalid_parameters_are_rejected_before_a_run_starts(deployed):
@@ -86,7 +103,6 @@ def test_nightly_deployment_run_trains_both_models_in_parallel_on_workers(deploy
         async with get_client() as client:
             deployment = await client.read_deployment_by_name("compare-models/nightly")
             parent = (await client.read_flow_runs(sort=FlowRunSort.START_TIME_DESC, limit=1,
-                                                   deployment_filter=None,
                                                    flow_run_filter=FlowRunFilter(deployment_id={"any_": [deployment.id]},
                                                                                  state={"type": {"any_": ["COMPLETED"]}})))[0]
             children = await client.read_flow_runs(

@@ -47,6 +47,20 @@ def test_failed_attempt_is_retried_and_resumes_after_the_last_epoch(stack, prefe
     assert stack.exists(run_prefix("resume-after-fault") + MANIFEST)
 
 
+def test_a_fault_after_the_final_epoch_costs_only_that_epoch(stack, prefect_api, monkeypatch):
+    """The last epoch is not checkpointed (its model is published instead), so a crash
+    between the end of `fit` and publishing recomputes exactly that one epoch."""
+    from flows.compare_models import compare_models
+
+    monkeypatch.setenv(FAIL_AFTER_EPOCH_ENV, "3")
+    params = RunParams.model_validate({**TINY_CNN, "run_id": "fault-after-last", "train": {"epochs": 3, "batch_size": 50},
+                                       "execution": {"retries": 1, "retry_delay_seconds": 0}})
+    state = compare_models(params=params, return_state=True)
+    assert state.is_completed(), state.message
+    stored = stack.get_json(history_key_of("fault-after-last", "cnn"))
+    assert stored["result"]["resumed_from_epoch"] == 2 and len(stored["history"]["loss"]) == 3
+
+
 def test_without_retries_the_injected_fault_fails_the_run(stack, prefect_api, monkeypatch):
     from flows.compare_models import compare_models
 

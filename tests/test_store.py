@@ -55,3 +55,14 @@ def test_presigned_links_work_and_hold_no_secret(stack):
     url = stack.presign("tests/hello.txt", 60)
     assert httpx.get(url).content == b"hello"
     assert Settings().aws_secret_access_key.get_secret_value() not in url
+
+
+def test_delete_prefix_keeps_what_it_is_told_and_nothing_outside(stack):
+    for i in range(3):
+        stack.put_bytes(b"x", f"tests/del/epoch-{i}", overwrite=True)
+    stack.put_bytes(b"y", "tests/del-sibling/keep", overwrite=True)
+    stack.put_bytes(b"z", "tests/del/state.json", overwrite=True)
+    assert stack.delete_prefix("tests/del/epoch-", keep=["tests/del/epoch-2"]) == 2
+    assert sorted(stack.list_keys("tests/del")) == ["tests/del-sibling/keep", "tests/del/epoch-2", "tests/del/state.json"]
+    assert stack.delete_prefix("tests/del/") == 2
+    assert list(stack.list_keys("tests/del")) == ["tests/del-sibling/keep"]
