@@ -36,6 +36,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 from pydantic import BaseModel
+from sklearn.model_selection import train_test_split
 
 from tasks.config import CIFAR10_CLASSES, CIFAR10_MD5, CIFAR10_URL, IMAGE_SHAPE, NUM_CLASSES, SplitSpec
 from tasks.store import ArtifactStore, dataset_prefix, parse_s3_uri
@@ -357,10 +358,6 @@ def synthetic_data(n_train: int, seed: int = 0) -> Decoded:
 
 def _subset(y: np.ndarray, a: int, b: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Indices of two disjoint, stratified (where possible) subsets of sizes a and b."""
-    # imported here: scikit-learn costs ~1.5 s of start-up in every training process, which
-    # only loads prepared splits
-    from sklearn.model_selection import train_test_split
-
     idx = np.arange(len(y))
     if b == 0:
         chosen, _ = (idx, None) if a == len(y) else train_test_split(idx, train_size=a, stratify=y, random_state=seed)
