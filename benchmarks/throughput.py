@@ -3,8 +3,8 @@
 Both sides train the same model on the same prepared split with the same thread settings,
 each in a fresh process: "pipeline" is the real `train-model` flow run (Prefect logging
 callback, NaN guard, per-epoch S3 checkpoints, progress artifact), "bare" is plain
-`model.fit`. The runs alternate (bare, pipeline, bare, pipeline, ...) so drift on this
-shared machine hits both. Target: pipeline / bare >= 0.95.
+`model.fit`. Which side goes first alternates from rep to rep (bare first in even reps),
+so drift on this shared machine and ordering effects hit both. Target: pipeline / bare >= 0.95.
 
     python benchmarks/throughput.py [--model cnn] [--epochs 3] [--reps 3]
 
@@ -52,13 +52,19 @@ def main() -> None:
                               train=TrainParams(epochs=args.epochs))
             job_path, result_path = Path(tmp) / "job.json", Path(tmp) / "result.json"
             job_path.write_text(job.model_dump_json())
-            bare = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "_bare_fit.py"), str(job_path)],
-                                  capture_output=True, text=True, env=env, check=True, cwd=ROOT)
-            samples["bare"].append(json.loads(bare.stdout.strip().splitlines()[-1]))
-            subprocess.run([sys.executable, "-m", "flows.train_model", str(job_path), str(result_path)],
-                           capture_output=True, env=env, check=True, cwd=ROOT)
-            result = json.loads(result_path.read_text())["result"]
-            samples["pipeline"].append({k: result[k] for k in ("fit_seconds", "train_images_per_second", "peak_rss_mb")})
+            def bare() -> None:
+                out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "_bare_fit.py"), str(job_path)],
+                                     capture_output=True, text=True, env=env, check=True, cwd=ROOT)
+                samples["bare"].append(json.loads(out.stdout.strip().splitlines()[-1]))
+
+            def pipeline() -> None:
+                subprocess.run([sys.executable, "-m", "flows.train_model", str(job_path), str(result_path)],
+                               capture_output=True, env=env, check=True, cwd=ROOT)
+                result = json.loads(result_path.read_text())["result"]
+                samples["pipeline"].append({k: result[k] for k in ("fit_seconds", "train_images_per_second", "peak_rss_mb")})
+
+            for side in (bare, pipeline) if rep % 2 == 0 else (pipeline, bare):
+                side()
             store.delete_prefix(run_prefix(run_id))
     ips = {side: statistics.median(s["train_images_per_second"] for s in runs) for side, runs in samples.items()}
     emit("throughput", {

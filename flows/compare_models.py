@@ -28,7 +28,7 @@ from prefect.deployments import run_deployment
 from prefect.runtime import flow_run, task_run
 from prefect.settings import PREFECT_API_URL
 
-from tasks.config import RunParams, Settings
+from tasks.config import ExecutionParams, RunParams, Settings
 from tasks.data import DatasetRef, prepare_dataset
 from tasks.publish import (
     evaluate_model, guard_run_prefix, move_latest, new_run_id, publish_report, test_labels, write_manifest,
@@ -128,20 +128,57 @@ def train_in_subprocess(job: TrainingJob) -> dict[str, Any]:
 _CREATING_CHILD = threading.Lock()
 
 
-def _wait_until_final(flow_run_id, poll_seconds: float):
-    """The flow run once it reached a final state (`run_deployment`'s own wait, unlocked)."""
-    from prefect.client.orchestration import get_client
+def _wait_until_final(child, poll_seconds: float, start_timeout_seconds: float):
+    """The child flow run once it reached a final state (`run_deployment`'s own wait, unlocked).
 
+    A child that no worker has started within `start_timeout_seconds` (no worker on the
+    pool, or one that died after claiming it: such a run sends no heartbeats) is cancelled
+    and the attempt fails, instead of the parent waiting forever.
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.states import Cancelled
+
+    deadline = time.monotonic() + start_timeout_seconds
     with get_client(sync_client=True) as client:
         while True:
-            flow_run = client.read_flow_run(flow_run_id)
-            if flow_run.state and flow_run.state.is_final():
+            flow_run = client.read_flow_run(child.id)
+            state = flow_run.state
+            if state and state.is_final():
                 return flow_run
+            waiting = state is None or state.is_scheduled() or state.is_pending()
+            if waiting and time.monotonic() > deadline:
+                message = (f"no worker of the {flow_run.work_pool_name!r} work pool started {flow_run.name} within "
+                           f"{start_timeout_seconds:g} s")
+                client.set_flow_run_state(child.id, Cancelled(message=message), force=True)
+                raise TrainingFailed(f"{message}. Start one (`compare-models up --workers` locally, or `prefect worker "
+                                     f"start --pool {flow_run.work_pool_name}`), or raise execution.start_timeout_seconds.")
             time.sleep(poll_seconds)
 
 
+def _cancel_earlier_attempts(child) -> None:
+    """Cancels unfinished children of earlier attempts (their parent lost track of them, e.g.
+    over an API outage), so two attempts never train the same model of a run at once."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        DeploymentFilter, DeploymentFilterId, FlowRunFilter, FlowRunFilterId, FlowRunFilterName, FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
+    from prefect.states import Cancelling
+
+    unfinished = [StateType.SCHEDULED, StateType.PENDING, StateType.RUNNING, StateType.PAUSED]
+    with get_client(sync_client=True) as client:
+        for stale in client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(not_any_=[child.id]), name=FlowRunFilterName(any_=[child.name]),
+                                          state=FlowRunFilterState(type=FlowRunFilterStateType(any_=unfinished))),
+            deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[child.deployment_id])),
+        ):
+            get_run_logger().warning("cancelling %s (%s), left over from an earlier attempt", stale.name, stale.id)
+            client.set_flow_run_state(stale.id, Cancelling(message="superseded by a newer attempt"), force=True)
+
+
 @task(name="train", task_run_name="train-{job.model}", retry_condition_fn=_worth_retrying)
-def train_on_worker(job: TrainingJob, poll_seconds: float) -> dict[str, Any]:
+def train_on_worker(job: TrainingJob, execution: ExecutionParams) -> dict[str, Any]:
     """Run `train-model/<model>` on the GPU work pool and wait for it (the `deployment` trainer).
 
     `run_deployment` does not raise when the child fails, so its final state is checked
@@ -157,7 +194,9 @@ def train_on_worker(job: TrainingJob, poll_seconds: float) -> dict[str, Any]:
             as_subflow=True, idempotency_key=f"{job.run_id}-{job.model}-attempt-{job.attempt}",
             flow_run_name=f"{job.run_id}-{job.model}",
         )
-    child = _wait_until_final(child.id, poll_seconds)
+    if job.attempt > 1:
+        _cancel_earlier_attempts(child)
+    child = _wait_until_final(child, execution.poll_seconds, execution.start_timeout_seconds)
     if not child.state or not child.state.is_completed():
         state = child.state.name if child.state else "unknown"
         raise TrainingFailed(f"{job.model}: train-model flow run {child.name} ended {state}: "
@@ -251,7 +290,7 @@ def compare_models(params: RunParams = RunParams()) -> dict[str, Any]:
     execution = params.execution
     trainer = train_on_worker if execution.trainer == "deployment" else train_in_subprocess
     trainer = trainer.with_options(retries=execution.retries, retry_delay_seconds=execution.retry_delay_seconds)
-    extra = {"poll_seconds": execution.poll_seconds} if execution.trainer == "deployment" else {}
+    extra = {"execution": execution} if execution.trainer == "deployment" else {}
     futures = {job.model: trainer.submit(job, **extra) for job in jobs}
     for future in futures.values():
         future.wait()

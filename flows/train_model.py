@@ -15,6 +15,7 @@ import traceback
 from pathlib import Path
 
 from prefect import flow, get_run_logger
+from prefect.runtime import flow_run
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
 from tasks.config import Settings
@@ -33,8 +34,30 @@ def train_model(job: TrainingJob) -> dict:
     def on_epoch(done: int, total: int, logs: dict) -> None:
         update_progress_artifact(progress, 100.0 * done / total)
 
-    result = train(job, store, settings.cache_dir, logger, on_epoch=on_epoch)
+    result = train(job, store, settings.cache_dir, logger, on_epoch=on_epoch,
+                   before_publish=lambda: ensure_still_running(flow_run.id, logger))
     return dict(result.__dict__)
+
+
+class Superseded(RuntimeError):
+    """This flow run was declared finished (e.g. Crashed by the zombie-run automation while
+    it was in fact alive) and a newer attempt may own the run's keys: do not publish."""
+
+
+def ensure_still_running(flow_run_id, logger) -> None:
+    """Raises Superseded when the server no longer sees this flow run as Running. An API
+    that cannot be reached is not a reason to throw away a finished training: then it only warns."""
+    from prefect.client.orchestration import get_client
+
+    try:
+        with get_client(sync_client=True) as client:
+            state = client.read_flow_run(flow_run_id).state
+    except Exception as exc:
+        logger.warning("could not read this flow run's state before publishing (%s); publishing anyway", exc)
+        return
+    if state is not None and not state.is_running():
+        raise Superseded(f"this flow run is {state.name} on the server ({state.message or 'no message'}); a newer "
+                         "attempt may be training this model, so this one publishes nothing")
 
 
 def main(argv: list[str]) -> int:

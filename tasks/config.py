@@ -172,6 +172,10 @@ class ExecutionParams(BaseModel):
     retries: int = Field(default=2, ge=0, le=20, description="Retries of a failed training; each resumes from its last checkpoint")
     retry_delay_seconds: float = Field(default=10.0, ge=0, le=3600)
     poll_seconds: float = Field(default=1.0, gt=0, le=60, description="How often to poll a child flow run's state")
+    start_timeout_seconds: float = Field(
+        default=1800, gt=0, le=86400,
+        description="How long a training flow run may wait for a GPU-pool worker to start it before the attempt fails",
+    )
 
 
 class RunParams(BaseModel):

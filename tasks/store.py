@@ -179,11 +179,20 @@ class ArtifactStore:
 
     # ── deletes (checkpoints and scratch buckets only; run results are write-once) ──
 
+    def delete(self, key: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=key)
+
     def delete_prefix(self, prefix: str, *, keep: Iterable[str] = ()) -> int:
         """Deletes every key under `prefix` except those in `keep`; returns how many went.
 
-        Batched through DeleteObjects (up to 1,000 keys a request).
+        Batched through DeleteObjects (up to 1,000 keys a request). An empty prefix is
+        refused: emptying a whole bucket is `delete_bucket`'s job.
         """
+        if not prefix:
+            raise ValueError("delete_prefix needs a non-empty prefix; use delete_bucket to empty a bucket")
+        return self._delete_keys(prefix, keep)
+
+    def _delete_keys(self, prefix: str, keep: Iterable[str] = ()) -> int:
         kept = set(keep)
         doomed = [k for k in self.list_keys(prefix) if k not in kept]
         for start in range(0, len(doomed), 1000):
@@ -196,7 +205,7 @@ class ArtifactStore:
 
     def delete_bucket(self) -> None:
         """Empties and removes the bucket (test and benchmark scratch buckets)."""
-        self.delete_prefix("")
+        self._delete_keys("")
         self.client.delete_bucket(Bucket=self.bucket)
 
 

@@ -209,6 +209,15 @@ def save_and_upload(model, path: Path, store: ArtifactStore, key: str) -> str:
     return store.upload(path, key, overwrite=True)
 
 
+def withdraw(store: ArtifactStore, key: str, logger: logging.Logger | Any) -> None:
+    """Best-effort removal of an object this attempt uploaded but must not leave behind
+    (the run has no manifest, so it never looks complete either way)."""
+    try:
+        store.delete(key)
+    except Exception as exc:  # the original failure matters more than the clean-up's
+        logger.warning("could not remove %s: %s", store.uri(key), exc)
+
+
 def prune_checkpoints(store: ArtifactStore, run_id: str, model_name: str) -> None:
     store.delete_prefix(checkpoint_prefix(run_id, model_name))
 
@@ -269,8 +278,14 @@ def peak_rss_mb() -> float:
     return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024
 
 
-def train(job: TrainingJob, store: ArtifactStore, cache_dir: Path, logger: logging.Logger | Any, *, on_epoch=None) -> TrainingResult:
-    """Train `job.model` on the prepared data and publish model, history and predictions."""
+def train(job: TrainingJob, store: ArtifactStore, cache_dir: Path, logger: logging.Logger | Any, *, on_epoch=None,
+          before_publish=None) -> TrainingResult:
+    """Train `job.model` on the prepared data and publish model, history and predictions.
+
+    `before_publish()`, when given, runs after `fit` and may raise to stop this attempt
+    from publishing (the flow uses it to check that its run was not declared dead and
+    superseded meanwhile).
+    """
     prefix = run_prefix(job.run_id)
     history_key = history_key_of(job.run_id, job.model)
     if (done_before := stored_result(store, job.run_id, job.model)) is not None:
@@ -316,6 +331,8 @@ def train(job: TrainingJob, store: ArtifactStore, cache_dir: Path, logger: loggi
         fit_seconds = time.perf_counter() - started
         if not job.checkpoint:
             history = {k: [float(v) for v in vs] for k, vs in fit.history.items()}
+        if before_publish is not None:
+            before_publish()
         diverged = nan_guard.nan_at is not None or not all(math.isfinite(v) for v in history.get("loss", [math.nan]))
         model_key = prefix + f"models/{job.model}.keras"
         predictions_key = prefix + f"training/{job.model}/predictions.npz"
@@ -323,12 +340,17 @@ def train(job: TrainingJob, store: ArtifactStore, cache_dir: Path, logger: loggi
         if not diverged:
             # Saving and uploading the model (300 MB for ResNet50 with its optimizer state) runs
             # while the test set is predicted; both only read the weights.
-            with ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"publish-{job.model}") as publisher:
-                model_published = publisher.submit(save_and_upload, model, workdir / f"{job.model}.keras", store, model_key)
-                y_prob = model.predict(x_test, batch_size=max(params.batch_size, 256), verbose=0)
-                model_published.result()
+            try:
+                with ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"publish-{job.model}") as publisher:
+                    model_published = publisher.submit(save_and_upload, model, workdir / f"{job.model}.keras", store,
+                                                       model_key)
+                    y_prob = model.predict(x_test, batch_size=max(params.batch_size, 256), verbose=0)
+                    model_published.result()
+            except BaseException:
+                withdraw(store, model_key, logger)  # no model without its predictions
+                raise
         if diverged or not np.isfinite(y_prob).all():
-            store.delete_prefix(model_key)  # a model with NaN outputs is not published
+            withdraw(store, model_key, logger)  # a model with NaN outputs is not published
             if job.checkpoint:
                 prune_checkpoints(store, job.run_id, job.model)  # a diverged model is no place to resume from
             where = "at epoch {}, batch {}".format(*nan_guard.nan_at) if nan_guard.nan_at else "(its outputs are NaN/inf)"

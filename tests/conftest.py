@@ -48,6 +48,15 @@ def stack():
             os.environ[k] = v
 
 
+@pytest.fixture(scope="session")
+def prefect_api(stack):
+    """Flows run in this process talk to the local Prefect server (not an ephemeral one)."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings(updates={PREFECT_API_URL: os.environ["PREFECT_API_URL"]}):
+        yield os.environ["PREFECT_API_URL"]
+
+
 @pytest.fixture
 def settings(stack):
     from tasks.config import Settings

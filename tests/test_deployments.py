@@ -122,3 +122,54 @@ def test_nightly_deployment_run_trains_both_models_in_parallel_on_workers(deploy
     manifest = stack.get_json(latest["manifest"].split(f"s3://{stack.bucket}/", 1)[1])
     assert manifest["status"] == "complete" and manifest["flow_run_id"] == str(parent.id)
     assert manifest["params"]["execution"]["trainer"] == "deployment"
+
+
+def test_a_training_no_worker_starts_fails_the_attempt_instead_of_waiting_forever(deployed, stack, prefect_api):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
+
+    from flows.compare_models import compare_models
+    from infra.local.services import WORKERS, down, up
+    from tasks.config import RunParams
+
+    gpu_worker = next(w for w in WORKERS if w.name == "worker-gpu")
+    down(only=(gpu_worker,))
+    try:
+        params = RunParams.model_validate({
+            "data": "synthetic:200", "split": {"protocol": "sizes", "train": 100, "val": 40, "test": 40}, "models": ["cnn"],
+            "run_id": "no-gpu-worker", "execution": {"trainer": "deployment", "retries": 0, "start_timeout_seconds": 3}})
+        state = compare_models(params=params, return_state=True)
+    finally:
+        up(workers=True)
+    assert state.is_failed() and "no worker of the 'gpu' work pool started" in state.message
+    with get_client(sync_client=True) as client:
+        [child] = client.read_flow_runs(flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=["no-gpu-worker-cnn"])))
+    assert child.state.is_cancelled()  # not left Scheduled for a worker to pick up later
+
+
+def test_a_retry_cancels_the_child_an_earlier_attempt_left_unfinished(deployed, prefect_api):
+    from datetime import datetime, timedelta, timezone
+
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+    from prefect.states import Scheduled
+
+    from flows.compare_models import _cancel_earlier_attempts
+    from tasks.config import TrainParams
+    from tasks.data import DatasetRef
+    from tasks.training import TrainingJob
+
+    dataset = DatasetRef(name="x", synthetic=True, source="synthetic:1", archive_sha256=None, prefix="datasets/x/",
+                         class_names=[str(i) for i in range(10)], sizes={}, files={}, normalisation={})
+    job = TrainingJob(run_id="stale", model="cnn", dataset=dataset, train=TrainParams()).model_dump(mode="json")
+    tomorrow = datetime.now(timezone.utc) + timedelta(days=1)  # no worker picks these up
+    with get_client(sync_client=True) as client:
+        deployment = client.read_deployment_by_name("train-model/cnn")
+        old, new = (client.create_flow_run_from_deployment(deployment.id, parameters={"job": job}, name="stale-cnn",
+                                                           state=Scheduled(scheduled_time=tomorrow)) for _ in range(2))
+        flow(name="cancel-earlier-attempts-test")(lambda: _cancel_earlier_attempts(new))()
+        old, new = client.read_flow_run(old.id), client.read_flow_run(new.id)
+        assert old.state.name in ("Cancelling", "Cancelled")
+        assert new.state.is_scheduled()  # the current attempt's child is left alone
+        client.delete_flow_run(new.id)
+        client.delete_flow_run(old.id)

@@ -19,13 +19,6 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(scope="module")
-def prefect_api(stack):
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
-    with temporary_settings(updates={PREFECT_API_URL: os.environ["PREFECT_API_URL"]}):
-        yield os.environ["PREFECT_API_URL"]
-
 
 def run_flow(**params):
     from flows.compare_models import compare_models

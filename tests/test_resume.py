@@ -23,13 +23,6 @@ TINY_CNN = {"data": "synthetic:200", "split": {"protocol": "sizes", "train": 100
             "models": ["cnn"], "resnet_weights": "none"}
 
 
-@pytest.fixture
-def prefect_api(stack):
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
-    with temporary_settings(updates={PREFECT_API_URL: os.environ["PREFECT_API_URL"]}):
-        yield
-
 
 def test_failed_attempt_is_retried_and_resumes_after_the_last_epoch(stack, prefect_api, monkeypatch):
     from flows.compare_models import compare_models
@@ -102,3 +95,26 @@ def test_killed_run_resumes_from_its_checkpoint_on_rerun(stack):
     assert stored["result"]["resumed_from_epoch"] == killed_at  # at most the interrupted epoch is recomputed
     assert len(stored["history"]["loss"]) == 12
     assert json.loads(second.stdout)["run_id"] == run_id
+
+
+def test_a_training_declared_dead_meanwhile_does_not_publish(prefect_api):
+    """The zombie-run automation may mark a live but silent run Crashed and a retry may
+    start; the old process must then not publish over the new attempt's keys."""
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+    from prefect.states import Crashed, Running
+
+    from flows.train_model import Superseded, ensure_still_running
+
+    @flow(name="declared-dead-test")
+    def placeholder():
+        pass
+
+    logger = __import__("logging").getLogger("test")
+    with get_client(sync_client=True) as client:
+        run = client.create_flow_run(placeholder, state=Running())
+        ensure_still_running(run.id, logger)  # Running: go ahead
+        client.set_flow_run_state(run.id, Crashed(message="no heartbeat for 90 s"), force=True)
+        with pytest.raises(Superseded, match="Crashed on the server"):
+            ensure_still_running(run.id, logger)
+        client.delete_flow_run(run.id)

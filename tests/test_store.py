@@ -66,3 +66,6 @@ def test_delete_prefix_keeps_what_it_is_told_and_nothing_outside(stack):
     assert sorted(stack.list_keys("tests/del")) == ["tests/del-sibling/keep", "tests/del/epoch-2", "tests/del/state.json"]
     assert stack.delete_prefix("tests/del/") == 2
     assert list(stack.list_keys("tests/del")) == ["tests/del-sibling/keep"]
+    with pytest.raises(ValueError, match="delete_bucket"):
+        stack.delete_prefix("")  # never the whole bucket by accident
+    assert list(stack.list_keys("tests/del")) == ["tests/del-sibling/keep"]
