@@ -15,8 +15,8 @@ import traceback
 from pathlib import Path
 
 from prefect import flow, get_run_logger
-from prefect.runtime import flow_run
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
+from prefect.runtime import flow_run
 
 from tasks.config import Settings
 from tasks.store import ArtifactStore

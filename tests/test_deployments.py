@@ -57,8 +57,10 @@ def test_deployments_are_declared_as_in_prefect_yaml(deployed):
     assert "params" in nightly.parameter_openapi_schema["properties"]  # typed: the UI renders a form
     assert deployments["train-model/cnn"].work_pool_name == "gpu"
     assert deployments["train-model/resnet50"].work_pool_name == "gpu"
-    for deployment in deployments.values():  # heartbeats feed the zombie-run automation
-        assert deployment.job_variables["env"]["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"] == "30"
+    from deployments.deploy import HEARTBEAT_SECONDS
+
+    for deployment in deployments.values():  # heartbeats feed the zombie-run automation (prefect.yaml says 30)
+        assert deployment.job_variables["env"]["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"] == str(HEARTBEAT_SECONDS) == "30"
 
 
 def test_deploy_creates_the_zombie_run_automation_once(deployed):

@@ -19,7 +19,6 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parent.parent
 
 
-
 def run_flow(**params):
     from flows.compare_models import compare_models
 

@@ -23,7 +23,6 @@ TINY_CNN = {"data": "synthetic:200", "split": {"protocol": "sizes", "train": 100
             "models": ["cnn"], "resnet_weights": "none"}
 
 
-
 def test_failed_attempt_is_retried_and_resumes_after_the_last_epoch(stack, prefect_api, monkeypatch):
     from flows.compare_models import compare_models
 
