@@ -13,10 +13,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tasks.config import Settings  # noqa: E402
-from tasks.data import load_split  # noqa: E402
-from tasks.store import ArtifactStore  # noqa: E402
-from tasks.training import TrainingJob, configure_device, peak_rss_mb, training_input  # noqa: E402
+from compare_models.config import Settings  # noqa: E402
+from compare_models.data import load_split  # noqa: E402
+from compare_models.store import ArtifactStore  # noqa: E402
+from compare_models.jobs import TrainingJob  # noqa: E402
+from compare_models.training import configure_device, peak_rss_mb, training_input  # noqa: E402
 
 
 def main(job_path: str) -> None:
@@ -24,7 +25,8 @@ def main(job_path: str) -> None:
     configure_device(job.threads)
     import keras
 
-    from tasks.models import build_model, compile_model, learning_rate_schedule
+    from compare_models import registry
+    from compare_models.models import compile_model, learning_rate_schedule
 
     settings = Settings()
     store = ArtifactStore.from_settings(settings)
@@ -33,7 +35,7 @@ def main(job_path: str) -> None:
     xv, yv = load_split(job.dataset, "val", store, settings.cache_dir)
     p = job.train
     rate = learning_rate_schedule(p.learning_rate, p.lr_schedule, p.epochs * -(-len(y) // p.batch_size))
-    model = compile_model(build_model(job.model), p.optimizer, rate)
+    model = compile_model(registry.get(job.model).build(), p.optimizer, rate)
     started = time.perf_counter()
     # the same input pipeline (shuffle, flips, batching) as the pipeline; no callbacks
     model.fit(training_input(x, y, p, seed=p.seed), validation_data=(xv, yv), epochs=p.epochs, verbose=0)

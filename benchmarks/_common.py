@@ -41,8 +41,8 @@ def emit(name: str, result: dict) -> None:
 @contextmanager
 def scratch_bucket():
     """A fresh bucket on the configured S3 endpoint, removed afterwards (a truly cold cache)."""
-    from tasks.config import Settings
-    from tasks.store import ArtifactStore
+    from compare_models.config import Settings
+    from compare_models.store import ArtifactStore
 
     settings = Settings()
     bucket = f"cm-bench-{secrets.token_hex(4)}"

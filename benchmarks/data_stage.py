@@ -13,8 +13,8 @@ from pathlib import Path
 
 from _common import emit, require_archive, scratch_bucket
 
-from tasks.config import SplitSpec
-from tasks.data import prepare_dataset
+from compare_models.config import SplitSpec
+from compare_models.data import prepare_dataset
 
 
 def main() -> None:

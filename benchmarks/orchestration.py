@@ -33,11 +33,11 @@ import time
 
 from _common import REAL_ARCHIVE, ROOT, emit
 
-from tasks.config import Settings
-from tasks.store import ArtifactStore, parse_s3_uri
-from tasks.training import checkpoint_prefix, history_key_of
+from compare_models.config import Settings
+from compare_models.store import ArtifactStore, parse_s3_uri
+from compare_models import layout
 
-CLI = [sys.executable, "-m", "flows.cli"]
+CLI = [sys.executable, "-m", "compare_models.cli"]
 
 
 def _read_runs(parent_id):
@@ -61,7 +61,7 @@ def deployment_run(params: str) -> dict:
     if out.returncode != 0:
         sys.exit(out.stdout[-3000:] + out.stderr[-3000:])
     store = ArtifactStore.from_settings(Settings())
-    latest = store.get_json("runs/latest.json")
+    latest = store.get_json(layout.LATEST)
     manifest = store.get_json(parse_s3_uri(latest["manifest"])[1])
     parent, children, tasks = _read_runs(manifest["flow_run_id"])
     wall = (parent.end_time - parent.start_time).total_seconds()
@@ -107,7 +107,7 @@ def resume_cost(epochs: int = 8) -> dict:
             "--train-size", "1500", "--val-size", "200", "--test-size", "200", "--epochs", str(epochs),
             "--run-id", run_id, "--json"]
     first = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    key = checkpoint_prefix(run_id, "cnn") + "state.json"
+    key = layout.checkpoint_state_key(run_id, "cnn")
     while first.poll() is None:
         if store.exists(key) and store.get_json(key)["epoch"] >= kill_after:
             break
@@ -120,7 +120,7 @@ def resume_cost(epochs: int = 8) -> dict:
     second = subprocess.run(args, cwd=ROOT, capture_output=True, text=True)
     if second.returncode != 0:
         sys.exit(second.stderr[-3000:])
-    result = store.get_json(history_key_of(run_id, "cnn"))
+    result = store.get_json(layout.history_key(run_id, "cnn"))
     resumed = result["result"]["resumed_from_epoch"]
     return {
         "epochs": epochs, "killed_during_epoch": completed_before_kill + 1, "resumed_from_epoch": resumed,

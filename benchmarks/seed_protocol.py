@@ -24,7 +24,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--threads", type=int, default=0)
     args = ap.parse_args()
-    cmd = [sys.executable, "-m", "flows.cli", "run", "--preset", "seed", "--data", str(require_archive()),
+    cmd = [sys.executable, "-m", "compare_models.cli", "run", "--preset", "seed", "--data", str(require_archive()),
            "--models", args.models, "--resnet-weights", args.resnet_weights, "--epochs", str(args.epochs),
            "--threads", str(args.threads), "--json"]
     out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
@@ -32,8 +32,8 @@ def main() -> None:
         sys.exit(out.stderr[-4000:])
     summary = json.loads(out.stdout)
     manifest_models = {}
-    from tasks.config import Settings
-    from tasks.store import ArtifactStore, parse_s3_uri
+    from compare_models.config import Settings
+    from compare_models.store import ArtifactStore, parse_s3_uri
 
     store = ArtifactStore.from_settings(Settings())
     manifest = store.get_json(parse_s3_uri(summary["manifest"])[1])

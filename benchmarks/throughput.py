@@ -25,10 +25,11 @@ from pathlib import Path
 
 from _common import ROOT, emit, require_archive
 
-from tasks.config import Settings, SplitSpec, TrainParams
-from tasks.data import prepare_dataset
-from tasks.store import ArtifactStore, run_prefix
-from tasks.training import TrainingJob
+from compare_models.config import Settings, SplitSpec, TrainParams
+from compare_models.data import prepare_dataset
+from compare_models import layout
+from compare_models.store import ArtifactStore
+from compare_models.jobs import TrainingJob
 
 
 def main() -> None:
@@ -65,7 +66,7 @@ def main() -> None:
 
             for side in (bare, pipeline) if rep % 2 == 0 else (pipeline, bare):
                 side()
-            store.delete_prefix(run_prefix(run_id))
+            store.delete_prefix(layout.run_prefix(run_id))
     ips = {side: statistics.median(s["train_images_per_second"] for s in runs) for side, runs in samples.items()}
     emit("throughput", {
         "data": "cifar10-jpeg seed split", "model": args.model, "epochs": args.epochs, "batch_size": 128,

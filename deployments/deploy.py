@@ -1,7 +1,7 @@
 """Apply the deployments in prefect.yaml: create the work pools, then `prefect deploy --all`.
 
 Work pools: `cpu` runs the parent flow (compare-models/nightly), `gpu` runs the
-train-model/<model> flow runs. Both are process pools here; on Kubernetes create `gpu`
+train-model/gpu flow runs (one per model). Both are process pools here; on Kubernetes create `gpu`
 from infra/k8s/gpu-work-pool-base-job-template.json instead (see infra/README.md).
 """
 
@@ -11,7 +11,7 @@ import os
 import subprocess
 import sys
 
-from tasks.config import project_root
+from compare_models.config import project_root
 
 POOLS = {"cpu": "process", "gpu": "process"}
 

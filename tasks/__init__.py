@@ -1,0 +1,1 @@
+"""The Prefect tasks of compare-models: thin wrappers that log, retry and call the library."""

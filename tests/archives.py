@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from tasks.config import CIFAR10_CLASSES
+from compare_models.config import CIFAR10_CLASSES
 
 
 def _add(tar: tarfile.TarFile, name: str, payload: bytes) -> None:

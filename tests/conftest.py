@@ -23,9 +23,9 @@ REAL_ARCHIVE = ROOT.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
 @pytest.fixture(scope="session")
 def stack():
     """Start (or reuse) the local services and point this process at a fresh test bucket."""
-    from infra.local.services import up
-    from tasks.config import Settings
-    from tasks.store import ArtifactStore
+    from compare_models.local_stack import up
+    from compare_models.config import Settings
+    from compare_models.store import ArtifactStore
 
     up()
     settings = Settings()
@@ -59,7 +59,7 @@ def prefect_api(stack):
 
 @pytest.fixture
 def settings(stack):
-    from tasks.config import Settings
+    from compare_models.config import Settings
 
     return Settings()
 

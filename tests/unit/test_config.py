@@ -3,7 +3,7 @@
 import pytest
 from pydantic import ValidationError
 
-from tasks.config import RunParams, Settings, SplitSpec, preset_params
+from compare_models.config import RunParams, Settings, SplitSpec, preset_params
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,7 @@ pytestmark = pytest.mark.integration
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "flows.cli", *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    return subprocess.run([sys.executable, "-m", "compare_models.cli", *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
 
 
 def test_up_is_idempotent_and_status_reports_health(stack):
@@ -26,8 +26,8 @@ def test_up_is_idempotent_and_status_reports_health(stack):
 
 
 def test_stored_objects_survive_an_s3_restart(stack):
-    from infra.local.services import SERVICES, _pid, down, up
-    from tasks.config import Settings
+    from compare_models.local_stack import SERVICES, _pid, down, up
+    from compare_models.config import Settings
 
     seaweed = SERVICES[0]
     if _pid(Settings(), seaweed) is None:
@@ -40,7 +40,7 @@ def test_stored_objects_survive_an_s3_restart(stack):
 
 
 def test_credentials_never_appear_in_service_output(stack):
-    from tasks.config import Settings
+    from compare_models.config import Settings
 
     secret = Settings().aws_secret_access_key.get_secret_value()
     for args in (("up",), ("status", "--json")):

@@ -18,10 +18,7 @@ from pathlib import Path
 import keras
 from keras import layers
 
-from tasks.config import IMAGE_SHAPE, NUM_CLASSES
-
-CNN_PARAMETERS = 2_915_114
-RESNET50_PARAMETERS = 26_215_818
+from compare_models.config import IMAGE_SHAPE, NUM_CLASSES
 
 # Dropout rates: the report's table lists the layers but not the rates. Measured here on
 # the seed protocol (10 epochs, Adam 1e-3 cosine, flips; one run each): 0.2 / 0.4 gave
@@ -62,7 +59,7 @@ def build_resnet50(weights: str | Path | None = None, *, dense_dropout: float = 
 
     ``weights``: None (random init), "imagenet" (Keras' download into ~/.keras), or a
     local path to a ``*_notop.h5`` weights file. Resolving imagenet/S3 caching is the
-    caller's job (see tasks.weights) so this function never touches the network
+    caller's job (see compare_models.weights) so this function never touches the network
     unexpectedly.
     """
     inputs = keras.Input(shape=IMAGE_SHAPE, name="image")
@@ -100,14 +97,6 @@ def build_optimizer(name: str, learning_rate) -> keras.optimizers.Optimizer:
     if name not in optimizers:
         raise ValueError(f"unknown optimizer {name!r}; choose from {sorted(optimizers)}")
     return optimizers[name](learning_rate=learning_rate)
-
-
-def build_model(name: str, *, resnet_weights: str | Path | None = None) -> keras.Model:
-    if name == "cnn":
-        return build_cnn()
-    if name == "resnet50":
-        return build_resnet50(resnet_weights)
-    raise ValueError(f"unknown model name {name!r}; choose from ['cnn', 'resnet50']")
 
 
 def compile_model(model: keras.Model, optimizer: str, learning_rate) -> keras.Model:

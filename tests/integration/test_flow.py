@@ -8,15 +8,14 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-from tasks.config import RunParams
-from tasks.store import MANIFEST, run_prefix
+from compare_models.config import RunParams
+from compare_models import layout
 
 pytestmark = pytest.mark.integration
-ROOT = Path(__file__).resolve().parent.parent
+from tests.conftest import ROOT  # noqa: E402
 
 
 def run_flow(**params):
@@ -37,38 +36,37 @@ def both_models_run(prefect_api):
 
 
 def test_both_models_train_evaluate_and_publish(both_models_run, stack, tmp_path):
-    from tasks.models import load_model
+    from compare_models.models import load_model
 
     summary = both_models_run.result()
     run_id = summary["run_id"]
-    prefix = run_prefix(run_id)
-    manifest = stack.get_json(prefix + MANIFEST)
+    manifest = stack.get_json(layout.manifest_key(run_id))
     assert manifest["status"] == "complete" and manifest["synthetic_data"] is True
     assert manifest["dataset"]["name"] == "synthetic"
     keys = {o["key"] for o in manifest["objects"]}
     for model in ("cnn", "resnet50"):
-        assert prefix + f"models/{model}.keras" in keys
-        assert prefix + f"metrics/{model}.json" in keys
-        assert prefix + f"metrics/{model}_per_class.csv" in keys
-        metrics = stack.get_json(prefix + f"metrics/{model}.json")
+        assert layout.model_key(run_id, model) in keys
+        assert layout.metrics_key(run_id, model) in keys
+        assert layout.metrics_table_key(run_id, model, "per_class") in keys
+        metrics = stack.get_json(layout.metrics_key(run_id, model))
         assert metrics["n_samples"] == 40 and len(metrics["confusion_matrix"]) == 10
         assert metrics["accuracy"] == manifest["metrics"][model]["accuracy"]
-        history = stack.get_json(prefix + f"training/{model}/history.json")["history"]
+        history = stack.get_json(layout.history_key(run_id, model))["history"]
         assert len(history["loss"]) == len(history["val_accuracy"]) == 2
         # the stored model loads and predicts the stored probabilities
-        model_file = stack.download(prefix + f"models/{model}.keras", tmp_path / f"{model}.keras")
+        model_file = stack.download(layout.model_key(run_id, model), tmp_path / f"{model}.keras")
         restored = load_model(model_file)
         assert restored.output_shape == (None, 10)
-        assert not list(stack.list_keys(prefix + f"checkpoints/{model}/")), "checkpoints are pruned after success"
+        assert not list(stack.list_keys(layout.checkpoint_prefix(run_id, model))), "checkpoints are pruned after success"
     assert manifest["models"]["cnn"]["parameters"] == 2_915_114
     assert manifest["models"]["resnet50"]["parameters"] == 26_215_818
     for name in ("index.html", "learning_curves.png", "confusion_matrices.png", "roc_curves.png", "comparison.png",
                  "comparison.csv"):
-        assert prefix + f"report/{name}" in keys
-    html = stack.get_bytes(prefix + "report/index.html").decode()
+        assert layout.report_key(run_id, name) in keys
+    html = stack.get_bytes(layout.report_key(run_id, "index.html")).decode()
     assert "SYNTHETIC DATA" in html and f"{manifest['metrics']['cnn']['accuracy']:.4f}" in html
     # no credential anywhere in what was published
-    secret = __import__("tasks.config", fromlist=["Settings"]).Settings().aws_secret_access_key.get_secret_value()
+    secret = __import__("compare_models.config", fromlist=["Settings"]).Settings().aws_secret_access_key.get_secret_value()
     assert secret not in json.dumps(manifest) and secret not in html
 
 
@@ -113,10 +111,10 @@ def test_second_run_reuses_the_prepared_data(both_models_run, prefect_api):
 
 def test_a_completed_run_is_never_overwritten(both_models_run, stack, prefect_api):
     run_id = both_models_run.result()["run_id"]
-    before = stack.get_bytes(run_prefix(run_id) + MANIFEST)
+    before = stack.get_bytes(layout.manifest_key(run_id))
     state = run_flow(**{**TINY, "models": ["cnn"], "run_id": run_id})
     assert state.is_failed() and "already complete" in state.message
-    assert stack.get_bytes(run_prefix(run_id) + MANIFEST) == before
+    assert stack.get_bytes(layout.manifest_key(run_id)) == before
 
 
 def test_nan_loss_fails_the_run_and_publishes_nothing(stack, prefect_api):
@@ -124,20 +122,20 @@ def test_nan_loss_fails_the_run_and_publishes_nothing(stack, prefect_api):
     assert state.is_failed()
     assert "training diverged: the loss or the model became NaN/inf" in state.message
     assert "Lower the learning rate" in state.message
-    assert not list(stack.list_keys(run_prefix("nan-check") + "checkpoints/"))  # nothing to resume a diverged model from
-    assert not stack.exists(run_prefix("nan-check") + "models/cnn.keras")
-    assert not stack.exists(run_prefix("nan-check") + MANIFEST)
+    assert not list(stack.list_keys(layout.checkpoints_prefix("nan-check")))  # nothing to resume a diverged model from
+    assert not stack.exists(layout.model_key("nan-check", "cnn"))
+    assert not stack.exists(layout.manifest_key("nan-check"))
 
 
 def test_missing_imagenet_weights_fail_before_training(stack, prefect_api, monkeypatch, tmp_path):
-    import tasks.weights as weights
+    import compare_models.weights as weights
 
     monkeypatch.setattr(weights, "IMAGENET_URL", "http://127.0.0.1:9/resnet50_notop.h5")
     monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.keras cache either
     state = run_flow(**{**TINY, "resnet_weights": "imagenet", "run_id": "no-weights"})
     assert state.is_failed()
     assert "could not fetch ResNet50 ImageNet weights" in state.message and "--resnet-weights" in state.message
-    assert not list(stack.list_keys(run_prefix("no-weights")))  # failed before any work
+    assert not list(stack.list_keys(layout.run_prefix("no-weights")))  # failed before any work
 
 
 def test_missing_bucket_fails_at_start(prefect_api, monkeypatch):
@@ -147,7 +145,7 @@ def test_missing_bucket_fails_at_start(prefect_api, monkeypatch):
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "flows.cli", *args], cwd=ROOT, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "compare_models.cli", *args], cwd=ROOT, capture_output=True, text=True,
                           env={**os.environ}, timeout=600)
 
 
@@ -158,7 +156,7 @@ def test_cli_run_json_and_cnn_learns(stack):
     assert out.returncode == 0, out.stderr[-3000:]
     summary = json.loads(out.stdout)
     assert summary["status"] == "completed" and summary["ui_url"].startswith("http://127.0.0.1:4200/runs/flow-run/")
-    assert summary["report"].startswith(f"s3://{stack.bucket}/runs/{summary['run_id']}/report/index.html")
+    assert summary["report"] == stack.uri(layout.report_key(summary["run_id"], "index.html"))
     assert summary["metrics"]["cnn"]["accuracy"] > 0.5  # chance is 0.1
     listed = cli("runs", "--json")
     assert any(r["run_id"] == summary["run_id"] and r["status"] == "complete" for r in json.loads(listed.stdout))

@@ -20,7 +20,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from tasks.config import MODEL_NAMES, PRESETS, Settings, preset_params
+from compare_models import registry
+from compare_models.config import PRESETS, Settings, preset_params
 
 
 def _export_settings(settings: Settings) -> None:
@@ -49,7 +50,7 @@ def _fail(message: str, code: int = 1) -> int:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from infra.local.services import ServiceError, status, up
+    from compare_models.local_stack import ServiceError, status, up
 
     try:
         for name, state in up(workers=args.workers).items():
@@ -61,7 +62,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def cmd_down(args: argparse.Namespace) -> int:
-    from infra.local.services import down
+    from compare_models.local_stack import down
 
     for name, state in down().items():
         print(f"{name}: {state}")
@@ -69,9 +70,9 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from infra.local.services import status
+    from compare_models.local_stack import status
 
-    from infra.local.services import SERVICES
+    from compare_models.local_stack import SERVICES
 
     rows = status()
     print(json.dumps(rows, indent=2) if args.json else _table(rows))
@@ -166,15 +167,15 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from tasks.publish import LATEST
-    from tasks.store import MANIFEST, ArtifactStore, StoreError, run_prefix
+    from compare_models import layout
+    from compare_models.store import ArtifactStore, StoreError
 
     settings = Settings()
     store = ArtifactStore.from_settings(settings)
     try:
         store.check()
-        run_id = args.run_id or store.get_json(LATEST)["run_id"]
-        manifest = store.get_json(run_prefix(run_id) + MANIFEST)
+        run_id = args.run_id or store.get_json(layout.LATEST)["run_id"]
+        manifest = store.get_json(layout.manifest_key(run_id))
     except StoreError as exc:
         return _fail(str(exc))
     except Exception:
@@ -195,8 +196,8 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    from tasks.publish import list_runs
-    from tasks.store import ArtifactStore, StoreError
+    from compare_models.publish import list_runs
+    from compare_models.store import ArtifactStore, StoreError
 
     store = ArtifactStore.from_settings(Settings())
     try:
@@ -234,7 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--preset", choices=sorted(PRESETS), default="seed", help="parameter set (default: seed, the report's protocol)")
     run.add_argument("--data", help="'cifar10' (default, official download), URL, path or s3:// URI, or 'synthetic[:N]'")
     run.add_argument("--data-sha256", help="expected SHA-256 of the archive")
-    run.add_argument("--models", help=f"comma-separated subset of {','.join(MODEL_NAMES)}")
+    run.add_argument("--models", help=f"comma-separated registered models (default {','.join(registry.DEFAULT_MODELS)})")
     run.add_argument("--epochs", type=int)
     run.add_argument("--batch-size", type=int)
     run.add_argument("--optimizer")
@@ -248,7 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--resnet-weights", help="'imagenet' (default), 'none', or a path / s3:// URI of a *_notop.h5 file")
     run.add_argument("--run-id")
     run.add_argument("--trainer", choices=["local", "deployment"],
-                     help="local: subprocesses of this run (default); deployment: train-model/<model> on the gpu pool")
+                     help="local: subprocesses of this run (default); deployment: train-model/gpu on the gpu pool, one flow run per model")
     run.add_argument("--retries", type=int, help="retries of a failed training (each resumes from its checkpoint)")
     run.add_argument("--retry-delay-seconds", type=float)
     sub.add_parser("params", parents=[run], help="print run parameters as JSON for `prefect deployment run --params`") \

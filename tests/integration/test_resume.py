@@ -12,9 +12,9 @@ import time
 
 import pytest
 
-from tasks.config import RunParams
-from tasks.store import MANIFEST, run_prefix
-from tasks.training import FAIL_AFTER_EPOCH_ENV, checkpoint_prefix, history_key_of
+from compare_models.config import RunParams
+from compare_models import layout
+from compare_models.training import FAIL_AFTER_EPOCH_ENV
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.integration
@@ -31,12 +31,12 @@ def test_failed_attempt_is_retried_and_resumes_after_the_last_epoch(stack, prefe
                                        "execution": {"retries": 1, "retry_delay_seconds": 0}})
     state = compare_models(params=params, return_state=True)
     assert state.is_completed(), state.message
-    stored = stack.get_json(history_key_of("resume-after-fault", "cnn"))
+    stored = stack.get_json(layout.history_key("resume-after-fault", "cnn"))
     assert stored["result"]["resumed_from_epoch"] == 2  # the retry started at epoch 3, not at 1
     assert len(stored["history"]["loss"]) == len(stored["history"]["val_loss"]) == 4  # no duplicates, no gaps
     assert len(set(stored["history"]["loss"])) == 4
-    assert not list(stack.list_keys(checkpoint_prefix("resume-after-fault", "cnn")))  # pruned once finished
-    assert stack.exists(run_prefix("resume-after-fault") + MANIFEST)
+    assert not list(stack.list_keys(layout.checkpoint_prefix("resume-after-fault", "cnn")))  # pruned once finished
+    assert stack.exists(layout.run_prefix("resume-after-fault") + layout.MANIFEST)
 
 
 def test_a_fault_after_the_final_epoch_costs_only_that_epoch(stack, prefect_api, monkeypatch):
@@ -49,7 +49,7 @@ def test_a_fault_after_the_final_epoch_costs_only_that_epoch(stack, prefect_api,
                                        "execution": {"retries": 1, "retry_delay_seconds": 0}})
     state = compare_models(params=params, return_state=True)
     assert state.is_completed(), state.message
-    stored = stack.get_json(history_key_of("fault-after-last", "cnn"))
+    stored = stack.get_json(layout.history_key("fault-after-last", "cnn"))
     assert stored["result"]["resumed_from_epoch"] == 2 and len(stored["history"]["loss"]) == 3
 
 
@@ -61,18 +61,18 @@ def test_without_retries_the_injected_fault_fails_the_run(stack, prefect_api, mo
                                        "execution": {"retries": 0}})
     state = compare_models(params=params, return_state=True)
     assert state.is_failed() and "injected fault after epoch 1" in state.message
-    assert not stack.exists(run_prefix("fault-no-retry") + MANIFEST)
-    state = stack.get_json(checkpoint_prefix("fault-no-retry", "cnn") + "state.json")
+    assert not stack.exists(layout.run_prefix("fault-no-retry") + layout.MANIFEST)
+    state = stack.get_json(layout.checkpoint_state_key("fault-no-retry", "cnn"))
     assert state["epoch"] == 1  # the checkpoint a re-run would resume from
 
 
 def test_killed_run_resumes_from_its_checkpoint_on_rerun(stack):
     run_id = "killed-and-rerun"
-    args = [sys.executable, "-m", "flows.cli", "run", "--preset", "smoke", "--data", "synthetic:400", "--models", "cnn",
+    args = [sys.executable, "-m", "compare_models.cli", "run", "--preset", "smoke", "--data", "synthetic:400", "--models", "cnn",
             "--split", "sizes", "--train-size", "300", "--val-size", "50", "--test-size", "40", "--epochs", "12",
             "--batch-size", "32", "--run-id", run_id, "--json"]
     first = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    state_key = checkpoint_prefix(run_id, "cnn") + "state.json"
+    state_key = layout.checkpoint_state_key(run_id, "cnn")
     deadline = time.monotonic() + 240
     try:
         while time.monotonic() < deadline and first.poll() is None:
@@ -86,11 +86,11 @@ def test_killed_run_resumes_from_its_checkpoint_on_rerun(stack):
         if first.poll() is None:
             os.killpg(first.pid, signal.SIGKILL)
     killed_at = stack.get_json(state_key)["epoch"]
-    assert 2 <= killed_at < 12 and not stack.exists(run_prefix(run_id) + MANIFEST)
+    assert 2 <= killed_at < 12 and not stack.exists(layout.run_prefix(run_id) + layout.MANIFEST)
 
     second = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert second.returncode == 0, second.stderr[-3000:]
-    stored = stack.get_json(history_key_of(run_id, "cnn"))
+    stored = stack.get_json(layout.history_key(run_id, "cnn"))
     assert stored["result"]["resumed_from_epoch"] == killed_at  # at most the interrupted epoch is recomputed
     assert len(stored["history"]["loss"]) == 12
     assert json.loads(second.stdout)["run_id"] == run_id
@@ -103,7 +103,7 @@ def test_a_training_declared_dead_meanwhile_does_not_publish(prefect_api):
     from prefect.client.orchestration import get_client
     from prefect.states import Crashed, Running
 
-    from flows.train_model import Superseded, ensure_still_running
+    from tasks.child_runs import Superseded, ensure_still_running
 
     @flow(name="declared-dead-test")
     def placeholder():

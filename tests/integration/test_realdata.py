@@ -22,7 +22,7 @@ def test_cnn_on_real_cifar10_is_clearly_above_chance(stack):
             pytest.fail(message + " (required in CI)")
         pytest.skip(message)
     out = subprocess.run(
-        [sys.executable, "-m", "flows.cli", "run", "--preset", "smoke", "--data", str(REAL_ARCHIVE), "--models", "cnn",
+        [sys.executable, "-m", "compare_models.cli", "run", "--preset", "smoke", "--data", str(REAL_ARCHIVE), "--models", "cnn",
          "--split", "sizes", "--train-size", "6000", "--val-size", "500", "--test-size", "1000", "--epochs", "2",
          "--json"],
         cwd=ROOT, capture_output=True, text=True, timeout=900,

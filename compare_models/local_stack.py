@@ -28,7 +28,7 @@ from typing import Callable
 
 import httpx
 
-from tasks.config import Settings, project_root
+from compare_models.config import Settings, project_root
 
 S3_PORT = 8333
 PREFECT_PORT = 4200
@@ -243,7 +243,7 @@ def up(settings: Settings | None = None, *, workers: bool = False) -> dict[str, 
 
 
 def _ensure_local_bucket(settings: Settings) -> None:
-    from tasks.store import ArtifactStore
+    from compare_models.store import ArtifactStore
 
     local = settings.model_copy(update={"s3_endpoint_url": settings.s3_endpoint_url or LOCAL_S3_URL})
     ArtifactStore.from_settings(local).ensure_bucket()

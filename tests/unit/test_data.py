@@ -8,9 +8,9 @@ import tarfile
 import numpy as np
 import pytest
 
-from tasks.config import CIFAR10_CLASSES, SplitSpec
-from tasks.data import (
-    DataError, decode_archive, make_splits, normalisation_stats, prepare_dataset, resolve_source, synthetic_data,
+from compare_models.config import CIFAR10_CLASSES, SplitSpec
+from compare_models.data import (
+    DataError, decode_archive, indices_sha256, make_splits, split_indices, normalisation_stats, prepare_dataset, resolve_source, synthetic_data,
 )
 from tests.archives import cifar_python_tarball, image_folder_tarball, images, png_bytes
 
@@ -124,13 +124,15 @@ def test_pickles_cannot_run_code(tmp_path):
 def test_splits_are_stratified_disjoint_and_reproducible():
     d = synthetic_data(1000, seed=1)
     spec = SplitSpec(protocol="sizes", train=500, val=300, test=100, seed=7)
-    a, b = make_splits(d, spec), make_splits(d, spec)
+    a, b = make_splits(d, split_indices(d, spec)), make_splits(d, split_indices(d, spec))
     for split in ("train", "val", "test"):
         np.testing.assert_array_equal(a[split][1], b[split][1])
     assert [len(a[s][1]) for s in ("train", "val", "test")] == [500, 300, 100]
     assert np.bincount(a["train"][1]).tolist() == [50] * 10
-    other = make_splits(d, spec.model_copy(update={"seed": 8}))
+    other = make_splits(d, split_indices(d, spec.model_copy(update={"seed": 8})))
     assert not np.array_equal(a["train"][1], other["train"][1])
+    assert indices_sha256(split_indices(d, spec)) == indices_sha256(split_indices(d, spec))
+    assert indices_sha256(split_indices(d, spec)) != indices_sha256(split_indices(d, spec.model_copy(update={"seed": 8})))
     # train and val come from disjoint images of the archive's training set
     rows = lambda x: {r.tobytes() for r in x.reshape(len(x), -1)}  # noqa: E731
     assert not rows(a["train"][0]) & rows(a["val"][0])
@@ -139,9 +141,9 @@ def test_splits_are_stratified_disjoint_and_reproducible():
 def test_split_larger_than_the_data():
     d = synthetic_data(100)
     with pytest.raises(DataError, match="needs 16250 train \\+ 8750 validation = 25000 images, but .* has 100"):
-        make_splits(d, SplitSpec(protocol="seed"))
+        split_indices(d, SplitSpec(protocol="seed"))
     with pytest.raises(DataError, match="asks for 999 test images"):
-        make_splits(d, SplitSpec(protocol="sizes", train=10, val=10, test=999))
+        split_indices(d, SplitSpec(protocol="sizes", train=10, val=10, test=999))
 
 
 def test_normalisation_scales_to_unit_range():

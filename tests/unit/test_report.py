@@ -1,4 +1,4 @@
-"""Unit tests for tasks.report: files, self-contained HTML, escaping, summaries."""
+"""Unit tests for compare_models.report: files, self-contained HTML, escaping, summaries."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
-from tasks.evaluation import evaluate_predictions  # noqa: E402
-from tasks.report import (  # noqa: E402
+from compare_models.evaluation import evaluate_predictions  # noqa: E402
+from compare_models.report import (  # noqa: E402
     SYNTHETIC_BANNER,
     ModelResult,
     markdown_summary,

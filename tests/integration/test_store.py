@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tasks.config import Settings
-from tasks.store import ArtifactStore, ObjectExists, StoreError
+from compare_models.config import Settings
+from compare_models.store import ArtifactStore, ObjectExists, StoreError
 
 pytestmark = pytest.mark.integration
 

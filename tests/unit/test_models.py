@@ -1,11 +1,14 @@
-"""The report's two architectures, exactly."""
+"""The report's two architectures, exactly, and the model registry."""
 
-from tasks.models import CNN_PARAMETERS, RESNET50_PARAMETERS, build_cnn, build_model, build_resnet50
+import pytest
+
+from compare_models import registry
+from compare_models.models import build_cnn, build_resnet50
 
 
 def test_cnn_matches_the_report_layer_table():
     model = build_cnn()
-    assert model.count_params() == CNN_PARAMETERS == 2_915_114
+    assert model.count_params() == registry.get("cnn").parameters == 2_915_114
     assert not model.non_trainable_weights
     kinds = [type(layer).__name__ for layer in model.layers]
     assert kinds == [
@@ -22,7 +25,7 @@ def test_cnn_matches_the_report_layer_table():
 
 def test_resnet50_with_the_report_head():
     model = build_resnet50(None)
-    assert model.count_params() == RESNET50_PARAMETERS == 26_215_818
+    assert model.count_params() == registry.get("resnet50").parameters == 26_215_818
     backbone = model.get_layer("resnet50")
     assert backbone.count_params() == 23_587_712
     assert backbone.output_shape == (None, 1, 1, 2048)
@@ -31,7 +34,24 @@ def test_resnet50_with_the_report_head():
 
 
 def test_unknown_model_name_is_rejected():
-    import pytest
-
     with pytest.raises(ValueError, match="unknown model name 'vgg'"):
-        build_model("vgg")
+        registry.get("vgg")
+
+
+def test_registered_builder_must_match_its_parameter_count():
+    spec = registry.ModelSpec("wrongcount", "compare_models.models:build_cnn", parameters=12)
+    with pytest.raises(ValueError, match="has 2,915,114 parameters; its registration says 12"):
+        spec.build()
+
+
+def test_registration_is_checked():
+    with pytest.raises(ValueError, match="lowercase"):
+        registry.ModelSpec("../evil", "x:y")
+    with pytest.raises(ValueError, match="module:function"):
+        registry.ModelSpec("ok", "no-colon")
+    spec = registry.register(registry.ModelSpec("tiny-reg", "tests.plugin_models.keras_models:build_tiny"))
+    try:
+        assert registry.get("tiny-reg") is spec and "tiny-reg" in registry.models()
+    finally:
+        registry.unregister("tiny-reg")
+    assert "tiny-reg" not in registry.models()

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.conftest import ROOT  # noqa: E402
 INFRA = ROOT / "infra"
 COMPOSE_FILE = INFRA / "compose" / "docker-compose.yml"
 COMPOSE_SCHEMA = INFRA / "compose" / "compose-spec.schema.json"

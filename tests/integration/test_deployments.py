@@ -7,12 +7,14 @@ own (same pools, this session's test bucket in their environment), then stops th
 from __future__ import annotations
 
 import asyncio
+import logging
 import json
 import subprocess
 import sys
 
 import pytest
 
+from compare_models import layout
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.integration
@@ -21,11 +23,11 @@ PREFECT = [sys.executable, "-m", "prefect"]
 
 @pytest.fixture(scope="module")
 def deployed(stack):
-    from infra.local.services import WORKERS, down, up
+    from compare_models.local_stack import WORKERS, down, up
 
     down(only=WORKERS)
     up(workers=True)  # inherits this session's COMPARE_MODELS_BUCKET
-    out = subprocess.run([sys.executable, "-m", "flows.cli", "deploy"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    out = subprocess.run([sys.executable, "-m", "compare_models.cli", "deploy"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     yield
     down(only=WORKERS)
@@ -47,7 +49,7 @@ def test_deployments_are_declared_as_in_prefect_yaml(deployed):
     async def read():
         async with get_client() as client:
             return {name: await client.read_deployment_by_name(name)
-                    for name in ("compare-models/nightly", "train-model/cnn", "train-model/resnet50")}
+                    for name in ("compare-models/nightly", "train-model/gpu")}
 
     deployments = asyncio.run(read())
     nightly = deployments["compare-models/nightly"]
@@ -55,8 +57,7 @@ def test_deployments_are_declared_as_in_prefect_yaml(deployed):
     crons = [(s.schedule.cron, s.schedule.timezone, s.active) for s in nightly.schedules]
     assert crons == [("0 2 * * *", "UTC", True)]
     assert "params" in nightly.parameter_openapi_schema["properties"]  # typed: the UI renders a form
-    assert deployments["train-model/cnn"].work_pool_name == "gpu"
-    assert deployments["train-model/resnet50"].work_pool_name == "gpu"
+    assert deployments["train-model/gpu"].work_pool_name == "gpu"  # one deployment trains any registered model
     from deployments.deploy import HEARTBEAT_SECONDS
 
     for deployment in deployments.values():  # heartbeats feed the zombie-run automation (prefect.yaml says 30)
@@ -69,7 +70,7 @@ def test_deploy_creates_the_zombie_run_automation_once(deployed):
 
     from deployments.deploy import CRASH_AFTER_SECONDS, ZOMBIE_AUTOMATION
 
-    out = subprocess.run([sys.executable, "-m", "flows.cli", "deploy"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    out = subprocess.run([sys.executable, "-m", "compare_models.cli", "deploy"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0 and "exists" in out.stdout  # deploying again does not duplicate it
     with get_client(sync_client=True) as client:
         automations = client.read_automations_by_name(ZOMBIE_AUTOMATION)
@@ -89,7 +90,7 @@ def test_invalid_parameters_are_rejected_before_a_run_starts(deployed):
 
 def test_nightly_deployment_run_trains_both_models_in_parallel_on_workers(deployed, stack):
     params = subprocess.run(
-        [sys.executable, "-m", "flows.cli", "params", "--preset", "smoke", "--data", "synthetic:200", "--split", "sizes",
+        [sys.executable, "-m", "compare_models.cli", "params", "--preset", "smoke", "--data", "synthetic:200", "--split", "sizes",
          "--train-size", "100", "--val-size", "40", "--test-size", "40", "--epochs", "2", "--batch-size", "32",
          "--resnet-weights", "none", "--trainer", "deployment"],
         cwd=ROOT, capture_output=True, text=True, check=True).stdout
@@ -120,7 +121,7 @@ def test_nightly_deployment_run_trains_both_models_in_parallel_on_workers(deploy
     (a, b) = trainings
     overlap = min(a.end_time, b.end_time) - max(a.start_time, b.start_time)
     assert overlap.total_seconds() > 0
-    latest = stack.get_json("runs/latest.json")
+    latest = stack.get_json(layout.LATEST)
     manifest = stack.get_json(latest["manifest"].split(f"s3://{stack.bucket}/", 1)[1])
     assert manifest["status"] == "complete" and manifest["flow_run_id"] == str(parent.id)
     assert manifest["params"]["execution"]["trainer"] == "deployment"
@@ -131,8 +132,8 @@ def test_a_training_no_worker_starts_fails_the_attempt_instead_of_waiting_foreve
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
 
     from flows.compare_models import compare_models
-    from infra.local.services import WORKERS, down, up
-    from tasks.config import RunParams
+    from compare_models.local_stack import WORKERS, down, up
+    from compare_models.config import RunParams
 
     gpu_worker = next(w for w in WORKERS if w.name == "worker-gpu")
     down(only=(gpu_worker,))
@@ -156,20 +157,20 @@ def test_a_retry_cancels_the_child_an_earlier_attempt_left_unfinished(deployed, 
     from prefect.client.orchestration import get_client
     from prefect.states import Scheduled
 
-    from flows.compare_models import _cancel_earlier_attempts
-    from tasks.config import TrainParams
-    from tasks.data import DatasetRef
-    from tasks.training import TrainingJob
+    from compare_models.config import TrainParams
+    from compare_models.data import DatasetRef
+    from compare_models.jobs import TrainingJob
+    from tasks.child_runs import cancel_earlier_attempts
 
     dataset = DatasetRef(name="x", synthetic=True, source="synthetic:1", archive_sha256=None, prefix="datasets/x/",
                          class_names=[str(i) for i in range(10)], sizes={}, files={}, normalisation={})
     job = TrainingJob(run_id="stale", model="cnn", dataset=dataset, train=TrainParams()).model_dump(mode="json")
     tomorrow = datetime.now(timezone.utc) + timedelta(days=1)  # no worker picks these up
     with get_client(sync_client=True) as client:
-        deployment = client.read_deployment_by_name("train-model/cnn")
+        deployment = client.read_deployment_by_name("train-model/gpu")
         old, new = (client.create_flow_run_from_deployment(deployment.id, parameters={"job": job}, name="stale-cnn",
                                                            state=Scheduled(scheduled_time=tomorrow)) for _ in range(2))
-        flow(name="cancel-earlier-attempts-test")(lambda: _cancel_earlier_attempts(new))()
+        flow(name="cancel-earlier-attempts-test")(lambda: cancel_earlier_attempts(new, logging.getLogger("test")))()
         old, new = client.read_flow_run(old.id), client.read_flow_run(new.id)
         assert old.state.name in ("Cancelling", "Cancelled")
         assert new.state.is_scheduled()  # the current attempt's child is left alone

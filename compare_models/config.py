@@ -21,6 +21,9 @@ from typing import Literal
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from compare_models import registry
+from compare_models.registry import DEFAULT_MODELS
+
 #: The canonical CIFAR-10 label order (0..9).
 CIFAR10_CLASSES: tuple[str, ...] = (
     "airplane", "automobile", "bird", "cat", "deer",
@@ -33,12 +36,12 @@ NUM_CLASSES = len(CIFAR10_CLASSES)
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
 
-MODEL_NAMES: tuple[str, ...] = ("cnn", "resnet50")
-ModelName = Literal["cnn", "resnet50"]
+#: Run ids become S3 prefixes and flow-run names: a conservative character set.
+RUN_ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}"
 
 
 def project_root() -> Path:
-    """The repository root (this file lives in <root>/tasks/)."""
+    """The repository root (this file lives in <root>/compare_models/)."""
     return Path(__file__).resolve().parent.parent
 
 
@@ -72,7 +75,20 @@ class Settings(BaseSettings):
         validation_alias="COMPARE_MODELS_HOME",
         description="Git-ignored folder for local service data, logs and caches.",
     )
-    presign_seconds: int = Field(default=7 * 24 * 3600, validation_alias="COMPARE_MODELS_PRESIGN_SECONDS")
+    presign_seconds: int = Field(
+        default=7 * 24 * 3600, gt=0, le=7 * 24 * 3600, validation_alias="COMPARE_MODELS_PRESIGN_SECONDS",
+        description="Lifetime of presigned links; S3 caps it at 7 days",
+    )
+    allow_private_urls: bool = Field(
+        default=False, validation_alias="COMPARE_MODELS_ALLOW_PRIVATE_URLS",
+        description="Let http(s) data and weights sources point at loopback, link-local or private addresses",
+    )
+    imagenet_weights_url: str = Field(
+        default="https://storage.googleapis.com/tensorflow/keras-applications/resnet/"
+        "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        validation_alias="COMPARE_MODELS_IMAGENET_WEIGHTS_URL",
+        description="Where Keras' ResNet50 ImageNet weights are downloaded from (a mirror may be set)",
+    )
 
     @field_validator("bucket")
     @classmethod
@@ -167,7 +183,7 @@ class ExecutionParams(BaseModel):
     trainer: Literal["local", "deployment"] = Field(
         default="local",
         description="'local': each model in a subprocess of the flow's process; 'deployment': one "
-        "train-model/<model> flow run per model on the GPU work pool",
+        "train-model/gpu flow run per model on the GPU work pool",
     )
     retries: int = Field(default=2, ge=0, le=20, description="Retries of a failed training; each resumes from its last checkpoint")
     retry_delay_seconds: float = Field(default=10.0, ge=0, le=3600)
@@ -190,7 +206,8 @@ class RunParams(BaseModel):
     )
     data_sha256: str | None = Field(default=None, description="Expected SHA-256 of the archive, verified before use")
     split: SplitSpec = SplitSpec()
-    models: tuple[ModelName, ...] = MODEL_NAMES
+    models: tuple[str, ...] = Field(
+        default=DEFAULT_MODELS, description="Registered model names (compare_models.registry), e.g. cnn, resnet50")
     train: TrainParams = TrainParams()
     execution: ExecutionParams = ExecutionParams()
     resnet_weights: str = Field(default="imagenet", description="'imagenet', 'none', or a path / s3:// URI of a weights file")
@@ -202,17 +219,18 @@ class RunParams(BaseModel):
     def _models(cls, value: object) -> object:
         if isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]
-        unknown = [m for m in value if m not in MODEL_NAMES]  # type: ignore[union-attr]
+        known = registry.models()
+        unknown = [m for m in value if m not in known]  # type: ignore[union-attr]
         if unknown:
-            raise ValueError(f"unknown model name(s) {unknown}; choose from {list(MODEL_NAMES)}")
+            raise ValueError(f"unknown model name(s) {unknown}; choose from {sorted(known)}")
         if not value:
-            raise ValueError(f"no model selected; choose from {list(MODEL_NAMES)}")
+            raise ValueError(f"no model selected; choose from {sorted(known)}")
         return tuple(dict.fromkeys(value))  # type: ignore[arg-type]
 
     @field_validator("run_id")
     @classmethod
     def _run_id(cls, value: str | None) -> str | None:
-        if value is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}", value):
+        if value is not None and not re.fullmatch(RUN_ID_PATTERN, value):
             raise ValueError("run_id may hold only letters, digits, '.', '_' and '-' (at most 128)")
         return value
 

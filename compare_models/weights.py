@@ -8,18 +8,17 @@ silently trains from scratch instead.
 
 from __future__ import annotations
 
-import hashlib
 import shutil
-import urllib.error
-import urllib.request
 from pathlib import Path, PurePosixPath
 
-from tasks.store import ArtifactStore, parse_s3_uri
+from compare_models import layout
+from compare_models.files import DownloadError, download_url, file_digests, sha256_file
+from compare_models.store import ArtifactStore, StoreError, parse_s3_uri
 
 IMAGENET_FILE = "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
 IMAGENET_URL = "https://storage.googleapis.com/tensorflow/keras-applications/resnet/" + IMAGENET_FILE
 IMAGENET_MD5 = "4d473c1dd8becc155b73f8504c6f6626"  # Keras' published hash of the file
-IMAGENET_KEY = f"weights/keras/{IMAGENET_FILE}"
+IMAGENET_KEY = layout.keras_weights_key(IMAGENET_FILE)
 
 
 class WeightsError(ValueError):
@@ -27,11 +26,7 @@ class WeightsError(ValueError):
 
 
 def _md5(path: Path) -> str:
-    digest = hashlib.md5()
-    with path.open("rb") as fh:
-        while chunk := fh.read(4 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return file_digests(path, "md5")["md5"]
 
 
 def _check_h5(path: Path) -> None:
@@ -50,12 +45,10 @@ def _fetch_imagenet(dest: Path) -> None:
         shutil.copyfile(keras_cache, dest)
         return
     try:
-        with urllib.request.urlopen(IMAGENET_URL, timeout=30) as response, dest.open("wb") as out:
-            shutil.copyfileobj(response, out, 1 << 20)
-    except (urllib.error.URLError, TimeoutError, OSError) as exc:
-        dest.unlink(missing_ok=True)
+        download_url(IMAGENET_URL, dest)
+    except DownloadError as exc:
         raise WeightsError(
-            f"could not fetch ResNet50 ImageNet weights from {IMAGENET_URL} ({getattr(exc, 'reason', exc)}), and no "
+            f"could not fetch ResNet50 ImageNet weights from {IMAGENET_URL} ({exc.reason}), and no "
             f"cached copy is in the store. Provide them: download {IMAGENET_FILE} on a machine with internet, then "
             "pass --resnet-weights <path or s3:// URI> (it is cached for later runs), or use --resnet-weights none "
             "to train ResNet50 from scratch deliberately."
@@ -80,20 +73,18 @@ def resolve_resnet_weights(spec: str, store: ArtifactStore, cache_dir: Path) -> 
         return IMAGENET_KEY
 
     if spec.startswith("s3://"):
-        bucket, key = parse_s3_uri(spec)
+        _, key = parse_s3_uri(spec)
         local = cache_dir / "weights" / "incoming" / PurePosixPath(key).name
-        local.parent.mkdir(parents=True, exist_ok=True)
         try:
-            store.client.download_file(bucket, key, str(local))
-        except Exception as exc:
-            raise WeightsError(f"could not read ResNet50 weights {spec}: {exc}") from None
+            store.fetch_uri(spec, local)
+        except StoreError as exc:
+            raise WeightsError(f"could not read ResNet50 weights: {exc}") from None
     else:
         local = Path(spec).expanduser()
         if not local.is_file():
             raise WeightsError(f"--resnet-weights {spec!r} is not 'imagenet', 'none', an s3:// URI or an existing file")
     _check_h5(local)
-    digest = hashlib.sha256(local.read_bytes()).hexdigest()
-    key = f"weights/sha256/{digest}/{local.name}"
+    key = layout.weights_file_key(sha256_file(local), local.name)
     if not store.exists(key):
         store.upload(local, key, overwrite=True)
     return key

@@ -25,7 +25,7 @@ from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
 
-from tasks.config import Settings
+from compare_models.config import Settings
 
 TRANSFER = TransferConfig(multipart_threshold=64 * 1024 * 1024, multipart_chunksize=16 * 1024 * 1024, max_concurrency=4)
 
@@ -140,10 +140,29 @@ class ArtifactStore:
         tmp.replace(path)
         return path
 
-    def list_keys(self, prefix: str) -> Iterator[str]:
+    def fetch_uri(self, uri: str, path: Path) -> Path:
+        """Download an ``s3://bucket/key`` URI (any bucket these credentials can read) to
+        `path`, through a `.part` file that a failure removes."""
+        bucket, key = parse_s3_uri(uri)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        part = path.with_name(path.name + ".part")
+        try:
+            self.client.download_file(bucket, key, str(part), Config=TRANSFER)
+        except (BotoCoreError, ClientError) as exc:
+            part.unlink(missing_ok=True)
+            raise StoreError(f"could not read {uri}: {exc}. Check the URI and that the credentials can read it.") from None
+        part.replace(path)
+        return path
+
+    def list_objects(self, prefix: str) -> Iterator[tuple[str, int]]:
+        """(key, size in bytes) of every object under `prefix`."""
         for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
             for obj in page.get("Contents", []):
-                yield obj["Key"]
+                yield obj["Key"], obj["Size"]
+
+    def list_keys(self, prefix: str) -> Iterator[str]:
+        for key, _ in self.list_objects(prefix):
+            yield key
 
     def list_prefixes(self, prefix: str) -> list[str]:
         """Immediate 'sub-folders' of prefix (which should end with '/')."""
@@ -207,17 +226,3 @@ class ArtifactStore:
         """Empties and removes the bucket (test and benchmark scratch buckets)."""
         self._delete_keys("")
         self.client.delete_bucket(Bucket=self.bucket)
-
-
-# ── the layout users browse and script against ─────────────────────────────
-
-
-def run_prefix(run_id: str) -> str:
-    return f"runs/{run_id}/"
-
-
-def dataset_prefix(name: str, digest: str) -> str:
-    return f"datasets/{name}/{digest}/"
-
-
-MANIFEST = "manifest.json"

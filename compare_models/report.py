@@ -32,7 +32,7 @@ import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from tasks.evaluation import comparison_table, metrics_tables  # noqa: E402
+from compare_models.evaluation import comparison_table, metrics_tables  # noqa: E402
 
 #: Resolution of every saved figure: sharp on screen, files stay ~100 kB.
 DPI = 110
@@ -75,7 +75,7 @@ class ModelResult:
             titles, table rows and file names.
         history: Keras ``History.history``: metric name -> one value per epoch
             (``loss``, ``accuracy``, ``val_loss``, ``val_accuracy``).
-        metrics: the record returned by ``tasks.evaluation.evaluate_predictions``.
+        metrics: the record returned by ``compare_models.evaluation.evaluate_predictions``.
         train_seconds: wall-clock training time.
         parameters: number of model parameters.
     """

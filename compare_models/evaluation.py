@@ -1,0 +1,304 @@
+"""Turn a model's predicted probabilities into a JSON-ready metrics record.
+
+Evaluation is kept apart from training and orchestration on purpose: this
+module takes plain NumPy arrays and returns plain Python data, so it can be
+unit-tested without Prefect, TensorFlow or S3, and the same record can be
+written to JSON, rendered into a report and compared across models.
+
+Every number comes from scikit-learn. The only arithmetic done here is
+bookkeeping: choosing the predicted class (``argmax``), picking which columns
+have a defined ROC AUC and thinning ROC curves so the JSON stays small.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import (
+    accuracy_score,
+    classification_report,
+    confusion_matrix,
+    precision_recall_fscore_support,
+    roc_auc_score,
+    roc_curve,
+)
+from sklearn.preprocessing import label_binarize
+
+#: Most points kept per ROC curve. A 10 000-sample test set can produce a
+#: curve with thousands of points per class; 200 draws the same picture.
+MAX_ROC_POINTS = 200
+
+#: Headline metrics, in the order they appear in summaries and comparisons.
+SCALAR_METRICS: tuple[str, ...] = (
+    "accuracy",
+    "precision_macro",
+    "recall_macro",
+    "f1_macro",
+    "precision_weighted",
+    "recall_weighted",
+    "f1_weighted",
+    "roc_auc_macro",
+    "roc_auc_micro",
+)
+
+#: Columns of the per-class table, in order.
+PER_CLASS_COLUMNS: tuple[str, ...] = ("class", "precision", "recall", "f1", "support", "auc")
+
+
+# --------------------------------------------------------------------------
+# Validation: fail loudly at the boundary, with the value that was expected.
+# --------------------------------------------------------------------------
+
+
+def _validate_class_names(class_names: Sequence[str]) -> list[str]:
+    """Return the class names as a list of str, rejecting ambiguous input.
+
+    Names become dict keys and table labels, so duplicates would silently
+    merge two classes; fewer than two classes makes ROC analysis meaningless.
+    """
+    if isinstance(class_names, str):
+        raise ValueError("class_names must be a sequence of names, not a single string")
+    names = [str(name) for name in class_names]
+    if len(names) < 2:
+        raise ValueError(f"class_names must name at least 2 classes, got {len(names)}")
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        raise ValueError(f"class_names must be unique, got duplicates {duplicates}")
+    return names
+
+
+def _validate_labels(y_true: np.ndarray, n_classes: int) -> np.ndarray:
+    """Return y_true as a 1-D int64 array of labels in 0..n_classes-1."""
+    labels = np.asarray(y_true)
+    if labels.ndim != 1:
+        raise ValueError(
+            f"y_true must be 1-D with shape (n,), got shape {labels.shape}; "
+            "flatten column vectors with y_true.ravel()"
+        )
+    if labels.size == 0:
+        raise ValueError("y_true is empty: expected at least 1 sample")
+    if not (np.issubdtype(labels.dtype, np.integer) or np.issubdtype(labels.dtype, np.bool_)):
+        raise ValueError(f"y_true must hold integer class indices, got dtype {labels.dtype}")
+    labels = labels.astype(np.int64)
+    out_of_range = labels[(labels < 0) | (labels >= n_classes)]
+    if out_of_range.size:
+        raise ValueError(
+            f"y_true labels must be in range 0..{n_classes - 1} (one per class name), "
+            f"got out-of-range values {sorted(set(out_of_range.tolist()))[:10]}"
+        )
+    return labels
+
+
+def _validate_probabilities(y_prob: np.ndarray, n_samples: int, n_classes: int) -> np.ndarray:
+    """Return y_prob as a float64 (n_samples, n_classes) array of finite scores.
+
+    The values are not required to sum to one: ranking metrics (ROC) only
+    need an order, and argmax does not care about normalisation.
+    """
+    probs = np.asarray(y_prob)
+    if probs.ndim != 2:
+        raise ValueError(f"y_prob must be 2-D with shape (n, k), got shape {probs.shape}")
+    expected = (n_samples, n_classes)
+    if probs.shape != expected:
+        raise ValueError(
+            f"y_prob shape mismatch: expected {expected} (len(y_true), len(class_names)), "
+            f"got {probs.shape}"
+        )
+    if not np.issubdtype(probs.dtype, np.number):
+        raise ValueError(f"y_prob must be numeric, got dtype {probs.dtype}")
+    probs = probs.astype(np.float64)
+    if np.isnan(probs).any():
+        raise ValueError(
+            f"y_prob contains NaN in {int(np.isnan(probs).any(axis=1).sum())} row(s): "
+            "expected finite probabilities"
+        )
+    if not np.isfinite(probs).all():
+        raise ValueError("y_prob contains infinite values: expected finite probabilities")
+    return probs
+
+
+# --------------------------------------------------------------------------
+# Small helpers that keep evaluate_predictions readable.
+# --------------------------------------------------------------------------
+
+
+def _one_hot(labels: np.ndarray, n_classes: int) -> np.ndarray:
+    """One-vs-rest indicator matrix of shape (n, n_classes).
+
+    label_binarize collapses the two-class case to a single column; the
+    other column is restored so that column j always means "is class j".
+    """
+    binarized = label_binarize(labels, classes=list(range(n_classes)))
+    if n_classes == 2:
+        binarized = np.hstack([1 - binarized, binarized])
+    return binarized
+
+
+def _has_both_outcomes(column: np.ndarray) -> bool:
+    """ROC AUC for a class needs at least one positive and one negative."""
+    return bool(column.min() == 0 and column.max() == 1)
+
+
+def _thin_curve(fpr: np.ndarray, tpr: np.ndarray, max_points: int = MAX_ROC_POINTS) -> dict:
+    """Keep at most max_points evenly spaced points, always the first and last.
+
+    Points are selected, not interpolated, so every kept point is a real
+    operating point of the classifier and the curve still starts at (0, 0)
+    and ends at (1, 1).
+    """
+    if len(fpr) > max_points:
+        keep = np.unique(np.linspace(0, len(fpr) - 1, max_points).round().astype(int))
+        fpr, tpr = fpr[keep], tpr[keep]
+    return {"fpr": [float(x) for x in fpr], "tpr": [float(x) for x in tpr]}
+
+
+def _optional_float(value: Any) -> float | None:
+    """float() that keeps None, so undefined metrics stay JSON null."""
+    return None if value is None else float(value)
+
+
+# --------------------------------------------------------------------------
+# Public API
+# --------------------------------------------------------------------------
+
+
+def evaluate_predictions(
+    y_true: np.ndarray, y_prob: np.ndarray, class_names: Sequence[str]
+) -> dict:
+    """Compute classification metrics from true labels and class probabilities.
+
+    Args:
+        y_true: integer labels, shape (n,), values in 0..k-1.
+        y_prob: predicted scores/probabilities, shape (n, k).
+        class_names: k unique names; position j names label j.
+
+    Returns:
+        A dict of plain Python values (json.dumps works on it directly):
+        ``n_samples``, ``class_names``, the scalars in :data:`SCALAR_METRICS`,
+        ``per_class``, ``roc_curves``, ``confusion_matrix``,
+        ``confusion_matrix_normalized`` and ``classification_report``.
+
+        ROC AUC is undefined for a class that is absent from y_true (or is
+        every sample); such a class gets ``auc`` None, is left out of
+        ``roc_auc_macro`` and has no entry in ``roc_curves``. If no class has
+        a defined AUC, ``roc_auc_macro`` is None. ``roc_auc_micro`` pools all
+        one-vs-rest decisions and is always defined. Precision/recall/F1
+        averages, by contrast, follow scikit-learn with ``labels=range(k)``:
+        an absent class scores 0 and still counts in the macro average, so a
+        test set missing a class is visibly penalised rather than hidden.
+
+    Raises:
+        ValueError: on empty input, mismatched shapes, labels outside 0..k-1,
+            NaN/infinite scores or bad class names.
+    """
+    names = _validate_class_names(class_names)
+    n_classes = len(names)
+    labels = _validate_labels(y_true, n_classes)
+    probs = _validate_probabilities(y_prob, len(labels), n_classes)
+
+    class_ids = list(range(n_classes))
+    y_pred = probs.argmax(axis=1)
+    indicator = _one_hot(labels, n_classes)
+
+    # Threshold metrics: sklearn computes the averages, zero_division=0 keeps
+    # classes that are never predicted (or absent) from producing warnings.
+    averaged: dict[str, float] = {}
+    for average in ("macro", "weighted"):
+        precision, recall, f1, _ = precision_recall_fscore_support(
+            labels, y_pred, labels=class_ids, average=average, zero_division=0
+        )
+        averaged[f"precision_{average}"] = float(precision)
+        averaged[f"recall_{average}"] = float(recall)
+        averaged[f"f1_{average}"] = float(f1)
+
+    # Ranking metrics: one-vs-rest AUC only for classes where it is defined.
+    defined = [j for j in class_ids if _has_both_outcomes(indicator[:, j])]
+    per_class_auc: list[float | None] = [None] * n_classes
+    roc_auc_macro: float | None = None
+    if defined:
+        aucs = roc_auc_score(indicator[:, defined], probs[:, defined], average=None)
+        for j, auc in zip(defined, np.atleast_1d(aucs)):
+            per_class_auc[j] = float(auc)
+        roc_auc_macro = float(
+            roc_auc_score(indicator[:, defined], probs[:, defined], average="macro")
+        )
+    roc_auc_micro = float(roc_auc_score(indicator, probs, average="micro"))
+
+    roc_curves: dict[str, dict] = {}
+    for j in defined:
+        fpr, tpr, _ = roc_curve(indicator[:, j], probs[:, j])
+        roc_curves[names[j]] = _thin_curve(fpr, tpr)
+    fpr, tpr, _ = roc_curve(indicator.ravel(), probs.ravel())
+    roc_curves["micro"] = _thin_curve(fpr, tpr)
+
+    report_kwargs = dict(labels=class_ids, target_names=names, zero_division=0)
+    report_dict = classification_report(labels, y_pred, output_dict=True, **report_kwargs)
+    per_class = [
+        {
+            "class": name,
+            "precision": float(report_dict[name]["precision"]),
+            "recall": float(report_dict[name]["recall"]),
+            "f1": float(report_dict[name]["f1-score"]),
+            "support": int(report_dict[name]["support"]),
+            "auc": per_class_auc[j],
+        }
+        for j, name in enumerate(names)
+    ]
+
+    counts = confusion_matrix(labels, y_pred, labels=class_ids)
+    normalized = confusion_matrix(labels, y_pred, labels=class_ids, normalize="true")
+
+    return {
+        "n_samples": int(len(labels)),
+        "class_names": names,
+        "accuracy": float(accuracy_score(labels, y_pred)),
+        **averaged,
+        "roc_auc_macro": roc_auc_macro,
+        "roc_auc_micro": roc_auc_micro,
+        "per_class": per_class,
+        "roc_curves": roc_curves,
+        "confusion_matrix": counts.astype(int).tolist(),
+        "confusion_matrix_normalized": normalized.astype(float).tolist(),
+        "classification_report": classification_report(
+            labels, y_pred, digits=4, **report_kwargs
+        ),
+    }
+
+
+def metrics_tables(metrics: dict) -> dict[str, pd.DataFrame]:
+    """Flatten a metrics record into tables that are natural to write as CSV.
+
+    Returns:
+        ``summary``: one row with ``n_samples`` and the scalar metrics;
+        ``per_class``: one row per class (class, precision, recall, f1,
+        support, auc); ``confusion_matrix``: counts with class names as
+        index ("true") and columns ("predicted").
+    """
+    summary = pd.DataFrame(
+        [{"n_samples": metrics["n_samples"], **{k: metrics[k] for k in SCALAR_METRICS}}]
+    )
+    per_class = pd.DataFrame(metrics["per_class"], columns=list(PER_CLASS_COLUMNS))
+    names = list(metrics["class_names"])
+    matrix = pd.DataFrame(
+        metrics["confusion_matrix"],
+        index=pd.Index(names, name="true"),
+        columns=pd.Index(names, name="predicted"),
+    )
+    return {"summary": summary, "per_class": per_class, "confusion_matrix": matrix}
+
+
+def comparison_table(metrics_by_model: Mapping[str, dict]) -> pd.DataFrame:
+    """One row per model, one column per headline metric, for side-by-side reading.
+
+    Row order follows the mapping's order so the caller controls it.
+    """
+    rows = {
+        model: {key: _optional_float(metrics.get(key)) for key in SCALAR_METRICS}
+        for model, metrics in metrics_by_model.items()
+    }
+    table = pd.DataFrame.from_dict(rows, orient="index", columns=list(SCALAR_METRICS))
+    table.index.name = "model"
+    return table.astype(float)

@@ -1,0 +1,131 @@
+"""The object-store layout: every S3 key this project reads or writes, in one place.
+
+Users browse and script against these keys, so they are part of the interface (the
+README's "What a run stores" table is this module in prose). No other module spells a key.
+
+    datasets/_sources/<sha256 of the source location>.json   where a URL / s3:// source was cached
+    datasets/<name>/<archive sha256>/raw/<file>               the raw archive, stored once
+    datasets/<name>/<archive sha256>/splits/<split key>/      {train,val,test}.npz, prepared.json (last)
+    weights/keras/<file>                                      Keras' ImageNet weights, cached
+    weights/sha256/<sha256>/<file>                            a user's weights file
+    runs/latest.json                                          the newest completed run
+    runs/<run>/manifest.json                                  written last: the run is complete
+    runs/<run>/models/<model>.keras                           trained models
+    runs/<run>/training/<model>/history.json                  per-epoch history + training result
+    runs/<run>/training/<model>/predictions.npz               test-set probabilities
+    runs/<run>/checkpoints/<model>/{epoch-NNNN.keras,state.json}  resumable state, removed on success
+    runs/<run>/metrics/<model>.json, <model>_<table>.csv      scikit-learn metrics
+    runs/<run>/metrics/comparison.json                        the paired comparison of the models
+    runs/<run>/report/index.html, *.png, *.csv                the report
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+MANIFEST = "manifest.json"
+LATEST = "runs/latest.json"
+RUNS = "runs/"
+
+# ── runs ──────────────────────────────────────────────────────────────────────
+
+
+def run_prefix(run_id: str) -> str:
+    return f"{RUNS}{run_id}/"
+
+
+def run_id_of(prefix: str) -> str:
+    """The run id of a `runs/<run>/` prefix."""
+    return prefix.removeprefix(RUNS).rstrip("/")
+
+
+def manifest_key(run_id: str) -> str:
+    return run_prefix(run_id) + MANIFEST
+
+
+def model_key(run_id: str, model: str) -> str:
+    return run_prefix(run_id) + f"models/{model}.keras"
+
+
+def history_key(run_id: str, model: str) -> str:
+    return run_prefix(run_id) + f"training/{model}/history.json"
+
+
+def predictions_key(run_id: str, model: str) -> str:
+    return run_prefix(run_id) + f"training/{model}/predictions.npz"
+
+
+def checkpoint_prefix(run_id: str, model: str) -> str:
+    return run_prefix(run_id) + f"checkpoints/{model}/"
+
+
+def checkpoints_prefix(run_id: str) -> str:
+    """Every model's checkpoints of a run (left out of the manifest's object list)."""
+    return run_prefix(run_id) + "checkpoints/"
+
+
+def checkpoint_state_key(run_id: str, model: str) -> str:
+    return checkpoint_prefix(run_id, model) + "state.json"
+
+
+def checkpoint_epochs_prefix(run_id: str, model: str) -> str:
+    return checkpoint_prefix(run_id, model) + "epoch-"
+
+
+def checkpoint_epoch_key(run_id: str, model: str, epoch: int) -> str:
+    return checkpoint_epochs_prefix(run_id, model) + f"{epoch:04d}.keras"
+
+
+def metrics_key(run_id: str, model: str) -> str:
+    return run_prefix(run_id) + f"metrics/{model}.json"
+
+
+def metrics_table_key(run_id: str, model: str, table: str) -> str:
+    return run_prefix(run_id) + f"metrics/{model}_{table}.csv"
+
+
+def comparison_key(run_id: str) -> str:
+    return run_prefix(run_id) + "metrics/comparison.json"
+
+
+def report_key(run_id: str, filename: str) -> str:
+    return run_prefix(run_id) + f"report/{filename}"
+
+
+# ── datasets ──────────────────────────────────────────────────────────────────
+
+
+def dataset_prefix(name: str, digest: str) -> str:
+    return f"datasets/{name}/{digest}/"
+
+
+def source_index_key(location: str) -> str:
+    return f"datasets/_sources/{hashlib.sha256(location.encode()).hexdigest()}.json"
+
+
+def raw_archive_key(name: str, digest: str, filename: str) -> str:
+    return dataset_prefix(name, digest) + f"raw/{filename}"
+
+
+def splits_prefix(name: str, digest: str, split_key: str) -> str:
+    return dataset_prefix(name, digest) + f"splits/{split_key}/"
+
+
+def prepared_key(prefix: str) -> str:
+    """`prepared.json` of a splits prefix: written last, a prefix without it is rebuilt."""
+    return prefix + "prepared.json"
+
+
+def split_file_key(prefix: str, split: str) -> str:
+    return prefix + f"{split}.npz"
+
+
+# ── weights ───────────────────────────────────────────────────────────────────
+
+
+def keras_weights_key(filename: str) -> str:
+    return f"weights/keras/{filename}"
+
+
+def weights_file_key(digest: str, filename: str) -> str:
+    return f"weights/sha256/{digest}/{filename}"

@@ -1,0 +1,172 @@
+"""Evaluation, report and manifest I/O against the store. Plain functions, no Prefect.
+
+A run's objects live under ``runs/<run-id>/``; ``manifest.json`` is written last and is
+the only sign that a run is complete. A run prefix that already has a manifest is never
+written to again.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from compare_models.data import DatasetRef, DataError
+from compare_models.evaluation import SCALAR_METRICS, evaluate_predictions, metrics_tables
+from compare_models.report import ModelResult, render_report
+from compare_models import layout, registry
+from compare_models.config import RunParams
+from compare_models.store import ArtifactStore, StoreError
+
+CONTENT_TYPES = {".html": "text/html; charset=utf-8", ".png": "image/png", ".csv": "text/csv", ".json": "application/json"}
+
+
+class RunExists(StoreError):
+    pass
+
+
+def new_run_id(now: datetime, suffix: str) -> str:
+    return f"{now.astimezone(timezone.utc):%Y%m%d-%H%M%S}-{suffix[:8]}"
+
+
+def guard_run_prefix(store: ArtifactStore, run_id: str) -> None:
+    """A completed run is immutable: refuse to write into its prefix."""
+    if store.exists(layout.manifest_key(run_id)):
+        raise RunExists(
+            f"run {run_id!r} is already complete ({store.uri(layout.manifest_key(run_id))}); its objects are never "
+            "overwritten. Leave run_id unset for a fresh id, or choose another."
+        )
+
+
+def test_labels(store: ArtifactStore, dataset: DatasetRef, cache_dir: Path) -> np.ndarray:
+    from compare_models.data import load_split
+
+    _, y = load_split(dataset, "test", store, cache_dir)
+    return y
+
+
+def load_predictions(store: ArtifactStore, key: str) -> np.ndarray:
+    """A model's stored test-set probabilities (`predictions.npz`, no pickles)."""
+    with np.load(io.BytesIO(store.get_bytes(key)), allow_pickle=False) as npz:
+        return npz["y_prob"]
+
+
+def evaluate_model(store: ArtifactStore, run_id: str, model: str, predictions_key: str, y_true: np.ndarray,
+                   class_names: list[str]) -> dict[str, Any]:
+    """Metrics of one model on the test split, stored as JSON and CSV tables."""
+    y_prob = load_predictions(store, predictions_key)
+    if len(y_prob) != len(y_true):
+        raise DataError(f"{model}: {len(y_prob)} predictions for {len(y_true)} test labels")
+    metrics = evaluate_predictions(y_true, y_prob, class_names)
+    store.put_json(metrics, layout.metrics_key(run_id, model), overwrite=True)
+    for name, frame in metrics_tables(metrics).items():
+        store.put_bytes(frame.to_csv().encode(), layout.metrics_table_key(run_id, model, name), overwrite=True,
+                        content_type="text/csv")
+    return metrics
+
+
+def publish_report(store: ArtifactStore, run_id: str, results: list[ModelResult], *, title: str,
+                   run_info: dict[str, Any]) -> dict[str, str]:
+    """Render the report and upload it; returns {file name: key}."""
+    keys: dict[str, str] = {}
+    with tempfile.TemporaryDirectory(prefix="report-") as tmp:
+        for path in render_report(results, Path(tmp), title=title, run_info=run_info):
+            key = layout.report_key(run_id, path.name)
+            store.upload(path, key, overwrite=True, content_type=CONTENT_TYPES.get(path.suffix))
+            keys[path.name] = key
+    return keys
+
+
+def write_manifest(store: ArtifactStore, run_id: str, manifest: dict[str, Any]) -> str:
+    """Write the manifest last, listing every object of the run with its size."""
+    checkpoints = layout.checkpoints_prefix(run_id)
+    objects = [{"key": key, "bytes": size} for key, size in store.list_objects(layout.run_prefix(run_id))
+               if not key.startswith(checkpoints)]
+    body = {**manifest, "run_id": run_id, "status": "complete", "completed_at": datetime.now(timezone.utc).isoformat(),
+            "objects": objects}
+    return store.put_json(body, layout.manifest_key(run_id), overwrite=False)
+
+
+def move_latest(store: ArtifactStore, run_id: str, manifest_uri: str) -> None:
+    """Point runs/latest.json at a completed run (only ever called after its manifest)."""
+    store.put_json({"run_id": run_id, "manifest": manifest_uri, "at": datetime.now(timezone.utc).isoformat()},
+                   layout.LATEST, overwrite=True)
+
+
+def list_runs(store: ArtifactStore) -> list[dict[str, Any]]:
+    """All runs under runs/, complete (with manifest) or not."""
+    runs = []
+    for prefix in store.list_prefixes(layout.RUNS):
+        run_id = layout.run_id_of(prefix)
+        if store.exists(layout.manifest_key(run_id)):
+            manifest = store.get_json(layout.manifest_key(run_id))
+            runs.append({"run_id": run_id, "status": "complete", "completed_at": manifest.get("completed_at"),
+                         "data": manifest.get("dataset", {}).get("name"),
+                         "accuracy": {m: v.get("accuracy") for m, v in manifest.get("metrics", {}).items()}})
+        else:
+            runs.append({"run_id": run_id, "status": "incomplete (no manifest)", "completed_at": None, "data": None, "accuracy": {}})
+    return sorted(runs, key=lambda r: r["run_id"])
+
+
+
+# ── what a completed run records ─────────────────────────────────────────────────
+
+#: The training result fields a manifest keeps per model, and the metrics it repeats.
+MANIFEST_MODEL_FIELDS = ("model_key", "history_key", "predictions_key", "epochs", "fit_seconds",
+                         "train_images_per_second", "parameters", "peak_rss_mb", "device")
+
+
+def report_title(run_id: str, dataset: DatasetRef) -> str:
+    return f"compare-models {run_id}" + (" (SYNTHETIC DATA)" if dataset.synthetic else "")
+
+
+def run_info(run_id: str, params: RunParams, dataset: DatasetRef) -> dict[str, Any]:
+    """The settings a report shows at the top (plain values, escaped by the renderer)."""
+    weights = [m for m in params.models if registry.get(m).takes_weights]
+    return {
+        "run_id": run_id, "data_source": dataset.source, "data_source_kind": "synthetic" if dataset.synthetic else "archive",
+        "dataset": dataset.name, "archive_sha256": dataset.archive_sha256, "split_sizes": json.dumps(dataset.sizes),
+        "epochs": params.train.epochs, "batch_size": params.train.batch_size, "optimizer": params.train.optimizer,
+        "learning_rate": params.train.learning_rate, "lr_schedule": params.train.lr_schedule,
+        "augment": params.train.augment, "resnet_weights": params.resnet_weights if weights else "-",
+        "preset": params.preset or "-",
+    }
+
+
+def model_results(params: RunParams, trained: dict[str, dict], metrics: dict[str, dict]) -> list[ModelResult]:
+    return [ModelResult(name=m, history=trained[m]["history"], metrics=metrics[m], train_seconds=trained[m]["fit_seconds"],
+                        parameters=trained[m]["parameters"]) for m in params.models]
+
+
+def build_manifest(*, flow_run_id: str | None, params: RunParams, dataset: DatasetRef, weights_key: str | None,
+                   trained: dict[str, dict], metrics: dict[str, dict], report_uri: str, report_files: dict[str, str],
+                   extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The body of `manifest.json` (`write_manifest` adds the run id, status and object list)."""
+    return {
+        "flow_run_id": flow_run_id,
+        "params": params.model_dump(mode="json"),
+        "dataset": dataset.model_dump(mode="json", exclude={"reused", "seconds"}),
+        "synthetic_data": dataset.synthetic,
+        "resnet_weights_key": weights_key,
+        "models": {m: {k: trained[m][k] for k in MANIFEST_MODEL_FIELDS} for m in params.models},
+        "metrics": {m: {k: metrics[m][k] for k in SCALAR_METRICS} for m in params.models},
+        "report": {"index": report_uri, "files": report_files},
+        **(extra or {}),
+    }
+
+
+def run_summary(store: ArtifactStore, run_id: str, manifest: dict[str, Any], manifest_uri: str,
+                dataset: DatasetRef) -> dict[str, Any]:
+    """What the flow returns (and `compare-models run --json` prints)."""
+    return {
+        "run_id": run_id, "prefix": store.uri(layout.run_prefix(run_id)), "report": manifest["report"]["index"],
+        "manifest": manifest_uri, "synthetic_data": dataset.synthetic, "metrics": manifest["metrics"],
+        "models": {m: store.uri(v["model_key"]) for m, v in manifest["models"].items()},
+        "data": {"name": dataset.name, "synthetic": dataset.synthetic, "prefix": store.uri(dataset.prefix),
+                 "reused": dataset.reused, "sizes": dataset.sizes},
+    }

@@ -1,0 +1,114 @@
+"""Which models a run can compare: one registry, the single extension point for models.
+
+A model is a `ModelSpec`: its name, where its Keras builder lives ("module:function",
+imported only in the training process, so the parent flow never loads TensorFlow), the
+parameter count the built model must have, and whether it takes a backbone weights file
+(the `resnet_weights` run parameter). Adding a model to the comparison is one builder
+function and one registration; the parameter types, the CLI, the report and the
+deployments all read this registry.
+
+Register a model from your own package with a Python entry point in the group
+``compare_models.models`` whose object is a `ModelSpec`, in a module that does not import
+TensorFlow (keep the builder in another module), e.g. in your ``pyproject.toml``::
+
+    [project.entry-points."compare_models.models"]
+    tiny = "my_models.specs:TINY"      # TINY = ModelSpec("tiny", "my_models.keras_models:build_tiny")
+
+or, in the process that runs everything (tests, notebooks), call `register(spec)`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any
+
+ENTRY_POINT_GROUP = "compare_models.models"
+NAME = re.compile(r"[a-z][a-z0-9_-]{0,31}")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One comparable model.
+
+    Attributes:
+        name: short identifier used in run ids, S3 keys and flow-run names.
+        builder: ``"module:function"``; the function returns an uncompiled ``keras.Model``
+            and takes ``weights`` (a local file path or None) when `takes_weights` is set.
+        parameters: the exact parameter count the built model must have (None: unchecked).
+        takes_weights: whether the builder takes the run's backbone weights file.
+        description: one line for listings.
+    """
+
+    name: str
+    builder: str
+    parameters: int | None = None
+    takes_weights: bool = False
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if not NAME.fullmatch(self.name):
+            raise ValueError(f"model name {self.name!r}: use 1-32 lowercase letters, digits, '_' or '-', starting with a letter")
+        if ":" not in self.builder:
+            raise ValueError(f"model {self.name!r}: builder {self.builder!r} must be 'module:function'")
+
+    def build(self, weights: str | Path | None = None) -> Any:
+        """The uncompiled Keras model (imports the builder's module, and so TensorFlow)."""
+        module, _, function = self.builder.partition(":")
+        build = getattr(importlib.import_module(module), function)
+        model = build(weights=weights) if self.takes_weights else build()
+        if self.parameters is not None and model.count_params() != self.parameters:
+            raise ValueError(
+                f"model {self.name!r} has {model.count_params():,} parameters; its registration says "
+                f"{self.parameters:,}. Fix the builder or the registered count."
+            )
+        return model
+
+
+BUILTIN: tuple[ModelSpec, ...] = (
+    ModelSpec("cnn", "compare_models.models:build_cnn", 2_915_114,
+              description="the report's custom CNN (six conv layers, dense head)"),
+    ModelSpec("resnet50", "compare_models.models:build_resnet50", 26_215_818, takes_weights=True,
+              description="ResNet50 backbone + the report's dense head"),
+)
+DEFAULT_MODELS: tuple[str, ...] = ("cnn", "resnet50")
+
+_registered: dict[str, ModelSpec] = {}
+
+
+def register(spec: ModelSpec) -> ModelSpec:
+    """Adds a model for this process (entry points reach every process, this does not)."""
+    _registered[spec.name] = spec
+    return spec
+
+
+def unregister(name: str) -> None:
+    _registered.pop(name, None)
+
+
+def _from_entry_points() -> dict[str, ModelSpec]:
+    found: dict[str, ModelSpec] = {}
+    for point in entry_points(group=ENTRY_POINT_GROUP):
+        spec = point.load()
+        if not isinstance(spec, ModelSpec) or spec.name != point.name:
+            raise TypeError(
+                f"entry point {point.name!r} = {point.value!r} in group {ENTRY_POINT_GROUP!r} must be a ModelSpec "
+                f"named {point.name!r}"
+            )
+        found[spec.name] = spec
+    return found
+
+
+def models() -> dict[str, ModelSpec]:
+    """Every model a run may name: the built-ins, entry points, then `register`ed ones."""
+    return {**{s.name: s for s in BUILTIN}, **_from_entry_points(), **_registered}
+
+
+def get(name: str) -> ModelSpec:
+    known = models()
+    if name not in known:
+        raise ValueError(f"unknown model name {name!r}; choose from {sorted(known)}")
+    return known[name]
