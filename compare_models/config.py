@@ -79,6 +79,15 @@ class Settings(BaseSettings):
         default=7 * 24 * 3600, gt=0, le=7 * 24 * 3600, validation_alias="COMPARE_MODELS_PRESIGN_SECONDS",
         description="Lifetime of presigned links; S3 caps it at 7 days",
     )
+    public_s3_url: str | None = Field(
+        default=None, validation_alias="COMPARE_MODELS_PUBLIC_S3_URL",
+        description="S3 endpoint a person's browser reaches (e.g. http://localhost:9000), used only to presign "
+        "report and model links; unset means the endpoint the workers use",
+    )
+    allow_gpu_less_training: bool = Field(
+        default=False, validation_alias="COMPARE_MODELS_ALLOW_CPU_TRAINING",
+        description="Let a train-model run on the GPU pool train on the CPU when it sees no GPU",
+    )
     allow_private_urls: bool = Field(
         default=False, validation_alias="COMPARE_MODELS_ALLOW_PRIVATE_URLS",
         description="Let http(s) data and weights sources point at loopback, link-local or private addresses",
