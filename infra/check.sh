@@ -10,8 +10,9 @@
 #   2. check-jsonschema             docker-compose.yml against the vendored compose-spec schema
 #   3. hadolint                     Dockerfile.worker (ShellCheck included for RUN lines)
 #   4. prefect-kubernetes           renders the gpu work pool's Job the way the worker does
-#   5. kubernetes-validate          that Job against the Kubernetes 1.29 / 1.33 API schemas
-# The tests in tests/test_infra.py cover the rest (structure, secrets, scripts).
+#   5. kubernetes-validate          that Job and k8s/gpu-worker.yaml against the Kubernetes
+#                                   1.29 / 1.33 / 1.37 API schemas
+# The tests in tests/unit/test_infra.py and tests/unit/test_cluster_*.py cover the rest (structure, secrets, scripts).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -62,12 +63,18 @@ async def main():
 asyncio.run(main())
 EOF
 export PREFECT_HOME="$WORK/prefect" PREFECT_SERVER_ANALYTICS_ENABLED=false PREFECT_LOGGING_LEVEL=ERROR
-for values in '{}' '{"gpu_count": 2, "node_selector": {}, "cpu_request": "4", "memory_limit": "16Gi"}'; do
+IMAGE=registry.example.com/compare-models-worker:0.1.0-3f2c1ab
+for values in "{\"image\": \"$IMAGE\"}" \
+    "{\"image\": \"$IMAGE\", \"gpu_count\": 2, \"node_selector\": {\"nvidia.com/gpu.product\": \"NVIDIA-H100-80GB-HBM3\"}, \"cpu_request\": \"4\", \"memory_limit\": \"16Gi\"}"; do
   "$TOOLS/bin/python" "$WORK/render.py" "$ROOT/infra/k8s/gpu-work-pool-base-job-template.json" "$values" \
     > "$WORK/job.json" 2> "$WORK/render.log" || { cat "$WORK/render.log"; exit 1; }
-  for k8s in 1.29.0 1.33.0; do
+  for k8s in 1.29.0 1.33.0 1.37.0; do
     "$TOOLS/bin/kubernetes-validate" --quiet --strict -k "$k8s" "$WORK/job.json"
   done
   echo "ok: values $values"
 done
+for k8s in 1.29.0 1.33.0 1.37.0; do
+  "$TOOLS/bin/kubernetes-validate" --quiet --strict -k "$k8s" "$ROOT/infra/k8s/gpu-worker.yaml"
+done
+echo "ok: k8s/gpu-worker.yaml"
 echo "all infra checks passed"

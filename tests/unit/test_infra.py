@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from tests.conftest import ROOT  # noqa: E402
+
 INFRA = ROOT / "infra"
 COMPOSE_FILE = INFRA / "compose" / "docker-compose.yml"
 COMPOSE_SCHEMA = INFRA / "compose" / "compose-spec.schema.json"
@@ -26,12 +27,26 @@ DOCKERIGNORE = INFRA / "docker" / "Dockerfile.worker.dockerignore"
 K8S_TEMPLATE = INFRA / "k8s" / "gpu-work-pool-base-job-template.json"
 PREFECT_YAML = ROOT / "prefect.yaml"
 
-SERVICES = {"minio", "minio-init", "postgres", "prefect-server", "deploy", "worker-cpu", "worker-gpu"}
+SERVICES = {
+    "minio",
+    "minio-init",
+    "postgres",
+    "prefect-server",
+    "deploy",
+    "worker-cpu",
+    "worker-gpu",
+}
 APP_SERVICES = {"deploy", "worker-cpu", "worker-gpu"}
 APP_ENV = {
-    "AWS_ENDPOINT_URL_S3", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION",
-    "COMPARE_MODELS_BUCKET", "PREFECT_API_URL", "COMPARE_MODELS_HOME",
-    "PREFECT_WORKER_QUERY_SECONDS", "PREFECT_SERVER_ANALYTICS_ENABLED",
+    "AWS_ENDPOINT_URL_S3",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_REGION",
+    "COMPARE_MODELS_BUCKET",
+    "PREFECT_API_URL",
+    "COMPARE_MODELS_HOME",
+    "PREFECT_WORKER_QUERY_SECONDS",
+    "PREFECT_SERVER_ANALYTICS_ENABLED",
 }
 SECRET_KEY = re.compile(r"PASSWORD|SECRET|ACCESS_KEY|ROOT_USER|_KEY$")
 REQUIRED_REF = re.compile(r"^\$\{(?P<name>[A-Z][A-Z0-9_]*):\?[^}]*\}$")
@@ -107,7 +122,9 @@ def test_compose_validates_against_the_vendored_compose_spec_schema(compose: dic
     validator_cls = jsonschema.validators.validator_for(schema)
     validator_cls.check_schema(schema)
     errors = sorted(validator_cls(schema).iter_errors(compose), key=lambda e: list(e.absolute_path))
-    assert not errors, "\n".join(f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in errors)
+    assert not errors, "\n".join(
+        f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in errors
+    )
 
 
 def test_vendored_schema_rejects_a_broken_file(compose: dict) -> None:
@@ -122,24 +139,40 @@ def test_vendored_schema_rejects_a_broken_file(compose: dict) -> None:
 
 def test_gpu_worker_reserves_an_nvidia_gpu(services: dict) -> None:
     devices = services["worker-gpu"]["deploy"]["resources"]["reservations"]["devices"]
-    assert any(d.get("driver") == "nvidia" and "gpu" in d.get("capabilities", []) for d in devices), devices
+    assert any(
+        d.get("driver") == "nvidia" and "gpu" in d.get("capabilities", []) for d in devices
+    ), devices
     for d in devices:
-        assert not ("count" in d and "device_ids" in d), "count and device_ids are mutually exclusive"
+        assert not ("count" in d and "device_ids" in d), (
+            "count and device_ids are mutually exclusive"
+        )
     assert "devices" not in json.dumps(services["worker-cpu"].get("deploy", {}))
 
 
-@pytest.mark.parametrize("service, pool, target", [("worker-cpu", "cpu", "cpu"), ("worker-gpu", "gpu", "gpu")])
-def test_workers_poll_their_pool_with_limit_2(services: dict, service: str, pool: str, target: str) -> None:
+@pytest.mark.parametrize(
+    "service, pool, target", [("worker-cpu", "cpu", "cpu"), ("worker-gpu", "gpu", "gpu")]
+)
+def test_workers_poll_their_pool_with_limit_2(
+    services: dict, service: str, pool: str, target: str
+) -> None:
     svc = services[service]
     cmd = command_text(svc)
     assert cmd.startswith("prefect worker start")
-    assert re.search(rf"--pool {pool}\b", cmd) and "--type process" in cmd and re.search(r"--limit 2\b", cmd), cmd
+    assert (
+        re.search(rf"--pool {pool}\b", cmd)
+        and "--type process" in cmd
+        and re.search(r"--limit 2\b", cmd)
+    ), cmd
     assert svc["build"]["target"] == target
-    assert (COMPOSE_FILE.parent / svc["build"]["context"] / svc["build"]["dockerfile"]).resolve() == DOCKERFILE
+    assert (
+        COMPOSE_FILE.parent / svc["build"]["context"] / svc["build"]["dockerfile"]
+    ).resolve() == DOCKERFILE
     env = env_of(svc)
     assert env["PREFECT_WORKER_QUERY_SECONDS"] == "5"
     assert env["PREFECT_SERVER_ANALYTICS_ENABLED"] == "false"
-    assert env["COMPARE_MODELS_WORKER_SLOTS"] == "2", "the worker's TF thread share must match its --limit"
+    assert env["COMPARE_MODELS_WORKER_SLOTS"] == "2", (
+        "the worker's TF thread share must match its --limit"
+    )
 
 
 def test_build_context_is_the_repository_root(services: dict) -> None:
@@ -203,12 +236,18 @@ def test_minio_init_script_runs_and_writes_a_valid_policy(services: dict, tmp_pa
     )
     (bindir / "mc").chmod(0o755)
     env = {
-        "PATH": f"{bindir}:/usr/bin:/bin", "BUCKET": "compare-models", "MINIO_ROOT_USER": "root-user",
-        "MINIO_ROOT_PASSWORD": "root-password", "APP_ACCESS_KEY": "app-key", "APP_SECRET_KEY": "app-secret-123",
+        "PATH": f"{bindir}:/usr/bin:/bin",
+        "BUCKET": "compare-models",
+        "MINIO_ROOT_USER": "root-user",
+        "MINIO_ROOT_PASSWORD": "root-password",
+        "APP_ACCESS_KEY": "app-key",
+        "APP_SECRET_KEY": "app-secret-123",
     }
     # The container writes /tmp/compare-models-rw.json; run the script with that path moved.
     script = script.replace("/tmp/compare-models-rw.json", str(tmp_path / "rw.json"))
-    done = subprocess.run(["/bin/sh", "-ec", script], env=env, capture_output=True, text=True, timeout=30)
+    done = subprocess.run(
+        ["/bin/sh", "-ec", script], env=env, capture_output=True, text=True, timeout=30
+    )
     assert done.returncode == 0, done.stderr
     lines = calls.read_text().splitlines()
     assert lines[0] == "alias set local http://minio:9000 root-user root-password"
@@ -230,10 +269,14 @@ def test_no_literal_secrets(compose: dict) -> None:
     for where, env in _walk_env(compose):
         for key, value in env.items():
             if SECRET_KEY.search(key):
-                assert REQUIRED_REF.match(str(value)), f"{where}.{key} must be a required ${{VAR:?...}} reference, not {value!r}"
+                assert REQUIRED_REF.match(str(value)), (
+                    f"{where}.{key} must be a required ${{VAR:?...}} reference, not {value!r}"
+                )
     url = env_of(compose["services"]["prefect-server"])["PREFECT_API_DATABASE_CONNECTION_URL"]
     password = url.split("://", 1)[1].split("@", 1)[0].split(":", 1)[1]
-    assert REQUIRED_REF.match(password), "the database URL's password must come from the environment"
+    assert REQUIRED_REF.match(password), (
+        "the database URL's password must come from the environment"
+    )
     for svc in compose["services"].values():
         assert "env_file" not in svc or all(".env.example" not in str(f) for f in svc["env_file"])
 
@@ -242,10 +285,16 @@ def test_env_example_lists_every_required_variable(compose: dict) -> None:
     text = json.dumps(compose)  # values only, not the comments
     required = set(re.findall(r"\$\{([A-Z][A-Z0-9_]*):\?", text))
     example = dict(
-        line.split("=", 1) for line in ENV_EXAMPLE.read_text().splitlines() if line and not line.startswith("#")
+        line.split("=", 1)
+        for line in ENV_EXAMPLE.read_text().splitlines()
+        if line and not line.startswith("#")
     )
-    assert required == set(example), f"required in compose: {sorted(required)}, in .env.example: {sorted(example)}"
-    assert all(v.startswith("change-me") for v in example.values()), "placeholders only in .env.example"
+    assert required == set(example), (
+        f"required in compose: {sorted(required)}, in .env.example: {sorted(example)}"
+    )
+    assert all(v.startswith("change-me") for v in example.values()), (
+        "placeholders only in .env.example"
+    )
 
 
 def test_env_file_is_git_ignored() -> None:
@@ -262,7 +311,9 @@ def test_prefect_server_uses_postgres_and_no_analytics(services: dict) -> None:
     server = services["prefect-server"]
     env = env_of(server)
     url = env["PREFECT_API_DATABASE_CONNECTION_URL"]
-    assert url.startswith("postgresql+asyncpg://prefect:") and url.endswith("@postgres:5432/prefect"), url
+    assert url.startswith("postgresql+asyncpg://prefect:") and url.endswith(
+        "@postgres:5432/prefect"
+    ), url
     assert env["PREFECT_SERVER_ANALYTICS_ENABLED"] == "false"
     assert command_text(server).startswith("prefect server start --host 0.0.0.0")
     assert "/api/health" in command_text({"command": server["healthcheck"]["test"]})
@@ -270,7 +321,10 @@ def test_prefect_server_uses_postgres_and_no_analytics(services: dict) -> None:
     postgres = services["postgres"]
     assert postgres["image"] == "postgres:16"
     assert "pg_isready" in command_text({"command": postgres["healthcheck"]["test"]})
-    assert env_of(postgres)["POSTGRES_USER"] == "prefect" and env_of(postgres)["POSTGRES_DB"] == "prefect"
+    assert (
+        env_of(postgres)["POSTGRES_USER"] == "prefect"
+        and env_of(postgres)["POSTGRES_DB"] == "prefect"
+    )
 
 
 def test_published_ports_bind_to_loopback(services: dict) -> None:
@@ -290,31 +344,58 @@ def test_prefect_yaml_pools_are_served_by_compose_workers(services: dict) -> Non
         pytest.skip("prefect.yaml not present")
     spec = yaml.safe_load(PREFECT_YAML.read_text())
     pools = {d["work_pool"]["name"] for d in spec.get("deployments", []) if d.get("work_pool")}
-    served = {re.search(r"--pool (\S+)", command_text(s)).group(1) for n, s in services.items() if n.startswith("worker-")}
+    served = {
+        re.search(r"--pool (\S+)", command_text(s)).group(1)
+        for n, s in services.items()
+        if n.startswith("worker-")
+    }
     assert pools <= served, f"deployments use pools {pools}, compose workers serve {served}"
 
 
 # ── Dockerfile.worker ────────────────────────────────────────────────────────
 
 
+def _stage_text(stages: dict[str, dict], name: str) -> str:
+    """A stage's instructions together with those of the stages it is built FROM."""
+    lines: list[str] = []
+    while name in stages:
+        lines = stages[name]["lines"] + lines
+        name = stages[name]["from"].lower()
+    return "\n".join(lines)
+
+
 def test_dockerfile_targets() -> None:
     stages = dockerfile_stages()
-    assert re.fullmatch(r"tensorflow/tensorflow:[\w.\-]*-gpu", stages["gpu"]["from"]), stages["gpu"]["from"]
-    assert stages["cpu"]["from"] == "python:3.11-slim"
+    # Both targets on slim Python; the GPU one gets CUDA/cuDNN as TensorFlow's own wheels
+    # (the `gpu` extra, tensorflow[and-cuda]), not from a base image with its own cuDNN.
+    assert stages["base"]["from"] == "python:3.11-slim"
+    assert stages["gpu"]["from"] == "base" and stages["cpu"]["from"] == "base"
     for name in ("gpu", "cpu"):
         lines = stages[name]["lines"]
-        text = "\n".join(lines)
+        text = _stage_text(stages, name)
         users = [line.split()[1] for line in lines if line.upper().startswith("USER ")]
-        assert users and users[-1].split(":")[0] not in {"root", "0"}, f"{name}: must end as a non-root user"
-        assert "WORKDIR /app" in lines
+        assert users and users[-1].split(":")[0] not in {"root", "0"}, (
+            f"{name}: must end as a non-root user"
+        )
+        assert "WORKDIR /app" in text.splitlines()
         assert "COMPARE_MODELS_HOME=/var/lib/compare-models" in text
-        assert "COMPARE_MODELS_ROOT=/app" in text
+        assert (
+            "PIP_CONSTRAINT=/etc/compare-models/constraints.txt" in text
+            and 'echo "prefect==${PREFECT_VERSION}"' in text
+        )
         pip_lines = [line for line in lines if "pip install" in line]
         assert pip_lines and all("--no-cache-dir" in line for line in pip_lines)
-    # The GPU image keeps its TensorFlow: installs are constrained to the version it has.
+        assert "COMPARE_MODELS_ROOT" not in text, (
+            "the pull step finds the project itself (deployments/pull.py)"
+        )
     gpu_text = "\n".join(stages["gpu"]["lines"])
-    assert "--constraint /tmp/constraints.txt" in gpu_text and "m.version('tensorflow')" in gpu_text
-    assert "[gpu]" not in gpu_text and "and-cuda" not in gpu_text
+    assert "['optional-dependencies']['gpu']" in gpu_text
+    assert "python3 -m compare_models.device --expect-cuda" in gpu_text  # the build check
+    assert (
+        "NVIDIA_DRIVER_CAPABILITIES=compute,utility" in gpu_text
+    )  # else no libcuda in a non-CUDA image
+    assert "optional-dependencies" not in "\n".join(stages["cpu"]["lines"])
+    assert not any(s["from"].startswith("tensorflow/") for s in stages.values())
 
 
 def test_dockerfile_copies_files_that_exist() -> None:
@@ -330,11 +411,15 @@ def test_dockerignore_keeps_secrets_out_of_the_build_context() -> None:
     assert "**/.env" in patterns and ".git" in patterns and ".venv" in patterns
 
 
-def test_pull_step_root_is_set_in_the_image() -> None:
-    if not PREFECT_YAML.exists() or "COMPARE_MODELS_ROOT" not in PREFECT_YAML.read_text():
-        pytest.skip("prefect.yaml does not use COMPARE_MODELS_ROOT")
+def test_pull_step_finds_the_project_where_the_flow_runs() -> None:
+    """No deploy-time path: the step resolves the installed project on the worker, and the
+    images install the project (editable) with the step's module."""
+    spec = yaml.safe_load(PREFECT_YAML.read_text())
+    assert spec["pull"] == [{"deployments.pull.set_project_root": {}}]
+    assert "{{ $COMPARE_MODELS_ROOT }}" not in PREFECT_YAML.read_text()
     for name in ("gpu", "cpu"):
-        assert "COMPARE_MODELS_ROOT=/app" in "\n".join(dockerfile_stages()[name]["lines"])
+        text = "\n".join(dockerfile_stages()[name]["lines"])
+        assert "--editable ." in text and "deployments.pull" in text
 
 
 # ── Kubernetes work pool template ────────────────────────────────────────────
@@ -346,7 +431,9 @@ def k8s_template() -> dict:
 
 
 def _container(template: dict) -> dict:
-    return template["job_configuration"]["job_manifest"]["spec"]["template"]["spec"]["containers"][0]
+    return template["job_configuration"]["job_manifest"]["spec"]["template"]["spec"]["containers"][
+        0
+    ]
 
 
 def test_k8s_template_shape(k8s_template: dict) -> None:
@@ -365,7 +452,10 @@ def test_k8s_template_shape(k8s_template: dict) -> None:
     assert manifest["spec"]["ttlSecondsAfterFinished"] == "{{ finished_job_ttl }}"
     props = k8s_template["variables"]["properties"]
     assert props["backoff_limit"]["default"] == 0
-    assert isinstance(props["finished_job_ttl"]["default"], int) and props["finished_job_ttl"]["default"] > 0
+    assert (
+        isinstance(props["finished_job_ttl"]["default"], int)
+        and props["finished_job_ttl"]["default"] > 0
+    )
 
 
 def test_k8s_gpu_request_and_limit_use_the_gpu_count_variable(k8s_template: dict) -> None:
@@ -373,17 +463,23 @@ def test_k8s_gpu_request_and_limit_use_the_gpu_count_variable(k8s_template: dict
     assert resources["limits"]["nvidia.com/gpu"] == "{{ gpu_count }}"
     assert resources["requests"]["nvidia.com/gpu"] == "{{ gpu_count }}"
     gpu_count = k8s_template["variables"]["properties"]["gpu_count"]
-    assert gpu_count["type"] == "integer" and gpu_count["default"] == 1 and gpu_count["minimum"] == 1
+    assert (
+        gpu_count["type"] == "integer" and gpu_count["default"] == 1 and gpu_count["minimum"] == 1
+    )
 
 
 def test_k8s_gpu_scheduling_and_secret(k8s_template: dict) -> None:
     pod = k8s_template["job_configuration"]["job_manifest"]["spec"]["template"]["spec"]
-    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod[
+        "tolerations"
+    ]
     assert pod["nodeSelector"] == "{{ node_selector }}"
     assert pod["securityContext"]["runAsNonRoot"] is True
     env_from = _container(k8s_template)["envFrom"]
     assert env_from == [{"secretRef": {"name": "{{ s3_secret_name }}"}}]
-    assert k8s_template["variables"]["properties"]["s3_secret_name"]["default"] == "compare-models-s3"
+    assert (
+        k8s_template["variables"]["properties"]["s3_secret_name"]["default"] == "compare-models-s3"
+    )
 
 
 def test_k8s_every_placeholder_is_a_declared_variable(k8s_template: dict) -> None:
@@ -397,14 +493,18 @@ def test_k8s_template_renders_the_gpu_count() -> None:
     """Prefect's own templating turns the placeholder into the integer Kubernetes expects."""
     templating = pytest.importorskip("prefect.utilities.templating")
     template = json.loads(K8S_TEMPLATE.read_text())
-    defaults = {k: v["default"] for k, v in template["variables"]["properties"].items() if "default" in v}
+    defaults = {
+        k: v["default"] for k, v in template["variables"]["properties"].items() if "default" in v
+    }
     for values, expected in ((defaults, 1), ({**defaults, "gpu_count": 2}, 2)):
         rendered = templating.apply_values(template["job_configuration"], values)
         container = rendered["job_manifest"]["spec"]["template"]["spec"]["containers"][0]
         assert container["resources"]["limits"]["nvidia.com/gpu"] == expected
         assert container["resources"]["requests"]["nvidia.com/gpu"] == expected
         assert container["envFrom"][0]["secretRef"]["name"] == "compare-models-s3"
-        assert container["image"] == defaults["image"]
+        # No default image: each deployment sets one (the server refuses a flow run without it,
+        # tests/unit/test_cluster_k8s.py), so the worker never falls back to Prefect's own image.
+        assert "image" not in defaults and "image" not in container
         assert rendered["job_manifest"]["spec"]["backoffLimit"] == 0
 
 
@@ -413,9 +513,15 @@ def test_k8s_template_renders_the_gpu_count() -> None:
 
 def test_readmes_name_the_commands() -> None:
     docker = (INFRA / "docker" / "README.md").read_text()
-    assert "docker build -f infra/docker/Dockerfile.worker --target gpu -t compare-models-worker:gpu ." in docker
+    assert (
+        "docker build -f infra/docker/Dockerfile.worker --target gpu -t compare-models-worker:gpu ."
+        in docker
+    )
     k8s = (INFRA / "k8s" / "README.md").read_text()
-    assert "prefect work-pool create gpu --type kubernetes --base-job-template infra/k8s/gpu-work-pool-base-job-template.json" in k8s
+    assert (
+        "prefect work-pool create gpu --type kubernetes --base-job-template infra/k8s/gpu-work-pool-base-job-template.json"
+        in k8s
+    )
     assert "kubectl create secret generic compare-models-s3" in k8s
     infra = (INFRA / "README.md").read_text()
     assert "cp infra/compose/.env.example infra/compose/.env" in infra
