@@ -4,21 +4,47 @@ The parent flow resolves the weights *before* any training starts and stores the
 so training workers (possibly offline, possibly on other machines) read one cached copy.
 When ImageNet weights cannot be had, the run fails here with instructions; it never
 silently trains from scratch instead.
+
+The ImageNet file comes from `Settings().imagenet_weights_url` (COMPARE_MODELS_IMAGENET_WEIGHTS_URL,
+a mirror may be set) and must have the MD5 in COMPARE_MODELS_IMAGENET_WEIGHTS_MD5 (default:
+Keras' published hash of the file).
 """
 
 from __future__ import annotations
 
 import shutil
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
 
 from compare_models import layout
-from compare_models.files import DownloadError, download_url, file_digests, sha256_file
-from compare_models.store import ArtifactStore, StoreError, parse_s3_uri
+from compare_models.files import (
+    DownloadError,
+    DownloadTooLarge,
+    FileTooLarge,
+    NotARegularFile,
+    check_regular_file,
+    download_url,
+    file_digests,
+    sha256_file,
+)
+from compare_models.safety import (
+    UnsafeURLError,
+    allow_private_urls,
+    check_url_form,
+    contained,
+    plain_name,
+    redact_url,
+    safe_filename,
+    shown,
+)
+
+if TYPE_CHECKING:
+    from compare_models.store import ArtifactStore
 
 IMAGENET_FILE = "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
-IMAGENET_URL = "https://storage.googleapis.com/tensorflow/keras-applications/resnet/" + IMAGENET_FILE
-IMAGENET_MD5 = "4d473c1dd8becc155b73f8504c6f6626"  # Keras' published hash of the file
+IMAGENET_MD5_ENV = "COMPARE_MODELS_IMAGENET_WEIGHTS_MD5"
 IMAGENET_KEY = layout.keras_weights_key(IMAGENET_FILE)
+MAX_WEIGHTS_BYTES = 1 << 30  # the ImageNet notop file is 90 MiB
 
 
 class WeightsError(ValueError):
@@ -29,6 +55,20 @@ def _md5(path: Path) -> str:
     return file_digests(path, "md5")["md5"]
 
 
+def imagenet_url() -> str:
+    """Where the ImageNet weights are downloaded from (Settings().imagenet_weights_url)."""
+    from compare_models.config import Settings
+
+    return Settings().imagenet_weights_url
+
+
+def imagenet_md5() -> str:
+    """The MD5 the downloaded ImageNet file must have (Settings().imagenet_weights_md5, default Keras' hash)."""
+    from compare_models.config import Settings
+
+    return Settings().imagenet_weights_md5.lower()
+
+
 def _check_h5(path: Path) -> None:
     import h5py
 
@@ -36,37 +76,85 @@ def _check_h5(path: Path) -> None:
         with h5py.File(path, "r"):
             pass
     except OSError as exc:
-        raise WeightsError(f"{path.name} is not a readable HDF5 weights file ({exc}); pass a Keras ResNet50 *_notop.h5 file") from None
+        raise WeightsError(
+            f"{path.name} is not a readable HDF5 weights file ({exc}); pass a Keras ResNet50 *_notop.h5 file"
+        ) from None
+
+
+def _check_regular(path: Path, given: str) -> None:
+    try:
+        check_regular_file(path, MAX_WEIGHTS_BYTES)
+    except NotARegularFile:
+        raise WeightsError(
+            f"--resnet-weights {given!r} is not a regular file; pass a Keras ResNet50 *_notop.h5 file"
+        ) from None
+    except FileTooLarge:
+        raise WeightsError(
+            f"--resnet-weights {given!r} is larger than {MAX_WEIGHTS_BYTES >> 20} MiB; a ResNet50 weights file "
+            "is about 90 MiB"
+        ) from None
+    except OSError:
+        raise WeightsError(
+            f"--resnet-weights {given!r} is not 'imagenet', 'none', an s3:// URI or an existing file"
+        ) from None
 
 
 def _fetch_imagenet(dest: Path) -> None:
+    url, md5 = imagenet_url(), imagenet_md5()
     keras_cache = Path.home() / ".keras" / "models" / IMAGENET_FILE
-    if keras_cache.exists() and _md5(keras_cache) == IMAGENET_MD5:
+    if keras_cache.is_file() and _md5(keras_cache) == md5:
         shutil.copyfile(keras_cache, dest)
         return
+    help_ = (
+        f"Provide them: download {IMAGENET_FILE} on a machine with internet, then pass --resnet-weights <path or "
+        "s3:// URI> (it is cached for later runs), or use --resnet-weights none to train ResNet50 from scratch deliberately."
+    )
     try:
-        download_url(IMAGENET_URL, dest)
+        check_url_form(url)
+        download_url(url, dest, max_bytes=MAX_WEIGHTS_BYTES, allow_private=allow_private_urls())
+    except UnsafeURLError as exc:
+        raise WeightsError(
+            f"could not fetch ResNet50 ImageNet weights: {exc} (COMPARE_MODELS_IMAGENET_WEIGHTS_URL). {help_}"
+        ) from None
+    except DownloadTooLarge as exc:
+        raise WeightsError(
+            f"could not fetch ResNet50 ImageNet weights from {redact_url(url)}: {exc.reason}. {help_}"
+        ) from None
     except DownloadError as exc:
         raise WeightsError(
-            f"could not fetch ResNet50 ImageNet weights from {IMAGENET_URL} ({exc.reason}), and no "
-            f"cached copy is in the store. Provide them: download {IMAGENET_FILE} on a machine with internet, then "
-            "pass --resnet-weights <path or s3:// URI> (it is cached for later runs), or use --resnet-weights none "
-            "to train ResNet50 from scratch deliberately."
+            f"could not fetch ResNet50 ImageNet weights from {redact_url(url)} ({exc.reason}), and no cached copy is in the "
+            f"store. {help_}"
         ) from None
-    if (actual := _md5(dest)) != IMAGENET_MD5:
+    if (actual := _md5(dest)) != md5:
         dest.unlink(missing_ok=True)
-        raise WeightsError(f"ImageNet weights download is corrupt: expected MD5 {IMAGENET_MD5}, got {actual}")
+        raise WeightsError(
+            f"ImageNet weights download from {redact_url(url)} is corrupt: expected MD5 {md5}, got {actual}. Check "
+            f"COMPARE_MODELS_IMAGENET_WEIGHTS_URL (and {IMAGENET_MD5_ENV} for a mirror of another file)"
+        )
+    _check_h5(dest)
+
+
+def _inside(base: Path, *parts: str, what: str) -> Path:
+    return contained(
+        base,
+        *parts,
+        what=what,
+        error=WeightsError,
+        hint="pass weights by a plain file name, s3:// URI or 'imagenet'",
+    )
 
 
 def resolve_resnet_weights(spec: str, store: ArtifactStore, cache_dir: Path) -> str | None:
     """Return the S3 key of the weights file training should use (None = random init)."""
+    from compare_models.store import StoreError, parse_s3_uri
+
     spec = spec.strip()
     if spec.lower() == "none":
         return None
     if spec.lower() == "imagenet":
         if store.exists(IMAGENET_KEY):
             return IMAGENET_KEY
-        local = cache_dir / "weights" / IMAGENET_FILE
+        local = _inside(cache_dir, "weights", IMAGENET_FILE, what="weights cache path")
         local.parent.mkdir(parents=True, exist_ok=True)
         _fetch_imagenet(local)
         store.upload(local, IMAGENET_KEY, overwrite=True)
@@ -74,27 +162,48 @@ def resolve_resnet_weights(spec: str, store: ArtifactStore, cache_dir: Path) -> 
 
     if spec.startswith("s3://"):
         _, key = parse_s3_uri(spec)
-        local = cache_dir / "weights" / "incoming" / PurePosixPath(key).name
+        local = _inside(
+            cache_dir,
+            "weights",
+            "incoming",
+            safe_filename(PurePosixPath(key).name, "weights.h5"),
+            what="weights download path",
+        )
         try:
             store.fetch_uri(spec, local)
         except StoreError as exc:
             raise WeightsError(f"could not read ResNet50 weights: {exc}") from None
+        _check_regular(local, spec)
     else:
         local = Path(spec).expanduser()
-        if not local.is_file():
-            raise WeightsError(f"--resnet-weights {spec!r} is not 'imagenet', 'none', an s3:// URI or an existing file")
+        _check_regular(local, spec)
     _check_h5(local)
-    key = layout.weights_file_key(sha256_file(local), local.name)
+    key = layout.weights_file_key(sha256_file(local), safe_filename(local.name, "weights.h5"))
     if not store.exists(key):
         store.upload(local, key, overwrite=True)
     return key
 
 
 def local_weights(key: str | None, store: ArtifactStore, cache_dir: Path) -> Path | None:
-    """Download a resolved weights key to the local cache (once) for Keras to load."""
+    """Download a resolved weights key to the local cache (once) for Keras to load.
+
+    The key is untrusted (a flow parameter): it must be the ImageNet key or a
+    ``weights/sha256/<sha256>/<file>`` key, whose content is checked against its hash."""
     if key is None:
         return None
-    path = cache_dir / key
+    match = layout.WEIGHTS_FILE_KEY.fullmatch(key) if isinstance(key, str) else None
+    if key != IMAGENET_KEY and (match is None or not plain_name(match.group(2))):
+        raise WeightsError(
+            f"refusing the weights key {shown(key)}: expected {IMAGENET_KEY} or weights/sha256/<sha256>/<file name>, as "
+            "resolve_resnet_weights returns"
+        )
+    path = _inside(cache_dir, key, what="weights cache path")
     if not path.exists():
         store.download(key, path)
+        if match and (actual := sha256_file(path)) != match.group(1):
+            path.unlink(missing_ok=True)
+            raise WeightsError(
+                f"weights {store.uri(key)} are corrupt: their SHA-256 is {actual}, not the {match.group(1)} "
+                "their key names. Resolve the weights again"
+            )
     return path

