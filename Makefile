@@ -50,9 +50,10 @@ test: up lint  ## lint, then unit + integration tests against the real local ser
 
 lint: install
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
-test-unit: install
-	$(BIN)/python -m pytest -q -m "not integration and not realdata"
+test-unit: install  ## no services: tests/unit and the hostile-input corpus
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/unit tests/hostile
 
 bench: up  ## real-data benchmarks (minutes); JSON lines to stdout and benchmarks/results/
 	$(BIN)/python benchmarks/data_stage.py

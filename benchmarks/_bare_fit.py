@@ -15,8 +15,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from compare_models.config import Settings  # noqa: E402
 from compare_models.data import load_split  # noqa: E402
-from compare_models.store import ArtifactStore  # noqa: E402
 from compare_models.jobs import TrainingJob  # noqa: E402
+from compare_models.store import ArtifactStore  # noqa: E402
 from compare_models.training import configure_device, peak_rss_mb, training_input  # noqa: E402
 
 
@@ -34,14 +34,25 @@ def main(job_path: str) -> None:
     x, y = load_split(job.dataset, "train", store, settings.cache_dir)
     xv, yv = load_split(job.dataset, "val", store, settings.cache_dir)
     p = job.train
-    rate = learning_rate_schedule(p.learning_rate, p.lr_schedule, p.epochs * -(-len(y) // p.batch_size))
+    rate = learning_rate_schedule(
+        p.learning_rate, p.lr_schedule, p.epochs * -(-len(y) // p.batch_size)
+    )
     model = compile_model(registry.get(job.model).build(), p.optimizer, rate)
     started = time.perf_counter()
     # the same input pipeline (shuffle, flips, batching) as the pipeline; no callbacks
-    model.fit(training_input(x, y, p, seed=p.seed), validation_data=(xv, yv), epochs=p.epochs, verbose=0)
+    model.fit(
+        training_input(x, y, p, seed=p.seed), validation_data=(xv, yv), epochs=p.epochs, verbose=0
+    )
     fit_seconds = time.perf_counter() - started
-    print(json.dumps({"fit_seconds": fit_seconds, "train_images_per_second": job.train.epochs * len(y) / fit_seconds,
-                      "peak_rss_mb": peak_rss_mb()}))
+    print(
+        json.dumps(
+            {
+                "fit_seconds": fit_seconds,
+                "train_images_per_second": job.train.epochs * len(y) / fit_seconds,
+                "peak_rss_mb": peak_rss_mb(),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

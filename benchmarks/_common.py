@@ -8,7 +8,7 @@ import platform
 import secrets
 import sys
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,7 +31,12 @@ def machine() -> dict:
 
 def emit(name: str, result: dict) -> None:
     """Print one JSON document and keep a copy in benchmarks/results/."""
-    record = {"benchmark": name, "at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine(), **result}
+    record = {
+        "benchmark": name,
+        "at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": machine(),
+        **result,
+    }
     text = json.dumps(record, indent=2)
     print(text)
     RESULTS.mkdir(parents=True, exist_ok=True)

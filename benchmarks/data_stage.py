@@ -30,12 +30,18 @@ def main() -> None:
             warm = prepare_dataset(str(archive), spec, store, Path(tmp) / f"warm{i}")
             warm_runs.append(time.perf_counter() - t)
         assert warm.reused and not cold.reused
-    emit("data_stage", {
-        "data": str(archive.name), "split": "seed", "sizes": cold.sizes,
-        "cold_seconds": round(cold_s, 2), "warm_seconds": round(min(warm_runs), 3),
-        "warm_seconds_all": [round(w, 3) for w in warm_runs],
-        "targets": {"cold_seconds": 15, "warm_seconds": 3},
-    })
+    emit(
+        "data_stage",
+        {
+            "data": str(archive.name),
+            "split": "seed",
+            "sizes": cold.sizes,
+            "cold_seconds": round(cold_s, 2),
+            "warm_seconds": round(min(warm_runs), 3),
+            "warm_seconds_all": [round(w, 3) for w in warm_runs],
+            "targets": {"cold_seconds": 15, "warm_seconds": 3},
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -33,9 +33,9 @@ import time
 
 from _common import REAL_ARCHIVE, ROOT, emit
 
+from compare_models import layout
 from compare_models.config import Settings
 from compare_models.store import ArtifactStore, parse_s3_uri
-from compare_models import layout
 
 CLI = [sys.executable, "-m", "compare_models.cli"]
 
@@ -48,16 +48,37 @@ def _read_runs(parent_id):
         async with get_client() as client:
             parent = await client.read_flow_run(parent_id)
             children = await client.read_flow_runs(
-                flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[parent_id])))
-            tasks = await client.read_task_runs(flow_run_filter=FlowRunFilter(id={"any_": [parent_id]}))
+                flow_run_filter=FlowRunFilter(
+                    parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[parent_id])
+                )
+            )
+            tasks = await client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id={"any_": [parent_id]})
+            )
             return parent, children, tasks
 
     return asyncio.run(read())
 
 
 def deployment_run(params: str) -> dict:
-    out = subprocess.run([sys.executable, "-m", "prefect", "deployment", "run", "compare-models/nightly", "--params", params,
-                          "--watch", "--watch-timeout", "3600"], cwd=ROOT, capture_output=True, text=True)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "prefect",
+            "deployment",
+            "run",
+            "compare-models/nightly",
+            "--params",
+            params,
+            "--watch",
+            "--watch-timeout",
+            "3600",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     if out.returncode != 0:
         sys.exit(out.stdout[-3000:] + out.stderr[-3000:])
     store = ArtifactStore.from_settings(Settings())
@@ -66,8 +87,10 @@ def deployment_run(params: str) -> dict:
     parent, children, tasks = _read_runs(manifest["flow_run_id"])
     wall = (parent.end_time - parent.start_time).total_seconds()
     prep = next(t for t in tasks if t.name.startswith("prepare-data"))
-    fits = sorted((m["fit_started_at"], m["fit_started_at"] + m["fit_seconds"]) for m in
-                  (store.get_json(v["history_key"])["result"] for v in manifest["models"].values()))
+    fits = sorted(
+        (m["fit_started_at"], m["fit_started_at"] + m["fit_seconds"])
+        for m in (store.get_json(v["history_key"])["result"] for v in manifest["models"].values())
+    )
     union = 0.0
     cur_start, cur_end = fits[0]
     for start, end in fits[1:]:
@@ -78,21 +101,29 @@ def deployment_run(params: str) -> dict:
             cur_end = max(cur_end, end)
     union += cur_end - cur_start
     # the attempts that produced the published models (a failed earlier attempt has the same name)
-    trainings = [c for c in children if c.name.endswith(("-cnn", "-resnet50")) and c.state and c.state.is_completed()]
+    trainings = [
+        c
+        for c in children
+        if c.name.endswith(("-cnn", "-resnet50")) and c.state and c.state.is_completed()
+    ]
     spans = [(c.start_time.timestamp(), c.end_time.timestamp()) for c in trainings]
     both = max(0.0, min(e for _, e in spans) - max(s for s, _ in spans))
     shorter = min(e - s for s, e in spans)
     fit_both = max(0.0, min(e for _, e in fits) - max(s for s, _ in fits))
     first_fit, last_fit_end = fits[0][0], max(end for _, end in fits)
     return {
-        "run_id": manifest["run_id"], "parent_wall_seconds": round(wall, 1),
-        "fit_union_seconds": round(union, 1), "overhead_seconds": round(wall - union, 1),
+        "run_id": manifest["run_id"],
+        "parent_wall_seconds": round(wall, 1),
+        "fit_union_seconds": round(union, 1),
+        "overhead_seconds": round(wall - union, 1),
         "breakdown_seconds": {
             "prepare_data": round((prep.end_time - prep.start_time).total_seconds(), 1),
             "parent_start_to_first_fit": round(first_fit - parent.start_time.timestamp(), 1),
             "last_fit_end_to_parent_end": round(parent.end_time.timestamp() - last_fit_end, 1),
         },
-        "training_flow_runs": {c.name: round((c.end_time - c.start_time).total_seconds(), 1) for c in trainings},
+        "training_flow_runs": {
+            c.name: round((c.end_time - c.start_time).total_seconds(), 1) for c in trainings
+        },
         "overlap_fraction_of_shorter_training": round(both / shorter, 3),
         "overlap_fraction_of_shorter_fit": round(fit_both / min(e - s for s, e in fits), 3),
         "targets": {"overhead_seconds": 15, "overlap_fraction": 0.9},
@@ -103,10 +134,32 @@ def resume_cost(epochs: int = 8) -> dict:
     store = ArtifactStore.from_settings(Settings())
     run_id = f"bench-resume-{os.getpid()}"
     kill_after = random.randint(1, epochs - 2)  # the epoch whose checkpoint we wait for
-    args = [*CLI, "run", "--preset", "smoke", "--data", "synthetic:2000", "--models", "cnn", "--split", "sizes",
-            "--train-size", "1500", "--val-size", "200", "--test-size", "200", "--epochs", str(epochs),
-            "--run-id", run_id, "--json"]
-    first = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    args = [
+        *CLI,
+        "run",
+        "--preset",
+        "smoke",
+        "--data",
+        "synthetic:2000",
+        "--models",
+        "cnn",
+        "--split",
+        "sizes",
+        "--train-size",
+        "1500",
+        "--val-size",
+        "200",
+        "--test-size",
+        "200",
+        "--epochs",
+        str(epochs),
+        "--run-id",
+        run_id,
+        "--json",
+    ]
+    first = subprocess.Popen(
+        args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     key = layout.checkpoint_state_key(run_id, "cnn")
     while first.poll() is None:
         if store.exists(key) and store.get_json(key)["epoch"] >= kill_after:
@@ -123,9 +176,13 @@ def resume_cost(epochs: int = 8) -> dict:
     result = store.get_json(layout.history_key(run_id, "cnn"))
     resumed = result["result"]["resumed_from_epoch"]
     return {
-        "epochs": epochs, "killed_during_epoch": completed_before_kill + 1, "resumed_from_epoch": resumed,
-        "epochs_recomputed": (completed_before_kill - resumed) + 1,  # lost checkpointed epochs + the partial one
-        "history_length": len(result["history"]["loss"]), "target_epochs_recomputed": 1,
+        "epochs": epochs,
+        "killed_during_epoch": completed_before_kill + 1,
+        "resumed_from_epoch": resumed,
+        "epochs_recomputed": (completed_before_kill - resumed)
+        + 1,  # lost checkpointed epochs + the partial one
+        "history_length": len(result["history"]["loss"]),
+        "target_epochs_recomputed": 1,
     }
 
 
@@ -133,19 +190,45 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", default=str(REAL_ARCHIVE))
     ap.add_argument("--resnet-weights", default="none")
-    ap.add_argument("--runs", type=int, default=3, help="deployment runs in a row (the first may prepare the data)")
+    ap.add_argument(
+        "--runs",
+        type=int,
+        default=3,
+        help="deployment runs in a row (the first may prepare the data)",
+    )
     ap.add_argument("--skip-resume", action="store_true")
     args = ap.parse_args()
     subprocess.run([*CLI, "up", "--workers"], cwd=ROOT, check=True, capture_output=True)
     subprocess.run([*CLI, "deploy"], cwd=ROOT, check=True, capture_output=True)
-    params = subprocess.run([*CLI, "params", "--preset", "smoke", "--data", args.data, "--resnet-weights",
-                             args.resnet_weights, "--trainer", "deployment"], cwd=ROOT, check=True, capture_output=True,
-                            text=True).stdout
+    params = subprocess.run(
+        [
+            *CLI,
+            "params",
+            "--preset",
+            "smoke",
+            "--data",
+            args.data,
+            "--resnet-weights",
+            args.resnet_weights,
+            "--trainer",
+            "deployment",
+        ],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     runs = [deployment_run(params) for _ in range(args.runs)]
-    result = {"data": args.data, "preset": "smoke", "worker": {"type": "process", "query_seconds": 1, "limit": 2},
-              "deployment_runs": runs,
-              "median_overhead_seconds": statistics.median(r["overhead_seconds"] for r in runs),
-              "median_overlap_fraction": statistics.median(r["overlap_fraction_of_shorter_training"] for r in runs)}
+    result = {
+        "data": args.data,
+        "preset": "smoke",
+        "worker": {"type": "process", "query_seconds": 1, "limit": 2},
+        "deployment_runs": runs,
+        "median_overhead_seconds": statistics.median(r["overhead_seconds"] for r in runs),
+        "median_overlap_fraction": statistics.median(
+            r["overlap_fraction_of_shorter_training"] for r in runs
+        ),
+    }
     if not args.skip_resume:
         result["resume"] = resume_cost()
     emit("orchestration", result)

@@ -24,9 +24,25 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--threads", type=int, default=0)
     args = ap.parse_args()
-    cmd = [sys.executable, "-m", "compare_models.cli", "run", "--preset", "seed", "--data", str(require_archive()),
-           "--models", args.models, "--resnet-weights", args.resnet_weights, "--epochs", str(args.epochs),
-           "--threads", str(args.threads), "--json"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "compare_models.cli",
+        "run",
+        "--preset",
+        "seed",
+        "--data",
+        str(require_archive()),
+        "--models",
+        args.models,
+        "--resnet-weights",
+        args.resnet_weights,
+        "--epochs",
+        str(args.epochs),
+        "--threads",
+        str(args.threads),
+        "--json",
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     if out.returncode != 0:
         sys.exit(out.stderr[-4000:])
@@ -47,12 +63,20 @@ def main() -> None:
             "peak_rss_mb": round(info["peak_rss_mb"]),
             "threads": info["device"]["threads"],
         }
-    emit(f"seed_protocol_{args.models.replace(',', '+')}", {
-        "data": "cifar10-jpeg.tar.gz (real CIFAR-10, JPEG re-encoded)", "split": manifest["dataset"]["sizes"],
-        "epochs": args.epochs, "batch_size": 128, "resnet_weights": args.resnet_weights,
-        "run_id": summary["run_id"], "report": summary["report"], "models": manifest_models,
-        "targets": {"cnn_test_accuracy": 0.65},
-    })
+    emit(
+        f"seed_protocol_{args.models.replace(',', '+')}",
+        {
+            "data": "cifar10-jpeg.tar.gz (real CIFAR-10, JPEG re-encoded)",
+            "split": manifest["dataset"]["sizes"],
+            "epochs": args.epochs,
+            "batch_size": 128,
+            "resnet_weights": args.resnet_weights,
+            "run_id": summary["run_id"],
+            "report": summary["report"],
+            "models": manifest_models,
+            "targets": {"cnn_test_accuracy": 0.65},
+        },
+    )
 
 
 if __name__ == "__main__":

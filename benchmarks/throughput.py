@@ -25,11 +25,11 @@ from pathlib import Path
 
 from _common import ROOT, emit, require_archive
 
+from compare_models import layout
 from compare_models.config import Settings, SplitSpec, TrainParams
 from compare_models.data import prepare_dataset
-from compare_models import layout
-from compare_models.store import ArtifactStore
 from compare_models.jobs import TrainingJob
+from compare_models.store import ArtifactStore
 
 
 def main() -> None:
@@ -43,40 +43,78 @@ def main() -> None:
     settings = Settings()
     store = ArtifactStore.from_settings(settings)
     store.check()
-    dataset = prepare_dataset(str(require_archive()), SplitSpec(protocol="seed"), store, settings.cache_dir)
+    dataset = prepare_dataset(
+        str(require_archive()), SplitSpec(protocol="seed"), store, settings.cache_dir
+    )
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     samples: dict[str, list[dict]] = {"bare": [], "pipeline": []}
     with tempfile.TemporaryDirectory() as tmp:
         for rep in range(args.reps):
             run_id = f"bench-throughput-{os.getpid()}-{rep}"
-            job = TrainingJob(run_id=run_id, model=args.model, dataset=dataset, threads=args.threads,
-                              train=TrainParams(epochs=args.epochs))
+            job = TrainingJob(
+                run_id=run_id,
+                model=args.model,
+                dataset=dataset,
+                threads=args.threads,
+                train=TrainParams(epochs=args.epochs),
+            )
             job_path, result_path = Path(tmp) / "job.json", Path(tmp) / "result.json"
             job_path.write_text(job.model_dump_json())
-            def bare() -> None:
-                out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "_bare_fit.py"), str(job_path)],
-                                     capture_output=True, text=True, env=env, check=True, cwd=ROOT)
+
+            def bare(job_path: Path = job_path) -> None:
+                out = subprocess.run(
+                    [sys.executable, str(ROOT / "benchmarks" / "_bare_fit.py"), str(job_path)],
+                    capture_output=True,
+                    text=True,
+                    env=env,
+                    check=True,
+                    cwd=ROOT,
+                )
                 samples["bare"].append(json.loads(out.stdout.strip().splitlines()[-1]))
 
-            def pipeline() -> None:
-                subprocess.run([sys.executable, "-m", "flows.train_model", str(job_path), str(result_path)],
-                               capture_output=True, env=env, check=True, cwd=ROOT)
+            def pipeline(job_path: Path = job_path, result_path: Path = result_path) -> None:
+                subprocess.run(
+                    [sys.executable, "-m", "flows.train_model", str(job_path), str(result_path)],
+                    capture_output=True,
+                    env=env,
+                    check=True,
+                    cwd=ROOT,
+                )
                 result = json.loads(result_path.read_text())["result"]
-                samples["pipeline"].append({k: result[k] for k in ("fit_seconds", "train_images_per_second", "peak_rss_mb")})
+                samples["pipeline"].append(
+                    {
+                        k: result[k]
+                        for k in ("fit_seconds", "train_images_per_second", "peak_rss_mb")
+                    }
+                )
 
             for side in (bare, pipeline) if rep % 2 == 0 else (pipeline, bare):
                 side()
             store.delete_prefix(layout.run_prefix(run_id))
-    ips = {side: statistics.median(s["train_images_per_second"] for s in runs) for side, runs in samples.items()}
-    emit("throughput", {
-        "data": "cifar10-jpeg seed split", "model": args.model, "epochs": args.epochs, "batch_size": 128,
-        "threads": args.threads, "train_images": dataset.sizes["train"], "reps": args.reps,
-        "median_images_per_second": {k: round(v, 1) for k, v in ips.items()},
-        "ratio_pipeline_to_bare": round(ips["pipeline"] / ips["bare"], 3),
-        "ratio_per_rep": [round(p["train_images_per_second"] / b["train_images_per_second"], 3)
-                          for b, p in zip(samples["bare"], samples["pipeline"], strict=True)],
-        "target_ratio": 0.95, "samples": samples,
-    })
+    ips = {
+        side: statistics.median(s["train_images_per_second"] for s in runs)
+        for side, runs in samples.items()
+    }
+    emit(
+        "throughput",
+        {
+            "data": "cifar10-jpeg seed split",
+            "model": args.model,
+            "epochs": args.epochs,
+            "batch_size": 128,
+            "threads": args.threads,
+            "train_images": dataset.sizes["train"],
+            "reps": args.reps,
+            "median_images_per_second": {k: round(v, 1) for k, v in ips.items()},
+            "ratio_pipeline_to_bare": round(ips["pipeline"] / ips["bare"], 3),
+            "ratio_per_rep": [
+                round(p["train_images_per_second"] / b["train_images_per_second"], 3)
+                for b, p in zip(samples["bare"], samples["pipeline"], strict=True)
+            ],
+            "target_ratio": 0.95,
+            "samples": samples,
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -18,7 +18,15 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from compare_models import registry
@@ -26,8 +34,16 @@ from compare_models.registry import DEFAULT_MODELS
 
 #: The canonical CIFAR-10 label order (0..9).
 CIFAR10_CLASSES: tuple[str, ...] = (
-    "airplane", "automobile", "bird", "cat", "deer",
-    "dog", "frog", "horse", "ship", "truck",
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
 )
 IMAGE_SHAPE: tuple[int, int, int] = (32, 32, 3)
 NUM_CLASSES = len(CIFAR10_CLASSES)
@@ -63,7 +79,9 @@ class Settings(BaseSettings):
         description="S3 endpoint; unset means AWS S3 itself.",
     )
     aws_access_key_id: SecretStr | None = Field(default=None, validation_alias="AWS_ACCESS_KEY_ID")
-    aws_secret_access_key: SecretStr | None = Field(default=None, validation_alias="AWS_SECRET_ACCESS_KEY")
+    aws_secret_access_key: SecretStr | None = Field(
+        default=None, validation_alias="AWS_SECRET_ACCESS_KEY"
+    )
     aws_region: str = Field(
         default="us-east-1", validation_alias=AliasChoices("AWS_REGION", "AWS_DEFAULT_REGION")
     )
@@ -76,20 +94,38 @@ class Settings(BaseSettings):
         description="Git-ignored folder for local service data, logs and caches.",
     )
     presign_seconds: int = Field(
-        default=7 * 24 * 3600, gt=0, le=7 * 24 * 3600, validation_alias="COMPARE_MODELS_PRESIGN_SECONDS",
+        default=7 * 24 * 3600,
+        gt=0,
+        le=7 * 24 * 3600,
+        validation_alias="COMPARE_MODELS_PRESIGN_SECONDS",
         description="Lifetime of presigned links; S3 caps it at 7 days",
     )
     public_s3_url: str | None = Field(
-        default=None, validation_alias="COMPARE_MODELS_PUBLIC_S3_URL",
+        default=None,
+        validation_alias="COMPARE_MODELS_PUBLIC_S3_URL",
         description="S3 endpoint a person's browser reaches (e.g. http://localhost:9000), used only to presign "
         "report and model links; unset means the endpoint the workers use",
     )
     allow_gpu_less_training: bool = Field(
-        default=False, validation_alias="COMPARE_MODELS_ALLOW_CPU_TRAINING",
+        default=False,
+        validation_alias="COMPARE_MODELS_ALLOW_CPU_TRAINING",
         description="Let a train-model run on the GPU pool train on the CPU when it sees no GPU",
     )
+    alert_webhook_url: SecretStr | None = Field(
+        default=None,
+        validation_alias="COMPARE_MODELS_ALERT_WEBHOOK_URL",
+        description="Where `compare-models deploy` points the regression notification (Slack or any HTTP "
+        "endpoint); a secret, since webhook URLs carry their own token",
+    )
+    imagenet_weights_md5: str = Field(
+        default="4d473c1dd8becc155b73f8504c6f6626",
+        pattern=r"^[0-9a-fA-F]{32}$",
+        validation_alias="COMPARE_MODELS_IMAGENET_WEIGHTS_MD5",
+        description="MD5 the downloaded ImageNet weights must have (Keras' published hash; set it with a mirror's file)",
+    )
     allow_private_urls: bool = Field(
-        default=False, validation_alias="COMPARE_MODELS_ALLOW_PRIVATE_URLS",
+        default=False,
+        validation_alias="COMPARE_MODELS_ALLOW_PRIVATE_URLS",
         description="Let http(s) data and weights sources point at loopback, link-local or private addresses",
     )
     imagenet_weights_url: str = Field(
@@ -144,18 +180,24 @@ class SplitSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     protocol: Literal["seed", "full", "sizes"] = "seed"
-    train: int | None = Field(default=None, gt=0)
-    val: int | None = Field(default=None, gt=0)
-    test: int | None = Field(default=None, gt=0)
-    seed: int = 42
+    train: int | None = Field(
+        default=None, ge=NUM_CLASSES, le=1_000_000, description="at least one image per class"
+    )
+    val: int | None = Field(default=None, ge=NUM_CLASSES, le=1_000_000)
+    test: int | None = Field(default=None, ge=NUM_CLASSES, le=1_000_000)
+    seed: int = Field(default=42, ge=0, le=2**32 - 1)
 
     @model_validator(mode="after")
     def _sizes_given(self) -> SplitSpec:
         given = [v is not None for v in (self.train, self.val, self.test)]
         if self.protocol == "sizes" and not all(given):
-            raise ValueError("split protocol 'sizes' needs train, val and test sizes (e.g. --train 2000 --val 500 --test 1000)")
+            raise ValueError(
+                "split protocol 'sizes' needs train, val and test sizes (e.g. --train 2000 --val 500 --test 1000)"
+            )
         if self.protocol != "sizes" and any(given):
-            raise ValueError(f"split protocol {self.protocol!r} fixes the sizes; use protocol 'sizes' to set them")
+            raise ValueError(
+                f"split protocol {self.protocol!r} fixes the sizes; use protocol 'sizes' to set them"
+            )
         return self
 
     def sizes(self, test_available: int) -> tuple[int, int, int]:
@@ -177,11 +219,20 @@ class TrainParams(BaseModel):
     optimizer: Literal["adam", "sgd", "rmsprop", "adamw"] = "adam"
     learning_rate: float = Field(default=1e-3, gt=0, le=1e4)
     lr_schedule: Literal["constant", "cosine"] = Field(
-        default="cosine", description="'cosine' decays the learning rate to 0 over the run; 'constant' keeps it")
+        default="cosine",
+        description="'cosine' decays the learning rate to 0 over the run; 'constant' keeps it",
+    )
     augment: Literal["none", "flip"] = Field(
-        default="flip", description="'flip': random horizontal flips of training images (outside the model)")
-    threads: int = Field(default=0, ge=0, description="TF intra-op threads per training process; 0 = share of cores")
-    seed: int = 42
+        default="flip",
+        description="'flip': random horizontal flips of training images (outside the model)",
+    )
+    threads: int = Field(
+        default=0,
+        ge=0,
+        le=1024,
+        description="TF intra-op threads per training process; 0 = share of cores",
+    )
+    seed: int = Field(default=42, ge=0, le=2**32 - 1)
 
 
 class ExecutionParams(BaseModel):
@@ -194,12 +245,93 @@ class ExecutionParams(BaseModel):
         description="'local': each model in a subprocess of the flow's process; 'deployment': one "
         "train-model/gpu flow run per model on the GPU work pool",
     )
-    retries: int = Field(default=2, ge=0, le=20, description="Retries of a failed training; each resumes from its last checkpoint")
+    retries: int = Field(
+        default=2,
+        ge=0,
+        le=20,
+        description="Retries of a failed training; each resumes from its last checkpoint",
+    )
     retry_delay_seconds: float = Field(default=10.0, ge=0, le=3600)
-    poll_seconds: float = Field(default=1.0, gt=0, le=60, description="How often to poll a child flow run's state")
+    poll_seconds: float = Field(
+        default=1.0, gt=0, le=60, description="How often to poll a child flow run's state"
+    )
+    time_budget_minutes: float | None = Field(
+        default=None,
+        gt=0,
+        le=7 * 24 * 60,
+        description="Wall-clock budget of the run from its start: trainings stop at the end of the epoch in which it "
+        "runs out, keep their checkpoint, and the run completes with the models it has, marked 'stopped by budget'. "
+        "A later run with the same run_id (and a larger or no budget) continues from the checkpoints",
+    )
     start_timeout_seconds: float = Field(
-        default=1800, gt=0, le=86400,
+        default=1800,
+        gt=0,
+        le=86400,
         description="How long a training flow run may wait for a GPU-pool worker to start it before the attempt fails",
+    )
+
+
+class ComparisonParams(BaseModel):
+    """How the models of a run are compared (paired statistics on the same test images)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    resamples: int = Field(
+        default=2000,
+        ge=1000,
+        le=100_000,
+        description="Paired bootstrap resamples for the intervals",
+    )
+    seed: int = Field(default=0, ge=0, description="Seed of the bootstrap resampling")
+    confidence: float = Field(
+        default=0.95, gt=0.5, lt=1, description="Confidence level of the intervals"
+    )
+    alpha: float = Field(
+        default=0.05,
+        gt=0,
+        lt=0.5,
+        description="Significance level of McNemar's test (Holm-corrected per class)",
+    )
+
+
+class GatePolicy(BaseModel):
+    """How each new model (the challenger) is judged against its champion, the model in use.
+
+    The champion of a model is kept per `track` (the nightly runs, a smoke test, your own
+    experiments each have their own). Decisions, from McNemar's exact test and the per-class
+    tests (Holm-corrected) on the same test images:
+
+    * promote when the challenger is significantly better (p < alpha and its accuracy is
+      higher by at least `min_improvement`);
+    * regression when it is significantly worse overall, or (with `class_regressions`) in any class;
+    * otherwise keep the champion: no significant change.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = Field(
+        default=True, description="Judge this run's models against their champions"
+    )
+    track: str = Field(
+        default="main",
+        pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$",
+        description="Which champions: each track has its own (e.g. nightly, smoke)",
+    )
+    alpha: float = Field(default=0.05, gt=0, lt=0.5, description="Significance level of the tests")
+    min_improvement: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="Least accuracy gain (a fraction: 0.01 = 1 point) that can promote",
+    )
+    class_regressions: bool = Field(
+        default=True, description="A significantly worse class is a regression too"
+    )
+    fail_on_regression: bool = Field(
+        default=False, description="Fail the flow run on a regression (it is still published)"
+    )
+    trend_runs: int = Field(
+        default=20, ge=2, le=500, description="Runs shown in the report's accuracy trend"
     )
 
 
@@ -213,14 +345,27 @@ class RunParams(BaseModel):
         description="'cifar10' (official download), a URL, a local path or s3:// URI of the CIFAR-10 "
         "python tarball or of a .tar.gz of class-named image folders, or 'synthetic[:N]'.",
     )
-    data_sha256: str | None = Field(default=None, description="Expected SHA-256 of the archive, verified before use")
+    data_sha256: str | None = Field(
+        default=None, description="Expected SHA-256 of the archive, verified before use"
+    )
     split: SplitSpec = SplitSpec()
     models: tuple[str, ...] = Field(
-        default=DEFAULT_MODELS, description="Registered model names (compare_models.registry), e.g. cnn, resnet50")
+        default=DEFAULT_MODELS,
+        description="Registered model names (compare_models.registry), e.g. cnn, resnet50",
+    )
     train: TrainParams = TrainParams()
     execution: ExecutionParams = ExecutionParams()
-    resnet_weights: str = Field(default="imagenet", description="'imagenet', 'none', or a path / s3:// URI of a weights file")
+    resnet_weights: str = Field(
+        default="imagenet",
+        description="'imagenet', 'none', or a path / s3:// URI of a weights file",
+    )
+    comparison: ComparisonParams = ComparisonParams()
+    gate: GatePolicy = GatePolicy()
     run_id: str | None = Field(default=None, description="Defaults to a fresh, unique id")
+    replay_of: str | None = Field(
+        default=None,
+        description="Run id this run replays: its predictions are compared with that run's, image by image",
+    )
     preset: str | None = None
 
     @field_validator("models", mode="before")
@@ -236,7 +381,7 @@ class RunParams(BaseModel):
             raise ValueError(f"no model selected; choose from {sorted(known)}")
         return tuple(dict.fromkeys(value))  # type: ignore[arg-type]
 
-    @field_validator("run_id")
+    @field_validator("run_id", "replay_of")
     @classmethod
     def _run_id(cls, value: str | None) -> str | None:
         if value is not None and not re.fullmatch(RUN_ID_PATTERN, value):
@@ -256,9 +401,10 @@ PRESETS: dict[str, dict] = {
     "smoke": {
         "split": {"protocol": "sizes", "train": 2000, "val": 500, "test": 1000},
         "train": {"epochs": 1},
+        "gate": {"track": "smoke"},
     },
-    "seed": {"split": {"protocol": "seed"}},
-    "full": {"split": {"protocol": "full"}},
+    "seed": {"split": {"protocol": "seed"}, "gate": {"track": "seed"}},
+    "full": {"split": {"protocol": "full"}, "gate": {"track": "full"}},
 }
 
 

@@ -220,7 +220,7 @@ def evaluate_predictions(
     roc_auc_macro: float | None = None
     if defined:
         aucs = roc_auc_score(indicator[:, defined], probs[:, defined], average=None)
-        for j, auc in zip(defined, np.atleast_1d(aucs)):
+        for j, auc in zip(defined, np.atleast_1d(aucs), strict=True):
             per_class_auc[j] = float(auc)
         roc_auc_macro = float(
             roc_auc_score(indicator[:, defined], probs[:, defined], average="macro")
@@ -262,9 +262,7 @@ def evaluate_predictions(
         "roc_curves": roc_curves,
         "confusion_matrix": counts.astype(int).tolist(),
         "confusion_matrix_normalized": normalized.astype(float).tolist(),
-        "classification_report": classification_report(
-            labels, y_pred, digits=4, **report_kwargs
-        ),
+        "classification_report": classification_report(labels, y_pred, digits=4, **report_kwargs),
     }
 
 

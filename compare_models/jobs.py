@@ -7,7 +7,8 @@ it builds a `TrainingJob` per model, starts each in its own process, and reads t
 
 from __future__ import annotations
 
-import os
+import hashlib
+import json
 import re
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -17,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from compare_models import layout, registry
 from compare_models.config import RUN_ID_PATTERN, RunParams, TrainParams
 from compare_models.data import DatasetRef
+from compare_models.device import available_cpus
 from compare_models.registry import NAME as MODEL_NAME
 from compare_models.store import ArtifactStore
 
@@ -39,23 +41,56 @@ class TrainingJob(BaseModel):
     model: str
     dataset: DatasetRef
     train: TrainParams
-    weights_key: str | None = Field(default=None, description="S3 key of the backbone weights file, if the model takes one")
-    threads: int = Field(default=0, ge=0, le=1024, description="TF threads; 0 = this host's cores / COMPARE_MODELS_WORKER_SLOTS")
+    weights_key: str | None = Field(
+        default=None, description="S3 key of the backbone weights file, if the model takes one"
+    )
+    threads: int = Field(
+        default=0,
+        ge=0,
+        le=1024,
+        description="TF threads; 0 = this host's cores / COMPARE_MODELS_WORKER_SLOTS",
+    )
     checkpoint: bool = True
-    attempt: int = Field(default=1, ge=1, le=1000, description="1 for the first try; retries resume from the checkpoint")
+    attempt: int = Field(
+        default=1,
+        ge=1,
+        le=1000,
+        description="1 for the first try; retries resume from the checkpoint",
+    )
+    deadline: float | None = Field(
+        default=None, description="UNIX time after which training stops at the end of an epoch"
+    )
+
+    def recipe(self) -> str:
+        """What makes two trainings of this model interchangeable: the data (archive, split
+        indices), the training parameters and the backbone weights. A re-run reuses a stored
+        model or checkpoint only if its recipe matches (SHA-256 of these, as JSON)."""
+        recipe = {
+            "model": self.model,
+            "archive_sha256": self.dataset.archive_sha256,
+            "split_key": self.dataset.split_key,
+            "split_indices_sha256": self.dataset.split_indices_sha256,
+            "train": self.train.model_dump(mode="json"),
+            "weights_key": self.weights_key,
+        }
+        return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()
 
     @field_validator("run_id")
     @classmethod
     def _run_id(cls, value: str) -> str:
         if not re.fullmatch(RUN_ID_PATTERN, value):
-            raise ValueError("run_id may hold only letters, digits, '.', '_' and '-' (at most 128), starting with a letter or digit")
+            raise ValueError(
+                "run_id may hold only letters, digits, '.', '_' and '-' (at most 128), starting with a letter or digit"
+            )
         return value
 
     @field_validator("model")
     @classmethod
     def _model(cls, value: str) -> str:
         if not MODEL_NAME.fullmatch(value):
-            raise ValueError("model must be a registered model name: 1-32 lowercase letters, digits, '_' or '-'")
+            raise ValueError(
+                "model must be a registered model name: 1-32 lowercase letters, digits, '_' or '-'"
+            )
         return value
 
 
@@ -76,6 +111,20 @@ class TrainingResult:
     parameters: int
     peak_rss_mb: float
     device: dict[str, Any]
+    recipe: str | None = None  # TrainingJob.recipe() of the job that made it
+    planned_epochs: int | None = None
+    stopped_by_budget: bool = (
+        False  # fewer epochs than planned: the checkpoint is kept to continue from
+    )
+
+    @property
+    def budget_note(self) -> str | None:
+        """ "stopped by budget after N of M epochs", or None for a finished training."""
+        return (
+            f"stopped by budget after {self.epochs} of {self.planned_epochs} epochs"
+            if self.stopped_by_budget
+            else None
+        )
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -84,7 +133,13 @@ class TrainingResult:
 def publish_result(store: ArtifactStore, result: TrainingResult) -> None:
     """Writes `history.json`, the sign that this model's training is finished."""
     stored = {k: v for k, v in result.as_dict().items() if k != "history"}
-    store.put_json({"history": result.history, "result": stored}, result.history_key, overwrite=True)
+    store.put_json(
+        {"history": result.history, "result": stored}, result.history_key, overwrite=True
+    )
+
+
+class RecipeMismatch(RuntimeError):
+    """A stored model or checkpoint of this run was made from other data or parameters."""
 
 
 def stored_result(store: ArtifactStore, run_id: str, model: str) -> TrainingResult | None:
@@ -96,13 +151,42 @@ def stored_result(store: ArtifactStore, run_id: str, model: str) -> TrainingResu
     return TrainingResult(**stored["result"], history=stored["history"])
 
 
-def plan_jobs(params: RunParams, run_id: str, dataset: DatasetRef, weights_key: str | None) -> list[TrainingJob]:
+def check_recipe(job: TrainingJob, recipe: str | None, what: str) -> None:
+    """Refuses to reuse `what` (a finished model, a checkpoint) made from another recipe."""
+    if recipe != job.recipe():
+        raise RecipeMismatch(
+            f"{job.model}: run {job.run_id} already holds {what} made from other data or training parameters than this "
+            "attempt's; it is not reused and not overwritten. Re-run with the run's original parameters to resume it, "
+            "or leave run_id unset for a fresh run."
+        )
+
+
+def plan_jobs(
+    params: RunParams,
+    run_id: str,
+    dataset: DatasetRef,
+    weights_key: str | None,
+    *,
+    started_at: float,
+) -> list[TrainingJob]:
     """One job per model of the run. Local trainings share this machine's cores evenly;
-    on workers, threads 0 lets each worker decide from its own host."""
+    on workers, threads 0 lets each worker decide from its own host. With a time budget,
+    every job gets the run's deadline (`started_at` plus the budget)."""
+    budget = params.execution.time_budget_minutes
+    deadline = started_at + 60 * budget if budget else None
     local = params.execution.trainer == "local"
-    threads = params.train.threads or (max(1, (os.cpu_count() or 1) // len(params.models)) if local else 0)
+    threads = params.train.threads or (
+        max(1, available_cpus() // len(params.models)) if local else 0
+    )
     return [
-        TrainingJob(run_id=run_id, model=m, dataset=dataset, train=params.train, threads=threads,
-                    weights_key=weights_key if registry.get(m).takes_weights else None)
+        TrainingJob(
+            run_id=run_id,
+            model=m,
+            dataset=dataset,
+            train=params.train,
+            threads=threads,
+            weights_key=weights_key if registry.get(m).takes_weights else None,
+            deadline=deadline,
+        )
         for m in params.models
     ]

@@ -9,19 +9,24 @@ README's "What a run stores" table is this module in prose). No other module spe
     weights/keras/<file>                                      Keras' ImageNet weights, cached
     weights/sha256/<sha256>/<file>                            a user's weights file
     runs/latest.json                                          the newest completed run
+    runs/<run>/claim.json                                     the flow run writing this run (claimed first)
     runs/<run>/manifest.json                                  written last: the run is complete
+    runs/<run>/previous/manifest-<time>.json                  a budget-stopped manifest, kept when continued
     runs/<run>/models/<model>.keras                           trained models
     runs/<run>/training/<model>/history.json                  per-epoch history + training result
     runs/<run>/training/<model>/predictions.npz               test-set probabilities
     runs/<run>/checkpoints/<model>/{epoch-NNNN.keras,state.json}  resumable state, removed on success
     runs/<run>/metrics/<model>.json, <model>_<table>.csv      scikit-learn metrics
     runs/<run>/metrics/comparison.json                        the paired comparison of the models
+    runs/<run>/metrics/replay.json                            a replay against its original run
     runs/<run>/report/index.html, *.png, *.csv                the report
+    champions/<track>/<model>.json                            the champion of a model, with its history
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 
 MANIFEST = "manifest.json"
 LATEST = "runs/latest.json"
@@ -39,8 +44,19 @@ def run_id_of(prefix: str) -> str:
     return prefix.removeprefix(RUNS).rstrip("/")
 
 
+def claim_key(run_id: str) -> str:
+    """Who is writing the run: claimed atomically at its start (a conditional put)."""
+    return run_prefix(run_id) + "claim.json"
+
+
 def manifest_key(run_id: str) -> str:
     return run_prefix(run_id) + MANIFEST
+
+
+def previous_manifest_key(run_id: str, completed_at: str) -> str:
+    """Where a budget-stopped manifest goes when a later run continues the run."""
+    stamp = "".join(c for c in completed_at if c.isalnum())
+    return run_prefix(run_id) + f"previous/manifest-{stamp}.json"
 
 
 def model_key(run_id: str, model: str) -> str:
@@ -88,27 +104,68 @@ def comparison_key(run_id: str) -> str:
     return run_prefix(run_id) + "metrics/comparison.json"
 
 
+def replay_key(run_id: str) -> str:
+    return run_prefix(run_id) + "metrics/replay.json"
+
+
 def report_key(run_id: str, filename: str) -> str:
     return run_prefix(run_id) + f"report/{filename}"
+
+
+# ── champions ─────────────────────────────────────────────────────────────────
+
+CHAMPIONS = "champions/"
+
+
+def champion_key(track: str, model: str) -> str:
+    return f"{CHAMPIONS}{track}/{model}.json"
+
+
+def champions_prefix(track: str | None = None) -> str:
+    return f"{CHAMPIONS}{track}/" if track else CHAMPIONS
+
+
+def champion_of(key: str) -> tuple[str, str]:
+    """(track, model) of a champion key."""
+    track, _, name = key.removeprefix(CHAMPIONS).partition("/")
+    return track, name.removesuffix(".json")
 
 
 # ── datasets ──────────────────────────────────────────────────────────────────
 
 
 def dataset_prefix(name: str, digest: str) -> str:
-    return f"datasets/{name}/{digest}/"
+    return f"{datasets_named(name)}{digest}/"
+
+
+SOURCES = "datasets/_sources/"
+
+
+def datasets_named(name: str) -> str:
+    """Every stored version (archive hash) of a dataset name."""
+    return f"datasets/{name}/"
 
 
 def source_index_key(location: str) -> str:
-    return f"datasets/_sources/{hashlib.sha256(location.encode()).hexdigest()}.json"
+    return f"{SOURCES}{hashlib.sha256(location.encode()).hexdigest()}.json"
+
+
+def raw_archive_prefix(name: str, digest: str) -> str:
+    return dataset_prefix(name, digest) + "raw/"
 
 
 def raw_archive_key(name: str, digest: str, filename: str) -> str:
-    return dataset_prefix(name, digest) + f"raw/{filename}"
+    return raw_archive_prefix(name, digest) + filename
 
 
 def splits_prefix(name: str, digest: str, split_key: str) -> str:
     return dataset_prefix(name, digest) + f"splits/{split_key}/"
+
+
+#: What `splits_prefix` makes: (dataset name, archive sha256, split key), to check a prefix read back from S3.
+SPLITS_PREFIX = re.compile(
+    r"datasets/([a-z0-9][a-z0-9._-]{0,127})/([0-9a-f]{64})/splits/([0-9a-f]{16})/"
+)
 
 
 def prepared_key(prefix: str) -> str:
@@ -129,3 +186,7 @@ def keras_weights_key(filename: str) -> str:
 
 def weights_file_key(digest: str, filename: str) -> str:
     return f"weights/sha256/{digest}/{filename}"
+
+
+#: What `weights_file_key` makes: (sha256, file name), to check a key read back from a parameter.
+WEIGHTS_FILE_KEY = re.compile(r"weights/sha256/([0-9a-f]{64})/([^/]+)")

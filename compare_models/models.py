@@ -27,7 +27,9 @@ CONV_DROPOUT = 0.1
 DENSE_DROPOUT = 0.3
 
 
-def build_cnn(*, conv_dropout: float = CONV_DROPOUT, dense_dropout: float = DENSE_DROPOUT) -> keras.Model:
+def build_cnn(
+    *, conv_dropout: float = CONV_DROPOUT, dense_dropout: float = DENSE_DROPOUT
+) -> keras.Model:
     """The report's 13-layer CNN (six conv, three pooling, fully connected head)."""
     model = keras.Sequential(name="cnn")
     model.add(keras.Input(shape=IMAGE_SHAPE))
@@ -65,7 +67,9 @@ def build_resnet50(weights: str | Path | None = None, *, dense_dropout: float = 
     inputs = keras.Input(shape=IMAGE_SHAPE, name="image")
     x = ImageNetPreprocess(name="imagenet_preprocess")(inputs)
     backbone = keras.applications.ResNet50(
-        include_top=False, weights=str(weights) if weights is not None else None, input_shape=IMAGE_SHAPE
+        include_top=False,
+        weights=str(weights) if weights is not None else None,
+        input_shape=IMAGE_SHAPE,
     )
     x = backbone(x)
     x = layers.Flatten()(x)
@@ -83,7 +87,9 @@ def learning_rate_schedule(learning_rate: float, schedule: str, total_steps: int
     if schedule == "constant":
         return learning_rate
     if schedule == "cosine":
-        return keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=max(1, total_steps))
+        return keras.optimizers.schedules.CosineDecay(
+            learning_rate, decay_steps=max(1, total_steps)
+        )
     raise ValueError(f"unknown learning-rate schedule {schedule!r}; choose 'constant' or 'cosine'")
 
 
@@ -92,7 +98,9 @@ def build_optimizer(name: str, learning_rate) -> keras.optimizers.Optimizer:
         "adam": keras.optimizers.Adam,
         "adamw": keras.optimizers.AdamW,
         "rmsprop": keras.optimizers.RMSprop,
-        "sgd": lambda learning_rate: keras.optimizers.SGD(learning_rate=learning_rate, momentum=0.9),
+        "sgd": lambda learning_rate: keras.optimizers.SGD(
+            learning_rate=learning_rate, momentum=0.9
+        ),
     }
     if name not in optimizers:
         raise ValueError(f"unknown optimizer {name!r}; choose from {sorted(optimizers)}")

@@ -51,9 +51,13 @@ class ModelSpec:
 
     def __post_init__(self) -> None:
         if not NAME.fullmatch(self.name):
-            raise ValueError(f"model name {self.name!r}: use 1-32 lowercase letters, digits, '_' or '-', starting with a letter")
+            raise ValueError(
+                f"model name {self.name!r}: use 1-32 lowercase letters, digits, '_' or '-', starting with a letter"
+            )
         if ":" not in self.builder:
-            raise ValueError(f"model {self.name!r}: builder {self.builder!r} must be 'module:function'")
+            raise ValueError(
+                f"model {self.name!r}: builder {self.builder!r} must be 'module:function'"
+            )
 
     def build(self, weights: str | Path | None = None) -> Any:
         """The uncompiled Keras model (imports the builder's module, and so TensorFlow)."""
@@ -69,10 +73,19 @@ class ModelSpec:
 
 
 BUILTIN: tuple[ModelSpec, ...] = (
-    ModelSpec("cnn", "compare_models.models:build_cnn", 2_915_114,
-              description="the report's custom CNN (six conv layers, dense head)"),
-    ModelSpec("resnet50", "compare_models.models:build_resnet50", 26_215_818, takes_weights=True,
-              description="ResNet50 backbone + the report's dense head"),
+    ModelSpec(
+        "cnn",
+        "compare_models.models:build_cnn",
+        2_915_114,
+        description="the report's custom CNN (six conv layers, dense head)",
+    ),
+    ModelSpec(
+        "resnet50",
+        "compare_models.models:build_resnet50",
+        26_215_818,
+        takes_weights=True,
+        description="ResNet50 backbone + the report's dense head",
+    ),
 )
 DEFAULT_MODELS: tuple[str, ...] = ("cnn", "resnet50")
 

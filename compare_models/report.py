@@ -64,6 +64,15 @@ ACCURACY_KEYS: tuple[str, ...] = (
 )
 
 SYNTHETIC_BANNER = "SYNTHETIC DATA — not CIFAR-10 results"
+BUDGET_BANNER = (
+    "STOPPED BY BUDGET — {}; re-run with the same run id to continue from the checkpoints"
+)
+
+
+def _budget_note(run_info: Mapping[str, object]) -> str | None:
+    """The models the run's time budget stopped early, if any ("-" or absent: none)."""
+    note = str(run_info.get("stopped_by_budget", "-"))
+    return None if note in ("-", "") else note
 
 
 @dataclass(frozen=True)
@@ -85,6 +94,31 @@ class ModelResult:
     metrics: dict
     train_seconds: float
     parameters: int
+
+
+@dataclass(frozen=True)
+class Sections:
+    """The report's optional sections, beyond the per-model metrics.
+
+    Attributes:
+        comparison: ``compare_models.comparison.compare_all``'s record (verdicts, intervals,
+            paired tables, per-class tests), with ``calibration`` {model: {"ece"}} added.
+        disagreement: figures already written into the report folder (gallery, confident
+            mistakes, reliability diagram) with their captions.
+        replay: how far a replay landed from its original run.
+        gate: each model's decision against its champion (``compare_models.champions.gate``).
+        gate_figures: the champion section's figures (accuracy trend, recall changes).
+    """
+
+    comparison: Mapping | None = None
+    disagreement: Sequence[tuple[Path, str]] = ()
+    replay: Mapping | None = None
+    gate: Mapping | None = None
+    gate_figures: Sequence[tuple[Path, str]] = ()
+
+    @property
+    def figures(self) -> list[tuple[Path, str]]:
+        return [*self.disagreement, *self.gate_figures]
 
 
 # --------------------------------------------------------------------------
@@ -172,7 +206,7 @@ def plot_learning_curves(results: Sequence[ModelResult], path: Path) -> Path:
     fig, axes = plt.subplots(
         len(results), 2, figsize=(11, 3.6 * len(results)), squeeze=False, layout="constrained"
     )
-    for row, result in zip(axes, results):
+    for row, result in zip(axes, results, strict=True):
         loss_ax, acc_ax = row
         acc_key = next((k for k in ACCURACY_KEYS if result.history.get(k)), "accuracy")
         n_epochs = max((len(v) for v in result.history.values() if v), default=1)
@@ -199,8 +233,15 @@ def plot_learning_curves(results: Sequence[ModelResult], path: Path) -> Path:
             if any(plotted):
                 ax.legend(loc="best", fontsize=8)
             else:
-                ax.text(0.5, 0.5, "no history recorded", ha="center", va="center",
-                        transform=ax.transAxes, color="grey")
+                ax.text(
+                    0.5,
+                    0.5,
+                    "no history recorded",
+                    ha="center",
+                    va="center",
+                    transform=ax.transAxes,
+                    color="grey",
+                )
     return _save(fig, path)
 
 
@@ -212,11 +253,14 @@ def plot_confusion_matrices(results: Sequence[ModelResult], path: Path) -> Path:
     """
     results = _validate_results(results)
     fig, axes = plt.subplots(
-        1, len(results), figsize=(5.6 * len(results) + 1.0, 5.4), squeeze=False,
+        1,
+        len(results),
+        figsize=(5.6 * len(results) + 1.0, 5.4),
+        squeeze=False,
         layout="constrained",
     )
     image = None
-    for ax, result in zip(axes[0], results):
+    for ax, result in zip(axes[0], results, strict=True):
         matrix = np.asarray(result.metrics["confusion_matrix_normalized"], dtype=float)
         names = list(result.metrics["class_names"])
         image = ax.imshow(matrix, cmap="Blues", vmin=0.0, vmax=1.0)
@@ -228,8 +272,15 @@ def plot_confusion_matrices(results: Sequence[ModelResult], path: Path) -> Path:
         ax.set_title(f"{result.name} (accuracy {_fmt_metric(result.metrics['accuracy'])})")
         fontsize = 10 if len(names) <= 5 else 7
         for (i, j), value in np.ndenumerate(matrix):
-            ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=fontsize,
-                    color="white" if value > 0.5 else "black")
+            ax.text(
+                j,
+                i,
+                f"{value:.2f}",
+                ha="center",
+                va="center",
+                fontsize=fontsize,
+                color="white" if value > 0.5 else "black",
+            )
     if image is not None:
         fig.colorbar(image, ax=axes[0].tolist(), shrink=0.8, label="fraction of true class")
     return _save(fig, path)
@@ -241,7 +292,7 @@ def plot_roc_curves(results: Sequence[ModelResult], path: Path) -> Path:
     fig, axes = plt.subplots(
         1, len(results), figsize=(6.0 * len(results), 5.6), squeeze=False, layout="constrained"
     )
-    for ax, result in zip(axes[0], results):
+    for ax, result in zip(axes[0], results, strict=True):
         curves = result.metrics["roc_curves"]
         auc_by_class = {row["class"]: row["auc"] for row in result.metrics["per_class"]}
         colours = plt.get_cmap("tab10" if len(auc_by_class) <= 10 else "tab20")
@@ -249,19 +300,31 @@ def plot_roc_curves(results: Sequence[ModelResult], path: Path) -> Path:
             curve = curves.get(name)
             if curve is None:  # class absent from the test labels: AUC undefined
                 continue
-            ax.plot(curve["fpr"], curve["tpr"], linewidth=1.2, color=colours(index % colours.N),
-                    label=f"{name} (AUC {_fmt_metric(auc_by_class.get(name))})")
+            ax.plot(
+                curve["fpr"],
+                curve["tpr"],
+                linewidth=1.2,
+                color=colours(index % colours.N),
+                label=f"{name} (AUC {_fmt_metric(auc_by_class.get(name))})",
+            )
         micro = curves["micro"]
-        ax.plot(micro["fpr"], micro["tpr"], color="black", linestyle="--", linewidth=2.2,
-                label=f"micro (AUC {_fmt_metric(result.metrics['roc_auc_micro'])})")
+        ax.plot(
+            micro["fpr"],
+            micro["tpr"],
+            color="black",
+            linestyle="--",
+            linewidth=2.2,
+            label=f"micro (AUC {_fmt_metric(result.metrics['roc_auc_micro'])})",
+        )
         ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1, label="chance")
         ax.set_xlim(0.0, 1.0)
         ax.set_ylim(0.0, 1.02)
         ax.set_aspect("equal")
         ax.set_xlabel("false positive rate")
         ax.set_ylabel("true positive rate")
-        ax.set_title(f"{result.name}: ROC (macro AUC "
-                     f"{_fmt_metric(result.metrics['roc_auc_macro'])})")
+        ax.set_title(
+            f"{result.name}: ROC (macro AUC {_fmt_metric(result.metrics['roc_auc_macro'])})"
+        )
         ax.grid(alpha=0.3)
         ax.legend(loc="lower right", fontsize=7)
     return _save(fig, path)
@@ -277,8 +340,12 @@ def plot_comparison(results: Sequence[ModelResult], path: Path) -> Path:
         values = [_metric_or_nan(result.metrics, key) for key, _ in BAR_METRICS]
         offsets = positions - 0.4 + width * (index + 0.5)
         bars = ax.bar(offsets, np.nan_to_num(values), width, label=result.name)
-        ax.bar_label(bars, labels=["n/a" if math.isnan(v) else f"{v:.3f}" for v in values],
-                     fontsize=7, padding=2)
+        ax.bar_label(
+            bars,
+            labels=["n/a" if math.isnan(v) else f"{v:.3f}" for v in values],
+            fontsize=7,
+            padding=2,
+        )
     ax.set_xticks(positions, labels=[label for _, label in BAR_METRICS])
     ax.set_ylim(0.0, 1.1)
     ax.set_ylabel("score")
@@ -317,15 +384,17 @@ def per_class_table_rows(results: Sequence[ModelResult]) -> list[dict]:
     rows: list[dict] = []
     for result in _validate_results(results):
         for entry in result.metrics["per_class"]:
-            rows.append({
-                "model": result.name,
-                "class": entry["class"],
-                "precision": round(float(entry["precision"]), 4),
-                "recall": round(float(entry["recall"]), 4),
-                "f1": round(float(entry["f1"]), 4),
-                "support": int(entry["support"]),
-                "auc": None if entry["auc"] is None else round(float(entry["auc"]), 4),
-            })
+            rows.append(
+                {
+                    "model": result.name,
+                    "class": entry["class"],
+                    "precision": round(float(entry["precision"]), 4),
+                    "recall": round(float(entry["recall"]), 4),
+                    "f1": round(float(entry["f1"]), 4),
+                    "support": int(entry["support"]),
+                    "auc": None if entry["auc"] is None else round(float(entry["auc"]), 4),
+                }
+            )
     return rows
 
 
@@ -337,6 +406,7 @@ _CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2rem auto;
        max-width: 1200px; padding: 0 1rem; color: #1f2328; }
 h1 { margin-bottom: 0.2rem; }
+.verdict { font-size: 1.1rem; }
 h2 { border-bottom: 1px solid #d0d7de; padding-bottom: 0.3rem; margin-top: 2.2rem; }
 table { border-collapse: collapse; margin: 0.8rem 0; font-size: 0.92rem; }
 th, td { border: 1px solid #d0d7de; padding: 0.3rem 0.7rem; text-align: left; }
@@ -351,17 +421,21 @@ pre { background: #f6f8fa; padding: 0.8rem; overflow-x: auto; font-size: 0.85rem
 """
 
 
-def _html_table(header: Sequence[str], rows: Sequence[Sequence[object]],
-                numeric: Sequence[bool] | None = None) -> str:
+def _html_table(
+    header: Sequence[str], rows: Sequence[Sequence[object]], numeric: Sequence[bool] | None = None
+) -> str:
     """A plain HTML table in which every header and cell is html.escape'd."""
     numeric = list(numeric) if numeric is not None else [False] * len(header)
     head = "".join(f"<th>{html.escape(str(cell))}</th>" for cell in header)
     body = "\n".join(
-        "<tr>" + "".join(
-            f'<td class="num">{html.escape(str(cell))}</td>' if is_num
+        "<tr>"
+        + "".join(
+            f'<td class="num">{html.escape(str(cell))}</td>'
+            if is_num
             else f"<td>{html.escape(str(cell))}</td>"
-            for cell, is_num in zip(row, numeric)
-        ) + "</tr>"
+            for cell, is_num in zip(row, numeric, strict=True)
+        )
+        + "</tr>"
         for row in rows
     )
     return f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n{body}\n</tbody>\n</table>"
@@ -369,14 +443,21 @@ def _html_table(header: Sequence[str], rows: Sequence[Sequence[object]],
 
 def _comparison_html(results: Sequence[ModelResult]) -> str:
     """Headline metrics plus size and training time, one row per model."""
-    header = ["model", *(label for _, label in TABLE_METRICS), "ROC AUC (micro)",
-              "parameters", "training s"]
+    header = [
+        "model",
+        *(label for _, label in TABLE_METRICS),
+        "ROC AUC (micro)",
+        "parameters",
+        "training s",
+    ]
     rows = [
-        [result.name,
-         *(_fmt_metric(result.metrics.get(key)) for key, _ in TABLE_METRICS),
-         _fmt_metric(result.metrics.get("roc_auc_micro")),
-         _fmt_parameters(result.parameters),
-         _fmt_seconds(result.train_seconds)]
+        [
+            result.name,
+            *(_fmt_metric(result.metrics.get(key)) for key, _ in TABLE_METRICS),
+            _fmt_metric(result.metrics.get("roc_auc_micro")),
+            _fmt_parameters(result.parameters),
+            _fmt_seconds(result.train_seconds),
+        ]
         for result in results
     ]
     return _html_table(header, rows, [False] + [True] * (len(header) - 1))
@@ -385,23 +466,203 @@ def _comparison_html(results: Sequence[ModelResult]) -> str:
 def _per_class_html(result: ModelResult) -> str:
     header = ["class", "precision", "recall", "F1", "support", "ROC AUC"]
     rows = [
-        [entry["class"], _fmt_metric(entry["precision"]), _fmt_metric(entry["recall"]),
-         _fmt_metric(entry["f1"]), int(entry["support"]), _fmt_metric(entry["auc"])]
+        [
+            entry["class"],
+            _fmt_metric(entry["precision"]),
+            _fmt_metric(entry["recall"]),
+            _fmt_metric(entry["f1"]),
+            int(entry["support"]),
+            _fmt_metric(entry["auc"]),
+        ]
         for entry in result.metrics["per_class"]
     ]
     return _html_table(header, rows, [False, True, True, True, True, True])
+
+
+def _ci(interval: Mapping[str, float], scale: float = 1.0, digits: int = 4) -> str:
+    """ "0.6123 (0.6030 to 0.6218)": an estimate with its interval."""
+    est, low, high = (float(interval[k]) * scale for k in ("estimate", "ci_low", "ci_high"))
+    return f"{est:.{digits}f} ({low:.{digits}f} to {high:.{digits}f})"
+
+
+def _intervals_html(comparison: Mapping) -> str:
+    level = f"{100 * float(comparison['settings']['confidence']):g}%"
+    calibration = comparison.get("calibration", {})
+    header = ["model", f"accuracy ({level} CI)", f"F1 macro ({level} CI)", "ECE"]
+    rows = [
+        [
+            name,
+            _ci(m["accuracy"]),
+            _ci(m["f1_macro"]),
+            _fmt_metric(calibration.get(name, {}).get("ece")),
+        ]
+        for name, m in comparison["models"].items()
+    ]
+    return _html_table(header, rows, [False, True, True, True])
+
+
+def _pair_html(pair: Mapping) -> str:
+    table, test = pair["table"], pair["mcnemar"]
+    a, b = pair["a"], pair["b"]
+    summary = _html_table(
+        ["", f"{b} right", f"{b} wrong"],
+        [
+            [f"{a} right", table["both_right"], table["only_a_right"]],
+            [f"{a} wrong", table["only_b_right"], table["both_wrong"]],
+        ],
+        [False, True, True],
+    )
+    diff = pair["difference"]
+    numbers = _html_table(
+        ["statistic", "value"],
+        [
+            [f"accuracy difference {b} − {a} (points)", _ci(diff["accuracy"], 100, 2)],
+            [f"macro-F1 difference {b} − {a} (points)", _ci(diff["f1_macro"], 100, 2)],
+            [
+                f"{test['test']} p-value ({test['discordant']} discordant images)",
+                f"{float(test['pvalue']):.3g}",
+            ],
+        ],
+        [False, True],
+    )
+    per_class = _html_table(
+        [
+            "class",
+            f"recall {a}",
+            f"recall {b}",
+            "difference (points, CI)",
+            "p",
+            "p (Holm)",
+            "significant",
+        ],
+        [
+            [
+                c["class"],
+                _fmt_metric(c["recall_a"]),
+                _fmt_metric(c["recall_b"]),
+                f"{100 * c['difference']:.1f} ({100 * c['ci_low']:.1f} to {100 * c['ci_high']:.1f})",
+                f"{float(c['pvalue']):.3g}",
+                f"{float(c['pvalue_holm']):.3g}",
+                "yes" if c["significant"] else "no",
+            ]
+            for c in pair["per_class"]
+        ],
+        [False, True, True, True, True, True, False],
+    )
+    return "\n".join(
+        [
+            f"<h3>{html.escape(a)} vs {html.escape(b)}</h3>",
+            f"<p><strong>{html.escape(pair['verdict'])}</strong></p>",
+            "<h4>Paired outcomes on the same test images</h4>",
+            summary,
+            numbers,
+            "<h4>Per-class recall</h4>",
+            per_class,
+        ]
+    )
+
+
+def _statistics_html(comparison: Mapping) -> list[str]:
+    settings = comparison["settings"]
+    parts = [
+        "<h2>How sure is this comparison?</h2>",
+        f"<p>Intervals: {html.escape(str(settings['method']))}, {int(settings['resamples']):,} resamples "
+        f"(seed {int(settings['seed'])}). Significance: McNemar's exact test at α = {float(settings['alpha']):g}, "
+        "per class with Holm's correction. ECE: expected calibration error of the top-label confidence.</p>",
+    ]
+    parts += [
+        f'<p class="verdict"><strong>{html.escape(v)}</strong></p>' for v in comparison["verdicts"]
+    ]
+    parts.append(_intervals_html(comparison))
+    parts += [_pair_html(pair) for pair in comparison["pairs"]]
+    return parts
+
+
+def _replay_html(replay: Mapping) -> list[str]:
+    parts = [
+        f"<h2>Replay of run {html.escape(str(replay['original_run_id']))}</h2>",
+        f"<p>{html.escape(replay['summary'])}</p>",
+    ]
+    rows = [
+        [
+            m,
+            r["identical_predictions"],
+            f"{r['max_abs_probability_difference']:.3g}",
+            f"{100 * r['pair']['difference']['accuracy']['estimate']:+.2f}",
+            f"{float(r['pair']['mcnemar']['pvalue']):.3g}",
+        ]
+        for m, r in replay["models"].items()
+    ]
+    parts.append(
+        _html_table(
+            [
+                "model",
+                "same predicted class on",
+                "largest probability change",
+                "accuracy replay − original (points)",
+                "McNemar p",
+            ],
+            rows,
+            [False, True, True, True, True],
+        )
+    )
+    changed = replay["fingerprint_changes"]
+    parts.append("<h3>What changed in the fingerprint</h3>")
+    parts.append(
+        _html_table(
+            ["entry", "original", "replay"],
+            [[c["entry"], c["original"], c["replay"]] for c in changed],
+        )
+        if changed
+        else "<p>Nothing: same code, libraries, machine, data, seeds and parameters.</p>"
+    )
+    return parts
 
 
 def _embedded_figure(path: Path, caption: str) -> str:
     """An <img> whose PNG lives inside the page, so the HTML needs no other files."""
     encoded = base64.b64encode(path.read_bytes()).decode("ascii")
     text = html.escape(caption)
-    return (f'<figure><img src="data:image/png;base64,{encoded}" alt="{text}">'
-            f"<figcaption>{text}</figcaption></figure>")
+    return (
+        f'<figure><img src="data:image/png;base64,{encoded}" alt="{text}">'
+        f"<figcaption>{text}</figcaption></figure>"
+    )
 
 
-def _index_html(results: Sequence[ModelResult], figures: Sequence[tuple[Path, str]], *,
-                title: str, run_info: Mapping[str, object]) -> str:
+def _gate_html(gate: Mapping, figures: Sequence[tuple[Path, str]]) -> list[str]:
+    rows = []
+    for model, d in gate.items():
+        pair = d.get("comparison")
+        diff = f"{100 * pair['difference']['accuracy']['estimate']:+.2f}" if pair else "-"
+        p = f"{float(pair['mcnemar']['pvalue']):.3g}" if pair else "-"
+        rows.append([model, d["decision"], d["champion_run_id"] or "-", diff, p, d["reason"]])
+    track = next(iter(gate.values()))["track"] if gate else ""
+    return [
+        f"<h2>vs champion (track {html.escape(str(track))})</h2>",
+        _html_table(
+            [
+                "model",
+                "decision",
+                "champion run",
+                "accuracy change (points)",
+                "McNemar p",
+                "reason",
+            ],
+            rows,
+            [False, False, False, True, True, False],
+        ),
+        *(_embedded_figure(path, caption) for path, caption in figures),
+    ]
+
+
+def _index_html(
+    results: Sequence[ModelResult],
+    figures: Sequence[tuple[Path, str]],
+    *,
+    title: str,
+    run_info: Mapping[str, object],
+    sections: Sections,
+) -> str:
     """Assemble the self-contained report page."""
     parts = [
         "<!DOCTYPE html>",
@@ -413,12 +674,32 @@ def _index_html(results: Sequence[ModelResult], figures: Sequence[tuple[Path, st
     ]
     if _is_synthetic(run_info):
         parts.append(f'<div class="banner" role="alert">{html.escape(SYNTHETIC_BANNER)}</div>')
+    if _budget_note(run_info):
+        parts.append(
+            f'<div class="banner" role="alert">{html.escape(BUDGET_BANNER.format(_budget_note(run_info)))}</div>'
+        )
     parts += [
         "<h2>Run</h2>",
-        (_html_table(["setting", "value"], [[key, value] for key, value in run_info.items()])
-         if run_info else "<p>No run information supplied.</p>"),
+        (
+            _html_table(["setting", "value"], [[key, value] for key, value in run_info.items()])
+            if run_info
+            else "<p>No run information supplied.</p>"
+        ),
         "<h2>Comparison</h2>",
         _comparison_html(results),
+    ]
+    if sections.gate:
+        parts += _gate_html(sections.gate, sections.gate_figures)
+    if sections.comparison is not None:
+        parts += _statistics_html(sections.comparison)
+    if sections.disagreement:
+        parts += [
+            "<h2>Where the models disagree</h2>",
+            *(_embedded_figure(path, caption) for path, caption in sections.disagreement),
+        ]
+    if sections.replay is not None:
+        parts += _replay_html(sections.replay)
+    parts += [
         "<h2>Figures</h2>",
         *(_embedded_figure(path, caption) for path, caption in figures),
     ]
@@ -442,14 +723,23 @@ def _index_html(results: Sequence[ModelResult], figures: Sequence[tuple[Path, st
 # --------------------------------------------------------------------------
 
 
-def render_report(results: Sequence[ModelResult], out_dir: Path, *, title: str,
-                  run_info: Mapping[str, object]) -> list[Path]:
+def render_report(
+    results: Sequence[ModelResult],
+    out_dir: Path,
+    *,
+    title: str,
+    run_info: Mapping[str, object],
+    sections: Sections | None = None,
+) -> list[Path]:
     """Write every figure, table and the HTML page for a run into out_dir.
 
     Files: learning_curves.png, confusion_matrices.png, roc_curves.png,
     comparison.png, comparison.csv (comparison_table plus ``parameters`` and
     ``train_seconds``), per_class_<model>.csv per model, and index.html with
     all images embedded. Works for any number of models (at least one).
+
+    `sections` adds the optional sections (see `Sections`); their figures, already written
+    into out_dir, are embedded and listed among the written files.
 
     Returns:
         The written paths, in the order above (index.html last).
@@ -459,14 +749,22 @@ def render_report(results: Sequence[ModelResult], out_dir: Path, *, title: str,
     out_dir.mkdir(parents=True, exist_ok=True)
 
     figures = [
-        (plot_learning_curves(results, out_dir / "learning_curves.png"),
-         "Learning curves: loss and accuracy per epoch, training vs validation"),
-        (plot_comparison(results, out_dir / "comparison.png"),
-         "Headline test-set metrics per model"),
-        (plot_confusion_matrices(results, out_dir / "confusion_matrices.png"),
-         "Confusion matrices, normalised by true class (diagonal = per-class recall)"),
-        (plot_roc_curves(results, out_dir / "roc_curves.png"),
-         "One-vs-rest ROC curves per class with micro average"),
+        (
+            plot_learning_curves(results, out_dir / "learning_curves.png"),
+            "Learning curves: loss and accuracy per epoch, training vs validation",
+        ),
+        (
+            plot_comparison(results, out_dir / "comparison.png"),
+            "Headline test-set metrics per model",
+        ),
+        (
+            plot_confusion_matrices(results, out_dir / "confusion_matrices.png"),
+            "Confusion matrices, normalised by true class (diagonal = per-class recall)",
+        ),
+        (
+            plot_roc_curves(results, out_dir / "roc_curves.png"),
+            "One-vs-rest ROC curves per class with micro average",
+        ),
     ]
     written = [path for path, _ in figures]
 
@@ -479,8 +777,12 @@ def render_report(results: Sequence[ModelResult], out_dir: Path, *, title: str,
         written.append(per_class_csv)
 
     index = out_dir / "index.html"
-    index.write_text(_index_html(results, figures, title=title, run_info=run_info),
-                     encoding="utf-8")
+    sections = sections or Sections()
+    written += [path for path, _ in sections.figures]
+    index.write_text(
+        _index_html(results, figures, title=title, run_info=run_info, sections=sections),
+        encoding="utf-8",
+    )
     written.append(index)
     return written
 
@@ -490,13 +792,20 @@ def _md_cell(value: object) -> str:
     return str(value).replace("\n", " ").replace("|", "\\|")
 
 
-def markdown_summary(results: Sequence[ModelResult], *, title: str,
-                     run_info: Mapping[str, object]) -> str:
+def markdown_summary(
+    results: Sequence[ModelResult],
+    *,
+    title: str,
+    run_info: Mapping[str, object],
+    sections: Sections | None = None,
+) -> str:
     """A compact markdown digest of the run, for a Prefect markdown artifact."""
     results = _validate_results(results)
     lines = [f"# {_md_cell(title)}", ""]
     if _is_synthetic(run_info):
         lines += [f"> **{SYNTHETIC_BANNER}**", ""]
+    if _budget_note(run_info):
+        lines += [f"> **{_md_cell(BUDGET_BANNER.format(_budget_note(run_info)))}**", ""]
     if run_info:
         lines += [f"- **{_md_cell(key)}**: {_md_cell(value)}" for key, value in run_info.items()]
         lines.append("")
@@ -515,6 +824,44 @@ def markdown_summary(results: Sequence[ModelResult], *, title: str,
         lines.append("| " + " | ".join(cells) + " |")
     if len(results) > 1:
         best = max(results, key=lambda result: float(result.metrics["accuracy"]))
-        lines += ["", f"Best test accuracy: **{_md_cell(best.name)}** "
-                      f"({_fmt_metric(best.metrics['accuracy'])})."]
+        lines += [
+            "",
+            f"Best test accuracy: **{_md_cell(best.name)}** "
+            f"({_fmt_metric(best.metrics['accuracy'])}).",
+        ]
+    sections = sections or Sections()
+    comparison, replay = sections.comparison, sections.replay
+    if sections.gate:
+        lines += ["", "## vs champion", ""]
+        lines += [
+            f"- **{_md_cell(model)}: {_md_cell(d['decision'])}**: {_md_cell(d['reason'])}"
+            for model, d in sections.gate.items()
+        ]
+    if comparison is not None:
+        level = f"{100 * float(comparison['settings']['confidence']):g}%"
+        lines += ["", "## How sure is this comparison?", ""]
+        lines += [f"- **{_md_cell(verdict)}**" for verdict in comparison["verdicts"]]
+        lines += [
+            "",
+            f"| model | accuracy ({level} CI) | F1 macro ({level} CI) |",
+            "|---|---:|---:|",
+        ]
+        lines += [
+            f"| {_md_cell(name)} | {_ci(m['accuracy'])} | {_ci(m['f1_macro'])} |"
+            for name, m in comparison["models"].items()
+        ]
+        for pair in comparison["pairs"]:
+            if pair["significant_classes"]:
+                lines += [
+                    "",
+                    f"Classes where {_md_cell(pair['a'])} and {_md_cell(pair['b'])} differ significantly "
+                    f"(Holm): {_md_cell(', '.join(pair['significant_classes']))}.",
+                ]
+    if replay is not None:
+        lines += [
+            "",
+            f"## Replay of {_md_cell(replay['original_run_id'])}",
+            "",
+            _md_cell(replay["summary"]),
+        ]
     return "\n".join(lines) + "\n"

@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 import boto3
 from boto3.s3.transfer import TransferConfig
@@ -27,7 +28,9 @@ from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionEr
 
 from compare_models.config import Settings
 
-TRANSFER = TransferConfig(multipart_threshold=64 * 1024 * 1024, multipart_chunksize=16 * 1024 * 1024, max_concurrency=4)
+TRANSFER = TransferConfig(
+    multipart_threshold=64 * 1024 * 1024, multipart_chunksize=16 * 1024 * 1024, max_concurrency=4
+)
 
 
 class StoreError(RuntimeError):
@@ -36,6 +39,10 @@ class StoreError(RuntimeError):
 
 class ObjectExists(StoreError):
     """A write-once object already exists."""
+
+
+class PreconditionFailed(StoreError):
+    """A conditional write lost: the object changed (or appeared) since it was read."""
 
 
 def parse_s3_uri(uri: str) -> tuple[str, str]:
@@ -53,8 +60,12 @@ def make_client(settings: Settings):
     return boto3.client(
         "s3",
         endpoint_url=settings.s3_endpoint_url,
-        aws_access_key_id=settings.aws_access_key_id.get_secret_value() if settings.aws_access_key_id else None,
-        aws_secret_access_key=settings.aws_secret_access_key.get_secret_value() if settings.aws_secret_access_key else None,
+        aws_access_key_id=settings.aws_access_key_id.get_secret_value()
+        if settings.aws_access_key_id
+        else None,
+        aws_secret_access_key=settings.aws_secret_access_key.get_secret_value()
+        if settings.aws_secret_access_key
+        else None,
         region_name=settings.aws_region,
         config=Config(
             connect_timeout=5,
@@ -66,6 +77,18 @@ def make_client(settings: Settings):
     )
 
 
+def make_presign_client(settings: Settings):
+    """A client that only signs links, for the endpoint a person's browser reaches
+    (`Settings.public_s3_url`, e.g. http://localhost:9000 when the workers use
+    http://minio:9000); None when that is the workers' endpoint. Same credentials, region,
+    path-style addressing and SigV4: a presigned URL is signed for its host, so it has to
+    be signed with the public one. Presigning is local computation: no request is sent."""
+    public = settings.public_s3_url
+    if not public or public.rstrip("/") == (settings.s3_endpoint_url or "").rstrip("/"):
+        return None
+    return make_client(settings.model_copy(update={"s3_endpoint_url": public}))
+
+
 @dataclass
 class ArtifactStore:
     """A bucket on an S3-compatible endpoint."""
@@ -73,10 +96,17 @@ class ArtifactStore:
     client: Any
     bucket: str
     endpoint: str = "AWS S3"
+    #: Signs presigned links for a browser-reachable endpoint (None: `client` signs them).
+    presign_client: Any = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ArtifactStore:
-        return cls(make_client(settings), settings.bucket, settings.s3_endpoint_url or "AWS S3")
+        return cls(
+            make_client(settings),
+            settings.bucket,
+            settings.s3_endpoint_url or "AWS S3",
+            presign_client=make_presign_client(settings),
+        )
 
     def uri(self, key: str) -> str:
         return f"s3://{self.bucket}/{key}"
@@ -95,7 +125,12 @@ class ArtifactStore:
         except ClientError as exc:
             status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
             code = exc.response.get("Error", {}).get("Code")
-            if status in (401, 403) or code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403"):
+            if status in (401, 403) or code in (
+                "InvalidAccessKeyId",
+                "SignatureDoesNotMatch",
+                "AccessDenied",
+                "403",
+            ):
                 raise StoreError(
                     f"the S3 endpoint {self.endpoint} refused the credentials (HTTP {status}, {code}). "
                     "Check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (environment or .env)."
@@ -106,9 +141,13 @@ class ArtifactStore:
                     "(`compare-models up` creates it locally; `aws s3 mb s3://{self.bucket}` elsewhere) "
                     "or set COMPARE_MODELS_BUCKET."
                 ) from None
-            raise StoreError(f"S3 check of bucket {self.bucket!r} on {self.endpoint} failed: {code} (HTTP {status})") from None
+            raise StoreError(
+                f"S3 check of bucket {self.bucket!r} on {self.endpoint} failed: {code} (HTTP {status})"
+            ) from None
         except BotoCoreError as exc:
-            raise StoreError(f"S3 check of bucket {self.bucket!r} on {self.endpoint} failed: {exc}") from None
+            raise StoreError(
+                f"S3 check of bucket {self.bucket!r} on {self.endpoint} failed: {exc}"
+            ) from None
 
     def ensure_bucket(self) -> None:
         try:
@@ -150,13 +189,17 @@ class ArtifactStore:
             self.client.download_file(bucket, key, str(part), Config=TRANSFER)
         except (BotoCoreError, ClientError) as exc:
             part.unlink(missing_ok=True)
-            raise StoreError(f"could not read {uri}: {exc}. Check the URI and that the credentials can read it.") from None
+            raise StoreError(
+                f"could not read {uri}: {exc}. Check the URI and that the credentials can read it."
+            ) from None
         part.replace(path)
         return path
 
     def list_objects(self, prefix: str) -> Iterator[tuple[str, int]]:
         """(key, size in bytes) of every object under `prefix`."""
-        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
+        for page in self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=prefix
+        ):
             for obj in page.get("Contents", []):
                 yield obj["Key"], obj["Size"]
 
@@ -167,34 +210,83 @@ class ArtifactStore:
     def list_prefixes(self, prefix: str) -> list[str]:
         """Immediate 'sub-folders' of prefix (which should end with '/')."""
         found: list[str] = []
-        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix, Delimiter="/"):
+        for page in self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=prefix, Delimiter="/"
+        ):
             found += [p["Prefix"] for p in page.get("CommonPrefixes", [])]
         return found
 
     def presign(self, key: str, seconds: int) -> str:
-        return self.client.generate_presigned_url("get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=seconds)
+        """A GET link valid for `seconds`, for the public endpoint when one is set
+        (COMPARE_MODELS_PUBLIC_S3_URL), else for the endpoint the workers use."""
+        client = self.presign_client or self.client
+        return client.generate_presigned_url(
+            "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=seconds
+        )
 
     # ── writes ──────────────────────────────────────────────────────────────
 
     def _guard(self, key: str, overwrite: bool) -> None:
         if not overwrite and self.exists(key):
-            raise ObjectExists(f"{self.uri(key)} already exists and is write-once; not overwriting it")
+            raise ObjectExists(
+                f"{self.uri(key)} already exists and is write-once; not overwriting it"
+            )
 
-    def upload(self, path: Path, key: str, *, overwrite: bool = False, content_type: str | None = None) -> str:
+    def upload(
+        self, path: Path, key: str, *, overwrite: bool = False, content_type: str | None = None
+    ) -> str:
         self._guard(key, overwrite)
         extra = {"ContentType": content_type} if content_type else None
         self.client.upload_file(str(path), self.bucket, key, ExtraArgs=extra, Config=TRANSFER)
         return self.uri(key)
 
-    def put_bytes(self, data: bytes, key: str, *, overwrite: bool = False, content_type: str | None = None) -> str:
+    def put_bytes(
+        self, data: bytes, key: str, *, overwrite: bool = False, content_type: str | None = None
+    ) -> str:
         self._guard(key, overwrite)
         extra = {"ContentType": content_type} if content_type else None
-        self.client.upload_fileobj(io.BytesIO(data), self.bucket, key, ExtraArgs=extra, Config=TRANSFER)
+        self.client.upload_fileobj(
+            io.BytesIO(data), self.bucket, key, ExtraArgs=extra, Config=TRANSFER
+        )
         return self.uri(key)
 
     def put_json(self, obj: Any, key: str, *, overwrite: bool = False) -> str:
         data = json.dumps(obj, indent=2, sort_keys=True, default=str).encode()
         return self.put_bytes(data, key, overwrite=overwrite, content_type="application/json")
+
+    # ── conditional writes (claims and pointers: champions) ──────────────────
+
+    def get_json_versioned(self, key: str) -> tuple[Any, str] | tuple[None, None]:
+        """(object, ETag) of a JSON object, or (None, None) if there is none; the ETag goes to
+        `put_json_if` so that the write fails if anyone changed the object meanwhile."""
+        try:
+            response = self.client.get_object(Bucket=self.bucket, Key=key)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                return None, None
+            raise
+        return json.loads(response["Body"].read()), response["ETag"]
+
+    def put_json_if(self, obj: Any, key: str, *, etag: str | None) -> str:
+        """Writes `obj` only if `key` still has `etag` (If-Match), or, with `etag=None`, only if
+        `key` does not exist yet (If-None-Match: *). Returns the new ETag; raises
+        `PreconditionFailed` when another writer got there first. SeaweedFS, MinIO and AWS S3
+        evaluate these conditions on the server, so two writers can never both succeed."""
+        data = json.dumps(obj, indent=2, sort_keys=True, default=str).encode()
+        condition = {"IfMatch": etag} if etag else {"IfNoneMatch": "*"}
+        try:
+            response = self.client.put_object(
+                Bucket=self.bucket, Key=key, Body=data, ContentType="application/json", **condition
+            )
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in (
+                "PreconditionFailed",
+                "ConditionalRequestConflict",
+                "412",
+            ):
+                raise PreconditionFailed(f"{self.uri(key)} was changed by another writer") from None
+            raise
+        return response["ETag"]
 
     # ── deletes (checkpoints and scratch buckets only; run results are write-once) ──
 
@@ -208,7 +300,9 @@ class ArtifactStore:
         refused: emptying a whole bucket is `delete_bucket`'s job.
         """
         if not prefix:
-            raise ValueError("delete_prefix needs a non-empty prefix; use delete_bucket to empty a bucket")
+            raise ValueError(
+                "delete_prefix needs a non-empty prefix; use delete_bucket to empty a bucket"
+            )
         return self._delete_keys(prefix, keep)
 
     def _delete_keys(self, prefix: str, keep: Iterable[str] = ()) -> int:
@@ -216,10 +310,14 @@ class ArtifactStore:
         doomed = [k for k in self.list_keys(prefix) if k not in kept]
         for start in range(0, len(doomed), 1000):
             batch = [{"Key": k} for k in doomed[start : start + 1000]]
-            response = self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
+            response = self.client.delete_objects(
+                Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True}
+            )
             if response.get("Errors"):
                 first = response["Errors"][0]
-                raise StoreError(f"could not delete {first.get('Key')} in {self.uri(prefix)}: {first.get('Code')}")
+                raise StoreError(
+                    f"could not delete {first.get('Key')} in {self.uri(prefix)}: {first.get('Code')}"
+                )
         return len(doomed)
 
     def delete_bucket(self) -> None:

@@ -1,10 +1,15 @@
 """`compare-models`: the parent flow. Orchestration only; the tasks are in `tasks/`, the
 logic in the `compare_models` library. Tasks pass S3 keys and small dicts, never arrays
 or Keras models.
+
+    preflight → prepare-data → train (every model at once, each in its own process)
+    → evaluate → compare (paired statistics, fingerprint, replay) → gate (vs the champions)
+    → report → manifest (last) → alert (an event per regression)
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from prefect import flow, get_run_logger
@@ -13,8 +18,10 @@ from prefect.runtime import flow_run
 from compare_models.config import RunParams
 from compare_models.jobs import plan_jobs
 from compare_models.publish import new_run_id
-from tasks.data import prepare_data, preflight
+from tasks.comparison import compare
+from tasks.data import preflight, prepare_data
 from tasks.evaluation import evaluate_all
+from tasks.gate import alert, gate
 from tasks.reporting import manifest, report
 from tasks.training import train_all
 
@@ -32,16 +39,28 @@ def _flow_run_name() -> str:
 @flow(name="compare-models", flow_run_name=_flow_run_name, persist_result=False)
 def compare_models(params: RunParams = RunParams()) -> dict[str, Any]:
     """Train, evaluate and compare the models on CIFAR-10; publish everything to S3."""
-    run_id = _run_id(params)
-    get_run_logger().info("run %s: models %s, data %s, split %s", run_id, list(params.models), params.data,
-                          params.split.protocol)
+    run_id, started_at = _run_id(params), time.time()
+    get_run_logger().info(
+        "run %s: models %s, data %s, split %s",
+        run_id,
+        list(params.models),
+        params.data,
+        params.split.protocol,
+    )
 
     weights_key = preflight(params, run_id)
     dataset = prepare_data(params)
-    trained = train_all(plan_jobs(params, run_id, dataset, weights_key), params.execution)
+    trained = train_all(
+        plan_jobs(params, run_id, dataset, weights_key, started_at=started_at), params.execution
+    )
     metrics = evaluate_all(run_id, trained, dataset)
-    report_keys = report(run_id, params, dataset, trained, metrics)
-    summary = manifest(run_id, params, dataset, trained, metrics, report_keys, weights_key)
+    compared = compare(run_id, params, dataset, trained)
+    decisions = gate(run_id, params, dataset, trained, metrics, compared)
+    report_keys = report(run_id, params, dataset, trained, metrics, compared, decisions)
+    summary = manifest(
+        run_id, params, dataset, trained, metrics, compared, decisions, report_keys, weights_key
+    )
+    alert(run_id, params, decisions, summary["manifest"])
 
     get_run_logger().info("run %s complete: report %s", run_id, summary["report"])
     return summary

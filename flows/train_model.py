@@ -24,7 +24,12 @@ from compare_models.store import ArtifactStore
 from tasks.child_runs import ensure_still_running
 
 
-@flow(name="train-model", flow_run_name="{job.run_id}-{job.model}", log_prints=False, persist_result=False)
+@flow(
+    name="train-model",
+    flow_run_name="{job.run_id}-{job.model}",
+    log_prints=False,
+    persist_result=False,
+)
 def train_model(job: TrainingJob) -> dict:
     """Train one model of a run and publish it (model, predictions, history) to S3."""
     # Keras loads here, in the training process, not when the flow is deployed or imported.
@@ -34,10 +39,17 @@ def train_model(job: TrainingJob) -> dict:
     settings = Settings()
     store = ArtifactStore.from_settings(settings)
     store.check()
-    progress = create_progress_artifact(0.0, description=f"{job.model}: epochs completed of {job.train.epochs}")
-    result = train(job, store, settings.cache_dir, logger,
-                   on_epoch=lambda done, total, logs: update_progress_artifact(progress, 100.0 * done / total),
-                   before_publish=lambda: ensure_still_running(flow_run.id, logger))
+    progress = create_progress_artifact(
+        0.0, description=f"{job.model}: epochs completed of {job.train.epochs}"
+    )
+    result = train(
+        job,
+        store,
+        settings.cache_dir,
+        logger,
+        on_epoch=lambda done, total, logs: update_progress_artifact(progress, 100.0 * done / total),
+        before_publish=lambda: ensure_still_running(flow_run.id, logger),
+    )
     return result.as_dict()
 
 
@@ -48,7 +60,11 @@ def main(argv: list[str]) -> int:
     try:
         result = train_model(job)
     except BaseException as exc:  # report any failure to the parent, then exit non-zero
-        result_path.write_text(json.dumps({"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}))
+        result_path.write_text(
+            json.dumps(
+                {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
+            )
+        )
         return 1
     result_path.write_text(json.dumps({"result": result}))
     return 0

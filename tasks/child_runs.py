@@ -45,11 +45,15 @@ def wait_until_final(child: FlowRun, poll_seconds: float, start_timeout_seconds:
                 return flow_run
             waiting = state is None or state.is_scheduled() or state.is_pending()
             if waiting and time.monotonic() > deadline:
-                message = (f"no worker of the {flow_run.work_pool_name!r} work pool started {flow_run.name} within "
-                           f"{start_timeout_seconds:g} s")
+                message = (
+                    f"no worker of the {flow_run.work_pool_name!r} work pool started {flow_run.name} within "
+                    f"{start_timeout_seconds:g} s"
+                )
                 client.set_flow_run_state(child.id, Cancelled(message=message), force=True)
-                raise TrainingFailed(f"{message}. Start one (`compare-models up --workers` locally, or `prefect worker "
-                                     f"start --pool {flow_run.work_pool_name}`), or raise execution.start_timeout_seconds.")
+                raise TrainingFailed(
+                    f"{message}. Start one (`compare-models up --workers` locally, or `prefect worker "
+                    f"start --pool {flow_run.work_pool_name}`), or raise execution.start_timeout_seconds."
+                )
             time.sleep(poll_seconds)
 
 
@@ -59,12 +63,19 @@ def cancel_earlier_attempts(child: FlowRun, logger: Any) -> None:
     unfinished = [StateType.SCHEDULED, StateType.PENDING, StateType.RUNNING, StateType.PAUSED]
     with get_client(sync_client=True) as client:
         for stale in client.read_flow_runs(
-            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(not_any_=[child.id]), name=FlowRunFilterName(any_=[child.name]),
-                                          state=FlowRunFilterState(type=FlowRunFilterStateType(any_=unfinished))),
+            flow_run_filter=FlowRunFilter(
+                id=FlowRunFilterId(not_any_=[child.id]),
+                name=FlowRunFilterName(any_=[child.name]),
+                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=unfinished)),
+            ),
             deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[child.deployment_id])),
         ):
-            logger.warning("cancelling %s (%s), left over from an earlier attempt", stale.name, stale.id)
-            client.set_flow_run_state(stale.id, Cancelling(message="superseded by a newer attempt"), force=True)
+            logger.warning(
+                "cancelling %s (%s), left over from an earlier attempt", stale.name, stale.id
+            )
+            client.set_flow_run_state(
+                stale.id, Cancelling(message="superseded by a newer attempt"), force=True
+            )
 
 
 def ensure_still_running(flow_run_id, logger) -> None:
@@ -74,8 +85,30 @@ def ensure_still_running(flow_run_id, logger) -> None:
         with get_client(sync_client=True) as client:
             state = client.read_flow_run(flow_run_id).state
     except Exception as exc:
-        logger.warning("could not read this flow run's state before publishing (%s); publishing anyway", exc)
+        logger.warning(
+            "could not read this flow run's state before publishing (%s); publishing anyway", exc
+        )
         return
     if state is not None and not state.is_running():
-        raise Superseded(f"this flow run is {state.name} on the server ({state.message or 'no message'}); a newer "
-                         "attempt may be training this model, so this one publishes nothing")
+        raise Superseded(
+            f"this flow run is {state.name} on the server ({state.message or 'no message'}); a newer "
+            "attempt may be training this model, so this one publishes nothing"
+        )
+
+
+def flow_run_alive(flow_run_id: str) -> bool:
+    """Whether a flow run may still be writing: not in a final state. An id the server does not
+    know (e.g. a local run without a flow run) is not alive; an unreachable API counts as alive,
+    so that nothing is taken over on a guess."""
+    from prefect.exceptions import ObjectNotFound
+
+    try:
+        with get_client(sync_client=True) as client:
+            state = client.read_flow_run(flow_run_id).state
+    except ObjectNotFound:
+        return False
+    except ValueError:  # not a UUID: a `local-...` owner
+        return False
+    except Exception:
+        return True
+    return state is None or not state.is_final()

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import uuid
+
 from prefect import get_run_logger, task
+from prefect.runtime import flow_run
 
 from compare_models import registry
 from compare_models.config import RunParams
 from compare_models.data import DatasetRef, prepare_dataset
-from compare_models.publish import guard_run_prefix
+from compare_models.publish import claim_run, guard_run_prefix
 from compare_models.weights import resolve_resnet_weights
 from tasks._store import open_store
+from tasks.child_runs import flow_run_alive
 
 
 @task(name="preflight")
@@ -20,6 +24,10 @@ def preflight(params: RunParams, run_id: str) -> str | None:
     settings, store = open_store()
     store.check()
     guard_run_prefix(store, run_id)
+    owner = str(flow_run.id) if flow_run.id else f"local-{uuid.uuid4()}"
+    get_run_logger().info(
+        "run %s: %s", run_id, claim_run(store, run_id, owner, owner_alive=flow_run_alive)
+    )
     if any(registry.get(m).takes_weights for m in params.models):
         return resolve_resnet_weights(params.resnet_weights, store, settings.cache_dir)
     return None
@@ -29,9 +37,15 @@ def preflight(params: RunParams, run_id: str) -> str | None:
 def prepare_data(params: RunParams) -> DatasetRef:
     """Fetch → verify → decode → normalise → split, stored in S3 once per content and split."""
     settings, store = open_store()
-    ref = prepare_dataset(params.data, params.split, store, settings.cache_dir, expected_sha256=params.data_sha256)
+    ref = prepare_dataset(
+        params.data, params.split, store, settings.cache_dir, expected_sha256=params.data_sha256
+    )
     get_run_logger().info(
-        "data %s%s: %s, %s (%.1f s)", ref.name, " [SYNTHETIC]" if ref.synthetic else "", ref.sizes,
-        "reused from the store" if ref.reused else "prepared and stored", ref.seconds,
+        "data %s%s: %s, %s (%.1f s)",
+        ref.name,
+        " [SYNTHETIC]" if ref.synthetic else "",
+        ref.sizes,
+        "reused from the store" if ref.reused else "prepared and stored",
+        ref.seconds,
     )
     return ref

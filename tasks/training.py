@@ -36,8 +36,10 @@ TRAIN_DEPLOYMENT = "train-model/gpu"
 
 
 def _worth_retrying(task, task_run, state) -> bool:
-    """Retry crashes and transient faults; a diverged training would only diverge again."""
-    return "TrainingDiverged" not in str(state.message or "")
+    """Retry crashes and transient faults; a diverged training would only diverge again, and a
+    run holding another recipe's model or checkpoint would only refuse again."""
+    message = str(state.message or "")
+    return "TrainingDiverged" not in message and "RecipeMismatch" not in message
 
 
 def _attempt_job(job: TrainingJob) -> TrainingJob:
@@ -51,8 +53,14 @@ def _trained(job: TrainingJob) -> dict[str, Any]:
     result = stored_result(store, job.run_id, job.model)
     if result is None:
         raise TrainingFailed(f"{job.model}: the training finished but published no result")
-    get_run_logger().info("%s: %d epoch(s), %.1f s in fit (resumed from epoch %d), peak memory %.0f MiB", job.model,
-                          result.epochs, result.fit_seconds, result.resumed_from_epoch, result.peak_rss_mb)
+    get_run_logger().info(
+        "%s: %d epoch(s), %.1f s in fit (resumed from epoch %d), peak memory %.0f MiB",
+        job.model,
+        result.epochs,
+        result.fit_seconds,
+        result.resumed_from_epoch,
+        result.peak_rss_mb,
+    )
     return result.as_dict()
 
 
@@ -64,16 +72,32 @@ def train_in_subprocess(job: TrainingJob, execution: ExecutionParams) -> dict[st
     if PREFECT_API_URL.value():
         env["PREFECT_API_URL"] = PREFECT_API_URL.value()
     with tempfile.TemporaryDirectory(prefix=f"job-{job.model}-") as tmp:
-        job_path, result_path, log_path = Path(tmp) / "job.json", Path(tmp) / "result.json", Path(tmp) / "output.log"
+        job_path, result_path, log_path = (
+            Path(tmp) / "job.json",
+            Path(tmp) / "result.json",
+            Path(tmp) / "output.log",
+        )
         job_path.write_text(job.model_dump_json())
-        get_run_logger().info("%s: attempt %d in a separate process (%d thread(s))", job.model, job.attempt, job.threads)
+        get_run_logger().info(
+            "%s: attempt %d in a separate process (%d thread(s))",
+            job.model,
+            job.attempt,
+            job.threads,
+        )
         with log_path.open("wb") as log:
-            code = subprocess.call([sys.executable, "-m", "flows.train_model", str(job_path), str(result_path)],
-                                   env=env, stdout=log, stderr=subprocess.STDOUT, cwd=project_root())
+            code = subprocess.call(
+                [sys.executable, "-m", "flows.train_model", str(job_path), str(result_path)],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=project_root(),
+            )
         if code != 0:
             outcome = json.loads(result_path.read_text()) if result_path.exists() else {}
             tail = log_path.read_text(errors="replace")[-3000:]
-            raise TrainingFailed(f"{job.model} training failed (exit {code}): {outcome.get('error') or tail}")
+            raise TrainingFailed(
+                f"{job.model} training failed (exit {code}): {outcome.get('error') or tail}"
+            )
     return _trained(job)
 
 
@@ -93,8 +117,11 @@ def train_on_worker(job: TrainingJob, execution: ExecutionParams) -> dict[str, A
     job = _attempt_job(job)
     with _CREATING_CHILD:
         child = run_deployment(
-            name=TRAIN_DEPLOYMENT, parameters={"job": job.model_dump(mode="json")}, timeout=0,
-            as_subflow=True, idempotency_key=f"{job.run_id}-{job.model}-attempt-{job.attempt}",
+            name=TRAIN_DEPLOYMENT,
+            parameters={"job": job.model_dump(mode="json")},
+            timeout=0,
+            as_subflow=True,
+            idempotency_key=f"{job.run_id}-{job.model}-attempt-{job.attempt}",
             flow_run_name=f"{job.run_id}-{job.model}",
         )
     if job.attempt > 1:
@@ -102,8 +129,10 @@ def train_on_worker(job: TrainingJob, execution: ExecutionParams) -> dict[str, A
     child = wait_until_final(child, execution.poll_seconds, execution.start_timeout_seconds)
     if not child.state or not child.state.is_completed():
         state = child.state.name if child.state else "unknown"
-        raise TrainingFailed(f"{job.model}: train-model flow run {child.name} ended {state}: "
-                             f"{child.state.message if child.state else ''}")
+        raise TrainingFailed(
+            f"{job.model}: train-model flow run {child.name} ended {state}: "
+            f"{child.state.message if child.state else ''}"
+        )
     return _trained(job)
 
 
@@ -113,13 +142,16 @@ TRAINERS = {"local": train_in_subprocess, "deployment": train_on_worker}
 def train_all(jobs: list[TrainingJob], execution: ExecutionParams) -> dict[str, dict[str, Any]]:
     """Starts every training at once with the run's trainer, waits for all, and fails the
     run (naming each failed model) if any failed: nothing is published then."""
-    trainer = TRAINERS[execution.trainer].with_options(retries=execution.retries,
-                                                       retry_delay_seconds=execution.retry_delay_seconds)
+    trainer = TRAINERS[execution.trainer].with_options(
+        retries=execution.retries, retry_delay_seconds=execution.retry_delay_seconds
+    )
     futures: dict[str, PrefectFuture] = {job.model: trainer.submit(job, execution) for job in jobs}
     for future in futures.values():
         future.wait()
     failed = {m: f.state for m, f in futures.items() if not f.state.is_completed()}
     if failed:
         errors = "; ".join(str(state.message or state.name) for state in failed.values())
-        raise TrainingFailed(f"training failed for {', '.join(failed)}: {errors}. Nothing was published for this run.")
+        raise TrainingFailed(
+            f"training failed for {', '.join(failed)}: {errors}. Nothing was published for this run."
+        )
     return {m: f.result() for m, f in futures.items()}

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import secrets
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -20,11 +22,80 @@ ROOT = Path(__file__).resolve().parent.parent
 REAL_ARCHIVE = ROOT.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
 
 
+# ── the command line, run as a user would ────────────────────────────────────
+
+
+def cli_command(*args: str) -> list[str]:
+    """The argv of `compare-models ARGS` with this interpreter (`python -m compare_models.cli`)."""
+    return [sys.executable, "-m", "compare_models.cli", *args]
+
+
+def cli(
+    *args: str, timeout: float = 600, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """Run `compare-models ARGS` from the project root, output captured as text; `env` replaces
+    the whole environment (default: this process's, as it is now)."""
+    return subprocess.run(
+        cli_command(*args), cwd=ROOT, capture_output=True, text=True, env=env, timeout=timeout
+    )
+
+
+def smoke_run_args(
+    data: str, models: str, sizes: tuple[int, int, int], epochs: int, *extra: str
+) -> list[str]:
+    """The arguments of `compare-models run --preset smoke` on a `sizes` split of (train, val,
+    test) images, then `extra`, then `--json`."""
+    train, val, test = sizes
+    return [
+        "run",
+        "--preset",
+        "smoke",
+        "--data",
+        data,
+        "--models",
+        models,
+        "--split",
+        "sizes",
+        "--train-size",
+        str(train),
+        "--val-size",
+        str(val),
+        "--test-size",
+        str(test),
+        "--epochs",
+        str(epochs),
+        *extra,
+        "--json",
+    ]
+
+
+@pytest.fixture
+def placeholder_dataset():
+    """A DatasetRef naming no real data (synthetic, no files): for a training job that must be
+    refused or never start."""
+    from compare_models.data import DatasetRef
+
+    return DatasetRef(
+        name="x",
+        synthetic=True,
+        source="synthetic:1",
+        archive_sha256=None,
+        prefix="datasets/x/",
+        class_names=[str(i) for i in range(10)],
+        sizes={},
+        files={},
+        normalisation={},
+    )
+
+
+# ── the local services ───────────────────────────────────────────────────────
+
+
 @pytest.fixture(scope="session")
 def stack():
     """Start (or reuse) the local services and point this process at a fresh test bucket."""
-    from compare_models.local_stack import up
     from compare_models.config import Settings
+    from compare_models.local_stack import up
     from compare_models.store import ArtifactStore
 
     up()
@@ -67,3 +138,28 @@ def settings(stack):
 @pytest.fixture
 def cache_dir(tmp_path):
     return tmp_path / "cache"
+
+
+@pytest.fixture(scope="session")
+def plugin_models(tmp_path_factory):
+    """Installs tests/plugin_models as a user's package would: a distribution whose
+    `compare_models.models` entry point names the `tiny` model. The dist-info folder goes
+    on sys.path (this process) and PYTHONPATH (the training subprocesses and CLI runs)."""
+    site = tmp_path_factory.mktemp("plugin-site")
+    info = site / "compare_models_test_plugin-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: compare-models-test-plugin\nVersion: 0.1\n"
+    )
+    (info / "entry_points.txt").write_text(
+        "[compare_models.models]\ntiny = tests.plugin_models.specs:TINY\n"
+    )
+    saved = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(site), str(ROOT), saved) if p)
+    sys.path.insert(0, str(site))
+    yield "tiny"
+    sys.path.remove(str(site))
+    if saved is None:
+        os.environ.pop("PYTHONPATH", None)
+    else:
+        os.environ["PYTHONPATH"] = saved

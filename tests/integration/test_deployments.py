@@ -7,10 +7,11 @@ own (same pools, this session's test bucket in their environment), then stops th
 from __future__ import annotations
 
 import asyncio
-import logging
 import json
+import logging
 import subprocess
 import sys
+from datetime import UTC
 
 import pytest
 
@@ -27,7 +28,13 @@ def deployed(stack):
 
     down(only=WORKERS)
     up(workers=True)  # inherits this session's COMPARE_MODELS_BUCKET
-    out = subprocess.run([sys.executable, "-m", "compare_models.cli", "deploy"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-m", "compare_models.cli", "deploy"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     yield
     down(only=WORKERS)
@@ -48,20 +55,32 @@ def test_deployments_are_declared_as_in_prefect_yaml(deployed):
 
     async def read():
         async with get_client() as client:
-            return {name: await client.read_deployment_by_name(name)
-                    for name in ("compare-models/nightly", "train-model/gpu")}
+            return {
+                name: await client.read_deployment_by_name(name)
+                for name in ("compare-models/nightly", "train-model/gpu")
+            }
 
     deployments = asyncio.run(read())
     nightly = deployments["compare-models/nightly"]
     assert nightly.work_pool_name == "cpu" and nightly.enforce_parameter_schema
     crons = [(s.schedule.cron, s.schedule.timezone, s.active) for s in nightly.schedules]
     assert crons == [("0 2 * * *", "UTC", True)]
-    assert "params" in nightly.parameter_openapi_schema["properties"]  # typed: the UI renders a form
-    assert deployments["train-model/gpu"].work_pool_name == "gpu"  # one deployment trains any registered model
+    assert (
+        "params" in nightly.parameter_openapi_schema["properties"]
+    )  # typed: the UI renders a form
+    assert (
+        deployments["train-model/gpu"].work_pool_name == "gpu"
+    )  # one deployment trains any registered model
     from deployments.deploy import HEARTBEAT_SECONDS
 
-    for deployment in deployments.values():  # heartbeats feed the zombie-run automation (prefect.yaml says 30)
-        assert deployment.job_variables["env"]["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"] == str(HEARTBEAT_SECONDS) == "30"
+    for (
+        deployment
+    ) in deployments.values():  # heartbeats feed the zombie-run automation (prefect.yaml says 30)
+        assert (
+            deployment.job_variables["env"]["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"]
+            == str(HEARTBEAT_SECONDS)
+            == "30"
+        )
 
 
 def test_deploy_creates_the_zombie_run_automation_once(deployed):
@@ -70,7 +89,13 @@ def test_deploy_creates_the_zombie_run_automation_once(deployed):
 
     from deployments.deploy import CRASH_AFTER_SECONDS, ZOMBIE_AUTOMATION
 
-    out = subprocess.run([sys.executable, "-m", "compare_models.cli", "deploy"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-m", "compare_models.cli", "deploy"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0 and "exists" in out.stdout  # deploying again does not duplicate it
     with get_client(sync_client=True) as client:
         automations = client.read_automations_by_name(ZOMBIE_AUTOMATION)
@@ -82,20 +107,67 @@ def test_deploy_creates_the_zombie_run_automation_once(deployed):
 
 def test_invalid_parameters_are_rejected_before_a_run_starts(deployed):
     bad = json.dumps({"params": {"train": {"epochs": 0}, "models": ["cnn"]}})
-    out = subprocess.run([*PREFECT, "deployment", "run", "compare-models/nightly", "--params", bad],
-                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [*PREFECT, "deployment", "run", "compare-models/nightly", "--params", bad],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode != 0
     assert "epochs" in out.stdout + out.stderr
 
 
 def test_nightly_deployment_run_trains_both_models_in_parallel_on_workers(deployed, stack):
     params = subprocess.run(
-        [sys.executable, "-m", "compare_models.cli", "params", "--preset", "smoke", "--data", "synthetic:200", "--split", "sizes",
-         "--train-size", "100", "--val-size", "40", "--test-size", "40", "--epochs", "2", "--batch-size", "32",
-         "--resnet-weights", "none", "--trainer", "deployment"],
-        cwd=ROOT, capture_output=True, text=True, check=True).stdout
-    out = subprocess.run([*PREFECT, "deployment", "run", "compare-models/nightly", "--params", params, "--watch",
-                          "--watch-timeout", "600"], cwd=ROOT, capture_output=True, text=True, timeout=700)
+        [
+            sys.executable,
+            "-m",
+            "compare_models.cli",
+            "params",
+            "--preset",
+            "smoke",
+            "--data",
+            "synthetic:200",
+            "--split",
+            "sizes",
+            "--train-size",
+            "100",
+            "--val-size",
+            "40",
+            "--test-size",
+            "40",
+            "--epochs",
+            "2",
+            "--batch-size",
+            "32",
+            "--resnet-weights",
+            "none",
+            "--trainer",
+            "deployment",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    out = subprocess.run(
+        [
+            *PREFECT,
+            "deployment",
+            "run",
+            "compare-models/nightly",
+            "--params",
+            params,
+            "--watch",
+            "--watch-timeout",
+            "600",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=700,
+    )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
 
     from prefect.client.orchestration import get_client
@@ -105,11 +177,21 @@ def test_nightly_deployment_run_trains_both_models_in_parallel_on_workers(deploy
     async def read():
         async with get_client() as client:
             deployment = await client.read_deployment_by_name("compare-models/nightly")
-            parent = (await client.read_flow_runs(sort=FlowRunSort.START_TIME_DESC, limit=1,
-                                                   flow_run_filter=FlowRunFilter(deployment_id={"any_": [deployment.id]},
-                                                                                 state={"type": {"any_": ["COMPLETED"]}})))[0]
+            parent = (
+                await client.read_flow_runs(
+                    sort=FlowRunSort.START_TIME_DESC,
+                    limit=1,
+                    flow_run_filter=FlowRunFilter(
+                        deployment_id={"any_": [deployment.id]},
+                        state={"type": {"any_": ["COMPLETED"]}},
+                    ),
+                )
+            )[0]
             children = await client.read_flow_runs(
-                flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[parent.id])))
+                flow_run_filter=FlowRunFilter(
+                    parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[parent.id])
+                )
+            )
             return parent, children
 
     parent, children = asyncio.run(read())
@@ -127,31 +209,41 @@ def test_nightly_deployment_run_trains_both_models_in_parallel_on_workers(deploy
     assert manifest["params"]["execution"]["trainer"] == "deployment"
 
 
-def test_a_training_no_worker_starts_fails_the_attempt_instead_of_waiting_forever(deployed, stack, prefect_api):
+def test_a_training_no_worker_starts_fails_the_attempt_instead_of_waiting_forever(
+    deployed, stack, prefect_api
+):
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
 
-    from flows.compare_models import compare_models
-    from compare_models.local_stack import WORKERS, down, up
     from compare_models.config import RunParams
+    from compare_models.local_stack import WORKERS, down, up
+    from flows.compare_models import compare_models
 
     gpu_worker = next(w for w in WORKERS if w.name == "worker-gpu")
     down(only=(gpu_worker,))
     try:
-        params = RunParams.model_validate({
-            "data": "synthetic:200", "split": {"protocol": "sizes", "train": 100, "val": 40, "test": 40}, "models": ["cnn"],
-            "run_id": "no-gpu-worker", "execution": {"trainer": "deployment", "retries": 0, "start_timeout_seconds": 3}})
+        params = RunParams.model_validate(
+            {
+                "data": "synthetic:200",
+                "split": {"protocol": "sizes", "train": 100, "val": 40, "test": 40},
+                "models": ["cnn"],
+                "run_id": "no-gpu-worker",
+                "execution": {"trainer": "deployment", "retries": 0, "start_timeout_seconds": 3},
+            }
+        )
         state = compare_models(params=params, return_state=True)
     finally:
         up(workers=True)
     assert state.is_failed() and "no worker of the 'gpu' work pool started" in state.message
     with get_client(sync_client=True) as client:
-        [child] = client.read_flow_runs(flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=["no-gpu-worker-cnn"])))
+        [child] = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=["no-gpu-worker-cnn"]))
+        )
     assert child.state.is_cancelled()  # not left Scheduled for a worker to pick up later
 
 
 def test_a_retry_cancels_the_child_an_earlier_attempt_left_unfinished(deployed, prefect_api):
-    from datetime import datetime, timedelta, timezone
+    from datetime import datetime, timedelta
 
     from prefect import flow
     from prefect.client.orchestration import get_client
@@ -162,15 +254,35 @@ def test_a_retry_cancels_the_child_an_earlier_attempt_left_unfinished(deployed, 
     from compare_models.jobs import TrainingJob
     from tasks.child_runs import cancel_earlier_attempts
 
-    dataset = DatasetRef(name="x", synthetic=True, source="synthetic:1", archive_sha256=None, prefix="datasets/x/",
-                         class_names=[str(i) for i in range(10)], sizes={}, files={}, normalisation={})
-    job = TrainingJob(run_id="stale", model="cnn", dataset=dataset, train=TrainParams()).model_dump(mode="json")
-    tomorrow = datetime.now(timezone.utc) + timedelta(days=1)  # no worker picks these up
+    dataset = DatasetRef(
+        name="x",
+        synthetic=True,
+        source="synthetic:1",
+        archive_sha256=None,
+        prefix="datasets/x/",
+        class_names=[str(i) for i in range(10)],
+        sizes={},
+        files={},
+        normalisation={},
+    )
+    job = TrainingJob(run_id="stale", model="cnn", dataset=dataset, train=TrainParams()).model_dump(
+        mode="json"
+    )
+    tomorrow = datetime.now(UTC) + timedelta(days=1)  # no worker picks these up
     with get_client(sync_client=True) as client:
         deployment = client.read_deployment_by_name("train-model/gpu")
-        old, new = (client.create_flow_run_from_deployment(deployment.id, parameters={"job": job}, name="stale-cnn",
-                                                           state=Scheduled(scheduled_time=tomorrow)) for _ in range(2))
-        flow(name="cancel-earlier-attempts-test")(lambda: cancel_earlier_attempts(new, logging.getLogger("test")))()
+        old, new = (
+            client.create_flow_run_from_deployment(
+                deployment.id,
+                parameters={"job": job},
+                name="stale-cnn",
+                state=Scheduled(scheduled_time=tomorrow),
+            )
+            for _ in range(2)
+        )
+        flow(name="cancel-earlier-attempts-test")(
+            lambda: cancel_earlier_attempts(new, logging.getLogger("test"))
+        )()
         old, new = client.read_flow_run(old.id), client.read_flow_run(new.id)
         assert old.state.name in ("Cancelling", "Cancelled")
         assert new.state.is_scheduled()  # the current attempt's child is left alone

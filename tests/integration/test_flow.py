@@ -11,11 +11,11 @@ import sys
 
 import pytest
 
-from compare_models.config import RunParams
 from compare_models import layout
+from compare_models.config import RunParams
 
 pytestmark = pytest.mark.integration
-from tests.conftest import ROOT  # noqa: E402
+from tests.conftest import ROOT, cli  # noqa: E402
 
 
 def run_flow(**params):
@@ -24,8 +24,12 @@ def run_flow(**params):
     return compare_models(params=RunParams.model_validate(params), return_state=True)
 
 
-TINY = {"data": "synthetic:200", "split": {"protocol": "sizes", "train": 100, "val": 40, "test": 40},
-        "train": {"epochs": 2, "batch_size": 32}, "resnet_weights": "none"}
+TINY = {
+    "data": "synthetic:200",
+    "split": {"protocol": "sizes", "train": 100, "val": 40, "test": 40},
+    "train": {"epochs": 2, "batch_size": 32},
+    "resnet_weights": "none",
+}
 
 
 @pytest.fixture(scope="module")
@@ -57,23 +61,50 @@ def test_both_models_train_evaluate_and_publish(both_models_run, stack, tmp_path
         model_file = stack.download(layout.model_key(run_id, model), tmp_path / f"{model}.keras")
         restored = load_model(model_file)
         assert restored.output_shape == (None, 10)
-        assert not list(stack.list_keys(layout.checkpoint_prefix(run_id, model))), "checkpoints are pruned after success"
+        assert not list(stack.list_keys(layout.checkpoint_prefix(run_id, model))), (
+            "checkpoints are pruned after success"
+        )
     assert manifest["models"]["cnn"]["parameters"] == 2_915_114
     assert manifest["models"]["resnet50"]["parameters"] == 26_215_818
-    for name in ("index.html", "learning_curves.png", "confusion_matrices.png", "roc_curves.png", "comparison.png",
-                 "comparison.csv"):
+    for name in (
+        "index.html",
+        "learning_curves.png",
+        "confusion_matrices.png",
+        "roc_curves.png",
+        "comparison.png",
+        "comparison.csv",
+    ):
         assert layout.report_key(run_id, name) in keys
     html = stack.get_bytes(layout.report_key(run_id, "index.html")).decode()
     assert "SYNTHETIC DATA" in html and f"{manifest['metrics']['cnn']['accuracy']:.4f}" in html
+    # the paired comparison of the two models, in the store, the manifest and the report
+    [pair] = stack.get_json(layout.comparison_key(run_id))["pairs"]
+    assert (pair["a"], pair["b"]) == ("cnn", "resnet50") and manifest["comparison"]["pairs"] == [
+        pair
+    ]
+    assert (
+        "How sure is this comparison?" in html and "disagreements.png" not in html
+    )  # figures are embedded
+    assert layout.report_key(run_id, "disagreements.png") in keys
     # no credential anywhere in what was published
-    secret = __import__("compare_models.config", fromlist=["Settings"]).Settings().aws_secret_access_key.get_secret_value()
+    secret = (
+        __import__("compare_models.config", fromlist=["Settings"])
+        .Settings()
+        .aws_secret_access_key.get_secret_value()
+    )
     assert secret not in json.dumps(manifest) and secret not in html
 
 
 def test_prefect_shows_child_runs_logs_and_artifacts(both_models_run):
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, FlowRunFilter, FlowRunFilterName
-    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterFlowRunId,
+        FlowRunFilter,
+        FlowRunFilterName,
+        LogFilter,
+        LogFilterFlowRunId,
+    )
 
     run_id = both_models_run.result()["run_id"]
     flow_run_id = both_models_run.state_details.flow_run_id
@@ -81,20 +112,38 @@ def test_prefect_shows_child_runs_logs_and_artifacts(both_models_run):
     async def read():
         async with get_client() as client:
             artifacts = await client.read_artifacts(
-                artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
+                artifact_filter=ArtifactFilter(
+                    flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])
+                )
+            )
             children = await client.read_flow_runs(
-                flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[f"{run_id}-cnn", f"{run_id}-resnet50"])))
-            logs = await client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[c.id for c in children])))
+                flow_run_filter=FlowRunFilter(
+                    name=FlowRunFilterName(any_=[f"{run_id}-cnn", f"{run_id}-resnet50"])
+                )
+            )
+            logs = await client.read_logs(
+                log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[c.id for c in children]))
+            )
             return artifacts, children, logs
 
     artifacts, children, logs = asyncio.run(read())
     kinds = {a.key: a.type for a in artifacts}
     data = {a.key: str(a.data) for a in artifacts}
-    assert kinds["compare-models-summary"] == "markdown" and "| cnn |" in data["compare-models-summary"]
+    assert (
+        kinds["compare-models-summary"] == "markdown"
+        and "| cnn |" in data["compare-models-summary"]
+    )
+    assert "How sure is this comparison?" in data["compare-models-summary"]
     assert kinds["compare-models-per-class"] == "table"
     # link artifacts (Prefect stores them as markdown links) carry expiring presigned URLs
-    assert "index.html" in data["compare-models-report"] and "X-Amz-Expires=" in data["compare-models-report"]
-    assert "cnn.keras" in data["compare-models-model-cnn"] and "resnet50.keras" in data["compare-models-model-resnet50"]
+    assert (
+        "index.html" in data["compare-models-report"]
+        and "X-Amz-Expires=" in data["compare-models-report"]
+    )
+    assert (
+        "cnn.keras" in data["compare-models-model-cnn"]
+        and "resnet50.keras" in data["compare-models-model-resnet50"]
+    )
     assert sorted(c.state_name for c in children) == ["Completed", "Completed"]
     messages = [log.message for log in logs]
     assert any("cnn epoch 2/2" in m and "val_accuracy=" in m for m in messages)
@@ -118,24 +167,42 @@ def test_a_completed_run_is_never_overwritten(both_models_run, stack, prefect_ap
 
 
 def test_nan_loss_fails_the_run_and_publishes_nothing(stack, prefect_api):
-    state = run_flow(**{**TINY, "models": ["cnn"], "run_id": "nan-check", "train": {"epochs": 2, "optimizer": "sgd", "learning_rate": 1000.0}})
+    state = run_flow(
+        **{
+            **TINY,
+            "models": ["cnn"],
+            "run_id": "nan-check",
+            "train": {"epochs": 2, "optimizer": "sgd", "learning_rate": 1000.0},
+        }
+    )
     assert state.is_failed()
     assert "training diverged: the loss or the model became NaN/inf" in state.message
     assert "Lower the learning rate" in state.message
-    assert not list(stack.list_keys(layout.checkpoints_prefix("nan-check")))  # nothing to resume a diverged model from
+    assert not list(
+        stack.list_keys(layout.checkpoints_prefix("nan-check"))
+    )  # nothing to resume a diverged model from
     assert not stack.exists(layout.model_key("nan-check", "cnn"))
     assert not stack.exists(layout.manifest_key("nan-check"))
 
 
 def test_missing_imagenet_weights_fail_before_training(stack, prefect_api, monkeypatch, tmp_path):
-    import compare_models.weights as weights
-
-    monkeypatch.setattr(weights, "IMAGENET_URL", "http://127.0.0.1:9/resnet50_notop.h5")
+    monkeypatch.setenv(
+        "COMPARE_MODELS_IMAGENET_WEIGHTS_URL", "http://127.0.0.1:9/resnet50_notop.h5"
+    )
+    monkeypatch.setenv(
+        "COMPARE_MODELS_ALLOW_PRIVATE_URLS", "1"
+    )  # reach the (closed) port, not refused as loopback
     monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.keras cache either
     state = run_flow(**{**TINY, "resnet_weights": "imagenet", "run_id": "no-weights"})
     assert state.is_failed()
-    assert "could not fetch ResNet50 ImageNet weights" in state.message and "--resnet-weights" in state.message
-    assert not list(stack.list_keys(layout.run_prefix("no-weights")))  # failed before any work
+    assert (
+        "could not fetch ResNet50 ImageNet weights" in state.message
+        and "--resnet-weights" in state.message
+    )
+    # failed before any work: only the run's claim was written
+    assert list(stack.list_keys(layout.run_prefix("no-weights"))) == [
+        layout.claim_key("no-weights")
+    ]
 
 
 def test_missing_bucket_fails_at_start(prefect_api, monkeypatch):
@@ -144,22 +211,41 @@ def test_missing_bucket_fails_at_start(prefect_api, monkeypatch):
     assert state.is_failed() and "bucket 'cm-does-not-exist' does not exist" in state.message
 
 
-def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "compare_models.cli", *args], cwd=ROOT, capture_output=True, text=True,
-                          env={**os.environ}, timeout=600)
-
-
 def test_cli_run_json_and_cnn_learns(stack):
-    out = cli("run", "--preset", "smoke", "--data", "synthetic:600", "--models", "cnn", "--split", "sizes",
-              "--train-size", "400", "--val-size", "100", "--test-size", "100", "--epochs", "5", "--batch-size", "32",
-              "--json")
+    out = cli(
+        "run",
+        "--preset",
+        "smoke",
+        "--data",
+        "synthetic:600",
+        "--models",
+        "cnn",
+        "--split",
+        "sizes",
+        "--train-size",
+        "400",
+        "--val-size",
+        "100",
+        "--test-size",
+        "100",
+        "--epochs",
+        "5",
+        "--batch-size",
+        "32",
+        "--json",
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     summary = json.loads(out.stdout)
-    assert summary["status"] == "completed" and summary["ui_url"].startswith("http://127.0.0.1:4200/runs/flow-run/")
+    assert summary["status"] == "completed" and summary["ui_url"].startswith(
+        "http://127.0.0.1:4200/runs/flow-run/"
+    )
     assert summary["report"] == stack.uri(layout.report_key(summary["run_id"], "index.html"))
     assert summary["metrics"]["cnn"]["accuracy"] > 0.5  # chance is 0.1
     listed = cli("runs", "--json")
-    assert any(r["run_id"] == summary["run_id"] and r["status"] == "complete" for r in json.loads(listed.stdout))
+    assert any(
+        r["run_id"] == summary["run_id"] and r["status"] == "complete"
+        for r in json.loads(listed.stdout)
+    )
 
 
 def test_cli_rejects_bad_parameters_before_any_work():

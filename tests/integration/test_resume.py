@@ -12,30 +12,46 @@ import time
 
 import pytest
 
-from compare_models.config import RunParams
 from compare_models import layout
+from compare_models.config import RunParams
 from compare_models.training import FAIL_AFTER_EPOCH_ENV
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.integration
 
-TINY_CNN = {"data": "synthetic:200", "split": {"protocol": "sizes", "train": 100, "val": 40, "test": 40},
-            "models": ["cnn"], "resnet_weights": "none"}
+TINY_CNN = {
+    "data": "synthetic:200",
+    "split": {"protocol": "sizes", "train": 100, "val": 40, "test": 40},
+    "models": ["cnn"],
+    "resnet_weights": "none",
+}
 
 
-def test_failed_attempt_is_retried_and_resumes_after_the_last_epoch(stack, prefect_api, monkeypatch):
+def test_failed_attempt_is_retried_and_resumes_after_the_last_epoch(
+    stack, prefect_api, monkeypatch
+):
     from flows.compare_models import compare_models
 
     monkeypatch.setenv(FAIL_AFTER_EPOCH_ENV, "2")  # the first attempt fails right after epoch 2
-    params = RunParams.model_validate({**TINY_CNN, "run_id": "resume-after-fault", "train": {"epochs": 4, "batch_size": 50},
-                                       "execution": {"retries": 1, "retry_delay_seconds": 0}})
+    params = RunParams.model_validate(
+        {
+            **TINY_CNN,
+            "run_id": "resume-after-fault",
+            "train": {"epochs": 4, "batch_size": 50},
+            "execution": {"retries": 1, "retry_delay_seconds": 0},
+        }
+    )
     state = compare_models(params=params, return_state=True)
     assert state.is_completed(), state.message
     stored = stack.get_json(layout.history_key("resume-after-fault", "cnn"))
     assert stored["result"]["resumed_from_epoch"] == 2  # the retry started at epoch 3, not at 1
-    assert len(stored["history"]["loss"]) == len(stored["history"]["val_loss"]) == 4  # no duplicates, no gaps
+    assert (
+        len(stored["history"]["loss"]) == len(stored["history"]["val_loss"]) == 4
+    )  # no duplicates, no gaps
     assert len(set(stored["history"]["loss"])) == 4
-    assert not list(stack.list_keys(layout.checkpoint_prefix("resume-after-fault", "cnn")))  # pruned once finished
+    assert not list(
+        stack.list_keys(layout.checkpoint_prefix("resume-after-fault", "cnn"))
+    )  # pruned once finished
     assert stack.exists(layout.run_prefix("resume-after-fault") + layout.MANIFEST)
 
 
@@ -45,8 +61,14 @@ def test_a_fault_after_the_final_epoch_costs_only_that_epoch(stack, prefect_api,
     from flows.compare_models import compare_models
 
     monkeypatch.setenv(FAIL_AFTER_EPOCH_ENV, "3")
-    params = RunParams.model_validate({**TINY_CNN, "run_id": "fault-after-last", "train": {"epochs": 3, "batch_size": 50},
-                                       "execution": {"retries": 1, "retry_delay_seconds": 0}})
+    params = RunParams.model_validate(
+        {
+            **TINY_CNN,
+            "run_id": "fault-after-last",
+            "train": {"epochs": 3, "batch_size": 50},
+            "execution": {"retries": 1, "retry_delay_seconds": 0},
+        }
+    )
     state = compare_models(params=params, return_state=True)
     assert state.is_completed(), state.message
     stored = stack.get_json(layout.history_key("fault-after-last", "cnn"))
@@ -57,8 +79,14 @@ def test_without_retries_the_injected_fault_fails_the_run(stack, prefect_api, mo
     from flows.compare_models import compare_models
 
     monkeypatch.setenv(FAIL_AFTER_EPOCH_ENV, "1")
-    params = RunParams.model_validate({**TINY_CNN, "run_id": "fault-no-retry", "train": {"epochs": 2, "batch_size": 50},
-                                       "execution": {"retries": 0}})
+    params = RunParams.model_validate(
+        {
+            **TINY_CNN,
+            "run_id": "fault-no-retry",
+            "train": {"epochs": 2, "batch_size": 50},
+            "execution": {"retries": 0},
+        }
+    )
     state = compare_models(params=params, return_state=True)
     assert state.is_failed() and "injected fault after epoch 1" in state.message
     assert not stack.exists(layout.run_prefix("fault-no-retry") + layout.MANIFEST)
@@ -68,10 +96,36 @@ def test_without_retries_the_injected_fault_fails_the_run(stack, prefect_api, mo
 
 def test_killed_run_resumes_from_its_checkpoint_on_rerun(stack):
     run_id = "killed-and-rerun"
-    args = [sys.executable, "-m", "compare_models.cli", "run", "--preset", "smoke", "--data", "synthetic:400", "--models", "cnn",
-            "--split", "sizes", "--train-size", "300", "--val-size", "50", "--test-size", "40", "--epochs", "12",
-            "--batch-size", "32", "--run-id", run_id, "--json"]
-    first = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    args = [
+        sys.executable,
+        "-m",
+        "compare_models.cli",
+        "run",
+        "--preset",
+        "smoke",
+        "--data",
+        "synthetic:400",
+        "--models",
+        "cnn",
+        "--split",
+        "sizes",
+        "--train-size",
+        "300",
+        "--val-size",
+        "50",
+        "--test-size",
+        "40",
+        "--epochs",
+        "12",
+        "--batch-size",
+        "32",
+        "--run-id",
+        run_id,
+        "--json",
+    ]
+    first = subprocess.Popen(
+        args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     state_key = layout.checkpoint_state_key(run_id, "cnn")
     deadline = time.monotonic() + 240
     try:
@@ -91,7 +145,9 @@ def test_killed_run_resumes_from_its_checkpoint_on_rerun(stack):
     second = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert second.returncode == 0, second.stderr[-3000:]
     stored = stack.get_json(layout.history_key(run_id, "cnn"))
-    assert stored["result"]["resumed_from_epoch"] == killed_at  # at most the interrupted epoch is recomputed
+    assert (
+        stored["result"]["resumed_from_epoch"] == killed_at
+    )  # at most the interrupted epoch is recomputed
     assert len(stored["history"]["loss"]) == 12
     assert json.loads(second.stdout)["run_id"] == run_id
 

@@ -7,31 +7,33 @@ import sys
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import cli as run_cli
 
+cli = functools.partial(run_cli, timeout=300)
 pytestmark = pytest.mark.integration
-
-
-def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "compare_models.cli", *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
 
 
 def test_up_is_idempotent_and_status_reports_health(stack):
     out = cli("up")
     assert out.returncode == 0, out.stderr
-    assert "seaweedfs-s3: already running" in out.stdout and "prefect-server: already running" in out.stdout
+    assert (
+        "seaweedfs-s3: already running" in out.stdout
+        and "prefect-server: already running" in out.stdout
+    )
     status = cli("status")
     assert status.returncode == 0
     assert "http://127.0.0.1:8333" in status.stdout and "http://127.0.0.1:4200/api" in status.stdout
 
 
 def test_stored_objects_survive_an_s3_restart(stack):
-    from compare_models.local_stack import SERVICES, _pid, down, up
     from compare_models.config import Settings
+    from compare_models.local_stack import SERVICES, _pid, down, up
 
     seaweed = SERVICES[0]
     if _pid(Settings(), seaweed) is None:
-        pytest.skip("SeaweedFS was not started by `compare-models up` here; not restarting someone else's server")
+        pytest.skip(
+            "SeaweedFS was not started by `compare-models up` here; not restarting someone else's server"
+        )
     stack.put_bytes(b"still here", "tests/survives-restart.txt", overwrite=True)
     assert down(only=(seaweed,)) == {"seaweedfs-s3": "stopped"}
     assert not seaweed.healthy(Settings())

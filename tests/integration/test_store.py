@@ -14,7 +14,10 @@ def _store(**update) -> ArtifactStore:
     from pydantic import SecretStr
 
     settings = Settings()
-    update = {k: SecretStr(v) if k.startswith("aws_") and k != "aws_region" else v for k, v in update.items()}
+    update = {
+        k: SecretStr(v) if k.startswith("aws_") and k != "aws_region" else v
+        for k, v in update.items()
+    }
     return ArtifactStore.from_settings(settings.model_copy(update=update))
 
 
@@ -23,7 +26,9 @@ def test_check_passes_on_the_test_bucket(stack):
 
 
 def test_unreachable_endpoint(stack):
-    with pytest.raises(StoreError, match="cannot reach the S3 endpoint http://127.0.0.1:9.*compare-models up"):
+    with pytest.raises(
+        StoreError, match="cannot reach the S3 endpoint http://127.0.0.1:9.*compare-models up"
+    ):
         _store(s3_endpoint_url="http://127.0.0.1:9").check()
 
 
@@ -63,7 +68,11 @@ def test_delete_prefix_keeps_what_it_is_told_and_nothing_outside(stack):
     stack.put_bytes(b"y", "tests/del-sibling/keep", overwrite=True)
     stack.put_bytes(b"z", "tests/del/state.json", overwrite=True)
     assert stack.delete_prefix("tests/del/epoch-", keep=["tests/del/epoch-2"]) == 2
-    assert sorted(stack.list_keys("tests/del")) == ["tests/del-sibling/keep", "tests/del/epoch-2", "tests/del/state.json"]
+    assert sorted(stack.list_keys("tests/del")) == [
+        "tests/del-sibling/keep",
+        "tests/del/epoch-2",
+        "tests/del/state.json",
+    ]
     assert stack.delete_prefix("tests/del/") == 2
     assert list(stack.list_keys("tests/del")) == ["tests/del-sibling/keep"]
     with pytest.raises(ValueError, match="delete_bucket"):

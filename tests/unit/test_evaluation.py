@@ -45,14 +45,16 @@ CLASSES = ["cat", "dog", "frog"]
 # "frog": positives 0.8, 0.6 vs negatives 0.1, 0.1, 0.1, 0.6: 4 + 3.5 (one
 # tie counts 1/2) = 7.5/8 = 0.9375. Macro AUC = (1 + 0.875 + 0.9375) / 3 = 0.9375.
 Y_TRUE = np.array([0, 0, 1, 1, 2, 2])
-Y_PROB = np.array([
-    [0.7, 0.2, 0.1],
-    [0.3, 0.6, 0.1],
-    [0.2, 0.7, 0.1],
-    [0.1, 0.3, 0.6],
-    [0.1, 0.1, 0.8],
-    [0.2, 0.2, 0.6],
-])
+Y_PROB = np.array(
+    [
+        [0.7, 0.2, 0.1],
+        [0.3, 0.6, 0.1],
+        [0.2, 0.7, 0.1],
+        [0.1, 0.3, 0.6],
+        [0.1, 0.1, 0.8],
+        [0.2, 0.2, 0.6],
+    ]
+)
 
 
 @pytest.fixture(scope="module")
@@ -179,9 +181,18 @@ def test_long_roc_curves_are_thinned() -> None:
         (np.zeros(6, dtype=int), Y_PROB[:, :1], ["cat"], r"at least 2 classes"),
     ],
     ids=[
-        "empty", "fewer-rows", "fewer-columns", "1d-prob", "column-labels",
-        "label-too-big", "label-negative", "float-labels", "nan", "inf",
-        "duplicate-names", "one-class",
+        "empty",
+        "fewer-rows",
+        "fewer-columns",
+        "1d-prob",
+        "column-labels",
+        "label-too-big",
+        "label-negative",
+        "float-labels",
+        "nan",
+        "inf",
+        "duplicate-names",
+        "one-class",
     ],
 )
 def test_validation_errors(y_true, y_prob, class_names, message) -> None:

@@ -12,10 +12,25 @@ def test_cnn_matches_the_report_layer_table():
     assert not model.non_trainable_weights
     kinds = [type(layer).__name__ for layer in model.layers]
     assert kinds == [
-        "Conv2D", "Dropout", "Conv2D", "MaxPooling2D",
-        "Conv2D", "Dropout", "Conv2D", "MaxPooling2D",
-        "Conv2D", "Dropout", "Conv2D", "MaxPooling2D",
-        "Flatten", "Dropout", "Dense", "Dropout", "Dense", "Dropout", "Dense",
+        "Conv2D",
+        "Dropout",
+        "Conv2D",
+        "MaxPooling2D",
+        "Conv2D",
+        "Dropout",
+        "Conv2D",
+        "MaxPooling2D",
+        "Conv2D",
+        "Dropout",
+        "Conv2D",
+        "MaxPooling2D",
+        "Flatten",
+        "Dropout",
+        "Dense",
+        "Dropout",
+        "Dense",
+        "Dropout",
+        "Dense",
     ]
     # the per-layer parameter counts of the report's table
     counted = [layer.count_params() for layer in model.layers if layer.count_params()]
@@ -29,7 +44,7 @@ def test_resnet50_with_the_report_head():
     backbone = model.get_layer("resnet50")
     assert backbone.count_params() == 23_587_712
     assert backbone.output_shape == (None, 1, 1, 2048)
-    head = [type(layer).__name__ for layer in model.layers[model.layers.index(backbone) + 1:]]
+    head = [type(layer).__name__ for layer in model.layers[model.layers.index(backbone) + 1 :]]
     assert head == ["Flatten", "Dense", "Dropout", "Dense", "Dropout", "Dense"]
 
 
@@ -49,7 +64,9 @@ def test_registration_is_checked():
         registry.ModelSpec("../evil", "x:y")
     with pytest.raises(ValueError, match="module:function"):
         registry.ModelSpec("ok", "no-colon")
-    spec = registry.register(registry.ModelSpec("tiny-reg", "tests.plugin_models.keras_models:build_tiny"))
+    spec = registry.register(
+        registry.ModelSpec("tiny-reg", "tests.plugin_models.keras_models:build_tiny")
+    )
     try:
         assert registry.get("tiny-reg") is spec and "tiny-reg" in registry.models()
     finally:

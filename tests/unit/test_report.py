@@ -50,7 +50,10 @@ def _model(name: str, *, seed: int, epochs: int, skill: float) -> ModelResult:
 
 @pytest.fixture(scope="module")
 def two_models() -> list[ModelResult]:
-    return [_model("cnn", seed=0, epochs=3, skill=1.5), _model("resnet50", seed=1, epochs=3, skill=2.5)]
+    return [
+        _model("cnn", seed=0, epochs=3, skill=1.5),
+        _model("resnet50", seed=1, epochs=3, skill=2.5),
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -63,8 +66,13 @@ def two_model_report(tmp_path_factory, two_models) -> tuple[Path, list[Path], st
 
 def test_all_files_written(two_model_report) -> None:
     out_dir, paths, _ = two_model_report
-    expected = {*FIGURES, "comparison.csv", "per_class_cnn.csv", "per_class_resnet50.csv",
-                "index.html"}
+    expected = {
+        *FIGURES,
+        "comparison.csv",
+        "per_class_cnn.csv",
+        "per_class_resnet50.csv",
+        "index.html",
+    }
     assert {path.name for path in paths} == expected
     assert all(path.parent == out_dir and path.is_file() for path in paths)
     assert paths[-1].name == "index.html"
@@ -88,8 +96,15 @@ def test_csv_tables(two_model_report, two_models) -> None:
     assert comparison.loc["cnn", "accuracy"] == pytest.approx(two_models[0].metrics["accuracy"])
     assert {"roc_auc_macro", "parameters", "train_seconds"} <= set(comparison.columns)
     per_class = pd.read_csv(out_dir / "per_class_resnet50.csv")
-    assert list(per_class.columns) == ["model", "class", "precision", "recall", "f1", "support",
-                                       "auc"]
+    assert list(per_class.columns) == [
+        "model",
+        "class",
+        "precision",
+        "recall",
+        "f1",
+        "support",
+        "auc",
+    ]
     assert list(per_class["class"]) == CLASSES
     assert set(per_class["model"]) == {"resnet50"}
 
@@ -122,10 +137,15 @@ def test_no_synthetic_banner_for_real_data(two_model_report) -> None:
 
 def test_single_model_single_epoch_synthetic(tmp_path: Path) -> None:
     result = _model("cnn", seed=3, epochs=1, skill=1.0)
-    paths = render_report([result], tmp_path, title="Smoke run",
-                          run_info={"data_source_kind": "synthetic"})
-    assert {path.name for path in paths} == {*FIGURES, "comparison.csv", "per_class_cnn.csv",
-                                             "index.html"}
+    paths = render_report(
+        [result], tmp_path, title="Smoke run", run_info={"data_source_kind": "synthetic"}
+    )
+    assert {path.name for path in paths} == {
+        *FIGURES,
+        "comparison.csv",
+        "per_class_cnn.csv",
+        "index.html",
+    }
     for name in FIGURES:
         assert (tmp_path / name).read_bytes().startswith(b"\x89PNG")
     page = (tmp_path / "index.html").read_text(encoding="utf-8")
@@ -142,11 +162,14 @@ def test_rejects_empty_and_duplicate_models(tmp_path: Path, two_models) -> None:
 
 
 def test_markdown_summary(two_models) -> None:
-    text = markdown_summary(two_models, title="CNN vs ResNet50",
-                            run_info={"data_source_kind": "cifar10", "epochs": 3})
+    text = markdown_summary(
+        two_models, title="CNN vs ResNet50", run_info={"data_source_kind": "cifar10", "epochs": 3}
+    )
     assert text.startswith("# CNN vs ResNet50")
-    assert "| model | accuracy | precision (macro) | recall (macro) | F1 (macro) | " \
-           "ROC AUC (macro) | parameters | training s |" in text
+    assert (
+        "| model | accuracy | precision (macro) | recall (macro) | F1 (macro) | "
+        "ROC AUC (macro) | parameters | training s |" in text
+    )
     for result in two_models:
         row = next(line for line in text.splitlines() if line.startswith(f"| {result.name} |"))
         assert f"{result.metrics['accuracy']:.4f}" in row
@@ -154,8 +177,9 @@ def test_markdown_summary(two_models) -> None:
         assert f"{result.parameters:,}" in row
     assert "**epochs**: 3" in text
     assert SYNTHETIC_BANNER not in text
-    synthetic = markdown_summary(two_models[:1], title="t",
-                                 run_info={"data_source_kind": "synthetic"})
+    synthetic = markdown_summary(
+        two_models[:1], title="t", run_info={"data_source_kind": "synthetic"}
+    )
     assert SYNTHETIC_BANNER in synthetic
 
 
@@ -163,7 +187,7 @@ def test_per_class_table_rows(two_models) -> None:
     rows = per_class_table_rows(two_models)
     assert len(rows) == 2 * len(CLASSES)
     assert set(rows[0]) == {"model", "class", "precision", "recall", "f1", "support", "auc"}
-    assert [row["model"] for row in rows[:len(CLASSES)]] == ["cnn"] * len(CLASSES)
+    assert [row["model"] for row in rows[: len(CLASSES)]] == ["cnn"] * len(CLASSES)
     first = two_models[0].metrics["per_class"][0]
     assert rows[0]["class"] == "airplane"
     assert rows[0]["precision"] == round(first["precision"], 4)

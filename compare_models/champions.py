@@ -1,0 +1,310 @@
+"""Champions: the model in use, per model name and track, and the gate that judges each new
+model (the challenger) against it with the paired test on the same test images.
+
+The record of a champion lives at `champions/<track>/<model>.json`: the current champion
+(run id, model and predictions keys, the data it was tested on, its metrics, when, why and
+by whom it was promoted) and the history of earlier champions. Every change is a
+conditional write (If-Match on the ETag read, If-None-Match for the first champion), so
+two runs finishing at once never lose a promotion: the loser re-reads the record and is
+judged again against the new champion. A retried run never promotes twice: a record whose
+champion already is this run is left alone.
+
+Comparable means tested on the same images: the same archive (SHA-256) and the same test
+indices. A champion tested elsewhere is not compared with: the run says so, and promotion
+is left to a person (`compare-models promote`).
+"""
+
+from __future__ import annotations
+
+import getpass
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+
+from compare_models import layout
+from compare_models.comparison import compare_pair
+from compare_models.config import ComparisonParams, GatePolicy
+from compare_models.fingerprint import data_identity
+from compare_models.publish import load_predictions
+from compare_models.store import ArtifactStore, PreconditionFailed, StoreError
+
+#: Decisions, in the words the manifest, report, CLI and events use.
+FIRST = "first-champion"
+PROMOTED = "promoted"
+REGRESSION = "regression"
+NO_CHANGE = "no-change"
+NOT_COMPARABLE = "not-comparable"
+ALREADY = "already-champion"
+
+#: Attempts at the conditional write before giving up (each loss re-reads and re-judges).
+MAX_ATTEMPTS = 5
+
+
+class ChampionError(StoreError):
+    """A champion operation that cannot be done (unknown run or model, a lost race)."""
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+def entry_for(
+    run_id: str,
+    model: str,
+    manifest_models: Mapping[str, Any],
+    dataset: Mapping[str, Any],
+    metrics: Mapping[str, Any],
+    intervals: Mapping[str, Any] | None,
+    *,
+    reason: str,
+    by: str,
+) -> dict[str, Any]:
+    """A champion entry for one model of a run (from what the run's manifest holds)."""
+    trained = manifest_models[model]
+    return {
+        "run_id": run_id,
+        "model": model,
+        "model_key": trained["model_key"],
+        "predictions_key": trained["predictions_key"],
+        "dataset": data_identity(dataset),
+        "metrics": {k: metrics[model].get(k) for k in ("accuracy", "f1_macro")},
+        "accuracy_interval": (intervals or {}).get(model, {}).get("accuracy"),
+        "promoted_at": _now(),
+        "reason": reason,
+        "by": by,
+    }
+
+
+def comparable(champion: Mapping[str, Any], dataset: Mapping[str, Any]) -> tuple[bool, str]:
+    """Whether a champion was tested on the same images as this run, and if not, why."""
+    theirs = champion["dataset"]
+    if theirs.get("archive_sha256") != dataset.get("archive_sha256") or theirs.get(
+        "name"
+    ) != dataset.get("name"):
+        return False, (
+            f"the champion (run {champion['run_id']}) was tested on other data ({theirs.get('name')}, "
+            f"archive {str(theirs.get('archive_sha256'))[:12]})"
+        )
+    mine = dataset.get("test_indices_sha256") or dataset.get("split_indices_sha256")
+    other = theirs.get("test_indices_sha256") or theirs.get("split_indices_sha256")
+    if mine != other:
+        return (
+            False,
+            f"the champion (run {champion['run_id']}) was tested on other images of the data (another split)",
+        )
+    return True, ""
+
+
+def decide(pair: Mapping[str, Any], policy: GatePolicy) -> tuple[str, str]:
+    """(decision, reason) from the paired comparison champion (a) vs challenger (b)."""
+    diff = pair["difference"]["accuracy"]
+    p = pair["mcnemar"]["pvalue"]
+    points = f"{100 * diff['estimate']:+.2f} points (95% CI {100 * diff['ci_low']:+.2f} to {100 * diff['ci_high']:+.2f})"
+    worse = [c["class"] for c in pair["per_class"] if c["significant"] and c["difference"] < 0]
+    if p < policy.alpha and diff["estimate"] < 0:
+        return (
+            REGRESSION,
+            f"significantly worse than the champion: accuracy {points}, McNemar p = {p:.3g}",
+        )
+    if policy.class_regressions and worse:
+        return REGRESSION, (
+            f"significantly worse than the champion in {len(worse)} class(es) after Holm's correction "
+            f"({', '.join(worse)}); overall {points}, p = {p:.3g}"
+        )
+    if p < policy.alpha and diff["estimate"] >= policy.min_improvement:
+        return (
+            PROMOTED,
+            f"significantly better than the champion: accuracy {points}, McNemar p = {p:.3g}",
+        )
+    if p < policy.alpha:
+        return NO_CHANGE, (
+            f"better, but by less than the policy's minimum of {100 * policy.min_improvement:.2f} points: "
+            f"{points}, p = {p:.3g}"
+        )
+    return NO_CHANGE, f"no significant change: accuracy {points}, McNemar p = {p:.3g}"
+
+
+def _promote(record: dict[str, Any] | None, entry: dict[str, Any]) -> dict[str, Any]:
+    """The record with `entry` as champion and the old one moved to the history."""
+    history = list((record or {}).get("history", []))
+    if record and record.get("current"):
+        history.insert(
+            0,
+            {
+                **record["current"],
+                "replaced_at": entry["promoted_at"],
+                "replaced_by": entry["run_id"],
+            },
+        )
+    return {"model": entry["model"], "current": entry, "history": history}
+
+
+def read(store: ArtifactStore, track: str, model: str) -> tuple[dict[str, Any] | None, str | None]:
+    return store.get_json_versioned(layout.champion_key(track, model))
+
+
+def gate(
+    store: ArtifactStore,
+    *,
+    track: str,
+    run_id: str,
+    model: str,
+    entry: dict[str, Any],
+    y_true: np.ndarray,
+    probs: np.ndarray,
+    class_names: list[str],
+    policy: GatePolicy,
+    comparison: ComparisonParams,
+    hold: str | None = None,
+    before_write: Callable[[], None] | None = None,
+) -> dict[str, Any]:
+    """Judges one challenger against its champion and promotes it if the policy says so.
+
+    Returns the decision record: {"decision", "reason", "champion_run_id", "comparison" (the
+    paired test, or None), "attempts", "lost_race_to" (runs that promoted meanwhile)}.
+    `hold`, when given, is why this challenger must not be promoted whatever it scores (e.g.
+    "stopped by budget after 1 of 3 epochs": its model will still change); it is judged, and
+    a regression is still one. `before_write` runs right before each conditional write (a
+    hook for race tests).
+    """
+    lost: list[str] = []
+    for attempt in range(1, MAX_ATTEMPTS + 1):
+        record, etag = read(store, track, model)
+        current = (record or {}).get("current")
+        result: dict[str, Any] = {
+            "model": model,
+            "track": track,
+            "champion_run_id": current and current["run_id"],
+            "comparison": None,
+            "attempts": attempt,
+            "lost_race_to": lost,
+        }
+        if current and current["run_id"] == run_id:
+            return {
+                **result,
+                "decision": ALREADY,
+                "reason": "this run already is the champion (an earlier attempt of it promoted it)",
+            }
+        if current is None:
+            decision, reason = (
+                FIRST,
+                f"the first completed run of {model} on track {track!r} becomes its champion",
+            )
+        else:
+            ok, why = comparable(current, entry["dataset"])
+            if not ok:
+                return {
+                    **result,
+                    "decision": NOT_COMPARABLE,
+                    "reason": f"{why}: nothing was compared and the champion stays. Promote by hand with "
+                    f"`compare-models promote {run_id} --model {model} --track {track} --reason ...` "
+                    "if this run should replace it.",
+                }
+            champion_probs = load_predictions(store, current["predictions_key"])
+            pair = compare_pair(
+                y_true,
+                champion_probs,
+                probs,
+                name_a="champion",
+                name_b="challenger",
+                class_names=class_names,
+                n_resamples=comparison.resamples,
+                seed=comparison.seed,
+                confidence=comparison.confidence,
+                alpha=policy.alpha,
+            )
+            decision, reason = decide(pair, policy)
+            result["comparison"] = pair
+        if decision not in (FIRST, PROMOTED):
+            return {**result, "decision": decision, "reason": reason}
+        if hold:
+            return {**result, "decision": NO_CHANGE, "reason": f"{reason}; not promoted: {hold}"}
+        if before_write is not None:
+            before_write()
+        try:
+            store.put_json_if(
+                _promote(record, {**entry, "reason": reason}),
+                layout.champion_key(track, model),
+                etag=etag,
+            )
+        except PreconditionFailed:
+            winner, _ = read(store, track, model)
+            lost.append(
+                winner["current"]["run_id"] if winner and winner.get("current") else "unknown"
+            )
+            continue  # judged again against the champion that won meanwhile
+        return {**result, "decision": decision, "reason": reason}
+    raise ChampionError(
+        f"{model}: the champion record changed {MAX_ATTEMPTS} times while run {run_id} was being "
+        f"judged (promoted meanwhile: {', '.join(lost)}); its decision could not be recorded"
+    )
+
+
+def promote_by_hand(
+    store: ArtifactStore,
+    *,
+    track: str,
+    run_id: str,
+    model: str,
+    manifest: Mapping[str, Any],
+    reason: str,
+    by: str | None = None,
+) -> dict[str, Any]:
+    """A person's override: makes `model` of the completed run `run_id` the champion, with the
+    reason and who did it recorded in the history."""
+    if not reason.strip():
+        raise ChampionError(
+            "a manual promotion needs a reason (--reason TEXT): it is kept in the champion's history"
+        )
+    if model not in manifest.get("models", {}):
+        raise ChampionError(
+            f"run {run_id} has no model {model!r}; it has {sorted(manifest.get('models', {}))}"
+        )
+    by = by or getpass.getuser()
+    entry = entry_for(
+        run_id,
+        model,
+        manifest["models"],
+        manifest["dataset"],
+        manifest["metrics"],
+        (manifest.get("comparison") or {}).get("models"),
+        reason=f"manual: {reason.strip()}",
+        by=by,
+    )
+    for _ in range(MAX_ATTEMPTS):
+        record, etag = read(store, track, model)
+        if record and record["current"]["run_id"] == run_id:
+            raise ChampionError(f"run {run_id} already is the {model} champion of track {track!r}")
+        try:
+            store.put_json_if(_promote(record, entry), layout.champion_key(track, model), etag=etag)
+            return _promote(record, entry)
+        except PreconditionFailed:
+            continue
+    raise ChampionError(f"the {model} champion record of track {track!r} kept changing; try again")
+
+
+def champions(store: ArtifactStore, track: str | None = None) -> list[dict[str, Any]]:
+    """Every champion record (of one track, or all), as {"track", "model", "current", "history"}."""
+    found = []
+    for key in store.list_keys(layout.champions_prefix(track)):
+        track_of, model = layout.champion_of(key)
+        found.append({"track": track_of, **store.get_json(key), "model": model})
+    return sorted(found, key=lambda r: (r["track"], r["model"]))
+
+
+def markdown(decisions: Mapping[str, Mapping[str, Any]], *, track: str) -> str:
+    """The gate's decisions as a markdown table (Prefect artifact)."""
+    lines = [
+        f"# Against the champions of track `{track}`",
+        "",
+        "| model | decision | champion run | reason |",
+        "|---|---|---|---|",
+    ]
+    for model, d in decisions.items():
+        reason = str(d["reason"]).replace("|", "\\|")
+        lines.append(
+            f"| {model} | **{d['decision']}** | {d['champion_run_id'] or '-'} | {reason} |"
+        )
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,404 @@
+"""Where the models disagree: figures for the comparison report.
+
+* :func:`disagreement_gallery`: test images on which the models' predictions differ.
+* :func:`confident_mistakes`: each model's most confident wrong predictions.
+* :func:`reliability_diagram`: top-label calibration per model, with the expected calibration
+  error (:func:`expected_calibration_error`) in the legend.
+
+Each function writes one PNG (creating its folder) and returns its path.
+
+Figures are built with matplotlib's object-oriented API (``matplotlib.figure.Figure`` rendered
+by the Agg canvas) instead of ``pyplot``: nothing is registered in pyplot's global figure list,
+so no figure can be left open, nothing depends on the process-wide backend (the module does not
+call ``matplotlib.use``, which would change the backend of whoever imports it), and drawing is
+safe from worker threads such as Prefect's task runners. This is the approach matplotlib
+documents for servers ("Embedding in a web application server").
+
+Images may be ``uint8`` in ``0..255`` or floats in ``[0, 1]``, shaped ``(n, H, W, 3)``,
+``(n, H, W, 1)`` or ``(n, H, W)``; they are shown with nearest-neighbour upscaling so 32x32
+CIFAR-10 pixels stay sharp.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+from sklearn.calibration import calibration_curve
+
+from compare_models import figures
+
+from .comparison import _validate_class_names, validate_predictions
+
+RIGHT = "#1a7f37"  # green
+WRONG = "#cf222e"  # red
+TILE_IN = 1.2  # inches per image tile: a 32x32 image at ~3.75 screen pixels per pixel
+_COL_IN = 1.55  # tile plus room for "resnet50: airplane 0.99" at 7 pt
+_LINE_IN = 0.15  # one 7 pt caption line
+_FONT = 7
+
+
+# --------------------------------------------------------------------------------------------
+# Calibration
+# --------------------------------------------------------------------------------------------
+
+
+def _check_unit_interval(prob: np.ndarray, name: str) -> None:
+    if prob.min() < 0.0 or prob.max() > 1.0:
+        raise ValueError(
+            f"probabilities of model {name!r} must lie in [0, 1], got range "
+            f"{prob.min():.3g}..{prob.max():.3g} (pass softmax outputs, not logits)"
+        )
+
+
+def _calibration(correct: np.ndarray, confidence: np.ndarray, n_bins: int) -> tuple:
+    """Per-bin accuracy and mean confidence (non-empty bins), counts of all bins, and ECE."""
+    accuracy, mean_conf = calibration_curve(
+        correct.astype(int), confidence, n_bins=n_bins, strategy="uniform"
+    )
+    # Bin counts on the same uniform edges. np.histogram would put a confidence lying exactly
+    # on an inner edge into the bin to its right, while calibration_curve's searchsorted puts
+    # it into the bin to its left, so counts are taken with calibration_curve's own rule to
+    # keep the bins aligned.
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    counts = np.bincount(np.searchsorted(edges[1:-1], confidence), minlength=n_bins)
+    weights = counts[counts > 0] / confidence.size
+    ece = float(np.sum(weights * np.abs(accuracy - mean_conf)))
+    return accuracy, mean_conf, counts, ece
+
+
+def expected_calibration_error(
+    y_true: np.ndarray, y_prob: np.ndarray, *, n_bins: int = 15
+) -> float:
+    """Top-label expected calibration error with uniform bins.
+
+    ECE = sum over non-empty bins of ``count / n * |accuracy - mean confidence|``, where the
+    confidence of an image is its largest predicted probability and "accuracy" is whether the
+    arg-max is the true label. Per-bin accuracy and confidence come from
+    ``sklearn.calibration.calibration_curve(strategy="uniform")``.
+
+    Args:
+        y_true: True labels, shape ``(n,)``, integers ``0..k-1``.
+        y_prob: Predicted probabilities, shape ``(n, k)``, in ``[0, 1]``.
+        n_bins: Number of equal-width confidence bins on ``[0, 1]``.
+
+    Returns:
+        The ECE, between 0 (perfectly calibrated) and 1.
+
+    Raises:
+        ValueError: On invalid shapes, labels, non-finite or out-of-range probabilities, or
+            ``n_bins < 1``.
+    """
+    _check_bins(n_bins)
+    prob = np.asarray(y_prob)
+    k = prob.shape[1] if prob.ndim == 2 else 0
+    if k == 0:
+        raise ValueError(f"y_prob must have shape (n, k), got shape {prob.shape}")
+    labels, probs = validate_predictions(y_true, {"model": prob}, n_classes=k)
+    p = probs["model"]
+    _check_unit_interval(p, "model")
+    correct = p.argmax(axis=1) == labels
+    return _calibration(correct, p.max(axis=1), n_bins)[3]
+
+
+def _check_bins(n_bins: int) -> None:
+    if isinstance(n_bins, bool) or not isinstance(n_bins, int | np.integer) or n_bins < 1:
+        raise ValueError(f"n_bins must be a positive integer, got {n_bins!r}")
+
+
+def reliability_diagram(
+    y_true: np.ndarray,
+    probs: Mapping[str, np.ndarray],
+    path: str | Path,
+    *,
+    n_bins: int = 15,
+) -> tuple[Path, dict[str, float]]:
+    """Reliability diagram (top-label calibration) of every model, with ECE in the legend.
+
+    The upper panel plots each model's per-bin accuracy against mean confidence
+    (``calibration_curve``, uniform bins) and the diagonal of perfect calibration; the lower
+    panel shows how many images fall in each confidence bin.
+
+    Args:
+        y_true: True labels, shape ``(n,)``, integers ``0..k-1``.
+        probs: Model name -> predicted probabilities ``(n, k)`` in ``[0, 1]``.
+        path: Where to write the PNG.
+        n_bins: Number of equal-width confidence bins.
+
+    Returns:
+        ``(path, {model name: ECE})``.
+
+    Raises:
+        ValueError: On invalid inputs (see :func:`expected_calibration_error`).
+    """
+    _check_bins(n_bins)
+    k = _n_classes(probs)
+    labels, clean = validate_predictions(y_true, probs, n_classes=k)
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    fig = figures.figure(6.0, 6.4)
+    top = fig.add_axes((0.12, 0.36, 0.84, 0.58))
+    bottom = fig.add_axes((0.12, 0.08, 0.84, 0.2), sharex=top)
+    top.plot([0, 1], [0, 1], linestyle="--", color="0.5", linewidth=1, label="perfectly calibrated")
+    eces: dict[str, float] = {}
+    for name, p in clean.items():
+        _check_unit_interval(p, name)
+        confidence = p.max(axis=1)
+        correct = p.argmax(axis=1) == labels
+        accuracy, mean_conf, counts, ece = _calibration(correct, confidence, n_bins)
+        eces[name] = ece
+        label = f"{name} (ECE {ece:.3f})"
+        (line,) = top.plot(mean_conf, accuracy, marker="o", markersize=4, label=label)
+        bottom.stairs(counts, edges, color=line.get_color(), linewidth=1.2)
+    top.set(xlim=(0, 1), ylim=(0, 1), ylabel="accuracy")
+    top.set_title(f"Reliability (top-label confidence, {n_bins} uniform bins)", fontsize=10)
+    top.legend(loc="upper left", fontsize=8)
+    top.grid(alpha=0.3)
+    top.tick_params(labelbottom=False)
+    bottom.set(xlabel="confidence (largest predicted probability)", ylabel="images")
+    bottom.set_yscale("log")
+    bottom.grid(alpha=0.3)
+    return figures.save(fig, path), eces
+
+
+# --------------------------------------------------------------------------------------------
+# Image galleries
+# --------------------------------------------------------------------------------------------
+
+
+def disagreement_gallery(
+    images: np.ndarray,
+    y_true: np.ndarray,
+    probs: Mapping[str, np.ndarray],
+    class_names: Sequence[str],
+    path: str | Path,
+    *,
+    max_images: int = 24,
+    seed: int = 0,
+) -> Path:
+    """Gallery of test images on which the models' predictions differ (any two models).
+
+    Each tile shows the image, its true label and every model's prediction with its
+    confidence (``"cnn: cat 0.81"``), green when right and red when wrong. With more
+    disagreements than ``max_images``, a uniform random sample drawn with
+    ``numpy.random.default_rng(seed)`` is shown (in test-set order), so the gallery is
+    representative of the disagreements rather than only the extreme ones (those are in
+    :func:`confident_mistakes`). With no disagreement the figure says so.
+
+    Args:
+        images: Test images ``(n, H, W[, C])``, ``uint8`` or floats in ``[0, 1]``.
+        y_true: True labels, shape ``(n,)``.
+        probs: Model name -> predicted probabilities ``(n, k)``; at least two models.
+        class_names: Names of the k classes.
+        path: Where to write the PNG.
+        max_images: Most tiles to draw.
+        seed: Seed of the sample when there are more disagreements than ``max_images``.
+
+    Returns:
+        The path of the PNG.
+
+    Raises:
+        ValueError: On invalid inputs, fewer than two models or ``max_images < 1``.
+    """
+    names = _validate_class_names(class_names)
+    labels, clean = validate_predictions(y_true, probs, n_classes=len(names), min_models=2)
+    imgs = _validate_images(images, labels.size)
+    _check_positive(max_images, "max_images")
+    preds = np.stack([p.argmax(axis=1) for p in clean.values()])
+    disagree = np.flatnonzero((preds != preds[0]).any(axis=0))
+    total = disagree.size
+    if total > max_images:
+        chosen = np.sort(np.random.default_rng(seed).choice(disagree, max_images, replace=False))
+        how = f"showing a random {max_images} (seed {seed})"
+    else:
+        chosen = disagree
+        how = "showing all"
+    title = f"Models disagree on {total} of {labels.size} test images"
+    if total == 0:
+        return figures.save(
+            figures.message_figure(
+                f"{title}:\nevery model predicts the same class on every image."
+            ),
+            path,
+        )
+
+    models = list(clean)
+    ncols = min(8, chosen.size)
+    nrows = -(-chosen.size // ncols)
+    lines = 1 + len(models)
+    fig, tiles = _tile_grid(nrows, ncols, lines, f"{title} ({how})")
+    for ax, i in zip(tiles, chosen, strict=False):
+        _show(ax, imgs[i])
+        caption = [(f"true: {names[labels[i]]}", "black")]
+        for m, name in enumerate(models):
+            pred = preds[m, i]
+            confidence = clean[name][i, pred]
+            colour = RIGHT if pred == labels[i] else WRONG
+            caption.append((f"{name}: {names[pred]} {confidence:.2f}", colour))
+        _caption(ax, caption)
+    return figures.save(fig, path)
+
+
+def confident_mistakes(
+    images: np.ndarray,
+    y_true: np.ndarray,
+    probs: Mapping[str, np.ndarray],
+    class_names: Sequence[str],
+    path: str | Path,
+    *,
+    per_model: int = 8,
+) -> Path:
+    """One row per model with its most confident wrong predictions.
+
+    Tiles are ordered by the model's confidence in its wrong class, highest first (ties by
+    test-set order), captioned ``"true: X"`` and ``"pred: Y 0.99"``.
+
+    Args:
+        images: Test images ``(n, H, W[, C])``, ``uint8`` or floats in ``[0, 1]``.
+        y_true: True labels, shape ``(n,)``.
+        probs: Model name -> predicted probabilities ``(n, k)``.
+        class_names: Names of the k classes.
+        path: Where to write the PNG.
+        per_model: Mistakes shown per model.
+
+    Returns:
+        The path of the PNG.
+
+    Raises:
+        ValueError: On invalid inputs or ``per_model < 1``.
+    """
+    names = _validate_class_names(class_names)
+    labels, clean = validate_predictions(y_true, probs, n_classes=len(names))
+    imgs = _validate_images(images, labels.size)
+    _check_positive(per_model, "per_model")
+    fig, tiles = _tile_grid(
+        len(clean), per_model, 2, "Most confident mistakes per model", row_labels=list(clean)
+    )
+    for row, (name, p) in enumerate(clean.items()):
+        pred = p.argmax(axis=1)
+        confidence = p[np.arange(labels.size), pred]
+        wrong = np.flatnonzero(pred != labels)
+        order = wrong[np.argsort(-confidence[wrong], kind="stable")][:per_model]
+        row_tiles = tiles[row * per_model : (row + 1) * per_model]
+        for ax, i in zip(row_tiles, order, strict=False):
+            _show(ax, imgs[i])
+            _caption(
+                ax,
+                [
+                    (f"true: {names[labels[i]]}", "black"),
+                    (f"pred: {names[pred[i]]} {confidence[i]:.2f}", WRONG),
+                ],
+            )
+        if order.size == 0:
+            row_tiles[0].text(
+                0.0, 0.5, f"{name} makes no mistakes", transform=row_tiles[0].transAxes, fontsize=9
+            )
+    return figures.save(fig, path)
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------------------------
+
+
+def _n_classes(probs: Mapping[str, np.ndarray]) -> int:
+    if not isinstance(probs, Mapping) or not probs:
+        raise ValueError("probs must be a non-empty mapping of model name -> (n, k) probabilities")
+    first = np.asarray(next(iter(probs.values())))
+    if first.ndim != 2:
+        raise ValueError(f"probabilities must have shape (n, k), got shape {first.shape}")
+    return first.shape[1]
+
+
+def _check_positive(value: int, name: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+def _validate_images(images: np.ndarray, n: int) -> np.ndarray:
+    imgs = np.asarray(images)
+    if imgs.ndim == 4 and imgs.shape[-1] == 1:
+        imgs = imgs[..., 0]
+    if not (imgs.ndim == 3 or (imgs.ndim == 4 and imgs.shape[-1] == 3)):
+        raise ValueError(
+            f"images must have shape (n, H, W, 3), (n, H, W, 1) or (n, H, W), got {imgs.shape}"
+        )
+    if imgs.shape[0] != n:
+        raise ValueError(f"images hold {imgs.shape[0]} images but y_true has {n} labels")
+    if imgs.dtype != np.uint8 and imgs.dtype.kind != "f":
+        raise ValueError(
+            f"images must be uint8 (0..255) or floats in [0, 1], got dtype {imgs.dtype}"
+        )
+    return imgs
+
+
+def _show(ax, image: np.ndarray) -> None:
+    """Draw one image upscaled with nearest neighbours: uint8 as is, floats checked in [0, 1]."""
+    if image.dtype == np.uint8:
+        vmax = 255
+    else:
+        if not np.isfinite(image).all() or image.min() < 0.0 or image.max() > 1.0:
+            raise ValueError(
+                f"float images must lie in [0, 1], got range {np.nanmin(image):.3g}.."
+                f"{np.nanmax(image):.3g} (divide by 255 or pass uint8)"
+            )
+        vmax = 1
+    # vmin/vmax keep grayscale images from being contrast-stretched (RGB ignores them).
+    ax.imshow(image, interpolation="nearest", cmap="gray", vmin=0, vmax=vmax)
+
+
+def _tile_grid(
+    nrows: int, ncols: int, lines: int, title: str, *, row_labels: list[str] | None = None
+) -> tuple[Figure, list]:
+    """A figure of image tiles with ``lines`` caption lines under each; axes in row order."""
+    left = 0.35 if row_labels else 0.1
+    header, footer = 0.45, 0.1
+    row_h = TILE_IN + lines * _LINE_IN + 0.15
+    width = left + ncols * _COL_IN + 0.1
+    height = header + nrows * row_h + footer
+    fig = figures.figure(width, height)
+    fig.text(0.5, 1 - 0.2 / height, title, ha="center", va="center", fontsize=10)
+    tiles = []
+    for r in range(nrows):
+        bottom = height - header - r * row_h - TILE_IN
+        for c in range(ncols):
+            x = left + c * _COL_IN + (_COL_IN - TILE_IN) / 2
+            ax = fig.add_axes((x / width, bottom / height, TILE_IN / width, TILE_IN / height))
+            ax.set_axis_off()
+            tiles.append(ax)
+        if row_labels:
+            fig.text(
+                0.15 / width,
+                (bottom + TILE_IN / 2) / height,
+                row_labels[r],
+                rotation=90,
+                ha="center",
+                va="center",
+                fontsize=10,
+                fontweight="bold",
+            )
+    return fig, tiles
+
+
+def _caption(ax, lines: list[tuple[str, str]]) -> None:
+    step = _LINE_IN / TILE_IN  # one line in axes units
+    for j, (text, colour) in enumerate(lines):
+        ax.text(
+            0.5,
+            -0.03 - j * step,
+            text,
+            transform=ax.transAxes,
+            ha="center",
+            va="top",
+            fontsize=_FONT,
+            color=colour,
+        )
+
+
+__all__ = [
+    "confident_mistakes",
+    "disagreement_gallery",
+    "expected_calibration_error",
+    "reliability_diagram",
+]

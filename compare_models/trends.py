@@ -1,0 +1,497 @@
+"""How the models fare against the champion over time: figures for the report's "vs champion" section.
+
+* :func:`plot_accuracy_trend`: one line per model with its test accuracy and 95% interval over the last
+  completed comparable nightly runs, oldest on the left. The x axis is the run order, labelled with the
+  run's date and short id (thinned, always keeping the newest run, when there are many runs). Gate
+  decisions are drawn on top of the points: a gold star where the model was promoted, a red "X" where
+  the gate found a regression, a hollow green diamond where it became the first champion and a hollow
+  grey circle where the run was not comparable. A gap in a line means the model was missing from that
+  run or had no accuracy recorded. With no runs the figure says "no earlier comparable runs".
+* :func:`plot_recall_changes`: a heat map of per-class recall changes against the champion, one row per
+  model ("cnn (vs <champion run id>)") and one column per class. Cells are blue where the challenger
+  recalls the class better and red where it recalls it worse (a diverging colormap centred at 0 with
+  symmetric limits), annotated with the change in percentage points ("+3.1"); changes that stay
+  significant after the Holm correction are bold and starred. With no models the figure says "no
+  champion to compare with".
+
+Each function writes one PNG (creating its folder) at a fixed DPI on a white background and returns its
+path. As in :mod:`compare_models.diagnostics`, figures are built with ``matplotlib.figure.Figure`` and
+the Agg canvas, never ``pyplot``: no figure is registered globally (none can be left open), the
+process-wide backend is untouched and drawing is safe from worker threads.
+
+Malformed input raises ``ValueError`` naming the run or model and the field at fault.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import FuncFormatter, PercentFormatter
+
+from compare_models import figures
+
+MAX_RUN_LABELS = 20  # most labelled runs on the trend's x axis before labels are thinned
+MIN_ACCURACY_SPAN = 0.05  # the trend's y axis spans at least 5 points of accuracy
+MIN_RECALL_LIMIT = 0.05  # colour limits of the recall heat map are at least +-5 points
+
+DECISIONS = ("first-champion", "promoted", "regression", "no-change", "not-comparable")
+"""Gate decisions a run may record for a model (``None`` when no gate ran)."""
+
+# decision -> (legend label, scatter style); decisions not listed here get no marker.
+_DECISION_STYLE: dict[str, tuple[str, dict[str, Any]]] = {
+    "promoted": (
+        "promoted",
+        {"marker": "*", "s": 220, "facecolor": "#d4a72c", "edgecolor": "black"},
+    ),
+    "regression": (
+        "regression",
+        {"marker": "X", "s": 110, "facecolor": "#cf222e", "edgecolor": "white"},
+    ),
+    "first-champion": (
+        "first champion",
+        {"marker": "D", "s": 130, "facecolor": "none", "edgecolor": "#1a7f37", "linewidths": 1.8},
+    ),
+    "not-comparable": (
+        "not comparable",
+        {"marker": "o", "s": 150, "facecolor": "none", "edgecolor": "0.45", "linewidths": 1.2},
+    ),
+}
+_RUN_ID = re.compile(r"^(\d{4})(\d{2})(\d{2})-\d{6}-(\w+)$")  # "20261126-020000-ab12cd34"
+
+
+# --------------------------------------------------------------------------------------------
+# Accuracy trend
+# --------------------------------------------------------------------------------------------
+
+
+def plot_accuracy_trend(points: Sequence[Mapping[str, Any]], path: str | Path) -> Path:
+    """Each model's test accuracy with its 95% interval over the last comparable runs.
+
+    Every model gets one line (markers with error bars for the interval) over the run order; the
+    gate decisions are marked on the points (see the module docstring). A model missing from a run,
+    or whose ``accuracy`` is ``None``, has no point there and its line is broken; a decision recorded
+    without an accuracy is not drawn either. The interval bar spans ``ci_low..ci_high`` even where a
+    (percentile bootstrap) interval does not contain the estimate. One point is enough to render.
+
+    Args:
+        points: Completed comparable runs, oldest first, each
+            ``{"run_id": str, "completed_at": ISO 8601 str | datetime | None,
+            "models": {name: {"accuracy": {"estimate", "ci_low", "ci_high"} | None,
+            "decision": one of DECISIONS | None}}}``. ``completed_at`` and ``decision`` may be
+            absent; accuracies are fractions in ``[0, 1]``.
+        path: Where to write the PNG.
+
+    Returns:
+        The path of the PNG.
+
+    Raises:
+        ValueError: On malformed points: not a sequence of mappings, a missing or repeated
+            ``run_id``, an unparseable or out-of-order ``completed_at``, an accuracy that is not
+            finite or outside ``[0, 1]``, ``ci_low > ci_high``, or an unknown decision.
+    """
+    runs = _validate_points(points)
+    if not runs:
+        return _save(
+            figures.message_figure("Accuracy trend: no earlier comparable runs.", constrained=True),
+            path,
+        )
+
+    n = len(runs)
+    models: list[str] = []
+    for run in runs:
+        models.extend(name for name in run["models"] if name not in models)
+
+    fig = figures.figure(min(16.0, max(7.0, 3.0 + 0.22 * n)), 5.0, constrained=True)
+    ax = fig.add_subplot()
+    x = np.arange(n)
+    used: set[str] = set()
+    drawn = False
+    for m, name in enumerate(models):
+        colour = f"C{m % 10}"
+        values = [run["models"].get(name) for run in runs]
+        estimate = np.array([np.nan if v is None or v[0] is None else v[0][0] for v in values])
+        present = np.isfinite(estimate)
+        if not present.any():
+            # Keep the model in the legend so a reader sees it was expected but never measured.
+            ax.plot(
+                [],
+                [],
+                color=colour,
+                linewidth=1.4,
+                marker="o",
+                markersize=5,
+                label=f"{name} (no accuracy)",
+            )
+            continue
+        drawn = True
+        low = np.array([v[0][1] if p else np.nan for v, p in zip(values, present, strict=True)])
+        high = np.array([v[0][2] if p else np.nan for v, p in zip(values, present, strict=True)])
+        # NaNs break the line where the model has no point, so gaps stay visible.
+        ax.plot(
+            x, estimate, color=colour, linewidth=1.4, marker="o", markersize=5, zorder=2, label=name
+        )
+        # The bar is drawn about the interval's middle: a percentile bootstrap interval need not contain
+        # the estimate, and error bars measured from the estimate could not show that.
+        ax.errorbar(
+            x[present],
+            (low[present] + high[present]) / 2,
+            yerr=(high[present] - low[present]) / 2,
+            fmt="none",
+            ecolor=colour,
+            capsize=3,
+            elinewidth=1.0,
+            zorder=2,
+        )
+        for decision, (_, style) in _DECISION_STYLE.items():
+            hit = present & np.array([v is not None and v[1] == decision for v in values])
+            if hit.any():
+                used.add(decision)
+                ax.scatter(x[hit], estimate[hit], zorder=3, **style)
+
+    handles, labels = ax.get_legend_handles_labels()
+    for decision, (label, style) in _DECISION_STYLE.items():
+        if decision in used:
+            handles.append(_legend_marker(style))
+            labels.append(label)
+    if not drawn:
+        ax.text(
+            0.5,
+            0.5,
+            "no accuracy recorded in these runs",
+            transform=ax.transAxes,
+            ha="center",
+            va="center",
+        )
+        ax.set_ylim(0.0, 1.0)
+    ax.legend(
+        handles, labels, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False
+    )
+
+    ticks = _thinned_ticks(n, MAX_RUN_LABELS)
+    ax.set_xticks(ticks, [runs[i]["label"] for i in ticks], rotation=45, ha="right", fontsize=8)
+    ax.set_xticks(x, minor=True)
+    ax.set_xlim(-0.6, n - 0.4)
+    low, high = ax.get_ylim()
+    if (
+        high - low < MIN_ACCURACY_SPAN
+    ):  # keep a lone point or a flat line from being zoomed into noise
+        middle = (low + high) / 2
+        ax.set_ylim(middle - MIN_ACCURACY_SPAN / 2, middle + MIN_ACCURACY_SPAN / 2)
+    ax.yaxis.set_major_formatter(PercentFormatter(xmax=1.0))
+    ax.set(xlabel="completed run (oldest → newest)", ylabel="test accuracy")
+    thinned = "" if len(ticks) == n else f"; 1 run in {ticks[1] - ticks[0]} labelled"
+    run_word = "run" if n == 1 else "runs"
+    ax.set_title(
+        f"Test accuracy over the last {n} comparable {run_word} (95% intervals{thinned})",
+        fontsize=10,
+    )
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def _validate_points(points: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Check the trend's points; return ``{"label", "models": {name: (acc triple | None, decision)}}``."""
+    if isinstance(points, str | bytes | Mapping) or not isinstance(points, Sequence):
+        raise ValueError(
+            f"points must be a sequence of run mappings (oldest first), got {type(points).__name__}"
+        )
+    runs: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    previous: datetime | None = None
+    for i, point in enumerate(points):
+        if not isinstance(point, Mapping):
+            raise ValueError(f"points[{i}] must be a mapping, got {type(point).__name__}")
+        run_id = point.get("run_id")
+        if not isinstance(run_id, str) or not run_id:
+            raise ValueError(f"points[{i}] needs a non-empty string run_id, got {run_id!r}")
+        if run_id in seen:
+            raise ValueError(f"run {run_id!r} appears more than once in points")
+        seen.add(run_id)
+        completed = _parse_time(point.get("completed_at"), run_id)
+        if (
+            completed is not None
+            and previous is not None
+            and _seconds_between(previous, completed) < 0
+        ):
+            raise ValueError(
+                f"points must be ordered oldest first, but run {run_id!r} completed at {completed.isoformat()}, "
+                f"before the run listed ahead of it ({previous.isoformat()})"
+            )
+        previous = completed if completed is not None else previous
+        models = point.get("models", {})
+        if not isinstance(models, Mapping):
+            raise ValueError(f"models of run {run_id!r} must be a mapping of model name -> result")
+        clean: dict[str, tuple[tuple[float, float, float] | None, str | None]] = {}
+        for name, result in models.items():
+            where = f"model {name!r} in run {run_id!r}"
+            if not isinstance(name, str) or not name:
+                raise ValueError(
+                    f"model names in run {run_id!r} must be non-empty strings, got {name!r}"
+                )
+            if not isinstance(result, Mapping):
+                raise ValueError(
+                    f"{where} must be a mapping with accuracy and decision, got {type(result).__name__}"
+                )
+            decision = result.get("decision")
+            if decision is not None and decision not in DECISIONS:
+                raise ValueError(
+                    f"{where} has unknown decision {decision!r}; expected one of {DECISIONS} or None"
+                )
+            clean[name] = (_accuracy(result.get("accuracy"), where), decision)
+        runs.append({"label": _run_label(run_id, completed), "models": clean})
+    return runs
+
+
+def _accuracy(value: Any, where: str) -> tuple[float, float, float] | None:
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise ValueError(
+            f"accuracy of {where} must be a mapping or None, got {type(value).__name__}"
+        )
+    triple = []
+    for key in ("estimate", "ci_low", "ci_high"):
+        if key not in value:
+            raise ValueError(f"accuracy of {where} lacks {key!r}")
+        number = _finite(value[key], f"accuracy {key} of {where}")
+        if not 0.0 <= number <= 1.0:
+            raise ValueError(
+                f"accuracy {key} of {where} must be a fraction in [0, 1], got {number!r}"
+            )
+        triple.append(number)
+    estimate, low, high = triple
+    if low > high:
+        raise ValueError(
+            f"accuracy of {where} must satisfy ci_low <= ci_high, got ci_low {low!r} > ci_high {high!r}"
+        )
+    return estimate, low, high
+
+
+def _parse_time(value: Any, run_id: str) -> datetime | None:
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return value
+    if isinstance(value, str):
+        try:
+            return datetime.fromisoformat(value)
+        except ValueError:
+            pass
+    raise ValueError(
+        f"completed_at of run {run_id!r} must be an ISO 8601 timestamp or None, got {value!r}"
+    )
+
+
+def _seconds_between(a: datetime, b: datetime) -> float:
+    """Seconds from ``a`` to ``b``; naive timestamps are compared as if in the same zone as aware ones."""
+    if (a.tzinfo is None) != (b.tzinfo is None):
+        a, b = a.replace(tzinfo=None), b.replace(tzinfo=None)
+    return (b - a).total_seconds()
+
+
+def _run_label(run_id: str, completed: datetime | None) -> str:
+    """``"2026-11-26 ab12cd34"``: the completion date (else the run id's date) and the id's random suffix."""
+    match = _RUN_ID.match(run_id)
+    short = match.group(4)[:8] if match else (run_id if len(run_id) <= 16 else run_id[:15] + "…")
+    if completed is not None:
+        date = completed.strftime("%Y-%m-%d")
+    elif match:
+        date = f"{match.group(1)}-{match.group(2)}-{match.group(3)}"
+    else:
+        return short
+    return f"{date} {short}"
+
+
+def _thinned_ticks(n: int, max_labels: int) -> list[int]:
+    """Evenly spaced run indices, at most ``max_labels`` of them, always including the newest run."""
+    step = max(1, math.ceil(n / max_labels))
+    return list(range(n - 1, -1, -step))[::-1]
+
+
+def _legend_marker(style: Mapping[str, Any]) -> Line2D:
+    return Line2D(
+        [],
+        [],
+        linestyle="none",
+        marker=style["marker"],
+        markersize=math.sqrt(style["s"]),
+        markerfacecolor=style["facecolor"],
+        markeredgecolor=style["edgecolor"],
+        markeredgewidth=style.get("linewidths", 1.0),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Per-class recall changes
+# --------------------------------------------------------------------------------------------
+
+
+def plot_recall_changes(changes: Mapping[str, Mapping[str, Any]], path: str | Path) -> Path:
+    """Heat map of per-class recall changes (challenger minus champion), one row per model.
+
+    Colours use the ``RdBu`` diverging colormap centred at 0 with symmetric limits
+    ``+-max(largest |difference|, 0.05)``; cells show the change in percentage points and
+    significant ones (after the Holm correction) are bold with a ``*``.
+
+    Args:
+        changes: Model name -> ``{"class_names": [str, ...], "difference": [float, ...],
+            "significant": [bool, ...], "champion_run_id": str | None}``; differences are fractions
+            in ``[-1, 1]`` and every model must list the same classes in the same order.
+            ``champion_run_id`` may be absent.
+        path: Where to write the PNG.
+
+    Returns:
+        The path of the PNG.
+
+    Raises:
+        ValueError: On malformed changes: lists of different lengths, a difference that is not
+            finite or outside ``[-1, 1]``, a non-boolean significance flag, class names that are
+            not unique strings or differ between models.
+    """
+    rows = _validate_changes(changes)
+    if not rows:
+        return _save(
+            figures.message_figure(
+                "Per-class recall vs champion: no champion to compare with.", constrained=True
+            ),
+            path,
+        )
+
+    classes = rows[0][1]
+    diff = np.array([row[2] for row in rows])
+    significant = np.array([row[3] for row in rows], dtype=bool)
+    limit = max(MIN_RECALL_LIMIT, float(np.abs(diff).max()))
+    n_models, n_classes = diff.shape
+
+    fig = figures.figure(max(6.0, 3.6 + 0.72 * n_classes), 2.1 + 0.5 * n_models, constrained=True)
+    ax = fig.add_subplot()
+    image = ax.imshow(diff, cmap="RdBu", vmin=-limit, vmax=limit, aspect="auto")
+    for r in range(n_models):
+        for c in range(n_classes):
+            points = round(diff[r, c] * 100, 1)
+            text = "0.0" if points == 0 else f"{points:+.1f}"
+            bold = bool(significant[r, c])
+            ax.text(
+                c,
+                r,
+                text + ("*" if bold else ""),
+                ha="center",
+                va="center",
+                fontsize=8,
+                fontweight="bold" if bold else "normal",
+                color="white" if abs(diff[r, c]) > 0.6 * limit else "black",
+            )
+    ax.set_xticks(np.arange(n_classes), classes, rotation=45, ha="right", fontsize=8)
+    labels = [
+        name if champion is None else f"{name} (vs {champion})" for name, _, _, _, champion in rows
+    ]
+    ax.set_yticks(np.arange(n_models), labels, fontsize=8)
+    ax.tick_params(length=0)
+    colorbar = fig.colorbar(image, ax=ax, fraction=0.04, pad=0.02)
+    colorbar.ax.yaxis.set_major_formatter(
+        FuncFormatter(lambda v, _: f"{v * 100:+.0f}" if v else "0")
+    )
+    colorbar.set_label("recall change (points)", fontsize=8)
+    colorbar.ax.tick_params(labelsize=7)
+    ax.set_title(
+        "Per-class recall change vs champion (challenger − champion, percentage points)\n"
+        "* significant after Holm correction",
+        fontsize=10,
+    )
+    return _save(fig, path)
+
+
+def _validate_changes(
+    changes: Mapping[str, Mapping[str, Any]],
+) -> list[tuple[str, list[str], list[float], list[bool], str | None]]:
+    """Check the heat map's input; return ``(model, class names, differences, significant, champion)`` rows."""
+    if not isinstance(changes, Mapping):
+        raise ValueError(
+            f"changes must be a mapping of model name -> recall change, got {type(changes).__name__}"
+        )
+    rows = []
+    for name, change in changes.items():
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"model names must be non-empty strings, got {name!r}")
+        where = f"model {name!r}"
+        if not isinstance(change, Mapping):
+            raise ValueError(
+                f"recall change of {where} must be a mapping, got {type(change).__name__}"
+            )
+        for key in ("class_names", "difference", "significant"):
+            value = change.get(key)
+            if isinstance(value, str | bytes) or not isinstance(value, Sequence | np.ndarray):
+                raise ValueError(f"{key} of {where} must be a list, got {type(value).__name__}")
+        classes = list(change["class_names"])
+        if (
+            not classes
+            or not all(isinstance(c, str) and c for c in classes)
+            or len(set(classes)) != len(classes)
+        ):
+            raise ValueError(
+                f"class_names of {where} must be a non-empty list of unique non-empty strings"
+            )
+        lengths = {key: len(change[key]) for key in ("class_names", "difference", "significant")}
+        if len(set(lengths.values())) != 1:
+            raise ValueError(
+                f"class_names, difference and significant of {where} must have equal lengths, got {lengths}"
+            )
+        difference = []
+        for cls, value in zip(classes, change["difference"], strict=True):
+            number = _finite(value, f"difference of class {cls!r} for {where}")
+            if not -1.0 <= number <= 1.0:
+                raise ValueError(
+                    f"difference of class {cls!r} for {where} must be a fraction in [-1, 1], got {number!r}"
+                )
+            difference.append(number)
+        significant = []
+        for cls, flag in zip(classes, change["significant"], strict=True):
+            if not isinstance(flag, bool | np.bool_):
+                raise ValueError(
+                    f"significant of class {cls!r} for {where} must be a bool, got {flag!r}"
+                )
+            significant.append(bool(flag))
+        champion = change.get("champion_run_id")
+        if champion is not None and (not isinstance(champion, str) or not champion):
+            raise ValueError(
+                f"champion_run_id of {where} must be a non-empty string or None, got {champion!r}"
+            )
+        if rows and classes != rows[0][1]:
+            raise ValueError(
+                f"class_names of {where} differ from those of model {rows[0][0]!r}: every model must list "
+                "the same classes in the same order"
+            )
+        rows.append((name, classes, difference, significant, champion))
+    return rows
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------------------------
+
+
+def _finite(value: Any, what: str) -> float:
+    if isinstance(value, bool | np.bool_) or not isinstance(
+        value, int | float | np.integer | np.floating
+    ):
+        raise ValueError(f"{what} must be a number, got {value!r}")
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError(f"{what} must be finite, got {number!r}")
+    return number
+
+
+def _save(fig: Figure, path: str | Path) -> Path:
+    """Every figure here is saved through this (on white), so tests can inspect it."""
+    return figures.save(fig, path, facecolor="white")
+
+
+__all__ = ["DECISIONS", "plot_accuracy_trend", "plot_recall_changes"]

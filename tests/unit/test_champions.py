@@ -1,0 +1,114 @@
+"""The gate's policy on hand-built predictions with known answers (no services)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from compare_models import champions
+from compare_models.comparison import compare_pair
+from compare_models.config import GatePolicy
+
+CLASSES = [f"c{i}" for i in range(10)]
+
+
+def probs_for(y_pred: np.ndarray) -> np.ndarray:
+    p = np.full((len(y_pred), 10), 0.01)
+    p[np.arange(len(y_pred)), y_pred] = 0.91
+    return p
+
+
+def predictions(y: np.ndarray, wrong: np.ndarray) -> np.ndarray:
+    """The true labels, except at the `wrong` positions (shifted by one class)."""
+    pred = y.copy()
+    pred[wrong] = (y[wrong] + 1) % 10
+    return probs_for(pred)
+
+
+Y = np.arange(2000) % 10
+RNG = np.random.default_rng(0)
+
+
+def judged(champion_wrong, challenger_wrong, policy=GatePolicy()):
+    pair = compare_pair(
+        Y,
+        predictions(Y, champion_wrong),
+        predictions(Y, challenger_wrong),
+        name_a="champion",
+        name_b="challenger",
+        class_names=CLASSES,
+        n_resamples=1000,
+        alpha=policy.alpha,
+    )
+    return champions.decide(pair, policy)
+
+
+def test_identical_models_keep_the_champion():
+    wrong = RNG.choice(2000, 600, replace=False)
+    decision, reason = judged(wrong, wrong)
+    assert (
+        decision == champions.NO_CHANGE and "no significant change" in reason and "p = 1" in reason
+    )
+
+
+def test_a_clearly_better_challenger_is_promoted():
+    decision, reason = judged(
+        np.arange(0, 2000, 3), np.arange(0, 2000, 9)
+    )  # 33% wrong -> 11% wrong
+    assert decision == champions.PROMOTED and "significantly better" in reason
+
+
+def test_a_clearly_worse_challenger_is_a_regression():
+    decision, reason = judged(np.arange(0, 2000, 9), np.arange(0, 2000, 3))
+    assert (
+        decision == champions.REGRESSION
+        and "significantly worse than the champion: accuracy -" in reason
+    )
+
+
+def test_a_class_that_gets_much_worse_is_a_regression_even_if_overall_is_not():
+    # The challenger fixes 150 mistakes spread over classes 1-9 but breaks class 0 (150 images).
+    champion_wrong = np.flatnonzero(Y != 0)[:150]
+    challenger_wrong = np.flatnonzero(Y == 0)[:150]
+    decision, reason = judged(champion_wrong, challenger_wrong)
+    assert decision == champions.REGRESSION and "in 1 class(es)" in reason and "c0" in reason
+    assert (
+        judged(champion_wrong, challenger_wrong, GatePolicy(class_regressions=False))[0]
+        == champions.NO_CHANGE
+    )
+
+
+def test_a_significant_gain_below_the_minimum_does_not_promote():
+    champion_wrong = RNG.choice(2000, 600, replace=False)
+    challenger_wrong = champion_wrong[:450]  # right wherever the champion is, and on 150 more
+    assert judged(champion_wrong, challenger_wrong)[0] == champions.PROMOTED
+    decision, reason = judged(champion_wrong, challenger_wrong, GatePolicy(min_improvement=0.5))
+    assert (
+        decision == champions.NO_CHANGE
+        and "less than the policy's minimum of 50.00 points" in reason
+    )
+
+
+def test_comparable_means_the_same_test_images():
+    champion = {
+        "run_id": "r1",
+        "dataset": {"name": "d", "archive_sha256": "a", "test_indices_sha256": "t"},
+    }
+    assert champions.comparable(
+        champion, {"name": "d", "archive_sha256": "a", "test_indices_sha256": "t"}
+    ) == (True, "")
+    ok, why = champions.comparable(
+        champion, {"name": "d", "archive_sha256": "b", "test_indices_sha256": "t"}
+    )
+    assert not ok and "other data" in why
+    ok, why = champions.comparable(
+        champion, {"name": "d", "archive_sha256": "a", "test_indices_sha256": "u"}
+    )
+    assert not ok and "another split" in why
+
+
+def test_policy_values_are_checked():
+    with pytest.raises(ValueError, match="track"):
+        GatePolicy(track="../x")
+    with pytest.raises(ValueError, match="alpha"):
+        GatePolicy(alpha=0)
