@@ -10,7 +10,7 @@
    had completed that the re-run did not resume past, plus the interrupted partial epoch
    (target <= 1).
 
-    python benchmarks/orchestration.py [--data PATH] [--runs 3] [--skip-resume]
+    python benchmarks/orchestration.py [--data PATH] [--runs 3] [--skip-resume] [--database postgres]
 
 Each deployment run also reports where its non-fit time went (data preparation, parent
 start to the first fit, last fit to the parent's end). The first run on a fresh store
@@ -197,8 +197,19 @@ def main() -> None:
         help="deployment runs in a row (the first may prepare the data)",
     )
     ap.add_argument("--skip-resume", action="store_true")
+    ap.add_argument(
+        "--database",
+        choices=["sqlite", "postgres"],
+        default="sqlite",
+        help="the local Prefect server's database (the stack is switched to it, and deployed again)",
+    )
     args = ap.parse_args()
-    subprocess.run([*CLI, "up", "--workers"], cwd=ROOT, check=True, capture_output=True)
+    subprocess.run(
+        [*CLI, "up", "--workers", "--database", args.database],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    )
     subprocess.run([*CLI, "deploy"], cwd=ROOT, check=True, capture_output=True)
     params = subprocess.run(
         [
@@ -223,6 +234,7 @@ def main() -> None:
         "data": args.data,
         "preset": "smoke",
         "worker": {"type": "process", "query_seconds": 1, "limit": 2},
+        "database": args.database,
         "deployment_runs": runs,
         "median_overhead_seconds": statistics.median(r["overhead_seconds"] for r in runs),
         "median_overlap_fraction": statistics.median(

@@ -24,8 +24,21 @@ SCHEDULES = ("parallel", "weighted", "sequential")
 
 
 def run(workload: str, schedule: str, seed_epochs: int) -> dict:
-    command = [sys.executable, "-m", "compare_models.cli", "run", "--preset", workload, "--data",
-               str(require_archive()), "--resnet-weights", "none", "--schedule", schedule, "--json"]
+    command = [
+        sys.executable,
+        "-m",
+        "compare_models.cli",
+        "run",
+        "--preset",
+        workload,
+        "--data",
+        str(require_archive()),
+        "--resnet-weights",
+        "none",
+        "--schedule",
+        schedule,
+        "--json",
+    ]
     if workload == "seed":
         command += ["--epochs", str(seed_epochs)]
     started = time.perf_counter()
@@ -45,7 +58,9 @@ def run(workload: str, schedule: str, seed_epochs: int) -> dict:
     begin = min(h["fit_started_at"] for h in history.values())
     end = max(h["fit_started_at"] + h["fit_seconds"] for h in history.values())
     return {
-        "workload": workload, "schedule": schedule, "training_span_s": round(end - begin, 1),
+        "workload": workload,
+        "schedule": schedule,
+        "training_span_s": round(end - begin, 1),
         "command_wall_s": round(wall, 1),
         "threads": {m: models[m]["device"].get("threads") for m in models},
         "images_per_s": {m: round(models[m]["train_images_per_second"], 1) for m in models},
@@ -61,7 +76,7 @@ def main() -> None:
     results = []
     with scratch_bucket():
         for i, workload in enumerate(args.workloads.split(",")):
-            order = SCHEDULES[i % 3:] + SCHEDULES[: i % 3]  # rotate which schedule runs first
+            order = SCHEDULES[i % 3 :] + SCHEDULES[: i % 3]  # rotate which schedule runs first
             for schedule in order:
                 results.append(run(workload, schedule, args.seed_epochs))
                 print(json.dumps(results[-1]), file=sys.stderr)
@@ -69,11 +84,24 @@ def main() -> None:
     for workload in args.workloads.split(","):
         spans = {r["schedule"]: r["training_span_s"] for r in results if r["workload"] == workload}
         fastest = min(spans, key=spans.get)
-        best[workload] = {"fastest": fastest, "spans_s": spans,
-                          "relative_to_fastest": {s: round(v / spans[fastest], 3) for s, v in spans.items()}}
-    emit("schedule", {"settings": {"workloads": args.workloads, "seed_epochs": args.seed_epochs,
-                                   "resnet_weights": "none", "data": "cifar10-jpeg"},
-                      "runs": results, "best": best})
+        best[workload] = {
+            "fastest": fastest,
+            "spans_s": spans,
+            "relative_to_fastest": {s: round(v / spans[fastest], 3) for s, v in spans.items()},
+        }
+    emit(
+        "schedule",
+        {
+            "settings": {
+                "workloads": args.workloads,
+                "seed_epochs": args.seed_epochs,
+                "resnet_weights": "none",
+                "data": "cifar10-jpeg",
+            },
+            "runs": results,
+            "best": best,
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -110,7 +110,7 @@ def _params_from_args(args: argparse.Namespace):
             overrides[key] = getattr(args, flag)
     execution = {
         k: getattr(args, k)
-        for k in ("trainer", "retries", "retry_delay_seconds")
+        for k in ("trainer", "schedule", "retries", "retry_delay_seconds", "time_budget_minutes")
         if getattr(args, k) is not None
     }
     if execution:
@@ -564,6 +564,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--trainer",
         choices=["local", "deployment"],
         help="local: subprocesses of this run (default); deployment: train-model/gpu on the gpu pool, one flow run per model",
+    )
+    run.add_argument(
+        "--schedule",
+        choices=["auto", "parallel", "weighted", "sequential"],
+        help="how local trainings share the cores (default auto: the measured best)",
+    )
+    run.add_argument(
+        "--time-budget-minutes",
+        type=float,
+        help="stop training at the end of the epoch in which this budget (from the run's start) runs out",
     )
     run.add_argument(
         "--retries",

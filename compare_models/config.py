@@ -245,6 +245,13 @@ class ExecutionParams(BaseModel):
         description="'local': each model in a subprocess of the flow's process; 'deployment': one "
         "train-model/gpu flow run per model on the GPU work pool",
     )
+    schedule: Literal["auto", "parallel", "weighted", "sequential"] = Field(
+        default="auto",
+        description="How local trainings share this host's cores: 'parallel' (at once, cores split evenly), "
+        "'weighted' (at once, cores split by each model's cost), 'sequential' (one after the other, all cores "
+        "each), 'auto' (the best measured here: see benchmarks/schedule.py). Deployment trainings always run at "
+        "once, one process per GPU",
+    )
     retries: int = Field(
         default=2,
         ge=0,
@@ -402,6 +409,12 @@ PRESETS: dict[str, dict] = {
         "split": {"protocol": "sizes", "train": 2000, "val": 500, "test": 1000},
         "train": {"epochs": 1},
         "gate": {"track": "smoke"},
+    },
+    # A first run that visibly learns in a few minutes on a 2-core CPU: `make demo`.
+    "demo": {
+        "split": {"protocol": "sizes", "train": 5000, "val": 1000, "test": 2000},
+        "train": {"epochs": 3},
+        "gate": {"track": "demo"},
     },
     "seed": {"split": {"protocol": "seed"}, "gate": {"track": "seed"}},
     "full": {"split": {"protocol": "full"}, "gate": {"track": "full"}},

@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from compare_models import layout, registry
-from compare_models.config import RUN_ID_PATTERN, RunParams, TrainParams
+from compare_models.config import RUN_ID_PATTERN, ExecutionParams, RunParams, TrainParams
 from compare_models.data import DatasetRef
 from compare_models.device import available_cpus
 from compare_models.registry import NAME as MODEL_NAME
@@ -161,6 +161,30 @@ def check_recipe(job: TrainingJob, recipe: str | None, what: str) -> None:
         )
 
 
+#: What `execution.schedule: auto` means on a CPU host: the schedule benchmarks/schedule.py
+#: measured fastest for both trainings (see the README's benchmark table).
+AUTO_SCHEDULE = "sequential"
+
+
+def resolve_schedule(execution: ExecutionParams) -> str:
+    """The schedule the trainings of a run follow. Deployment trainings run at once, each in
+    its own process (one per GPU), whatever is asked; `auto` is the measured best."""
+    if execution.trainer == "deployment":
+        return "parallel"
+    return AUTO_SCHEDULE if execution.schedule == "auto" else execution.schedule
+
+
+def thread_plan(models: tuple[str, ...], schedule: str, cpus: int) -> dict[str, int]:
+    """TensorFlow threads per training on a shared host: all cores each when they run one
+    after the other, an even split when they run at once, or a split by each model's cost."""
+    if schedule == "sequential" or len(models) == 1:
+        return {m: cpus for m in models}
+    if schedule == "weighted":
+        costs = {m: registry.get(m).relative_cost for m in models}
+        return {m: max(1, round(cpus * cost / sum(costs.values()))) for m, cost in costs.items()}
+    return {m: max(1, cpus // len(models)) for m in models}
+
+
 def plan_jobs(
     params: RunParams,
     run_id: str,
@@ -169,22 +193,20 @@ def plan_jobs(
     *,
     started_at: float,
 ) -> list[TrainingJob]:
-    """One job per model of the run. Local trainings share this machine's cores evenly;
-    on workers, threads 0 lets each worker decide from its own host. With a time budget,
-    every job gets the run's deadline (`started_at` plus the budget)."""
+    """One job per model of the run. Local trainings share this machine's cores as the run's
+    schedule says (`thread_plan`); on workers, threads 0 lets each worker decide from its own
+    host. With a time budget, every job gets the run's deadline (`started_at` plus the budget)."""
     budget = params.execution.time_budget_minutes
     deadline = started_at + 60 * budget if budget else None
     local = params.execution.trainer == "local"
-    threads = params.train.threads or (
-        max(1, available_cpus() // len(params.models)) if local else 0
-    )
+    plan = thread_plan(params.models, resolve_schedule(params.execution), available_cpus())
     return [
         TrainingJob(
             run_id=run_id,
             model=m,
             dataset=dataset,
             train=params.train,
-            threads=threads,
+            threads=params.train.threads or (plan[m] if local else 0),
             weights_key=weights_key if registry.get(m).takes_weights else None,
             deadline=deadline,
         )

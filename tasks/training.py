@@ -27,7 +27,7 @@ from prefect.runtime import task_run
 from prefect.settings import PREFECT_API_URL
 
 from compare_models.config import ExecutionParams, project_root
-from compare_models.jobs import TrainingJob, stored_result
+from compare_models.jobs import TrainingJob, resolve_schedule, stored_result
 from tasks._store import open_store
 from tasks.child_runs import TrainingFailed, cancel_earlier_attempts, wait_until_final
 
@@ -145,7 +145,11 @@ def train_all(jobs: list[TrainingJob], execution: ExecutionParams) -> dict[str, 
     trainer = TRAINERS[execution.trainer].with_options(
         retries=execution.retries, retry_delay_seconds=execution.retry_delay_seconds
     )
-    futures: dict[str, PrefectFuture] = {job.model: trainer.submit(job, execution) for job in jobs}
+    futures: dict[str, PrefectFuture] = {}
+    for job in jobs:  # at once, or one after the other (each with all cores) on a shared CPU host
+        futures[job.model] = trainer.submit(job, execution)
+        if resolve_schedule(execution) == "sequential":
+            futures[job.model].wait()
     for future in futures.values():
         future.wait()
     failed = {m: f.state for m, f in futures.items() if not f.state.is_completed()}
