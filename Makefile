@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DATA ?= cifar10
 RESNET_WEIGHTS ?= imagenet
-PRESET ?= smoke
+PRESET ?= demo
 export PREFECT_SERVER_ANALYTICS_ENABLED = false
 export TF_CPP_MIN_LOG_LEVEL = 2
 
@@ -29,8 +29,8 @@ status: install
 	$(BIN)/compare-models status
 
 # The users' way, on one machine: local S3 + Prefect server + a CPU worker and a "GPU"
-# worker (on CPU here), deploy prefect.yaml, trigger compare-models/nightly with the smoke
-# preset (2,000 / 500 / 1,000 real CIFAR-10 images, one epoch, both models) through
+# worker (on CPU here), deploy prefect.yaml, trigger compare-models/nightly with the demo
+# preset (5,000 / 1,000 / 2,000 real CIFAR-10 images, three epochs, both models) through
 # `prefect deployment run`, wait, then print the UI URL and the report location.
 # DATA defaults to the official download; offline, pass a copy:
 #   make demo DATA=../shared/data/cifar10-jpeg.tar.gz RESNET_WEIGHTS=none
@@ -45,8 +45,11 @@ demo: install
 run-local: up
 	$(BIN)/compare-models run --preset $(PRESET) --data $(DATA) --resnet-weights $(RESNET_WEIGHTS)
 
+# Two pytest processes share the 2 cores (most of a test's time is training subprocesses
+# starting and waiting on the services); the tests that restart S3 or the workers run alone.
 test: up lint  ## lint, then unit + integration tests against the real local services
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n 2 --dist loadfile -m "not serial"
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m serial
 
 lint: install
 	$(BIN)/ruff check .

@@ -135,6 +135,8 @@ def _params_from_args(args: argparse.Namespace):
             **{k.removesuffix("_size"): v for k, v in split.items()},
             **({"seed": args.seed} if args.seed is not None else {}),
         }
+    if args.track:
+        overrides["gate"] = {"track": args.track}
     return preset_params(args.preset, **overrides)
 
 
@@ -209,6 +211,8 @@ def _run_flow(params, *, as_json: bool) -> int:
     print(f"run prefix: {summary['prefix']}")
     if summary["synthetic_data"]:
         print("data:       SYNTHETIC (not CIFAR-10)")
+    if summary.get("scale"):
+        print(f"note:       {summary['scale']}")
     _print_metrics(summary)
     if summary.get("replay"):
         _print_replay(summary["replay"])
@@ -564,6 +568,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--trainer",
         choices=["local", "deployment"],
         help="local: subprocesses of this run (default); deployment: train-model/gpu on the gpu pool, one flow run per model",
+    )
+    run.add_argument(
+        "--track",
+        help="which champions the gate judges against (default: the preset's name, or main)",
     )
     run.add_argument(
         "--schedule",

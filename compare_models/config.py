@@ -270,6 +270,13 @@ class ExecutionParams(BaseModel):
         "runs out, keep their checkpoint, and the run completes with the models it has, marked 'stopped by budget'. "
         "A later run with the same run_id (and a larger or no budget) continues from the checkpoints",
     )
+    training_timeout_minutes: float = Field(
+        default=24 * 60,
+        gt=0,
+        le=7 * 24 * 60,
+        description="Longest one training attempt may run; then its process (or its flow run on the GPU "
+        "pool) is stopped and the attempt fails (a retry resumes from the last checkpoint)",
+    )
     start_timeout_seconds: float = Field(
         default=1800,
         gt=0,
@@ -410,10 +417,12 @@ PRESETS: dict[str, dict] = {
         "train": {"epochs": 1},
         "gate": {"track": "smoke"},
     },
-    # A first run that visibly learns in a few minutes on a 2-core CPU: `make demo`.
+    # A first run that visibly learns in a few minutes on a 2-core CPU: `make demo`. Measured
+    # 2026-11-26 (2-core Xeon, ResNet50 from scratch, weighted schedule): batch 128 gave CNN
+    # 0.29 / ResNet50 0.11-0.14 test accuracy (run 3.5 min); batch 32 gave 0.36 / 0.255 (6.6 min).
     "demo": {
         "split": {"protocol": "sizes", "train": 5000, "val": 1000, "test": 2000},
-        "train": {"epochs": 3},
+        "train": {"epochs": 3, "batch_size": 32},
         "gate": {"track": "demo"},
     },
     "seed": {"split": {"protocol": "seed"}, "gate": {"track": "seed"}},

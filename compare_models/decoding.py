@@ -48,6 +48,7 @@ IMAGE_FORMATS = (
 # ── bounds: what any archive may make the data stage spend ────────────────────
 # The official tarball is 163 MiB with 8 members (~178 MiB unpacked); the JPEG image-folder
 # archive is 19 MiB with 60,023 members of about 1 KiB each.
+# (The compressed size, MAX_ARCHIVE_BYTES, is checked with the source: compare_models.sources.)
 MAX_MEMBERS = 100_000  # tar entries, folders included
 MAX_TOTAL_BYTES = 512 << 20  # declared size of all members together
 MAX_IMAGE_BYTES = 64 << 10  # one image file (a 32x32 image needs at most ~12 KiB)

@@ -162,8 +162,10 @@ def check_recipe(job: TrainingJob, recipe: str | None, what: str) -> None:
 
 
 #: What `execution.schedule: auto` means on a CPU host: the schedule benchmarks/schedule.py
-#: measured fastest for both trainings (see the README's benchmark table).
-AUTO_SCHEDULE = "sequential"
+#: measured fastest (2026-11-26, 2 cores; training span, both models, ResNet50 from scratch):
+#: demo preset: weighted 183 s, sequential 227 s, parallel 260 s; seed protocol, 1 epoch:
+#: weighted 199 s, sequential 206 s, parallel 250 s. See the README's benchmark table.
+AUTO_SCHEDULE = "weighted"
 
 
 def resolve_schedule(execution: ExecutionParams) -> str:

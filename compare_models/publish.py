@@ -290,6 +290,16 @@ def report_title(run_id: str, dataset: DatasetRef) -> str:
     return f"compare-models {run_id}" + (" (SYNTHETIC DATA)" if dataset.synthetic else "")
 
 
+def small_run_note(params: RunParams, dataset: DatasetRef) -> str | None:
+    """For the small presets, a plain sentence that this is no result of the report's protocol."""
+    if params.preset not in ("demo", "smoke"):
+        return None
+    return (
+        f"a small {params.preset} run ({dataset.sizes.get('train', 0):,} training images, {params.train.epochs} "
+        "epoch(s)): not the report's protocol; run it with `--preset seed` (16,250 images, 10 epochs)"
+    )
+
+
 def run_info(
     run_id: str, params: RunParams, dataset: DatasetRef, trained: dict[str, dict] | None = None
 ) -> dict[str, Any]:
@@ -310,6 +320,7 @@ def run_info(
         "augment": params.train.augment,
         "resnet_weights": params.resnet_weights if weights else "-",
         "preset": params.preset or "-",
+        "scale": small_run_note(params, dataset) or "-",
         "time_budget": f"{params.execution.time_budget_minutes:g} min"
         if params.execution.time_budget_minutes
         else "-",
@@ -360,6 +371,7 @@ def build_manifest(
             "stopped": budget_notes(trained),
         },
         "stopped_by_budget": bool(budget_notes(trained)),
+        "scale": small_run_note(params, dataset),
         "metrics": {m: {k: metrics[m][k] for k in SCALAR_METRICS} for m in params.models},
         "report": {"index": report_uri, "files": report_files},
         **(extra or {}),
@@ -381,6 +393,7 @@ def run_summary(
         "manifest": manifest_uri,
         "synthetic_data": dataset.synthetic,
         "metrics": manifest["metrics"],
+        "scale": manifest.get("scale"),
         "comparison": manifest.get("comparison"),
         "replay": manifest.get("replay"),
         "gate": manifest.get("gate"),

@@ -9,7 +9,9 @@ callback) and a progress artifact in the Prefect UI.
 
 from __future__ import annotations
 
+import ctypes
 import json
+import signal
 import sys
 import traceback
 from pathlib import Path
@@ -53,8 +55,16 @@ def train_model(job: TrainingJob) -> dict:
     return result.as_dict()
 
 
+def die_with_parent() -> None:
+    """On Linux, get SIGKILL when the process that started this one dies (a cancelled or killed
+    parent flow run), so no training is left orphaned."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
 def main(argv: list[str]) -> int:
     """Subprocess entry point: read the job, run the flow, write the result (or the error)."""
+    die_with_parent()
     job_path, result_path = Path(argv[0]), Path(argv[1])
     job = TrainingJob.model_validate_json(job_path.read_text())
     try:

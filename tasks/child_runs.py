@@ -29,14 +29,18 @@ class Superseded(RuntimeError):
     it was in fact alive) and a newer attempt may own the run's keys: do not publish."""
 
 
-def wait_until_final(child: FlowRun, poll_seconds: float, start_timeout_seconds: float) -> FlowRun:
-    """The child flow run once it reached a final state (`run_deployment`'s own wait, with a deadline).
+def wait_until_final(
+    child: FlowRun, poll_seconds: float, start_timeout_seconds: float, *, run_timeout_seconds: float
+) -> FlowRun:
+    """The child flow run once it reached a final state (`run_deployment`'s own wait, with deadlines).
 
     A child that no worker has started within `start_timeout_seconds` (no worker on the
     pool, or one that died after claiming it: such a run sends no heartbeats) is cancelled
-    and the attempt fails, instead of the parent waiting forever.
+    and the attempt fails, instead of the parent waiting forever; so is one still running
+    `run_timeout_seconds` after this wait began (the worker then stops its process).
     """
     deadline = time.monotonic() + start_timeout_seconds
+    run_deadline = time.monotonic() + run_timeout_seconds
     with get_client(sync_client=True) as client:
         while True:
             flow_run = client.read_flow_run(child.id)
@@ -53,6 +57,12 @@ def wait_until_final(child: FlowRun, poll_seconds: float, start_timeout_seconds:
                 raise TrainingFailed(
                     f"{message}. Start one (`compare-models up --workers` locally, or `prefect worker "
                     f"start --pool {flow_run.work_pool_name}`), or raise execution.start_timeout_seconds."
+                )
+            if time.monotonic() > run_deadline:
+                message = f"{flow_run.name} ran past {run_timeout_seconds / 60:g} minutes"
+                client.set_flow_run_state(child.id, Cancelling(message=message), force=True)
+                raise TrainingFailed(
+                    f"{message} (execution.training_timeout_minutes); it was cancelled"
                 )
             time.sleep(poll_seconds)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -64,6 +65,22 @@ def _trained(job: TrainingJob) -> dict[str, Any]:
     return result.as_dict()
 
 
+def run_bounded(command: list[str], *, timeout: float, **popen: Any) -> int | None:
+    """Runs `command` in a process group of its own; returns its exit code, or None when it ran
+    past `timeout` seconds (the whole group is then killed). The group is also killed if this
+    wait is interrupted (a cancelled task); the training process itself asks to die with its
+    parent (`flows.train_model.main`)."""
+    process = subprocess.Popen(command, start_new_session=True, **popen)
+    try:
+        return process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return None
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
 @task(name="train", task_run_name="train-{job.model}", retry_condition_fn=_worth_retrying)
 def train_in_subprocess(job: TrainingJob, execution: ExecutionParams) -> dict[str, Any]:
     """Run the `train-model` flow in a fresh Python process (the `local` trainer)."""
@@ -85,12 +102,18 @@ def train_in_subprocess(job: TrainingJob, execution: ExecutionParams) -> dict[st
             job.threads,
         )
         with log_path.open("wb") as log:
-            code = subprocess.call(
+            code = run_bounded(
                 [sys.executable, "-m", "flows.train_model", str(job_path), str(result_path)],
+                timeout=60 * execution.training_timeout_minutes,
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 cwd=project_root(),
+            )
+        if code is None:
+            raise TrainingFailed(
+                f"{job.model}: the training ran past execution.training_timeout_minutes "
+                f"({execution.training_timeout_minutes:g}) and was stopped"
             )
         if code != 0:
             outcome = json.loads(result_path.read_text()) if result_path.exists() else {}
@@ -126,7 +149,12 @@ def train_on_worker(job: TrainingJob, execution: ExecutionParams) -> dict[str, A
         )
     if job.attempt > 1:
         cancel_earlier_attempts(child, get_run_logger())
-    child = wait_until_final(child, execution.poll_seconds, execution.start_timeout_seconds)
+    child = wait_until_final(
+        child,
+        execution.poll_seconds,
+        execution.start_timeout_seconds,
+        run_timeout_seconds=60 * execution.training_timeout_minutes,
+    )
     if not child.state or not child.state.is_completed():
         state = child.state.name if child.state else "unknown"
         raise TrainingFailed(

@@ -69,16 +69,15 @@ def smoke_run_args(
     ]
 
 
-@pytest.fixture
-def placeholder_dataset():
+def placeholder_dataset(source: str = "synthetic:1"):
     """A DatasetRef naming no real data (synthetic, no files): for a training job that must be
-    refused or never start."""
+    refused or never start, or one that is only planned."""
     from compare_models.data import DatasetRef
 
     return DatasetRef(
         name="x",
         synthetic=True,
-        source="synthetic:1",
+        source=source,
         archive_sha256=None,
         prefix="datasets/x/",
         class_names=[str(i) for i in range(10)],

@@ -7,13 +7,13 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
+from pathlib import Path
 
 import pytest
 
 from compare_models import layout
 from compare_models.config import RunParams
-from tests.conftest import ROOT
+from tests.conftest import ROOT, cli_command, smoke_run_args
 
 pytestmark = pytest.mark.integration
 
@@ -95,33 +95,11 @@ def test_a_corrupt_checkpoint_starts_the_model_afresh_and_says_so(
 
 
 def test_two_runs_with_one_run_id_at_once_leave_exactly_one_writer(plugin_models, stack):
-    command = [
-        sys.executable,
-        "-m",
-        "compare_models.cli",
-        "run",
-        "--preset",
-        "smoke",
-        "--data",
-        "synthetic:300",
-        "--models",
-        "tiny",
-        "--split",
-        "sizes",
-        "--train-size",
-        "150",
-        "--val-size",
-        "30",
-        "--test-size",
-        "50",
-        "--epochs",
-        "2",
-        "--threads",
-        "1",
-        "--run-id",
-        "same-id",
-        "--json",
-    ]
+    command = cli_command(
+        *smoke_run_args(
+            "synthetic:300", "tiny", (150, 30, 50), 2, "--threads", "1", "--run-id", "same-id"
+        )
+    )
     runs = [
         subprocess.Popen(
             command,
@@ -146,3 +124,27 @@ def test_two_runs_with_one_run_id_at_once_leave_exactly_one_writer(plugin_models
     assert manifest["flow_run_id"] == json.loads(winner_out)["flow_run_id"]
     claim = stack.get_json(layout.claim_key("same-id"))
     assert claim["owner"] == manifest["flow_run_id"]
+
+
+def test_a_training_past_its_timeout_is_stopped_not_orphaned(plugin_models, prefect_api, stack):
+    import psutil
+
+    params = {**TINY, "run_id": "timeout-run"}
+    params["execution"] = {
+        "training_timeout_minutes": 0.02,
+        "retries": 0,
+    }  # 1.2 s: not even TensorFlow loads
+    state = run_flow(**params)
+    assert (
+        state.is_failed()
+        and "ran past execution.training_timeout_minutes (0.02) and was stopped" in state.message
+    )
+    # A training left behind would be one whose job folder (removed when its task ended) is gone;
+    # trainings of tests running beside this one still have theirs.
+    trainings = [
+        p.info["cmdline"]
+        for p in psutil.process_iter(["cmdline"])
+        if "flows.train_model" in (p.info["cmdline"] or [])
+    ]
+    assert not [c for c in trainings if not Path(c[-2]).exists()], trainings
+    assert not stack.exists(layout.manifest_key("timeout-run"))

@@ -7,10 +7,7 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import secrets
-import subprocess
-import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer

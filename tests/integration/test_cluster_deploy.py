@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, placeholder_dataset
 
 pytestmark = pytest.mark.integration
 TOKEN = secrets.token_hex(3)
@@ -289,25 +289,13 @@ def test_a_gpu_pool_run_without_a_gpu_fails_with_the_reason(process_worker):
     from prefect.client.orchestration import get_client
 
     from compare_models.config import TrainParams
-    from compare_models.data import DatasetRef
     from compare_models.jobs import TrainingJob
 
     pool, worker_log = process_worker
     spec = yaml.safe_load((ROOT / "prefect.yaml").read_text())
     gpu = next(d for d in spec["deployments"] if d["name"] == "gpu")
-    dataset = DatasetRef(
-        name="x",
-        synthetic=True,
-        source="synthetic:1",
-        archive_sha256=None,
-        prefix="datasets/x/",
-        class_names=[str(i) for i in range(10)],
-        sizes={},
-        files={},
-        normalisation={},
-    )
     job = TrainingJob(
-        run_id=f"{PREFIX}-nogpu", model="cnn", dataset=dataset, train=TrainParams()
+        run_id=f"{PREFIX}-nogpu", model="cnn", dataset=placeholder_dataset(), train=TrainParams()
     ).model_dump(mode="json")
     with get_client(sync_client=True) as client:
         flow_id = client.create_flow_from_name("train-model")

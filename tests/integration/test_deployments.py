@@ -16,9 +16,10 @@ from datetime import UTC
 import pytest
 
 from compare_models import layout
-from tests.conftest import ROOT
+from tests.conftest import ROOT, cli, cli_command, placeholder_dataset
 
-pytestmark = pytest.mark.integration
+# serial: stops and starts the local workers and re-applies the deployments
+pytestmark = [pytest.mark.integration, pytest.mark.serial]
 PREFECT = [sys.executable, "-m", "prefect"]
 
 
@@ -28,13 +29,7 @@ def deployed(stack):
 
     down(only=WORKERS)
     up(workers=True)  # inherits this session's COMPARE_MODELS_BUCKET
-    out = subprocess.run(
-        [sys.executable, "-m", "compare_models.cli", "deploy"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    out = cli("deploy", timeout=300)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     yield
     down(only=WORKERS)
@@ -89,13 +84,7 @@ def test_deploy_creates_the_zombie_run_automation_once(deployed):
 
     from deployments.deploy import CRASH_AFTER_SECONDS, ZOMBIE_AUTOMATION
 
-    out = subprocess.run(
-        [sys.executable, "-m", "compare_models.cli", "deploy"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    out = cli("deploy", timeout=300)
     assert out.returncode == 0 and "exists" in out.stdout  # deploying again does not duplicate it
     with get_client(sync_client=True) as client:
         automations = client.read_automations_by_name(ZOMBIE_AUTOMATION)
@@ -120,10 +109,7 @@ def test_invalid_parameters_are_rejected_before_a_run_starts(deployed):
 
 def test_nightly_deployment_run_trains_both_models_in_parallel_on_workers(deployed, stack):
     params = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "compare_models.cli",
+        cli_command(
             "params",
             "--preset",
             "smoke",
@@ -145,7 +131,7 @@ def test_nightly_deployment_run_trains_both_models_in_parallel_on_workers(deploy
             "none",
             "--trainer",
             "deployment",
-        ],
+        ),
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -250,24 +236,12 @@ def test_a_retry_cancels_the_child_an_earlier_attempt_left_unfinished(deployed, 
     from prefect.states import Scheduled
 
     from compare_models.config import TrainParams
-    from compare_models.data import DatasetRef
     from compare_models.jobs import TrainingJob
     from tasks.child_runs import cancel_earlier_attempts
 
-    dataset = DatasetRef(
-        name="x",
-        synthetic=True,
-        source="synthetic:1",
-        archive_sha256=None,
-        prefix="datasets/x/",
-        class_names=[str(i) for i in range(10)],
-        sizes={},
-        files={},
-        normalisation={},
-    )
-    job = TrainingJob(run_id="stale", model="cnn", dataset=dataset, train=TrainParams()).model_dump(
-        mode="json"
-    )
+    job = TrainingJob(
+        run_id="stale", model="cnn", dataset=placeholder_dataset(), train=TrainParams()
+    ).model_dump(mode="json")
     tomorrow = datetime.now(UTC) + timedelta(days=1)  # no worker picks these up
     with get_client(sync_client=True) as client:
         deployment = client.read_deployment_by_name("train-model/gpu")

@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
@@ -15,7 +12,7 @@ from compare_models import layout
 from compare_models.config import RunParams
 
 pytestmark = pytest.mark.integration
-from tests.conftest import ROOT, cli  # noqa: E402
+from tests.conftest import cli  # noqa: E402
 
 
 def run_flow(**params):

@@ -11,6 +11,7 @@ SQLite file), that a plain `up` keeps PostgreSQL, that `up --database sqlite` sw
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import socket
@@ -23,7 +24,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import cli as run_cli
 
 pytestmark = pytest.mark.integration
 
@@ -97,16 +98,7 @@ def second_stack(tmp_path):
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     }
 
-    def cli(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [sys.executable, "-m", "compare_models.cli", *args],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
-
+    cli = functools.partial(run_cli, env=env, timeout=240)
     yield home, env_file, ports, env, cli
     cli("down", timeout=120)
     for pid_file in (home / "run").glob("*.pid"):  # whatever `down` could not stop

@@ -8,14 +8,12 @@ from __future__ import annotations
 import io
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 from compare_models.data import DatasetRef, load_split
-from tests.conftest import REAL_ARCHIVE, ROOT
+from tests.conftest import REAL_ARCHIVE, cli, smoke_run_args
 
 pytestmark = [pytest.mark.integration, pytest.mark.realdata]
 
@@ -27,35 +25,9 @@ def real_run(stack, plugin_models):
         if os.environ.get("CI"):
             pytest.fail(message + " (required in CI)")
         pytest.skip(message)
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "compare_models.cli",
-            "run",
-            "--preset",
-            "smoke",
-            "--data",
-            str(REAL_ARCHIVE),
-            "--models",
-            f"cnn,{plugin_models}",
-            "--split",
-            "sizes",
-            "--train-size",
-            "6000",
-            "--val-size",
-            "500",
-            "--test-size",
-            "1000",
-            "--epochs",
-            "2",
-            "--json",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
+    out = cli(
+        *smoke_run_args(str(REAL_ARCHIVE), f"cnn,{plugin_models}", (6000, 500, 1000), 2),
         timeout=900,
-        env={**os.environ},
     )
     assert out.returncode == 0, out.stderr[-3000:]
     return json.loads(out.stdout)

@@ -7,7 +7,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
@@ -15,7 +14,7 @@ import pytest
 from compare_models import layout
 from compare_models.config import RunParams
 from compare_models.training import FAIL_AFTER_EPOCH_ENV
-from tests.conftest import ROOT
+from tests.conftest import ROOT, cli, cli_command, smoke_run_args
 
 pytestmark = pytest.mark.integration
 
@@ -96,35 +95,15 @@ def test_without_retries_the_injected_fault_fails_the_run(stack, prefect_api, mo
 
 def test_killed_run_resumes_from_its_checkpoint_on_rerun(stack):
     run_id = "killed-and-rerun"
-    args = [
-        sys.executable,
-        "-m",
-        "compare_models.cli",
-        "run",
-        "--preset",
-        "smoke",
-        "--data",
-        "synthetic:400",
-        "--models",
-        "cnn",
-        "--split",
-        "sizes",
-        "--train-size",
-        "300",
-        "--val-size",
-        "50",
-        "--test-size",
-        "40",
-        "--epochs",
-        "12",
-        "--batch-size",
-        "32",
-        "--run-id",
-        run_id,
-        "--json",
-    ]
+    args = smoke_run_args(
+        "synthetic:400", "cnn", (300, 50, 40), 12, "--batch-size", "32", "--run-id", run_id
+    )
     first = subprocess.Popen(
-        args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        cli_command(*args),
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     state_key = layout.checkpoint_state_key(run_id, "cnn")
     deadline = time.monotonic() + 240
@@ -142,7 +121,7 @@ def test_killed_run_resumes_from_its_checkpoint_on_rerun(stack):
     killed_at = stack.get_json(state_key)["epoch"]
     assert 2 <= killed_at < 12 and not stack.exists(layout.run_prefix(run_id) + layout.MANIFEST)
 
-    second = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    second = cli(*args)
     assert second.returncode == 0, second.stderr[-3000:]
     stored = stack.get_json(layout.history_key(run_id, "cnn"))
     assert (

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
+import functools
 
 import pytest
 
 from tests.conftest import cli as run_cli
 
+# serial: restarts the S3 service, which tests running beside it would see fail
+pytestmark = [pytest.mark.integration, pytest.mark.serial]
 cli = functools.partial(run_cli, timeout=300)
-pytestmark = pytest.mark.integration
 
 
 def test_up_is_idempotent_and_status_reports_health(stack):

@@ -20,6 +20,7 @@ from tests.unit.test_infra import (
     ENV_EXAMPLE,
     compose_unescape,
     env_of,
+    run_minio_init,
 )
 
 INFRA = ROOT / "infra"
@@ -90,27 +91,12 @@ def test_workers_presign_for_the_published_minio_port(compose: dict) -> None:
 def _run_minio_init(
     compose: dict, tmp_path: Path, attach_output: str, attach_status: int
 ) -> subprocess.CompletedProcess:
-    script = compose_unescape(compose["services"]["minio-init"]["command"][0])
-    script = script.replace("/tmp/compare-models-rw.json", str(tmp_path / "rw.json"))
-    bindir = tmp_path / "bin"
-    bindir.mkdir(exist_ok=True)
-    (bindir / "mc").write_text(
-        "#!/bin/sh\n"
+    return run_minio_init(
+        compose_unescape(compose["services"]["minio-init"]["command"][0]),
+        tmp_path,
         'if [ "$1 $2 $3" = "admin policy attach" ]; then\n'
         f"  echo '{attach_output}' >&2; exit {attach_status}\n"
-        "fi\n"
-    )
-    (bindir / "mc").chmod(0o755)
-    env = {
-        "PATH": f"{bindir}:/usr/bin:/bin",
-        "BUCKET": "compare-models",
-        "MINIO_ROOT_USER": "root-user",
-        "MINIO_ROOT_PASSWORD": "root-password",
-        "APP_ACCESS_KEY": "app-key",
-        "APP_SECRET_KEY": "app-secret-123",
-    }
-    return subprocess.run(
-        ["/bin/sh", "-ec", script], env=env, capture_output=True, text=True, timeout=30
+        "fi\n",
     )
 
 

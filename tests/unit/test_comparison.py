@@ -41,6 +41,13 @@ def wrong(y: np.ndarray, k: int) -> np.ndarray:
     return (y + 1) % k
 
 
+def _pair(y, a, b, **kwargs):
+    """`compare_pair` of models "a" and "b" over CLASSES, with the fewest resamples allowed."""
+    options = dict(name_a="a", name_b="b", class_names=CLASSES, n_resamples=FAST)
+    options.update(kwargs)
+    return compare_pair(y, a, b, **options)
+
+
 def synthetic(n: int, k: int, accuracy: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Labels (fixed) and probabilities of a model right on about ``accuracy`` of them."""
     y = np.random.default_rng(123).integers(0, k, n)
@@ -98,15 +105,7 @@ def test_complementary_models_table():
     y = np.arange(n) % 3
     pred_a = np.where(np.arange(n) < count, y, wrong(y, 3))
     pred_b = np.where(np.arange(n) < count, wrong(y, 3), y)
-    pair = compare_pair(
-        y,
-        one_hot(pred_a, 3),
-        one_hot(pred_b, 3),
-        name_a="a",
-        name_b="b",
-        class_names=CLASSES,
-        n_resamples=FAST,
-    )
+    pair = _pair(y, one_hot(pred_a, 3), one_hot(pred_b, 3))
     assert pair["table"] == {
         "both_right": 0,
         "only_a_right": count,
@@ -371,15 +370,7 @@ def test_absent_class_gives_zero_interval_and_p_one():
     y = np.array([0, 1, 0, 1, 0, 1, 0, 1])  # class 2 never occurs
     pred_a = np.array([0, 1, 1, 1, 0, 1, 0, 0])
     pred_b = y.copy()
-    pair = compare_pair(
-        y,
-        one_hot(pred_a, 3),
-        one_hot(pred_b, 3),
-        name_a="a",
-        name_b="b",
-        class_names=CLASSES,
-        n_resamples=FAST,
-    )
+    pair = _pair(y, one_hot(pred_a, 3), one_hot(pred_b, 3))
     frog = pair["per_class"][2]
     assert frog["support"] == 0
     assert frog["difference"] == frog["ci_low"] == frog["ci_high"] == 0.0
@@ -441,12 +432,6 @@ def test_result_is_json_ready_with_documented_shape(two_models):
 # --------------------------------------------------------------------------------------------
 # Validation
 # --------------------------------------------------------------------------------------------
-
-
-def _pair(y, a, b, **kwargs):
-    options = dict(name_a="a", name_b="b", class_names=CLASSES, n_resamples=FAST)
-    options.update(kwargs)
-    return compare_pair(y, a, b, **options)
 
 
 @pytest.mark.parametrize(

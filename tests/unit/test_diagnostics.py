@@ -5,7 +5,6 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 import pytest
-from PIL import Image
 
 from compare_models.diagnostics import (
     confident_mistakes,
@@ -13,6 +12,7 @@ from compare_models.diagnostics import (
     expected_calibration_error,
     reliability_diagram,
 )
+from tests.unit import pngs
 
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 N, K = 300, 10
@@ -36,14 +36,7 @@ def data():
 
 
 def assert_png(path, min_width=200, min_height=100):
-    assert path.exists()
-    with Image.open(path) as img:
-        assert img.format == "PNG"
-        img.verify()
-    with Image.open(path) as img:
-        assert img.width >= min_width and img.height >= min_height
-        assert len(set(img.convert("L").getdata())) > 2  # not a blank canvas
-    assert plt.get_fignums() == []  # nothing left open in pyplot
+    pngs.assert_png(path, min_width, min_height)
 
 
 def test_disagreement_gallery_png(tmp_path, data):

@@ -219,21 +219,12 @@ def test_minio_and_bucket(services: dict) -> None:
     assert env_of(services["minio-init"])["BUCKET"] == "${COMPARE_MODELS_BUCKET:-compare-models}"
 
 
-@pytest.mark.skipif(not Path("/bin/sh").exists(), reason="needs /bin/sh")
-def test_minio_init_script_runs_and_writes_a_valid_policy(services: dict, tmp_path: Path) -> None:
-    """Run minio-init's shell script with a stand-in `mc` that records its calls."""
-    init = services["minio-init"]
-    assert init["entrypoint"][:2] == ["/bin/sh", "-ec"]
-    script = compose_unescape(init["command"][0])
+def run_minio_init(script: str, tmp_path: Path, fake_mc: str) -> subprocess.CompletedProcess:
+    """Run minio-init's shell script (unescaped) with a stand-in `mc` (`fake_mc`: the body of a
+    /bin/sh script) first on PATH and the app credentials in its environment."""
     bindir = tmp_path / "bin"
-    bindir.mkdir()
-    calls = tmp_path / "calls.txt"
-    policy_copy = tmp_path / "policy.json"
-    (bindir / "mc").write_text(
-        "#!/bin/sh\n"
-        f'echo "$*" >> "{calls}"\n'
-        f'if [ "$1 $2 $3" = "admin policy create" ]; then cp "$6" "{policy_copy}"; fi\n'
-    )
+    bindir.mkdir(exist_ok=True)
+    (bindir / "mc").write_text("#!/bin/sh\n" + fake_mc)
     (bindir / "mc").chmod(0o755)
     env = {
         "PATH": f"{bindir}:/usr/bin:/bin",
@@ -245,8 +236,23 @@ def test_minio_init_script_runs_and_writes_a_valid_policy(services: dict, tmp_pa
     }
     # The container writes /tmp/compare-models-rw.json; run the script with that path moved.
     script = script.replace("/tmp/compare-models-rw.json", str(tmp_path / "rw.json"))
-    done = subprocess.run(
+    return subprocess.run(
         ["/bin/sh", "-ec", script], env=env, capture_output=True, text=True, timeout=30
+    )
+
+
+@pytest.mark.skipif(not Path("/bin/sh").exists(), reason="needs /bin/sh")
+def test_minio_init_script_runs_and_writes_a_valid_policy(services: dict, tmp_path: Path) -> None:
+    """Run minio-init's shell script with a stand-in `mc` that records its calls."""
+    init = services["minio-init"]
+    assert init["entrypoint"][:2] == ["/bin/sh", "-ec"]
+    calls = tmp_path / "calls.txt"
+    policy_copy = tmp_path / "policy.json"
+    done = run_minio_init(
+        compose_unescape(init["command"][0]),
+        tmp_path,
+        f'echo "$*" >> "{calls}"\n'
+        f'if [ "$1 $2 $3" = "admin policy create" ]; then cp "$6" "{policy_copy}"; fi\n',
     )
     assert done.returncode == 0, done.stderr
     lines = calls.read_text().splitlines()

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from compare_models.config import ExecutionParams, RunParams
-from compare_models.data import DatasetRef
 from compare_models.jobs import AUTO_SCHEDULE, plan_jobs, resolve_schedule, thread_plan
+from tests.conftest import placeholder_dataset
 
 MODELS = ("cnn", "resnet50")
 
@@ -32,30 +32,21 @@ def test_deployment_trainings_always_run_at_once():
         ExecutionParams(schedule="round-robin")
 
 
-def dataset() -> DatasetRef:
-    return DatasetRef(
-        name="x",
-        synthetic=True,
-        source="synthetic",
-        archive_sha256=None,
-        prefix="datasets/x/",
-        class_names=[str(i) for i in range(10)],
-        sizes={},
-        files={},
-        normalisation={},
-    )
-
-
 def test_jobs_carry_threads_and_the_budget_deadline():
     params = RunParams.model_validate(
         {"execution": {"schedule": "parallel", "time_budget_minutes": 2}}
     )
-    jobs = plan_jobs(params, "r1", dataset(), None, started_at=1000.0)
+    jobs = plan_jobs(params, "r1", placeholder_dataset(), None, started_at=1000.0)
     assert [j.deadline for j in jobs] == [1120.0, 1120.0]
     assert all(j.threads >= 1 for j in jobs)
-    assert plan_jobs(RunParams(), "r1", dataset(), None, started_at=0.0)[0].deadline is None
+    assert (
+        plan_jobs(RunParams(), "r1", placeholder_dataset(), None, started_at=0.0)[0].deadline
+        is None
+    )
     on_workers = RunParams.model_validate({"execution": {"trainer": "deployment"}})
-    assert [j.threads for j in plan_jobs(on_workers, "r1", dataset(), None, started_at=0.0)] == [
+    assert [
+        j.threads for j in plan_jobs(on_workers, "r1", placeholder_dataset(), None, started_at=0.0)
+    ] == [
         0,
         0,
     ]

@@ -8,10 +8,10 @@ import math
 import matplotlib.pyplot as plt
 import numpy as np
 import pytest
-from PIL import Image
 
 from compare_models import figures, trends
 from compare_models.trends import plot_accuracy_trend, plot_recall_changes
+from tests.unit import pngs
 
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 DECISION_CYCLE = ["first-champion", "no-change", "promoted", "regression", "not-comparable", None]
@@ -61,19 +61,7 @@ def change(
 
 
 def assert_png(path, min_width: int = 400, min_height: int = 100) -> tuple[int, int]:
-    assert path.exists()
-    with Image.open(path) as img:
-        assert img.format == "PNG"
-        img.verify()
-    with Image.open(path) as img:
-        assert img.width >= min_width and img.height >= min_height
-        assert img.width <= 2000 and img.height <= 2000
-        grey = img.convert("L")
-        assert len(set(grey.getdata())) > 2  # not a blank canvas
-        assert grey.getpixel((0, 0)) == 255  # white background
-        size = img.size
-    assert plt.get_fignums() == []  # nothing left open in pyplot
-    return size
+    return pngs.assert_png(path, min_width, min_height, max_side=2000, white_background=True)
 
 
 # --------------------------------------------------------------------------------------------
