@@ -502,8 +502,12 @@ def _postgres_healthy(settings: Settings) -> bool:
     return ready.returncode == 0
 
 
-def psql(sql: str, *, db: str = POSTGRES_DB) -> str:
-    """Run one SQL statement on the local PostgreSQL as `prefect`; returns psql's unaligned output."""
+def psql(
+    sql: str, *, db: str = POSTGRES_DB, port: int | None = None, password: str | None = None
+) -> str:
+    """Run one SQL statement on the local PostgreSQL as `prefect`; returns psql's unaligned output.
+    `port` and `password` default to this stack's (another stack's may be named)."""
+    port = port or POSTGRES_PORT
     done = subprocess.run(
         [
             str(postgres_bin("psql")),
@@ -516,7 +520,7 @@ def psql(sql: str, *, db: str = POSTGRES_DB) -> str:
             "-h",
             "127.0.0.1",
             "-p",
-            str(POSTGRES_PORT),
+            str(port),
             "-U",
             POSTGRES_USER,
             "-d",
@@ -524,7 +528,11 @@ def psql(sql: str, *, db: str = POSTGRES_DB) -> str:
             "-c",
             sql,
         ],
-        env={**os.environ, "PGPASSWORD": _postgres_password(), "PGCONNECT_TIMEOUT": "5"},
+        env={
+            **os.environ,
+            "PGPASSWORD": password or _postgres_password(),
+            "PGCONNECT_TIMEOUT": "5",
+        },
         capture_output=True,
         text=True,
         timeout=60,
@@ -534,10 +542,10 @@ def psql(sql: str, *, db: str = POSTGRES_DB) -> str:
         error = done.stderr.strip()
         if "password authentication failed" in error:
             raise ServiceError(
-                f"PostgreSQL on 127.0.0.1:{POSTGRES_PORT} rejects {POSTGRES_PASSWORD_VARIABLE}: it is not "
+                f"PostgreSQL on 127.0.0.1:{port} rejects {POSTGRES_PASSWORD_VARIABLE}: it is not "
                 "the password its data was created with (or another server holds the port)"
             )
-        raise ServiceError(f"psql failed on 127.0.0.1:{POSTGRES_PORT}: {error[-500:]}")
+        raise ServiceError(f"psql failed on 127.0.0.1:{port}: {error[-500:]}")
     return done.stdout.strip()
 
 
@@ -546,26 +554,18 @@ def _ensure_postgres_database(settings: Settings) -> None:
         psql(f"CREATE DATABASE {POSTGRES_DB}", db="postgres")
 
 
+def worker_command(pool: str, slots: int, name: str) -> list[str]:
+    """`prefect worker start` for a process worker of `pool` running up to `slots` flow runs."""
+    return [sys.executable, "-m", "prefect", "worker", "start", "--pool", pool, "--type", "process",
+            "--limit", str(slots), "--name", name]  # fmt: skip
+
+
 def _worker(pool: str, slots: int) -> Service:
     """A Prefect process worker for `pool`, polling every second (the default 15 s would add
     up to 15 s of latency to every child run), running up to `slots` flow runs at once."""
 
     def command(settings: Settings) -> list[str]:
-        return [
-            sys.executable,
-            "-m",
-            "prefect",
-            "worker",
-            "start",
-            "--pool",
-            pool,
-            "--type",
-            "process",
-            "--limit",
-            str(slots),
-            "--name",
-            f"local-{pool}",
-        ]
+        return worker_command(pool, slots, f"local-{pool}")
 
     def env(settings: Settings) -> dict[str, str]:
         return {

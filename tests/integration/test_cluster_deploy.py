@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from compare_models.local_stack import worker_command
 from tests.conftest import ROOT, placeholder_dataset
 
 pytestmark = pytest.mark.integration
@@ -243,21 +244,7 @@ def process_worker(stack, prefect_api, tmp_path):
     env.pop("COMPARE_MODELS_ALLOW_CPU_TRAINING", None)
     log = (tmp_path / "worker.log").open("w")
     worker = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "prefect",
-            "worker",
-            "start",
-            "--pool",
-            pool,
-            "--type",
-            "process",
-            "--limit",
-            "1",
-            "--name",
-            f"{PREFIX}-worker",
-        ],
+        worker_command(pool, 1, f"{PREFIX}-worker"),
         cwd=tmp_path,
         env=env,
         stdout=log,

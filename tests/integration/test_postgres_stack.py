@@ -111,36 +111,10 @@ def second_stack(tmp_path):
 def _psql(env_file: Path, port: int, sql: str) -> str:
     from dotenv import dotenv_values
 
-    from compare_models.local_stack import postgres_bin
+    from compare_models.local_stack import psql
 
     password = dotenv_values(env_file)["COMPARE_MODELS_POSTGRES_PASSWORD"]
-    done = subprocess.run(
-        [
-            str(postgres_bin("psql")),
-            "-X",
-            "-q",
-            "-t",
-            "-A",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            str(port),
-            "-U",
-            "prefect",
-            "-d",
-            "prefect",
-            "-c",
-            sql,
-        ],
-        env={**os.environ, "PGPASSWORD": password, "PGCONNECT_TIMEOUT": "5"},
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    assert done.returncode == 0, done.stderr
-    return done.stdout.strip()
+    return psql(sql, port=port, password=password)
 
 
 FLOW = textwrap.dedent("""
