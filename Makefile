@@ -30,7 +30,7 @@ status: install
 
 # The users' way, on one machine: local S3 + Prefect server + a CPU worker and a "GPU"
 # worker (on CPU here), deploy prefect.yaml, trigger compare-models/nightly with the demo
-# preset (5,000 / 1,000 / 2,000 real CIFAR-10 images, three epochs, both models) through
+# preset (5,000 / 1,000 / 2,000 real CIFAR-10 images; the CNN 6 epochs, ResNet50 2) through
 # `prefect deployment run`, wait, then print the UI URL and the report location.
 # DATA defaults to the official download; offline, pass a copy:
 #   make demo DATA=../shared/data/cifar10-jpeg.tar.gz RESNET_WEIGHTS=none

@@ -50,6 +50,13 @@ class TrainingJob(BaseModel):
         le=1024,
         description="TF threads; 0 = this host's cores / COMPARE_MODELS_WORKER_SLOTS",
     )
+    cpu_share: float | None = Field(
+        default=None,
+        gt=0,
+        le=1,
+        description="With threads 0: this training's share of the worker host's cores (the run's "
+        "schedule, e.g. by model cost); unset = the cores / COMPARE_MODELS_WORKER_SLOTS",
+    )
     checkpoint: bool = True
     attempt: int = Field(
         default=1,
@@ -169,22 +176,35 @@ AUTO_SCHEDULE = "weighted"
 
 
 def resolve_schedule(execution: ExecutionParams) -> str:
-    """The schedule the trainings of a run follow. Deployment trainings run at once, each in
-    its own process (one per GPU), whatever is asked; `auto` is the measured best."""
+    """The schedule the trainings of a run follow; `auto` is the measured best. Deployment
+    trainings run at once, each in its own process (one per GPU): a CPU worker splits its
+    cores between them by cost ("weighted") unless `parallel` (an even split) is asked."""
     if execution.trainer == "deployment":
-        return "parallel"
+        return "parallel" if execution.schedule == "parallel" else "weighted"
     return AUTO_SCHEDULE if execution.schedule == "auto" else execution.schedule
 
 
-def thread_plan(models: tuple[str, ...], schedule: str, cpus: int) -> dict[str, int]:
-    """TensorFlow threads per training on a shared host: all cores each when they run one
-    after the other, an even split when they run at once, or a split by each model's cost."""
+def cpu_shares(models: tuple[str, ...], schedule: str) -> dict[str, float]:
+    """Each training's share of the host's cores: all of them when they run one after the
+    other, an even split when they run at once, or a split by each model's cost per image."""
     if schedule == "sequential" or len(models) == 1:
-        return {m: cpus for m in models}
+        return {m: 1.0 for m in models}
     if schedule == "weighted":
         costs = {m: registry.get(m).relative_cost for m in models}
-        return {m: max(1, round(cpus * cost / sum(costs.values()))) for m, cost in costs.items()}
-    return {m: max(1, cpus // len(models)) for m in models}
+        return {m: cost / sum(costs.values()) for m, cost in costs.items()}
+    return {m: 1 / len(models) for m in models}
+
+
+def threads_from_share(share: float, cpus: int) -> int:
+    """TensorFlow threads for a training with `share` of `cpus` cores (at least one)."""
+    return max(1, round(cpus * share))
+
+
+def thread_plan(models: tuple[str, ...], schedule: str, cpus: int) -> dict[str, int]:
+    """TensorFlow threads per training on a shared host (`cpu_shares` of `cpus`)."""
+    if schedule == "parallel":
+        return {m: max(1, cpus // len(models)) for m in models}
+    return {m: threads_from_share(share, cpus) for m, share in cpu_shares(models, schedule).items()}
 
 
 def plan_jobs(
@@ -195,20 +215,25 @@ def plan_jobs(
     *,
     started_at: float,
 ) -> list[TrainingJob]:
-    """One job per model of the run. Local trainings share this machine's cores as the run's
-    schedule says (`thread_plan`); on workers, threads 0 lets each worker decide from its own
-    host. With a time budget, every job gets the run's deadline (`started_at` plus the budget)."""
+    """One job per model of the run, with that model's training parameters
+    (`RunParams.train_for`). Local trainings share this machine's cores as the run's schedule
+    says (`thread_plan`); on workers, threads 0 and a `cpu_share` let each worker size them
+    from its own host. With a time budget, every job gets the run's deadline (`started_at`
+    plus the budget)."""
     budget = params.execution.time_budget_minutes
     deadline = started_at + 60 * budget if budget else None
     local = params.execution.trainer == "local"
-    plan = thread_plan(params.models, resolve_schedule(params.execution), available_cpus())
+    schedule = resolve_schedule(params.execution)
+    plan = thread_plan(params.models, schedule, available_cpus())
+    shares = cpu_shares(params.models, schedule)
     return [
         TrainingJob(
             run_id=run_id,
             model=m,
             dataset=dataset,
-            train=params.train,
-            threads=params.train.threads or (plan[m] if local else 0),
+            train=params.train_for(m),
+            threads=params.train_for(m).threads or (plan[m] if local else 0),
+            cpu_share=None if local else shares[m],
             weights_key=weights_key if registry.get(m).takes_weights else None,
             deadline=deadline,
         )

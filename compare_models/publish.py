@@ -290,13 +290,31 @@ def report_title(run_id: str, dataset: DatasetRef) -> str:
     return f"compare-models {run_id}" + (" (SYNTHETIC DATA)" if dataset.synthetic else "")
 
 
+def epochs_text(params: RunParams) -> str:
+    """ "3" when every model trains as many epochs, else "6 (cnn), 3 (resnet50)"."""
+    epochs = {m: params.train_for(m).epochs for m in params.models}
+    if len(set(epochs.values())) == 1:
+        return str(next(iter(epochs.values())))
+    return ", ".join(f"{n} ({m})" for m, n in epochs.items())
+
+
+def per_model_training(params: RunParams) -> str:
+    """The models' own training settings (`train_per_model`), e.g. "cnn: epochs 6"."""
+    return "; ".join(
+        f"{m}: " + ", ".join(f"{k} {v}" for k, v in params.train_per_model[m].items())
+        for m in params.models
+        if params.train_per_model.get(m)
+    )
+
+
 def small_run_note(params: RunParams, dataset: DatasetRef) -> str | None:
     """For the small presets, a plain sentence that this is no result of the report's protocol."""
     if params.preset not in ("demo", "smoke"):
         return None
     return (
-        f"a small {params.preset} run ({dataset.sizes.get('train', 0):,} training images, {params.train.epochs} "
-        "epoch(s)): not the report's protocol; run it with `--preset seed` (16,250 images, 10 epochs)"
+        f"a small {params.preset} run ({dataset.sizes.get('train', 0):,} training images, "
+        f"{epochs_text(params)} epoch(s)): not the report's protocol; run it with `--preset seed` "
+        "(16,250 images, 10 epochs)"
     )
 
 
@@ -318,6 +336,7 @@ def run_info(
         "learning_rate": params.train.learning_rate,
         "lr_schedule": params.train.lr_schedule,
         "augment": params.train.augment,
+        "per_model_training": per_model_training(params) or "-",
         "resnet_weights": params.resnet_weights if weights else "-",
         "preset": params.preset or "-",
         "scale": small_run_note(params, dataset) or "-",

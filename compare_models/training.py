@@ -52,6 +52,7 @@ from compare_models.jobs import (
     check_recipe,
     publish_result,
     stored_result,
+    threads_from_share,
 )
 from compare_models.models import compile_model, learning_rate_schedule, load_model
 from compare_models.store import ArtifactStore
@@ -71,11 +72,15 @@ class InjectedFault(RuntimeError):
 # ── device set-up ──────────────────────────────────────────────────────────────
 
 
-def default_threads() -> int:
+def default_threads(share: float | None = None) -> int:
     """This process's share of the CPUs it may use (`device.available_cpus`: the cgroup CPU
     quota of a container / Kubernetes limit, the affinity mask, the host's cores, whichever is
-    smallest): a worker running N trainings at once sets COMPARE_MODELS_WORKER_SLOTS=N (the
-    same as its --limit)."""
+    smallest): `share` of them when the job says (a run's trainings split a worker's cores by
+    model cost, `TrainingJob.cpu_share`), else an even split between the worker's slots (a
+    worker running N trainings at once sets COMPARE_MODELS_WORKER_SLOTS=N, the same as its
+    --limit)."""
+    if share is not None:
+        return threads_from_share(share, available_cpus())
     slots = max(1, int(os.environ.get("COMPARE_MODELS_WORKER_SLOTS", "1")))
     return max(1, available_cpus() // slots)
 
@@ -554,7 +559,10 @@ def train(
             done_before.budget_note,
         )
     # The device and this process's code, libraries and machine: the run's fingerprint.
-    device = {**configure_device(job.threads or default_threads()), "host": fingerprint.host()}
+    device = {
+        **configure_device(job.threads or default_threads(job.cpu_share)),
+        "host": fingerprint.host(),
+    }
     keras.utils.set_random_seed(job.train.seed)
     data = {
         split: load_split(job.dataset, split, store, cache_dir)
