@@ -45,10 +45,11 @@ demo: install
 run-local: up
 	$(BIN)/compare-models run --preset $(PRESET) --data $(DATA) --resnet-weights $(RESNET_WEIGHTS)
 
-# Two pytest processes share the 2 cores (most of a test's time is training subprocesses
-# starting and waiting on the services); the tests that restart S3 or the workers run alone.
+# Three pytest processes share the 2 cores (a test spends much of its time waiting on
+# training subprocesses and the services: measured with two, the cores were 1.65 busy of 2
+# with three); the tests that restart S3 or the workers run alone, after them.
 test: up lint  ## lint, then unit + integration tests against the real local services
-	$(BIN)/python -m pytest -q -p no:cacheprovider -n 2 --dist loadfile -m "not serial"
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n 3 --dist loadfile -m "not serial"
 	$(BIN)/python -m pytest -q -p no:cacheprovider -m serial
 
 lint: install

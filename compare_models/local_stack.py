@@ -836,23 +836,49 @@ def _ensure_local_bucket(settings: Settings) -> None:
 def down(
     settings: Settings | None = None, *, only: tuple[Service, ...] | None = None
 ) -> dict[str, str]:
-    """Stop the services started by `up` (all, or `only` these)."""
+    """Stop the services started by `up` (all, or `only` these). Workers are signalled
+    together and waited for together (each may take seconds to leave its pool); the servers
+    after them, one by one, in the reverse order of their start."""
     settings = settings or Settings()
-    result = {}
-    for service in only or (*reversed(WORKERS), *reversed(_known_services(settings))):
+    services = only or (*reversed(WORKERS), *reversed(_known_services(settings)))
+    workers = [s for s in services if s in WORKERS]
+    result = _stop(settings, workers) if workers else {}
+    for service in services:
+        if service not in WORKERS:
+            result.update(_stop(settings, [service]))
+    return result
+
+
+def _wait_gone(
+    settings: Settings, running: dict[Service, int], seconds: float
+) -> dict[Service, int]:
+    """Waits up to `seconds` for the `running` services' processes to end; returns those left."""
+    deadline = time.monotonic() + seconds
+    while running and time.monotonic() < deadline:
+        running = {s: pid for s, pid in running.items() if _pid(settings, s) is not None}
+        if running:
+            time.sleep(0.25)
+    return running
+
+
+def _stop(settings: Settings, services: list[Service]) -> dict[str, str]:
+    """Signal `services`, wait up to 10 s for all of them, then kill what is left."""
+    result, running = {}, {}
+    for service in services:
         pid = _pid(settings, service)
         if pid is None:
             result[service.name] = "not running (or not started by compare-models up)"
             continue
         (os.killpg if service.stop_group else os.kill)(pid, service.stop_signal)
-        for _ in range(40):
-            if _pid(settings, service) is None:
-                break
-            time.sleep(0.25)
-        else:
-            os.killpg(pid, signal.SIGKILL)
-        _pid_file(settings, service).unlink(missing_ok=True)
-        result[service.name] = "stopped"
+        running[service] = pid
+    running = _wait_gone(settings, running, 10)
+    for pid in running.values():
+        os.killpg(pid, signal.SIGKILL)
+    _wait_gone(settings, running, 5)  # until reaped: `down` returns with the processes gone
+    for service in services:
+        if service.name not in result:
+            _pid_file(settings, service).unlink(missing_ok=True)
+            result[service.name] = "stopped"
     return result
 
 

@@ -24,7 +24,7 @@ PREFECT = [sys.executable, "-m", "prefect"]
 
 
 @pytest.fixture(scope="module")
-def deployed(stack):
+def deployed(stack, plugin_models):  # the workers see the tiny plugin model too
     from compare_models.local_stack import WORKERS, down, up
 
     down(only=WORKERS)
@@ -107,12 +107,18 @@ def test_invalid_parameters_are_rejected_before_a_run_starts(deployed):
     assert "epochs" in out.stdout + out.stderr
 
 
-def test_nightly_deployment_run_trains_both_models_in_parallel_on_workers(deployed, stack):
+def test_nightly_deployment_run_trains_both_models_in_parallel_on_workers(
+    deployed, stack, plugin_models
+):
+    """The CNN and a second model (the tiny plugin model: which model does not matter here,
+    ResNet50's own run is in test_flow.py) train at once on the gpu pool's two slots."""
     params = subprocess.run(
         cli_command(
             "params",
             "--preset",
             "smoke",
+            "--models",
+            f"cnn,{plugin_models}",
             "--data",
             "synthetic:200",
             "--split",
@@ -182,8 +188,8 @@ def test_nightly_deployment_run_trains_both_models_in_parallel_on_workers(deploy
 
     parent, children = asyncio.run(read())
     assert parent.state_name == "Completed"
-    trainings = [c for c in children if c.name.endswith(("-cnn", "-resnet50"))]
-    assert sorted(c.name.rsplit("-", 1)[1] for c in trainings) == ["cnn", "resnet50"]
+    trainings = [c for c in children if c.name.endswith(("-cnn", f"-{plugin_models}"))]
+    assert sorted(c.name.rsplit("-", 1)[1] for c in trainings) == ["cnn", plugin_models]
     assert all(c.state_name == "Completed" for c in trainings)
     # both trainings ran at the same time on the gpu pool's two slots
     (a, b) = trainings

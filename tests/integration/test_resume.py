@@ -18,23 +18,26 @@ from tests.conftest import ROOT, cli, cli_command, smoke_run_args
 
 pytestmark = pytest.mark.integration
 
-TINY_CNN = {
+# Retries and resumption do not depend on the model: the tiny plugin model (tests/plugin_models)
+# makes each epoch and checkpoint cheap. The killed-run test keeps the CNN, whose epochs are long
+# enough to be interrupted mid-run.
+TINY = {
     "data": "synthetic:200",
     "split": {"protocol": "sizes", "train": 100, "val": 40, "test": 40},
-    "models": ["cnn"],
+    "models": ["tiny"],
     "resnet_weights": "none",
 }
 
 
 def test_failed_attempt_is_retried_and_resumes_after_the_last_epoch(
-    stack, prefect_api, monkeypatch
+    stack, prefect_api, plugin_models, monkeypatch
 ):
     from flows.compare_models import compare_models
 
     monkeypatch.setenv(FAIL_AFTER_EPOCH_ENV, "2")  # the first attempt fails right after epoch 2
     params = RunParams.model_validate(
         {
-            **TINY_CNN,
+            **TINY,
             "run_id": "resume-after-fault",
             "train": {"epochs": 4, "batch_size": 50},
             "execution": {"retries": 1, "retry_delay_seconds": 0},
@@ -42,19 +45,21 @@ def test_failed_attempt_is_retried_and_resumes_after_the_last_epoch(
     )
     state = compare_models(params=params, return_state=True)
     assert state.is_completed(), state.message
-    stored = stack.get_json(layout.history_key("resume-after-fault", "cnn"))
+    stored = stack.get_json(layout.history_key("resume-after-fault", "tiny"))
     assert stored["result"]["resumed_from_epoch"] == 2  # the retry started at epoch 3, not at 1
     assert (
         len(stored["history"]["loss"]) == len(stored["history"]["val_loss"]) == 4
     )  # no duplicates, no gaps
     assert len(set(stored["history"]["loss"])) == 4
     assert not list(
-        stack.list_keys(layout.checkpoint_prefix("resume-after-fault", "cnn"))
+        stack.list_keys(layout.checkpoint_prefix("resume-after-fault", "tiny"))
     )  # pruned once finished
     assert stack.exists(layout.run_prefix("resume-after-fault") + layout.MANIFEST)
 
 
-def test_a_fault_after_the_final_epoch_costs_only_that_epoch(stack, prefect_api, monkeypatch):
+def test_a_fault_after_the_final_epoch_costs_only_that_epoch(
+    stack, prefect_api, plugin_models, monkeypatch
+):
     """The last epoch is not checkpointed (its model is published instead), so a crash
     between the end of `fit` and publishing recomputes exactly that one epoch."""
     from flows.compare_models import compare_models
@@ -62,7 +67,7 @@ def test_a_fault_after_the_final_epoch_costs_only_that_epoch(stack, prefect_api,
     monkeypatch.setenv(FAIL_AFTER_EPOCH_ENV, "3")
     params = RunParams.model_validate(
         {
-            **TINY_CNN,
+            **TINY,
             "run_id": "fault-after-last",
             "train": {"epochs": 3, "batch_size": 50},
             "execution": {"retries": 1, "retry_delay_seconds": 0},
@@ -70,17 +75,19 @@ def test_a_fault_after_the_final_epoch_costs_only_that_epoch(stack, prefect_api,
     )
     state = compare_models(params=params, return_state=True)
     assert state.is_completed(), state.message
-    stored = stack.get_json(layout.history_key("fault-after-last", "cnn"))
+    stored = stack.get_json(layout.history_key("fault-after-last", "tiny"))
     assert stored["result"]["resumed_from_epoch"] == 2 and len(stored["history"]["loss"]) == 3
 
 
-def test_without_retries_the_injected_fault_fails_the_run(stack, prefect_api, monkeypatch):
+def test_without_retries_the_injected_fault_fails_the_run(
+    stack, prefect_api, plugin_models, monkeypatch
+):
     from flows.compare_models import compare_models
 
     monkeypatch.setenv(FAIL_AFTER_EPOCH_ENV, "1")
     params = RunParams.model_validate(
         {
-            **TINY_CNN,
+            **TINY,
             "run_id": "fault-no-retry",
             "train": {"epochs": 2, "batch_size": 50},
             "execution": {"retries": 0},
@@ -89,14 +96,14 @@ def test_without_retries_the_injected_fault_fails_the_run(stack, prefect_api, mo
     state = compare_models(params=params, return_state=True)
     assert state.is_failed() and "injected fault after epoch 1" in state.message
     assert not stack.exists(layout.run_prefix("fault-no-retry") + layout.MANIFEST)
-    state = stack.get_json(layout.checkpoint_state_key("fault-no-retry", "cnn"))
+    state = stack.get_json(layout.checkpoint_state_key("fault-no-retry", "tiny"))
     assert state["epoch"] == 1  # the checkpoint a re-run would resume from
 
 
 def test_killed_run_resumes_from_its_checkpoint_on_rerun(stack):
     run_id = "killed-and-rerun"
     args = smoke_run_args(
-        "synthetic:400", "cnn", (300, 50, 40), 12, "--batch-size", "32", "--run-id", run_id
+        "synthetic:400", "cnn", (300, 50, 40), 6, "--batch-size", "32", "--run-id", run_id
     )
     first = subprocess.Popen(
         cli_command(*args),
@@ -119,7 +126,7 @@ def test_killed_run_resumes_from_its_checkpoint_on_rerun(stack):
         if first.poll() is None:
             os.killpg(first.pid, signal.SIGKILL)
     killed_at = stack.get_json(state_key)["epoch"]
-    assert 2 <= killed_at < 12 and not stack.exists(layout.run_prefix(run_id) + layout.MANIFEST)
+    assert 2 <= killed_at < 6 and not stack.exists(layout.run_prefix(run_id) + layout.MANIFEST)
 
     second = cli(*args)
     assert second.returncode == 0, second.stderr[-3000:]
@@ -127,7 +134,7 @@ def test_killed_run_resumes_from_its_checkpoint_on_rerun(stack):
     assert (
         stored["result"]["resumed_from_epoch"] == killed_at
     )  # at most the interrupted epoch is recomputed
-    assert len(stored["history"]["loss"]) == 12
+    assert len(stored["history"]["loss"]) == 6
     assert json.loads(second.stdout)["run_id"] == run_id
 
 
