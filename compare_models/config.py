@@ -252,7 +252,7 @@ class ExecutionParams(BaseModel):
         description="How local trainings share this host's cores: 'parallel' (at once, cores split evenly), "
         "'weighted' (at once, cores split by each model's cost), 'sequential' (one after the other, all cores "
         "each), 'auto' (the best measured here: see benchmarks/schedule.py). Deployment trainings always run at "
-        "once, one process per GPU",
+        "once, one flow run each: a CPU worker splits its cores by model cost, or evenly with 'parallel'",
     )
     retries: int = Field(
         default=2,
@@ -467,14 +467,21 @@ def preset_params(name: str, **overrides: object) -> RunParams:
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose from {sorted(PRESETS)}")
     merged: dict = copy.deepcopy(PRESETS[name])
+    per_model = merged.get("train_per_model", {})
+    if isinstance(overrides.get("train"), dict):
+        # an explicit setting (e.g. --epochs) holds for every model: the preset's per-model
+        # values of the same settings give way
+        per_model = {
+            model: {k: v for k, v in changes.items() if k not in overrides["train"]}
+            for model, changes in per_model.items()
+        }
+    if isinstance(overrides.get("train_per_model"), dict):  # merged model by model
+        for model, changes in overrides["train_per_model"].items():
+            per_model[model] = {**per_model.get(model, {}), **dict(changes)}
+    merged["train_per_model"] = per_model
     for key, value in overrides.items():
-        if key == "train" and isinstance(value, dict):
-            # an explicit setting (e.g. --epochs) holds for every model: the preset's per-model
-            # values of the same settings give way
-            merged["train_per_model"] = {
-                model: {k: v for k, v in changes.items() if k not in value}
-                for model, changes in merged.get("train_per_model", {}).items()
-            }
+        if key == "train_per_model":
+            continue
         if isinstance(value, dict):
             base = dict(merged.get(key, {}))
             if key == "split" and "protocol" in value:

@@ -40,6 +40,7 @@ a Unix socket, and asks every connection for its password (SCRAM).
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import ipaddress
 import os
@@ -854,11 +855,11 @@ def _wait_gone(
 ) -> dict[Service, int]:
     """Waits up to `seconds` for the `running` services' processes to end; returns those left."""
     deadline = time.monotonic() + seconds
-    while running and time.monotonic() < deadline:
+    while True:
         running = {s: pid for s, pid in running.items() if _pid(settings, s) is not None}
-        if running:
-            time.sleep(0.25)
-    return running
+        if not running or time.monotonic() >= deadline:
+            return running
+        time.sleep(0.25)
 
 
 def _stop(settings: Settings, services: list[Service]) -> dict[str, str]:
@@ -873,10 +874,13 @@ def _stop(settings: Settings, services: list[Service]) -> dict[str, str]:
         running[service] = pid
     running = _wait_gone(settings, running, 10)
     for pid in running.values():
-        os.killpg(pid, signal.SIGKILL)
-    _wait_gone(settings, running, 5)  # until reaped: `down` returns with the processes gone
+        with contextlib.suppress(ProcessLookupError):  # it ended after the last look
+            os.killpg(pid, signal.SIGKILL)
+    survivors = _wait_gone(settings, running, 5)  # until reaped: `down` returns with them gone
     for service in services:
-        if service.name not in result:
+        if service in survivors:
+            result[service.name] = f"still running (pid {survivors[service]}) after SIGKILL"
+        elif service.name not in result:
             _pid_file(settings, service).unlink(missing_ok=True)
             result[service.name] = "stopped"
     return result

@@ -330,7 +330,7 @@ def run_info(
         "dataset": dataset.name,
         "archive_sha256": dataset.archive_sha256,
         "split_sizes": json.dumps(dataset.sizes),
-        "epochs": params.train.epochs,
+        "epochs": epochs_text(params),
         "batch_size": params.train.batch_size,
         "optimizer": params.train.optimizer,
         "learning_rate": params.train.learning_rate,

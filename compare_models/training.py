@@ -75,13 +75,13 @@ class InjectedFault(RuntimeError):
 def default_threads(share: float | None = None) -> int:
     """This process's share of the CPUs it may use (`device.available_cpus`: the cgroup CPU
     quota of a container / Kubernetes limit, the affinity mask, the host's cores, whichever is
-    smallest): `share` of them when the job says (a run's trainings split a worker's cores by
-    model cost, `TrainingJob.cpu_share`), else an even split between the worker's slots (a
-    worker running N trainings at once sets COMPARE_MODELS_WORKER_SLOTS=N, the same as its
-    --limit)."""
-    if share is not None:
-        return threads_from_share(share, available_cpus())
+    smallest). A worker running N trainings at once sets COMPARE_MODELS_WORKER_SLOTS=N (the
+    same as its --limit): there a job's `share` of the cores (`TrainingJob.cpu_share`: a run's
+    trainings split the cores by model cost) decides, else an even split between the slots. A
+    worker with one slot (a Kubernetes pod per training) gives its one training every core."""
     slots = max(1, int(os.environ.get("COMPARE_MODELS_WORKER_SLOTS", "1")))
+    if share is not None and slots > 1:
+        return threads_from_share(share, available_cpus())
     return max(1, available_cpus() // slots)
 
 

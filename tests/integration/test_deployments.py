@@ -199,6 +199,14 @@ def test_nightly_deployment_run_trains_both_models_in_parallel_on_workers(
     manifest = stack.get_json(latest["manifest"].split(f"s3://{stack.bucket}/", 1)[1])
     assert manifest["status"] == "complete" and manifest["flow_run_id"] == str(parent.id)
     assert manifest["params"]["execution"]["trainer"] == "deployment"
+    # the worker sized each training's threads from its share of the cores (by model cost)
+    from compare_models.device import available_cpus
+    from compare_models.jobs import cpu_shares, threads_from_share
+
+    shares = cpu_shares(("cnn", plugin_models), "weighted")
+    assert {m: v["device"]["threads"] for m, v in manifest["models"].items()} == {
+        m: threads_from_share(share, available_cpus()) for m, share in shares.items()
+    }
 
 
 def test_a_training_no_worker_starts_fails_the_attempt_instead_of_waiting_forever(

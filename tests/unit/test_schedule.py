@@ -65,6 +65,8 @@ def test_a_worker_sizes_threads_from_the_jobs_share(monkeypatch):
     assert [training.default_threads(s) for s in (1 / 6, 5 / 6)] == [1, 2]
     monkeypatch.setattr(training, "available_cpus", lambda: 12)
     assert [training.default_threads(s) for s in (1 / 6, 5 / 6)] == [2, 10]
+    monkeypatch.setenv("COMPARE_MODELS_WORKER_SLOTS", "1")  # a pod per training: every core
+    assert [training.default_threads(s) for s in (1 / 6, 5 / 6, None)] == [12, 12, 12]
 
 
 def test_each_model_can_train_with_its_own_settings():
@@ -106,6 +108,15 @@ def test_an_explicit_setting_overrides_the_presets_per_model_value():
     two = preset_params("demo", train={"epochs": 2})
     assert two.train_for("cnn").epochs == two.train_for("resnet50").epochs == 2
     assert preset_params("demo").train_per_model == demo.train_per_model  # the preset is unchanged
+    # a caller's per-model values merge into the preset's, model by model, whatever the order
+    mine = preset_params(
+        "demo", train_per_model={"cnn": {"batch_size": 64}}, train={"learning_rate": 0.01}
+    )
+    assert mine.train_per_model["cnn"] == {
+        **PRESETS["demo"]["train_per_model"]["cnn"],
+        "batch_size": 64,
+    }
+    assert mine.train_for("cnn").learning_rate == 0.01
 
 
 def test_the_report_says_which_model_trained_how_long():
@@ -119,5 +130,7 @@ def test_the_report_says_which_model_trained_how_long():
     dataset = placeholder_dataset()
     note = small_run_note(demo, dataset)
     assert f"{cnn} (cnn), {resnet} (resnet50) epoch(s)" in note and "--preset seed" in note
-    assert run_info("r1", demo, dataset)["per_model_training"] == f"cnn: epochs {cnn}"
+    info = run_info("r1", demo, dataset)
+    assert info["per_model_training"] == f"cnn: epochs {cnn}"
+    assert info["epochs"] == f"{cnn} (cnn), {resnet} (resnet50)"
     assert epochs_text(RunParams()) == "10" and per_model_training(RunParams()) == ""
