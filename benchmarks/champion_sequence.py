@@ -17,11 +17,11 @@ import json
 import secrets
 import subprocess
 import sys
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from _common import ROOT, emit, require_archive, scratch_bucket
+
+from tests.webhook_receiver import start_receiver
 
 
 def main() -> None:
@@ -36,19 +36,7 @@ def main() -> None:
     from compare_models.config import Settings
     from deployments.alerts import ensure_regression_automation
 
-    received: list[dict] = []
-
-    class Receiver(BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802 (http.server's name)
-            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(200)
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server, received = start_receiver()
     track = f"bench-{secrets.token_hex(3)}"
     name, block = f"compare-models-bench {track}", f"cm-bench-webhook-{track}"
     url = SecretStr(f"http://127.0.0.1:{server.server_port}/hook")

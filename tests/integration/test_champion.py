@@ -10,7 +10,6 @@ import json
 import secrets
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
@@ -19,6 +18,7 @@ from pydantic import SecretStr
 from compare_models import champions, layout
 from compare_models.config import ComparisonParams, GatePolicy, RunParams
 from tests.conftest import cli as run_cli
+from tests.webhook_receiver import start_receiver
 
 pytestmark = pytest.mark.integration
 cli = functools.partial(run_cli, timeout=300)
@@ -49,19 +49,7 @@ def webhook(prefect_api):
 
     from deployments.alerts import ensure_regression_automation
 
-    received: list[dict] = []
-
-    class Receiver(BaseHTTPRequestHandler):
-        def do_POST(self):
-            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(200)
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server, received = start_receiver()
     name, block = f"compare-models-test {TRACK}", f"cm-test-webhook-{TRACK}"
     from compare_models.config import Settings
 
