@@ -226,16 +226,19 @@ def plan_jobs(
     schedule = resolve_schedule(params.execution)
     plan = thread_plan(params.models, schedule, available_cpus())
     shares = cpu_shares(params.models, schedule)
-    return [
-        TrainingJob(
-            run_id=run_id,
-            model=m,
-            dataset=dataset,
-            train=params.train_for(m),
-            threads=params.train_for(m).threads or (plan[m] if local else 0),
-            cpu_share=None if local else shares[m],
-            weights_key=weights_key if registry.get(m).takes_weights else None,
-            deadline=deadline,
+    jobs = []
+    for m in params.models:
+        train = params.train_for(m)
+        jobs.append(
+            TrainingJob(
+                run_id=run_id,
+                model=m,
+                dataset=dataset,
+                train=train,
+                threads=train.threads or (plan[m] if local else 0),
+                cpu_share=None if local else shares[m],
+                weights_key=weights_key if registry.get(m).takes_weights else None,
+                deadline=deadline,
+            )
         )
-        for m in params.models
-    ]
+    return jobs
