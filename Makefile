@@ -45,12 +45,16 @@ demo: install
 run-local: up
 	$(BIN)/compare-models run --preset $(PRESET) --data $(DATA) --resnet-weights $(RESNET_WEIGHTS)
 
-# Three pytest processes share the 2 cores (a test spends much of its time waiting on
-# training subprocesses and the services: measured with two, the cores were 1.65 busy of 2
-# with three); the tests that restart S3 or the workers run alone, after them.
-test: up lint  ## lint, then unit + integration tests against the real local services
-	$(BIN)/python -m pytest -q -p no:cacheprovider -n 3 --dist loadfile -m "not serial"
-	$(BIN)/python -m pytest -q -p no:cacheprovider -m serial
+# The tests run against a stack of their own (tests/stack.py: other ports, .compare-models/test-stack),
+# never the user's services. Three pytest processes share the 2 cores (a test spends much of its
+# time waiting on training subprocesses and the services: measured with two, the cores were 1.65
+# busy of 2 with three); the tests that restart S3 run alone, after them; the test stack stops at the end.
+test: lint  ## lint, then unit + integration tests against the test stack's real services
+	status=0; \
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n 3 --dist loadfile -m "not serial" || status=$$?; \
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m serial || status=$$?; \
+	$(BIN)/python -m tests.stack down; \
+	exit $$status
 
 lint: install
 	$(BIN)/ruff check .

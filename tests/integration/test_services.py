@@ -6,6 +6,7 @@ import functools
 
 import pytest
 
+from compare_models.local_stack import LOCAL_PREFECT_API, LOCAL_S3_URL
 from tests.conftest import cli as run_cli
 
 # serial: restarts the S3 service, which tests running beside it would see fail
@@ -22,7 +23,7 @@ def test_up_is_idempotent_and_status_reports_health(stack):
     )
     status = cli("status")
     assert status.returncode == 0
-    assert "http://127.0.0.1:8333" in status.stdout and "http://127.0.0.1:4200/api" in status.stdout
+    assert LOCAL_S3_URL in status.stdout and LOCAL_PREFECT_API in status.stdout
 
 
 def test_stored_objects_survive_an_s3_restart(stack):

@@ -1,0 +1,127 @@
+"""The test suite's own local stack: SeaweedFS, a Prefect server and (for the deployment tests)
+workers in `.compare-models/test-stack/`, on ports of their own (S3 8833, Prefect 4700,
+PostgreSQL 5933). `make test` leaves the user's own services alone: their bucket, and the
+flow runs, deployments, artifacts and workers of the Prefect server they watch on 4200.
+
+`apply()` points this process (and every process it starts) at the test stack; `tests/conftest.py`
+calls it before anything imports `compare_models`, whose settings read the environment.
+
+    python -m tests.stack up [--workers]|down|status
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+HOME = ROOT / ".compare-models" / "test-stack"
+
+#: where the test stack listens. SeaweedFS' other ports move by the S3 port's offset (+500: none
+#: of them lands on a port of the default stack, whose gRPC ports are its HTTP ports + 10000)
+PORTS = {
+    "COMPARE_MODELS_S3_PORT": 8833,
+    "COMPARE_MODELS_PREFECT_PORT": 4700,
+    "COMPARE_MODELS_POSTGRES_PORT": 5933,
+}
+
+#: variables that would point a stack (or the flows) at another one: never inherited
+INHERITED = (
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_S3",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_PROFILE",
+    "PREFECT_API_URL",
+    "PREFECT_API_KEY",
+    "PREFECT_UI_URL",
+    "PREFECT_HOME",
+    "PREFECT_PROFILES_PATH",
+    "PREFECT_API_DATABASE_CONNECTION_URL",
+    "COMPARE_MODELS_BUCKET",
+    "COMPARE_MODELS_DATABASE",
+    "COMPARE_MODELS_POSTGRES_PASSWORD",
+    "COMPARE_MODELS_S3_PORT",
+    "COMPARE_MODELS_PREFECT_PORT",
+    "COMPARE_MODELS_POSTGRES_PORT",
+    "COMPARE_MODELS_HOME",
+    "COMPARE_MODELS_ENV_FILE",
+)
+
+
+def environment() -> dict[str, str]:
+    """The variables that make a process use the test stack (its credentials come from its own
+    env file, written by its first `up`)."""
+    return {
+        "COMPARE_MODELS_HOME": str(HOME),
+        "COMPARE_MODELS_ENV_FILE": str(HOME / "stack.env"),
+        **{name: str(port) for name, port in PORTS.items()},
+        "AWS_ENDPOINT_URL_S3": f"http://127.0.0.1:{PORTS['COMPARE_MODELS_S3_PORT']}",
+        "PREFECT_API_URL": f"http://127.0.0.1:{PORTS['COMPARE_MODELS_PREFECT_PORT']}/api",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    }
+
+
+def apply() -> None:
+    """Point this process at the test stack: drop whatever named the user's stack, set ours."""
+    for name in INHERITED:
+        os.environ.pop(name, None)
+    os.environ.update(environment())
+
+
+@contextlib.contextmanager
+def _locked():
+    """One process at a time (pytest-xdist starts several, each asking for the stack)."""
+    HOME.mkdir(parents=True, exist_ok=True)
+    with (HOME / "up.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def up(*, workers: bool = False) -> None:
+    """`compare-models up` of the test stack (idempotent; safe from several processes at once),
+    run in a process of its own: the services outlive it as children of init. Started by a
+    pytest process instead, a service stopped later (a restart test, the workers' teardown)
+    would stay a zombie of that process, which `down` sees as still running."""
+    command = [sys.executable, "-m", "tests.stack", "up", *(["--workers"] if workers else [])]
+    out = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    if out.returncode != 0:
+        raise RuntimeError(f"the test stack did not start:\n{out.stdout}{out.stderr}")
+
+
+def main(argv: list[str]) -> int:
+    if os.environ.get("COMPARE_MODELS_HOME") != str(HOME):
+        apply()  # before compare_models reads the ports and the env file
+    from compare_models.local_stack import down, status
+    from compare_models.local_stack import up as start
+
+    command = argv[0] if argv else "status"
+    if command == "up":
+        with _locked():
+            result = start(workers="--workers" in argv[1:])
+    elif command == "down":
+        with _locked():
+            result = down()
+    elif command == "status":
+        result = {row["service"]: row["healthy"] for row in status()}
+    else:
+        print(
+            f"usage: python -m tests.stack up [--workers]|down|status (not {command!r})",
+            file=sys.stderr,
+        )
+        return 2
+    for name, state in result.items():
+        print(f"test stack {name}: {state}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
