@@ -228,15 +228,15 @@ def disagreement_gallery(
     nrows = -(-chosen.size // ncols)
     lines = 1 + len(models)
     fig, tiles = _tile_grid(nrows, ncols, lines, f"{title} ({how})")
-    for ax, i in zip(tiles, chosen, strict=False):
-        _show(ax, imgs[i])
+    for tile, i in zip(tiles, chosen, strict=False):
+        tile.show(imgs[i])
         caption = [(f"true: {names[labels[i]]}", "black")]
         for m, name in enumerate(models):
             pred = preds[m, i]
             confidence = clean[name][i, pred]
             colour = RIGHT if pred == labels[i] else WRONG
             caption.append((f"{name}: {names[pred]} {confidence:.2f}", colour))
-        _caption(ax, caption)
+        tile.caption(caption)
     return figures.save(fig, path)
 
 
@@ -281,19 +281,16 @@ def confident_mistakes(
         wrong = np.flatnonzero(pred != labels)
         order = wrong[np.argsort(-confidence[wrong], kind="stable")][:per_model]
         row_tiles = tiles[row * per_model : (row + 1) * per_model]
-        for ax, i in zip(row_tiles, order, strict=False):
-            _show(ax, imgs[i])
-            _caption(
-                ax,
+        for tile, i in zip(row_tiles, order, strict=False):
+            tile.show(imgs[i])
+            tile.caption(
                 [
                     (f"true: {names[labels[i]]}", "black"),
                     (f"pred: {names[pred[i]]} {confidence[i]:.2f}", WRONG),
                 ],
             )
         if order.size == 0:
-            row_tiles[0].text(
-                0.0, 0.5, f"{name} makes no mistakes", transform=row_tiles[0].transAxes, fontsize=9
-            )
+            row_tiles[0].note(f"{name} makes no mistakes")
     return figures.save(fig, path)
 
 
@@ -333,40 +330,78 @@ def _validate_images(images: np.ndarray, n: int) -> np.ndarray:
     return imgs
 
 
-def _show(ax, image: np.ndarray) -> None:
-    """Draw one image upscaled with nearest neighbours: uint8 as is, floats checked in [0, 1]."""
-    if image.dtype == np.uint8:
-        vmax = 255
-    else:
-        if not np.isfinite(image).all() or image.min() < 0.0 or image.max() > 1.0:
-            raise ValueError(
-                f"float images must lie in [0, 1], got range {np.nanmin(image):.3g}.."
-                f"{np.nanmax(image):.3g} (divide by 255 or pass uint8)"
+class _Tile:
+    """One image slot of a tile grid: a ``TILE_IN`` square whose lower left corner is at
+    (``x``, ``bottom``) inches on the grid's one canvas axes (data units are inches)."""
+
+    def __init__(self, canvas, x: float, bottom: float):
+        self.canvas, self.x, self.bottom = canvas, x, bottom
+
+    def show(self, image: np.ndarray) -> None:
+        """Draw one image upscaled with nearest neighbours: uint8 as is, floats checked in [0, 1]."""
+        if image.dtype == np.uint8:
+            vmax = 255
+        else:
+            if not np.isfinite(image).all() or image.min() < 0.0 or image.max() > 1.0:
+                raise ValueError(
+                    f"float images must lie in [0, 1], got range {np.nanmin(image):.3g}.."
+                    f"{np.nanmax(image):.3g} (divide by 255 or pass uint8)"
+                )
+            vmax = 1
+        # vmin/vmax keep grayscale images from being contrast-stretched (RGB ignores them).
+        self.canvas.imshow(
+            image,
+            interpolation="nearest",
+            cmap="gray",
+            vmin=0,
+            vmax=vmax,
+            extent=(self.x, self.x + TILE_IN, self.bottom, self.bottom + TILE_IN),
+            aspect="auto",
+        )
+
+    def caption(self, lines: list[tuple[str, str]]) -> None:
+        """Lines of (text, colour) centred under the image."""
+        for j, (text, colour) in enumerate(lines):
+            self.canvas.text(
+                self.x + TILE_IN / 2,
+                self.bottom - 0.03 * TILE_IN - j * _LINE_IN,
+                text,
+                ha="center",
+                va="top",
+                fontsize=_FONT,
+                color=colour,
             )
-        vmax = 1
-    # vmin/vmax keep grayscale images from being contrast-stretched (RGB ignores them).
-    ax.imshow(image, interpolation="nearest", cmap="gray", vmin=0, vmax=vmax)
+
+    def note(self, text: str) -> None:
+        """A line of text in place of the image."""
+        self.canvas.text(self.x, self.bottom + TILE_IN / 2, text, fontsize=9)
 
 
 def _tile_grid(
     nrows: int, ncols: int, lines: int, title: str, *, row_labels: list[str] | None = None
-) -> tuple[Figure, list]:
-    """A figure of image tiles with ``lines`` caption lines under each; axes in row order."""
+) -> tuple[Figure, list[_Tile]]:
+    """A figure of image tiles with ``lines`` caption lines under each; tiles in row order.
+
+    Every tile is drawn on one axes that covers the figure in inches: an axes per tile
+    (48 in a two-model report) cost about a second of matplotlib's tick and layout work.
+    """
     left = 0.35 if row_labels else 0.1
     header, footer = 0.45, 0.1
     row_h = TILE_IN + lines * _LINE_IN + 0.15
     width = left + ncols * _COL_IN + 0.1
     height = header + nrows * row_h + footer
     fig = figures.figure(width, height)
+    canvas = fig.add_axes((0, 0, 1, 1))
+    canvas.set_axis_off()
+    canvas.set_autoscale_on(False)
+    canvas.set_xlim(0, width)
+    canvas.set_ylim(0, height)
     fig.text(0.5, 1 - 0.2 / height, title, ha="center", va="center", fontsize=10)
     tiles = []
     for r in range(nrows):
         bottom = height - header - r * row_h - TILE_IN
         for c in range(ncols):
-            x = left + c * _COL_IN + (_COL_IN - TILE_IN) / 2
-            ax = fig.add_axes((x / width, bottom / height, TILE_IN / width, TILE_IN / height))
-            ax.set_axis_off()
-            tiles.append(ax)
+            tiles.append(_Tile(canvas, left + c * _COL_IN + (_COL_IN - TILE_IN) / 2, bottom))
         if row_labels:
             fig.text(
                 0.15 / width,
@@ -379,21 +414,6 @@ def _tile_grid(
                 fontweight="bold",
             )
     return fig, tiles
-
-
-def _caption(ax, lines: list[tuple[str, str]]) -> None:
-    step = _LINE_IN / TILE_IN  # one line in axes units
-    for j, (text, colour) in enumerate(lines):
-        ax.text(
-            0.5,
-            -0.03 - j * step,
-            text,
-            transform=ax.transAxes,
-            ha="center",
-            va="top",
-            fontsize=_FONT,
-            color=colour,
-        )
 
 
 __all__ = [

@@ -4,20 +4,26 @@ for `compare-models history` and the report's accuracy trend."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from compare_models import layout
 from compare_models.store import ArtifactStore
 
+#: manifests read at once (boto3 clients are thread-safe; its default pool holds 10 connections)
+_READERS = 8
+
 
 def completed_manifests(store: ArtifactStore) -> list[dict[str, Any]]:
-    """Every completed run's manifest, newest first (by completion time)."""
-    manifests = [
-        store.get_json(layout.manifest_key(layout.run_id_of(prefix)))
-        for prefix in store.list_prefixes(layout.RUNS)
-        if store.exists(layout.manifest_key(layout.run_id_of(prefix)))
-    ]
+    """Every completed run's manifest, newest first (by completion time).
+
+    One GET per run (a run without a manifest is incomplete and left out), several at a time:
+    a nightly track's history grows by a run a day, and each report reads it."""
+    keys = [layout.manifest_key(layout.run_id_of(p)) for p in store.list_prefixes(layout.RUNS)]
+    with ThreadPoolExecutor(max_workers=_READERS, thread_name_prefix="manifests") as pool:
+        found = pool.map(lambda key: store.get_json_versioned(key)[0], keys)
+        manifests = [m for m in found if m is not None]
     return sorted(manifests, key=lambda m: m.get("completed_at") or "", reverse=True)
 
 

@@ -280,6 +280,7 @@ def plot_confusion_matrices(results: Sequence[ModelResult], path: Path) -> Path:
                 va="center",
                 fontsize=fontsize,
                 color="white" if value > 0.5 else "black",
+                in_layout=False,  # inside its cell: no layout pass needs to measure it
             )
     if image is not None:
         fig.colorbar(image, ax=axes[0].tolist(), shrink=0.8, label="fraction of true class")
