@@ -25,6 +25,27 @@ from compare_models.jobs import TrainingJob
 from compare_models.store import ArtifactStore
 from tasks.child_runs import ensure_still_running
 
+#: Installed for the parent's evaluation and report, optional for Keras, unused by a training:
+#: Keras imports them when present (scikit-learn for its scikit-learn wrapper, matplotlib for
+#: its plotting utilities), 1-2 s of every training process's start on a 2-core machine.
+UNUSED_IN_TRAINING = ("sklearn", "matplotlib")
+
+
+def _in_a_process_of_its_own() -> bool:
+    """Whether this process exists only to run this flow: `python -m flows.train_model` (the
+    local trainer) or `python -m prefect.engine` (a process worker's flow run)."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    return spec is not None and spec.name in ("flows.train_model", "prefect.engine")
+
+
+def skip_unused_imports() -> None:
+    """Before Keras loads, in a training's own process: let importing UNUSED_IN_TRAINING fail
+    at once (Keras catches the ImportError). Nothing changes where they are loaded already or
+    where the process runs other code too (a test or a notebook calling the flow)."""
+    if _in_a_process_of_its_own():
+        for name in UNUSED_IN_TRAINING:
+            sys.modules.setdefault(name, None)
+
 
 @flow(
     name="train-model",
@@ -35,6 +56,7 @@ from tasks.child_runs import ensure_still_running
 def train_model(job: TrainingJob) -> dict:
     """Train one model of a run and publish it (model, predictions, history) to S3."""
     # Keras loads here, in the training process, not when the flow is deployed or imported.
+    skip_unused_imports()
     from compare_models.training import train
 
     logger = get_run_logger()

@@ -1,0 +1,38 @@
+"""A training's own process does not load what Keras imports only because it is installed."""
+
+import json
+import subprocess
+import sys
+
+from tests.conftest import ROOT
+
+PROBE = """
+import json, sys, types
+sys.modules["__main__"].__spec__ = types.SimpleNamespace(name={main!r})
+from flows.train_model import UNUSED_IN_TRAINING, skip_unused_imports
+skip_unused_imports()
+import compare_models.training  # keras and TensorFlow
+print(json.dumps(sorted(n for n in UNUSED_IN_TRAINING if sys.modules.get(n) is not None)))
+"""
+
+
+def _loaded(main: str) -> list[str]:
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE.format(main=main)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_a_worker_flow_run_process_skips_scikit_learn_and_matplotlib():
+    assert _loaded("prefect.engine") == []
+
+
+def test_any_other_process_keeps_them():
+    """Keras loads both when they are installed: what the skipping saves, and why it is needed
+    nowhere but in a training's own process (a notebook running the flow keeps them)."""
+    assert _loaded("ipykernel_launcher") == ["matplotlib", "sklearn"]
