@@ -29,29 +29,13 @@ PORTS = {
     "COMPARE_MODELS_POSTGRES_PORT": 5933,
 }
 
-#: variables that would point a stack (or the flows) at another one: never inherited
-INHERITED = (
-    "AWS_ENDPOINT_URL",
-    "AWS_ENDPOINT_URL_S3",
-    "AWS_ACCESS_KEY_ID",
-    "AWS_SECRET_ACCESS_KEY",
-    "AWS_SESSION_TOKEN",
-    "AWS_PROFILE",
-    "PREFECT_API_URL",
-    "PREFECT_API_KEY",
-    "PREFECT_UI_URL",
-    "PREFECT_HOME",
-    "PREFECT_PROFILES_PATH",
-    "PREFECT_API_DATABASE_CONNECTION_URL",
-    "COMPARE_MODELS_BUCKET",
-    "COMPARE_MODELS_DATABASE",
-    "COMPARE_MODELS_POSTGRES_PASSWORD",
-    "COMPARE_MODELS_S3_PORT",
-    "COMPARE_MODELS_PREFECT_PORT",
-    "COMPARE_MODELS_POSTGRES_PORT",
-    "COMPARE_MODELS_HOME",
-    "COMPARE_MODELS_ENV_FILE",
-)
+#: prefixes of the variables that could point a stack (or the flows) at another one, or change
+#: what the tests check (webhooks, precision, fault injection, Keras' backend): none is inherited
+INHERITED_PREFIXES = ("COMPARE_MODELS_", "PREFECT_", "AWS_", "KERAS_")
+
+
+def inherited(name: str) -> bool:
+    return name.startswith(INHERITED_PREFIXES)
 
 
 def environment() -> dict[str, str]:
@@ -63,14 +47,17 @@ def environment() -> dict[str, str]:
         **{name: str(port) for name, port in PORTS.items()},
         "AWS_ENDPOINT_URL_S3": f"http://127.0.0.1:{PORTS['COMPARE_MODELS_S3_PORT']}",
         "PREFECT_API_URL": f"http://127.0.0.1:{PORTS['COMPARE_MODELS_PREFECT_PORT']}/api",
+        "PREFECT_HOME": str(HOME / "prefect-client"),  # not the user's profiles (API keys, URLs)
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        # the nightly deployment's cron would queue runs that the next session's workers start
+        "PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED": "false",
     }
 
 
 def apply() -> None:
     """Point this process at the test stack: drop whatever named the user's stack, set ours."""
-    for name in INHERITED:
-        os.environ.pop(name, None)
+    for name in [name for name in os.environ if inherited(name)]:
+        del os.environ[name]
     os.environ.update(environment())
 
 
@@ -86,7 +73,7 @@ def _locked():
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def up(*, workers: bool = False) -> None:
+def up(*, workers: bool = False) -> dict[str, str]:
     """`compare-models up` of the test stack (idempotent; safe from several processes at once),
     run in a process of its own: the services outlive it as children of init. Started by a
     pytest process instead, a service stopped later (a restart test, the workers' teardown)
@@ -95,6 +82,12 @@ def up(*, workers: bool = False) -> None:
     out = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
     if out.returncode != 0:
         raise RuntimeError(f"the test stack did not start:\n{out.stdout}{out.stderr}")
+    prefix = "test stack "
+    return dict(
+        line.removeprefix(prefix).split(": ", 1)
+        for line in out.stdout.splitlines()
+        if line.startswith(prefix)
+    )
 
 
 def main(argv: list[str]) -> int:

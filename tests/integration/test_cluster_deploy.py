@@ -1,5 +1,5 @@
 """The deployments store no path of the deployer's machine, and the Kubernetes pool's image
-rules hold on a real Prefect server (the local one of `compare-models up`).
+rules hold on a real Prefect server (the test stack's, tests/stack.py).
 
 The deployments made here have names of their own (cluster-test-<token>-...), no schedule,
 and are deleted at the end; the Kubernetes pool too. The user's deployments are not touched.

@@ -1,5 +1,5 @@
 """Presigned links for the endpoint a browser reaches (COMPARE_MODELS_PUBLIC_S3_URL), against
-the real local SeaweedFS: the workers' endpoint is http://127.0.0.1:8333, the "public" one the
+the test stack's real SeaweedFS: the workers' endpoint is http://127.0.0.1:<port>, the "public" one the
 same server under the name localhost, as MinIO is http://minio:9000 for the containers and
 http://localhost:9000 for the browser in Compose."""
 

@@ -11,7 +11,8 @@ import pytest
 
 from compare_models import layout
 from compare_models.config import RunParams
-from tests.conftest import ROOT, cli
+from tests import stack as test_stack
+from tests.conftest import cli
 
 pytestmark = pytest.mark.integration
 
@@ -73,7 +74,7 @@ def test_the_verdict_matches_an_independent_mcnemar(plugin_run, stack):
     run_id = plugin_run["run_id"]
     manifest = stack.get_json(layout.manifest_key(run_id))
     dataset = DatasetRef.model_validate(manifest["dataset"])
-    _, y = load_split(dataset, "test", stack, ROOT / ".compare-models" / "test-cache")
+    _, y = load_split(dataset, "test", stack, test_stack.HOME / "cache")
     right = {
         m: predictions(stack, manifest["models"][m]["predictions_key"]).argmax(1) == y
         for m in ("cnn", "tiny")

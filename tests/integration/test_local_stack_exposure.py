@@ -166,7 +166,7 @@ def test_s3_rejects_unsigned_and_wrongly_signed_requests(stack):
     assert stack.get_bytes("tests/exposure.txt") == b"signed"
 
 
-def test_state_and_keys_are_private():
+def test_state_and_keys_are_private(stack):
     settings = Settings()
     assert stat.S_IMODE(os.stat(settings.home).st_mode) == 0o700
     for path in ensure_tls(settings).values():

@@ -24,14 +24,22 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests import stack as test_stack
 from tests.conftest import cli as run_cli
-from tests.stack import INHERITED
 
 pytestmark = pytest.mark.integration
 
-#: ports of the default stack (`compare-models up`): SeaweedFS HTTP ports and their gRPC ports (+10000)
+#: ports of the default stack (`compare-models up`) and of the test stack (tests/stack.py):
+#: SeaweedFS HTTP ports and their gRPC ports (+10000), Prefect, PostgreSQL
 _WEED_HTTP = (8333, 9333, 9340, 8888, 23646)
-_DEFAULT_PORTS = {*_WEED_HTTP, *(p + 10000 for p in _WEED_HTTP), 4200, 5433}
+_TEST_OFFSET = test_stack.PORTS["COMPARE_MODELS_S3_PORT"] - 8333
+_DEFAULT_PORTS = {
+    *(p + shift for p in _WEED_HTTP for shift in (0, 10000, _TEST_OFFSET, _TEST_OFFSET + 10000)),
+    4200,
+    5433,
+    test_stack.PORTS["COMPARE_MODELS_PREFECT_PORT"],
+    test_stack.PORTS["COMPARE_MODELS_POSTGRES_PORT"],
+}
 
 
 def _free(port: int) -> bool:
@@ -71,7 +79,7 @@ def _ports() -> dict[str, int]:
 def second_stack(tmp_path):
     ports = _ports()
     home, env_file = tmp_path / "home", tmp_path / "stack.env"
-    env = {k: v for k, v in os.environ.items() if k not in INHERITED}
+    env = {k: v for k, v in os.environ.items() if not test_stack.inherited(k)}
     env |= {
         "COMPARE_MODELS_HOME": str(home),
         "COMPARE_MODELS_ENV_FILE": str(env_file),

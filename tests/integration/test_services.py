@@ -7,6 +7,7 @@ import functools
 import pytest
 
 from compare_models.local_stack import LOCAL_PREFECT_API, LOCAL_S3_URL
+from tests import stack as test_stack
 from tests.conftest import cli as run_cli
 
 # serial: restarts the S3 service, which tests running beside it would see fail
@@ -28,7 +29,7 @@ def test_up_is_idempotent_and_status_reports_health(stack):
 
 def test_stored_objects_survive_an_s3_restart(stack):
     from compare_models.config import Settings
-    from compare_models.local_stack import SERVICES, _pid, down, up
+    from compare_models.local_stack import SERVICES, _pid, down
 
     seaweed = SERVICES[0]
     if _pid(Settings(), seaweed) is None:
@@ -38,7 +39,7 @@ def test_stored_objects_survive_an_s3_restart(stack):
     stack.put_bytes(b"still here", "tests/survives-restart.txt", overwrite=True)
     assert down(only=(seaweed,)) == {"seaweedfs-s3": "stopped"}
     assert not seaweed.healthy(Settings())
-    assert up()["seaweedfs-s3"] == "started"
+    assert test_stack.up()["seaweedfs-s3"] == "started"  # not a child of this process
     assert stack.get_bytes("tests/survives-restart.txt") == b"still here"
 
 
