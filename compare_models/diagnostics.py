@@ -348,6 +348,11 @@ class _Tile:
                     f"{np.nanmax(image):.3g} (divide by 255 or pass uint8)"
                 )
             vmax = 1
+        # Square pixels, centred in the tile (a non-square image is letterboxed).
+        height, width = image.shape[:2]
+        scale = TILE_IN / max(height, width)
+        left = self.x + (TILE_IN - width * scale) / 2
+        bottom = self.bottom + (TILE_IN - height * scale) / 2
         # vmin/vmax keep grayscale images from being contrast-stretched (RGB ignores them).
         self.canvas.imshow(
             image,
@@ -355,7 +360,7 @@ class _Tile:
             cmap="gray",
             vmin=0,
             vmax=vmax,
-            extent=(self.x, self.x + TILE_IN, self.bottom, self.bottom + TILE_IN),
+            extent=(left, left + width * scale, bottom, bottom + height * scale),
             aspect="auto",
         )
 

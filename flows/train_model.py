@@ -9,6 +9,7 @@ callback) and a progress artifact in the Prefect UI.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import signal
@@ -38,13 +39,25 @@ def _in_a_process_of_its_own() -> bool:
     return spec is not None and spec.name in ("flows.train_model", "prefect.engine")
 
 
-def skip_unused_imports() -> None:
-    """Before Keras loads, in a training's own process: let importing UNUSED_IN_TRAINING fail
-    at once (Keras catches the ImportError). Nothing changes where they are loaded already or
-    where the process runs other code too (a test or a notebook calling the flow)."""
-    if _in_a_process_of_its_own():
-        for name in UNUSED_IN_TRAINING:
-            sys.modules.setdefault(name, None)
+@contextlib.contextmanager
+def keras_without_unused_imports():
+    """While Keras loads in a training's own process, importing UNUSED_IN_TRAINING fails at once
+    (Keras catches the ImportError); afterwards they import as usual (a plugin model may need
+    them). Nothing changes where they are loaded already or where the process runs other code
+    too (a test or a notebook calling the flow)."""
+    skipped = (
+        [name for name in UNUSED_IN_TRAINING if name not in sys.modules]
+        if _in_a_process_of_its_own()
+        else []
+    )
+    for name in skipped:
+        sys.modules[name] = None
+    try:
+        yield
+    finally:
+        for name in skipped:
+            if name in sys.modules and sys.modules[name] is None:
+                del sys.modules[name]
 
 
 @flow(
@@ -56,8 +69,8 @@ def skip_unused_imports() -> None:
 def train_model(job: TrainingJob) -> dict:
     """Train one model of a run and publish it (model, predictions, history) to S3."""
     # Keras loads here, in the training process, not when the flow is deployed or imported.
-    skip_unused_imports()
-    from compare_models.training import train
+    with keras_without_unused_imports():
+        from compare_models.training import train
 
     logger = get_run_logger()
     settings = Settings()
