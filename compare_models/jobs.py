@@ -168,6 +168,10 @@ def check_recipe(job: TrainingJob, recipe: str | None, what: str) -> None:
         )
 
 
+#: Fault injection for resume tests and drills: the first attempt of every training fails
+#: right after this epoch's checkpoint is stored. Unset in normal operation.
+FAIL_AFTER_EPOCH_ENV = "COMPARE_MODELS_FAIL_AFTER_EPOCH"
+
 #: What `execution.schedule: auto` means on a CPU host: the schedule benchmarks/schedule.py
 #: measured fastest (2026-11-26, 2 cores; training span, both models, ResNet50 from scratch):
 #: demo preset: weighted 183 s, sequential 227 s, parallel 260 s; seed protocol, 1 epoch:

@@ -46,6 +46,7 @@ from compare_models.device import (
     gpu_device_nodes,
 )
 from compare_models.jobs import (
+    FAIL_AFTER_EPOCH_ENV,
     TrainingDiverged,
     TrainingJob,
     TrainingResult,
@@ -57,10 +58,6 @@ from compare_models.jobs import (
 from compare_models.models import compile_model, learning_rate_schedule, load_model
 from compare_models.store import ArtifactStore
 from compare_models.weights import local_weights
-
-#: Fault injection for resume tests and drills: the first attempt of every training fails
-#: right after this epoch's checkpoint is stored. Unset in normal operation.
-FAIL_AFTER_EPOCH_ENV = "COMPARE_MODELS_FAIL_AFTER_EPOCH"
 
 Logger = logging.Logger | Any  # a logging.Logger or Prefect's run logger
 

@@ -28,7 +28,7 @@ BASE = {
     "data": "synthetic:600",
     "split": {"protocol": "sizes", "train": 300, "val": 60, "test": 120},
     "models": ["tiny"],
-    "train": {"epochs": 20, "batch_size": 32, "threads": 1, "learning_rate": 0.01},
+    "train": {"epochs": 8, "batch_size": 32, "threads": 1, "learning_rate": 0.01},
     "comparison": {"resamples": 1000},
     "gate": {"track": TRACK},
 }
