@@ -59,6 +59,8 @@ def apply() -> None:
     for name in [name for name in os.environ if inherited(name)]:
         del os.environ[name]
     os.environ.update(environment())
+    # Prefect creates its home folder when imported, but not the folders above it
+    Path(os.environ["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True, mode=0o700)
 
 
 @contextlib.contextmanager
