@@ -100,13 +100,8 @@ def stack():
     from compare_models.store import ArtifactStore
 
     test_stack.up()
-    settings = Settings()
-    bucket = f"cm-test-{secrets.token_hex(4)}"
-    env = {
-        "COMPARE_MODELS_BUCKET": bucket,
-        "AWS_ENDPOINT_URL_S3": settings.s3_endpoint_url,
-        "PREFECT_API_URL": settings.prefect_api_url,
-    }
+    # the endpoints are the test stack's already (test_stack.apply); the bucket is this session's
+    env = {"COMPARE_MODELS_BUCKET": f"cm-test-{secrets.token_hex(4)}"}
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     store = ArtifactStore.from_settings(Settings())

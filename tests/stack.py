@@ -34,6 +34,10 @@ PORTS = {
 INHERITED_PREFIXES = ("COMPARE_MODELS_", "PREFECT_", "AWS_", "KERAS_")
 
 
+#: how `main` prints each service's state, and `up` reads it back
+_STATE_LINE = "test stack {}: {}"
+
+
 def inherited(name: str) -> bool:
     return name.startswith(INHERITED_PREFIXES)
 
@@ -84,7 +88,7 @@ def up(*, workers: bool = False) -> dict[str, str]:
     out = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
     if out.returncode != 0:
         raise RuntimeError(f"the test stack did not start:\n{out.stdout}{out.stderr}")
-    prefix = "test stack "
+    prefix = _STATE_LINE.split("{}")[0]
     return dict(
         line.removeprefix(prefix).split(": ", 1)
         for line in out.stdout.splitlines()
@@ -114,7 +118,7 @@ def main(argv: list[str]) -> int:
         )
         return 2
     for name, state in result.items():
-        print(f"test stack {name}: {state}")
+        print(_STATE_LINE.format(name, state))
     return 0
 
 
