@@ -75,3 +75,28 @@ def test_registration_is_checked():
     finally:
         registry.unregister("tiny-reg")
     assert "tiny-reg" not in registry.models()
+
+
+def test_prediction_pads_the_last_batch_and_traces_once():
+    """1,000 images at batch 256: the same probabilities as `model.predict`, from one trace
+    of the predict function instead of two (the short last batch)."""
+    import keras
+    import numpy as np
+
+    from compare_models.training import predict_in_full_batches
+
+    def tiny():
+        keras.utils.set_random_seed(0)
+        return keras.Sequential(
+            [keras.Input((4, 4, 3)), keras.layers.Flatten(), keras.layers.Dense(10, "softmax")]
+        )
+
+    x = np.random.default_rng(1).random((1000, 4, 4, 3), dtype=np.float32)
+    padded, plain = tiny(), tiny()
+    got = predict_in_full_batches(padded, x, 256)
+    want = plain.predict(x, batch_size=256, verbose=0)
+    assert got.shape == (1000, 10) and np.allclose(got, want, atol=1e-6)
+    assert padded.predict_function.experimental_get_tracing_count() == 1
+    assert plain.predict_function.experimental_get_tracing_count() == 2
+    # fewer images than a batch: one batch of their number, nothing padded
+    assert predict_in_full_batches(tiny(), x[:40], 256).shape == (40, 10)
