@@ -495,6 +495,7 @@ def publish_model(
     if _diverged(fitted):
         return None
     model_key = layout.model_key(job.run_id, job.model)
+    started = time.perf_counter()
     try:
         with ThreadPoolExecutor(
             max_workers=1, thread_name_prefix=f"publish-{job.model}"
@@ -503,10 +504,19 @@ def publish_model(
                 save_and_upload, fitted.model, workdir / f"{job.model}.keras", store, model_key
             )
             y_prob = predict_in_full_batches(fitted.model, x_test, max(job.train.batch_size, 256))
+            predicted = time.perf_counter() - started
             uploaded.result()
     except BaseException:
         withdraw(store, model_key, logger)
         raise
+    logger.info(
+        "%s: %d test images predicted in %.1f s, the model (%.0f MB) saved and uploaded beside it: %.1f s in all",
+        job.model,
+        len(x_test),
+        predicted,
+        (workdir / f"{job.model}.keras").stat().st_size / 1e6,
+        time.perf_counter() - started,
+    )
     if not np.isfinite(y_prob).all():
         return None
     np.savez_compressed(workdir / "predictions.npz", y_prob=y_prob.astype(np.float32))
