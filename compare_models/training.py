@@ -494,15 +494,13 @@ def publish_model(
     """
     if _diverged(fitted):
         return None
-    model_key = layout.model_key(job.run_id, job.model)
+    model_key, model_path = layout.model_key(job.run_id, job.model), workdir / f"{job.model}.keras"
     started = time.perf_counter()
     try:
         with ThreadPoolExecutor(
             max_workers=1, thread_name_prefix=f"publish-{job.model}"
         ) as publisher:
-            uploaded = publisher.submit(
-                save_and_upload, fitted.model, workdir / f"{job.model}.keras", store, model_key
-            )
+            uploaded = publisher.submit(save_and_upload, fitted.model, model_path, store, model_key)
             y_prob = predict_in_full_batches(fitted.model, x_test, max(job.train.batch_size, 256))
             predicted = time.perf_counter() - started
             uploaded.result()
@@ -514,7 +512,7 @@ def publish_model(
         job.model,
         len(x_test),
         predicted,
-        (workdir / f"{job.model}.keras").stat().st_size / 1e6,
+        model_path.stat().st_size / 1e6,
         time.perf_counter() - started,
     )
     if not np.isfinite(y_prob).all():
