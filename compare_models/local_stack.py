@@ -70,7 +70,8 @@ def _port(variable: str, default: int) -> int:
     return int(value)
 
 
-S3_PORT = _port("COMPARE_MODELS_S3_PORT", 8333)
+DEFAULT_S3_PORT = 8333
+S3_PORT = _port("COMPARE_MODELS_S3_PORT", DEFAULT_S3_PORT)
 PREFECT_PORT = _port("COMPARE_MODELS_PREFECT_PORT", 4200)
 POSTGRES_PORT = _port("COMPARE_MODELS_POSTGRES_PORT", 5433)
 LOCAL_S3_URL = f"http://127.0.0.1:{S3_PORT}"
@@ -264,15 +265,18 @@ def _seaweed_command(settings: Settings) -> list[str]:
     ]
 
 
+def seaweed_ports(s3_port: int = S3_PORT) -> dict[str, int]:
+    """SeaweedFS' HTTP ports ({flag: port}) of a stack whose S3 listens on `s3_port`: every other
+    port moves by that port's offset from the default (the gRPC ports are these + 10000)."""
+    offset = s3_port - DEFAULT_S3_PORT
+    return {"-s3.port": s3_port, **{flag: port + offset for flag, port in _WEED_PORTS.items()}}
+
+
 def _weed_port_flags() -> list[str]:
     """With COMPARE_MODELS_S3_PORT moved, every SeaweedFS port moves by the same offset (none by default)."""
-    offset = S3_PORT - 8333
-    if not offset:
+    if S3_PORT == DEFAULT_S3_PORT:
         return []
-    return [
-        f"-s3.port={S3_PORT}",
-        *(f"{flag}={port + offset}" for flag, port in _WEED_PORTS.items()),
-    ]
+    return [f"{flag}={port}" for flag, port in seaweed_ports().items()]
 
 
 def _seaweed_env(settings: Settings) -> dict[str, str]:

@@ -29,6 +29,7 @@ from compare_models.local_stack import (
     S3_PORT,
     ensure_env_file,
     ensure_tls,
+    seaweed_ports,
 )
 
 pytestmark = pytest.mark.integration
@@ -127,8 +128,8 @@ def test_the_other_ports_open_with_the_client_certificate(ports):
     internal = set(ports["seaweedfs"]) - {S3_PORT}
     answering = {port for port in internal if _speaks_http(port, tls)}
     assert answering, f"none of {sorted(internal)} answered even with the client certificate"
-    offset = S3_PORT - 8333  # a stack on other ports (the test stack) moves them all by as much
-    assert {9333 + offset, 8888 + offset} <= answering  # master and filer HTTP
+    weed = seaweed_ports()  # on the test stack, all moved by its S3 port's offset
+    assert {weed["-master.port"], weed["-filer.port"]} <= answering  # master and filer HTTP
 
 
 def test_s3_rejects_unsigned_and_wrongly_signed_requests(stack):

@@ -24,17 +24,23 @@ from pathlib import Path
 import httpx
 import pytest
 
+from compare_models.local_stack import DEFAULT_S3_PORT, seaweed_ports
 from tests import stack as test_stack
 from tests.conftest import cli as run_cli
 
 pytestmark = pytest.mark.integration
 
+
+def _weed(s3_port: int) -> set[int]:
+    """SeaweedFS' HTTP ports and their gRPC ports (+10000) of a stack whose S3 is on `s3_port`."""
+    return {port + grpc for port in seaweed_ports(s3_port).values() for grpc in (0, 10000)}
+
+
 #: ports of the default stack (`compare-models up`) and of the test stack (tests/stack.py):
-#: SeaweedFS HTTP ports and their gRPC ports (+10000), Prefect, PostgreSQL
-_WEED_HTTP = (8333, 9333, 9340, 8888, 23646)
-_TEST_OFFSET = test_stack.PORTS["COMPARE_MODELS_S3_PORT"] - 8333
+#: SeaweedFS, Prefect, PostgreSQL
 _DEFAULT_PORTS = {
-    *(p + shift for p in _WEED_HTTP for shift in (0, 10000, _TEST_OFFSET, _TEST_OFFSET + 10000)),
+    *_weed(DEFAULT_S3_PORT),
+    *_weed(test_stack.PORTS["COMPARE_MODELS_S3_PORT"]),
     4200,
     5433,
     test_stack.PORTS["COMPARE_MODELS_PREFECT_PORT"],
@@ -62,8 +68,8 @@ def _listening(port: int) -> bool:
 def _ports() -> dict[str, int]:
     """An offset that moves every port of the stack onto free ports, none of them the default stack's."""
     for offset in range(100, 3000, 100):
-        s3 = 8333 + offset
-        weed = {p + offset for p in _WEED_HTTP} | {p + offset + 10000 for p in _WEED_HTTP}
+        s3 = DEFAULT_S3_PORT + offset
+        weed = _weed(s3)
         wanted = {"s3": s3, "prefect": 4200 + offset, "postgres": 5433 + offset}
         every = weed | set(wanted.values())
         if (
