@@ -100,3 +100,40 @@ def test_prediction_pads_the_last_batch_and_traces_once():
     assert plain.predict_function.experimental_get_tracing_count() == 2
     # fewer images than a batch: one batch of their number, nothing padded
     assert predict_in_full_batches(tiny(), x[:40], 256).shape == (40, 10)
+
+
+def test_compile_model_creates_the_optimizer_state_before_the_first_step():
+    """The optimizer's variables exist after `compile_model` (not first made while the first
+    training step is traced), fit keeps using those very variables, and the trained weights
+    equal those of Keras' own deferred path."""
+    import keras
+    import numpy as np
+
+    from compare_models.models import build_optimizer, compile_model
+
+    x = np.random.default_rng(2).random((48, 4, 4, 3), dtype=np.float32)
+    y = np.arange(48) % 10
+
+    def tiny():
+        keras.utils.set_random_seed(3)
+        return keras.Sequential(
+            [keras.Input((4, 4, 3)), keras.layers.Flatten(), keras.layers.Dense(10, "softmax")]
+        )
+
+    ours = compile_model(tiny(), "adam", 1e-2)
+    assert ours.optimizer.built
+    created = [id(v) for v in ours.optimizer.variables]
+    assert len(created) == 1 + 2 * 2 + 1  # iterations, m and v of kernel and bias, learning rate
+    deferred = tiny()
+    deferred.compile(
+        optimizer=build_optimizer("adam", 1e-2),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    assert not deferred.optimizer.built
+    for model in (ours, deferred):
+        model.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0)
+    assert [id(v) for v in ours.optimizer.variables] == created
+    assert int(ours.optimizer.iterations) == int(deferred.optimizer.iterations) == 6
+    for a, b in zip(ours.get_weights(), deferred.get_weights(), strict=True):
+        assert np.allclose(a, b, atol=1e-6)
