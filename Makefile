@@ -11,10 +11,21 @@ export TF_CPP_MIN_LOG_LEVEL = 2
 
 .PHONY: install up down status demo run-local test test-unit lint bench clean
 
+# The environment, from pyproject.toml: uv installs the same versions as pip (compared with `pip
+# freeze` on a fresh venv) in about 40 s instead of 105 s. It compiles the bytecode at install, as
+# pip does: where PYTHONDONTWRITEBYTECODE is set (as on our CI machines) nothing would be cached
+# later, and every process would compile TensorFlow's modules again (a clean-clone `make test`
+# took 817 s instead of about 550 s). `make INSTALLER=pip` uses pip alone, as does the fallback
+# when uv cannot be installed or cannot reach the index (uv does not read pip.conf: behind a
+# private mirror, set UV_INDEX_URL or use INSTALLER=pip).
+INSTALLER ?= uv
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	if [ "$(INSTALLER)" = uv ] && $(BIN)/pip install --quiet 'uv>=0.9,<1' \
+	    && $(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python -e '.[test]'; then :; else \
+	  [ "$(INSTALLER)" = pip ] || echo "uv failed or is not available: installing with pip" >&2; \
+	  $(BIN)/pip install --quiet --upgrade pip && $(BIN)/pip install --quiet -e '.[test]'; \
+	fi
 	touch $@
 
 install: $(BIN)/.installed
