@@ -15,7 +15,7 @@ export TF_CPP_MIN_LOG_LEVEL = 2
 # freeze` on a fresh venv) in about 40 s instead of 105 s. It compiles the bytecode at install, as
 # pip does: where PYTHONDONTWRITEBYTECODE is set (as on our CI machines) nothing would be cached
 # later, and every process would compile TensorFlow's modules again (a clean-clone `make test`
-# took 817 s instead of about 550 s). `make INSTALLER=pip` uses pip alone, as does the fallback
+# took 817 s, against 465-485 s with it). `make INSTALLER=pip` uses pip alone, as does the fallback
 # when uv cannot be installed or cannot reach the index (uv does not read pip.conf: behind a
 # private mirror, set UV_INDEX_URL or use INSTALLER=pip).
 INSTALLER ?= uv

@@ -109,7 +109,7 @@ def test_compile_model_creates_the_optimizer_state_before_the_first_step():
     import keras
     import numpy as np
 
-    from compare_models.models import build_optimizer, compile_model
+    from compare_models.models import compile_model
 
     x = np.random.default_rng(2).random((48, 4, 4, 3), dtype=np.float32)
     y = np.arange(48) % 10
@@ -124,12 +124,7 @@ def test_compile_model_creates_the_optimizer_state_before_the_first_step():
     assert ours.optimizer.built
     created = [id(v) for v in ours.optimizer.variables]
     assert len(created) == 1 + 2 * 2 + 1  # iterations, m and v of kernel and bias, learning rate
-    deferred = tiny()
-    deferred.compile(
-        optimizer=build_optimizer("adam", 1e-2),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-    )
+    deferred = compile_model(tiny(), "adam", 1e-2, optimizer_state_now=False)  # Keras' default
     assert not deferred.optimizer.built
     for model in (ours, deferred):
         model.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0)
