@@ -21,6 +21,8 @@ import time
 
 from _common import emit
 
+BATCH_SIZE, THREADS = 128, 1
+
 
 def child(model_name: str, way: str, images: int) -> dict:
     """One measurement, in this (fresh) process."""
@@ -28,7 +30,7 @@ def child(model_name: str, way: str, images: int) -> dict:
 
     from compare_models.training import configure_device
 
-    configure_device(1)
+    configure_device(THREADS)
     import keras
 
     from compare_models import registry
@@ -49,7 +51,9 @@ def child(model_name: str, way: str, images: int) -> dict:
             marks.append(time.perf_counter())
 
     started = time.perf_counter()
-    model.fit(x, y, batch_size=128, epochs=1, shuffle=False, verbose=0, callbacks=[FirstStep()])
+    model.fit(
+        x, y, batch_size=BATCH_SIZE, epochs=1, shuffle=False, verbose=0, callbacks=[FirstStep()]
+    )
     ended = time.perf_counter()
     return {
         "build_and_compile_seconds": built,
@@ -98,8 +102,8 @@ def main() -> None:
         {
             "settings": {
                 "images": args.images,
-                "batch_size": 128,
-                "threads": 1,
+                "batch_size": BATCH_SIZE,
+                "threads": THREADS,
                 "pairs": args.pairs,
                 "data": "random 32x32x3 images",
             },

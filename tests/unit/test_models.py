@@ -77,54 +77,51 @@ def test_registration_is_checked():
     assert "tiny-reg" not in registry.models()
 
 
+def _tiny_classifier(seed: int):
+    """A 4x4x3 -> 10-class softmax model whose weights depend only on `seed`."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    return keras.Sequential(
+        [keras.Input((4, 4, 3)), keras.layers.Flatten(), keras.layers.Dense(10, "softmax")]
+    )
+
+
 def test_prediction_pads_the_last_batch_and_traces_once():
     """1,000 images at batch 256: the same probabilities as `model.predict`, from one trace
     of the predict function instead of two (the short last batch)."""
-    import keras
     import numpy as np
 
     from compare_models.training import predict_in_full_batches
 
-    def tiny():
-        keras.utils.set_random_seed(0)
-        return keras.Sequential(
-            [keras.Input((4, 4, 3)), keras.layers.Flatten(), keras.layers.Dense(10, "softmax")]
-        )
-
     x = np.random.default_rng(1).random((1000, 4, 4, 3), dtype=np.float32)
-    padded, plain = tiny(), tiny()
+    padded, plain = _tiny_classifier(0), _tiny_classifier(0)
     got = predict_in_full_batches(padded, x, 256)
     want = plain.predict(x, batch_size=256, verbose=0)
     assert got.shape == (1000, 10) and np.allclose(got, want, atol=1e-6)
     assert padded.predict_function.experimental_get_tracing_count() == 1
     assert plain.predict_function.experimental_get_tracing_count() == 2
     # fewer images than a batch: one batch of their number, nothing padded
-    assert predict_in_full_batches(tiny(), x[:40], 256).shape == (40, 10)
+    assert predict_in_full_batches(_tiny_classifier(0), x[:40], 256).shape == (40, 10)
 
 
 def test_compile_model_creates_the_optimizer_state_before_the_first_step():
     """The optimizer's variables exist after `compile_model` (not first made while the first
     training step is traced), fit keeps using those very variables, and the trained weights
     equal those of Keras' own deferred path."""
-    import keras
     import numpy as np
 
     from compare_models.models import compile_model
 
     x = np.random.default_rng(2).random((48, 4, 4, 3), dtype=np.float32)
     y = np.arange(48) % 10
-
-    def tiny():
-        keras.utils.set_random_seed(3)
-        return keras.Sequential(
-            [keras.Input((4, 4, 3)), keras.layers.Flatten(), keras.layers.Dense(10, "softmax")]
-        )
-
-    ours = compile_model(tiny(), "adam", 1e-2)
+    ours = compile_model(_tiny_classifier(3), "adam", 1e-2)
     assert ours.optimizer.built
     created = [id(v) for v in ours.optimizer.variables]
     assert len(created) == 1 + 2 * 2 + 1  # iterations, m and v of kernel and bias, learning rate
-    deferred = compile_model(tiny(), "adam", 1e-2, optimizer_state_now=False)  # Keras' default
+    deferred = compile_model(
+        _tiny_classifier(3), "adam", 1e-2, optimizer_state_now=False
+    )  # Keras' default
     assert not deferred.optimizer.built
     for model in (ours, deferred):
         model.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0)
