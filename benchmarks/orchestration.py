@@ -13,7 +13,13 @@
     python benchmarks/orchestration.py [--data PATH] [--runs 3] [--skip-resume] [--database postgres]
 
 Each deployment run also reports where its non-fit time went (data preparation, parent
-start to the first fit, last fit to the parent's end). The first run on a fresh store
+start to the first fit, last fit to the parent's end), and the same split into phases: the
+parent's own start (preflight, data) until the first training's child flow run is created;
+Prefect's part (that child scheduled until its process runs the flow: worker poll, process
+start, pull step, flow load; and the last child's final state until the parent's task sees
+it); the training process's own work (TensorFlow, data and model before `fit`; predicting
+the test set, saving and uploading the model after it); the parent's work after the
+trainings (evaluation, statistics, gate, report, manifest). The first run on a fresh store
 prepares the data (its `prepare_data` seconds show it); later ones reuse it, as nightly
 runs do. Fit times are the training processes' clocks, flow-run times the server's: one
 host (as here) or synchronised clocks are assumed.
@@ -87,9 +93,9 @@ def deployment_run(params: str) -> dict:
     parent, children, tasks = _read_runs(manifest["flow_run_id"])
     wall = (parent.end_time - parent.start_time).total_seconds()
     prep = next(t for t in tasks if t.name.startswith("prepare-data"))
+    results = {m: store.get_json(v["history_key"])["result"] for m, v in manifest["models"].items()}
     fits = sorted(
-        (m["fit_started_at"], m["fit_started_at"] + m["fit_seconds"])
-        for m in (store.get_json(v["history_key"])["result"] for v in manifest["models"].values())
+        (r["fit_started_at"], r["fit_started_at"] + r["fit_seconds"]) for r in results.values()
     )
     union = 0.0
     cur_start, cur_end = fits[0]
@@ -111,6 +117,14 @@ def deployment_run(params: str) -> dict:
     shorter = min(e - s for s, e in spans)
     fit_both = max(0.0, min(e for _, e in fits) - max(s for s, _ in fits))
     first_fit, last_fit_end = fits[0][0], max(end for _, end in fits)
+    # the first training to start its fit and the last to end it, as flow runs and parent tasks
+    first_model = min(results, key=lambda m: results[m]["fit_started_at"])
+    last_model = max(
+        results, key=lambda m: results[m]["fit_started_at"] + results[m]["fit_seconds"]
+    )
+    child_of = {m: next(c for c in trainings if c.name.endswith(f"-{m}")) for m in results}
+    first, last = child_of[first_model], child_of[last_model]
+    last_task_end = next(t for t in tasks if t.name == f"train-{last_model}").end_time.timestamp()
     return {
         "run_id": manifest["run_id"],
         "parent_wall_seconds": round(wall, 1),
@@ -120,6 +134,23 @@ def deployment_run(params: str) -> dict:
             "prepare_data": round((prep.end_time - prep.start_time).total_seconds(), 1),
             "parent_start_to_first_fit": round(first_fit - parent.start_time.timestamp(), 1),
             "last_fit_end_to_parent_end": round(parent.end_time.timestamp() - last_fit_end, 1),
+        },
+        # the same two spans, split: where Prefect moves the run (a child scheduled until its
+        # process runs the flow; a child's end until the parent's task sees it) and where the
+        # run's own processes work (see the module docstring)
+        "phases_seconds": {
+            "parent_until_first_child_scheduled": round(
+                first.created.timestamp() - parent.start_time.timestamp(), 1
+            ),
+            "prefect_child_scheduled_to_running": round(
+                first.start_time.timestamp() - first.created.timestamp(), 1
+            ),
+            "training_start_to_fit": round(first_fit - first.start_time.timestamp(), 1),
+            "training_fit_end_to_completed": round(last.end_time.timestamp() - last_fit_end, 1),
+            "prefect_child_completed_to_parent_task_end": round(
+                last_task_end - last.end_time.timestamp(), 1
+            ),
+            "parent_after_trainings": round(parent.end_time.timestamp() - last_task_end, 1),
         },
         "training_flow_runs": {
             c.name: round((c.end_time - c.start_time).total_seconds(), 1) for c in trainings
@@ -237,6 +268,10 @@ def main() -> None:
         "database": args.database,
         "deployment_runs": runs,
         "median_overhead_seconds": statistics.median(r["overhead_seconds"] for r in runs),
+        "median_phases_seconds": {
+            phase: statistics.median(r["phases_seconds"][phase] for r in runs)
+            for phase in runs[0]["phases_seconds"]
+        },
         "median_overlap_fraction": statistics.median(
             r["overlap_fraction_of_shorter_training"] for r in runs
         ),
