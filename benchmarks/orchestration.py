@@ -94,9 +94,11 @@ def deployment_run(params: str) -> dict:
     wall = (parent.end_time - parent.start_time).total_seconds()
     prep = next(t for t in tasks if t.name.startswith("prepare-data"))
     results = {m: store.get_json(v["history_key"])["result"] for m, v in manifest["models"].items()}
-    fits = sorted(
-        (r["fit_started_at"], r["fit_started_at"] + r["fit_seconds"]) for r in results.values()
-    )
+    # each model's fit as (start, end), UNIX time
+    fit_of = {
+        m: (r["fit_started_at"], r["fit_started_at"] + r["fit_seconds"]) for m, r in results.items()
+    }
+    fits = sorted(fit_of.values())
     union = 0.0
     cur_start, cur_end = fits[0]
     for start, end in fits[1:]:
@@ -118,12 +120,11 @@ def deployment_run(params: str) -> dict:
     fit_both = max(0.0, min(e for _, e in fits) - max(s for s, _ in fits))
     first_fit, last_fit_end = fits[0][0], max(end for _, end in fits)
     # the first training to start its fit and the last to end it, as flow runs and parent tasks
-    first_model = min(results, key=lambda m: results[m]["fit_started_at"])
-    last_model = max(
-        results, key=lambda m: results[m]["fit_started_at"] + results[m]["fit_seconds"]
+    first_model = min(fit_of, key=lambda m: fit_of[m][0])
+    last_model = max(fit_of, key=lambda m: fit_of[m][1])
+    first, last = (
+        next(c for c in trainings if c.name.endswith(f"-{m}")) for m in (first_model, last_model)
     )
-    child_of = {m: next(c for c in trainings if c.name.endswith(f"-{m}")) for m in results}
-    first, last = child_of[first_model], child_of[last_model]
     last_task_end = next(t for t in tasks if t.name == f"train-{last_model}").end_time.timestamp()
     return {
         "run_id": manifest["run_id"],
