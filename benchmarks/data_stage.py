@@ -14,7 +14,7 @@ from pathlib import Path
 from _common import emit, require_archive, scratch_bucket
 
 from compare_models.config import SplitSpec
-from compare_models.data import prepare_dataset
+from compare_models.data.dataset import prepare_dataset
 
 
 def main() -> None:

@@ -6,7 +6,7 @@ ones lent to this project reach no package index, and TensorFlow's CUDA wheels a
 than what can be carried to them. This script checks what can be checked there with Keras 3 on
 another backend (JAX or PyTorch, whichever the machine has): the project's own model builders
 (`compare_models.registry`), optimizer and learning-rate schedule (`compare_models.models`),
-the bounded archive decoder and the seed split (`compare_models.decoding`, `compare_models.data`),
+the bounded archive decoder and the seed split (`compare_models.data.decoding`, `compare_models.data`),
 trained on the GPU under each precision policy. It prints, per model and policy, training
 images/s (epochs after the first, which compiles), test accuracy, and the peak GPU memory (the
 backend's allocator peak and nvidia-smi's, sampled every 200 ms); and the mixed-precision
@@ -38,8 +38,8 @@ def _prepare(archive: Path, spec, folder: Path) -> dict:
     """Decode the archive once and store the split as .npy files for the children."""
     import numpy as np
 
-    from compare_models.data import make_splits, split_indices
-    from compare_models.decoding import decode_archive
+    from compare_models.data.dataset import make_splits, split_indices
+    from compare_models.data.decoding import decode_archive
 
     started = time.perf_counter()
     decoded = decode_archive(archive)
@@ -93,7 +93,7 @@ def _child(args: argparse.Namespace) -> None:
 
     from compare_models import registry
     from compare_models.config import TrainParams
-    from compare_models.data import normalise
+    from compare_models.data.dataset import normalise
     from compare_models.models import compile_model, learning_rate_schedule
 
     backend = keras.backend.backend()

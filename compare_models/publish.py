@@ -21,7 +21,7 @@ import numpy as np
 
 from compare_models import layout, registry
 from compare_models.config import RunParams
-from compare_models.data import DataError, DatasetRef
+from compare_models.data.dataset import DataError, DatasetRef
 from compare_models.evaluation import SCALAR_METRICS, evaluate_predictions, metrics_tables
 from compare_models.report import ModelResult, Sections, render_report
 from compare_models.store import ArtifactStore, PreconditionFailed, StoreError
@@ -132,7 +132,7 @@ def _claim_alive(claim: dict[str, Any], owner_alive: Callable[[str], bool]) -> b
 
 
 def test_labels(store: ArtifactStore, dataset: DatasetRef, cache_dir: Path) -> np.ndarray:
-    from compare_models.data import load_split
+    from compare_models.data.dataset import load_split
 
     _, y = load_split(dataset, "test", store, cache_dir)
     return y

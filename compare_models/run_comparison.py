@@ -19,7 +19,7 @@ import numpy as np
 from compare_models import diagnostics, fingerprint, layout
 from compare_models.comparison import compare_all, compare_pair
 from compare_models.config import ComparisonParams, RunParams
-from compare_models.data import DatasetRef, load_split
+from compare_models.data.dataset import DatasetRef, load_split
 from compare_models.publish import load_predictions
 from compare_models.store import ArtifactStore, StoreError
 

@@ -1,7 +1,7 @@
 """Training one model: plain Keras `fit` with callbacks around it. No Prefect in here.
 
 This module imports Keras at the top: only training processes import it (the parent
-flow uses the TensorFlow-free `compare_models.jobs`). One call of `train` trains one
+flow uses the TensorFlow-free `compare_models.training_jobs`). One call of `train` trains one
 model in the current process and publishes, under the run prefix (see `layout`):
 
     runs/<run>/models/<model>.keras              the trained model (Keras format)
@@ -36,7 +36,7 @@ import tensorflow as tf
 
 from compare_models import fingerprint, layout, registry
 from compare_models.config import Settings, TrainParams
-from compare_models.data import load_split
+from compare_models.data.dataset import load_split
 from compare_models.device import (
     REQUIRE_GPU_ENV,
     available_cpus,
@@ -45,7 +45,9 @@ from compare_models.device import (
     env_flag,
     gpu_device_nodes,
 )
-from compare_models.jobs import (
+from compare_models.models import compile_model, learning_rate_schedule, load_model
+from compare_models.store import ArtifactStore
+from compare_models.training_jobs import (
     FAIL_AFTER_EPOCH_ENV,
     TrainingDiverged,
     TrainingJob,
@@ -55,8 +57,6 @@ from compare_models.jobs import (
     stored_result,
     threads_from_share,
 )
-from compare_models.models import compile_model, learning_rate_schedule, load_model
-from compare_models.store import ArtifactStore
 from compare_models.weights import local_weights
 
 Logger = logging.Logger | Any  # a logging.Logger or Prefect's run logger

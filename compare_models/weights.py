@@ -17,7 +17,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
 from compare_models import layout
-from compare_models.files import (
+from compare_models.data.files import (
     DownloadError,
     DownloadTooLarge,
     FileTooLarge,
@@ -27,7 +27,7 @@ from compare_models.files import (
     file_digests,
     sha256_file,
 )
-from compare_models.safety import (
+from compare_models.data.safety import (
     UnsafeURLError,
     allow_private_urls,
     check_url_form,

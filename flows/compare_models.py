@@ -16,8 +16,8 @@ from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
 from compare_models.config import RunParams
-from compare_models.jobs import plan_jobs
 from compare_models.publish import new_run_id
+from compare_models.training_jobs import plan_jobs
 from tasks.comparison import compare
 from tasks.data import preflight, prepare_data
 from tasks.evaluation import evaluate_all

@@ -22,8 +22,8 @@ from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.runtime import flow_run
 
 from compare_models.config import Settings
-from compare_models.jobs import TrainingJob
 from compare_models.store import ArtifactStore
+from compare_models.training_jobs import TrainingJob
 from tasks.child_runs import ensure_still_running
 
 #: Installed for the parent's evaluation and report, optional for Keras, unused by a training:

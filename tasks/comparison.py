@@ -9,7 +9,7 @@ from prefect import get_run_logger, task
 
 from compare_models import fingerprint
 from compare_models.config import RunParams
-from compare_models.data import DatasetRef
+from compare_models.data.dataset import DatasetRef
 from compare_models.publish import test_labels
 from compare_models.run_comparison import compare_run, replay_comparison, stored_predictions
 from tasks._store import open_store

@@ -9,7 +9,7 @@ from prefect.runtime import flow_run
 
 from compare_models import registry
 from compare_models.config import RunParams
-from compare_models.data import DatasetRef, prepare_dataset
+from compare_models.data.dataset import DatasetRef, prepare_dataset
 from compare_models.publish import claim_run, guard_run_prefix
 from compare_models.weights import resolve_resnet_weights
 from tasks._store import open_store

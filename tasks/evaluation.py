@@ -6,7 +6,7 @@ from typing import Any
 
 from prefect import get_run_logger, task
 
-from compare_models.data import DatasetRef
+from compare_models.data.dataset import DatasetRef
 from compare_models.publish import evaluate_model, test_labels
 from tasks._store import open_store
 

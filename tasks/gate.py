@@ -11,7 +11,7 @@ from prefect.events import emit_event
 
 from compare_models import champions
 from compare_models.config import RunParams
-from compare_models.data import DatasetRef
+from compare_models.data.dataset import DatasetRef
 from compare_models.publish import budget_notes, test_labels
 from compare_models.run_comparison import stored_predictions
 from tasks._store import open_store

@@ -11,7 +11,7 @@ from prefect.runtime import flow_run
 
 from compare_models import history
 from compare_models.config import RunParams
-from compare_models.data import DatasetRef
+from compare_models.data.dataset import DatasetRef
 from compare_models.publish import (
     build_manifest,
     model_results,

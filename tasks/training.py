@@ -28,7 +28,7 @@ from prefect.runtime import task_run
 from prefect.settings import PREFECT_API_URL
 
 from compare_models.config import ExecutionParams, project_root
-from compare_models.jobs import TrainingJob, resolve_schedule, stored_result
+from compare_models.training_jobs import TrainingJob, resolve_schedule, stored_result
 from tasks._store import open_store
 from tasks.child_runs import TrainingFailed, cancel_earlier_attempts, wait_until_final
 

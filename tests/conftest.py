@@ -75,7 +75,7 @@ def smoke_run_args(
 def placeholder_dataset(source: str = "synthetic:1"):
     """A DatasetRef naming no real data (synthetic, no files): for a training job that must be
     refused or never start, or one that is only planned."""
-    from compare_models.data import DatasetRef
+    from compare_models.data.dataset import DatasetRef
 
     return DatasetRef(
         name="x",

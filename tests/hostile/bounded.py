@@ -4,7 +4,7 @@ The child resets its peak-RSS counter (/proc/self/clear_refs, "5"), runs the cal
 the exception it raised (type and message), the seconds it took and how far its peak resident
 memory rose above where it started. A hard address-space limit (current size + 1 GiB) and a
 wall-clock kill in the parent are only backstops: they keep a failing test from taking the
-machine down with it. `tweak` lowers data-stage bounds (compare_models.sources and
+machine down with it. `tweak` lowers data-stage bounds (compare_models.data.sources and
 .decoding) in the child alone, so a bound can be shown to hold at a small scale with a tiny input.
 """
 
@@ -45,7 +45,8 @@ def _status_kib(field: str) -> int:
 def _lower_bound(name: str, value: Any) -> None:
     """Set a data-stage bound (a MAX_* constant) in every module that holds it, so that the
     code reading it sees the new value whichever module it is in."""
-    from compare_models import data, decoding, sources
+    from compare_models.data import dataset as data
+    from compare_models.data import decoding, sources
 
     holders = [module for module in (sources, decoding, data) if hasattr(module, name)]
     if not holders:

@@ -21,9 +21,11 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from compare_models import data, decoding, layout, sources, weights
+from compare_models import layout, weights
 from compare_models.config import CIFAR10_CLASSES, SplitSpec
-from compare_models.files import download_url
+from compare_models.data import dataset as data
+from compare_models.data import decoding, sources
+from compare_models.data.files import download_url
 from tests.archives import (
     BATCH_DIR,
     cifar_python_tarball,

@@ -12,14 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from compare_models.files import (
+from compare_models.data.files import (
     DownloadError,
     DownloadTooLarge,
     SafeRedirectHandler,
     download_url,
     opener,
 )
-from compare_models.safety import UnsafeURLError
+from compare_models.data.safety import UnsafeURLError
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -184,7 +184,7 @@ def test_pillow_would_have_run_ghostscript_without_the_format_list():
     runs Ghostscript); restricted to the accepted formats it is not an image at all."""
     from PIL import Image, UnidentifiedImageError
 
-    from compare_models.decoding import IMAGE_FORMATS
+    from compare_models.data.decoding import IMAGE_FORMATS
     from tests.hostile.corpus import _ps_as_jpeg
 
     with Image.open(io.BytesIO(_ps_as_jpeg())) as image:

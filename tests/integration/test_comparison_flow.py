@@ -69,7 +69,7 @@ def test_the_comparison_is_stored_and_reported(plugin_run, stack):
 def test_the_verdict_matches_an_independent_mcnemar(plugin_run, stack):
     from scipy.stats import binomtest
 
-    from compare_models.data import DatasetRef, load_split
+    from compare_models.data.dataset import DatasetRef, load_split
 
     run_id = plugin_run["run_id"]
     manifest = stack.get_json(layout.manifest_key(run_id))

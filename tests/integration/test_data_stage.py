@@ -9,7 +9,7 @@ import pytest
 
 from compare_models import layout
 from compare_models.config import SplitSpec
-from compare_models.data import (
+from compare_models.data.dataset import (
     DataError,
     prepare_dataset,
 )

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from compare_models.files import file_digests
+from compare_models.data.files import file_digests
 from compare_models.weights import (
     IMAGENET_FILE,
     IMAGENET_KEY,

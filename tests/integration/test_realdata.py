@@ -12,7 +12,7 @@ import os
 import numpy as np
 import pytest
 
-from compare_models.data import DatasetRef, load_split
+from compare_models.data.dataset import DatasetRef, load_split
 from tests.conftest import REAL_ARCHIVE, cli, smoke_run_args
 
 pytestmark = [pytest.mark.integration, pytest.mark.realdata]

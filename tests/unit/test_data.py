@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from compare_models.config import CIFAR10_CLASSES, SplitSpec
-from compare_models.data import (
+from compare_models.data.dataset import (
     DataError,
     decode_archive,
     indices_sha256,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from compare_models.config import ExecutionParams, RunParams
-from compare_models.jobs import AUTO_SCHEDULE, plan_jobs, resolve_schedule, thread_plan
+from compare_models.training_jobs import AUTO_SCHEDULE, plan_jobs, resolve_schedule, thread_plan
 from tests.conftest import placeholder_dataset
 
 MODELS = ("cnn", "resnet50")

@@ -1,6 +1,6 @@
 """The data stage's error, `DataError`, and the helpers that word its messages.
 
-Shared by `compare_models.sources` (getting the archive), `compare_models.decoding` (reading
+Shared by `compare_models.data.sources` (getting the archive), `compare_models.data.decoding` (reading
 it) and `compare_models.data` (splits): sizes in KiB / MiB, an exception in one short line, an
 untrusted value described without printing it, and a local path kept inside its folder.
 """
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from compare_models.safety import contained
+from compare_models.data.safety import contained
 
 
 class DataError(ValueError):

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from compare_models import layout, registry
 from compare_models.config import RUN_ID_PATTERN, ExecutionParams, RunParams, TrainParams
-from compare_models.data import DatasetRef
+from compare_models.data.dataset import DatasetRef
 from compare_models.device import available_cpus
 from compare_models.registry import NAME as MODEL_NAME
 from compare_models.store import ArtifactStore

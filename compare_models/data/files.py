@@ -19,7 +19,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from compare_models.safety import (
+from compare_models.data.safety import (
     UnsafeURLError,
     address_problem,
     check_url,

@@ -1,8 +1,8 @@
 """Data stage: fetch -> verify -> decode -> normalise -> split, cached in S3.
 
 This module runs the stage (`prepare_dataset`), splits and normalises, and reads a prepared
-split back (`load_split`). Getting the archive is `compare_models.sources`, reading it
-`compare_models.decoding`; the names other modules used from here are re-exported.
+split back (`load_split`). Getting the archive is `compare_models.data.sources`, reading it
+`compare_models.data.decoding`; the names other modules used from here are re-exported.
 
 Sources (`RunParams.data`):
 
@@ -36,11 +36,11 @@ from pydantic import BaseModel, ValidationError
 
 from compare_models import layout
 from compare_models.config import IMAGE_SHAPE, NUM_CLASSES, SplitSpec
-from compare_models.data_errors import DataError, describe, inside, short
-from compare_models.decoding import Decoded, decode_archive, synthetic_data, validate_arrays
-from compare_models.files import sha256_file
-from compare_models.safety import is_sha256, redact_url, shown
-from compare_models.sources import (
+from compare_models.data.decoding import Decoded, decode_archive, synthetic_data, validate_arrays
+from compare_models.data.errors import DataError, describe, inside, short
+from compare_models.data.files import sha256_file
+from compare_models.data.safety import is_sha256, redact_url, shown
+from compare_models.data.sources import (
     FetchedArchive,
     Source,
     fetch_archive,

@@ -32,10 +32,10 @@ from typing import Any
 import numpy as np
 
 from compare_models.config import CIFAR10_CLASSES, IMAGE_SHAPE, NUM_CLASSES
-from compare_models.data_errors import DataError, describe, mib, short
-from compare_models.files import file_kind
-from compare_models.safety import shown
-from compare_models.sources import MAX_ARCHIVE_BYTES
+from compare_models.data.errors import DataError, describe, mib, short
+from compare_models.data.files import file_kind
+from compare_models.data.safety import shown
+from compare_models.data.sources import MAX_ARCHIVE_BYTES
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 IMAGE_FORMATS = (
@@ -48,7 +48,7 @@ IMAGE_FORMATS = (
 # ── bounds: what any archive may make the data stage spend ────────────────────
 # The official tarball is 163 MiB with 8 members (~178 MiB unpacked); the JPEG image-folder
 # archive is 19 MiB with 60,023 members of about 1 KiB each.
-# (The compressed size, MAX_ARCHIVE_BYTES, is checked with the source: compare_models.sources.)
+# (The compressed size, MAX_ARCHIVE_BYTES, is checked with the source: compare_models.data.sources.)
 MAX_MEMBERS = 100_000  # tar entries, folders included
 MAX_TOTAL_BYTES = 512 << 20  # declared size of all members together
 MAX_IMAGE_BYTES = 64 << 10  # one image file (a 32x32 image needs at most ~12 KiB)

@@ -7,7 +7,7 @@
   it) must not point at loopback, link-local, private or otherwise non-public addresses:
   such a URL can reach services that trust this machine (cloud metadata endpoints, the
   local S3 and Prefect servers). `check_url` resolves the host and checks every address;
-  `compare_models.files.download_url` checks redirects and the connected peer too.
+  `compare_models.data.files.download_url` checks redirects and the connected peer too.
 """
 
 from __future__ import annotations

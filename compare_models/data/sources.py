@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 from compare_models import layout
 from compare_models.config import CIFAR10_MD5, CIFAR10_URL, NUM_CLASSES
-from compare_models.data_errors import DataError, inside, mib
-from compare_models.files import (
+from compare_models.data.errors import DataError, inside, mib
+from compare_models.data.files import (
     DownloadError,
     DownloadTooLarge,
     FileTooLarge,
@@ -27,7 +27,7 @@ from compare_models.files import (
     download_url,
     file_digests,
 )
-from compare_models.safety import (
+from compare_models.data.safety import (
     UnsafeURLError,
     allow_private_urls,
     check_url_form,
