@@ -65,6 +65,20 @@ def scratch_bucket():
             os.environ["COMPARE_MODELS_BUCKET"] = old
 
 
+def fit_spans(store, record) -> dict[str, tuple[float, float]]:
+    """Each model's `fit` in a run (a `RunRecord`) as (start, end), UNIX time, from the
+    training result it published (`history.json`)."""
+    from compare_models.training_jobs import stored_result
+
+    spans = {}
+    for model in record.models:
+        result = stored_result(store, record.run_id, model)
+        if result is None or result.fit_started_at is None:
+            sys.exit(f"run {record.run_id}: {model} published no fit start time (history.json)")
+        spans[model] = (result.fit_started_at, result.fit_started_at + result.fit_seconds)
+    return spans
+
+
 def require_archive() -> Path:
     if not REAL_ARCHIVE.exists():
         sys.exit(f"benchmark needs the real CIFAR-10 archive at {REAL_ARCHIVE}")

@@ -34,6 +34,7 @@ def main() -> None:
     from pydantic import SecretStr
 
     from compare_models.config import Settings
+    from compare_models.run_record import RunSummary
     from deployments.alerts import ensure_regression_automation
 
     server, received = start_receiver()
@@ -82,19 +83,21 @@ def main() -> None:
                 )
                 if out.returncode != 0:
                     raise SystemExit(f"{label} run failed:\n{out.stderr[-3000:]}")
-                summary = json.loads(out.stdout)
-                decision = summary["gate"]["cnn"]
-                pair = decision.get("comparison") or {}
+                summary = RunSummary.model_validate_json(out.stdout)
+                decision = summary.gate["cnn"]
+                pair = decision.comparison
+                comparison = summary.comparison
+                interval = comparison.models["cnn"].accuracy if comparison else None
                 runs.append(
                     {
                         "run": label,
-                        "run_id": summary["run_id"],
+                        "run_id": summary.run_id,
                         "train_images": train_size,
                         "seconds": round(time.perf_counter() - started, 1),
-                        "accuracy": summary["comparison"]["models"]["cnn"]["accuracy"],
-                        "decision": decision["decision"],
-                        "reason": decision["reason"],
-                        "mcnemar_p": pair.get("mcnemar", {}).get("pvalue"),
+                        "accuracy": interval.model_dump(mode="json") if interval else None,
+                        "decision": decision.decision,
+                        "reason": decision.reason,
+                        "mcnemar_p": pair.mcnemar.pvalue if pair else None,
                     }
                 )
                 print(json.dumps(runs[-1]), file=sys.stderr)

@@ -68,7 +68,7 @@ export PREFECT_API_URL
 # restart_gpu_worker ENV-ARGS...: restart the gpu pool worker (its flow runs inherit its environment)
 # with `env ENV-ARGS...`, e.g. COMPARE_MODELS_PRECISION=float32, or -u COMPARE_MODELS_PRECISION
 restart_gpu_worker() {
-    "$BIN/python" -c 'from compare_models.local_stack import WORKERS, down
+    "$BIN/python" -c 'from compare_models.local.services import WORKERS, down
 down(only=tuple(w for w in WORKERS if w.name == "worker-gpu"))' >/dev/null
     env "$@" "$BIN/compare-models" up --workers >/dev/null
 }

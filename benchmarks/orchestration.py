@@ -37,11 +37,13 @@ import subprocess
 import sys
 import time
 
-from _common import REAL_ARCHIVE, ROOT, emit
+from _common import REAL_ARCHIVE, ROOT, emit, fit_spans
 
 from compare_models import layout
 from compare_models.config import Settings
-from compare_models.store import ArtifactStore, parse_s3_uri
+from compare_models.runs import latest_run_id, read_record
+from compare_models.store import ArtifactStore
+from compare_models.training_jobs import stored_result
 
 CLI = [sys.executable, "-m", "compare_models.cli"]
 
@@ -88,16 +90,17 @@ def deployment_run(params: str) -> dict:
     if out.returncode != 0:
         sys.exit(out.stdout[-3000:] + out.stderr[-3000:])
     store = ArtifactStore.from_settings(Settings())
-    latest = store.get_json(layout.LATEST)
-    manifest = store.get_json(parse_s3_uri(latest["manifest"])[1])
-    parent, children, tasks = _read_runs(manifest["flow_run_id"])
+    run_id = latest_run_id(store)
+    if run_id is None:
+        sys.exit(f"no completed run in {store.uri(layout.LATEST)}")
+    record = read_record(store, run_id)
+    if record.flow_run_id is None:
+        sys.exit(f"run {record.run_id}: its manifest names no flow run")
+    parent, children, tasks = _read_runs(record.flow_run_id)
     wall = (parent.end_time - parent.start_time).total_seconds()
     prep = next(t for t in tasks if t.name.startswith("prepare-data"))
-    results = {m: store.get_json(v["history_key"])["result"] for m, v in manifest["models"].items()}
     # each model's fit as (start, end), UNIX time
-    fit_of = {
-        m: (r["fit_started_at"], r["fit_started_at"] + r["fit_seconds"]) for m, r in results.items()
-    }
+    fit_of = fit_spans(store, record)
     fits = sorted(fit_of.values())
     union = 0.0
     cur_start, cur_end = fits[0]
@@ -127,7 +130,7 @@ def deployment_run(params: str) -> dict:
     )
     last_task_end = next(t for t in tasks if t.name == f"train-{last_model}").end_time.timestamp()
     return {
-        "run_id": manifest["run_id"],
+        "run_id": record.run_id,
         "parent_wall_seconds": round(wall, 1),
         "fit_union_seconds": round(union, 1),
         "overhead_seconds": round(wall - union, 1),
@@ -205,15 +208,17 @@ def resume_cost(epochs: int = 8) -> dict:
     second = subprocess.run(args, cwd=ROOT, capture_output=True, text=True)
     if second.returncode != 0:
         sys.exit(second.stderr[-3000:])
-    result = store.get_json(layout.history_key(run_id, "cnn"))
-    resumed = result["result"]["resumed_from_epoch"]
+    result = stored_result(store, run_id, "cnn")
+    if result is None:
+        sys.exit(f"run {run_id}: the re-run published no cnn training result")
+    resumed = result.resumed_from_epoch
     return {
         "epochs": epochs,
         "killed_during_epoch": completed_before_kill + 1,
         "resumed_from_epoch": resumed,
         "epochs_recomputed": (completed_before_kill - resumed)
         + 1,  # lost checkpointed epochs + the partial one
-        "history_length": len(result["history"]["loss"]),
+        "history_length": len(result.history["loss"]),
         "target_epochs_recomputed": 1,
     }
 

@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 
-from _common import ROOT, emit, require_archive, scratch_bucket
+from _common import ROOT, emit, fit_spans, require_archive, scratch_bucket
 
 SCHEDULES = ("parallel", "weighted", "sequential")
 
@@ -46,25 +46,25 @@ def run(workload: str, schedule: str, seed_epochs: int) -> dict:
     wall = time.perf_counter() - started
     if out.returncode != 0:
         raise SystemExit(f"{workload}/{schedule} failed:\n{out.stderr[-3000:]}")
-    summary = json.loads(out.stdout)
-    from compare_models import layout
     from compare_models.config import Settings
+    from compare_models.run_record import RunSummary
+    from compare_models.runs import read_record
     from compare_models.store import ArtifactStore
 
+    summary = RunSummary.model_validate_json(out.stdout)
     store = ArtifactStore.from_settings(Settings())
-    manifest = store.get_json(layout.manifest_key(summary["run_id"]))
-    models = manifest["models"]
-    history = {m: store.get_json(models[m]["history_key"])["result"] for m in models}
-    begin = min(h["fit_started_at"] for h in history.values())
-    end = max(h["fit_started_at"] + h["fit_seconds"] for h in history.values())
+    record = read_record(store, summary.run_id)
+    fits = fit_spans(store, record).values()
+    begin = min(start for start, _ in fits)
+    end = max(stop for _, stop in fits)
     return {
         "workload": workload,
         "schedule": schedule,
         "training_span_s": round(end - begin, 1),
         "command_wall_s": round(wall, 1),
-        "threads": {m: models[m]["device"].get("threads") for m in models},
-        "images_per_s": {m: round(models[m]["train_images_per_second"], 1) for m in models},
-        "accuracy": {m: round(v["accuracy"], 4) for m, v in manifest["metrics"].items()},
+        "threads": {m: t.device.get("threads") for m, t in record.models.items()},
+        "images_per_s": {m: round(t.train_images_per_second, 1) for m, t in record.models.items()},
+        "accuracy": {m: round(v.accuracy, 4) for m, v in record.metrics.items()},
     }
 
 

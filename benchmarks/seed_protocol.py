@@ -10,7 +10,6 @@ accuracy >= 0.65 (the report: CNN 0.5493, ResNet50 0.6333 with ImageNet weights)
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 
@@ -46,33 +45,36 @@ def main() -> None:
     out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     if out.returncode != 0:
         sys.exit(out.stderr[-4000:])
-    summary = json.loads(out.stdout)
-    manifest_models = {}
     from compare_models.config import Settings
-    from compare_models.store import ArtifactStore, parse_s3_uri
+    from compare_models.run_record import RunSummary
+    from compare_models.runs import read_record
+    from compare_models.store import ArtifactStore
 
+    summary = RunSummary.model_validate_json(out.stdout)
     store = ArtifactStore.from_settings(Settings())
-    manifest = store.get_json(parse_s3_uri(summary["manifest"])[1])
-    for model, info in manifest["models"].items():
+    record = read_record(store, summary.run_id)
+    manifest_models = {}
+    for model, info in record.models.items():
+        metrics = summary.metrics[model]
         manifest_models[model] = {
-            "test_accuracy": round(summary["metrics"][model]["accuracy"], 4),
-            "f1_macro": round(summary["metrics"][model]["f1_macro"], 4),
-            "roc_auc_macro": round(summary["metrics"][model]["roc_auc_macro"], 4),
-            "fit_seconds": round(info["fit_seconds"], 1),
-            "train_images_per_second": round(info["train_images_per_second"], 1),
-            "peak_rss_mb": round(info["peak_rss_mb"]),
-            "threads": info["device"]["threads"],
+            "test_accuracy": round(metrics.accuracy, 4),
+            "f1_macro": round(metrics.f1_macro, 4),
+            "roc_auc_macro": round(metrics.roc_auc_macro, 4),
+            "fit_seconds": round(info.fit_seconds, 1),
+            "train_images_per_second": round(info.train_images_per_second, 1),
+            "peak_rss_mb": round(info.peak_rss_mb),
+            "threads": info.device["threads"],
         }
     emit(
         f"seed_protocol_{args.models.replace(',', '+')}",
         {
             "data": "cifar10-jpeg.tar.gz (real CIFAR-10, JPEG re-encoded)",
-            "split": manifest["dataset"]["sizes"],
+            "split": record.dataset.sizes,
             "epochs": args.epochs,
             "batch_size": 128,
             "resnet_weights": args.resnet_weights,
-            "run_id": summary["run_id"],
-            "report": summary["report"],
+            "run_id": summary.run_id,
+            "report": summary.report,
             "models": manifest_models,
             "targets": {"cnn_test_accuracy": 0.65},
         },

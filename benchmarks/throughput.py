@@ -29,7 +29,7 @@ from compare_models import layout
 from compare_models.config import Settings, SplitSpec, TrainParams
 from compare_models.data.dataset import prepare_dataset
 from compare_models.store import ArtifactStore
-from compare_models.training_jobs import TrainingJob
+from compare_models.training_jobs import TrainingJob, TrainingResult
 
 
 def main() -> None:
@@ -80,12 +80,13 @@ def main() -> None:
                     check=True,
                     cwd=ROOT,
                 )
-                result = json.loads(result_path.read_text())["result"]
+                result = TrainingResult.model_validate(
+                    json.loads(result_path.read_text())["result"]
+                )
                 samples["pipeline"].append(
-                    {
-                        k: result[k]
-                        for k in ("fit_seconds", "train_images_per_second", "peak_rss_mb")
-                    }
+                    result.model_dump(
+                        include={"fit_seconds", "train_images_per_second", "peak_rss_mb"}
+                    )
                 )
 
             for side in (bare, pipeline) if rep % 2 == 0 else (pipeline, bare):

@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import getpass
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -27,7 +29,7 @@ from compare_models import layout
 from compare_models.comparison import compare_pair
 from compare_models.config import ComparisonParams, GatePolicy
 from compare_models.fingerprint import data_identity
-from compare_models.publish import load_predictions
+from compare_models.run_record import GateDecision, PairComparison, RunRecord
 from compare_models.store import ArtifactStore, PreconditionFailed, StoreError
 
 #: Decisions, in the words the manifest, report, CLI and events use.
@@ -50,27 +52,21 @@ def _now() -> str:
     return datetime.now(UTC).isoformat()
 
 
-def entry_for(
-    run_id: str,
-    model: str,
-    manifest_models: Mapping[str, Any],
-    dataset: Mapping[str, Any],
-    metrics: Mapping[str, Any],
-    intervals: Mapping[str, Any] | None,
-    *,
-    reason: str,
-    by: str,
-) -> dict[str, Any]:
-    """A champion entry for one model of a run (from what the run's manifest holds)."""
-    trained = manifest_models[model]
+def entry_for(record: RunRecord, model: str, *, reason: str, by: str) -> dict[str, Any]:
+    """A champion entry for one model of a run, from the run's record."""
+    trained, metrics, interval = (
+        record.models[model],
+        record.metrics[model],
+        record.accuracy_interval(model),
+    )
     return {
-        "run_id": run_id,
+        "run_id": record.run_id,
         "model": model,
-        "model_key": trained["model_key"],
-        "predictions_key": trained["predictions_key"],
-        "dataset": data_identity(dataset),
-        "metrics": {k: metrics[model].get(k) for k in ("accuracy", "f1_macro")},
-        "accuracy_interval": (intervals or {}).get(model, {}).get("accuracy"),
+        "model_key": trained.model_key,
+        "predictions_key": trained.predictions_key,
+        "dataset": data_identity(record.dataset.model_dump(mode="json")),
+        "metrics": {"accuracy": metrics.accuracy, "f1_macro": metrics.f1_macro},
+        "accuracy_interval": interval.model_dump() if interval else None,
         "promoted_at": _now(),
         "reason": reason,
         "by": by,
@@ -97,13 +93,17 @@ def comparable(champion: Mapping[str, Any], dataset: Mapping[str, Any]) -> tuple
     return True, ""
 
 
-def decide(pair: Mapping[str, Any], policy: GatePolicy) -> tuple[str, str]:
+def decide(pair: PairComparison | Mapping[str, Any], policy: GatePolicy) -> tuple[str, str]:
     """(decision, reason) from the paired comparison champion (a) vs challenger (b)."""
-    diff = pair["difference"]["accuracy"]
-    p = pair["mcnemar"]["pvalue"]
-    points = f"{100 * diff['estimate']:+.2f} points (95% CI {100 * diff['ci_low']:+.2f} to {100 * diff['ci_high']:+.2f})"
-    worse = [c["class"] for c in pair["per_class"] if c["significant"] and c["difference"] < 0]
-    if p < policy.alpha and diff["estimate"] < 0:
+    pair = pair if isinstance(pair, PairComparison) else PairComparison.model_validate(pair)
+    diff, p = pair.difference.accuracy, pair.mcnemar.pvalue
+    level = f"{100 * pair.settings.confidence:g}%"
+    points = (
+        f"{100 * diff.estimate:+.2f} points ({level} CI {100 * diff.ci_low:+.2f} to "
+        f"{100 * diff.ci_high:+.2f})"
+    )
+    worse = pair.worse_classes
+    if p < policy.alpha and diff.estimate < 0:
         return (
             REGRESSION,
             f"significantly worse than the champion: accuracy {points}, McNemar p = {p:.3g}",
@@ -113,7 +113,7 @@ def decide(pair: Mapping[str, Any], policy: GatePolicy) -> tuple[str, str]:
             f"significantly worse than the champion in {len(worse)} class(es) after Holm's correction "
             f"({', '.join(worse)}); overall {points}, p = {p:.3g}"
         )
-    if p < policy.alpha and diff["estimate"] >= policy.min_improvement:
+    if p < policy.alpha and diff.estimate >= policy.min_improvement:
         return (
             PROMOTED,
             f"significantly better than the champion: accuracy {points}, McNemar p = {p:.3g}",
@@ -142,103 +142,128 @@ def _promote(record: dict[str, Any] | None, entry: dict[str, Any]) -> dict[str, 
 
 
 def read(store: ArtifactStore, track: str, model: str) -> tuple[dict[str, Any] | None, str | None]:
+    """The champion record of `model` on `track` and its ETag (None, None: no champion yet)."""
     return store.get_json_versioned(layout.champion_key(track, model))
+
+
+@dataclass(frozen=True)
+class Challenger:
+    """A new model to judge: the entry it would become as champion, and its test predictions.
+    `hold`, when given, is why it must not be promoted whatever it scores (e.g. "stopped by
+    budget after 1 of 3 epochs": its model will still change); it is judged all the same, and
+    a regression is still one."""
+
+    run_id: str
+    model: str
+    entry: dict[str, Any]
+    probs: np.ndarray
+    hold: str | None = None
+
+
+@dataclass(frozen=True)
+class Judge:
+    """How challengers are judged: on these test labels, with this policy and these statistics;
+    `predictions(key)` loads a champion's stored predictions."""
+
+    y_true: np.ndarray
+    class_names: list[str]
+    policy: GatePolicy
+    comparison: ComparisonParams
+    predictions: Callable[[str], np.ndarray]
+
+    def against(self, current: Mapping[str, Any] | None, challenger: Challenger) -> GateDecision:
+        """The decision on `challenger` against the champion entry `current` (None: no
+        champion yet), without writing anything."""
+        track, model, run_id = self.policy.track, challenger.model, challenger.run_id
+        decided = partial(
+            GateDecision, model=model, track=track, champion_run_id=current and current["run_id"]
+        )
+        if current and current["run_id"] == run_id:
+            return decided(
+                decision=ALREADY,
+                reason="this run already is the champion (an earlier attempt of it promoted it)",
+            )
+        if current is None:
+            return decided(
+                decision=FIRST,
+                reason=f"the first completed run of {model} on track {track!r} becomes its champion",
+            )
+        ok, why = comparable(current, challenger.entry["dataset"])
+        if not ok:
+            return decided(
+                decision=NOT_COMPARABLE,
+                reason=f"{why}: nothing was compared and the champion stays. Promote by hand with "
+                f"`compare-models promote {run_id} --model {model} --track {track} --reason ...` "
+                "if this run should replace it.",
+            )
+        pair = PairComparison.model_validate(
+            compare_pair(
+                self.y_true,
+                self.predictions(current["predictions_key"]),
+                challenger.probs,
+                name_a="champion",
+                name_b="challenger",
+                class_names=self.class_names,
+                n_resamples=self.comparison.resamples,
+                seed=self.comparison.seed,
+                confidence=self.comparison.confidence,
+                alpha=self.policy.alpha,
+            )
+        )
+        decision, reason = decide(pair, self.policy)
+        return decided(decision=decision, reason=reason, comparison=pair)
+
+
+def promote_if_unchanged(
+    store: ArtifactStore,
+    track: str,
+    record: dict[str, Any] | None,
+    etag: str | None,
+    entry: dict[str, Any],
+) -> bool:
+    """Makes `entry` the champion if the record is still the one read (its ETag; None: still
+    no record). False when another run changed it meanwhile."""
+    try:
+        store.put_json_if(
+            _promote(record, entry), layout.champion_key(track, entry["model"]), etag=etag
+        )
+    except PreconditionFailed:
+        return False
+    return True
 
 
 def gate(
     store: ArtifactStore,
+    challenger: Challenger,
+    judge: Judge,
     *,
-    track: str,
-    run_id: str,
-    model: str,
-    entry: dict[str, Any],
-    y_true: np.ndarray,
-    probs: np.ndarray,
-    class_names: list[str],
-    policy: GatePolicy,
-    comparison: ComparisonParams,
-    hold: str | None = None,
     before_write: Callable[[], None] | None = None,
-) -> dict[str, Any]:
-    """Judges one challenger against its champion and promotes it if the policy says so.
-
-    Returns the decision record: {"decision", "reason", "champion_run_id", "comparison" (the
-    paired test, or None), "attempts", "lost_race_to" (runs that promoted meanwhile)}.
-    `hold`, when given, is why this challenger must not be promoted whatever it scores (e.g.
-    "stopped by budget after 1 of 3 epochs": its model will still change); it is judged, and
-    a regression is still one. `before_write` runs right before each conditional write (a
-    hook for race tests).
-    """
-    lost: list[str] = []
+) -> GateDecision:
+    """Judges one challenger against its champion and promotes it if the policy says so:
+    read the record → decide → promote only if the record is unchanged. A run that loses the
+    race is judged again against the champion that won (`lost_race_to` names the winners).
+    `before_write` runs right before each conditional write (a hook for race tests)."""
+    track, model, lost = judge.policy.track, challenger.model, []
     for attempt in range(1, MAX_ATTEMPTS + 1):
         record, etag = read(store, track, model)
-        current = (record or {}).get("current")
-        result: dict[str, Any] = {
-            "model": model,
-            "track": track,
-            "champion_run_id": current and current["run_id"],
-            "comparison": None,
-            "attempts": attempt,
-            "lost_race_to": lost,
-        }
-        if current and current["run_id"] == run_id:
-            return {
-                **result,
-                "decision": ALREADY,
-                "reason": "this run already is the champion (an earlier attempt of it promoted it)",
-            }
-        if current is None:
-            decision, reason = (
-                FIRST,
-                f"the first completed run of {model} on track {track!r} becomes its champion",
-            )
-        else:
-            ok, why = comparable(current, entry["dataset"])
-            if not ok:
-                return {
-                    **result,
-                    "decision": NOT_COMPARABLE,
-                    "reason": f"{why}: nothing was compared and the champion stays. Promote by hand with "
-                    f"`compare-models promote {run_id} --model {model} --track {track} --reason ...` "
-                    "if this run should replace it.",
-                }
-            champion_probs = load_predictions(store, current["predictions_key"])
-            pair = compare_pair(
-                y_true,
-                champion_probs,
-                probs,
-                name_a="champion",
-                name_b="challenger",
-                class_names=class_names,
-                n_resamples=comparison.resamples,
-                seed=comparison.seed,
-                confidence=comparison.confidence,
-                alpha=policy.alpha,
-            )
-            decision, reason = decide(pair, policy)
-            result["comparison"] = pair
-        if decision not in (FIRST, PROMOTED):
-            return {**result, "decision": decision, "reason": reason}
-        if hold:
-            return {**result, "decision": NO_CHANGE, "reason": f"{reason}; not promoted: {hold}"}
+        decision = judge.against((record or {}).get("current"), challenger)
+        decision = decision.model_copy(update={"attempts": attempt, "lost_race_to": list(lost)})
+        if decision.decision not in (FIRST, PROMOTED):
+            return decision
+        if challenger.hold:
+            reason = f"{decision.reason}; not promoted: {challenger.hold}"
+            return decision.model_copy(update={"decision": NO_CHANGE, "reason": reason})
         if before_write is not None:
             before_write()
-        try:
-            store.put_json_if(
-                _promote(record, {**entry, "reason": reason}),
-                layout.champion_key(track, model),
-                etag=etag,
-            )
-        except PreconditionFailed:
-            winner, _ = read(store, track, model)
-            lost.append(
-                winner["current"]["run_id"] if winner and winner.get("current") else "unknown"
-            )
-            continue  # judged again against the champion that won meanwhile
-        return {**result, "decision": decision, "reason": reason}
+        if promote_if_unchanged(
+            store, track, record, etag, {**challenger.entry, "reason": decision.reason}
+        ):
+            return decision
+        winner, _ = read(store, track, model)
+        lost.append(winner["current"]["run_id"] if winner and winner.get("current") else "unknown")
     raise ChampionError(
-        f"{model}: the champion record changed {MAX_ATTEMPTS} times while run {run_id} was being "
-        f"judged (promoted meanwhile: {', '.join(lost)}); its decision could not be recorded"
+        f"{model}: the champion record changed {MAX_ATTEMPTS} times while run {challenger.run_id} "
+        f"was being judged (promoted meanwhile: {', '.join(lost)}); its decision could not be recorded"
     )
 
 
@@ -246,42 +271,30 @@ def promote_by_hand(
     store: ArtifactStore,
     *,
     track: str,
-    run_id: str,
+    record: RunRecord,
     model: str,
-    manifest: Mapping[str, Any],
     reason: str,
     by: str | None = None,
 ) -> dict[str, Any]:
-    """A person's override: makes `model` of the completed run `run_id` the champion, with the
+    """A person's override: makes `model` of the completed run `record` the champion, with the
     reason and who did it recorded in the history."""
     if not reason.strip():
         raise ChampionError(
             "a manual promotion needs a reason (--reason TEXT): it is kept in the champion's history"
         )
-    if model not in manifest.get("models", {}):
+    if model not in record.models:
         raise ChampionError(
-            f"run {run_id} has no model {model!r}; it has {sorted(manifest.get('models', {}))}"
+            f"run {record.run_id} has no model {model!r}; it has {sorted(record.models)}"
         )
-    by = by or getpass.getuser()
-    entry = entry_for(
-        run_id,
-        model,
-        manifest["models"],
-        manifest["dataset"],
-        manifest["metrics"],
-        (manifest.get("comparison") or {}).get("models"),
-        reason=f"manual: {reason.strip()}",
-        by=by,
-    )
+    entry = entry_for(record, model, reason=f"manual: {reason.strip()}", by=by or getpass.getuser())
     for _ in range(MAX_ATTEMPTS):
-        record, etag = read(store, track, model)
-        if record and record["current"]["run_id"] == run_id:
-            raise ChampionError(f"run {run_id} already is the {model} champion of track {track!r}")
-        try:
-            store.put_json_if(_promote(record, entry), layout.champion_key(track, model), etag=etag)
-            return _promote(record, entry)
-        except PreconditionFailed:
-            continue
+        current, etag = read(store, track, model)
+        if current and current["current"]["run_id"] == record.run_id:
+            raise ChampionError(
+                f"run {record.run_id} already is the {model} champion of track {track!r}"
+            )
+        if promote_if_unchanged(store, track, current, etag, entry):
+            return _promote(current, entry)
     raise ChampionError(f"the {model} champion record of track {track!r} kept changing; try again")
 
 
@@ -294,7 +307,7 @@ def champions(store: ArtifactStore, track: str | None = None) -> list[dict[str, 
     return sorted(found, key=lambda r: (r["track"], r["model"]))
 
 
-def markdown(decisions: Mapping[str, Mapping[str, Any]], *, track: str) -> str:
+def markdown(decisions: Mapping[str, GateDecision], *, track: str) -> str:
     """The gate's decisions as a markdown table (Prefect artifact)."""
     lines = [
         f"# Against the champions of track `{track}`",
@@ -303,8 +316,6 @@ def markdown(decisions: Mapping[str, Mapping[str, Any]], *, track: str) -> str:
         "|---|---|---|---|",
     ]
     for model, d in decisions.items():
-        reason = str(d["reason"]).replace("|", "\\|")
-        lines.append(
-            f"| {model} | **{d['decision']}** | {d['champion_run_id'] or '-'} | {reason} |"
-        )
+        reason = d.reason.replace("|", "\\|")
+        lines.append(f"| {model} | **{d.decision}** | {d.champion_run_id or '-'} | {reason} |")
     return "\n".join(lines) + "\n"

@@ -23,12 +23,15 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
 from compare_models import registry
 from compare_models.config import PRESETS, Settings, preset_params
+
+if TYPE_CHECKING:
+    from compare_models.run_record import Interval, Replay, RunRecord, RunSummary
 
 
 def _export_settings(settings: Settings) -> None:
@@ -57,7 +60,8 @@ def _fail(message: str, code: int = 1) -> int:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from compare_models.local_stack import ServiceError, status, up
+    from compare_models.local.processes import ServiceError
+    from compare_models.local.services import status, up
 
     try:
         for name, state in up(workers=args.workers, database=args.database).items():
@@ -69,7 +73,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def cmd_down(args: argparse.Namespace) -> int:
-    from compare_models.local_stack import down
+    from compare_models.local.services import down
 
     for name, state in down().items():
         print(f"{name}: {state}")
@@ -77,7 +81,8 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from compare_models.local_stack import active_services, database_summary, status
+    from compare_models.local.postgres import database_summary
+    from compare_models.local.services import active_services, status
 
     rows = status()
     print(json.dumps(rows, indent=2) if args.json else _table(rows))
@@ -196,57 +201,73 @@ def _run_flow(params, *, as_json: bool) -> int:
         return _fail(
             f"run failed ({state.name}): {message}" + (f"\n  flow run: {url}" if url else "")
         )
-    summary = state.result()
+    from compare_models.run_record import RunSummary
+
+    summary = RunSummary.model_validate(state.result())
     if as_json:
         print(
             json.dumps(
-                {"status": "completed", "flow_run_id": str(flow_run_id), "ui_url": url, **summary},
+                {
+                    "status": "completed",
+                    "flow_run_id": str(flow_run_id),
+                    "ui_url": url,
+                    **summary.model_dump(mode="json", by_alias=True),
+                },
                 indent=2,
             )
         )
         return 0
-    print(f"run id:     {summary['run_id']}")
+    print(f"run id:     {summary.run_id}")
     print(f"flow run:   {url or flow_run_id}")
-    print(f"report:     {summary['report']}")
-    print(f"run prefix: {summary['prefix']}")
-    if summary["synthetic_data"]:
+    print(f"report:     {summary.report}")
+    print(f"run prefix: {summary.prefix}")
+    if summary.synthetic_data:
         print("data:       SYNTHETIC (not CIFAR-10)")
-    if summary.get("scale"):
-        print(f"note:       {summary['scale']}")
+    if summary.scale:
+        print(f"note:       {summary.scale}")
     _print_metrics(summary)
-    if summary.get("replay"):
-        _print_replay(summary["replay"])
+    if summary.replay:
+        _print_replay(summary.replay)
     return 0
 
 
-def _print_metrics(summary: dict[str, Any]) -> None:
+def _interval_text(interval: Interval | None, confidence: float) -> str:
+    """ "(95% CI 0.6100 to 0.6400)" at the confidence level the run asked for."""
+    if interval is None:
+        return ""
+    return f" ({100 * confidence:g}% CI {interval.ci_low:.4f} to {interval.ci_high:.4f})"
+
+
+def _print_metrics(run: RunSummary | RunRecord) -> None:
     """Each model's accuracy with its interval, then the verdict of every pair."""
-    intervals = (summary.get("comparison") or {}).get("models", {})
-    for model, m in summary["metrics"].items():
-        ci = intervals.get(model, {}).get("accuracy")
-        shown = f" (95% CI {ci['ci_low']:.4f} to {ci['ci_high']:.4f})" if ci else ""
-        print(f"  {model:9s} accuracy {m['accuracy']:.4f}{shown}  F1 (macro) {m['f1_macro']:.4f}")
-    for verdict in (summary.get("comparison") or {}).get("verdicts", []):
+    comparison = run.comparison
+    for model, m in run.metrics.items():
+        ci = (
+            comparison.models[model].accuracy if comparison and model in comparison.models else None
+        )
+        shown = _interval_text(ci, comparison.settings.confidence) if comparison else ""
+        print(f"  {model:9s} accuracy {m.accuracy:.4f}{shown}  F1 (macro) {m.f1_macro:.4f}")
+    for verdict in comparison.verdicts if comparison else []:
         print(f"  verdict: {verdict}")
-    for model, decision in (summary.get("gate") or {}).items():
+    for model, decision in run.gate.items():
         print(
-            f"  {model} vs champion (track {decision['track']}): {decision['decision']}: {decision['reason']}"
+            f"  {model} vs champion (track {decision.track}): {decision.decision}: {decision.reason}"
         )
 
 
-def _print_replay(replay: dict[str, Any]) -> None:
-    print(f"replay of {replay['original_run_id']}: {replay['summary']}")
-    for model, r in replay["models"].items():
-        diff = r["pair"]["difference"]["accuracy"]
+def _print_replay(replay: Replay) -> None:
+    print(f"replay of {replay.original_run_id}: {replay.summary}")
+    for model, r in replay.models.items():
+        diff, level = r.pair.difference.accuracy, f"{100 * r.pair.settings.confidence:g}%"
         print(
-            f"  {model:9s} same class on {r['identical_predictions']} images; accuracy replay − original "
-            f"{100 * diff['estimate']:+.2f} points (95% CI {100 * diff['ci_low']:+.2f} to {100 * diff['ci_high']:+.2f}; "
-            f"McNemar p = {r['pair']['mcnemar']['pvalue']:.3g}); largest probability change "
-            f"{r['max_abs_probability_difference']:.3g}"
+            f"  {model:9s} same class on {r.identical_predictions} images; accuracy replay − original "
+            f"{100 * diff.estimate:+.2f} points ({level} CI {100 * diff.ci_low:+.2f} to "
+            f"{100 * diff.ci_high:+.2f}; McNemar p = {r.pair.mcnemar.pvalue:.3g}); largest "
+            f"probability change {r.max_abs_probability_difference:.3g}"
         )
-    for change in replay["fingerprint_changes"]:
-        print(f"  changed: {change['entry']}: {change['original']!r} -> {change['replay']!r}")
-    if not replay["fingerprint_changes"]:
+    for change in replay.fingerprint_changes:
+        print(f"  changed: {change.entry}: {change.original!r} -> {change.replay!r}")
+    if not replay.fingerprint_changes:
         print("  fingerprint: nothing changed (code, libraries, machine, data, seeds, parameters)")
 
 
@@ -260,42 +281,45 @@ def _open_store():
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from compare_models.run_comparison import RunNotFound, completed_manifest, replay_params
+    from compare_models.replay import replay_params
+    from compare_models.runs import read_record
     from compare_models.store import StoreError
 
     try:
         _, store = _open_store()
-        manifest = completed_manifest(store, args.run_id)
+        original = read_record(store, args.run_id)
         overrides = (
-            {"execution": {**manifest["params"]["execution"], "trainer": args.trainer}}
+            {"execution": {**original.params.execution.model_dump(), "trainer": args.trainer}}
             if args.trainer
             else {}
         )
-        params = replay_params(store, manifest, run_id=args.new_run_id, **overrides)
-    except (RunNotFound, StoreError) as exc:
+        params = replay_params(store, original, run_id=args.new_run_id, **overrides)
+    except StoreError as exc:
         return _fail(str(exc))
     except (ValidationError, ValueError) as exc:
         return _fail(f"run {args.run_id}'s stored parameters cannot be replayed:\n{exc}", 2)
     return _run_flow(params, as_json=args.json)
 
 
-def _print_fingerprint(manifest: dict[str, Any]) -> None:
-    fp = manifest.get("fingerprint")
-    if not fp:
+def _print_fingerprint(record: RunRecord) -> None:
+    fp = record.fingerprint
+    if fp is None:
         print("fingerprint: none recorded (a run from before fingerprints)")
         return
-    host, data = fp["orchestrator"], fp["data"]
-    git = host["git"]
+    host, data = fp.orchestrator, fp.data
+    git = host.get("git") or {}
     print("fingerprint:")
     print(
-        f"  code:       compare-models {host['project_version']}, commit {git['commit'] or 'unknown'}"
-        + (" (uncommitted changes)" if git["dirty"] else "")
+        f"  code:       compare-models {host.get('project_version')}, commit {git.get('commit') or 'unknown'}"
+        + (" (uncommitted changes)" if git.get("dirty") else "")
     )
     print(
-        f"  python:     {host['python']} on {host['platform']}, CPU {host['cpu']} ({host['cpu_count']} cores)"
+        f"  python:     {host.get('python')} on {host.get('platform')}, CPU {host.get('cpu')} "
+        f"({host.get('cpu_count')} cores)"
     )
-    print("  libraries:  " + ", ".join(f"{k} {v}" for k, v in host["libraries"].items() if v))
-    for model, device in fp["trainings"].items():
+    libraries = host.get("libraries") or {}
+    print("  libraries:  " + ", ".join(f"{k} {v}" for k, v in libraries.items() if v))
+    for model, device in fp.trainings.items():
         where = device.get("host", {})
         gpus = ", ".join(device.get("gpus") or []) or "no GPU"
         print(
@@ -303,44 +327,39 @@ def _print_fingerprint(manifest: dict[str, Any]) -> None:
             f"CPU {where.get('cpu', '?')}, tensorflow {where.get('libraries', {}).get('tensorflow')}"
         )
     print(
-        f"  data:       {data['name']}, archive SHA-256 {data['archive_sha256']}, split key {data['split_key']}, "
-        f"split indices SHA-256 {data['split_indices_sha256']}"
+        f"  data:       {data.get('name')}, archive SHA-256 {data.get('archive_sha256')}, split key "
+        f"{data.get('split_key')}, split indices SHA-256 {data.get('split_indices_sha256')}"
     )
-    print("  seeds:      " + ", ".join(f"{k} {v}" for k, v in fp["seeds"].items()))
-    print(f"  parameters: {json.dumps(fp['params'], sort_keys=True)}")
+    print("  seeds:      " + ", ".join(f"{k} {v}" for k, v in fp.seeds.items()))
+    print(f"  parameters: {json.dumps(fp.params, sort_keys=True)}")
 
 
 def cmd_show(args: argparse.Namespace) -> int:
     from compare_models import layout
-    from compare_models.run_comparison import completed_manifest
+    from compare_models.runs import latest_run_id, read_record
     from compare_models.store import StoreError
 
     try:
         settings, store = _open_store()
-        if not args.run_id and not store.exists(layout.LATEST):
+        run_id = args.run_id or latest_run_id(store)
+        if not run_id:
             return _fail(f"no completed run yet in {store.uri(layout.RUNS)}")
-        run_id = args.run_id or store.get_json(layout.LATEST)["run_id"]
-        manifest = completed_manifest(store, run_id)
+        record = read_record(store, run_id)
     except StoreError as exc:
         return _fail(str(exc))
     if args.json:
-        print(json.dumps(manifest, indent=2))
+        print(json.dumps(record.model_dump(mode="json", by_alias=True), indent=2))
         return 0
-    flow_run_id = manifest.get("flow_run_id")
-    print(
-        f"run id:     {run_id}" + ("   [SYNTHETIC DATA]" if manifest.get("synthetic_data") else "")
-    )
-    print(f"completed:  {manifest['completed_at']}")
-    if settings.ui_url and flow_run_id:
-        print(f"flow run:   {settings.ui_url}/runs/flow-run/{flow_run_id}")
-    print(f"report:     {manifest['report']['index']}")
-    print(
-        f"  link:     {store.presign(manifest['report']['files']['index.html'], 3600)}  (expires in 1 h)"
-    )
-    _print_metrics(manifest)
-    if manifest.get("replay"):
-        _print_replay(manifest["replay"])
-    _print_fingerprint(manifest)
+    print(f"run id:     {run_id}" + ("   [SYNTHETIC DATA]" if record.synthetic_data else ""))
+    print(f"completed:  {record.completed_at.isoformat()}")
+    if settings.ui_url and record.flow_run_id:
+        print(f"flow run:   {settings.ui_url}/runs/flow-run/{record.flow_run_id}")
+    print(f"report:     {record.report.index}")
+    print(f"  link:     {store.presign(record.report.files['index.html'], 3600)}  (expires in 1 h)")
+    _print_metrics(record)
+    if record.replay:
+        _print_replay(record.replay)
+    _print_fingerprint(record)
     return 0
 
 
@@ -383,24 +402,19 @@ def cmd_champion(args: argparse.Namespace) -> int:
 
 def cmd_promote(args: argparse.Namespace) -> int:
     from compare_models import champions
-    from compare_models.run_comparison import RunNotFound, completed_manifest
+    from compare_models.runs import read_record
     from compare_models.store import StoreError
 
     try:
         _, store = _open_store()
-        manifest = completed_manifest(store, args.run_id)
-        track = args.track or (manifest["params"].get("gate") or {}).get("track") or "main"
-        record = champions.promote_by_hand(
-            store,
-            track=track,
-            run_id=args.run_id,
-            model=args.model,
-            manifest=manifest,
-            reason=args.reason,
+        record = read_record(store, args.run_id)
+        track = args.track or record.track
+        champion = champions.promote_by_hand(
+            store, track=track, record=record, model=args.model, reason=args.reason
         )
-    except (RunNotFound, StoreError) as exc:
+    except StoreError as exc:
         return _fail(str(exc))
-    replaced = record["history"][0]["run_id"] if record["history"] else "no earlier champion"
+    replaced = champion["history"][0]["run_id"] if champion["history"] else "no earlier champion"
     print(
         f"{args.model} champion of track {track}: run {args.run_id} (replaces {replaced}); reason recorded: {args.reason}"
     )
@@ -408,29 +422,32 @@ def cmd_promote(args: argparse.Namespace) -> int:
 
 
 def cmd_history(args: argparse.Namespace) -> int:
-    from compare_models import history
+    from compare_models import track_history
+    from compare_models.runs import completed_records
     from compare_models.store import StoreError
 
     try:
         _, store = _open_store()
-        rows = history.rows(
-            history.completed_manifests(store), model=args.model, track=args.track, last=args.last
+        rows = track_history.rows(
+            completed_records(store), model=args.model, track=args.track, last=args.last
         )
     except StoreError as exc:
         return _fail(str(exc))
     if args.json:
-        print(json.dumps(rows, indent=2))
+        print(json.dumps([r.model_dump(mode="json") for r in rows], indent=2))
         return 0
     shown = [
         {
-            "run": r["run_id"],
-            "completed": (r["completed_at"] or "")[:19],
-            "track": r["track"] or "-",
-            "model": r["model"],
-            "accuracy": f"{r['accuracy']:.4f}",
-            "95% CI": f"{r['ci_low']:.4f}-{r['ci_high']:.4f}" if r["ci_low"] is not None else "-",
-            "decision": r["decision"] or "-",
-            "vs": r["champion_run_id"] or "-",
+            "run": r.run_id,
+            "completed": (r.completed_at or "")[:19],
+            "track": r.track,
+            "model": r.model,
+            "accuracy": f"{r.accuracy:.4f}",
+            "CI": f"{r.ci_low:.4f}-{r.ci_high:.4f} ({100 * r.confidence:g}%)"
+            if r.ci_low is not None
+            else "-",
+            "decision": r.decision or "-",
+            "vs": r.champion_run_id or "-",
         }
         for r in rows
     ]
@@ -439,7 +456,7 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    from compare_models.publish import list_runs
+    from compare_models.runs import list_runs
     from compare_models.store import ArtifactStore, StoreError
 
     store = ArtifactStore.from_settings(Settings())
@@ -447,7 +464,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
         store.check()
     except StoreError as exc:
         return _fail(str(exc))
-    runs = list_runs(store)
+    runs = [r.model_dump(mode="json") for r in list_runs(store)]
     print(json.dumps(runs, indent=2) if args.json else _table(runs))
     return 0
 
@@ -462,6 +479,29 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True)
+    # `--help` lists the commands in the order they are added: keep that order, not the groups'.
+    for add_command in (
+        _add_up,
+        _add_deploy,
+        _add_show,
+        _add_down,
+        _add_status,
+        _add_replay,
+        _add_champion,
+        _add_promote,
+        _add_history,
+        _add_runs,
+        _add_params,
+        _add_run,
+    ):
+        add_command(sub)
+    return parser
+
+
+# services: the local S3 and Prefect server, and the deployments on them
+
+
+def _add_up(sub: argparse._SubParsersAction) -> None:
     upp = sub.add_parser("up", help="start the local S3 (SeaweedFS) and Prefect server")
     upp.add_argument(
         "--workers", action="store_true", help="also start the local cpu and gpu pool workers"
@@ -473,17 +513,104 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: COMPARE_MODELS_DATABASE, else the last choice, else sqlite); remembered for later `up`s",
     )
     upp.set_defaults(func=cmd_up)
+
+
+def _add_deploy(sub: argparse._SubParsersAction) -> None:
     sub.add_parser("deploy", help="create the work pools and apply prefect.yaml").set_defaults(
         func=cmd_deploy
     )
-    sh = sub.add_parser("show", help="show a completed run (default: the latest)")
-    sh.add_argument("run_id", nargs="?")
-    sh.add_argument("--json", action="store_true")
-    sh.set_defaults(func=cmd_show)
+
+
+def _add_down(sub: argparse._SubParsersAction) -> None:
     sub.add_parser("down", help="stop the local services").set_defaults(func=cmd_down)
+
+
+def _add_status(sub: argparse._SubParsersAction) -> None:
     st = sub.add_parser("status", help="show the local services")
     st.add_argument("--json", action="store_true")
     st.set_defaults(func=cmd_status)
+
+
+# runs: starting them, replaying them and reading them back
+
+
+def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """The run's parameters, shared by `run` and `params` so that both accept the same ones."""
+    parser.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        default="seed",
+        help="parameter set (default: seed, the report's protocol)",
+    )
+    parser.add_argument(
+        "--data",
+        help="'cifar10' (default, official download), URL, path or s3:// URI, or 'synthetic[:N]'",
+    )
+    parser.add_argument("--data-sha256", help="expected SHA-256 of the archive")
+    parser.add_argument(
+        "--models",
+        help=f"comma-separated registered models (default {','.join(registry.DEFAULT_MODELS)})",
+    )
+    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--optimizer")
+    parser.add_argument("--learning-rate", type=float)
+    parser.add_argument(
+        "--threads", type=int, help="TensorFlow threads per training process (0: share of cores)"
+    )
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--split", choices=["seed", "full", "sizes"])
+    parser.add_argument("--train-size", type=int)
+    parser.add_argument("--val-size", type=int)
+    parser.add_argument("--test-size", type=int)
+    parser.add_argument(
+        "--resnet-weights",
+        help="'imagenet' (default), 'none', or a path / s3:// URI of a *_notop.h5 file",
+    )
+    parser.add_argument("--run-id")
+    parser.add_argument(
+        "--trainer",
+        choices=["local", "deployment"],
+        help="local: subprocesses of this run (default); deployment: train-model/gpu on the gpu pool, one flow run per model",
+    )
+    parser.add_argument(
+        "--track",
+        help="which champions the gate judges against (default: the preset's name, or main)",
+    )
+    parser.add_argument(
+        "--schedule",
+        choices=["auto", "parallel", "weighted", "sequential"],
+        help="how local trainings share the cores (default auto: the measured best)",
+    )
+    parser.add_argument(
+        "--time-budget-minutes",
+        type=float,
+        help="stop training at the end of the epoch in which this budget (from the run's start) runs out",
+    )
+    parser.add_argument(
+        "--retries",
+        type=int,
+        help="retries of a failed training (each resumes from its checkpoint)",
+    )
+    parser.add_argument("--retry-delay-seconds", type=float)
+
+
+def _add_params(sub: argparse._SubParsersAction) -> None:
+    pa = sub.add_parser(
+        "params", help="print run parameters as JSON for `prefect deployment run --params`"
+    )
+    _add_run_arguments(pa)
+    pa.set_defaults(func=cmd_params)
+
+
+def _add_run(sub: argparse._SubParsersAction) -> None:
+    runp = sub.add_parser("run", help="run the compare-models flow")
+    _add_run_arguments(runp)
+    runp.add_argument("--json", action="store_true", help="print a machine-readable summary")
+    runp.set_defaults(func=cmd_run)
+
+
+def _add_replay(sub: argparse._SubParsersAction) -> None:
     rp = sub.add_parser(
         "replay",
         help="run a completed run again with its stored parameters, data and seeds, "
@@ -500,6 +627,36 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rp.add_argument("--json", action="store_true", help="print a machine-readable summary")
     rp.set_defaults(func=cmd_replay)
+
+
+def _add_show(sub: argparse._SubParsersAction) -> None:
+    sh = sub.add_parser("show", help="show a completed run (default: the latest)")
+    sh.add_argument("run_id", nargs="?")
+    sh.add_argument("--json", action="store_true")
+    sh.set_defaults(func=cmd_show)
+
+
+def _add_runs(sub: argparse._SubParsersAction) -> None:
+    rs = sub.add_parser("runs", help="list the runs stored in S3")
+    rs.add_argument("--json", action="store_true")
+    rs.set_defaults(func=cmd_runs)
+
+
+def _add_history(sub: argparse._SubParsersAction) -> None:
+    hi = sub.add_parser(
+        "history", help="completed runs with their metrics and gate decisions, newest first"
+    )
+    hi.add_argument("--model")
+    hi.add_argument("--track")
+    hi.add_argument("--last", type=int, help="at most this many rows")
+    hi.add_argument("--json", action="store_true")
+    hi.set_defaults(func=cmd_history)
+
+
+# champions: the models in use, and choosing one by hand
+
+
+def _add_champion(sub: argparse._SubParsersAction) -> None:
     ch = sub.add_parser(
         "champion", help="the current champions (the models in use) and their history"
     )
@@ -510,6 +667,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ch.add_argument("--json", action="store_true")
     ch.set_defaults(func=cmd_champion)
+
+
+def _add_promote(sub: argparse._SubParsersAction) -> None:
     pr = sub.add_parser(
         "promote",
         help="make a completed run's model the champion by hand (recorded with the reason)",
@@ -519,85 +679,6 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--reason", required=True, help="why: kept in the champion's history")
     pr.add_argument("--track", help="default: the run's own track")
     pr.set_defaults(func=cmd_promote)
-    hi = sub.add_parser(
-        "history", help="completed runs with their metrics and gate decisions, newest first"
-    )
-    hi.add_argument("--model")
-    hi.add_argument("--track")
-    hi.add_argument("--last", type=int, help="at most this many rows")
-    hi.add_argument("--json", action="store_true")
-    hi.set_defaults(func=cmd_history)
-    rs = sub.add_parser("runs", help="list the runs stored in S3")
-    rs.add_argument("--json", action="store_true")
-    rs.set_defaults(func=cmd_runs)
-
-    run = argparse.ArgumentParser(add_help=False)
-    run.add_argument(
-        "--preset",
-        choices=sorted(PRESETS),
-        default="seed",
-        help="parameter set (default: seed, the report's protocol)",
-    )
-    run.add_argument(
-        "--data",
-        help="'cifar10' (default, official download), URL, path or s3:// URI, or 'synthetic[:N]'",
-    )
-    run.add_argument("--data-sha256", help="expected SHA-256 of the archive")
-    run.add_argument(
-        "--models",
-        help=f"comma-separated registered models (default {','.join(registry.DEFAULT_MODELS)})",
-    )
-    run.add_argument("--epochs", type=int)
-    run.add_argument("--batch-size", type=int)
-    run.add_argument("--optimizer")
-    run.add_argument("--learning-rate", type=float)
-    run.add_argument(
-        "--threads", type=int, help="TensorFlow threads per training process (0: share of cores)"
-    )
-    run.add_argument("--seed", type=int)
-    run.add_argument("--split", choices=["seed", "full", "sizes"])
-    run.add_argument("--train-size", type=int)
-    run.add_argument("--val-size", type=int)
-    run.add_argument("--test-size", type=int)
-    run.add_argument(
-        "--resnet-weights",
-        help="'imagenet' (default), 'none', or a path / s3:// URI of a *_notop.h5 file",
-    )
-    run.add_argument("--run-id")
-    run.add_argument(
-        "--trainer",
-        choices=["local", "deployment"],
-        help="local: subprocesses of this run (default); deployment: train-model/gpu on the gpu pool, one flow run per model",
-    )
-    run.add_argument(
-        "--track",
-        help="which champions the gate judges against (default: the preset's name, or main)",
-    )
-    run.add_argument(
-        "--schedule",
-        choices=["auto", "parallel", "weighted", "sequential"],
-        help="how local trainings share the cores (default auto: the measured best)",
-    )
-    run.add_argument(
-        "--time-budget-minutes",
-        type=float,
-        help="stop training at the end of the epoch in which this budget (from the run's start) runs out",
-    )
-    run.add_argument(
-        "--retries",
-        type=int,
-        help="retries of a failed training (each resumes from its checkpoint)",
-    )
-    run.add_argument("--retry-delay-seconds", type=float)
-    sub.add_parser(
-        "params",
-        parents=[run],
-        help="print run parameters as JSON for `prefect deployment run --params`",
-    ).set_defaults(func=cmd_params)
-    runp = sub.add_parser("run", parents=[run], help="run the compare-models flow")
-    runp.add_argument("--json", action="store_true", help="print a machine-readable summary")
-    runp.set_defaults(func=cmd_run)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -35,6 +35,14 @@ from sklearn.metrics import accuracy_score, f1_score, recall_score
 from statsmodels.stats.contingency_tables import mcnemar
 from statsmodels.stats.multitest import multipletests
 
+from compare_models.validation import (
+    check_class_names,
+    check_correct,
+    check_labels,
+    check_predictions,
+    check_probabilities,
+)
+
 DEFAULT_RESAMPLES = 2000
 DEFAULT_SEED = 0
 ALPHA = 0.05
@@ -43,8 +51,8 @@ METHOD = "paired bootstrap (percentile) over test images"
 MCNEMAR_TEST = "McNemar exact (binomial)"
 
 # About one million gathered indices per bootstrap chunk (~16 MB for the index array plus the
-# gathered codes). Measured on the 2-core development machine, chunks of this size are faster
-# than larger ones (they stay in cache) and bound memory regardless of n.
+# gathered codes). Chunks of this size were faster than larger ones (they stay in cache; see
+# docs/benchmarks.md) and bound memory regardless of n.
 _CHUNK_ELEMENTS = 1_000_000
 _TABLE_KEYS = ("both_right", "only_a_right", "only_b_right", "both_wrong")
 
@@ -52,102 +60,6 @@ _TABLE_KEYS = ("both_right", "only_a_right", "only_b_right", "both_wrong")
 # --------------------------------------------------------------------------------------------
 # Validation
 # --------------------------------------------------------------------------------------------
-
-
-def validate_predictions(
-    y_true: np.ndarray,
-    probs: Mapping[str, np.ndarray],
-    *,
-    n_classes: int,
-    min_models: int = 1,
-) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Check labels and per-model probabilities at the boundary and return clean arrays.
-
-    Args:
-        y_true: True labels, shape ``(n,)``, integers in ``0..n_classes-1``.
-        probs: Model name -> predicted probabilities, shape ``(n, n_classes)``, finite.
-        n_classes: Number of classes ``k`` (the length of the class-name list).
-        min_models: Smallest acceptable number of models.
-
-    Returns:
-        ``(labels, probs)``: labels as an ``int64`` array and a dict of ``float64`` arrays in the
-        given model order.
-
-    Raises:
-        ValueError: If a shape, dtype, label range or model count is not what is expected, or
-            an array holds NaN or infinity. The message names the offending input.
-    """
-    labels = _validate_labels(y_true, n_classes)
-    if not isinstance(probs, Mapping):
-        raise ValueError(
-            f"probs must be a mapping of model name -> (n, k) probabilities, "
-            f"got {type(probs).__name__}"
-        )
-    if len(probs) < min_models:
-        raise ValueError(
-            f"need at least {min_models} model(s) to compare, got {len(probs)}: {list(probs)}"
-        )
-    clean: dict[str, np.ndarray] = {}
-    for name, prob in probs.items():
-        if not isinstance(name, str) or not name:
-            raise ValueError(f"model names must be non-empty strings, got {name!r}")
-        clean[name] = _validate_probs(prob, labels.size, n_classes, name)
-    return labels, clean
-
-
-def _validate_class_names(class_names: Sequence[str]) -> list[str]:
-    if isinstance(class_names, str) or not isinstance(class_names, Sequence | np.ndarray):
-        raise ValueError(
-            f"class_names must be a sequence of strings, got {type(class_names).__name__}"
-        )
-    names = [str(c) for c in class_names]
-    if not names:
-        raise ValueError("class_names is empty; expected one name per class")
-    if len(set(names)) != len(names):
-        raise ValueError(f"class_names must be unique, got {names}")
-    return names
-
-
-def _validate_labels(y_true: np.ndarray, n_classes: int) -> np.ndarray:
-    y = np.asarray(y_true)
-    if y.ndim != 1:
-        raise ValueError(f"y_true must be 1-D of shape (n,), got shape {y.shape}")
-    if y.size == 0:
-        raise ValueError("y_true is empty; expected at least one test image")
-    if y.dtype.kind == "f":
-        if not np.isfinite(y).all():
-            raise ValueError("y_true contains NaN or infinity; expected integer labels")
-        if not np.array_equal(y, np.round(y)):
-            raise ValueError("y_true has non-integer values; expected integer labels 0..k-1")
-    elif y.dtype.kind not in "iu":
-        raise ValueError(f"y_true must hold integer labels, got dtype {y.dtype}")
-    y = y.astype(np.int64)
-    lo, hi = int(y.min()), int(y.max())
-    if lo < 0 or hi >= n_classes:
-        raise ValueError(
-            f"y_true labels must lie in 0..{n_classes - 1} ({n_classes} classes), "
-            f"got range {lo}..{hi}"
-        )
-    return y
-
-
-def _validate_probs(prob: np.ndarray, n: int, n_classes: int, name: str) -> np.ndarray:
-    p = np.asarray(prob)
-    if p.dtype.kind not in "fiu":
-        raise ValueError(f"probabilities of model {name!r} must be numeric, got dtype {p.dtype}")
-    if p.shape != (n, n_classes):
-        raise ValueError(
-            f"probabilities of model {name!r} have shape {p.shape}; expected (n, k) = "
-            f"({n}, {n_classes}) to match y_true and class_names"
-        )
-    p = p.astype(np.float64, copy=False)
-    if not np.isfinite(p).all():
-        bad = int((~np.isfinite(p)).any(axis=1).sum())
-        raise ValueError(
-            f"probabilities of model {name!r} contain NaN or infinity in {bad} row(s); "
-            "expected finite values"
-        )
-    return p
 
 
 def _validate_settings(n_resamples: int, seed: int, confidence: float, alpha: float) -> None:
@@ -164,17 +76,6 @@ def _validate_settings(n_resamples: int, seed: int, confidence: float, alpha: fl
         raise ValueError(f"confidence must lie strictly between 0 and 1, got {confidence!r}")
     if not 0.0 < float(alpha) < 1.0:
         raise ValueError(f"alpha must lie strictly between 0 and 1, got {alpha!r}")
-
-
-def _validate_correct(correct: np.ndarray, name: str) -> np.ndarray:
-    c = np.asarray(correct)
-    if c.ndim != 1:
-        raise ValueError(f"{name} must be 1-D of shape (n,), got shape {c.shape}")
-    if c.dtype != np.bool_:
-        if c.dtype.kind not in "iuf" or not np.isin(c, (0, 1)).all():
-            raise ValueError(f"{name} must be booleans (or 0/1), got dtype {c.dtype}")
-        c = c.astype(bool)
-    return c
 
 
 # --------------------------------------------------------------------------------------------
@@ -195,8 +96,8 @@ def paired_table(correct_a: np.ndarray, correct_b: np.ndarray) -> dict:
     Raises:
         ValueError: If the arrays are not 1-D booleans of the same length.
     """
-    a = _validate_correct(correct_a, "correct_a")
-    b = _validate_correct(correct_b, "correct_b")
+    a = check_correct(correct_a, "correct_a")
+    b = check_correct(correct_b, "correct_b")
     if a.shape != b.shape:
         raise ValueError(
             f"correct_a and correct_b must cover the same images, got {a.size} and {b.size}"
@@ -418,10 +319,10 @@ def model_intervals(
     Raises:
         ValueError: On invalid inputs or settings.
     """
-    names = _validate_class_names(class_names)
+    names = check_class_names(class_names)
     _validate_settings(n_resamples, seed, confidence, ALPHA)
-    labels, probs = validate_predictions(y_true, {"model": y_prob}, n_classes=len(names))
-    pred = probs["model"].argmax(axis=1)
+    labels = check_labels(y_true, len(names))
+    pred = check_probabilities(y_prob, labels.size, len(names)).argmax(axis=1)
     reps = _bootstrap(labels, [pred], len(names), int(n_resamples), int(seed))
     return _model_summary(labels, pred, reps, 0, len(names), confidence)
 
@@ -525,10 +426,10 @@ def compare_all(
     Raises:
         ValueError: On invalid inputs or settings, or no model at all.
     """
-    names = _validate_class_names(class_names)
+    names = check_class_names(class_names)
     _validate_settings(n_resamples, seed, confidence, alpha)
     k = len(names)
-    labels, clean = validate_predictions(y_true, probs, n_classes=k, min_models=1)
+    labels, clean = check_predictions(y_true, probs, k, min_models=1)
     model_names = list(clean)
     preds = [clean[m].argmax(axis=1) for m in model_names]
     reps = _bootstrap(labels, preds, k, int(n_resamples), int(seed))
@@ -720,6 +621,5 @@ __all__ = [
     "mcnemar_exact",
     "model_intervals",
     "paired_table",
-    "validate_predictions",
     "verdict",
 ]

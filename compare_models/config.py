@@ -29,7 +29,12 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    DotEnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 from compare_models import registry
 from compare_models.registry import DEFAULT_MODELS
@@ -69,11 +74,22 @@ def project_root() -> Path:
 class Settings(BaseSettings):
     """Environment-driven settings. Every field has the name users already know."""
 
-    model_config = SettingsConfigDict(
-        env_file=os.environ.get("COMPARE_MODELS_ENV_FILE", str(project_root() / ".env")),
-        env_file_encoding="utf-8",
-        extra="ignore",
-    )
+    model_config = SettingsConfigDict(env_file_encoding="utf-8", extra="ignore")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """The env file is chosen when settings are made, not when this module is imported:
+        COMPARE_MODELS_ENV_FILE, else the project's .env."""
+        env_file = os.environ.get("COMPARE_MODELS_ENV_FILE", str(project_root() / ".env"))
+        dotenv = DotEnvSettingsSource(settings_cls, env_file=env_file)
+        return init_settings, env_settings, dotenv, file_secret_settings
 
     s3_endpoint_url: str | None = Field(
         default=None,
@@ -159,10 +175,6 @@ class Settings(BaseSettings):
     @property
     def cache_dir(self) -> Path:
         return self.home / "cache"
-
-
-def load_settings() -> Settings:
-    return Settings()
 
 
 # ── Run parameters: what a run does ───────────────────────────────────────────
@@ -426,6 +438,21 @@ class RunParams(BaseModel):
                 f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()
             )
             raise ValueError(f"train_per_model[{model!r}]: {problems}") from None
+
+    def epochs_text(self) -> str:
+        """ "3" when every model trains as many epochs, else "6 (cnn), 3 (resnet50)"."""
+        epochs = {m: self.train_for(m).epochs for m in self.models}
+        if len(set(epochs.values())) == 1:
+            return str(next(iter(epochs.values())))
+        return ", ".join(f"{n} ({m})" for m, n in epochs.items())
+
+    def per_model_training(self) -> str:
+        """The models' own training settings (`train_per_model`), e.g. "cnn: epochs 6"."""
+        return "; ".join(
+            f"{m}: " + ", ".join(f"{k} {v}" for k, v in self.train_per_model[m].items())
+            for m in self.models
+            if self.train_per_model.get(m)
+        )
 
     @field_validator("run_id", "replay_of")
     @classmethod

@@ -30,7 +30,7 @@ from sklearn.calibration import calibration_curve
 
 from compare_models import figures
 
-from .comparison import _validate_class_names, validate_predictions
+from .validation import check_class_names, check_labels, check_predictions, check_probabilities
 
 RIGHT = "#1a7f37"  # green
 WRONG = "#cf222e"  # red
@@ -43,14 +43,6 @@ _FONT = 7
 # --------------------------------------------------------------------------------------------
 # Calibration
 # --------------------------------------------------------------------------------------------
-
-
-def _check_unit_interval(prob: np.ndarray, name: str) -> None:
-    if prob.min() < 0.0 or prob.max() > 1.0:
-        raise ValueError(
-            f"probabilities of model {name!r} must lie in [0, 1], got range "
-            f"{prob.min():.3g}..{prob.max():.3g} (pass softmax outputs, not logits)"
-        )
 
 
 def _calibration(correct: np.ndarray, confidence: np.ndarray, n_bins: int) -> tuple:
@@ -96,9 +88,8 @@ def expected_calibration_error(
     k = prob.shape[1] if prob.ndim == 2 else 0
     if k == 0:
         raise ValueError(f"y_prob must have shape (n, k), got shape {prob.shape}")
-    labels, probs = validate_predictions(y_true, {"model": prob}, n_classes=k)
-    p = probs["model"]
-    _check_unit_interval(p, "model")
+    labels = check_labels(y_true, k)
+    p = check_probabilities(prob, labels.size, k, unit_interval=True)
     correct = p.argmax(axis=1) == labels
     return _calibration(correct, p.max(axis=1), n_bins)[3]
 
@@ -135,7 +126,7 @@ def reliability_diagram(
     """
     _check_bins(n_bins)
     k = _n_classes(probs)
-    labels, clean = validate_predictions(y_true, probs, n_classes=k)
+    labels, clean = check_predictions(y_true, probs, k, unit_interval=True)
     edges = np.linspace(0.0, 1.0, n_bins + 1)
     fig = figures.figure(6.0, 6.4)
     top = fig.add_axes((0.12, 0.36, 0.84, 0.58))
@@ -143,7 +134,6 @@ def reliability_diagram(
     top.plot([0, 1], [0, 1], linestyle="--", color="0.5", linewidth=1, label="perfectly calibrated")
     eces: dict[str, float] = {}
     for name, p in clean.items():
-        _check_unit_interval(p, name)
         confidence = p.max(axis=1)
         correct = p.argmax(axis=1) == labels
         accuracy, mean_conf, counts, ece = _calibration(correct, confidence, n_bins)
@@ -201,8 +191,8 @@ def disagreement_gallery(
     Raises:
         ValueError: On invalid inputs, fewer than two models or ``max_images < 1``.
     """
-    names = _validate_class_names(class_names)
-    labels, clean = validate_predictions(y_true, probs, n_classes=len(names), min_models=2)
+    names = check_class_names(class_names)
+    labels, clean = check_predictions(y_true, probs, len(names), min_models=2)
     imgs = _validate_images(images, labels.size)
     _check_positive(max_images, "max_images")
     preds = np.stack([p.argmax(axis=1) for p in clean.values()])
@@ -268,8 +258,8 @@ def confident_mistakes(
     Raises:
         ValueError: On invalid inputs or ``per_model < 1``.
     """
-    names = _validate_class_names(class_names)
-    labels, clean = validate_predictions(y_true, probs, n_classes=len(names))
+    names = check_class_names(class_names)
+    labels, clean = check_predictions(y_true, probs, len(names))
     imgs = _validate_images(images, labels.size)
     _check_positive(per_model, "per_model")
     fig, tiles = _tile_grid(
@@ -422,7 +412,45 @@ def _tile_grid(
     return fig, tiles
 
 
+def diagnostic_figures(
+    images: np.ndarray,
+    y_true: np.ndarray,
+    probs: Mapping[str, np.ndarray],
+    class_names: list[str],
+    out_dir: Path,
+) -> list[tuple[Path, str]]:
+    """The report's "where the models disagree" figures with captions."""
+    drawn: list[tuple[Path, str]] = []
+    if len(probs) > 1:
+        drawn.append(
+            (
+                disagreement_gallery(
+                    images, y_true, probs, class_names, out_dir / "disagreements.png"
+                ),
+                "Test images on which the models disagree: true label, each model's prediction and confidence "
+                "(green right, red wrong)",
+            )
+        )
+    drawn.append(
+        (
+            confident_mistakes(
+                images, y_true, probs, class_names, out_dir / "confident_mistakes.png"
+            ),
+            "Each model's most confident mistakes",
+        )
+    )
+    path, _ = reliability_diagram(y_true, probs, out_dir / "reliability.png")
+    drawn.append(
+        (
+            path,
+            "Reliability diagram: accuracy against confidence, with the expected calibration error (ECE)",
+        )
+    )
+    return drawn
+
+
 __all__ = [
+    "diagnostic_figures",
     "confident_mistakes",
     "disagreement_gallery",
     "expected_calibration_error",

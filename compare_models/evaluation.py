@@ -27,6 +27,8 @@ from sklearn.metrics import (
 )
 from sklearn.preprocessing import label_binarize
 
+from compare_models.validation import check_class_names, check_labels, check_probabilities
+
 #: Most points kept per ROC curve. A 10 000-sample test set can produce a
 #: curve with thousands of points per class; 200 draws the same picture.
 MAX_ROC_POINTS = 200
@@ -46,78 +48,6 @@ SCALAR_METRICS: tuple[str, ...] = (
 
 #: Columns of the per-class table, in order.
 PER_CLASS_COLUMNS: tuple[str, ...] = ("class", "precision", "recall", "f1", "support", "auc")
-
-
-# --------------------------------------------------------------------------
-# Validation: fail loudly at the boundary, with the value that was expected.
-# --------------------------------------------------------------------------
-
-
-def _validate_class_names(class_names: Sequence[str]) -> list[str]:
-    """Return the class names as a list of str, rejecting ambiguous input.
-
-    Names become dict keys and table labels, so duplicates would silently
-    merge two classes; fewer than two classes makes ROC analysis meaningless.
-    """
-    if isinstance(class_names, str):
-        raise ValueError("class_names must be a sequence of names, not a single string")
-    names = [str(name) for name in class_names]
-    if len(names) < 2:
-        raise ValueError(f"class_names must name at least 2 classes, got {len(names)}")
-    duplicates = sorted({name for name in names if names.count(name) > 1})
-    if duplicates:
-        raise ValueError(f"class_names must be unique, got duplicates {duplicates}")
-    return names
-
-
-def _validate_labels(y_true: np.ndarray, n_classes: int) -> np.ndarray:
-    """Return y_true as a 1-D int64 array of labels in 0..n_classes-1."""
-    labels = np.asarray(y_true)
-    if labels.ndim != 1:
-        raise ValueError(
-            f"y_true must be 1-D with shape (n,), got shape {labels.shape}; "
-            "flatten column vectors with y_true.ravel()"
-        )
-    if labels.size == 0:
-        raise ValueError("y_true is empty: expected at least 1 sample")
-    if not (np.issubdtype(labels.dtype, np.integer) or np.issubdtype(labels.dtype, np.bool_)):
-        raise ValueError(f"y_true must hold integer class indices, got dtype {labels.dtype}")
-    labels = labels.astype(np.int64)
-    out_of_range = labels[(labels < 0) | (labels >= n_classes)]
-    if out_of_range.size:
-        raise ValueError(
-            f"y_true labels must be in range 0..{n_classes - 1} (one per class name), "
-            f"got out-of-range values {sorted(set(out_of_range.tolist()))[:10]}"
-        )
-    return labels
-
-
-def _validate_probabilities(y_prob: np.ndarray, n_samples: int, n_classes: int) -> np.ndarray:
-    """Return y_prob as a float64 (n_samples, n_classes) array of finite scores.
-
-    The values are not required to sum to one: ranking metrics (ROC) only
-    need an order, and argmax does not care about normalisation.
-    """
-    probs = np.asarray(y_prob)
-    if probs.ndim != 2:
-        raise ValueError(f"y_prob must be 2-D with shape (n, k), got shape {probs.shape}")
-    expected = (n_samples, n_classes)
-    if probs.shape != expected:
-        raise ValueError(
-            f"y_prob shape mismatch: expected {expected} (len(y_true), len(class_names)), "
-            f"got {probs.shape}"
-        )
-    if not np.issubdtype(probs.dtype, np.number):
-        raise ValueError(f"y_prob must be numeric, got dtype {probs.dtype}")
-    probs = probs.astype(np.float64)
-    if np.isnan(probs).any():
-        raise ValueError(
-            f"y_prob contains NaN in {int(np.isnan(probs).any(axis=1).sum())} row(s): "
-            "expected finite probabilities"
-        )
-    if not np.isfinite(probs).all():
-        raise ValueError("y_prob contains infinite values: expected finite probabilities")
-    return probs
 
 
 # --------------------------------------------------------------------------
@@ -191,13 +121,14 @@ def evaluate_predictions(
         test set missing a class is visibly penalised rather than hidden.
 
     Raises:
-        ValueError: on empty input, mismatched shapes, labels outside 0..k-1,
-            NaN/infinite scores or bad class names.
+        ValueError: on empty input, mismatched shapes, labels outside 0..k-1 (or
+            boolean/non-integer), NaN/infinite scores or bad class names; see
+            :mod:`compare_models.validation`.
     """
-    names = _validate_class_names(class_names)
+    names = check_class_names(class_names)
     n_classes = len(names)
-    labels = _validate_labels(y_true, n_classes)
-    probs = _validate_probabilities(y_prob, len(labels), n_classes)
+    labels = check_labels(y_true, n_classes)
+    probs = check_probabilities(y_prob, len(labels), n_classes)
 
     class_ids = list(range(n_classes))
     y_pred = probs.argmax(axis=1)

@@ -116,8 +116,8 @@ def compile_model(
     Without a distribution strategy, Keras' TensorFlow trainer leaves those variables to be
     created while it traces the first training step, on `tf.function`'s slow path for functions
     that create variables. Created here they are the same zeros (the weights after training are
-    identical), and the first step costs less: ResNet50's took 21.3-24.7 s instead of 25.3-28.9 s
-    on one CPU thread (`python benchmarks/first_step.py`, 3 pairs), for about 1 s more here.
+    identical), and the first step costs less (`python benchmarks/first_step.py`; see
+    docs/benchmarks.md).
     A model loaded from a checkpoint has them already.
     """
     model.compile(

@@ -88,8 +88,8 @@ BUILTIN: tuple[ModelSpec, ...] = (
         26_215_818,
         takes_weights=True,
         description="ResNet50 backbone + the report's dense head",
-        # Measured 2026-11-26 (2 cores, TF 2.21 CPU, batch 128): CNN 350 / 666 images/s on
-        # 1 / 2 threads, ResNet50 76 / 99: about 5x the CNN's cost per image.
+        # About 5x the CNN's cost per training image on the CPU, from both models' images/s
+        # on 1 and 2 threads (see docs/benchmarks.md).
         relative_cost=5.0,
     ),
 )

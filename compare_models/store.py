@@ -41,6 +41,10 @@ class ObjectExists(StoreError):
     """A write-once object already exists."""
 
 
+class ObjectTooLarge(StoreError):
+    """An object read back from the bucket is larger than what compare-models writes there."""
+
+
 class PreconditionFailed(StoreError):
     """A conditional write lost: the object changed (or appeared) since it was read."""
 
@@ -166,8 +170,30 @@ class ArtifactStore:
                 return False
             raise
 
-    def get_bytes(self, key: str) -> bytes:
-        return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+    def get_bytes(self, key: str, *, max_bytes: int | None = None) -> bytes:
+        """The object's bytes; with `max_bytes`, an object larger than that is refused
+        (`ObjectTooLarge`) before its body is read."""
+        return self._read(self.client.get_object(Bucket=self.bucket, Key=key), key, max_bytes)
+
+    def get_bytes_if_exists(self, key: str, *, max_bytes: int | None = None) -> bytes | None:
+        """Like `get_bytes`, or None where there is no such object (one request either way)."""
+        try:
+            response = self.client.get_object(Bucket=self.bucket, Key=key)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                return None
+            raise
+        return self._read(response, key, max_bytes)
+
+    def _read(self, response: dict, key: str, max_bytes: int | None) -> bytes:
+        size = int(response.get("ContentLength") or 0)
+        if max_bytes is not None and size > max_bytes:
+            response["Body"].close()
+            raise ObjectTooLarge(
+                f"{self.uri(key)} holds {size:,} bytes, more than the {max_bytes:,} allowed for it: "
+                "it was not written by compare-models, or was changed since; remove or restore it"
+            )
+        return response["Body"].read()
 
     def get_json(self, key: str) -> Any:
         return json.loads(self.get_bytes(key))

@@ -35,7 +35,7 @@ import numpy as np
 import tensorflow as tf
 
 from compare_models import fingerprint, layout, registry
-from compare_models.config import Settings, TrainParams
+from compare_models.config import TrainParams
 from compare_models.data.dataset import load_split
 from compare_models.device import (
     REQUIRE_GPU_ENV,
@@ -83,7 +83,7 @@ def default_threads(share: float | None = None) -> int:
 
 
 def configure_device(
-    threads: int, *, require_gpu: bool | None = None, allow_cpu: bool | None = None
+    threads: int, *, require_gpu: bool | None = None, allow_cpu: bool = False
 ) -> dict[str, Any]:
     """Thread pools from our share of the cores; on GPUs memory growth and mixed precision.
 
@@ -93,17 +93,13 @@ def configure_device(
 
     A training on the GPU pool (`require_gpu`, default: COMPARE_MODELS_REQUIRE_GPU, set by the
     train-model/gpu deployment) that sees no GPU raises `device.NoGPUError` unless CPU training
-    is allowed (`allow_cpu`, default: Settings.allow_gpu_less_training). Returns what is used:
+    is allowed (`allow_cpu`: the caller's `Settings.allow_gpu_less_training`). Returns what is used:
     {"device": "gpu" | "cpu", "gpus": TF device names, "gpu_names": e.g. ["NVIDIA H100 80GB HBM3"],
     "threads", "precision"}, stored in the training's result and the run's manifest.
     """
     gpus = tf.config.list_physical_devices("GPU")
     if require_gpu is None:
         require_gpu = env_flag(REQUIRE_GPU_ENV)
-    if allow_cpu is None:
-        allow_cpu = (
-            Settings().allow_gpu_less_training
-        )  # COMPARE_MODELS_ALLOW_CPU_TRAINING (environment or .env)
     check_gpu_requirement(
         gpus, required=require_gpu, allowed_cpu=allow_cpu, device_nodes=gpu_device_nodes()
     )
@@ -111,7 +107,7 @@ def configure_device(
     tf.config.threading.set_inter_op_parallelism_threads(max(1, min(2, threads)))
     for gpu in gpus:
         tf.config.experimental.set_memory_growth(gpu, True)
-    # On CPU fp32 is fastest here (bf16 gave 1.00x, XLA was 13x slower: see DESIGN.md).
+    # On the CPU float32: neither bfloat16 nor XLA trained faster there (see docs/benchmarks.md).
     policy = os.environ.get("COMPARE_MODELS_PRECISION") or ("mixed_float16" if gpus else "float32")
     keras.mixed_precision.set_global_policy(policy)
     return {
@@ -192,53 +188,191 @@ class FailOnNaN(keras.callbacks.TerminateOnNaN):
 
 
 class S3Checkpoint(keras.callbacks.Callback):
-    """Saves model + optimizer state and the history so far to S3 after every epoch.
+    """Backs up the training state to S3 after every epoch and restores it when a later
+    attempt of the same training starts: `keras.callbacks.BackupAndRestore`, with the run's
+    checkpoint prefix (`layout.checkpoint_prefix`) in place of a local folder.
 
-    The state file is written after the model file, so a checkpoint is never half-made:
-    `state.json` always names an epoch whose model file is complete. The final epoch is
-    not checkpointed: the finished model is published right after `fit` (a crash in
-    between costs that one epoch, like a crash during it). `history` is the caller's
-    dict, extended in place with each epoch's logs.
+    `on_train_begin` restores the last checkpoint (the model's weights and optimizer state;
+    the history so far) and sets the epoch `fit` starts from; `on_epoch_end` saves one
+    (model + optimizer state as a Keras file, then `state.json` with the epoch, the history
+    and the recipe). The state file is written after the model file, so a checkpoint is never
+    half-made: `state.json` always names an epoch whose model file is complete. The final epoch
+    is not checkpointed: the finished model is published right after `fit` (a crash in between
+    costs that one epoch, like a crash during it). `on_train_end` decides what becomes of the
+    checkpoint (`completed`): when every epoch ran it is no longer needed, and the caller
+    removes it (`prune`) once the finished model is published; when `fit` stopped early (the
+    run's time budget) it is kept, and a re-run with the same run id continues from it.
+
+    A checkpoint made from another recipe (data, split, parameters) is refused
+    (`RecipeMismatch`); one that cannot be read (corrupt state or model file, a key outside
+    its folder, a model file that does not fit the model) is dropped and the model starts
+    afresh, which the log says. `fit`'s input may depend on the epoch it starts from (the
+    shuffling seed does here): `load()` reads the checkpoint ahead of `fit` and returns that
+    epoch; `on_train_begin` reads it itself when `load()` was not called.
+
+    Example:
+
+    >>> checkpoint = S3Checkpoint(store, job, workdir=Path("/tmp/train-cnn"), logger=logger)
+    >>> model = compile_model(registry.get(job.model).build(None), "adam", 1e-3)
+    >>> checkpoint.set_model(model)
+    >>> done = checkpoint.load()  # 2 after an attempt that failed in epoch 3
+    >>> model.fit(
+    ...     training_input(x, y, job.train, seed=job.train.seed + done),
+    ...     epochs=job.train.epochs,
+    ...     callbacks=[checkpoint],
+    ...     verbose=0,
+    ... )
+    >>> # Only the epochs after the checkpoint ran; `checkpoint.history` holds all of them.
+    >>> len(checkpoint.history["loss"]) == job.train.epochs
+    True
+    >>> if checkpoint.completed:  # not stopped early: publish the model, then
+    ...     checkpoint.prune()
+
+    Args:
+        store: the artifact store holding the run.
+        job: the training (run id, model, parameters, recipe; `job.train.epochs` is the
+            final epoch).
+        workdir: a local scratch folder for the model files on their way to and from S3.
+        logger: where the resume and start-afresh lines go.
     """
 
-    def __init__(
-        self,
-        store: ArtifactStore,
-        run_id: str,
-        model_name: str,
-        history: dict[str, list[float]],
-        workdir: Path,
-        final_epoch: int,
-        recipe: str,
-    ):
+    def __init__(self, store: ArtifactStore, job: TrainingJob, workdir: Path, logger: Logger):
         super().__init__()
-        self.store, self.run_id, self.model_name = store, run_id, model_name
-        self.history, self.workdir, self.final_epoch, self.recipe = (
-            history,
-            workdir,
-            final_epoch,
-            recipe,
+        self.store = store
+        self.job = job
+        self.workdir = workdir
+        self.logger = logger
+        self.final_epoch = job.train.epochs
+        self.recipe = job.recipe()
+        #: every epoch's logs, the restored checkpoint's epochs first
+        self.history: dict[str, list[float]] = {}
+        #: the epochs the restored checkpoint had done (0: none restored)
+        self.resumed_from = 0
+        #: set by `on_train_end`: every epoch ran, so the checkpoint is no longer needed
+        self.completed = False
+        self._current_epoch = 0
+        self._loaded = False
+        self._restore_path: Path | None = None
+
+    # ── restore ──
+
+    def load(self) -> int:
+        """Reads the checkpoint, if any, once: checks its recipe, downloads its model file and
+        takes its history. Returns the epoch `fit` resumes from (0: start afresh)."""
+        if self._loaded:
+            return self.resumed_from
+        self._loaded = True
+        job, store = self.job, self.store
+        state_key = layout.checkpoint_state_key(job.run_id, job.model)
+        if not store.exists(state_key):
+            return 0
+        try:
+            state = store.get_json(state_key)
+            recipe = state["recipe"]
+        except (
+            Exception
+        ) as exc:  # unreadable, or from before recipes: nothing to compare, so nothing to resume
+            return self._start_afresh(f"its state.json is unreadable ({type(exc).__name__}: {exc})")
+        check_recipe(job, recipe, "a checkpoint")
+        try:
+            epoch = int(state["epoch"])
+            if (
+                state["model_key"] != layout.checkpoint_epoch_key(job.run_id, job.model, epoch)
+                or not 0 < epoch < job.train.epochs
+            ):
+                raise ValueError(f"state.json names {state['model_key']!r} for epoch {epoch}")
+            history = {str(k): [float(x) for x in v] for k, v in state["history"].items()}
+            path = store.download(state["model_key"], self.workdir / "resume.keras")
+            self._check_model_file(path)
+        except (
+            Exception
+        ) as exc:  # any unreadable checkpoint: start this model afresh rather than fail every retry
+            return self._start_afresh(f"{type(exc).__name__}: {exc}")
+        self.history.update(history)
+        self.resumed_from, self._restore_path = epoch, path
+        self.logger.info(
+            "%s: resuming from the checkpoint after epoch %d/%d", job.model, epoch, job.train.epochs
         )
+        return epoch
+
+    def _check_model_file(self, path: Path) -> None:
+        """The model file loads, and its weights and optimizer state fit `self.model` (when set):
+        a file that would fail in `on_train_begin` is found here, while starting afresh is
+        still possible."""
+        saved = load_model(path)
+        if self.model is not None and _state_shapes(saved) != _state_shapes(self.model):
+            raise ValueError(
+                "its weights or optimizer state do not fit this model (made under another "
+                "precision policy?)"
+            )
+
+    def _start_afresh(self, why: str) -> int:
+        self.logger.warning(
+            "%s: the checkpoint in %s cannot be used (%s); training this model afresh",
+            self.job.model,
+            self.store.uri(layout.checkpoint_prefix(self.job.run_id, self.job.model)),
+            why,
+        )
+        self.prune()
+        return 0
+
+    def on_train_begin(self, logs=None):
+        epoch = self.load()
+        if self._restore_path is None:
+            return
+        if self.model.optimizer is not None and not self.model.optimizer.built:
+            # Make sure optimizer variables exist before loading (as BackupAndRestore does).
+            self.model.optimizer.build(self.model.trainable_variables)
+        self.model.load_weights(self._restore_path)  # weights and optimizer state
+        self._restore_path.unlink(missing_ok=True)
+        self._restore_path = None
+        self._current_epoch = epoch
+        self.model._initial_epoch = epoch  # where `fit` starts, as BackupAndRestore sets it
+
+    # ── back up ──
 
     def on_epoch_end(self, epoch, logs=None):
+        self._current_epoch = epoch + 1
         for key, value in (logs or {}).items():
             self.history.setdefault(key, []).append(float(value))
         if not all(math.isfinite(v) for v in self.history.get("loss", [])):
             return  # never checkpoint a diverged model
-        if epoch + 1 >= self.final_epoch:
+        if self._current_epoch >= self.final_epoch:
             return
-        path = self.workdir / f"checkpoint-{epoch + 1}.keras"
-        key = layout.checkpoint_epoch_key(self.run_id, self.model_name, epoch + 1)
+        run_id, model_name = self.job.run_id, self.job.model
+        path = self.workdir / f"checkpoint-{self._current_epoch}.keras"
+        key = layout.checkpoint_epoch_key(run_id, model_name, self._current_epoch)
         save_and_upload(self.model, path, self.store, key)
         self.store.put_json(
-            {"epoch": epoch + 1, "model_key": key, "history": self.history, "recipe": self.recipe},
-            layout.checkpoint_state_key(self.run_id, self.model_name),
+            {
+                "epoch": self._current_epoch,
+                "model_key": key,
+                "history": self.history,
+                "recipe": self.recipe,
+            },
+            layout.checkpoint_state_key(run_id, model_name),
             overwrite=True,
         )
         path.unlink(missing_ok=True)
-        self.store.delete_prefix(
-            layout.checkpoint_epochs_prefix(self.run_id, self.model_name), keep=[key]
-        )
+        self.store.delete_prefix(layout.checkpoint_epochs_prefix(run_id, model_name), keep=[key])
+
+    # ── prune ──
+
+    def on_train_end(self, logs=None):
+        # Every epoch ran: the checkpoint is done with once the model is published (not here:
+        # a crash before that would cost every epoch instead of one). Stopped early (the time
+        # budget, a NaN loss): kept for a later run, or removed by `refuse_diverged`.
+        self.completed = len(self.history.get("loss", [])) >= self.final_epoch
+
+    def prune(self) -> None:
+        """Removes this training's checkpoints from S3."""
+        prune_checkpoints(self.store, self.job.run_id, self.job.model)
+
+
+def _state_shapes(model: keras.Model) -> tuple[list, list]:
+    """The shapes of a model's weights and of its optimizer's variables, in order."""
+    optimizer = model.optimizer.variables if model.optimizer is not None else []
+    return [tuple(v.shape) for v in model.weights], [tuple(v.shape) for v in optimizer]
 
 
 class BudgetStop(keras.callbacks.Callback):
@@ -283,53 +417,6 @@ class FaultAfterEpoch(keras.callbacks.Callback):
 
 
 # ── checkpoints and publishing ─────────────────────────────────────────────────
-
-
-def load_checkpoint(job: TrainingJob, store: ArtifactStore, workdir: Path, logger: Logger):
-    """(model, epochs_done, history) from the last checkpoint, or None.
-
-    A checkpoint made from another recipe (data, split, parameters) is refused
-    (`RecipeMismatch`); one that cannot be read (corrupt state or model file, a key outside
-    its folder) is dropped and the model starts afresh, which the log says.
-    """
-    state_key = layout.checkpoint_state_key(job.run_id, job.model)
-    if not store.exists(state_key):
-        return None
-    try:
-        state = store.get_json(state_key)
-        recipe = state["recipe"]
-    except (
-        Exception
-    ) as exc:  # unreadable, or from before recipes: nothing to compare, so nothing to resume
-        return _start_afresh(
-            job, store, logger, f"its state.json is unreadable ({type(exc).__name__}: {exc})"
-        )
-    check_recipe(job, recipe, "a checkpoint")
-    try:
-        epoch = int(state["epoch"])
-        if (
-            state["model_key"] != layout.checkpoint_epoch_key(job.run_id, job.model, epoch)
-            or not 0 < epoch < job.train.epochs
-        ):
-            raise ValueError(f"state.json names {state['model_key']!r} for epoch {epoch}")
-        history = {str(k): [float(x) for x in v] for k, v in state["history"].items()}
-        path = store.download(state["model_key"], workdir / "resume.keras")
-        return load_model(path), epoch, history
-    except (
-        Exception
-    ) as exc:  # any unreadable checkpoint: start this model afresh rather than fail every retry
-        return _start_afresh(job, store, logger, f"{type(exc).__name__}: {exc}")
-
-
-def _start_afresh(job: TrainingJob, store: ArtifactStore, logger: Logger, why: str) -> None:
-    logger.warning(
-        "%s: the checkpoint in %s cannot be used (%s); training this model afresh",
-        job.model,
-        store.uri(layout.checkpoint_prefix(job.run_id, job.model)),
-        why,
-    )
-    prune_checkpoints(store, job.run_id, job.model)
-    return None
 
 
 def save_and_upload(model: keras.Model, path: Path, store: ArtifactStore, key: str) -> str:
@@ -385,57 +472,39 @@ class _Fitted:
     nan_at: tuple[int, int] | None
 
 
-def build_or_resume(
-    job: TrainingJob,
-    store: ArtifactStore,
-    cache_dir: Path,
-    workdir: Path,
-    n_train: int,
-    logger: Logger,
-) -> tuple[keras.Model, int, dict[str, list[float]]]:
-    """The model to fit: the last checkpoint's if there is one, else a freshly built one."""
+def build_model(
+    job: TrainingJob, store: ArtifactStore, cache_dir: Path, n_train: int
+) -> keras.Model:
+    """The model to fit, freshly built and compiled (a checkpoint's state is restored into it
+    by `S3Checkpoint` when `fit` starts)."""
     params = job.train
-    resumed = load_checkpoint(job, store, workdir, logger) if job.checkpoint else None
-    if resumed:
-        logger.info(
-            "%s: resuming from the checkpoint after epoch %d/%d",
-            job.model,
-            resumed[1],
-            params.epochs,
-        )
-        return resumed
     spec = registry.get(job.model)
     weights = local_weights(job.weights_key, store, cache_dir) if spec.takes_weights else None
     steps = params.epochs * math.ceil(n_train / params.batch_size)
     rate = learning_rate_schedule(params.learning_rate, params.lr_schedule, steps)
-    return compile_model(spec.build(weights), params.optimizer, rate), 0, {}
+    return compile_model(spec.build(weights), params.optimizer, rate)
 
 
 def fit(
     job: TrainingJob,
     model: keras.Model,
-    done: int,
-    history: dict[str, list[float]],
+    checkpoint: S3Checkpoint | None,
     data: dict,
-    store: ArtifactStore,
-    workdir: Path,
     logger: Logger,
     on_epoch,
 ) -> _Fitted:
-    """`model.fit` from epoch `done` with the callbacks: logging, NaN guard, checkpoints, fault injection."""
+    """`model.fit` with the callbacks: logging, NaN guard, checkpoints, fault injection; from
+    the epoch after `checkpoint`'s last, when it restores one."""
     params = job.train
+    done = checkpoint.load() if checkpoint is not None else 0
     (x_train, y_train), validation = data["train"], data["val"]
     nan_guard = FailOnNaN()
     callbacks: list[keras.callbacks.Callback] = [
         nan_guard,
         EpochLogger(logger, job.model, params.epochs, len(y_train), on_epoch),
     ]
-    if job.checkpoint:
-        callbacks.append(
-            S3Checkpoint(
-                store, job.run_id, job.model, history, workdir, params.epochs, job.recipe()
-            )
-        )
+    if checkpoint is not None:
+        callbacks.append(checkpoint)
     if job.deadline is not None:
         callbacks.append(BudgetStop(job.deadline, logger, job.model, params.epochs))
     if os.environ.get(FAIL_AFTER_EPOCH_ENV) and job.attempt == 1:
@@ -445,12 +514,15 @@ def fit(
         training_input(x_train, y_train, params, seed=params.seed + done),
         validation_data=validation,
         epochs=params.epochs,
-        initial_epoch=done,
+        initial_epoch=done,  # what the checkpoint's `on_train_begin` sets too
         callbacks=callbacks,
         verbose=0,
     )
-    if not job.checkpoint:
-        history = {k: [float(v) for v in vs] for k, vs in fitted.history.items()}
+    history = (
+        checkpoint.history
+        if checkpoint is not None
+        else {k: [float(v) for v in vs] for k, vs in fitted.history.items()}
+    )
     return _Fitted(
         model, history, done, time.perf_counter() - started, started_at, nan_guard.nan_at
     )
@@ -467,9 +539,9 @@ def predict_in_full_batches(model: keras.Model, x: np.ndarray, batch_size: int) 
 
     Keras traces its predict function for the shape of the first batch and again, with the
     batch dimension relaxed, for a shorter last one (with XLA on a GPU: a second compile);
-    padding spares that, for at most one batch of extra compute. Measured here (ResNet50,
-    1,000 test images at batch 256 after `fit`, 2 threads, 5 alternating pairs): 4.6 s
-    against 5.3 s on average for the first `predict`, with a large spread (3.3-6.0 s).
+    padding spares that, for at most one batch of extra compute: ResNet50's first `predict`
+    after `fit` took less time on average (alternating padded and unpadded runs; see
+    docs/benchmarks.md).
     """
     batch_size = min(batch_size, len(x)) or 1
     missing = -len(x) % batch_size
@@ -553,10 +625,14 @@ def train(
     cache_dir: Path,
     logger: Logger,
     *,
+    allow_cpu: bool = False,
     on_epoch=None,
     before_publish: Callable[[], None] | None = None,
 ) -> TrainingResult:
     """Train `job.model` on the prepared data and publish model, predictions and history.
+
+    `allow_cpu` (the training process's `Settings.allow_gpu_less_training`) lets a training
+    that must have a GPU (the GPU pool's) train on the CPU when it sees none (`configure_device`).
 
     `before_publish()`, when given, runs after `fit` and may raise to stop this attempt
     from publishing (the flow uses it to check that its run was not declared dead and
@@ -579,7 +655,7 @@ def train(
         )
     # The device and this process's code, libraries and machine: the run's fingerprint.
     device = {
-        **configure_device(job.threads or default_threads(job.cpu_share)),
+        **configure_device(job.threads or default_threads(job.cpu_share), allow_cpu=allow_cpu),
         "host": fingerprint.host(),
     }
     keras.utils.set_random_seed(job.train.seed)
@@ -591,19 +667,24 @@ def train(
 
     with tempfile.TemporaryDirectory(prefix=f"train-{job.model}-") as tmp:
         workdir = Path(tmp)
-        model, done, history = build_or_resume(job, store, cache_dir, workdir, n_train, logger)
+        model = build_model(job, store, cache_dir, n_train)
+        checkpoint = S3Checkpoint(store, job, workdir, logger) if job.checkpoint else None
+        if checkpoint is not None:
+            checkpoint.set_model(model)  # so that `load` checks the checkpoint fits this model
+            checkpoint.load()  # ahead of `fit`, whose input depends on the epoch it resumes from
         logger.info(
             "%s: %s parameters, %s",
             job.model,
             f"{model.count_params():,}",
             {k: v for k, v in device.items() if k != "host"},
         )
-        fitted = fit(job, model, done, history, data, store, workdir, logger, on_epoch)
+        fitted = fit(job, model, checkpoint, data, logger, on_epoch)
         if before_publish is not None:
             before_publish()
         if publish_model(job, fitted, data["test"][0], store, workdir, logger) is None:
             refuse_diverged(job, fitted, store, logger)
 
+    done = fitted.resumed_from
     epochs_done = len(fitted.history.get("loss", []))
     epochs_run = epochs_done - done
     result = TrainingResult(
@@ -625,8 +706,6 @@ def train(
         stopped_by_budget=epochs_done < job.train.epochs,
     )
     publish_result(store, result)
-    if (
-        job.checkpoint and not result.stopped_by_budget
-    ):  # a budget-stopped model continues from its checkpoint
-        prune_checkpoints(store, job.run_id, job.model)
+    if checkpoint is not None and checkpoint.completed:
+        checkpoint.prune()  # published: no longer needed (a budget-stopped model keeps its own)
     return result

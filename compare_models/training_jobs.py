@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import asdict, dataclass
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -101,27 +100,34 @@ class TrainingJob(BaseModel):
         return value
 
 
-@dataclass
-class TrainingResult:
-    """What one training published (read back by the parent from `history.json`)."""
+class TrainingResult(BaseModel):
+    """What one training published (`history.json`), read back by the parent and kept, per
+    model, in the run's record. None marks what a record from before schema 1 did not store."""
+
+    model_config = ConfigDict(extra="ignore")
 
     model: str
     model_key: str
     history_key: str
     predictions_key: str
-    history: dict[str, list[float]]
+    history: dict[str, list[float]] = Field(
+        default_factory=dict, description="per-epoch metrics (also in history.json)"
+    )
     epochs: int
-    resumed_from_epoch: int
+    resumed_from_epoch: int | None
     fit_seconds: float
-    fit_started_at: float  # UNIX time, for overlap / overhead accounting
+    fit_started_at: float | None = Field(description="UNIX time, for overlap/overhead accounting")
     train_images_per_second: float
     parameters: int
     peak_rss_mb: float
     device: dict[str, Any]
-    recipe: str | None = None  # TrainingJob.recipe() of the job that made it
+    recipe: str | None = Field(
+        default=None, description="TrainingJob.recipe() of the job that made it"
+    )
     planned_epochs: int | None = None
-    stopped_by_budget: bool = (
-        False  # fewer epochs than planned: the checkpoint is kept to continue from
+    stopped_by_budget: bool = Field(
+        default=False,
+        description="fewer epochs than planned: the checkpoint is kept to continue from",
     )
 
     @property
@@ -133,13 +139,10 @@ class TrainingResult:
             else None
         )
 
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 def publish_result(store: ArtifactStore, result: TrainingResult) -> None:
     """Writes `history.json`, the sign that this model's training is finished."""
-    stored = {k: v for k, v in result.as_dict().items() if k != "history"}
+    stored = result.model_dump(mode="json", exclude={"history"})
     store.put_json(
         {"history": result.history, "result": stored}, result.history_key, overwrite=True
     )
@@ -155,7 +158,7 @@ def stored_result(store: ArtifactStore, run_id: str, model: str) -> TrainingResu
     if not store.exists(key):
         return None
     stored = store.get_json(key)
-    return TrainingResult(**stored["result"], history=stored["history"])
+    return TrainingResult.model_validate({**stored["result"], "history": stored["history"]})
 
 
 def check_recipe(job: TrainingJob, recipe: str | None, what: str) -> None:
@@ -172,10 +175,8 @@ def check_recipe(job: TrainingJob, recipe: str | None, what: str) -> None:
 #: right after this epoch's checkpoint is stored. Unset in normal operation.
 FAIL_AFTER_EPOCH_ENV = "COMPARE_MODELS_FAIL_AFTER_EPOCH"
 
-#: What `execution.schedule: auto` means on a CPU host: the schedule benchmarks/schedule.py
-#: measured fastest (2026-11-26, 2 cores; training span, both models, ResNet50 from scratch):
-#: demo preset: weighted 183 s, sequential 227 s, parallel 260 s; seed protocol, 1 epoch:
-#: weighted 199 s, sequential 206 s, parallel 250 s. See the README's benchmark table.
+#: What `execution.schedule: auto` means on a CPU host: the schedule that trained both models
+#: in the shortest span, measured by `benchmarks/schedule.py` (see docs/benchmarks.md).
 AUTO_SCHEDULE = "weighted"
 
 

@@ -1,6 +1,6 @@
 """How the models fare against the champion over time: figures for the report's "vs champion" section.
 
-* :func:`plot_accuracy_trend`: one line per model with its test accuracy and 95% interval over the last
+* :func:`plot_accuracy_trend`: one line per model with its test accuracy and interval over the last
   completed comparable nightly runs, oldest on the left. The x axis is the run order, labelled with the
   run's date and short id (thinned, always keeping the newest run, when there are many runs). Gate
   decisions are drawn on top of the points: a gold star where the model was promoted, a red "X" where
@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, PercentFormatter
@@ -72,8 +73,10 @@ _RUN_ID = re.compile(r"^(\d{4})(\d{2})(\d{2})-\d{6}-(\w+)$")  # "20261126-020000
 # --------------------------------------------------------------------------------------------
 
 
-def plot_accuracy_trend(points: Sequence[Mapping[str, Any]], path: str | Path) -> Path:
-    """Each model's test accuracy with its 95% interval over the last comparable runs.
+def plot_accuracy_trend(
+    points: Sequence[Mapping[str, Any]], path: str | Path, *, confidence: float = 0.95
+) -> Path:
+    """Each model's test accuracy with its interval over the last comparable runs.
 
     Every model gets one line (markers with error bars for the interval) over the run order; the
     gate decisions are marked on the points (see the module docstring). A model missing from a run,
@@ -88,6 +91,7 @@ def plot_accuracy_trend(points: Sequence[Mapping[str, Any]], path: str | Path) -
             "decision": one of DECISIONS | None}}}``. ``completed_at`` and ``decision`` may be
             absent; accuracies are fractions in ``[0, 1]``.
         path: Where to write the PNG.
+        confidence: The intervals' confidence level, named in the title.
 
     Returns:
         The path of the PNG.
@@ -105,96 +109,134 @@ def plot_accuracy_trend(points: Sequence[Mapping[str, Any]], path: str | Path) -
         )
 
     n = len(runs)
-    models: list[str] = []
-    for run in runs:
-        models.extend(name for name in run["models"] if name not in models)
-
     fig = figures.figure(min(16.0, max(7.0, 3.0 + 0.22 * n)), 5.0, constrained=True)
     ax = fig.add_subplot()
     x = np.arange(n)
     used: set[str] = set()
     drawn = False
-    for m, name in enumerate(models):
-        colour = f"C{m % 10}"
+    for m, (name, values, estimate) in enumerate(_model_series(runs)):
+        if _plot_model(ax, x, name, f"C{m % 10}", values, estimate):
+            drawn = True
+            used |= _mark_decisions(ax, x, values, estimate)
+    if not drawn:
+        _note_no_accuracy(ax)
+    _add_trend_legend(ax, used)
+    ticks = _label_runs(ax, [run["label"] for run in runs])
+    _format_accuracy_axis(ax)
+    ax.set_title(_trend_title(n, ticks, confidence), fontsize=10)
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def _model_series(
+    runs: Sequence[Mapping[str, Any]],
+) -> list[tuple[str, list[Any], np.ndarray]]:
+    """Per model, in order of first appearance: its ``(accuracy, decision)`` in each run (``None``
+    where it is missing) and its estimates (NaN where there is none)."""
+    names: list[str] = []
+    for run in runs:
+        names.extend(name for name in run["models"] if name not in names)
+    series = []
+    for name in names:
         values = [run["models"].get(name) for run in runs]
         estimate = np.array([np.nan if v is None or v[0] is None else v[0][0] for v in values])
-        present = np.isfinite(estimate)
-        if not present.any():
-            # Keep the model in the legend so a reader sees it was expected but never measured.
-            ax.plot(
-                [],
-                [],
-                color=colour,
-                linewidth=1.4,
-                marker="o",
-                markersize=5,
-                label=f"{name} (no accuracy)",
-            )
-            continue
-        drawn = True
-        low = np.array([v[0][1] if p else np.nan for v, p in zip(values, present, strict=True)])
-        high = np.array([v[0][2] if p else np.nan for v, p in zip(values, present, strict=True)])
-        # NaNs break the line where the model has no point, so gaps stay visible.
-        ax.plot(
-            x, estimate, color=colour, linewidth=1.4, marker="o", markersize=5, zorder=2, label=name
-        )
-        # The bar is drawn about the interval's middle: a percentile bootstrap interval need not contain
-        # the estimate, and error bars measured from the estimate could not show that.
-        ax.errorbar(
-            x[present],
-            (low[present] + high[present]) / 2,
-            yerr=(high[present] - low[present]) / 2,
-            fmt="none",
-            ecolor=colour,
-            capsize=3,
-            elinewidth=1.0,
-            zorder=2,
-        )
-        for decision, (_, style) in _DECISION_STYLE.items():
-            hit = present & np.array([v is not None and v[1] == decision for v in values])
-            if hit.any():
-                used.add(decision)
-                ax.scatter(x[hit], estimate[hit], zorder=3, **style)
+        series.append((name, values, estimate))
+    return series
 
+
+def _plot_model(
+    ax: Axes, x: np.ndarray, name: str, colour: str, values: list[Any], estimate: np.ndarray
+) -> bool:
+    """Draw one model's line and interval bars; ``False`` if it has no accuracy to draw."""
+    line = {"color": colour, "linewidth": 1.4, "marker": "o", "markersize": 5}
+    present = np.isfinite(estimate)
+    if not present.any():
+        # Keep the model in the legend so a reader sees it was expected but never measured.
+        ax.plot([], [], **line, label=f"{name} (no accuracy)")
+        return False
+    low = np.array([v[0][1] if p else np.nan for v, p in zip(values, present, strict=True)])
+    high = np.array([v[0][2] if p else np.nan for v, p in zip(values, present, strict=True)])
+    # NaNs break the line where the model has no point, so gaps stay visible.
+    ax.plot(x, estimate, **line, zorder=2, label=name)
+    # The bar is drawn about the interval's middle: a percentile bootstrap interval need not contain
+    # the estimate, and error bars measured from the estimate could not show that.
+    ax.errorbar(
+        x[present],
+        (low[present] + high[present]) / 2,
+        yerr=(high[present] - low[present]) / 2,
+        fmt="none",
+        ecolor=colour,
+        capsize=3,
+        elinewidth=1.0,
+        zorder=2,
+    )
+    return True
+
+
+def _mark_decisions(ax: Axes, x: np.ndarray, values: list[Any], estimate: np.ndarray) -> set[str]:
+    """Mark one model's gate decisions on its points; return the decisions marked."""
+    present = np.isfinite(estimate)
+    used = set()
+    for decision, (_, style) in _DECISION_STYLE.items():
+        hit = present & np.array([v is not None and v[1] == decision for v in values])
+        if hit.any():
+            used.add(decision)
+            ax.scatter(x[hit], estimate[hit], zorder=3, **style)
+    return used
+
+
+def _note_no_accuracy(ax: Axes) -> None:
+    ax.text(
+        0.5,
+        0.5,
+        "no accuracy recorded in these runs",
+        transform=ax.transAxes,
+        ha="center",
+        va="center",
+    )
+    ax.set_ylim(0.0, 1.0)
+
+
+def _add_trend_legend(ax: Axes, used: set[str]) -> None:
+    """The models' lines, then one entry per decision marked on any of them."""
     handles, labels = ax.get_legend_handles_labels()
     for decision, (label, style) in _DECISION_STYLE.items():
         if decision in used:
             handles.append(_legend_marker(style))
             labels.append(label)
-    if not drawn:
-        ax.text(
-            0.5,
-            0.5,
-            "no accuracy recorded in these runs",
-            transform=ax.transAxes,
-            ha="center",
-            va="center",
-        )
-        ax.set_ylim(0.0, 1.0)
     ax.legend(
         handles, labels, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False
     )
 
+
+def _label_runs(ax: Axes, labels: Sequence[str]) -> list[int]:
+    """Label the run axis (thinned when there are many runs); return the labelled run indices."""
+    n = len(labels)
     ticks = _thinned_ticks(n, MAX_RUN_LABELS)
-    ax.set_xticks(ticks, [runs[i]["label"] for i in ticks], rotation=45, ha="right", fontsize=8)
-    ax.set_xticks(x, minor=True)
+    ax.set_xticks(ticks, [labels[i] for i in ticks], rotation=45, ha="right", fontsize=8)
+    ax.set_xticks(np.arange(n), minor=True)
     ax.set_xlim(-0.6, n - 0.4)
+    ax.set_xlabel("completed run (oldest → newest)")
+    return ticks
+
+
+def _format_accuracy_axis(ax: Axes) -> None:
     low, high = ax.get_ylim()
-    if (
-        high - low < MIN_ACCURACY_SPAN
-    ):  # keep a lone point or a flat line from being zoomed into noise
+    # Keep a lone point or a flat line from being zoomed into noise.
+    if high - low < MIN_ACCURACY_SPAN:
         middle = (low + high) / 2
         ax.set_ylim(middle - MIN_ACCURACY_SPAN / 2, middle + MIN_ACCURACY_SPAN / 2)
     ax.yaxis.set_major_formatter(PercentFormatter(xmax=1.0))
-    ax.set(xlabel="completed run (oldest → newest)", ylabel="test accuracy")
+    ax.set_ylabel("test accuracy")
+
+
+def _trend_title(n: int, ticks: Sequence[int], confidence: float) -> str:
     thinned = "" if len(ticks) == n else f"; 1 run in {ticks[1] - ticks[0]} labelled"
     run_word = "run" if n == 1 else "runs"
-    ax.set_title(
-        f"Test accuracy over the last {n} comparable {run_word} (95% intervals{thinned})",
-        fontsize=10,
+    return (
+        f"Test accuracy over the last {n} comparable {run_word} "
+        f"({100 * confidence:g}% intervals{thinned})"
     )
-    ax.grid(alpha=0.3)
-    return _save(fig, path)
 
 
 def _validate_points(points: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:

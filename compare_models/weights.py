@@ -5,9 +5,10 @@ so training workers (possibly offline, possibly on other machines) read one cach
 When ImageNet weights cannot be had, the run fails here with instructions; it never
 silently trains from scratch instead.
 
-The ImageNet file comes from `Settings().imagenet_weights_url` (COMPARE_MODELS_IMAGENET_WEIGHTS_URL,
-a mirror may be set) and must have the MD5 in COMPARE_MODELS_IMAGENET_WEIGHTS_MD5 (default:
-Keras' published hash of the file).
+The ImageNet file comes from the caller's `Settings.imagenet_weights_url`
+(COMPARE_MODELS_IMAGENET_WEIGHTS_URL, a mirror may be set) and must have the MD5 in
+`Settings.imagenet_weights_md5` (COMPARE_MODELS_IMAGENET_WEIGHTS_MD5; default: Keras' published
+hash of the file).
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ from compare_models.data.files import (
 )
 from compare_models.data.safety import (
     UnsafeURLError,
-    allow_private_urls,
     check_url_form,
     contained,
     plain_name,
@@ -39,6 +39,7 @@ from compare_models.data.safety import (
 )
 
 if TYPE_CHECKING:
+    from compare_models.config import Settings
     from compare_models.store import ArtifactStore
 
 IMAGENET_FILE = "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
@@ -53,20 +54,6 @@ class WeightsError(ValueError):
 
 def _md5(path: Path) -> str:
     return file_digests(path, "md5")["md5"]
-
-
-def imagenet_url() -> str:
-    """Where the ImageNet weights are downloaded from (Settings().imagenet_weights_url)."""
-    from compare_models.config import Settings
-
-    return Settings().imagenet_weights_url
-
-
-def imagenet_md5() -> str:
-    """The MD5 the downloaded ImageNet file must have (Settings().imagenet_weights_md5, default Keras' hash)."""
-    from compare_models.config import Settings
-
-    return Settings().imagenet_weights_md5.lower()
 
 
 def _check_h5(path: Path) -> None:
@@ -99,8 +86,10 @@ def _check_regular(path: Path, given: str) -> None:
         ) from None
 
 
-def _fetch_imagenet(dest: Path) -> None:
-    url, md5 = imagenet_url(), imagenet_md5()
+def _fetch_imagenet(dest: Path, settings: Settings) -> None:
+    """Download the ImageNet file from `settings.imagenet_weights_url` (a private address only
+    with `settings.allow_private_urls`) and check it has `settings.imagenet_weights_md5`."""
+    url, md5 = settings.imagenet_weights_url, settings.imagenet_weights_md5.lower()
     keras_cache = Path.home() / ".keras" / "models" / IMAGENET_FILE
     if keras_cache.is_file() and _md5(keras_cache) == md5:
         shutil.copyfile(keras_cache, dest)
@@ -111,7 +100,9 @@ def _fetch_imagenet(dest: Path) -> None:
     )
     try:
         check_url_form(url)
-        download_url(url, dest, max_bytes=MAX_WEIGHTS_BYTES, allow_private=allow_private_urls())
+        download_url(
+            url, dest, max_bytes=MAX_WEIGHTS_BYTES, allow_private=settings.allow_private_urls
+        )
     except UnsafeURLError as exc:
         raise WeightsError(
             f"could not fetch ResNet50 ImageNet weights: {exc} (COMPARE_MODELS_IMAGENET_WEIGHTS_URL). {help_}"
@@ -144,8 +135,14 @@ def _inside(base: Path, *parts: str, what: str) -> Path:
     )
 
 
-def resolve_resnet_weights(spec: str, store: ArtifactStore, cache_dir: Path) -> str | None:
-    """Return the S3 key of the weights file training should use (None = random init)."""
+def resolve_resnet_weights(
+    spec: str, store: ArtifactStore, cache_dir: Path, settings: Settings
+) -> str | None:
+    """Return the S3 key of the weights file training should use (None = random init).
+
+    For 'imagenet' not yet in the store, `settings` says where the file is downloaded from and
+    what it must hash to (`imagenet_weights_url`, `imagenet_weights_md5`) and whether that URL
+    may point at a private address (`allow_private_urls`)."""
     from compare_models.store import StoreError, parse_s3_uri
 
     spec = spec.strip()
@@ -156,7 +153,7 @@ def resolve_resnet_weights(spec: str, store: ArtifactStore, cache_dir: Path) -> 
             return IMAGENET_KEY
         local = _inside(cache_dir, "weights", IMAGENET_FILE, what="weights cache path")
         local.parent.mkdir(parents=True, exist_ok=True)
-        _fetch_imagenet(local)
+        _fetch_imagenet(local, settings)
         store.upload(local, IMAGENET_KEY, overwrite=True)
         return IMAGENET_KEY
 

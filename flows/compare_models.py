@@ -1,6 +1,7 @@
 """`compare-models`: the parent flow. Orchestration only; the tasks are in `tasks/`, the
-logic in the `compare_models` library. Tasks pass S3 keys and small dicts, never arrays
-or Keras models.
+logic in the `compare_models` library. The run's state is one typed record
+(`compare_models.run_record.RunRecord`): each task takes it and hands back a typed part of
+it; tasks pass records and S3 keys, never arrays or Keras models.
 
     preflight → prepare-data → train (every model at once, each in its own process)
     → evaluate → compare (paired statistics, fingerprint, replay) → gate (vs the champions)
@@ -16,8 +17,10 @@ from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
 from compare_models.config import RunParams
-from compare_models.publish import new_run_id
+from compare_models.run_claim import new_run_id
+from compare_models.run_record import RunRecord, RunSummary
 from compare_models.training_jobs import plan_jobs
+from tasks._store import open_store
 from tasks.comparison import compare
 from tasks.data import preflight, prepare_data
 from tasks.evaluation import evaluate_all
@@ -49,18 +52,18 @@ def compare_models(params: RunParams = RunParams()) -> dict[str, Any]:
     )
 
     weights_key = preflight(params, run_id)
-    dataset = prepare_data(params)
-    trained = train_all(
-        plan_jobs(params, run_id, dataset, weights_key, started_at=started_at), params.execution
+    run = RunRecord(
+        run_id=run_id, params=params, dataset=prepare_data(params), resnet_weights_key=weights_key
     )
-    metrics = evaluate_all(run_id, trained, dataset)
-    compared = compare(run_id, params, dataset, trained)
-    decisions = gate(run_id, params, dataset, trained, metrics, compared)
-    report_keys = report(run_id, params, dataset, trained, metrics, compared, decisions)
-    summary = manifest(
-        run_id, params, dataset, trained, metrics, compared, decisions, report_keys, weights_key
-    )
-    alert(run_id, params, decisions, summary["manifest"])
+    jobs = plan_jobs(params, run_id, run.dataset, weights_key, started_at=started_at)
+    run = run.model_copy(update={"models": train_all(jobs, params.execution)})
+    run = run.model_copy(update={"metrics": evaluate_all(run)})
+    run = run.model_copy(update=dict(compare(run)))
+    run = run.model_copy(update={"gate": gate(run)})
+    run = run.model_copy(update={"report": report(run)})
+    run, manifest_uri = manifest(run)
+    alert(run, manifest_uri)
 
-    get_run_logger().info("run %s complete: report %s", run_id, summary["report"])
-    return summary
+    get_run_logger().info("run %s complete: report %s", run_id, run.report.index)
+    _, store = open_store()
+    return RunSummary.of(run, manifest_uri, store.uri).model_dump(mode="json", by_alias=True)

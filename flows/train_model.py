@@ -23,12 +23,13 @@ from prefect.runtime import flow_run
 
 from compare_models.config import Settings
 from compare_models.store import ArtifactStore
-from compare_models.training_jobs import TrainingJob
+from compare_models.training_jobs import TrainingJob, TrainingResult
 from tasks.child_runs import ensure_still_running
 
 #: Installed for the parent's evaluation and report, optional for Keras, unused by a training:
 #: Keras imports them when present (scikit-learn for its scikit-learn wrapper, matplotlib for
-#: its plotting utilities), 1-2 s of every training process's start on a 2-core machine.
+#: its plotting utilities), a noticeable part of every training process's start (see
+#: docs/benchmarks.md).
 UNUSED_IN_TRAINING = ("sklearn", "matplotlib")
 
 
@@ -66,14 +67,14 @@ def keras_without_unused_imports():
     log_prints=False,
     persist_result=False,
 )
-def train_model(job: TrainingJob) -> dict:
+def train_model(job: TrainingJob) -> TrainingResult:
     """Train one model of a run and publish it (model, predictions, history) to S3."""
     # Keras loads here, in the training process, not when the flow is deployed or imported.
     with keras_without_unused_imports():
         from compare_models.training import train
 
     logger = get_run_logger()
-    settings = Settings()
+    settings = Settings()  # once for this training process: the store, the cache, the CPU allowance
     store = ArtifactStore.from_settings(settings)
     store.check()
     progress = create_progress_artifact(
@@ -84,10 +85,11 @@ def train_model(job: TrainingJob) -> dict:
         store,
         settings.cache_dir,
         logger,
+        allow_cpu=settings.allow_gpu_less_training,
         on_epoch=lambda done, total, logs: update_progress_artifact(progress, 100.0 * done / total),
         before_publish=lambda: ensure_still_running(flow_run.id, logger),
     )
-    return result.as_dict()
+    return result
 
 
 def die_with_parent() -> None:
@@ -111,7 +113,7 @@ def main(argv: list[str]) -> int:
             )
         )
         return 1
-    result_path.write_text(json.dumps({"result": result}))
+    result_path.write_text(json.dumps({"result": result.model_dump(mode="json")}))
     return 0
 
 

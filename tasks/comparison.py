@@ -3,48 +3,50 @@ replay) how far it landed from its original run."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from prefect import get_run_logger, task
 
-from compare_models import fingerprint
-from compare_models.config import RunParams
-from compare_models.data.dataset import DatasetRef
-from compare_models.publish import test_labels
-from compare_models.run_comparison import compare_run, replay_comparison, stored_predictions
-from tasks._store import open_store
+from compare_models import diagnostics, fingerprint
+from compare_models.comparison import compare_all
+from compare_models.replay import replay_comparison
+from compare_models.run_record import Comparison, ComparisonStep, Fingerprint, RunRecord
+from tasks._store import open_artifacts
 
 
 @task(name="compare")
-def compare(
-    run_id: str, params: RunParams, dataset: DatasetRef, trained: dict[str, dict]
-) -> dict[str, Any]:
+def compare(record: RunRecord) -> ComparisonStep:
     """Paired statistics of the models (`metrics/comparison.json`), the run's fingerprint,
     and with `params.replay_of` the replay's distance from its original (`metrics/replay.json`)."""
-    settings, store = open_store()
-    logger = get_run_logger()
-    y_true = test_labels(store, dataset, settings.cache_dir)
-    probs = stored_predictions(store, trained)
-    comparison = compare_run(store, run_id, y_true, probs, dataset, params.comparison)
-    for verdict in comparison["verdicts"]:
+    _, artifacts = open_artifacts(record)
+    logger, settings = get_run_logger(), record.params.comparison
+    y_true, probs = artifacts.test_labels(), artifacts.model_predictions(record.models)
+    statistics = compare_all(
+        y_true,
+        probs,
+        class_names=record.dataset.class_names,
+        n_resamples=settings.resamples,
+        seed=settings.seed,
+        confidence=settings.confidence,
+        alpha=settings.alpha,
+    )
+    statistics["calibration"] = {
+        m: {"ece": diagnostics.expected_calibration_error(y_true, p)} for m, p in probs.items()
+    }
+    comparison = Comparison.model_validate(statistics)
+    artifacts.save_comparison(comparison)
+    for verdict in comparison.verdicts:
         logger.info("%s", verdict)
-    run_fingerprint = fingerprint.run_fingerprint(
-        orchestrator=fingerprint.host(),
-        params=params.model_dump(mode="json"),
-        dataset=dataset.model_dump(mode="json"),
-        trainings={m: t["device"] for m, t in trained.items()},
+    run_fingerprint = Fingerprint.model_validate(
+        fingerprint.run_fingerprint(
+            orchestrator=fingerprint.host(),
+            params=record.params.model_dump(mode="json"),
+            dataset=record.dataset.model_dump(mode="json"),
+            trainings={m: t.device for m, t in record.models.items()},
+        )
     )
     replay = None
-    if params.replay_of:
+    if record.params.replay_of:
         replay = replay_comparison(
-            store,
-            params.replay_of,
-            run_id,
-            y_true,
-            probs,
-            dataset,
-            run_fingerprint,
-            params.comparison,
+            artifacts, record.params.replay_of, probs, run_fingerprint, settings
         )
-        logger.info("replay of %s: %s", params.replay_of, replay["summary"])
-    return {"comparison": comparison, "fingerprint": run_fingerprint, "replay": replay}
+        logger.info("replay of %s: %s", record.params.replay_of, replay.summary)
+    return ComparisonStep(comparison=comparison, fingerprint=run_fingerprint, replay=replay)

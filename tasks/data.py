@@ -10,7 +10,7 @@ from prefect.runtime import flow_run
 from compare_models import registry
 from compare_models.config import RunParams
 from compare_models.data.dataset import DatasetRef, prepare_dataset
-from compare_models.publish import claim_run, guard_run_prefix
+from compare_models.run_claim import claim_run, guard_run_prefix
 from compare_models.weights import resolve_resnet_weights
 from tasks._store import open_store
 from tasks.child_runs import flow_run_alive
@@ -29,7 +29,7 @@ def preflight(params: RunParams, run_id: str) -> str | None:
         "run %s: %s", run_id, claim_run(store, run_id, owner, owner_alive=flow_run_alive)
     )
     if any(registry.get(m).takes_weights for m in params.models):
-        return resolve_resnet_weights(params.resnet_weights, store, settings.cache_dir)
+        return resolve_resnet_weights(params.resnet_weights, store, settings.cache_dir, settings)
     return None
 
 
@@ -38,7 +38,12 @@ def prepare_data(params: RunParams) -> DatasetRef:
     """Fetch → verify → decode → normalise → split, stored in S3 once per content and split."""
     settings, store = open_store()
     ref = prepare_dataset(
-        params.data, params.split, store, settings.cache_dir, expected_sha256=params.data_sha256
+        params.data,
+        params.split,
+        store,
+        settings.cache_dir,
+        expected_sha256=params.data_sha256,
+        allow_private_urls=settings.allow_private_urls,
     )
     get_run_logger().info(
         "data %s%s: %s, %s (%.1f s)",

@@ -3,18 +3,13 @@ use, and a person told when one regresses."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.events import emit_event
 
 from compare_models import champions
-from compare_models.config import RunParams
-from compare_models.data.dataset import DatasetRef
-from compare_models.publish import budget_notes, test_labels
-from compare_models.run_comparison import stored_predictions
-from tasks._store import open_store
+from compare_models.run_record import GateDecision, RunRecord
+from tasks._store import open_artifacts
 
 REGRESSED_EVENT = "compare-models.model.regressed"
 
@@ -24,73 +19,56 @@ class RegressionFound(RuntimeError):
 
 
 @task(name="gate")
-def gate(
-    run_id: str,
-    params: RunParams,
-    dataset: DatasetRef,
-    trained: dict[str, dict],
-    metrics: dict[str, dict],
-    compared: dict[str, Any],
-) -> dict[str, dict[str, Any]]:
+def gate(record: RunRecord) -> dict[str, GateDecision]:
     """Judges each model against its champion on the run's track; promotes where the policy says so."""
-    if not params.gate.enabled:
+    policy = record.params.gate
+    if not policy.enabled:
         return {}
-    settings, store = open_store()
+    _, artifacts = open_artifacts(record)
     logger = get_run_logger()
-    y_true = test_labels(store, dataset, settings.cache_dir)
-    probs = stored_predictions(store, trained)
+    probs = artifacts.model_predictions(record.models)
+    judge = champions.Judge(
+        y_true=artifacts.test_labels(),
+        class_names=record.dataset.class_names,
+        policy=policy,
+        comparison=record.params.comparison,
+        predictions=artifacts.predictions,
+    )
     decisions = {}
-    for model in params.models:
-        entry = champions.entry_for(
-            run_id,
-            model,
-            trained,
-            dataset.model_dump(mode="json"),
-            metrics,
-            compared["comparison"]["models"],
-            reason="",
-            by="compare-models gate",
-        )
-        decisions[model] = champions.gate(
-            store,
-            track=params.gate.track,
-            run_id=run_id,
+    for model in record.params.models:
+        challenger = champions.Challenger(
+            run_id=record.run_id,
             model=model,
-            entry=entry,
-            y_true=y_true,
+            entry=champions.entry_for(record, model, reason="", by="compare-models gate"),
             probs=probs[model],
-            class_names=dataset.class_names,
-            policy=params.gate,
-            comparison=params.comparison,
-            hold=budget_notes(trained).get(model),
+            hold=record.models[model].budget_note,
         )
-        decision = decisions[model]
-        log = logger.warning if decision["decision"] == champions.REGRESSION else logger.info
+        decision = decisions[model] = champions.gate(artifacts.store, challenger, judge)
+        log = logger.warning if decision.decision == champions.REGRESSION else logger.info
         log(
             "%s vs champion (track %s): %s: %s",
             model,
-            params.gate.track,
-            decision["decision"],
-            decision["reason"],
+            policy.track,
+            decision.decision,
+            decision.reason,
         )
     create_markdown_artifact(
-        champions.markdown(decisions, track=params.gate.track),
+        champions.markdown(decisions, track=policy.track),
         key="compare-models-gate",
-        description=f"Run {run_id} against the champions of track {params.gate.track}",
+        description=f"Run {record.run_id} against the champions of track {policy.track}",
     )
     return decisions
 
 
 @task(name="alert")
-def alert(
-    run_id: str, params: RunParams, decisions: dict[str, dict[str, Any]], manifest_uri: str
-) -> list[str]:
+def alert(record: RunRecord, manifest_uri: str) -> list[str]:
     """Emits `compare-models.model.regressed` for each regression (an automation turns it into a
     notification); with `gate.fail_on_regression`, fails the flow run afterwards."""
-    regressed = [m for m, d in decisions.items() if d["decision"] == champions.REGRESSION]
+    run_id, track = record.run_id, record.track
+    regressed = [m for m, d in record.gate.items() if d.decision == champions.REGRESSION]
     for model in regressed:
-        decision = decisions[model]
-        pair = decision.get("comparison") or {}
+        decision = record.gate[model]
+        pair = decision.comparison
         emit_event(
             event=REGRESSED_EVENT,
             resource={
@@ -112,23 +90,19 @@ def alert(
             payload={
                 "run_id": run_id,
                 "model": model,
-                "track": params.gate.track,
-                "reason": decision["reason"],
-                "champion_run_id": decision["champion_run_id"],
+                "track": track,
+                "reason": decision.reason,
+                "champion_run_id": decision.champion_run_id,
                 "manifest": manifest_uri,
-                "accuracy_difference": pair.get("difference", {}).get("accuracy"),
-                "mcnemar_pvalue": pair.get("mcnemar", {}).get("pvalue"),
-                "worse_classes": [
-                    c["class"]
-                    for c in pair.get("per_class", [])
-                    if c["significant"] and c["difference"] < 0
-                ],
+                "accuracy_difference": pair.difference.accuracy.model_dump() if pair else None,
+                "mcnemar_pvalue": pair.mcnemar.pvalue if pair else None,
+                "worse_classes": pair.worse_classes if pair else [],
             },
         )
         get_run_logger().warning("regression of %s emitted as %s", model, REGRESSED_EVENT)
-    if regressed and params.gate.fail_on_regression:
+    if regressed and record.params.gate.fail_on_regression:
         raise RegressionFound(
-            f"regression of {', '.join(regressed)} against the champion (track {params.gate.track}); the "
+            f"regression of {', '.join(regressed)} against the champion (track {track}); the "
             f"run is published ({manifest_uri}); gate.fail_on_regression is set"
         )
     return regressed

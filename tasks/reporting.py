@@ -2,138 +2,126 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
-from typing import Any
 
 from prefect import task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 from prefect.runtime import flow_run
 
-from compare_models import history
-from compare_models.config import RunParams
-from compare_models.data.dataset import DatasetRef
-from compare_models.publish import (
-    build_manifest,
-    model_results,
-    move_latest,
-    publish_report,
-    report_title,
-    run_info,
-    run_summary,
-    write_manifest,
+from compare_models import track_history
+from compare_models.artifacts import RunArtifacts
+from compare_models.config import Settings
+from compare_models.diagnostics import diagnostic_figures
+from compare_models.report import (
+    ModelResult,
+    Sections,
+    markdown_summary,
+    per_class_table_rows,
+    render_report,
 )
-from compare_models.report import Sections, markdown_summary, per_class_table_rows
-from compare_models.run_comparison import diagnostic_figures, load_test_split, stored_predictions
-from tasks._store import open_store
+from compare_models.report_header import model_results, report_title, run_info
+from compare_models.run_record import ReportFiles, RunRecord
+from compare_models.runs import completed_records
+from tasks._store import open_artifacts
 
 
-@task(name="report")
-def report(
-    run_id: str,
-    params: RunParams,
-    dataset: DatasetRef,
-    trained: dict[str, dict],
-    metrics: dict[str, dict],
-    compared: dict[str, Any],
-    decisions: dict[str, dict],
-) -> dict[str, str]:
-    """Renders and uploads the HTML report; the Prefect artifacts link to it. Returns {file: key}."""
-    settings, store = open_store()
-    results = model_results(params, trained, metrics)
-    title, info = report_title(run_id, dataset), run_info(run_id, params, dataset, trained)
-    images, y_true = load_test_split(store, dataset, settings.cache_dir)
-    probs = stored_predictions(store, trained)
-    current = {
-        "run_id": run_id,
-        "metrics": metrics,
-        "comparison": compared["comparison"],
-        "gate": decisions,
-    }
-
-    def sections(out_dir: Path) -> Sections:
-        gate_figures = (
-            history.champion_figures(
-                history.completed_manifests(store),
-                track=params.gate.track,
-                dataset=dataset.model_dump(),
-                current=current,
-                last=params.gate.trend_runs,
-                decisions=decisions,
-                out_dir=out_dir,
-            )
-            if decisions
-            else []
+def _sections(record: RunRecord, artifacts: RunArtifacts, out_dir: Path) -> Sections:
+    """The report's sections beyond the per-model metrics, their figures drawn into `out_dir`."""
+    images, y_true = artifacts.test_split()
+    probs = artifacts.model_predictions(record.models)
+    gate_figures = (
+        track_history.champion_figures(
+            completed_records(artifacts.store),
+            current=record,
+            last=record.params.gate.trend_runs,
+            out_dir=out_dir,
         )
-        return Sections(
-            comparison=compared["comparison"],
-            replay=compared["replay"],
-            gate=decisions,
-            disagreement=diagnostic_figures(images, y_true, probs, dataset.class_names, out_dir),
-            gate_figures=gate_figures,
-        )
+        if record.gate
+        else []
+    )
+    return Sections(
+        comparison=record.comparison.model_dump(mode="json", by_alias=True),
+        replay=record.replay.model_dump(mode="json", by_alias=True) if record.replay else None,
+        gate={m: d.model_dump(mode="json", by_alias=True) for m, d in record.gate.items()},
+        disagreement=diagnostic_figures(images, y_true, probs, record.dataset.class_names, out_dir),
+        gate_figures=gate_figures,
+    )
 
-    keys = publish_report(store, run_id, results, title=title, run_info=info, sections=sections)
 
-    # What the UI shows on the flow run's Artifacts tab.
+def _publish_to_ui(
+    record: RunRecord,
+    results: list[ModelResult],
+    files: ReportFiles,
+    artifacts: RunArtifacts,
+    settings: Settings,
+) -> None:
+    """What the UI shows on the flow run's Artifacts tab: the summary, the per-class table and
+    presigned links to the report and the models."""
     summary = markdown_summary(
         results,
-        title=title,
-        run_info=info,
+        title=report_title(record),
+        run_info=run_info(record),
         sections=Sections(
-            comparison=compared["comparison"], replay=compared["replay"], gate=decisions
+            comparison=record.comparison.model_dump(mode="json", by_alias=True),
+            replay=record.replay.model_dump(mode="json", by_alias=True) if record.replay else None,
+            gate={m: d.model_dump(mode="json", by_alias=True) for m, d in record.gate.items()},
         ),
     )
     create_markdown_artifact(
-        summary, key="compare-models-summary", description=f"Model comparison of run {run_id}"
+        summary,
+        key="compare-models-summary",
+        description=f"Model comparison of run {record.run_id}",
     )
     create_table_artifact(
         per_class_table_rows(results),
         key="compare-models-per-class",
-        description=f"Per-class test metrics of run {run_id}",
+        description=f"Per-class test metrics of run {record.run_id}",
     )
     seconds = settings.presign_seconds
     expires = f"Presigned link, expires after {seconds // 3600} h"
+    store = artifacts.store
     create_link_artifact(
-        store.presign(keys["index.html"], seconds),
-        link_text=f"HTML report of {run_id}",
+        store.presign(files.files["index.html"], seconds),
+        link_text=f"HTML report of {record.run_id}",
         key="compare-models-report",
         description=expires,
     )
-    for m in params.models:
+    for m in record.params.models:
         create_link_artifact(
-            store.presign(trained[m]["model_key"], seconds),
-            link_text=f"{m}.keras of {run_id}",
+            store.presign(record.models[m].model_key, seconds),
+            link_text=f"{m}.keras of {record.run_id}",
             key=f"compare-models-model-{m}",
             description=expires,
         )
-    return keys
+
+
+@task(name="report")
+def report(record: RunRecord) -> ReportFiles:
+    """Renders and uploads the HTML report; the Prefect artifacts link to it."""
+    settings, artifacts = open_artifacts(record)
+    results = model_results(record, {m: artifacts.metrics(m) for m in record.params.models})
+    with tempfile.TemporaryDirectory(prefix="report-") as tmp:
+        out_dir = Path(tmp)
+        render_report(
+            results,
+            out_dir,
+            title=report_title(record),
+            run_info=run_info(record),
+            sections=_sections(record, artifacts, out_dir),
+        )
+        files = artifacts.save_report(out_dir)
+    _publish_to_ui(record, results, files, artifacts, settings)
+    return files
 
 
 @task(name="manifest")
-def manifest(
-    run_id: str,
-    params: RunParams,
-    dataset: DatasetRef,
-    trained: dict[str, dict],
-    metrics: dict[str, dict],
-    compared: dict[str, Any],
-    decisions: dict[str, dict],
-    report_keys: dict[str, str],
-    weights_key: str | None,
-) -> dict[str, Any]:
-    """Writes `manifest.json` last (the run is then complete and immutable) and moves `runs/latest.json`."""
-    _, store = open_store()
-    body = build_manifest(
-        flow_run_id=str(flow_run.id) if flow_run.id else None,
-        params=params,
-        dataset=dataset,
-        weights_key=weights_key,
-        trained=trained,
-        metrics=metrics,
-        report_uri=store.uri(report_keys["index.html"]),
-        report_files=report_keys,
-        extra={**compared, "gate": decisions},
-    )
-    manifest_uri = write_manifest(store, run_id, body)
-    move_latest(store, run_id, manifest_uri)
-    return run_summary(store, run_id, body, manifest_uri, dataset)
+def manifest(record: RunRecord) -> tuple[RunRecord, str]:
+    """Writes `manifest.json` last (the run is then complete and immutable) and moves
+    `runs/latest.json`. Returns the completed record and the manifest's URI."""
+    _, artifacts = open_artifacts(record)
+    record = record.model_copy(update={"flow_run_id": str(flow_run.id) if flow_run.id else None})
+    complete, manifest_uri = artifacts.save_record(record)
+    artifacts.move_latest(manifest_uri)
+    artifacts.close()
+    return complete, manifest_uri

@@ -1,4 +1,4 @@
-"""The two trainers, one signature: `trainer(job, execution) -> TrainingResult as a dict`.
+"""The two trainers, one signature: `trainer(job, execution) -> TrainingResult`.
 
 * `train_in_subprocess` (execution.trainer = "local"): the `train-model` flow in a fresh
   Python process beside this one.
@@ -28,7 +28,12 @@ from prefect.runtime import task_run
 from prefect.settings import PREFECT_API_URL
 
 from compare_models.config import ExecutionParams, project_root
-from compare_models.training_jobs import TrainingJob, resolve_schedule, stored_result
+from compare_models.training_jobs import (
+    TrainingJob,
+    TrainingResult,
+    resolve_schedule,
+    stored_result,
+)
 from tasks._store import open_store
 from tasks.child_runs import TrainingFailed, cancel_earlier_attempts, wait_until_final
 
@@ -48,7 +53,7 @@ def _attempt_job(job: TrainingJob) -> TrainingJob:
     return job.model_copy(update={"attempt": task_run.run_count or 1})
 
 
-def _trained(job: TrainingJob) -> dict[str, Any]:
+def _trained(job: TrainingJob) -> TrainingResult:
     """The child's published result, read back from S3."""
     _, store = open_store()
     result = stored_result(store, job.run_id, job.model)
@@ -62,7 +67,7 @@ def _trained(job: TrainingJob) -> dict[str, Any]:
         result.resumed_from_epoch,
         result.peak_rss_mb,
     )
-    return result.as_dict()
+    return result
 
 
 def run_bounded(command: list[str], *, timeout: float, **popen: Any) -> int | None:
@@ -82,7 +87,7 @@ def run_bounded(command: list[str], *, timeout: float, **popen: Any) -> int | No
 
 
 @task(name="train", task_run_name="train-{job.model}", retry_condition_fn=_worth_retrying)
-def train_in_subprocess(job: TrainingJob, execution: ExecutionParams) -> dict[str, Any]:
+def train_in_subprocess(job: TrainingJob, execution: ExecutionParams) -> TrainingResult:
     """Run the `train-model` flow in a fresh Python process (the `local` trainer)."""
     job = _attempt_job(job)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -124,14 +129,14 @@ def train_in_subprocess(job: TrainingJob, execution: ExecutionParams) -> dict[st
     return _trained(job)
 
 
-# Children are created one at a time (~0.1 s each), then awaited concurrently: created at
-# the same moment, they met ~2 s write-lock stalls on a SQLite-backed server, which
-# delayed one training's start by that much.
+# Children are created one at a time, then awaited concurrently: created at the same moment,
+# they met write-lock stalls on a SQLite-backed server that delayed one training's start
+# (measured by `benchmarks/orchestration.py`; see docs/benchmarks.md).
 _CREATING_CHILD = threading.Lock()
 
 
 @task(name="train", task_run_name="train-{job.model}", retry_condition_fn=_worth_retrying)
-def train_on_worker(job: TrainingJob, execution: ExecutionParams) -> dict[str, Any]:
+def train_on_worker(job: TrainingJob, execution: ExecutionParams) -> TrainingResult:
     """Run `train-model/gpu` for this job on the GPU work pool and wait for it (the `deployment` trainer).
 
     `run_deployment` does not raise when the child fails, so its final state is checked
@@ -167,7 +172,7 @@ def train_on_worker(job: TrainingJob, execution: ExecutionParams) -> dict[str, A
 TRAINERS = {"local": train_in_subprocess, "deployment": train_on_worker}
 
 
-def train_all(jobs: list[TrainingJob], execution: ExecutionParams) -> dict[str, dict[str, Any]]:
+def train_all(jobs: list[TrainingJob], execution: ExecutionParams) -> dict[str, TrainingResult]:
     """Starts every training at once with the run's trainer, waits for all, and fails the
     run (naming each failed model) if any failed: nothing is published then."""
     trainer = TRAINERS[execution.trainer].with_options(

@@ -19,7 +19,7 @@ import pytest
 from tests import stack as test_stack
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-test_stack.apply()  # before anything imports compare_models (its settings read the environment)
+test_stack.apply()  # before anything imports Prefect (its settings read the environment at import)
 
 ROOT = Path(__file__).resolve().parent.parent
 REAL_ARCHIVE = ROOT.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"

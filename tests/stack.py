@@ -4,7 +4,7 @@ PostgreSQL 5933). `make test` leaves the user's own services alone: their bucket
 flow runs, deployments, artifacts and workers of the Prefect server they watch on 4200.
 
 `apply()` points this process (and every process it starts) at the test stack; `tests/conftest.py`
-calls it before anything imports `compare_models`, whose settings read the environment.
+calls it before anything imports Prefect, whose settings read the environment at import.
 
     python -m tests.stack up [--workers]|down|status
 """
@@ -98,9 +98,9 @@ def up(*, workers: bool = False) -> dict[str, str]:
 
 def main(argv: list[str]) -> int:
     if os.environ.get("COMPARE_MODELS_HOME") != str(HOME):
-        apply()  # before compare_models reads the ports and the env file
-    from compare_models.local_stack import down, status
-    from compare_models.local_stack import up as start
+        apply()  # before Prefect is imported: its settings read the environment then
+    from compare_models.local.services import down, status
+    from compare_models.local.services import up as start
 
     command = argv[0] if argv else "status"
     if command == "up":

@@ -243,10 +243,13 @@ def prepare_dataset(
     cache_dir: Path,
     *,
     expected_sha256: str | None = None,
+    allow_private_urls: bool = False,
 ) -> DatasetRef:
     """The whole data stage. Reuses prepared splits stored earlier for the same content and settings.
 
-    A source is stored in S3 only after it has decoded as a CIFAR-10 archive of a supported layout."""
+    A source is stored in S3 only after it has decoded as a CIFAR-10 archive of a supported layout.
+    `allow_private_urls` (the caller's `Settings.allow_private_urls`) lets a URL source point at
+    a loopback, link-local or private address."""
     started = time.perf_counter()
     source = resolve_source(data)
     if source.is_synthetic:
@@ -258,7 +261,13 @@ def prepare_dataset(
             None,
         )
     else:
-        raw = fetch_archive(source, store, cache_dir, expected_sha256=expected_sha256)
+        raw = fetch_archive(
+            source,
+            store,
+            cache_dir,
+            expected_sha256=expected_sha256,
+            allow_private_urls=allow_private_urls,
+        )
         name, digest = raw.name, raw.sha256
     prefix = layout.splits_prefix(name, digest, split_key(spec))
 

@@ -4,7 +4,8 @@
   (`contained`); names that become file names or S3 key parts must be plain (`plain_name`,
   `safe_filename`).
 * URLs we download from must be http(s), carry no credentials, and (unless the user allows
-  it) must not point at loopback, link-local, private or otherwise non-public addresses:
+  it: `Settings.allow_private_urls`, which callers pass in as `allow_private`) must not point
+  at loopback, link-local, private or otherwise non-public addresses:
   such a URL can reach services that trust this machine (cloud metadata endpoints, the
   local S3 and Prefect servers). `check_url` resolves the host and checks every address;
   `compare_models.data.files.download_url` checks redirects and the connected peer too.
@@ -13,7 +14,6 @@
 from __future__ import annotations
 
 import ipaddress
-import os
 import re
 import socket
 import urllib.parse
@@ -193,13 +193,3 @@ def check_url(url: str, *, allow_private: bool) -> None:
     for address in addresses:
         if problem := address_problem(address):
             raise private_refusal(url, host, address, problem)
-
-
-def allow_private_urls() -> bool:
-    """`Settings().allow_private_urls` (COMPARE_MODELS_ALLOW_PRIVATE_URLS)."""
-    from compare_models.config import Settings
-
-    try:
-        return Settings().allow_private_urls
-    except Exception:  # settings broken elsewhere: fall back to the environment alone
-        return os.environ.get(PRIVATE_URLS_ENV, "").strip().lower() in ("1", "true", "yes", "on")

@@ -29,7 +29,6 @@ from compare_models.data.files import (
 )
 from compare_models.data.safety import (
     UnsafeURLError,
-    allow_private_urls,
     check_url_form,
     is_sha256,
     plain_name,
@@ -112,9 +111,9 @@ def resolve_source(data: str) -> Source:
     return Source("path", str(path.resolve()))
 
 
-def _download(url: str, dest: Path) -> None:
+def _download(url: str, dest: Path, *, allow_private: bool = False) -> None:
     try:
-        download_url(url, dest, max_bytes=MAX_ARCHIVE_BYTES, allow_private=allow_private_urls())
+        download_url(url, dest, max_bytes=MAX_ARCHIVE_BYTES, allow_private=allow_private)
     except UnsafeURLError as exc:
         raise DataError(str(exc)) from None
     except DownloadTooLarge as exc:
@@ -182,10 +181,17 @@ def _index_entry(entry: Any, index_uri: str) -> tuple[str, str, str]:
 
 
 def fetch_archive(
-    source: Source, store: ArtifactStore, cache_dir: Path, *, expected_sha256: str | None
+    source: Source,
+    store: ArtifactStore,
+    cache_dir: Path,
+    *,
+    expected_sha256: str | None,
+    allow_private_urls: bool = False,
 ) -> FetchedArchive:
     """Get the archive locally and verify its size and checksums. Nothing is stored in S3 here:
-    `store_archive` does that once the archive has decoded as CIFAR-10."""
+    `store_archive` does that once the archive has decoded as CIFAR-10. A URL source on a
+    loopback, link-local or private address is refused unless `allow_private_urls`
+    (`Settings.allow_private_urls`, COMPARE_MODELS_ALLOW_PRIVATE_URLS)."""
     from compare_models.store import StoreError, parse_s3_uri
 
     cache_dir.mkdir(parents=True, exist_ok=True)
@@ -206,7 +212,7 @@ def fetch_archive(
             cache_dir, "downloads", safe_filename(url_name, "archive.tar.gz"), what="download path"
         )
         local.parent.mkdir(parents=True, exist_ok=True)
-        _download(source.location, local)
+        _download(source.location, local, allow_private=allow_private_urls)
     elif source.kind == "s3":
         _, key = parse_s3_uri(source.location)
         local = inside(

@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image
 
 from compare_models import layout, weights
-from compare_models.config import CIFAR10_CLASSES, SplitSpec
+from compare_models.config import CIFAR10_CLASSES, Settings, SplitSpec
 from compare_models.data import dataset as data
 from compare_models.data import decoding, sources
 from compare_models.data.files import download_url
@@ -854,7 +854,9 @@ CASES: tuple[Case, ...] = (
         "weights-dev-zero",
         "--resnet-weights /dev/zero",
         lambda folder: folder,
-        lambda folder: weights.resolve_resnet_weights("/dev/zero", FakeStore(), folder / "cache"),
+        lambda folder: weights.resolve_resnet_weights(
+            "/dev/zero", FakeStore(), folder / "cache", Settings()
+        ),
         "WeightsError",
         r"is not a regular file",
     ),
@@ -865,7 +867,9 @@ CASES: tuple[Case, ...] = (
         lambda folder: _with_env(
             "COMPARE_MODELS_IMAGENET_WEIGHTS_URL",
             f"https://bob:{PASSWORD}@example.com/w_notop.h5",
-            lambda: weights.resolve_resnet_weights("imagenet", FakeStore(), folder / "cache"),
+            lambda: weights.resolve_resnet_weights(
+                "imagenet", FakeStore(), folder / "cache", Settings()
+            ),
         ),
         "WeightsError",
         r"given with credentials",
@@ -878,7 +882,9 @@ CASES: tuple[Case, ...] = (
         lambda folder: _with_env(
             "COMPARE_MODELS_IMAGENET_WEIGHTS_URL",
             "http://169.254.169.254/w_notop.h5",
-            lambda: weights.resolve_resnet_weights("imagenet", FakeStore(), folder / "cache"),
+            lambda: weights.resolve_resnet_weights(
+                "imagenet", FakeStore(), folder / "cache", Settings()
+            ),
         ),
         "WeightsError",
         r"169.254.169.254 is a link-local address",

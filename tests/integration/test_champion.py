@@ -16,6 +16,7 @@ import pytest
 from pydantic import SecretStr
 
 from compare_models import champions, layout
+from compare_models.artifacts import load_predictions
 from compare_models.config import ComparisonParams, GatePolicy, RunParams
 from tests.conftest import cli as run_cli
 from tests.webhook_receiver import start_receiver
@@ -221,18 +222,24 @@ def test_two_runs_racing_to_promote_leave_exactly_one_winner(stack):
     )
     barrier, results = threading.Barrier(2), {}
 
+    judge = champions.Judge(
+        y_true=y,
+        class_names=[str(i) for i in range(10)],
+        policy=GatePolicy(track=track),
+        comparison=ComparisonParams(resamples=1000),
+        predictions=functools.partial(load_predictions, stack),
+    )
+
     def challenge(run_id):
         results[run_id] = champions.gate(
             stack,
-            track=track,
-            run_id=run_id,
-            model="m",
-            entry={**entry(run_id), "predictions_key": "race/good.npz"},
-            y_true=y,
-            probs=good,
-            class_names=[str(i) for i in range(10)],
-            policy=GatePolicy(track=track),
-            comparison=ComparisonParams(resamples=1000),
+            champions.Challenger(
+                run_id=run_id,
+                model="m",
+                entry={**entry(run_id), "predictions_key": "race/good.npz"},
+                probs=good,
+            ),
+            judge,
             before_write=lambda: (
                 barrier.wait(timeout=30) if barrier.n_waiting or not results else None
             ),
@@ -244,13 +251,11 @@ def test_two_runs_racing_to_promote_leave_exactly_one_winner(stack):
         t.start()
     for t in threads:
         t.join()
-    decisions = sorted(r["decision"] for r in results.values())
+    decisions = sorted(r.decision for r in results.values())
     assert decisions == [champions.NO_CHANGE, champions.PROMOTED], results
-    winner = next(r for r, d in results.items() if d["decision"] == champions.PROMOTED)
+    winner = next(r for r, d in results.items() if d.decision == champions.PROMOTED)
     loser = next(r for r in results if r != winner)
-    assert (
-        results[loser]["lost_race_to"] == [winner] and results[loser]["champion_run_id"] == winner
-    )
+    assert results[loser].lost_race_to == [winner] and results[loser].champion_run_id == winner
     record = stack.get_json(layout.champion_key(track, "m"))
     assert record["current"]["run_id"] == winner and [h["run_id"] for h in record["history"]] == [
         "old"
@@ -258,18 +263,11 @@ def test_two_runs_racing_to_promote_leave_exactly_one_winner(stack):
     # a retried run never promotes twice
     again = champions.gate(
         stack,
-        track=track,
-        run_id=winner,
-        model="m",
-        entry=entry(winner),
-        y_true=y,
-        probs=good,
-        class_names=[str(i) for i in range(10)],
-        policy=GatePolicy(track=track),
-        comparison=ComparisonParams(resamples=1000),
+        champions.Challenger(run_id=winner, model="m", entry=entry(winner), probs=good),
+        judge,
     )
     assert (
-        again["decision"] == champions.ALREADY
+        again.decision == champions.ALREADY
         and len(stack.get_json(layout.champion_key(track, "m"))["history"]) == 1
     )
 

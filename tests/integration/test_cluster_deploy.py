@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from compare_models.local_stack import worker_command
+from compare_models.local.services import worker_command
 from tests.conftest import ROOT, placeholder_dataset
 
 pytestmark = pytest.mark.integration

@@ -8,7 +8,7 @@ import hashlib
 import pytest
 
 from compare_models import layout
-from compare_models.config import SplitSpec
+from compare_models.config import Settings, SplitSpec
 from compare_models.data.dataset import (
     DataError,
     prepare_dataset,
@@ -70,7 +70,13 @@ def test_offline_download_says_what_to_do(stack, cache_dir, monkeypatch):
     # loopback URLs are refused by default now; allow them to reach the "no internet" path
     monkeypatch.setenv("COMPARE_MODELS_ALLOW_PRIVATE_URLS", "1")
     with pytest.raises(DataError, match="may have no internet access.*--data <path or s3:// URI>"):
-        prepare_dataset("http://127.0.0.1:9/cifar-10-python.tar.gz", SMALL, stack, cache_dir)
+        prepare_dataset(
+            "http://127.0.0.1:9/cifar-10-python.tar.gz",
+            SMALL,
+            stack,
+            cache_dir,
+            allow_private_urls=Settings().allow_private_urls,
+        )
 
 
 def test_loopback_url_is_refused_by_default(stack, cache_dir, monkeypatch):
@@ -118,8 +124,12 @@ def test_url_source_is_cached_and_reused_offline(stack, cache_dir, tmp_path, mon
     url = f"http://127.0.0.1:{httpd.server_address[1]}/cifar-10-python.tar.gz"
     try:
         first = prepare_dataset(
-            url, SMALL.model_copy(update={"seed": 11}), stack, cache_dir
-        )  # a split no other test makes
+            url,
+            SMALL.model_copy(update={"seed": 11}),  # a split no other test makes
+            stack,
+            cache_dir,
+            allow_private_urls=Settings().allow_private_urls,
+        )
     finally:
         httpd.shutdown()
         httpd.server_close()

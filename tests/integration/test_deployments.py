@@ -27,7 +27,7 @@ PREFECT = [sys.executable, "-m", "prefect"]
 
 @pytest.fixture(scope="module")
 def deployed(stack, plugin_models):  # the workers see the tiny plugin model too
-    from compare_models.local_stack import WORKERS, down
+    from compare_models.local.services import WORKERS, down
 
     down(only=WORKERS)
     test_stack.up(workers=True)  # inherits this session's COMPARE_MODELS_BUCKET
@@ -218,7 +218,7 @@ def test_a_training_no_worker_starts_fails_the_attempt_instead_of_waiting_foreve
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
 
     from compare_models.config import RunParams
-    from compare_models.local_stack import WORKERS, down
+    from compare_models.local.services import WORKERS, down
     from flows.compare_models import compare_models
 
     gpu_worker = next(w for w in WORKERS if w.name == "worker-gpu")

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from compare_models.config import Settings
 from compare_models.data.files import file_digests
 from compare_models.weights import (
     IMAGENET_FILE,
@@ -94,12 +95,15 @@ def mirror(server, notop_h5, stack, monkeypatch, tmp_path):
 
 
 def test_downloaded_checked_cached_and_reused_offline(mirror, notop_h5, stack, tmp_path):
-    assert resolve_resnet_weights("imagenet", stack, tmp_path / "cache") == IMAGENET_KEY
+    assert resolve_resnet_weights("imagenet", stack, tmp_path / "cache", Settings()) == IMAGENET_KEY
     assert mirror.requests == [f"/{IMAGENET_FILE}"]
     assert stack.exists(IMAGENET_KEY)
 
     mirror.stop()  # the cache must be enough from now on
-    assert resolve_resnet_weights("imagenet", stack, tmp_path / "other-cache") == IMAGENET_KEY
+    assert (
+        resolve_resnet_weights("imagenet", stack, tmp_path / "other-cache", Settings())
+        == IMAGENET_KEY
+    )
     assert mirror.requests == [f"/{IMAGENET_FILE}"]
 
     local = local_weights(IMAGENET_KEY, stack, tmp_path / "worker-cache")
@@ -119,7 +123,7 @@ def test_downloaded_checked_cached_and_reused_offline(mirror, notop_h5, stack, t
 def test_a_wrong_hash_stores_nothing(mirror, stack, tmp_path, monkeypatch):
     monkeypatch.setenv("COMPARE_MODELS_IMAGENET_WEIGHTS_MD5", "0" * 32)
     with pytest.raises(WeightsError, match=f"is corrupt: expected MD5 {'0' * 32}, got"):
-        resolve_resnet_weights("imagenet", stack, tmp_path / "cache")
+        resolve_resnet_weights("imagenet", stack, tmp_path / "cache", Settings())
     assert not stack.exists(IMAGENET_KEY)
     assert not list((tmp_path / "cache" / "weights").glob("*.h5*"))
 
@@ -129,7 +133,7 @@ def test_a_local_mirror_needs_the_private_url_setting(mirror, stack, tmp_path, m
     with pytest.raises(
         WeightsError, match="127.0.0.1 is a loopback address.*COMPARE_MODELS_ALLOW_PRIVATE_URLS=1"
     ):
-        resolve_resnet_weights("imagenet", stack, tmp_path / "cache")
+        resolve_resnet_weights("imagenet", stack, tmp_path / "cache", Settings())
     assert mirror.requests == [] and not stack.exists(IMAGENET_KEY)
 
 
@@ -141,4 +145,4 @@ def test_a_malformed_md5_setting_is_named(mirror, stack, tmp_path, monkeypatch):
     with pytest.raises(
         ValidationError, match=r"COMPARE_MODELS_IMAGENET_WEIGHTS_MD5\n.*should match pattern"
     ):
-        resolve_resnet_weights("imagenet", stack, tmp_path / "cache")
+        resolve_resnet_weights("imagenet", stack, tmp_path / "cache", Settings())

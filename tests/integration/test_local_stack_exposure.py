@@ -4,7 +4,7 @@ Every TCP port the SeaweedFS and Prefect server processes listen on is probed wi
 with TLS without a client certificate: only the S3 port and the Prefect API answer; every other
 SeaweedFS port (master, volume, filer, admin HTTP and every gRPC port) needs the client certificate
 `compare-models up` made, which is shown to open them. S3 rejects unsigned and wrongly signed
-requests. Needs the services started by `compare-models up` with this version of local_stack.
+requests. Needs the services started by `compare-models up` with this version of compare_models.local.
 """
 
 from __future__ import annotations
@@ -22,15 +22,15 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from compare_models.config import Settings
-from compare_models.local_stack import (
-    LOCAL_PREFECT_API,
-    LOCAL_S3_URL,
-    PREFECT_PORT,
-    S3_PORT,
-    ensure_env_file,
-    ensure_tls,
+from compare_models.local.envfile import ensure_env_file
+from compare_models.local.ports import (
+    local_prefect_api,
+    local_s3_url,
+    prefect_port,
+    s3_port,
     seaweed_ports,
 )
+from compare_models.local.tls import ensure_tls
 
 pytestmark = pytest.mark.integration
 
@@ -93,8 +93,8 @@ def _speaks_http(port: int, tls: dict | None = None) -> str | None:
 @pytest.fixture(scope="module")
 def ports(stack) -> dict[str, dict[int, str]]:
     return {
-        "seaweedfs": _listening(_listener_pid(S3_PORT)),
-        "prefect": _listening(_listener_pid(PREFECT_PORT)),
+        "seaweedfs": _listening(_listener_pid(s3_port())),
+        "prefect": _listening(_listener_pid(prefect_port())),
     }
 
 
@@ -116,16 +116,17 @@ def test_only_s3_and_the_prefect_api_answer_without_credentials(ports):
         for port in service
         if (answer := _speaks_http(port))
     }
-    assert set(answering) == {S3_PORT, PREFECT_PORT}, (
-        f"ports answering without credentials: {answering}; only {S3_PORT} (S3) and {PREFECT_PORT} (Prefect API) may"
+    s3, prefect = s3_port(), prefect_port()
+    assert set(answering) == {s3, prefect}, (
+        f"ports answering without credentials: {answering}; only {s3} (S3) and {prefect} (Prefect API) may"
     )
-    assert httpx.get(LOCAL_PREFECT_API + "/health", timeout=5).status_code == 200
+    assert httpx.get(local_prefect_api() + "/health", timeout=5).status_code == 200
 
 
 def test_the_other_ports_open_with_the_client_certificate(ports):
     """The probe can see an open port: with the certificate `up` made, SeaweedFS' HTTP ports answer."""
     tls = ensure_tls(Settings())
-    internal = set(ports["seaweedfs"]) - {S3_PORT}
+    internal = set(ports["seaweedfs"]) - {s3_port()}
     answering = {port for port in internal if _speaks_http(port, tls)}
     assert answering, f"none of {sorted(internal)} answered even with the client certificate"
     weed = seaweed_ports()  # on the test stack, all moved by its S3 port's offset
@@ -133,11 +134,11 @@ def test_the_other_ports_open_with_the_client_certificate(ports):
 
 
 def test_s3_rejects_unsigned_and_wrongly_signed_requests(stack):
-    unsigned = httpx.get(f"{LOCAL_S3_URL}/{stack.bucket}", timeout=5)
+    unsigned = httpx.get(f"{local_s3_url()}/{stack.bucket}", timeout=5)
     assert unsigned.status_code == 403
     assert (
         httpx.put(
-            f"{LOCAL_S3_URL}/{stack.bucket}/anonymous.txt", content=b"x", timeout=5
+            f"{local_s3_url()}/{stack.bucket}/anonymous.txt", content=b"x", timeout=5
         ).status_code
         == 403
     )
@@ -148,7 +149,7 @@ def test_s3_rejects_unsigned_and_wrongly_signed_requests(stack):
     ):
         client = boto3.client(
             "s3",
-            endpoint_url=LOCAL_S3_URL,
+            endpoint_url=local_s3_url(),
             aws_access_key_id=key_id,
             aws_secret_access_key=secret,
             region_name=settings.aws_region,

@@ -24,7 +24,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from compare_models.local_stack import DEFAULT_S3_PORT, seaweed_ports
+from compare_models.local.ports import DEFAULT_S3_PORT, seaweed_ports
 from tests import stack as test_stack
 from tests.conftest import cli as run_cli
 
@@ -108,7 +108,7 @@ def second_stack(tmp_path):
 def _psql(env_file: Path, port: int, sql: str) -> str:
     from dotenv import dotenv_values
 
-    from compare_models.local_stack import psql
+    from compare_models.local.postgres import psql
 
     password = dotenv_values(env_file)["COMPARE_MODELS_POSTGRES_PASSWORD"]
     return psql(sql, port=port, password=password)

@@ -6,7 +6,7 @@ import functools
 
 import pytest
 
-from compare_models.local_stack import LOCAL_PREFECT_API, LOCAL_S3_URL
+from compare_models.local.ports import local_prefect_api, local_s3_url
 from tests import stack as test_stack
 from tests.conftest import cli as run_cli
 
@@ -24,15 +24,16 @@ def test_up_is_idempotent_and_status_reports_health(stack):
     )
     status = cli("status")
     assert status.returncode == 0
-    assert LOCAL_S3_URL in status.stdout and LOCAL_PREFECT_API in status.stdout
+    assert local_s3_url() in status.stdout and local_prefect_api() in status.stdout
 
 
 def test_stored_objects_survive_an_s3_restart(stack):
     from compare_models.config import Settings
-    from compare_models.local_stack import SERVICES, _pid, down
+    from compare_models.local.processes import running_pid
+    from compare_models.local.services import SERVICES, down
 
     seaweed = SERVICES[0]
-    if _pid(Settings(), seaweed) is None:
+    if running_pid(Settings(), seaweed) is None:
         pytest.skip(
             "SeaweedFS was not started by `compare-models up` here; not restarting someone else's server"
         )

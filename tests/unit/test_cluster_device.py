@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from compare_models import device
+from compare_models.config import Settings
 from compare_models.device import (
     NoGPUError,
     available_cpus,
@@ -153,9 +154,9 @@ def test_configure_device_refuses_cpu_on_the_gpu_pool_and_records_the_device(mon
     monkeypatch.setenv("COMPARE_MODELS_REQUIRE_GPU", "1")
     monkeypatch.setenv("COMPARE_MODELS_ALLOW_CPU_TRAINING", "0")
     with pytest.raises(NoGPUError):
-        training.configure_device(1)
+        training.configure_device(1, allow_cpu=Settings().allow_gpu_less_training)
     monkeypatch.setenv("COMPARE_MODELS_ALLOW_CPU_TRAINING", "1")
-    info = training.configure_device(1)
+    info = training.configure_device(1, allow_cpu=Settings().allow_gpu_less_training)
     assert (
         info["device"] == "cpu"
         and info["gpus"] == []

@@ -168,13 +168,19 @@ def test_long_roc_curves_are_thinned() -> None:
     ("y_true", "y_prob", "class_names", "message"),
     [
         (np.array([], dtype=int), np.empty((0, 3)), CLASSES, r"y_true is empty"),
-        (Y_TRUE, Y_PROB[:5], CLASSES, r"y_prob shape mismatch: expected \(6, 3\)"),
-        (Y_TRUE, Y_PROB[:, :2], CLASSES, r"y_prob shape mismatch: expected \(6, 3\)"),
+        (Y_TRUE, Y_PROB[:5], CLASSES, r"y_prob has shape \(5, 3\); expected \(n, k\) = \(6, 3\)"),
+        (
+            Y_TRUE,
+            Y_PROB[:, :2],
+            CLASSES,
+            r"y_prob has shape \(6, 2\); expected \(n, k\) = \(6, 3\)",
+        ),
         (Y_TRUE, Y_PROB[:, 0], CLASSES, r"y_prob must be 2-D"),
         (Y_TRUE.reshape(-1, 1), Y_PROB, CLASSES, r"y_true must be 1-D"),
         (np.array([0, 1, 2, 3, 0, 1]), Y_PROB, CLASSES, r"range 0\.\.2.*\[3\]"),
         (np.array([0, -1, 2, 0, 1, 2]), Y_PROB, CLASSES, r"range 0\.\.2.*\[-1\]"),
-        (Y_TRUE.astype(float), Y_PROB, CLASSES, r"integer class indices"),
+        (Y_TRUE + 0.5, Y_PROB, CLASSES, r"non-integer values.*integer class indices"),
+        (Y_TRUE.astype(bool), Y_PROB, CLASSES, r"dtype bool.*integer class indices"),
         (Y_TRUE, np.where(np.eye(6, 3, dtype=bool), np.nan, Y_PROB), CLASSES, r"NaN"),
         (Y_TRUE, np.where(np.eye(6, 3, dtype=bool), np.inf, Y_PROB), CLASSES, r"infinite"),
         (Y_TRUE, Y_PROB, ["cat", "cat", "frog"], r"unique.*'cat'"),
@@ -188,7 +194,8 @@ def test_long_roc_curves_are_thinned() -> None:
         "column-labels",
         "label-too-big",
         "label-negative",
-        "float-labels",
+        "non-integer-float-labels",
+        "bool-labels",
         "nan",
         "inf",
         "duplicate-names",
@@ -198,6 +205,11 @@ def test_long_roc_curves_are_thinned() -> None:
 def test_validation_errors(y_true, y_prob, class_names, message) -> None:
     with pytest.raises(ValueError, match=message):
         evaluate_predictions(y_true, y_prob, class_names)
+
+
+def test_integer_valued_float_labels_are_accepted(tiny_metrics: dict) -> None:
+    # Was a refusal ("float-labels"); floats such as 2.0 are now class indices, as in sklearn.
+    assert evaluate_predictions(Y_TRUE.astype(float), Y_PROB, CLASSES) == tiny_metrics
 
 
 def test_metrics_tables(tiny_metrics: dict) -> None:

@@ -121,16 +121,18 @@ def test_an_explicit_setting_overrides_the_presets_per_model_value():
 
 def test_the_report_says_which_model_trained_how_long():
     from compare_models.config import preset_params
-    from compare_models.publish import epochs_text, per_model_training, run_info, small_run_note
+    from compare_models.report_header import run_info
+    from compare_models.run_record import RunRecord
 
     demo = preset_params("demo")
     cnn, resnet = demo.train_for("cnn").epochs, demo.train_for("resnet50").epochs
-    assert epochs_text(demo) == f"{cnn} (cnn), {resnet} (resnet50)"
-    assert per_model_training(demo) == f"cnn: epochs {cnn}"
+    assert demo.epochs_text() == f"{cnn} (cnn), {resnet} (resnet50)"
+    assert demo.per_model_training() == f"cnn: epochs {cnn}"
     dataset = placeholder_dataset()
-    note = small_run_note(demo, dataset)
+    record = RunRecord(run_id="r1", params=demo, dataset=dataset)
+    note = record.scale
     assert f"{cnn} (cnn), {resnet} (resnet50) epoch(s)" in note and "--preset seed" in note
-    info = run_info("r1", demo, dataset)
+    info = run_info(record)
     assert info["per_model_training"] == f"cnn: epochs {cnn}"
     assert info["epochs"] == f"{cnn} (cnn), {resnet} (resnet50)"
-    assert epochs_text(RunParams()) == "10" and per_model_training(RunParams()) == ""
+    assert RunParams().epochs_text() == "10" and RunParams().per_model_training() == ""

@@ -1,0 +1,191 @@
+"""`RunArtifacts`: the catalog of one run's files in the store (in the spirit of Kedro's data
+catalog). It owns every save of the parent's steps (metrics, comparison, replay, report,
+manifest, the `latest` pointer) and every load they share: the test split and stored
+predictions are fetched once per process, whichever task asks first, and then served from
+memory (every key it caches is write-once, so a cached copy never goes stale).
+
+Keys come from `compare_models.layout`; nothing here spells a key itself.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from compare_models import layout
+from compare_models.data.dataset import DatasetRef, load_split
+from compare_models.data.errors import DataError
+from compare_models.evaluation import metrics_tables
+from compare_models.run_claim import guard_run_prefix
+from compare_models.run_record import Comparison, Replay, ReportFiles, RunRecord, StoredObject
+from compare_models.runs import read_record
+from compare_models.store import ArtifactStore
+from compare_models.training_jobs import TrainingResult
+
+CONTENT_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".png": "image/png",
+    ".csv": "text/csv",
+    ".json": "application/json",
+}
+
+#: Stored predictions are n x k float32 (10,000 x 10 is 400 KB); far more was not written by us.
+MAX_PREDICTIONS_BYTES = 512 << 20
+
+
+def load_predictions(store: ArtifactStore, key: str) -> np.ndarray:
+    """Stored test-set probabilities (`predictions.npz`, no pickles), size-capped."""
+    data = store.get_bytes(key, max_bytes=MAX_PREDICTIONS_BYTES)
+    with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+        return npz["y_prob"]
+
+
+class RunArtifacts:
+    """One run's files: `RunArtifacts.of(store, run_id, dataset, cache_dir)` gives every task
+    of a process the same catalog, so what one task loaded the next one reuses."""
+
+    _open: dict[tuple[str, str, str], RunArtifacts] = {}
+    _opening = threading.Lock()
+
+    def __init__(self, store: ArtifactStore, run_id: str, dataset: DatasetRef, cache_dir: Path):
+        self.store = store
+        self.run_id = run_id
+        self.dataset = dataset
+        self.cache_dir = cache_dir
+        self._loading = threading.Lock()
+        self._test_split: tuple[np.ndarray, np.ndarray] | None = None
+        self._predictions: dict[str, np.ndarray] = {}
+        self._metrics: dict[str, dict[str, Any]] = {}
+
+    @classmethod
+    def of(
+        cls, store: ArtifactStore, run_id: str, dataset: DatasetRef, cache_dir: Path
+    ) -> RunArtifacts:
+        """This process's catalog of the run (made on first use)."""
+        key = (store.bucket, run_id, dataset.prefix)
+        with cls._opening:
+            if key not in cls._open:
+                cls._open[key] = cls(store, run_id, dataset, cache_dir)
+            return cls._open[key]
+
+    def close(self) -> None:
+        """Forget what was loaded (the run is complete: its arrays are not needed again here)."""
+        with self._opening:
+            self._open.pop((self.store.bucket, self.run_id, self.dataset.prefix), None)
+
+    # ── loads, once per process ──────────────────────────────────────────────────────
+
+    def test_split(self) -> tuple[np.ndarray, np.ndarray]:
+        """The stored test split: images in [0, 1] and labels."""
+        with self._loading:
+            if self._test_split is None:
+                self._test_split = load_split(self.dataset, "test", self.store, self.cache_dir)
+            return self._test_split
+
+    def test_labels(self) -> np.ndarray:
+        return self.test_split()[1]
+
+    def predictions(self, key: str) -> np.ndarray:
+        """Stored test-set probabilities: this run's, a champion's, or a replayed run's."""
+        with self._loading:
+            if key not in self._predictions:
+                self._predictions[key] = load_predictions(self.store, key)
+            return self._predictions[key]
+
+    def model_predictions(self, trainings: Mapping[str, TrainingResult]) -> dict[str, np.ndarray]:
+        """Every trained model's test-set probabilities, checked against the test labels."""
+        labels = self.test_labels()
+        probs = {m: self.predictions(t.predictions_key) for m, t in trainings.items()}
+        for model, prob in probs.items():
+            if len(prob) != len(labels):
+                raise DataError(f"{model}: {len(prob)} predictions for {len(labels)} test labels")
+        return probs
+
+    def metrics(self, model: str) -> dict[str, Any]:
+        """A model's full evaluation metrics (per class, confusion matrix, ROC curves): as
+        saved by this process, or read back once."""
+        with self._loading:
+            if model not in self._metrics:
+                self._metrics[model] = self.store.get_json(layout.metrics_key(self.run_id, model))
+            return self._metrics[model]
+
+    # ── saves ────────────────────────────────────────────────────────────────────────
+
+    def save_metrics(self, model: str, metrics: dict[str, Any]) -> None:
+        """A model's metrics as JSON, and its tables (per class, confusion matrix) as CSV."""
+        self.store.put_json(metrics, layout.metrics_key(self.run_id, model), overwrite=True)
+        with self._loading:
+            self._metrics[model] = metrics
+        for name, frame in metrics_tables(metrics).items():
+            self.store.put_bytes(
+                frame.to_csv().encode(),
+                layout.metrics_table_key(self.run_id, model, name),
+                overwrite=True,
+                content_type="text/csv",
+            )
+
+    def save_comparison(self, comparison: Comparison) -> None:
+        self.store.put_json(
+            comparison.model_dump(mode="json", by_alias=True),
+            layout.comparison_key(self.run_id),
+            overwrite=True,
+        )
+
+    def save_replay(self, replay: Replay) -> None:
+        self.store.put_json(
+            replay.model_dump(mode="json", by_alias=True),
+            layout.replay_key(self.run_id),
+            overwrite=True,
+        )
+
+    def save_report(self, folder: Path) -> ReportFiles:
+        """Uploads every file of a rendered report folder."""
+        files: dict[str, str] = {}
+        for path in sorted(p for p in folder.iterdir() if p.is_file()):
+            key = layout.report_key(self.run_id, path.name)
+            self.store.upload(
+                path, key, overwrite=True, content_type=CONTENT_TYPES.get(path.suffix)
+            )
+            files[path.name] = key
+        return ReportFiles(index=self.store.uri(files["index.html"]), files=files)
+
+    def save_record(self, record: RunRecord) -> tuple[RunRecord, str]:
+        """Writes `manifest.json` last: the record completed with every object of the run (but
+        its checkpoints) and their sizes. Returns the completed record and the manifest's URI.
+
+        A budget-stopped run continued under its id keeps its earlier manifest under
+        `previous/`; any other completed run is never written again."""
+        checkpoints = layout.checkpoints_prefix(self.run_id)
+        objects = [
+            StoredObject(key=key, bytes=size)
+            for key, size in self.store.list_objects(layout.run_prefix(self.run_id))
+            if not key.startswith(checkpoints)
+        ]
+        complete = record.model_copy(
+            update={"status": "complete", "completed_at": datetime.now(UTC), "objects": objects}
+        )
+        key = layout.manifest_key(self.run_id)
+        continuing = guard_run_prefix(self.store, self.run_id) == "continuing"
+        if continuing:
+            earlier = read_record(self.store, self.run_id)
+            self.store.put_json(
+                earlier.model_dump(mode="json", by_alias=True),
+                layout.previous_manifest_key(self.run_id, earlier.completed_at.isoformat()),
+                overwrite=False,
+            )
+        body = complete.model_dump(mode="json", by_alias=True)
+        return complete, self.store.put_json(body, key, overwrite=continuing)
+
+    def move_latest(self, manifest_uri: str) -> None:
+        """Points runs/latest.json at this run (only ever called after its manifest)."""
+        self.store.put_json(
+            {"run_id": self.run_id, "manifest": manifest_uri, "at": datetime.now(UTC).isoformat()},
+            layout.LATEST,
+            overwrite=True,
+        )

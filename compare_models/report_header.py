@@ -1,0 +1,61 @@
+"""What a report says about its run before any result: the title and the run's settings, and
+each model's result as the report renders it. Read from the run's record."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from compare_models import registry
+from compare_models.report import ModelResult
+from compare_models.run_record import RunRecord
+
+
+def report_title(record: RunRecord) -> str:
+    return f"compare-models {record.run_id}" + (
+        " (SYNTHETIC DATA)" if record.dataset.synthetic else ""
+    )
+
+
+def run_info(record: RunRecord) -> dict[str, Any]:
+    """The settings a report shows (plain values, escaped by the renderer)."""
+    params, dataset = record.params, record.dataset
+    weights = [m for m in params.models if registry.get(m).takes_weights]
+    return {
+        "run_id": record.run_id,
+        "data_source": dataset.source,
+        "data_source_kind": "synthetic" if dataset.synthetic else "archive",
+        "dataset": dataset.name,
+        "archive_sha256": dataset.archive_sha256,
+        "split_sizes": json.dumps(dataset.sizes),
+        "epochs": params.epochs_text(),
+        "batch_size": params.train.batch_size,
+        "optimizer": params.train.optimizer,
+        "learning_rate": params.train.learning_rate,
+        "lr_schedule": params.train.lr_schedule,
+        "augment": params.train.augment,
+        "per_model_training": params.per_model_training() or "-",
+        "resnet_weights": params.resnet_weights if weights else "-",
+        "preset": params.preset or "-",
+        "scale": record.scale or "-",
+        "time_budget": f"{params.execution.time_budget_minutes:g} min"
+        if params.execution.time_budget_minutes
+        else "-",
+        "stopped_by_budget": "; ".join(f"{m}: {note}" for m, note in record.budget.stopped.items())
+        or "-",
+    }
+
+
+def model_results(record: RunRecord, metrics: dict[str, dict[str, Any]]) -> list[ModelResult]:
+    """Each model's result for the renderer; `metrics` are the full evaluation metrics (with
+    the per-class table, confusion matrix and ROC curves the record does not repeat)."""
+    return [
+        ModelResult(
+            name=m,
+            history=record.models[m].history,
+            metrics=metrics[m],
+            train_seconds=record.models[m].fit_seconds,
+            parameters=record.models[m].parameters,
+        )
+        for m in record.params.models
+    ]

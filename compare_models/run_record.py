@@ -1,0 +1,395 @@
+"""`RunRecord`: the typed record of one run, and the schema of its `manifest.json`.
+
+The parent flow builds the record step by step: each task takes the record (or the typed part
+it needs) and returns a typed part (`TrainingResult`s, `ModelMetrics`, a `ComparisonStep`, the
+gate's `GateDecision`s, the `ReportFiles`); the manifest step completes it and writes it last.
+Everything that reads a run back (the CLI, the history, the trends, the champions, a replay)
+reads it through `RunRecord.model_validate_json`, so a field is named in one place.
+
+Versions: `schema_version` counts the record's shape. A manifest without one was written
+before the record existed (version 0): it is read by filling in what it did not store, never
+by guessing a value (`_from_version_0`). A manifest from a newer version is refused with a
+message saying to upgrade.
+
+The statistics' sub-records mirror what `compare_models.comparison` returns; they are
+validated here, at the boundary, instead of being read back by string keys.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, computed_field, model_validator
+
+from compare_models import layout
+from compare_models.config import RunParams
+from compare_models.data.dataset import DatasetRef
+from compare_models.training_jobs import TrainingResult
+
+#: The record's shape; bump it when a field changes meaning or a required field is added.
+SCHEMA_VERSION = 1
+
+#: Decisions of the gate, in the words the manifest, report, CLI and events use.
+Decision = Literal[
+    "first-champion", "promoted", "regression", "no-change", "not-comparable", "already-champion"
+]
+
+
+class _Part(BaseModel):
+    """A part of the record: fields it does not know (a newer writer's additions) are ignored."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+
+# ── statistics (compare_models.comparison) ───────────────────────────────────────────
+
+
+class Interval(_Part):
+    """A point estimate with its bootstrap interval (at the comparison's confidence)."""
+
+    estimate: float
+    ci_low: float
+    ci_high: float
+
+
+class ModelIntervals(_Part):
+    accuracy: Interval
+    f1_macro: Interval
+
+
+class ComparisonSettings(_Part):
+    resamples: int
+    seed: int
+    confidence: float = Field(gt=0, lt=1)
+    alpha: float = Field(gt=0, lt=1)
+    method: str
+
+
+class PairedTable(_Part):
+    both_right: int = Field(ge=0)
+    only_a_right: int = Field(ge=0)
+    only_b_right: int = Field(ge=0)
+    both_wrong: int = Field(ge=0)
+
+
+class McNemar(_Part):
+    pvalue: float
+    statistic: float
+    test: str
+    discordant: int = Field(ge=0)
+
+
+class ClassDifference(_Part):
+    """One class's recall in a pair: b minus a, with its interval and Holm-corrected p-value."""
+
+    class_name: str = Field(alias="class")
+    support: int
+    recall_a: float
+    recall_b: float
+    difference: float
+    ci_low: float
+    ci_high: float
+    pvalue: float
+    pvalue_holm: float
+    significant: bool
+
+
+class Differences(_Part):
+    accuracy: Interval
+    f1_macro: Interval
+
+
+class PairComparison(_Part):
+    """The paired test of model `a` against model `b` on the same test images."""
+
+    a: str
+    b: str
+    n: int
+    table: PairedTable
+    mcnemar: McNemar
+    accuracy: dict[str, Interval]
+    f1_macro: dict[str, Interval]
+    difference: Differences
+    per_class: list[ClassDifference]
+    significant_classes: list[str]
+    significant: bool
+    better: str | None
+    verdict: str
+    settings: ComparisonSettings
+
+    @property
+    def worse_classes(self) -> list[str]:
+        """The classes in which `b` is significantly worse than `a` (after Holm)."""
+        return [c.class_name for c in self.per_class if c.significant and c.difference < 0]
+
+
+class Calibration(_Part):
+    ece: float
+
+
+class Comparison(_Part):
+    """`metrics/comparison.json`: every model's intervals and every pair's paired test."""
+
+    models: dict[str, ModelIntervals]
+    pairs: list[PairComparison]
+    verdicts: list[str]
+    settings: ComparisonSettings
+    calibration: dict[str, Calibration] = Field(default_factory=dict)
+
+
+# ── metrics, replay, gate, report ────────────────────────────────────────────────────
+
+
+class ModelMetrics(_Part):
+    """A model's scalar test metrics (`compare_models.evaluation.SCALAR_METRICS`)."""
+
+    accuracy: float
+    precision_macro: float
+    recall_macro: float
+    f1_macro: float
+    precision_weighted: float
+    recall_weighted: float
+    f1_weighted: float
+    roc_auc_macro: float | None
+    roc_auc_micro: float | None
+
+
+class ReplayOfModel(_Part):
+    identical_predictions: str
+    bitwise_identical_probabilities: bool
+    max_abs_probability_difference: float
+    pair: PairComparison
+
+
+class FingerprintChange(_Part):
+    entry: str
+    original: Any
+    replay: Any
+
+
+class Replay(_Part):
+    """`metrics/replay.json`: how far a replay landed from its original run."""
+
+    original_run_id: str
+    run_id: str
+    models: dict[str, ReplayOfModel]
+    fingerprint_changes: list[FingerprintChange]
+    summary: str
+
+
+class Fingerprint(_Part):
+    """What the run depended on (`compare_models.fingerprint.run_fingerprint`). The hosts and
+    devices are free-form facts of the machines, compared entry by entry for a replay."""
+
+    orchestrator: dict[str, Any]
+    trainings: dict[str, dict[str, Any]]
+    data: dict[str, Any]
+    seeds: dict[str, int | None]
+    params: dict[str, Any]
+
+
+class ComparisonStep(_Part):
+    """What the comparison task hands on: the statistics, the fingerprint and a replay's distance."""
+
+    comparison: Comparison
+    fingerprint: Fingerprint
+    replay: Replay | None = None
+
+
+class GateDecision(_Part):
+    """The gate's judgement of one model against the champion of its track."""
+
+    model: str
+    track: str
+    decision: Decision
+    reason: str
+    champion_run_id: str | None
+    comparison: PairComparison | None = None
+    attempts: int = 1
+    lost_race_to: list[str] = Field(default_factory=list)
+
+
+class ReportFiles(_Part):
+    """Where the run's report is: its index page and every file, by name."""
+
+    index: str
+    files: dict[str, str]
+
+
+class StoredObject(_Part):
+    key: str
+    bytes: int = Field(ge=0)
+
+
+class Budget(_Part):
+    minutes: float | None
+    stopped: dict[str, str]
+
+
+# ── the record ───────────────────────────────────────────────────────────────────────
+
+
+class RunRecord(_Part):
+    """One run: what it was asked, what it trained, how the models scored and compared, what
+    the gate decided, where its report is; complete once the manifest step has written it."""
+
+    schema_version: int = SCHEMA_VERSION
+    run_id: str
+    flow_run_id: str | None = None
+    params: RunParams
+    dataset: DatasetRef
+    resnet_weights_key: str | None = None
+    models: dict[str, TrainingResult] = Field(default_factory=dict)
+    metrics: dict[str, ModelMetrics] = Field(default_factory=dict)
+    comparison: Comparison | None = None
+    fingerprint: Fingerprint | None = None
+    replay: Replay | None = None
+    gate: dict[str, GateDecision] = Field(default_factory=dict)
+    report: ReportFiles | None = None
+    status: Literal["in-progress", "complete"] = "in-progress"
+    completed_at: datetime | None = None
+    objects: list[StoredObject] = Field(default_factory=list)
+
+    # Derived, and written for the people and scripts that read manifest.json.
+    @computed_field
+    @property
+    def synthetic_data(self) -> bool:
+        return self.dataset.synthetic
+
+    @computed_field
+    @property
+    def budget(self) -> Budget:
+        return Budget(
+            minutes=self.params.execution.time_budget_minutes,
+            stopped={m: t.budget_note for m, t in self.models.items() if t.budget_note},
+        )
+
+    @computed_field
+    @property
+    def stopped_by_budget(self) -> bool:
+        return any(t.stopped_by_budget for t in self.models.values())
+
+    @computed_field
+    @property
+    def scale(self) -> str | None:
+        """For the small presets, a plain sentence that this is no result of the report's protocol."""
+        if self.params.preset not in ("demo", "smoke"):
+            return None
+        return (
+            f"a small {self.params.preset} run ({self.dataset.sizes.get('train', 0):,} training "
+            f"images, {self.params.epochs_text()} epoch(s)): not the report's protocol; run it "
+            "with `--preset seed` (16,250 images, 10 epochs)"
+        )
+
+    @property
+    def track(self) -> str:
+        return self.params.gate.track
+
+    @property
+    def confidence(self) -> float:
+        """The confidence level of the run's intervals."""
+        return self.params.comparison.confidence
+
+    def accuracy_interval(self, model: str) -> Interval | None:
+        """The model's test accuracy with its interval (None for a run without statistics)."""
+        if self.comparison is None or model not in self.comparison.models:
+            return None
+        return self.comparison.models[model].accuracy
+
+    @model_validator(mode="before")
+    @classmethod
+    def _upgrade(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        version = data.get("schema_version", 0)
+        if not isinstance(version, int) or isinstance(version, bool) or version < 0:
+            raise ValueError(f"schema_version must be a non-negative integer, got {version!r}")
+        if version > SCHEMA_VERSION:
+            raise ValueError(
+                f"this manifest has schema_version {version}, written by a newer compare-models "
+                f"than this one (which reads up to {SCHEMA_VERSION}): upgrade compare-models to read it"
+            )
+        return _from_version_0(data) if version == 0 else data
+
+    @model_validator(mode="after")
+    def _complete(self) -> RunRecord:
+        if self.status == "complete" and (self.completed_at is None or self.report is None):
+            raise ValueError("a complete run record needs completed_at and report")
+        return self
+
+
+def _from_version_0(data: dict[str, Any]) -> dict[str, Any]:
+    """A manifest from before the record (no `schema_version`). Its `models` kept a subset of
+    each training's result: the model's name comes from its key; what was not stored (the
+    per-epoch history, which is in `history.json`, the resumed-from epoch and the fit's start
+    time) stays unset."""
+    models = {
+        name: {
+            "history": {},
+            "resumed_from_epoch": None,
+            "fit_started_at": None,
+            **entry,
+            "model": name,
+        }
+        for name, entry in (data.get("models") or {}).items()
+        if isinstance(entry, dict)
+    }
+    return {**data, "models": models, "schema_version": SCHEMA_VERSION}
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON schema of `manifest.json` (what the manifest step writes)."""
+    return RunRecord.model_json_schema(mode="serialization")
+
+
+class RunSummary(_Part):
+    """What the parent flow returns, and `compare-models run --json` prints: where the run's
+    report, manifest and models are, with its headline results."""
+
+    run_id: str
+    prefix: str
+    report: str
+    manifest: str
+    synthetic_data: bool
+    metrics: dict[str, ModelMetrics]
+    scale: str | None
+    comparison: Comparison | None
+    replay: Replay | None
+    gate: dict[str, GateDecision]
+    models: dict[str, str]
+    data: dict[str, Any]
+
+    @classmethod
+    def of(cls, record: RunRecord, manifest_uri: str, uri: Callable[[str], str]) -> RunSummary:
+        """The summary of a completed record; `uri(key)` names an object of the store."""
+        dataset = record.dataset
+        return cls(
+            run_id=record.run_id,
+            prefix=uri(layout.run_prefix(record.run_id)),
+            report=record.report.index,
+            manifest=manifest_uri,
+            synthetic_data=record.synthetic_data,
+            metrics=record.metrics,
+            scale=record.scale,
+            comparison=record.comparison,
+            replay=record.replay,
+            gate=record.gate,
+            models={m: uri(t.model_key) for m, t in record.models.items()},
+            data={
+                "name": dataset.name,
+                "synthetic": dataset.synthetic,
+                "prefix": uri(dataset.prefix),
+                "reused": dataset.reused,
+                "sizes": dataset.sizes,
+            },
+        )
+
+
+if (
+    __name__ == "__main__"
+):  # python -m compare_models.run_record > docs/reference/manifest.schema.json
+    import json
+
+    print(json.dumps(json_schema(), indent=2, sort_keys=True))

@@ -1,0 +1,146 @@
+"""A track's history, from the completed runs' records (`compare_models.runs`): the rows of
+`compare-models history`, and the report's trend of the track with its figures (drawn by
+`compare_models.trends`)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from compare_models.data.dataset import DatasetRef
+from compare_models.run_record import GateDecision, RunRecord
+
+
+def test_images_of(dataset: DatasetRef) -> tuple[str | None, str | None]:
+    """What makes two runs' test sets the same images: the archive and the test indices."""
+    return dataset.archive_sha256, dataset.test_indices_sha256 or dataset.split_indices_sha256
+
+
+class HistoryRow(BaseModel):
+    """One completed run and model: metrics with the accuracy interval and the gate's decision."""
+
+    run_id: str
+    completed_at: str | None
+    track: str
+    model: str
+    accuracy: float
+    ci_low: float | None
+    ci_high: float | None
+    confidence: float
+    f1_macro: float
+    decision: str | None
+    champion_run_id: str | None
+    data: str
+
+
+def rows(
+    records: list[RunRecord],
+    *,
+    model: str | None = None,
+    track: str | None = None,
+    last: int | None = None,
+) -> list[HistoryRow]:
+    """One row per completed run and model, in the order of `records`."""
+    found = []
+    for record in records:
+        if track and record.track != track:
+            continue
+        for name, metrics in record.metrics.items():
+            if model and name != model:
+                continue
+            interval = record.accuracy_interval(name)
+            decision = record.gate.get(name)
+            found.append(
+                HistoryRow(
+                    run_id=record.run_id,
+                    completed_at=record.completed_at.isoformat() if record.completed_at else None,
+                    track=record.track,
+                    model=name,
+                    accuracy=metrics.accuracy,
+                    ci_low=interval.ci_low if interval else None,
+                    ci_high=interval.ci_high if interval else None,
+                    confidence=record.confidence,
+                    f1_macro=metrics.f1_macro,
+                    decision=decision.decision if decision else None,
+                    champion_run_id=decision.champion_run_id if decision else None,
+                    data=record.dataset.name,
+                )
+            )
+    return found[:last] if last else found
+
+
+def trend_points(
+    records: list[RunRecord], *, current: RunRecord, last: int
+) -> list[dict[str, Any]]:
+    """The accuracy trend of the report: the last `last` completed runs of the current run's
+    track tested on the same images, oldest first, ending with the current run."""
+    same = [
+        r
+        for r in records
+        if r.track == current.track
+        and test_images_of(r.dataset) == test_images_of(current.dataset)
+        and r.run_id != current.run_id
+    ]
+    points = []
+    for record in [*reversed(same[: last - 1]), current]:
+        points.append(
+            {
+                "run_id": record.run_id,
+                "completed_at": record.completed_at.isoformat() if record.completed_at else None,
+                "models": {
+                    m: {
+                        "accuracy": interval.model_dump() if interval else None,
+                        "decision": record.gate[m].decision if m in record.gate else None,
+                    }
+                    for m in record.metrics
+                    for interval in [record.accuracy_interval(m)]
+                },
+            }
+        )
+    return points
+
+
+def champion_figures(
+    records: list[RunRecord], *, current: RunRecord, last: int, out_dir: Path
+) -> list[tuple[Path, str]]:
+    """The report's "vs champion" figures: the accuracy trend of the track and, for models
+    compared with a champion, the per-class recall changes."""
+    from compare_models import trends
+
+    points = trend_points(records, current=current, last=last)
+    level = f"{100 * current.confidence:g}%"
+    figures = [
+        (
+            trends.plot_accuracy_trend(
+                points, out_dir / "accuracy_trend.png", confidence=current.confidence
+            ),
+            f"Test accuracy ({level} CI) over the last {len(points)} comparable run(s) of track "
+            f"{current.track}, with promotions and regressions",
+        )
+    ]
+    figures.append(
+        (
+            trends.plot_recall_changes(
+                recall_changes(current.gate), out_dir / "recall_changes.png"
+            ),
+            "Per-class recall change against the champion (points; * significant after Holm)",
+        )
+    )
+    return figures
+
+
+def recall_changes(decisions: Mapping[str, GateDecision]) -> dict[str, dict[str, Any]]:
+    """Per model compared with a champion: each class's recall change and its significance."""
+    return {
+        model: {
+            "class_names": [c.class_name for c in d.comparison.per_class],
+            "difference": [c.difference for c in d.comparison.per_class],
+            "significant": [c.significant for c in d.comparison.per_class],
+            "champion_run_id": d.champion_run_id,
+        }
+        for model, d in decisions.items()
+        if d.comparison is not None
+    }
