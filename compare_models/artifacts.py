@@ -24,7 +24,7 @@ from compare_models.data.errors import DataError
 from compare_models.evaluation import metrics_tables
 from compare_models.run_claim import guard_run_prefix
 from compare_models.run_record import Comparison, Replay, ReportFiles, RunRecord, StoredObject
-from compare_models.runs import read_record
+from compare_models.runs import completed_records, read_record
 from compare_models.store import ArtifactStore
 from compare_models.training_jobs import TrainingResult
 
@@ -62,6 +62,7 @@ class RunArtifacts:
         self._test_split: tuple[np.ndarray, np.ndarray] | None = None
         self._predictions: dict[str, np.ndarray] = {}
         self._metrics: dict[str, dict[str, Any]] = {}
+        self._completed: list[RunRecord] | None = None
 
     @classmethod
     def of(
@@ -114,6 +115,14 @@ class RunArtifacts:
             if model not in self._metrics:
                 self._metrics[model] = self.store.get_json(layout.metrics_key(self.run_id, model))
             return self._metrics[model]
+
+    def completed_runs(self) -> list[RunRecord]:
+        """Every completed run in the bucket, newest first: the history the gate's noise band
+        and the report's trend read (listed once per process)."""
+        with self._loading:
+            if self._completed is None:
+                self._completed = completed_records(self.store)
+            return self._completed
 
     # ── saves ────────────────────────────────────────────────────────────────────────
 

@@ -29,7 +29,7 @@ from compare_models import layout
 from compare_models.comparison import compare_pair
 from compare_models.config import ComparisonParams, GatePolicy
 from compare_models.fingerprint import data_identity
-from compare_models.run_record import GateDecision, PairComparison, RunRecord
+from compare_models.run_record import GateDecision, NoiseBand, PairComparison, RunRecord
 from compare_models.store import ArtifactStore, PreconditionFailed, StoreError
 
 #: Decisions, in the words the manifest, report, CLI and events use.
@@ -93,8 +93,18 @@ def comparable(champion: Mapping[str, Any], dataset: Mapping[str, Any]) -> tuple
     return True, ""
 
 
-def decide(pair: PairComparison | Mapping[str, Any], policy: GatePolicy) -> tuple[str, str]:
-    """(decision, reason) from the paired comparison champion (a) vs challenger (b)."""
+WITHIN_NOISE = "within-noise"
+
+
+def decide(
+    pair: PairComparison | Mapping[str, Any], policy: GatePolicy, band: NoiseBand | None = None
+) -> tuple[str, str]:
+    """(decision, reason) from the paired comparison champion (a) vs challenger (b).
+
+    A significant difference counts only beyond the noise `band` (None: no band, every
+    significant difference counts): worse beyond it is a regression, worse within it is
+    within-noise, better beyond it (and by `min_improvement`) promotes. Each class is judged
+    against its own band. The reason gives the numbers: difference, interval, p-value, band."""
     pair = pair if isinstance(pair, PairComparison) else PairComparison.model_validate(pair)
     diff, p = pair.difference.accuracy, pair.mcnemar.pvalue
     level = f"{100 * pair.settings.confidence:g}%"
@@ -102,28 +112,56 @@ def decide(pair: PairComparison | Mapping[str, Any], policy: GatePolicy) -> tupl
         f"{100 * diff.estimate:+.2f} points ({level} CI {100 * diff.ci_low:+.2f} to "
         f"{100 * diff.ci_high:+.2f})"
     )
+    width = band.points if band else 0.0
+    noise = f"; noise band ±{100 * width:.2f} points ({band.source}: {band.detail})" if band else ""
     worse = pair.worse_classes
-    if p < policy.alpha and diff.estimate < 0:
+    beyond = [
+        c.class_name
+        for c in pair.per_class
+        if c.class_name in worse
+        and -c.difference > (band.class_points.get(c.class_name, 0.0) if band else 0.0)
+    ]
+    significant = p < policy.alpha
+    if significant and diff.estimate < -width:
         return (
             REGRESSION,
-            f"significantly worse than the champion: accuracy {points}, McNemar p = {p:.3g}",
+            f"significantly worse than the champion: accuracy {points}, McNemar p = {p:.3g}{noise}",
         )
-    if policy.class_regressions and worse:
+    if policy.class_regressions and beyond:
         return REGRESSION, (
-            f"significantly worse than the champion in {len(worse)} class(es) after Holm's correction "
-            f"({', '.join(worse)}); overall {points}, p = {p:.3g}"
+            f"significantly worse than the champion in {len(beyond)} class(es) after Holm's correction"
+            f"{', beyond their noise bands' if band else ''} ({', '.join(beyond)}); overall {points}, "
+            f"p = {p:.3g}{noise}"
         )
-    if p < policy.alpha and diff.estimate >= policy.min_improvement:
+    worse_overall = significant and diff.estimate < 0
+    if worse_overall or (policy.class_regressions and worse):
+        classes = (
+            f"; worse in {len(worse)} class(es) after Holm's correction ({', '.join(worse)}), "
+            "within their noise bands"
+            if policy.class_regressions and worse
+            else ""
+        )
+        overall = "significantly worse" if worse_overall else "not significantly worse"
+        return WITHIN_NOISE, (
+            f"{overall} than the champion, but within the noise band: accuracy {points}, "
+            f"McNemar p = {p:.3g}{classes}{noise}"
+        )
+    if significant and diff.estimate > width and diff.estimate >= policy.min_improvement:
         return (
             PROMOTED,
-            f"significantly better than the champion: accuracy {points}, McNemar p = {p:.3g}",
+            f"significantly better than the champion: accuracy {points}, McNemar p = {p:.3g}{noise}",
         )
-    if p < policy.alpha:
+    if significant and diff.estimate > width:
         return NO_CHANGE, (
             f"better, but by less than the policy's minimum of {100 * policy.min_improvement:.2f} points: "
-            f"{points}, p = {p:.3g}"
+            f"{points}, p = {p:.3g}{noise}"
         )
-    return NO_CHANGE, f"no significant change: accuracy {points}, McNemar p = {p:.3g}"
+    if significant and diff.estimate > 0:
+        return (
+            NO_CHANGE,
+            f"better, but within the noise band: accuracy {points}, McNemar p = {p:.3g}{noise}",
+        )
+    return NO_CHANGE, f"no significant change: accuracy {points}, McNemar p = {p:.3g}{noise}"
 
 
 def _promote(record: dict[str, Any] | None, entry: dict[str, Any]) -> dict[str, Any]:
@@ -151,13 +189,15 @@ class Challenger:
     """A new model to judge: the entry it would become as champion, and its test predictions.
     `hold`, when given, is why it must not be promoted whatever it scores (e.g. "stopped by
     budget after 1 of 3 epochs": its model will still change); it is judged all the same, and
-    a regression is still one."""
+    a regression is still one. `band` is the noise band its differences must leave to count
+    (`compare_models.noise_band`; None: every significant difference counts)."""
 
     run_id: str
     model: str
     entry: dict[str, Any]
     probs: np.ndarray
     hold: str | None = None
+    band: NoiseBand | None = None
 
 
 @dataclass(frozen=True)
@@ -210,8 +250,8 @@ class Judge:
                 alpha=self.policy.alpha,
             )
         )
-        decision, reason = decide(pair, self.policy)
-        return decided(decision=decision, reason=reason, comparison=pair)
+        decision, reason = decide(pair, self.policy, challenger.band)
+        return decided(decision=decision, reason=reason, comparison=pair, band=challenger.band)
 
 
 def promote_if_unchanged(

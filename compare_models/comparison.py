@@ -29,6 +29,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from sklearn.metrics import accuracy_score, f1_score, recall_score
@@ -345,10 +346,7 @@ def compare_pair(
     name_a: str,
     name_b: str,
     class_names: Sequence[str],
-    n_resamples: int = DEFAULT_RESAMPLES,
-    seed: int = DEFAULT_SEED,
-    confidence: float = 0.95,
-    alpha: float = ALPHA,
+    **options: Any,
 ) -> dict:
     """Compare two models on the same test images, with paired tests and intervals.
 
@@ -364,10 +362,10 @@ def compare_pair(
         name_a: Name of model a.
         name_b: Name of model b (must differ from name_a).
         class_names: Names of the k classes.
-        n_resamples: Bootstrap resamples (at least 1000).
-        seed: Seed for ``numpy.random.default_rng``.
-        confidence: Interval coverage, e.g. 0.95.
-        alpha: Significance level for McNemar and the Holm-adjusted per-class tests.
+        **options: The settings of :func:`compare_all`, with its defaults: ``n_resamples``
+            (bootstrap resamples, at least 1000), ``seed`` (for ``numpy.random.default_rng``),
+            ``confidence`` (interval coverage, e.g. 0.95) and ``alpha`` (significance level for
+            McNemar and the Holm-adjusted per-class tests).
 
     Returns:
         A JSON-ready dict: ``a``, ``b``, ``n``, ``table``, ``mcnemar``, ``accuracy`` and
@@ -381,13 +379,7 @@ def compare_pair(
     if name_a == name_b:
         raise ValueError(f"name_a and name_b must differ, both are {name_a!r}")
     result = compare_all(
-        y_true,
-        {name_a: prob_a, name_b: prob_b},
-        class_names=class_names,
-        n_resamples=n_resamples,
-        seed=seed,
-        confidence=confidence,
-        alpha=alpha,
+        y_true, {name_a: prob_a, name_b: prob_b}, class_names=class_names, **options
     )
     return result["pairs"][0]
 

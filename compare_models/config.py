@@ -29,6 +29,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticUndefined
 from pydantic_settings import (
     BaseSettings,
     DotEnvSettingsSource,
@@ -71,6 +72,14 @@ def project_root() -> Path:
 # ── Settings: where things are ────────────────────────────────────────────────
 
 
+def _env(
+    variable: str, default: Any = PydanticUndefined, description: str | None = None, **field: Any
+) -> Any:
+    """A settings field read from the environment variable `variable` (or the env file);
+    `field` carries pydantic's other `Field` arguments (bounds, pattern, default_factory)."""
+    return Field(default=default, validation_alias=variable, description=description, **field)
+
+
 class Settings(BaseSettings):
     """Environment-driven settings. Every field has the name users already know."""
 
@@ -96,61 +105,59 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"),
         description="S3 endpoint; unset means AWS S3 itself.",
     )
-    aws_access_key_id: SecretStr | None = Field(default=None, validation_alias="AWS_ACCESS_KEY_ID")
-    aws_secret_access_key: SecretStr | None = Field(
-        default=None, validation_alias="AWS_SECRET_ACCESS_KEY"
-    )
+    aws_access_key_id: SecretStr | None = _env("AWS_ACCESS_KEY_ID", None)
+    aws_secret_access_key: SecretStr | None = _env("AWS_SECRET_ACCESS_KEY", None)
     aws_region: str = Field(
         default="us-east-1", validation_alias=AliasChoices("AWS_REGION", "AWS_DEFAULT_REGION")
     )
-    bucket: str = Field(default="compare-models", validation_alias="COMPARE_MODELS_BUCKET")
-    prefect_api_url: str | None = Field(default=None, validation_alias="PREFECT_API_URL")
-    prefect_ui_url: str | None = Field(default=None, validation_alias="PREFECT_UI_URL")
-    home: Path = Field(
-        default_factory=lambda: project_root() / ".compare-models",
-        validation_alias="COMPARE_MODELS_HOME",
+    bucket: str = _env("COMPARE_MODELS_BUCKET", "compare-models")
+    prefect_api_url: str | None = _env("PREFECT_API_URL", None)
+    prefect_ui_url: str | None = _env("PREFECT_UI_URL", None)
+    home: Path = _env(
+        "COMPARE_MODELS_HOME",
         description="Git-ignored folder for local service data, logs and caches.",
+        default_factory=lambda: project_root() / ".compare-models",
     )
-    presign_seconds: int = Field(
-        default=7 * 24 * 3600,
+    presign_seconds: int = _env(
+        "COMPARE_MODELS_PRESIGN_SECONDS",
+        7 * 24 * 3600,
+        "Lifetime of presigned links; S3 caps it at 7 days",
         gt=0,
         le=7 * 24 * 3600,
-        validation_alias="COMPARE_MODELS_PRESIGN_SECONDS",
-        description="Lifetime of presigned links; S3 caps it at 7 days",
     )
-    public_s3_url: str | None = Field(
-        default=None,
-        validation_alias="COMPARE_MODELS_PUBLIC_S3_URL",
-        description="S3 endpoint a person's browser reaches (e.g. http://localhost:9000), used only to presign "
+    public_s3_url: str | None = _env(
+        "COMPARE_MODELS_PUBLIC_S3_URL",
+        None,
+        "S3 endpoint a person's browser reaches (e.g. http://localhost:9000), used only to presign "
         "report and model links; unset means the endpoint the workers use",
     )
-    allow_gpu_less_training: bool = Field(
-        default=False,
-        validation_alias="COMPARE_MODELS_ALLOW_CPU_TRAINING",
-        description="Let a train-model run on the GPU pool train on the CPU when it sees no GPU",
+    allow_gpu_less_training: bool = _env(
+        "COMPARE_MODELS_ALLOW_CPU_TRAINING",
+        False,
+        "Let a train-model run on the GPU pool train on the CPU when it sees no GPU",
     )
-    alert_webhook_url: SecretStr | None = Field(
-        default=None,
-        validation_alias="COMPARE_MODELS_ALERT_WEBHOOK_URL",
-        description="Where `compare-models deploy` points the regression notification (Slack or any HTTP "
+    alert_webhook_url: SecretStr | None = _env(
+        "COMPARE_MODELS_ALERT_WEBHOOK_URL",
+        None,
+        "Where `compare-models deploy` points the regression notification (Slack or any HTTP "
         "endpoint); a secret, since webhook URLs carry their own token",
     )
-    imagenet_weights_md5: str = Field(
-        default="4d473c1dd8becc155b73f8504c6f6626",
+    imagenet_weights_md5: str = _env(
+        "COMPARE_MODELS_IMAGENET_WEIGHTS_MD5",
+        "4d473c1dd8becc155b73f8504c6f6626",
+        "MD5 the downloaded ImageNet weights must have (Keras' published hash; set it with a mirror's file)",
         pattern=r"^[0-9a-fA-F]{32}$",
-        validation_alias="COMPARE_MODELS_IMAGENET_WEIGHTS_MD5",
-        description="MD5 the downloaded ImageNet weights must have (Keras' published hash; set it with a mirror's file)",
     )
-    allow_private_urls: bool = Field(
-        default=False,
-        validation_alias="COMPARE_MODELS_ALLOW_PRIVATE_URLS",
-        description="Let http(s) data and weights sources point at loopback, link-local or private addresses",
+    allow_private_urls: bool = _env(
+        "COMPARE_MODELS_ALLOW_PRIVATE_URLS",
+        False,
+        "Let http(s) data and weights sources point at loopback, link-local or private addresses",
     )
-    imagenet_weights_url: str = Field(
-        default="https://storage.googleapis.com/tensorflow/keras-applications/resnet/"
+    imagenet_weights_url: str = _env(
+        "COMPARE_MODELS_IMAGENET_WEIGHTS_URL",
+        "https://storage.googleapis.com/tensorflow/keras-applications/resnet/"
         "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
-        validation_alias="COMPARE_MODELS_IMAGENET_WEIGHTS_URL",
-        description="Where Keras' ResNet50 ImageNet weights are downloaded from (a mirror may be set)",
+        "Where Keras' ResNet50 ImageNet weights are downloaded from (a mirror may be set)",
     )
 
     @field_validator("bucket")
@@ -247,6 +254,21 @@ class TrainParams(BaseModel):
         description="TF intra-op threads per training process; 0 = share of cores",
     )
     seed: int = Field(default=42, ge=0, le=2**32 - 1)
+    replicas: int = Field(
+        default=1,
+        ge=1,
+        le=16,
+        description="Train each model this many times, with seeds seed, seed+1, ...: the run keeps the "
+        "replica best on validation data, and the spread across seeds is the recipe's own noise",
+    )
+
+    def check_replica_seeds(self, model: str) -> None:
+        """Replica r trains with seed + r: every one of them must be a valid seed."""
+        if self.seed + self.replicas - 1 > 2**32 - 1:
+            raise ValueError(
+                f"{model}: seed {self.seed} with {self.replicas} replicas needs seeds up to "
+                f"{self.seed + self.replicas - 1}, past the largest seed {2**32 - 1}: choose a smaller seed"
+            )
 
 
 class ExecutionParams(BaseModel):
@@ -322,6 +344,53 @@ class ComparisonParams(BaseModel):
     )
 
 
+class NoisePolicy(BaseModel):
+    """How the gate tells retraining noise from a regression: a band around the champion's
+    accuracy that a challenger must leave, worse or better, before it counts.
+
+    The band is a `coverage` prediction interval for the difference between two runs of the
+    recipe: Student's t quantile with n - 1 degrees of freedom x sqrt(2) x the standard
+    deviation of n accuracies of the recipe, so that a small sample gives a wide band. The
+    accuracies are the run's replicas when it has two or more, else the track's recent
+    comparable runs that were no regression (at least `min_history` of them, the last
+    `trend_runs`), else the typed tolerances below. Each class has its own band, from the same
+    sources, on its recall.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = Field(
+        default=True, description="Off: every significant difference counts (no band)"
+    )
+    coverage: float = Field(
+        default=0.95,
+        ge=0.5,
+        lt=1,
+        description="How much of the recipe's own run-to-run spread the band covers",
+    )
+    min_history: int = Field(
+        default=3,
+        ge=2,
+        le=500,
+        description="Comparable earlier runs of the track needed to estimate the band from them",
+    )
+    # The defaults are about two standard deviations of the difference between two smoke runs
+    # (1,000 test images, about 100 a class) that differ only in their seed: a class's recall
+    # moved by up to 28 points between seeds (`benchmarks/gate_noise.py`; docs/benchmarks.md).
+    tolerance_points: float = Field(
+        default=6.0,
+        ge=0,
+        le=100,
+        description="The band in accuracy points when there are neither replicas nor enough history",
+    )
+    class_tolerance_points: float = Field(
+        default=40.0,
+        ge=0,
+        le=100,
+        description="A class's band in recall points when there are neither replicas nor enough history",
+    )
+
+
 class GatePolicy(BaseModel):
     """How each new model (the challenger) is judged against its champion, the model in use.
 
@@ -329,9 +398,11 @@ class GatePolicy(BaseModel):
     experiments each have their own). Decisions, from McNemar's exact test and the per-class
     tests (Holm-corrected) on the same test images:
 
-    * promote when the challenger is significantly better (p < alpha and its accuracy is
-      higher by at least `min_improvement`);
-    * regression when it is significantly worse overall, or (with `class_regressions`) in any class;
+    * promote when the challenger is significantly better (p < alpha) and its accuracy is
+      higher by more than the noise band and by at least `min_improvement`;
+    * regression when it is significantly worse by more than the band, overall or (with
+      `class_regressions`) in any class (by more than that class's band);
+    * within-noise when it is significantly worse, but within the band: not promoted, no alert;
     * otherwise keep the champion: no significant change.
     """
 
@@ -359,8 +430,12 @@ class GatePolicy(BaseModel):
         default=False, description="Fail the flow run on a regression (it is still published)"
     )
     trend_runs: int = Field(
-        default=20, ge=2, le=500, description="Runs shown in the report's accuracy trend"
+        default=20,
+        ge=2,
+        le=500,
+        description="Runs shown in the report's accuracy trend, and the history the noise band uses",
     )
+    noise: NoisePolicy = NoisePolicy()
 
 
 class RunParams(BaseModel):
@@ -422,8 +497,8 @@ class RunParams(BaseModel):
             raise ValueError(
                 f"train_per_model names unknown model(s) {unknown}; choose from {sorted(known)}"
             )
-        for model in self.train_per_model:
-            self.train_for(model)
+        for model in dict.fromkeys([*self.train_per_model, *self.models]):
+            self.train_for(model).check_replica_seeds(model)
         return self
 
     def train_for(self, model: str) -> TrainParams:

@@ -12,15 +12,19 @@ README's "What a run stores" table is this module in prose). No other module spe
     runs/<run>/claim.json                                     the flow run writing this run (claimed first)
     runs/<run>/manifest.json                                  written last: the run is complete
     runs/<run>/previous/manifest-<time>.json                  a budget-stopped manifest, kept when continued
-    runs/<run>/models/<model>.keras                           trained models
-    runs/<run>/training/<model>/history.json                  per-epoch history + training result
-    runs/<run>/training/<model>/predictions.npz               test-set probabilities
-    runs/<run>/checkpoints/<model>/{epoch-NNNN.keras,state.json}  resumable state, removed on success
-    runs/<run>/metrics/<model>.json, <model>_<table>.csv      scikit-learn metrics
+    runs/<run>/models/<name>.keras                            trained models
+    runs/<run>/training/<name>/history.json                   per-epoch history + training result
+    runs/<run>/training/<name>/predictions.npz                test-set probabilities
+    runs/<run>/checkpoints/<name>/{epoch-NNNN.keras,state.json}   resumable state, removed on success
+    runs/<run>/metrics/<name>.json, <name>_<table>.csv        scikit-learn metrics
     runs/<run>/metrics/comparison.json                        the paired comparison of the models
     runs/<run>/metrics/replay.json                            a replay against its original run
     runs/<run>/report/index.html, *.png, *.csv                the report
     champions/<track>/<model>.json                            the champion of a model, with its history
+
+A training's `<name>` is its model's name, or with `train.replicas` > 1 for every replica but
+the first `<model>.r<k>` (`training_name`): `cnn`, `cnn.r1`, `cnn.r2`. A registered model name
+holds no '.' (`registry.NAME`), so the names of two trainings never collide.
 """
 
 from __future__ import annotations
@@ -28,11 +32,29 @@ from __future__ import annotations
 import hashlib
 import re
 
+from compare_models import registry
+
 MANIFEST = "manifest.json"
 LATEST = "runs/latest.json"
 RUNS = "runs/"
 
 # ── runs ──────────────────────────────────────────────────────────────────────
+
+#: A training's name (`training_name`): a registered model name (`registry.NAME`), then for
+#: replica k >= 1 of that model `.r<k>` (k without leading zeros).
+TRAINING_NAME = re.compile(rf"(?:{registry.NAME.pattern})(?:\.r[1-9][0-9]*)?")
+
+
+def training_name(model: str, replica: int = 0) -> str:
+    """The name of one training of `model` in a run, in its keys: the model's name for the
+    first (or only) replica, `<model>.r<k>` for replica k >= 1."""
+    name = model if replica == 0 else f"{model}.r{replica}"
+    if replica < 0 or not TRAINING_NAME.fullmatch(name):
+        raise ValueError(
+            f"no training name for model {model!r}, replica {replica}: a model name is 1-32 "
+            "lowercase letters, digits, '_' or '-' starting with a letter, a replica 0 or more"
+        )
+    return name
 
 
 def run_prefix(run_id: str) -> str:

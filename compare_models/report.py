@@ -102,12 +102,19 @@ class Sections:
 
     Attributes:
         comparison: ``compare_models.comparison.compare_all``'s record (verdicts, intervals,
-            paired tables, per-class tests), with ``calibration`` {model: {"ece"}} added.
+            paired tables, per-class tests), with ``calibration`` {model: {"ece"}} added and,
+            with replicas, ``recipes`` (``run_record.RecipeComparison``: each model's test
+            accuracy per seed, its mean and std, and each pair's Welch test over seeds).
         disagreement: figures already written into the report folder (gallery, confident
             mistakes, reliability diagram) with their captions.
         replay: how far a replay landed from its original run.
-        gate: each model's decision against its champion (``compare_models.champions.gate``).
+        gate: each model's decision against its champion (``compare_models.champions.gate``),
+            with its noise ``band`` (``run_record.NoiseBand``) where the gate used one.
         gate_figures: the champion section's figures (accuracy trend, recall changes).
+        replicas: with ``train.replicas`` > 1, per model, every replica in seed order:
+            ``{model: [{"replica": int, "seed": int | None, "val_accuracy": float | None,
+            "test_accuracy": float | None, "kept": bool}]}``; ``kept`` marks the one the run
+            keeps (best on validation data).
     """
 
     comparison: Mapping | None = None
@@ -115,6 +122,7 @@ class Sections:
     replay: Mapping | None = None
     gate: Mapping | None = None
     gate_figures: Sequence[tuple[Path, str]] = ()
+    replicas: Mapping | None = None
 
     @property
     def figures(self) -> list[tuple[Path, str]]:
@@ -419,17 +427,27 @@ figcaption { color: #57606a; font-size: 0.9rem; }
 pre { background: #f6f8fa; padding: 0.8rem; overflow-x: auto; font-size: 0.85rem; }
 .banner { background: #fff3cd; border: 3px solid #d4a72c; color: #7a4d00; font-size: 1.4rem;
           font-weight: 700; padding: 0.9rem 1.2rem; margin: 1rem 0; text-align: center; }
+tr.decision-regression { background: #ffebe9; color: #82071e; }
+tr.decision-within-noise { background: #fff8c5; color: #633c01; }
+tr.decision-promoted, tr.decision-first-champion { background: #dafbe1; color: #116329; }
+tr.kept { font-weight: 600; background: #ddf4ff; }
+.note { color: #57606a; }
 """
 
 
 def _html_table(
-    header: Sequence[str], rows: Sequence[Sequence[object]], numeric: Sequence[bool] | None = None
+    header: Sequence[str],
+    rows: Sequence[Sequence[object]],
+    numeric: Sequence[bool] | None = None,
+    row_classes: Sequence[str | None] | None = None,
 ) -> str:
-    """A plain HTML table in which every header and cell is html.escape'd."""
+    """A plain HTML table in which every header and cell is html.escape'd; `row_classes`
+    gives each row a CSS class (None: none)."""
     numeric = list(numeric) if numeric is not None else [False] * len(header)
+    classes = list(row_classes) if row_classes is not None else [None] * len(rows)
     head = "".join(f"<th>{html.escape(str(cell))}</th>" for cell in header)
     body = "\n".join(
-        "<tr>"
+        (f'<tr class="{html.escape(css, quote=True)}">' if css else "<tr>")
         + "".join(
             f'<td class="num">{html.escape(str(cell))}</td>'
             if is_num
@@ -437,7 +455,7 @@ def _html_table(
             for cell, is_num in zip(row, numeric, strict=True)
         )
         + "</tr>"
-        for row in rows
+        for row, css in zip(rows, classes, strict=True)
     )
     return f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n{body}\n</tbody>\n</table>"
 
@@ -502,7 +520,11 @@ def _intervals_html(comparison: Mapping) -> str:
     return _html_table(header, rows, [False, True, True, True])
 
 
-def _pair_html(pair: Mapping) -> str:
+#: With replicas, what the McNemar verdicts are about (the recipes have their own section).
+MODELS_LABEL = "these two trained models"
+
+
+def _pair_html(pair: Mapping, *, label_models: bool = False) -> str:
     table, test = pair["table"], pair["mcnemar"]
     a, b = pair["a"], pair["b"]
     summary = _html_table(
@@ -552,8 +574,10 @@ def _pair_html(pair: Mapping) -> str:
     )
     return "\n".join(
         [
-            f"<h3>{html.escape(a)} vs {html.escape(b)}</h3>",
-            f"<p><strong>{html.escape(pair['verdict'])}</strong></p>",
+            f"<h3>{html.escape(a)} vs {html.escape(b)}"
+            + (f" ({html.escape(MODELS_LABEL)})" if label_models else "")
+            + "</h3>",
+            f"<p><strong>{html.escape(_models_verdict(pair['verdict'], label_models))}</strong></p>",
             "<h4>Paired outcomes on the same test images</h4>",
             summary,
             numbers,
@@ -563,19 +587,121 @@ def _pair_html(pair: Mapping) -> str:
     )
 
 
+def _models_verdict(verdict: str, label_models: bool) -> str:
+    """A McNemar verdict, said to be about the two trained models when recipes are compared too."""
+    return f"About {MODELS_LABEL}: {verdict}" if label_models else verdict
+
+
 def _statistics_html(comparison: Mapping) -> list[str]:
     settings = comparison["settings"]
+    recipes = bool(comparison.get("recipes"))
     parts = [
         "<h2>How sure is this comparison?</h2>",
         f"<p>Intervals: {html.escape(str(settings['method']))}, {int(settings['resamples']):,} resamples "
         f"(seed {int(settings['seed'])}). Significance: McNemar's exact test at α = {float(settings['alpha']):g}, "
         "per class with Holm's correction. ECE: expected calibration error of the top-label confidence.</p>",
     ]
+    if recipes:
+        parts.append(
+            f'<p class="note">These tests are about {html.escape(MODELS_LABEL)}: the replica of '
+            "each model that the run keeps, on the same test images. Whether one recipe beats "
+            "another beyond the seed-to-seed spread is in “Recipes across seeds”.</p>"
+        )
     parts += [
-        f'<p class="verdict"><strong>{html.escape(v)}</strong></p>' for v in comparison["verdicts"]
+        f'<p class="verdict"><strong>{html.escape(_models_verdict(v, recipes))}</strong></p>'
+        for v in comparison["verdicts"]
     ]
     parts.append(_intervals_html(comparison))
-    parts += [_pair_html(pair) for pair in comparison["pairs"]]
+    parts += [_pair_html(pair, label_models=recipes) for pair in comparison["pairs"]]
+    return parts
+
+
+def _recipes_html(recipes: Mapping, settings: Mapping) -> list[str]:
+    """The recipes compared across seeds: each model's accuracies over its seeds, and each
+    pair's Welch test of the difference of the means."""
+    level = f"{100 * float(settings['confidence']):g}%"
+    parts = [
+        "<h2>Recipes across seeds</h2>",
+        '<p class="note">About the recipes (architecture and training), not one trained model '
+        "each: every model was trained with several seeds and each replica tested on the same "
+        "images. Welch's t-test on the replicas' test accuracies asks whether one recipe's mean "
+        f"beats the other's beyond the seed-to-seed spread (α = {float(settings['alpha']):g}).</p>",
+        _html_table(
+            ["recipe", "seeds (n)", "test accuracy per seed", "mean ± std"],
+            [
+                [
+                    name,
+                    f"{', '.join(str(seed) for seed in m['seeds'])} ({len(m['accuracies'])})",
+                    ", ".join(_fmt_metric(a) for a in m["accuracies"]),
+                    f"{_fmt_metric(m['mean'])} ± {_fmt_metric(m['std'])}",
+                ]
+                for name, m in recipes["models"].items()
+            ],
+            [False, False, True, True],
+        ),
+    ]
+    pairs = recipes["pairs"]
+    if not pairs:
+        parts.append("<p>No two recipes with two or more seeds each to compare.</p>")
+        return parts
+    parts += [
+        f'<p class="verdict"><strong>Recipes: {html.escape(p["verdict"])}</strong></p>'
+        for p in pairs
+    ]
+    parts.append(
+        _html_table(
+            [
+                "recipes",
+                f"mean accuracy b − a (points, {level} CI)",
+                "Welch p",
+                "significant",
+                "better recipe",
+            ],
+            [
+                [
+                    f"{p['a']} (a) vs {p['b']} (b)",
+                    _ci(p["difference"], 100, 2),
+                    f"{float(p['pvalue']):.3g}",
+                    "yes" if p["significant"] else "no",
+                    p["better"] or "neither",
+                ]
+                for p in pairs
+            ],
+            [False, True, True, False, False],
+        )
+    )
+    return parts
+
+
+KEPT_NOTE = "kept: best on validation data"
+
+
+def _replicas_html(replicas: Mapping) -> list[str]:
+    """Per model, every replica's seed and accuracies, marking the one the run keeps."""
+    parts = [
+        "<h2>Replicas</h2>",
+        '<p class="note">Each model was trained once per seed; the run keeps the replica best '
+        "on validation data, and the others measure the recipe's seed-to-seed noise.</p>",
+    ]
+    for model, rows in replicas.items():
+        parts += [
+            f"<h3>{html.escape(str(model))}</h3>",
+            _html_table(
+                ["replica", "seed", "final validation accuracy", "test accuracy", ""],
+                [
+                    [
+                        r["replica"],
+                        "-" if r.get("seed") is None else r["seed"],
+                        _fmt_metric(r.get("val_accuracy")),
+                        _fmt_metric(r.get("test_accuracy")),
+                        KEPT_NOTE if r.get("kept") else "",
+                    ]
+                    for r in rows
+                ],
+                [True, True, True, True, False],
+                ["kept" if r.get("kept") else None for r in rows],
+            ),
+        ]
     return parts
 
 
@@ -630,13 +756,40 @@ def _embedded_figure(path: Path, caption: str) -> str:
     )
 
 
+def _band_text(band: Mapping | None) -> str:
+    """ "±1.20 points (replicas: ...)": a decision's noise band, or "-" where it had none."""
+    if not band:
+        return "-"
+    where = f"({band['source']}: {band['detail']})"
+    if band["source"] == "off":
+        return f"none {where}"
+    text = f"±{100 * float(band['points']):.2f} points {where}"
+    per_class = [float(v) for v in (band.get("class_points") or {}).values()]
+    if per_class:
+        low, high = 100 * min(per_class), 100 * max(per_class)
+        spread = f"±{low:.2f}" if low == high else f"±{low:.2f} to ±{high:.2f}"
+        text += f"; per class {spread} points"
+    return text
+
+
 def _gate_html(gate: Mapping, figures: Sequence[tuple[Path, str]]) -> list[str]:
-    rows = []
+    rows, classes = [], []
     for model, d in gate.items():
         pair = d.get("comparison")
         diff = f"{100 * pair['difference']['accuracy']['estimate']:+.2f}" if pair else "-"
         p = f"{float(pair['mcnemar']['pvalue']):.3g}" if pair else "-"
-        rows.append([model, d["decision"], d["champion_run_id"] or "-", diff, p, d["reason"]])
+        rows.append(
+            [
+                model,
+                d["decision"],
+                d["champion_run_id"] or "-",
+                diff,
+                p,
+                _band_text(d.get("band")),
+                d["reason"],
+            ]
+        )
+        classes.append(f"decision-{d['decision']}")
     track = next(iter(gate.values()))["track"] if gate else ""
     return [
         f"<h2>vs champion (track {html.escape(str(track))})</h2>",
@@ -647,10 +800,12 @@ def _gate_html(gate: Mapping, figures: Sequence[tuple[Path, str]]) -> list[str]:
                 "champion run",
                 "accuracy change (points)",
                 "McNemar p",
+                "noise band",
                 "reason",
             ],
             rows,
-            [False, False, False, True, True, False],
+            [False, False, False, True, True, False, False],
+            classes,
         ),
         *(_embedded_figure(path, caption) for path, caption in figures),
     ]
@@ -693,6 +848,10 @@ def _index_html(
         parts += _gate_html(sections.gate, sections.gate_figures)
     if sections.comparison is not None:
         parts += _statistics_html(sections.comparison)
+    if sections.replicas:
+        parts += _replicas_html(sections.replicas)
+    if sections.comparison is not None and sections.comparison.get("recipes"):
+        parts += _recipes_html(sections.comparison["recipes"], sections.comparison["settings"])
     if sections.disagreement:
         parts += [
             "<h2>Where the models disagree</h2>",
@@ -836,12 +995,17 @@ def markdown_summary(
         lines += ["", "## vs champion", ""]
         lines += [
             f"- **{_md_cell(model)}: {_md_cell(d['decision'])}**: {_md_cell(d['reason'])}"
+            + (f"; noise band {_md_cell(_band_text(d['band']))}" if d.get("band") else "")
             for model, d in sections.gate.items()
         ]
+    recipes = comparison.get("recipes") if comparison is not None else None
     if comparison is not None:
         level = f"{100 * float(comparison['settings']['confidence']):g}%"
         lines += ["", "## How sure is this comparison?", ""]
-        lines += [f"- **{_md_cell(verdict)}**" for verdict in comparison["verdicts"]]
+        lines += [
+            f"- **{_md_cell(_models_verdict(verdict, bool(recipes)))}**"
+            for verdict in comparison["verdicts"]
+        ]
         lines += [
             "",
             f"| model | accuracy ({level} CI) | F1 macro ({level} CI) |",
@@ -858,6 +1022,32 @@ def markdown_summary(
                     f"Classes where {_md_cell(pair['a'])} and {_md_cell(pair['b'])} differ significantly "
                     f"(Holm): {_md_cell(', '.join(pair['significant_classes']))}.",
                 ]
+    if sections.replicas:
+        lines += ["", "## Replicas", ""]
+        for model, rows in sections.replicas.items():
+            seeds = ", ".join("-" if r.get("seed") is None else str(r["seed"]) for r in rows)
+            kept = next((r for r in rows if r.get("kept")), None)
+            tests = ", ".join(_fmt_metric(r.get("test_accuracy")) for r in rows)
+            lines.append(
+                f"- **{_md_cell(model)}**: {len(rows)} replicas (seeds {_md_cell(seeds)}), test "
+                f"accuracy {tests}"
+                + (
+                    f"; kept: replica {_md_cell(kept['replica'])} (best on validation data)"
+                    if kept
+                    else ""
+                )
+            )
+    if recipes:
+        lines += ["", "## Recipes across seeds", ""]
+        lines += [
+            f"- **{_md_cell(name)}**: mean test accuracy {_fmt_metric(m['mean'])} ± "
+            f"{_fmt_metric(m['std'])} over {len(m['accuracies'])} seeds"
+            for name, m in recipes["models"].items()
+        ]
+        lines += [
+            f"- **Recipes {_md_cell(p['a'])} vs {_md_cell(p['b'])}**: {_md_cell(p['verdict'])}"
+            for p in recipes["pairs"]
+        ]
     if replay is not None:
         lines += [
             "",

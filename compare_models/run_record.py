@@ -33,7 +33,13 @@ SCHEMA_VERSION = 1
 
 #: Decisions of the gate, in the words the manifest, report, CLI and events use.
 Decision = Literal[
-    "first-champion", "promoted", "regression", "no-change", "not-comparable", "already-champion"
+    "first-champion",
+    "promoted",
+    "regression",
+    "within-noise",
+    "no-change",
+    "not-comparable",
+    "already-champion",
 ]
 
 
@@ -129,6 +135,35 @@ class Calibration(_Part):
     ece: float
 
 
+class RecipeSummary(_Part):
+    """One model's recipe over its replicas: test accuracy per seed, its mean and spread."""
+
+    seeds: list[int]
+    accuracies: list[float]
+    mean: float
+    std: float = Field(description="sample standard deviation across seeds (ddof=1)")
+
+
+class RecipePair(_Part):
+    """Two recipes compared over seeds (Welch's t-test on their replicas' test accuracies):
+    the difference of the means, b minus a, with its interval."""
+
+    a: str
+    b: str
+    difference: Interval
+    pvalue: float
+    significant: bool
+    better: str | None = Field(description="the better recipe, when the difference is significant")
+    verdict: str
+
+
+class RecipeComparison(_Part):
+    """With two or more replicas: the comparison of recipes, beside the comparison of models."""
+
+    models: dict[str, RecipeSummary]
+    pairs: list[RecipePair]
+
+
 class Comparison(_Part):
     """`metrics/comparison.json`: every model's intervals and every pair's paired test."""
 
@@ -137,6 +172,7 @@ class Comparison(_Part):
     verdicts: list[str]
     settings: ComparisonSettings
     calibration: dict[str, Calibration] = Field(default_factory=dict)
+    recipes: RecipeComparison | None = None
 
 
 # ── metrics, replay, gate, report ────────────────────────────────────────────────────
@@ -154,6 +190,9 @@ class ModelMetrics(_Part):
     f1_weighted: float
     roc_auc_macro: float | None
     roc_auc_micro: float | None
+    recall_per_class: list[float] | None = Field(
+        default=None, description="recall of each class, in class order (None in older records)"
+    )
 
 
 class ReplayOfModel(_Part):
@@ -198,6 +237,19 @@ class ComparisonStep(_Part):
     replay: Replay | None = None
 
 
+class NoiseBand(_Part):
+    """How far a challenger's accuracy may fall from (or rise above) the champion's before it
+    counts: the recipe's own seed-to-seed noise, and where that estimate came from."""
+
+    points: float = Field(
+        ge=0, description="half-width for the accuracy, a fraction (0.01 = 1 point)"
+    )
+    class_points: dict[str, float] = Field(description="half-width per class, for its recall")
+    source: Literal["replicas", "history", "tolerance", "off"]
+    runs: int = Field(ge=0, description="how many accuracies it was estimated from")
+    detail: str
+
+
 class GateDecision(_Part):
     """The gate's judgement of one model against the champion of its track."""
 
@@ -207,6 +259,7 @@ class GateDecision(_Part):
     reason: str
     champion_run_id: str | None
     comparison: PairComparison | None = None
+    band: NoiseBand | None = None
     attempts: int = 1
     lost_race_to: list[str] = Field(default_factory=list)
 
@@ -241,8 +294,17 @@ class RunRecord(_Part):
     params: RunParams
     dataset: DatasetRef
     resnet_weights_key: str | None = None
-    models: dict[str, TrainingResult] = Field(default_factory=dict)
+    models: dict[str, TrainingResult] = Field(
+        default_factory=dict, description="per model, the training the run keeps"
+    )
+    replicas: dict[str, list[TrainingResult]] = Field(
+        default_factory=dict,
+        description="with train.replicas > 1: per model, every replica's training, in seed order",
+    )
     metrics: dict[str, ModelMetrics] = Field(default_factory=dict)
+    replica_metrics: dict[str, list[ModelMetrics]] = Field(
+        default_factory=dict, description="per model, every replica's metrics, as `replicas`"
+    )
     comparison: Comparison | None = None
     fingerprint: Fingerprint | None = None
     replay: Replay | None = None
@@ -263,13 +325,18 @@ class RunRecord(_Part):
     def budget(self) -> Budget:
         return Budget(
             minutes=self.params.execution.time_budget_minutes,
-            stopped={m: t.budget_note for m, t in self.models.items() if t.budget_note},
+            stopped={t.name: t.budget_note for t in self.trainings() if t.budget_note},
         )
 
     @computed_field
     @property
     def stopped_by_budget(self) -> bool:
-        return any(t.stopped_by_budget for t in self.models.values())
+        """Any training of the run (a replica too) stopped early: a re-run continues it."""
+        return any(t.stopped_by_budget for t in self.trainings())
+
+    def trainings(self) -> list[TrainingResult]:
+        """Every training of the run: each model's replicas, or the one training it kept."""
+        return [t for m, kept in self.models.items() for t in self.replicas.get(m, [kept])]
 
     @computed_field
     @property

@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from compare_models.data.dataset import DatasetRef
-from compare_models.run_record import GateDecision, RunRecord
+from compare_models.run_record import GateDecision, NoiseBand, RunRecord
 
 
 def test_images_of(dataset: DatasetRef) -> tuple[str | None, str | None]:
@@ -112,13 +112,27 @@ def champion_figures(
 
     points = trend_points(records, current=current, last=last)
     level = f"{100 * current.confidence:g}%"
+    # Only models with a point in the current run can carry a band (the plot refuses others).
+    bands = {m: b for m, b in noise_bands(current.gate).items() if m in current.metrics}
+    caption = (
+        f"Test accuracy ({level} CI) over the last {len(points)} comparable run(s) of track "
+        f"{current.track}, with promotions, regressions and changes within the noise band"
+    )
+    if bands:
+        sources = "; ".join(f"{m}: {_band_source(current.gate[m].band)}" for m in bands)
+        caption += (
+            "; shaded: the champion's noise band (its accuracy ± the band's half-width), "
+            f"from {sources}"
+        )
     figures = [
         (
             trends.plot_accuracy_trend(
-                points, out_dir / "accuracy_trend.png", confidence=current.confidence
+                points,
+                out_dir / "accuracy_trend.png",
+                confidence=current.confidence,
+                bands=bands,
             ),
-            f"Test accuracy ({level} CI) over the last {len(points)} comparable run(s) of track "
-            f"{current.track}, with promotions and regressions",
+            caption,
         )
     ]
     figures.append(
@@ -130,6 +144,28 @@ def champion_figures(
         )
     )
     return figures
+
+
+def noise_bands(decisions: Mapping[str, GateDecision]) -> dict[str, tuple[float, float]]:
+    """Per model compared with a champion under a noise band (not "off"): the accuracy range the
+    band spans, the champion's accuracy (side `a` of the pair) ± the band's half-width, within
+    [0, 1]."""
+    bands = {}
+    for model, d in decisions.items():
+        if d.band is None or d.band.source == "off" or d.comparison is None:
+            continue
+        champion = d.comparison.accuracy.get(d.comparison.a)
+        if champion is None:
+            continue
+        centre = champion.estimate
+        bands[model] = (max(0.0, centre - d.band.points), min(1.0, centre + d.band.points))
+    return bands
+
+
+def _band_source(band: NoiseBand) -> str:
+    """ "replicas, 3 runs": where a band's estimate came from."""
+    runs = f", {band.runs} run{'' if band.runs == 1 else 's'}" if band.runs else ""
+    return f"{band.source}{runs}"
 
 
 def recall_changes(decisions: Mapping[str, GateDecision]) -> dict[str, dict[str, Any]]:

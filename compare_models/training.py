@@ -2,12 +2,13 @@
 
 This module imports Keras at the top: only training processes import it (the parent
 flow uses the TensorFlow-free `compare_models.training_jobs`). One call of `train` trains one
-model in the current process and publishes, under the run prefix (see `layout`):
+model (one replica of it) in the current process and publishes, under the run prefix (see
+`layout`; `<name>` is the job's `name`: the model's, or `<model>.r<k>` for replica k >= 1):
 
-    runs/<run>/models/<model>.keras              the trained model (Keras format)
-    runs/<run>/training/<model>/predictions.npz  test-set probabilities for evaluation
-    runs/<run>/training/<model>/history.json     history + result, written last
-    runs/<run>/checkpoints/<model>/...           per-epoch checkpoint, removed on success
+    runs/<run>/models/<name>.keras              the trained model (Keras format)
+    runs/<run>/training/<name>/predictions.npz  test-set probabilities for evaluation
+    runs/<run>/training/<name>/history.json     history + result, written last
+    runs/<run>/checkpoints/<name>/...           per-epoch checkpoint, removed on success
 
 Everything around `fit` is a Keras callback: `EpochLogger` (one line per epoch to the
 caller's logger, so in a flow run the lines land in Prefect's logs), `FailOnNaN` (remembers
@@ -49,11 +50,13 @@ from compare_models.models import compile_model, learning_rate_schedule, load_mo
 from compare_models.store import ArtifactStore
 from compare_models.training_jobs import (
     FAIL_AFTER_EPOCH_ENV,
+    SHUFFLE_LABELS_ENV,
     TrainingDiverged,
     TrainingJob,
     TrainingResult,
     check_recipe,
     publish_result,
+    shuffle_labels,
     stored_result,
     threads_from_share,
 )
@@ -263,7 +266,7 @@ class S3Checkpoint(keras.callbacks.Callback):
             return self.resumed_from
         self._loaded = True
         job, store = self.job, self.store
-        state_key = layout.checkpoint_state_key(job.run_id, job.model)
+        state_key = layout.checkpoint_state_key(job.run_id, job.name)
         if not store.exists(state_key):
             return 0
         try:
@@ -277,7 +280,7 @@ class S3Checkpoint(keras.callbacks.Callback):
         try:
             epoch = int(state["epoch"])
             if (
-                state["model_key"] != layout.checkpoint_epoch_key(job.run_id, job.model, epoch)
+                state["model_key"] != layout.checkpoint_epoch_key(job.run_id, job.name, epoch)
                 or not 0 < epoch < job.train.epochs
             ):
                 raise ValueError(f"state.json names {state['model_key']!r} for epoch {epoch}")
@@ -291,7 +294,7 @@ class S3Checkpoint(keras.callbacks.Callback):
         self.history.update(history)
         self.resumed_from, self._restore_path = epoch, path
         self.logger.info(
-            "%s: resuming from the checkpoint after epoch %d/%d", job.model, epoch, job.train.epochs
+            "%s: resuming from the checkpoint after epoch %d/%d", job.label, epoch, job.train.epochs
         )
         return epoch
 
@@ -309,8 +312,8 @@ class S3Checkpoint(keras.callbacks.Callback):
     def _start_afresh(self, why: str) -> int:
         self.logger.warning(
             "%s: the checkpoint in %s cannot be used (%s); training this model afresh",
-            self.job.model,
-            self.store.uri(layout.checkpoint_prefix(self.job.run_id, self.job.model)),
+            self.job.label,
+            self.store.uri(layout.checkpoint_prefix(self.job.run_id, self.job.name)),
             why,
         )
         self.prune()
@@ -339,9 +342,9 @@ class S3Checkpoint(keras.callbacks.Callback):
             return  # never checkpoint a diverged model
         if self._current_epoch >= self.final_epoch:
             return
-        run_id, model_name = self.job.run_id, self.job.model
+        run_id, name = self.job.run_id, self.job.name
         path = self.workdir / f"checkpoint-{self._current_epoch}.keras"
-        key = layout.checkpoint_epoch_key(run_id, model_name, self._current_epoch)
+        key = layout.checkpoint_epoch_key(run_id, name, self._current_epoch)
         save_and_upload(self.model, path, self.store, key)
         self.store.put_json(
             {
@@ -350,11 +353,11 @@ class S3Checkpoint(keras.callbacks.Callback):
                 "history": self.history,
                 "recipe": self.recipe,
             },
-            layout.checkpoint_state_key(run_id, model_name),
+            layout.checkpoint_state_key(run_id, name),
             overwrite=True,
         )
         path.unlink(missing_ok=True)
-        self.store.delete_prefix(layout.checkpoint_epochs_prefix(run_id, model_name), keep=[key])
+        self.store.delete_prefix(layout.checkpoint_epochs_prefix(run_id, name), keep=[key])
 
     # ── prune ──
 
@@ -366,7 +369,7 @@ class S3Checkpoint(keras.callbacks.Callback):
 
     def prune(self) -> None:
         """Removes this training's checkpoints from S3."""
-        prune_checkpoints(self.store, self.job.run_id, self.job.model)
+        prune_checkpoints(self.store, self.job.run_id, self.job.name)
 
 
 def _state_shapes(model: keras.Model) -> tuple[list, list]:
@@ -433,8 +436,9 @@ def withdraw(store: ArtifactStore, key: str, logger: Logger) -> None:
         logger.warning("could not remove %s: %s", store.uri(key), exc)
 
 
-def prune_checkpoints(store: ArtifactStore, run_id: str, model_name: str) -> None:
-    store.delete_prefix(layout.checkpoint_prefix(run_id, model_name))
+def prune_checkpoints(store: ArtifactStore, run_id: str, name: str) -> None:
+    """Removes one training's checkpoints (`name`: `TrainingJob.name`)."""
+    store.delete_prefix(layout.checkpoint_prefix(run_id, name))
 
 
 # ── training ───────────────────────────────────────────────────────────────────
@@ -501,12 +505,12 @@ def fit(
     nan_guard = FailOnNaN()
     callbacks: list[keras.callbacks.Callback] = [
         nan_guard,
-        EpochLogger(logger, job.model, params.epochs, len(y_train), on_epoch),
+        EpochLogger(logger, job.label, params.epochs, len(y_train), on_epoch),
     ]
     if checkpoint is not None:
         callbacks.append(checkpoint)
     if job.deadline is not None:
-        callbacks.append(BudgetStop(job.deadline, logger, job.model, params.epochs))
+        callbacks.append(BudgetStop(job.deadline, logger, job.label, params.epochs))
     if os.environ.get(FAIL_AFTER_EPOCH_ENV) and job.attempt == 1:
         callbacks.append(FaultAfterEpoch(int(os.environ[FAIL_AFTER_EPOCH_ENV])))
     started, started_at = time.perf_counter(), time.time()
@@ -566,11 +570,11 @@ def publish_model(
     """
     if _diverged(fitted):
         return None
-    model_key, model_path = layout.model_key(job.run_id, job.model), workdir / f"{job.model}.keras"
+    model_key, model_path = layout.model_key(job.run_id, job.name), workdir / f"{job.name}.keras"
     started = time.perf_counter()
     try:
         with ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix=f"publish-{job.model}"
+            max_workers=1, thread_name_prefix=f"publish-{job.name}"
         ) as publisher:
             uploaded = publisher.submit(save_and_upload, fitted.model, model_path, store, model_key)
             y_prob = predict_in_full_batches(fitted.model, x_test, max(job.train.batch_size, 256))
@@ -581,7 +585,7 @@ def publish_model(
         raise
     logger.info(
         "%s: %d test images predicted in %.1f s, the model (%.0f MB) saved and uploaded beside it: %.1f s in all",
-        job.model,
+        job.label,
         len(x_test),
         predicted,
         model_path.stat().st_size / 1e6,
@@ -591,7 +595,7 @@ def publish_model(
         return None
     np.savez_compressed(workdir / "predictions.npz", y_prob=y_prob.astype(np.float32))
     store.upload(
-        workdir / "predictions.npz", layout.predictions_key(job.run_id, job.model), overwrite=True
+        workdir / "predictions.npz", layout.predictions_key(job.run_id, job.name), overwrite=True
     )
     return y_prob
 
@@ -601,11 +605,11 @@ def refuse_diverged(
 ) -> None:
     """Removes what a diverged training left (model, checkpoints) and raises TrainingDiverged."""
     withdraw(
-        store, layout.model_key(job.run_id, job.model), logger
+        store, layout.model_key(job.run_id, job.name), logger
     )  # a model with NaN outputs is not published
     if job.checkpoint:
         prune_checkpoints(
-            store, job.run_id, job.model
+            store, job.run_id, job.name
         )  # a diverged model is no place to resume from
     params = job.train
     where = (
@@ -614,7 +618,7 @@ def refuse_diverged(
         else "(its outputs are NaN/inf)"
     )
     raise TrainingDiverged(
-        f"{job.model}: training diverged: the loss or the model became NaN/inf {where} (learning rate "
+        f"{job.label}: training diverged: the loss or the model became NaN/inf {where} (learning rate "
         f"{params.learning_rate}, optimizer {params.optimizer}). Lower the learning rate; nothing was published."
     )
 
@@ -629,7 +633,8 @@ def train(
     on_epoch=None,
     before_publish: Callable[[], None] | None = None,
 ) -> TrainingResult:
-    """Train `job.model` on the prepared data and publish model, predictions and history.
+    """Train `job.model` on the prepared data and publish model, predictions and history
+    under the training's name (`job.name`: one per replica).
 
     `allow_cpu` (the training process's `Settings.allow_gpu_less_training`) lets a training
     that must have a GPU (the GPU pool's) train on the CPU when it sees none (`configure_device`).
@@ -638,19 +643,19 @@ def train(
     from publishing (the flow uses it to check that its run was not declared dead and
     superseded meanwhile).
     """
-    done_before = stored_result(store, job.run_id, job.model)
+    done_before = stored_result(store, job.run_id, job.name)
     if done_before is not None:
         check_recipe(job, done_before.recipe, "a finished model")
         if not done_before.stopped_by_budget:
             logger.info(
                 "%s: already trained in an earlier attempt of run %s; reusing it",
-                job.model,
+                job.label,
                 job.run_id,
             )
             return done_before
         logger.info(
             "%s: %s in an earlier run; continuing from its checkpoint",
-            job.model,
+            job.label,
             done_before.budget_note,
         )
     # The device and this process's code, libraries and machine: the run's fingerprint.
@@ -663,9 +668,19 @@ def train(
         split: load_split(job.dataset, split, store, cache_dir)
         for split in ("train", "val", "test")
     }
+    if os.environ.get(SHUFFLE_LABELS_ENV):
+        fraction = float(os.environ[SHUFFLE_LABELS_ENV])
+        x, y = data["train"]
+        data["train"] = (x, shuffle_labels(y, fraction, job.train.seed))
+        logger.warning(
+            "%s: fault injection: %.0f%% of the training labels shuffled (%s)",
+            job.label,
+            100 * fraction,
+            SHUFFLE_LABELS_ENV,
+        )
     n_train = len(data["train"][1])
 
-    with tempfile.TemporaryDirectory(prefix=f"train-{job.model}-") as tmp:
+    with tempfile.TemporaryDirectory(prefix=f"train-{job.name}-") as tmp:
         workdir = Path(tmp)
         model = build_model(job, store, cache_dir, n_train)
         checkpoint = S3Checkpoint(store, job, workdir, logger) if job.checkpoint else None
@@ -674,7 +689,7 @@ def train(
             checkpoint.load()  # ahead of `fit`, whose input depends on the epoch it resumes from
         logger.info(
             "%s: %s parameters, %s",
-            job.model,
+            job.label,
             f"{model.count_params():,}",
             {k: v for k, v in device.items() if k != "host"},
         )
@@ -689,9 +704,11 @@ def train(
     epochs_run = epochs_done - done
     result = TrainingResult(
         model=job.model,
-        model_key=layout.model_key(job.run_id, job.model),
-        history_key=layout.history_key(job.run_id, job.model),
-        predictions_key=layout.predictions_key(job.run_id, job.model),
+        replica=job.replica,
+        seed=job.train.seed,
+        model_key=layout.model_key(job.run_id, job.name),
+        history_key=layout.history_key(job.run_id, job.name),
+        predictions_key=layout.predictions_key(job.run_id, job.name),
         history=fitted.history,
         epochs=epochs_done,
         resumed_from_epoch=done,

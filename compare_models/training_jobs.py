@@ -1,17 +1,21 @@
 """What a training is asked to do and what it hands back, without TensorFlow.
 
 The parent flow imports this module (never `compare_models.training`, which loads Keras):
-it builds a `TrainingJob` per model, starts each in its own process, and reads the
-`TrainingResult` the training published to S3 (`history.json` is written last).
+it builds a `TrainingJob` per model and replica (`plan_jobs`), starts each in its own process,
+reads the `TrainingResult` the training published to S3 (`history.json` is written last), and
+keeps one replica of each model (`select_replicas`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
+from collections.abc import Iterable, Mapping
 from typing import Any
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from compare_models import layout, registry
@@ -32,12 +36,22 @@ class TrainingJob(BaseModel):
     It is also the `train-model` deployments' parameter, so anyone who reaches the
     Prefect API can send one: `run_id` and `model` are validated as strictly as
     `RunParams` validates them, since both become S3 keys and flow-run names.
+
+    With `train.replicas` > 1 a model trains several times, replica k with seed `seed + k`
+    (`plan_jobs`): every S3 key and flow-run name of a training is built from its `name`
+    (`cnn`, `cnn.r1`, ...), the registry and the builder take its `model`.
     """
 
     model_config = ConfigDict(extra="forbid")
 
     run_id: str
     model: str
+    replica: int = Field(
+        default=0,
+        ge=0,
+        le=15,
+        description="Which training of the model this is (train.replicas > 1): 0 is the first",
+    )
     dataset: DatasetRef
     train: TrainParams
     weights_key: str | None = Field(
@@ -67,16 +81,29 @@ class TrainingJob(BaseModel):
         default=None, description="UNIX time after which training stops at the end of an epoch"
     )
 
+    @property
+    def name(self) -> str:
+        """This training's name in S3 keys and flow-run names: the model's for replica 0,
+        `<model>.r<k>` for replica k (`layout.training_name`)."""
+        return layout.training_name(self.model, self.replica)
+
+    @property
+    def label(self) -> str:
+        """This training in log lines and messages: "cnn", or "cnn (replica 1)"."""
+        return self.model if self.replica == 0 else f"{self.model} (replica {self.replica})"
+
     def recipe(self) -> str:
         """What makes two trainings of this model interchangeable: the data (archive, split
-        indices), the training parameters and the backbone weights. A re-run reuses a stored
-        model or checkpoint only if its recipe matches (SHA-256 of these, as JSON)."""
+        indices), the training parameters (the replica's own seed among them) and the
+        backbone weights. A re-run reuses a stored model or checkpoint only if its recipe
+        matches (SHA-256 of these, as JSON). How many replicas the run trains is not part of
+        it: it changes nothing in one training."""
         recipe = {
             "model": self.model,
             "archive_sha256": self.dataset.archive_sha256,
             "split_key": self.dataset.split_key,
             "split_indices_sha256": self.dataset.split_indices_sha256,
-            "train": self.train.model_dump(mode="json"),
+            "train": self.train.model_dump(mode="json", exclude={"replicas"}),
             "weights_key": self.weights_key,
         }
         return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()
@@ -107,6 +134,11 @@ class TrainingResult(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     model: str
+    replica: int = Field(default=0, ge=0, description="TrainingJob.replica of the job that made it")
+    seed: int | None = Field(
+        default=None,
+        description="the training's seed (train.seed + replica); None in older records",
+    )
     model_key: str
     history_key: str
     predictions_key: str
@@ -131,6 +163,23 @@ class TrainingResult(BaseModel):
     )
 
     @property
+    def name(self) -> str:
+        """The training's name in the run's keys (`TrainingJob.name`)."""
+        return layout.training_name(self.model, self.replica)
+
+    @property
+    def label(self) -> str:
+        """The training in log lines: "cnn", or "cnn (replica 1)" (`TrainingJob.label`)."""
+        return self.model if self.replica == 0 else f"{self.model} (replica {self.replica})"
+
+    @property
+    def final_val_accuracy(self) -> float | None:
+        """The validation accuracy after the last epoch, or None when the history has none
+        (or it is not a finite number)."""
+        values = self.history.get("val_accuracy") or []
+        return values[-1] if values and math.isfinite(values[-1]) else None
+
+    @property
     def budget_note(self) -> str | None:
         """ "stopped by budget after N of M epochs", or None for a finished training."""
         return (
@@ -152,9 +201,9 @@ class RecipeMismatch(RuntimeError):
     """A stored model or checkpoint of this run was made from other data or parameters."""
 
 
-def stored_result(store: ArtifactStore, run_id: str, model: str) -> TrainingResult | None:
-    """The published result of a finished training, or None."""
-    key = layout.history_key(run_id, model)
+def stored_result(store: ArtifactStore, run_id: str, name: str) -> TrainingResult | None:
+    """The published result of a finished training (`name`: `TrainingJob.name`), or None."""
+    key = layout.history_key(run_id, name)
     if not store.exists(key):
         return None
     stored = store.get_json(key)
@@ -165,7 +214,7 @@ def check_recipe(job: TrainingJob, recipe: str | None, what: str) -> None:
     """Refuses to reuse `what` (a finished model, a checkpoint) made from another recipe."""
     if recipe != job.recipe():
         raise RecipeMismatch(
-            f"{job.model}: run {job.run_id} already holds {what} made from other data or training parameters than this "
+            f"{job.label}: run {job.run_id} already holds {what} made from other data or training parameters than this "
             "attempt's; it is not reused and not overwritten. Re-run with the run's original parameters to resume it, "
             "or leave run_id unset for a fresh run."
         )
@@ -174,6 +223,23 @@ def check_recipe(job: TrainingJob, recipe: str | None, what: str) -> None:
 #: Fault injection for resume tests and drills: the first attempt of every training fails
 #: right after this epoch's checkpoint is stored. Unset in normal operation.
 FAIL_AFTER_EPOCH_ENV = "COMPARE_MODELS_FAIL_AFTER_EPOCH"
+
+#: Fault injection for drills and `benchmarks/gate_noise.py`: a genuinely broken recipe. This
+#: fraction (0 to 1) of the training labels is shuffled among themselves, seeded by the
+#: training seed; the training logs a warning. Unset in normal operation.
+SHUFFLE_LABELS_ENV = "COMPARE_MODELS_SHUFFLE_LABELS"
+
+
+def shuffle_labels(y: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """`y` with `fraction` of its entries, chosen at random, permuted among themselves."""
+    if not 0 <= fraction <= 1:
+        raise ValueError(f"{SHUFFLE_LABELS_ENV} must be a fraction from 0 to 1, got {fraction}")
+    rng = np.random.default_rng(seed)
+    chosen = rng.choice(len(y), size=round(fraction * len(y)), replace=False)
+    shuffled = y.copy()
+    shuffled[chosen] = rng.permutation(y[chosen])
+    return shuffled
+
 
 #: What `execution.schedule: auto` means on a CPU host: the schedule that trained both models
 #: in the shortest span, measured by `benchmarks/schedule.py` (see docs/benchmarks.md).
@@ -189,15 +255,32 @@ def resolve_schedule(execution: ExecutionParams) -> str:
     return AUTO_SCHEDULE if execution.schedule == "auto" else execution.schedule
 
 
-def cpu_shares(models: tuple[str, ...], schedule: str) -> dict[str, float]:
-    """Each training's share of the host's cores: all of them when they run one after the
-    other, an even split when they run at once, or a split by each model's cost per image."""
-    if schedule == "sequential" or len(models) == 1:
-        return {m: 1.0 for m in models}
+def trainings(
+    models: Iterable[str], replicas: int | Mapping[str, int] = 1
+) -> dict[str, tuple[str, int]]:
+    """Every training of a run by name (`layout.training_name`): its (model, replica), model
+    by model and in replica order; `replicas` is a count for every model or one per model."""
+    return {
+        layout.training_name(m, r): (m, r)
+        for m in models
+        for r in range(replicas.get(m, 1) if isinstance(replicas, Mapping) else replicas)
+    }
+
+
+def cpu_shares(
+    models: tuple[str, ...], schedule: str, replicas: int | Mapping[str, int] = 1
+) -> dict[str, float]:
+    """Each training's share of the host's cores, by training name (`TrainingJob.name`: the
+    model's name when it trains once): all of them when they run one after the other, an even
+    split when they run at once, or a split by each model's cost per image. A model's replicas
+    are that many trainings of the same cost: each has the share of one training."""
+    runs = trainings(models, replicas)
+    if schedule == "sequential" or len(runs) == 1:
+        return {name: 1.0 for name in runs}
     if schedule == "weighted":
-        costs = {m: registry.get(m).relative_cost for m in models}
-        return {m: cost / sum(costs.values()) for m, cost in costs.items()}
-    return {m: 1 / len(models) for m in models}
+        costs = {name: registry.get(m).relative_cost for name, (m, _) in runs.items()}
+        return {name: cost / sum(costs.values()) for name, cost in costs.items()}
+    return {name: 1 / len(runs) for name in runs}
 
 
 def threads_from_share(share: float, cpus: int) -> int:
@@ -205,11 +288,36 @@ def threads_from_share(share: float, cpus: int) -> int:
     return max(1, round(cpus * share))
 
 
-def thread_plan(models: tuple[str, ...], schedule: str, cpus: int) -> dict[str, int]:
-    """TensorFlow threads per training on a shared host (`cpu_shares` of `cpus`)."""
+def thread_plan(
+    models: tuple[str, ...], schedule: str, cpus: int, replicas: int | Mapping[str, int] = 1
+) -> dict[str, int]:
+    """TensorFlow threads per training on a shared host (`cpu_shares` of `cpus`), by
+    training name."""
     if schedule == "parallel":
-        return {m: max(1, cpus // len(models)) for m in models}
-    return {m: threads_from_share(share, cpus) for m, share in cpu_shares(models, schedule).items()}
+        runs = trainings(models, replicas)
+        return {name: max(1, cpus // len(runs)) for name in runs}
+    return {
+        name: threads_from_share(share, cpus)
+        for name, share in cpu_shares(models, schedule, replicas).items()
+    }
+
+
+#: The largest training seed (`TrainParams.seed`).
+MAX_SEED = 2**32 - 1
+
+
+def replica_params(train: TrainParams, replica: int) -> TrainParams:
+    """The training parameters of replica `replica`: `train` with the seed `train.seed +
+    replica` (replica 0 is `train` itself)."""
+    if replica == 0:
+        return train
+    seed = train.seed + replica
+    if seed > MAX_SEED:
+        raise ValueError(
+            f"replica {replica} would train with seed {seed}, above the largest seed ({MAX_SEED}): "
+            "lower train.seed or train.replicas"
+        )
+    return train.model_copy(update={"seed": seed})
 
 
 def plan_jobs(
@@ -220,30 +328,69 @@ def plan_jobs(
     *,
     started_at: float,
 ) -> list[TrainingJob]:
-    """One job per model of the run, with that model's training parameters
-    (`RunParams.train_for`). Local trainings share this machine's cores as the run's schedule
-    says (`thread_plan`); on workers, threads 0 and a `cpu_share` let each worker size them
-    from its own host. With a time budget, every job gets the run's deadline (`started_at`
-    plus the budget)."""
+    """One job per model of the run and replica (`train.replicas`), with that model's training
+    parameters (`RunParams.train_for`); replica k trains with the seed `train.seed + k`
+    (`replica_params`). Local trainings share this machine's cores as the run's schedule says
+    (`thread_plan`: replicas are more trainings of the same cost, each with all cores one
+    after the other when sequential, sharing them when at once); on workers, threads 0 and a
+    `cpu_share` let each worker size them from its own host. With a time budget, every job
+    gets the run's deadline (`started_at` plus the budget)."""
     budget = params.execution.time_budget_minutes
     deadline = started_at + 60 * budget if budget else None
     local = params.execution.trainer == "local"
     schedule = resolve_schedule(params.execution)
-    plan = thread_plan(params.models, schedule, available_cpus())
-    shares = cpu_shares(params.models, schedule)
+    counts = {m: params.train_for(m).replicas for m in params.models}
+    plan = thread_plan(params.models, schedule, available_cpus(), counts)
+    shares = cpu_shares(params.models, schedule, counts)
     jobs = []
-    for m in params.models:
-        train = params.train_for(m)
+    for name, (m, replica) in trainings(params.models, counts).items():
+        train = replica_params(params.train_for(m), replica)
         jobs.append(
             TrainingJob(
                 run_id=run_id,
                 model=m,
+                replica=replica,
                 dataset=dataset,
                 train=train,
-                threads=train.threads or (plan[m] if local else 0),
-                cpu_share=None if local else shares[m],
+                threads=train.threads or (plan[name] if local else 0),
+                cpu_share=None if local else shares[name],
                 weights_key=weights_key if registry.get(m).takes_weights else None,
                 deadline=deadline,
             )
         )
     return jobs
+
+
+def _validation_rank(result: TrainingResult) -> tuple[bool, float, int]:
+    """Larger is kept: having a validation accuracy, then its value, then a lower replica."""
+    accuracy = result.final_val_accuracy
+    return (accuracy is not None, accuracy or 0.0, -result.replica)
+
+
+def select_replicas(
+    results: Mapping[str, TrainingResult], models: Iterable[str]
+) -> tuple[dict[str, TrainingResult], dict[str, list[TrainingResult]]]:
+    """Which replica of each model the run keeps, and every replica of it.
+
+    `results` are the run's trainings by name (`train_all`). The rule uses validation data
+    only, never the test set (whose metrics would then no longer be an unbiased estimate
+    of the kept model's): the run keeps the replica with the highest validation accuracy
+    after its last epoch (`history["val_accuracy"][-1]`); a tie goes to the lowest replica
+    index; a replica without a (finite) validation accuracy is never preferred over one with
+    it, and when none has one the first replica is kept.
+
+    Returns (per model the kept replica, per model with two or more replicas the list of all
+    of them in replica order); with one replica per model the second is empty.
+    """
+    kept: dict[str, TrainingResult] = {}
+    replicas: dict[str, list[TrainingResult]] = {}
+    for model in models:
+        mine = sorted((r for r in results.values() if r.model == model), key=lambda r: r.replica)
+        if not mine:
+            raise ValueError(f"no training result of model {model!r}")
+        if len({r.replica for r in mine}) != len(mine):
+            raise ValueError(f"{model}: two training results of the same replica")
+        kept[model] = max(mine, key=_validation_rank)
+        if len(mine) > 1:
+            replicas[model] = mine
+    return kept, replicas

@@ -4,9 +4,13 @@
   completed comparable nightly runs, oldest on the left. The x axis is the run order, labelled with the
   run's date and short id (thinned, always keeping the newest run, when there are many runs). Gate
   decisions are drawn on top of the points: a gold star where the model was promoted, a red "X" where
-  the gate found a regression, a hollow green diamond where it became the first champion and a hollow
-  grey circle where the run was not comparable. A gap in a line means the model was missing from that
-  run or had no accuracy recorded. With no runs the figure says "no earlier comparable runs".
+  the gate found a regression, a hollow amber triangle where it was worse but within the noise band, a
+  hollow green diamond where it became the first champion and a hollow grey circle where the run was
+  not comparable. A gap in a line means the model was missing from that run or had no accuracy
+  recorded. With ``bands``, each model's champion noise band (the accuracy range within which a
+  challenger's change counts as retraining noise) is a lightly shaded horizontal region in the model's
+  colour across the plot, labelled "<model> noise band" in the legend. With no runs the figure says
+  "no earlier comparable runs".
 * :func:`plot_recall_changes`: a heat map of per-class recall changes against the champion, one row per
   model ("cnn (vs <champion run id>)") and one column per class. Cells are blue where the challenger
   recalls the class better and red where it recalls it worse (a diverging colormap centred at 0 with
@@ -29,7 +33,7 @@ import re
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import numpy as np
 from matplotlib.axes import Axes
@@ -38,13 +42,16 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, PercentFormatter
 
 from compare_models import figures
+from compare_models.run_record import Decision
 
 MAX_RUN_LABELS = 20  # most labelled runs on the trend's x axis before labels are thinned
 MIN_ACCURACY_SPAN = 0.05  # the trend's y axis spans at least 5 points of accuracy
 MIN_RECALL_LIMIT = 0.05  # colour limits of the recall heat map are at least +-5 points
 
-DECISIONS = ("first-champion", "promoted", "regression", "no-change", "not-comparable")
+DECISIONS: tuple[str, ...] = get_args(Decision)
 """Gate decisions a run may record for a model (``None`` when no gate ran)."""
+
+BAND_ALPHA = 0.13  # opacity of a noise band's shading: light, so lines and markers stay legible
 
 # decision -> (legend label, scatter style); decisions not listed here get no marker.
 _DECISION_STYLE: dict[str, tuple[str, dict[str, Any]]] = {
@@ -55,6 +62,10 @@ _DECISION_STYLE: dict[str, tuple[str, dict[str, Any]]] = {
     "regression": (
         "regression",
         {"marker": "X", "s": 110, "facecolor": "#cf222e", "edgecolor": "white"},
+    ),
+    "within-noise": (
+        "within noise",
+        {"marker": "v", "s": 120, "facecolor": "none", "edgecolor": "#bf8700", "linewidths": 1.6},
     ),
     "first-champion": (
         "first champion",
@@ -74,7 +85,11 @@ _RUN_ID = re.compile(r"^(\d{4})(\d{2})(\d{2})-\d{6}-(\w+)$")  # "20261126-020000
 
 
 def plot_accuracy_trend(
-    points: Sequence[Mapping[str, Any]], path: str | Path, *, confidence: float = 0.95
+    points: Sequence[Mapping[str, Any]],
+    path: str | Path,
+    *,
+    confidence: float = 0.95,
+    bands: Mapping[str, tuple[float, float]] | None = None,
 ) -> Path:
     """Each model's test accuracy with its interval over the last comparable runs.
 
@@ -92,6 +107,9 @@ def plot_accuracy_trend(
             absent; accuracies are fractions in ``[0, 1]``.
         path: Where to write the PNG.
         confidence: The intervals' confidence level, named in the title.
+        bands: Per model, the ``(low, high)`` accuracy range its champion's noise band spans
+            (fractions in ``[0, 1]``), drawn as a shaded region across the plot in the model's
+            colour; ``None`` or empty draws none (and the figure is the same as without it).
 
     Returns:
         The path of the PNG.
@@ -99,9 +117,12 @@ def plot_accuracy_trend(
     Raises:
         ValueError: On malformed points: not a sequence of mappings, a missing or repeated
             ``run_id``, an unparseable or out-of-order ``completed_at``, an accuracy that is not
-            finite or outside ``[0, 1]``, ``ci_low > ci_high``, or an unknown decision.
+            finite or outside ``[0, 1]``, ``ci_low > ci_high``, or an unknown decision; on
+            malformed bands: not a mapping of model name -> ``(low, high)``, a bound that is not
+            finite or outside ``[0, 1]``, ``low > high``, or a model that is in no run.
     """
     runs = _validate_points(points)
+    spans = _validate_bands(bands, runs)
     if not runs:
         return _save(
             figures.message_figure("Accuracy trend: no earlier comparable runs.", constrained=True),
@@ -115,9 +136,12 @@ def plot_accuracy_trend(
     used: set[str] = set()
     drawn = False
     for m, (name, values, estimate) in enumerate(_model_series(runs)):
-        if _plot_model(ax, x, name, f"C{m % 10}", values, estimate):
+        colour = f"C{m % 10}"
+        if _plot_model(ax, x, name, colour, values, estimate):
             drawn = True
             used |= _mark_decisions(ax, x, values, estimate)
+        if name in spans:  # after the line, so the legend lists it below the model's line
+            _draw_band(ax, name, colour, spans[name])
     if not drawn:
         _note_no_accuracy(ax)
     _add_trend_legend(ax, used)
@@ -171,6 +195,20 @@ def _plot_model(
         zorder=2,
     )
     return True
+
+
+def _draw_band(ax: Axes, name: str, colour: str, span: tuple[float, float]) -> None:
+    """Shade the model's noise band across the whole plot, beneath the lines and markers."""
+    low, high = span
+    ax.axhspan(
+        low,
+        high,
+        facecolor=colour,
+        alpha=BAND_ALPHA,
+        linewidth=0,
+        zorder=0.5,
+        label=f"{name} noise band",
+    )
 
 
 def _mark_decisions(ax: Axes, x: np.ndarray, values: list[Any], estimate: np.ndarray) -> set[str]:
@@ -290,6 +328,41 @@ def _validate_points(points: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]
             clean[name] = (_accuracy(result.get("accuracy"), where), decision)
         runs.append({"label": _run_label(run_id, completed), "models": clean})
     return runs
+
+
+def _validate_bands(
+    bands: Mapping[str, Any] | None, runs: Sequence[Mapping[str, Any]]
+) -> dict[str, tuple[float, float]]:
+    """Check the noise bands against the validated runs; return ``{model: (low, high)}``."""
+    if bands is None:
+        return {}
+    if not isinstance(bands, Mapping):
+        raise ValueError(
+            f"bands must be a mapping of model name -> (low, high), got {type(bands).__name__}"
+        )
+    known = {name for run in runs for name in run["models"]}
+    spans: dict[str, tuple[float, float]] = {}
+    for name, span in bands.items():
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"band model names must be non-empty strings, got {name!r}")
+        where = f"noise band of model {name!r}"
+        if name not in known:
+            raise ValueError(
+                f"{where}: the model is in none of the points (models: {sorted(known)})"
+            )
+        if isinstance(span, str | bytes | Mapping) or not isinstance(span, Sequence | np.ndarray):
+            raise ValueError(f"{where} must be a (low, high) pair, got {type(span).__name__}")
+        if len(span) != 2:
+            raise ValueError(f"{where} must be a (low, high) pair, got {len(span)} values")
+        low = _finite(span[0], f"low of {where}")
+        high = _finite(span[1], f"high of {where}")
+        for key, number in (("low", low), ("high", high)):
+            if not 0.0 <= number <= 1.0:
+                raise ValueError(f"{key} of {where} must be a fraction in [0, 1], got {number!r}")
+        if low > high:
+            raise ValueError(f"{where} must satisfy low <= high, got low {low!r} > high {high!r}")
+        spans[name] = (low, high)
+    return spans
 
 
 def _accuracy(value: Any, where: str) -> tuple[float, float, float] | None:

@@ -13,21 +13,13 @@ hash of the file).
 
 from __future__ import annotations
 
+import functools
 import shutil
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
 from compare_models import layout
-from compare_models.data.files import (
-    DownloadError,
-    DownloadTooLarge,
-    FileTooLarge,
-    NotARegularFile,
-    check_regular_file,
-    download_url,
-    file_digests,
-    sha256_file,
-)
+from compare_models.data import files
 from compare_models.data.safety import (
     UnsafeURLError,
     check_url_form,
@@ -53,15 +45,14 @@ class WeightsError(ValueError):
 
 
 def _md5(path: Path) -> str:
-    return file_digests(path, "md5")["md5"]
+    return files.file_digests(path, "md5")["md5"]
 
 
 def _check_h5(path: Path) -> None:
     import h5py
 
     try:
-        with h5py.File(path, "r"):
-            pass
+        h5py.File(path, "r").close()
     except OSError as exc:
         raise WeightsError(
             f"{path.name} is not a readable HDF5 weights file ({exc}); pass a Keras ResNet50 *_notop.h5 file"
@@ -70,12 +61,12 @@ def _check_h5(path: Path) -> None:
 
 def _check_regular(path: Path, given: str) -> None:
     try:
-        check_regular_file(path, MAX_WEIGHTS_BYTES)
-    except NotARegularFile:
+        files.check_regular_file(path, MAX_WEIGHTS_BYTES)
+    except files.NotARegularFile:
         raise WeightsError(
             f"--resnet-weights {given!r} is not a regular file; pass a Keras ResNet50 *_notop.h5 file"
         ) from None
-    except FileTooLarge:
+    except files.FileTooLarge:
         raise WeightsError(
             f"--resnet-weights {given!r} is larger than {MAX_WEIGHTS_BYTES >> 20} MiB; a ResNet50 weights file "
             "is about 90 MiB"
@@ -100,18 +91,18 @@ def _fetch_imagenet(dest: Path, settings: Settings) -> None:
     )
     try:
         check_url_form(url)
-        download_url(
+        files.download_url(
             url, dest, max_bytes=MAX_WEIGHTS_BYTES, allow_private=settings.allow_private_urls
         )
     except UnsafeURLError as exc:
         raise WeightsError(
             f"could not fetch ResNet50 ImageNet weights: {exc} (COMPARE_MODELS_IMAGENET_WEIGHTS_URL). {help_}"
         ) from None
-    except DownloadTooLarge as exc:
+    except files.DownloadTooLarge as exc:
         raise WeightsError(
             f"could not fetch ResNet50 ImageNet weights from {redact_url(url)}: {exc.reason}. {help_}"
         ) from None
-    except DownloadError as exc:
+    except files.DownloadError as exc:
         raise WeightsError(
             f"could not fetch ResNet50 ImageNet weights from {redact_url(url)} ({exc.reason}), and no cached copy is in the "
             f"store. {help_}"
@@ -125,14 +116,11 @@ def _fetch_imagenet(dest: Path, settings: Settings) -> None:
     _check_h5(dest)
 
 
-def _inside(base: Path, *parts: str, what: str) -> Path:
-    return contained(
-        base,
-        *parts,
-        what=what,
-        error=WeightsError,
-        hint="pass weights by a plain file name, s3:// URI or 'imagenet'",
-    )
+#: `contained` for weights paths: `_inside(base, *parts, what=...)` refuses a path leaving `base`
+#: with a `WeightsError`.
+_inside = functools.partial(
+    contained, error=WeightsError, hint="pass weights by a plain file name, s3:// URI or 'imagenet'"
+)
 
 
 def resolve_resnet_weights(
@@ -175,7 +163,7 @@ def resolve_resnet_weights(
         local = Path(spec).expanduser()
         _check_regular(local, spec)
     _check_h5(local)
-    key = layout.weights_file_key(sha256_file(local), safe_filename(local.name, "weights.h5"))
+    key = layout.weights_file_key(files.sha256_file(local), safe_filename(local.name, "weights.h5"))
     if not store.exists(key):
         store.upload(local, key, overwrite=True)
     return key
@@ -197,7 +185,7 @@ def local_weights(key: str | None, store: ArtifactStore, cache_dir: Path) -> Pat
     path = _inside(cache_dir, key, what="weights cache path")
     if not path.exists():
         store.download(key, path)
-        if match and (actual := sha256_file(path)) != match.group(1):
+        if match and (actual := files.sha256_file(path)) != match.group(1):
             path.unlink(missing_ok=True)
             raise WeightsError(
                 f"weights {store.uri(key)} are corrupt: their SHA-256 is {actual}, not the {match.group(1)} "

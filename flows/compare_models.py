@@ -3,8 +3,9 @@ logic in the `compare_models` library. The run's state is one typed record
 (`compare_models.run_record.RunRecord`): each task takes it and hands back a typed part of
 it; tasks pass records and S3 keys, never arrays or Keras models.
 
-    preflight → prepare-data → train (every model at once, each in its own process)
-    → evaluate → compare (paired statistics, fingerprint, replay) → gate (vs the champions)
+    preflight → prepare-data → train (every model, every replica of it, at once, each in its
+    own process) → keep one replica per model (by validation accuracy) → evaluate (every
+    replica) → compare (paired statistics, fingerprint, replay) → gate (vs the champions)
     → report → manifest (last) → alert (an event per regression)
 """
 
@@ -19,7 +20,7 @@ from prefect.runtime import flow_run
 from compare_models.config import RunParams
 from compare_models.run_claim import new_run_id
 from compare_models.run_record import RunRecord, RunSummary
-from compare_models.training_jobs import plan_jobs
+from compare_models.training_jobs import plan_jobs, select_replicas
 from tasks._store import open_store
 from tasks.comparison import compare
 from tasks.data import preflight, prepare_data
@@ -56,8 +57,20 @@ def compare_models(params: RunParams = RunParams()) -> dict[str, Any]:
         run_id=run_id, params=params, dataset=prepare_data(params), resnet_weights_key=weights_key
     )
     jobs = plan_jobs(params, run_id, run.dataset, weights_key, started_at=started_at)
-    run = run.model_copy(update={"models": train_all(jobs, params.execution)})
-    run = run.model_copy(update={"metrics": evaluate_all(run)})
+    kept, replicas = select_replicas(train_all(jobs, params.execution), params.models)
+    run = run.model_copy(update={"models": kept, "replicas": replicas})
+    for model, trainings in replicas.items():
+        get_run_logger().info(
+            "%s: keeping replica %d (seed %s), the highest validation accuracy of %d replicas",
+            model,
+            kept[model].replica,
+            kept[model].seed,
+            len(trainings),
+        )
+    evaluation = evaluate_all(run)
+    run = run.model_copy(
+        update={"metrics": evaluation.metrics, "replica_metrics": evaluation.replica_metrics}
+    )
     run = run.model_copy(update=dict(compare(run)))
     run = run.model_copy(update={"gate": gate(run)})
     run = run.model_copy(update={"report": report(run)})

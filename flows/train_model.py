@@ -63,12 +63,13 @@ def keras_without_unused_imports():
 
 @flow(
     name="train-model",
-    flow_run_name="{job.run_id}-{job.model}",
+    flow_run_name="{job.run_id}-{job.name}",
     log_prints=False,
     persist_result=False,
 )
 def train_model(job: TrainingJob) -> TrainingResult:
-    """Train one model of a run and publish it (model, predictions, history) to S3."""
+    """Train one model (one replica of it) of a run and publish it (model, predictions,
+    history) to S3 under the training's name (`job.name`)."""
     # Keras loads here, in the training process, not when the flow is deployed or imported.
     with keras_without_unused_imports():
         from compare_models.training import train
@@ -78,7 +79,7 @@ def train_model(job: TrainingJob) -> TrainingResult:
     store = ArtifactStore.from_settings(settings)
     store.check()
     progress = create_progress_artifact(
-        0.0, description=f"{job.model}: epochs completed of {job.train.epochs}"
+        0.0, description=f"{job.label}: epochs completed of {job.train.epochs}"
     )
     result = train(
         job,

@@ -7,6 +7,7 @@ from prefect import get_run_logger, task
 
 from compare_models import diagnostics, fingerprint
 from compare_models.comparison import compare_all
+from compare_models.recipes import compare_recipes
 from compare_models.replay import replay_comparison
 from compare_models.run_record import Comparison, ComparisonStep, Fingerprint, RunRecord
 from tasks._store import open_artifacts
@@ -32,9 +33,20 @@ def compare(record: RunRecord) -> ComparisonStep:
         m: {"ece": diagnostics.expected_calibration_error(y_true, p)} for m, p in probs.items()
     }
     comparison = Comparison.model_validate(statistics)
+    if any(len(r) >= 2 for r in record.replica_metrics.values()):
+        comparison.recipes = compare_recipes(
+            {
+                m: ([t.seed for t in record.replicas[m]], [r.accuracy for r in replicas])
+                for m, replicas in record.replica_metrics.items()
+            },
+            confidence=settings.confidence,
+            alpha=settings.alpha,
+        )
     artifacts.save_comparison(comparison)
     for verdict in comparison.verdicts:
         logger.info("%s", verdict)
+    for pair in comparison.recipes.pairs if comparison.recipes else []:
+        logger.info("%s", pair.verdict)
     run_fingerprint = Fingerprint.model_validate(
         fingerprint.run_fingerprint(
             orchestrator=fingerprint.host(),

@@ -1,32 +1,71 @@
-"""Evaluation tasks: per-model metrics from the stored test predictions."""
+"""Evaluation tasks: per-model metrics from the stored test predictions, for every replica."""
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 from prefect import get_run_logger, task
 
 from compare_models.evaluation import evaluate_predictions
 from compare_models.run_record import ModelMetrics, RunRecord
+from compare_models.training_jobs import TrainingResult
 from tasks._store import open_artifacts
 
 
-@task(name="evaluate", task_run_name="evaluate-{model}")
-def evaluate(record: RunRecord, model: str) -> ModelMetrics:
-    """scikit-learn metrics of one model on the test split, stored as JSON and CSV."""
+class Evaluation(NamedTuple):
+    """What `evaluate_all` hands back: the record's `metrics` (per model, of the replica the
+    run keeps) and `replica_metrics` (per model with two or more replicas, every replica's,
+    in replica order; empty when every model trained once)."""
+
+    metrics: dict[str, ModelMetrics]
+    replica_metrics: dict[str, list[ModelMetrics]]
+
+
+def _trainings(record: RunRecord, model: str) -> list[TrainingResult]:
+    """Every training of `model` in the run, in replica order (the kept one alone with one)."""
+    return record.replicas.get(model) or [record.models[model]]
+
+
+def _training(record: RunRecord, name: str) -> TrainingResult:
+    for model in record.models:
+        for training in _trainings(record, model):
+            if training.name == name:
+                return training
+    raise KeyError(f"run {record.run_id} has no training named {name!r}")
+
+
+@task(name="evaluate", task_run_name="evaluate-{name}")
+def evaluate(record: RunRecord, name: str) -> ModelMetrics:
+    """scikit-learn metrics of one training (`name`: the model's, or `<model>.r<k>` for a
+    replica) on the test split, stored under its name as JSON and CSV."""
     _, artifacts = open_artifacts(record)
-    probs = artifacts.model_predictions({model: record.models[model]})[model]
+    training = _training(record, name)
+    probs = artifacts.model_predictions({name: training})[name]
     metrics = evaluate_predictions(artifacts.test_labels(), probs, record.dataset.class_names)
-    artifacts.save_metrics(model, metrics)
+    artifacts.save_metrics(name, metrics)
     get_run_logger().info(
         "%s: test accuracy %.4f, F1 (macro) %.4f, ROC AUC (macro) %s",
-        model,
+        training.label,
         metrics["accuracy"],
         metrics["f1_macro"],
         metrics["roc_auc_macro"],
     )
-    return ModelMetrics.model_validate(metrics)
+    return ModelMetrics.model_validate(
+        {**metrics, "recall_per_class": [row["recall"] for row in metrics["per_class"]]}
+    )
 
 
-def evaluate_all(record: RunRecord) -> dict[str, ModelMetrics]:
-    """Evaluates every trained model concurrently."""
-    futures = {m: evaluate.submit(record, m) for m in record.models}
-    return {m: f.result() for m, f in futures.items()}
+def evaluate_all(record: RunRecord) -> Evaluation:
+    """Evaluates every trained model, every replica of it, concurrently."""
+    futures = {
+        t.name: evaluate.submit(record, t.name)
+        for m in record.models
+        for t in _trainings(record, m)
+    }
+    by_name = {name: f.result() for name, f in futures.items()}
+    return Evaluation(
+        metrics={m: by_name[t.name] for m, t in record.models.items()},
+        replica_metrics={
+            m: [by_name[t.name] for t in trainings] for m, trainings in record.replicas.items()
+        },
+    )

@@ -7,7 +7,7 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.events import emit_event
 
-from compare_models import champions
+from compare_models import champions, noise_band
 from compare_models.run_record import GateDecision, RunRecord
 from tasks._store import open_artifacts
 
@@ -42,6 +42,7 @@ def gate(record: RunRecord) -> dict[str, GateDecision]:
             entry=champions.entry_for(record, model, reason="", by="compare-models gate"),
             probs=probs[model],
             hold=record.models[model].budget_note,
+            band=noise_band.band_for(record, model, artifacts.completed_runs()),
         )
         decision = decisions[model] = champions.gate(artifacts.store, challenger, judge)
         log = logger.warning if decision.decision == champions.REGRESSION else logger.info

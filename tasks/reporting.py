@@ -26,6 +26,28 @@ from compare_models.runs import completed_records
 from tasks._store import open_artifacts
 
 
+def _replicas(record: RunRecord) -> dict[str, list[dict]] | None:
+    """The report's replicas section: per model, each replica's seed and accuracies, marking
+    the one the run keeps (`record.models`, the replica best on validation data)."""
+    if not record.replicas:
+        return None
+    section = {}
+    for model, trainings in record.replicas.items():
+        kept = record.models.get(model)
+        metrics = record.replica_metrics.get(model, [])
+        section[model] = [
+            {
+                "replica": t.replica,
+                "seed": t.seed,
+                "val_accuracy": t.final_val_accuracy,
+                "test_accuracy": metrics[i].accuracy if i < len(metrics) else None,
+                "kept": kept is not None and t.replica == kept.replica,
+            }
+            for i, t in enumerate(trainings)
+        ]
+    return section
+
+
 def _sections(record: RunRecord, artifacts: RunArtifacts, out_dir: Path) -> Sections:
     """The report's sections beyond the per-model metrics, their figures drawn into `out_dir`."""
     images, y_true = artifacts.test_split()
@@ -46,6 +68,7 @@ def _sections(record: RunRecord, artifacts: RunArtifacts, out_dir: Path) -> Sect
         gate={m: d.model_dump(mode="json", by_alias=True) for m, d in record.gate.items()},
         disagreement=diagnostic_figures(images, y_true, probs, record.dataset.class_names, out_dir),
         gate_figures=gate_figures,
+        replicas=_replicas(record),
     )
 
 
@@ -66,6 +89,7 @@ def _publish_to_ui(
             comparison=record.comparison.model_dump(mode="json", by_alias=True),
             replay=record.replay.model_dump(mode="json", by_alias=True) if record.replay else None,
             gate={m: d.model_dump(mode="json", by_alias=True) for m, d in record.gate.items()},
+            replicas=_replicas(record),
         ),
     )
     create_markdown_artifact(
@@ -90,7 +114,7 @@ def _publish_to_ui(
     for m in record.params.models:
         create_link_artifact(
             store.presign(record.models[m].model_key, seconds),
-            link_text=f"{m}.keras of {record.run_id}",
+            link_text=f"{record.models[m].name}.keras of {record.run_id}",
             key=f"compare-models-model-{m}",
             description=expires,
         )
@@ -100,7 +124,9 @@ def _publish_to_ui(
 def report(record: RunRecord) -> ReportFiles:
     """Renders and uploads the HTML report; the Prefect artifacts link to it."""
     settings, artifacts = open_artifacts(record)
-    results = model_results(record, {m: artifacts.metrics(m) for m in record.params.models})
+    results = model_results(
+        record, {m: artifacts.metrics(record.models[m].name) for m in record.params.models}
+    )
     with tempfile.TemporaryDirectory(prefix="report-") as tmp:
         out_dir = Path(tmp)
         render_report(

@@ -6,7 +6,8 @@
   the GPU work pool, awaited with a start deadline.
 
 Either way the training publishes its result to S3 and the task reads it back: children
-persist no Prefect results. A retry resumes from the last checkpoint.
+persist no Prefect results. A retry resumes from the last checkpoint. Every replica of a model
+(`train.replicas`) is a job, and a task run, of its own, named by `TrainingJob.name`.
 """
 
 from __future__ import annotations
@@ -56,12 +57,12 @@ def _attempt_job(job: TrainingJob) -> TrainingJob:
 def _trained(job: TrainingJob) -> TrainingResult:
     """The child's published result, read back from S3."""
     _, store = open_store()
-    result = stored_result(store, job.run_id, job.model)
+    result = stored_result(store, job.run_id, job.name)
     if result is None:
-        raise TrainingFailed(f"{job.model}: the training finished but published no result")
+        raise TrainingFailed(f"{job.label}: the training finished but published no result")
     get_run_logger().info(
         "%s: %d epoch(s), %.1f s in fit (resumed from epoch %d), peak memory %.0f MiB",
-        job.model,
+        job.label,
         result.epochs,
         result.fit_seconds,
         result.resumed_from_epoch,
@@ -86,14 +87,14 @@ def run_bounded(command: list[str], *, timeout: float, **popen: Any) -> int | No
             process.wait()
 
 
-@task(name="train", task_run_name="train-{job.model}", retry_condition_fn=_worth_retrying)
+@task(name="train", task_run_name="train-{job.name}", retry_condition_fn=_worth_retrying)
 def train_in_subprocess(job: TrainingJob, execution: ExecutionParams) -> TrainingResult:
     """Run the `train-model` flow in a fresh Python process (the `local` trainer)."""
     job = _attempt_job(job)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     if PREFECT_API_URL.value():
         env["PREFECT_API_URL"] = PREFECT_API_URL.value()
-    with tempfile.TemporaryDirectory(prefix=f"job-{job.model}-") as tmp:
+    with tempfile.TemporaryDirectory(prefix=f"job-{job.name}-") as tmp:
         job_path, result_path, log_path = (
             Path(tmp) / "job.json",
             Path(tmp) / "result.json",
@@ -102,7 +103,7 @@ def train_in_subprocess(job: TrainingJob, execution: ExecutionParams) -> Trainin
         job_path.write_text(job.model_dump_json())
         get_run_logger().info(
             "%s: attempt %d in a separate process (%d thread(s))",
-            job.model,
+            job.label,
             job.attempt,
             job.threads,
         )
@@ -117,14 +118,14 @@ def train_in_subprocess(job: TrainingJob, execution: ExecutionParams) -> Trainin
             )
         if code is None:
             raise TrainingFailed(
-                f"{job.model}: the training ran past execution.training_timeout_minutes "
+                f"{job.label}: the training ran past execution.training_timeout_minutes "
                 f"({execution.training_timeout_minutes:g}) and was stopped"
             )
         if code != 0:
             outcome = json.loads(result_path.read_text()) if result_path.exists() else {}
             tail = log_path.read_text(errors="replace")[-3000:]
             raise TrainingFailed(
-                f"{job.model} training failed (exit {code}): {outcome.get('error') or tail}"
+                f"{job.label} training failed (exit {code}): {outcome.get('error') or tail}"
             )
     return _trained(job)
 
@@ -135,12 +136,13 @@ def train_in_subprocess(job: TrainingJob, execution: ExecutionParams) -> Trainin
 _CREATING_CHILD = threading.Lock()
 
 
-@task(name="train", task_run_name="train-{job.model}", retry_condition_fn=_worth_retrying)
+@task(name="train", task_run_name="train-{job.name}", retry_condition_fn=_worth_retrying)
 def train_on_worker(job: TrainingJob, execution: ExecutionParams) -> TrainingResult:
     """Run `train-model/gpu` for this job on the GPU work pool and wait for it (the `deployment` trainer).
 
     `run_deployment` does not raise when the child fails, so its final state is checked
-    here; the idempotency key holds the attempt number so a retry starts a new child.
+    here; the idempotency key holds the training's name (one child per replica) and the
+    attempt number, so a retry starts a new child.
     """
     job = _attempt_job(job)
     with _CREATING_CHILD:
@@ -149,8 +151,8 @@ def train_on_worker(job: TrainingJob, execution: ExecutionParams) -> TrainingRes
             parameters={"job": job.model_dump(mode="json")},
             timeout=0,
             as_subflow=True,
-            idempotency_key=f"{job.run_id}-{job.model}-attempt-{job.attempt}",
-            flow_run_name=f"{job.run_id}-{job.model}",
+            idempotency_key=f"{job.run_id}-{job.name}-attempt-{job.attempt}",
+            flow_run_name=f"{job.run_id}-{job.name}",
         )
     if job.attempt > 1:
         cancel_earlier_attempts(child, get_run_logger())
@@ -163,7 +165,7 @@ def train_on_worker(job: TrainingJob, execution: ExecutionParams) -> TrainingRes
     if not child.state or not child.state.is_completed():
         state = child.state.name if child.state else "unknown"
         raise TrainingFailed(
-            f"{job.model}: train-model flow run {child.name} ended {state}: "
+            f"{job.label}: train-model flow run {child.name} ended {state}: "
             f"{child.state.message if child.state else ''}"
         )
     return _trained(job)
@@ -173,16 +175,19 @@ TRAINERS = {"local": train_in_subprocess, "deployment": train_on_worker}
 
 
 def train_all(jobs: list[TrainingJob], execution: ExecutionParams) -> dict[str, TrainingResult]:
-    """Starts every training at once with the run's trainer, waits for all, and fails the
-    run (naming each failed model) if any failed: nothing is published then."""
+    """Starts every training at once with the run's trainer (one after the other on a shared
+    CPU host with the sequential schedule), waits for all, and fails the run (naming each
+    failed training) if any failed: nothing is published then. Returns the results by
+    training name (`TrainingJob.name`: the model's, or `<model>.r<k>` for its replica k);
+    `select_replicas` picks the one of each model the run keeps."""
     trainer = TRAINERS[execution.trainer].with_options(
         retries=execution.retries, retry_delay_seconds=execution.retry_delay_seconds
     )
     futures: dict[str, PrefectFuture] = {}
     for job in jobs:  # at once, or one after the other (each with all cores) on a shared CPU host
-        futures[job.model] = trainer.submit(job, execution)
+        futures[job.name] = trainer.submit(job, execution)
         if resolve_schedule(execution) == "sequential":
-            futures[job.model].wait()
+            futures[job.name].wait()
     for future in futures.values():
         future.wait()
     failed = {m: f.state for m, f in futures.items() if not f.state.is_completed()}

@@ -14,13 +14,24 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
+from compare_models.comparison import compare_all, compare_pair  # noqa: E402
 from compare_models.evaluation import evaluate_predictions  # noqa: E402
 from compare_models.report import (  # noqa: E402
     SYNTHETIC_BANNER,
     ModelResult,
+    Sections,
     markdown_summary,
     per_class_table_rows,
     render_report,
+)
+from compare_models.run_record import (  # noqa: E402
+    Comparison,
+    GateDecision,
+    NoiseBand,
+    PairComparison,
+    RecipeComparison,
+    RecipePair,
+    RecipeSummary,
 )
 
 CLASSES = ["airplane", "automobile", "bird", "cat"]
@@ -193,3 +204,165 @@ def test_per_class_table_rows(two_models) -> None:
     assert rows[0]["precision"] == round(first["precision"], 4)
     assert rows[0]["auc"] == round(first["auc"], 4)
     assert isinstance(rows[0]["support"], int)
+
+
+# --------------------------------------------------------------------------
+# Noise bands, replicas and recipes
+# --------------------------------------------------------------------------
+
+EVIL = "<b>&evil</b>"
+
+
+def _probs(y: np.ndarray, wrong: int) -> np.ndarray:
+    """Probabilities right on every image but the first `wrong`."""
+    k = len(CLASSES)
+    probs = np.eye(k)[y] * 0.9 + 0.1 / k
+    probs[:wrong] = np.eye(k)[(y[:wrong] + 1) % k] * 0.9 + 0.1 / k
+    return probs
+
+
+@pytest.fixture(scope="module")
+def noise_sections() -> Sections:
+    """A run with replicas: recipes compared across seeds, and a challenger within the noise."""
+    y = np.arange(200) % len(CLASSES)
+    statistics = compare_all(
+        y, {"cnn": _probs(y, 60), "resnet50": _probs(y, 20)}, class_names=CLASSES, n_resamples=1000
+    )
+    recipes = RecipeComparison(
+        models={
+            "cnn": RecipeSummary(
+                seeds=[42, 43, 44], accuracies=[0.7, 0.69, 0.71], mean=0.7, std=0.01
+            ),
+            "resnet50": RecipeSummary(
+                seeds=[42, 43, 44], accuracies=[0.9, 0.88, 0.89], mean=0.89, std=0.01
+            ),
+        },
+        pairs=[
+            RecipePair(
+                a="cnn",
+                b="resnet50",
+                difference={"estimate": 0.19, "ci_low": 0.1712, "ci_high": 0.2088},
+                pvalue=0.000123,
+                significant=True,
+                better="resnet50",
+                verdict=f"recipe resnet50 beats cnn across seeds {EVIL}",
+            )  # fmt: skip
+        ],
+    )
+    comparison = Comparison.model_validate({**statistics, "recipes": recipes})
+    pair = PairComparison.model_validate(
+        compare_pair(
+            y, _probs(y, 10), _probs(y, 30), name_a="champion", name_b="challenger",
+            class_names=CLASSES, n_resamples=1000,
+        )
+    )  # fmt: skip
+    band = NoiseBand(
+        points=0.1234,
+        class_points={c: 0.2 for c in CLASSES},
+        source="replicas",
+        runs=3,
+        detail=f"3 replicas of {EVIL}",
+    )
+    gate = {
+        "cnn": GateDecision(
+            model="cnn", track="nightly", decision="within-noise",
+            reason=f"worse, but within the noise band {EVIL}",
+            champion_run_id="20261126-020000-ab12cd34", comparison=pair, band=band,
+        ),
+        "resnet50": GateDecision(
+            model="resnet50", track="nightly", decision="regression", reason="worse",
+            champion_run_id="20261126-020000-ab12cd34", comparison=pair,
+            band=band.model_copy(update={"points": 0.005, "detail": "history"}),
+        ),
+    }  # fmt: skip
+    replicas = {
+        model: [
+            {
+                "replica": i,
+                "seed": 42 + i,
+                "val_accuracy": 0.61 + i / 100,
+                "test_accuracy": 0.6 + i / 100,
+                "kept": i == 1,
+            }
+            for i in range(3)
+        ]
+        for model in ("cnn", f"res{EVIL}")
+    }
+    return Sections(
+        comparison=comparison.model_dump(mode="json", by_alias=True),
+        gate={m: d.model_dump(mode="json", by_alias=True) for m, d in gate.items()},
+        replicas=replicas,
+    )
+
+
+def _section(page: str, heading: str) -> str:
+    """The page from the <h2> `heading` to the next <h2>."""
+    start = page.index(f"<h2>{heading}")
+    end = page.find("<h2>", start + 4)
+    return page[start : end if end >= 0 else len(page)]
+
+
+def test_report_shows_noise_band_replicas_and_recipes(tmp_path, two_models, noise_sections):
+    render_report(two_models, tmp_path, title="t", run_info={}, sections=noise_sections)
+    page = (tmp_path / "index.html").read_text(encoding="utf-8")
+
+    gate = _section(page, "vs champion")
+    assert "<th>noise band</th>" in gate
+    row = next(
+        line for line in gate.splitlines() if line.startswith('<tr class="decision-within-noise">')
+    )
+    assert "<td>within-noise</td>" in row
+    assert "±12.34 points (replicas: 3 replicas of &lt;b&gt;&amp;evil&lt;/b&gt;)" in row
+    assert "per class ±20.00 points" in row
+    assert '<tr class="decision-regression">' in gate and "±0.50 points (replicas: history)" in gate
+    # within-noise is styled apart from a regression
+    css = page[page.index("<style>") : page.index("</style>")]
+    assert "tr.decision-within-noise" in css and "tr.decision-regression" in css
+    within = re.search(r"tr\.decision-within-noise \{([^}]*)\}", css).group(1)
+    regression = re.search(r"tr\.decision-regression \{([^}]*)\}", css).group(1)
+    assert within != regression
+
+    replicas = _section(page, "Replicas")
+    assert "<h3>cnn</h3>" in replicas and "<h3>res&lt;b&gt;&amp;evil&lt;/b&gt;</h3>" in replicas
+    assert "<th>final validation accuracy</th>" in replicas and "<th>test accuracy</th>" in replicas
+    kept = [line for line in replicas.splitlines() if line.startswith('<tr class="kept">')]
+    assert len(kept) == 2  # one per model
+    assert "kept: best on validation data" in kept[0]
+    assert '<td class="num">43</td>' in kept[0] and "0.6200" in kept[0] and "0.6100" in kept[0]
+    assert replicas.count("kept: best on validation data") == 2
+
+    recipes = _section(page, "Recipes across seeds")
+    assert "About the recipes" in recipes
+    assert "0.7000 ± 0.0100" in recipes and "0.8900 ± 0.0100" in recipes
+    assert "42, 43, 44 (3)" in recipes
+    assert "Recipes: recipe resnet50 beats cnn across seeds &lt;b&gt;&amp;evil&lt;/b&gt;" in recipes
+    assert "<th>mean accuracy b − a (points, 95% CI)</th>" in recipes
+    assert '<td class="num">19.00 (17.12 to 20.88)</td>' in recipes
+    assert '<td class="num">0.000123</td>' in recipes and "<td>resnet50</td>" in recipes
+
+    statistics = _section(page, "How sure is this comparison?")
+    assert "about these two trained models" in statistics
+    assert "<h3>cnn vs resnet50 (these two trained models)</h3>" in statistics
+    assert "<strong>About these two trained models: " in statistics
+
+    assert EVIL not in page and "<b>" not in page
+
+
+def test_report_without_replicas_has_no_such_sections(tmp_path, two_models, noise_sections):
+    comparison = {**noise_sections.comparison, "recipes": None}
+    sections = Sections(comparison=comparison, gate=noise_sections.gate)
+    render_report(two_models, tmp_path, title="t", run_info={}, sections=sections)
+    page = (tmp_path / "index.html").read_text(encoding="utf-8")
+    assert "<h2>Replicas" not in page and "<h2>Recipes across seeds" not in page
+    assert "these two trained models" not in page
+
+
+def test_markdown_summary_shows_noise_band_replicas_and_recipes(two_models, noise_sections):
+    text = markdown_summary(two_models, title="t", run_info={}, sections=noise_sections)
+    line = next(x for x in text.splitlines() if x.startswith("- **cnn: within-noise**"))
+    assert f"noise band ±12.34 points (replicas: 3 replicas of {EVIL})" in line
+    assert "## Replicas" in text and "kept: replica 1 (best on validation data)" in text
+    assert "## Recipes across seeds" in text
+    assert "- **cnn**: mean test accuracy 0.7000 ± 0.0100 over 3 seeds" in text
+    assert "- **Recipes cnn vs resnet50**: recipe resnet50 beats cnn across seeds" in text
+    assert "- **About these two trained models: " in text

@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 
 from compare_models.config import ExecutionParams, RunParams
-from compare_models.training_jobs import AUTO_SCHEDULE, plan_jobs, resolve_schedule, thread_plan
+from compare_models.training_jobs import (
+    AUTO_SCHEDULE,
+    cpu_shares,
+    plan_jobs,
+    resolve_schedule,
+    thread_plan,
+)
 from tests.conftest import placeholder_dataset
 
 MODELS = ("cnn", "resnet50")
@@ -136,3 +142,83 @@ def test_the_report_says_which_model_trained_how_long():
     assert info["per_model_training"] == f"cnn: epochs {cnn}"
     assert info["epochs"] == f"{cnn} (cnn), {resnet} (resnet50)"
     assert RunParams().epochs_text() == "10" and RunParams().per_model_training() == ""
+
+
+def test_replicas_are_more_trainings_of_the_same_cost():
+    """Each replica of a model is a training of its own, named `<model>.r<k>`: at once they
+    split the cores between all of them (by cost, or evenly); one after the other each has
+    every core."""
+    assert thread_plan(("cnn",), "parallel", 12, 3) == {"cnn": 4, "cnn.r1": 4, "cnn.r2": 4}
+    assert thread_plan(("cnn",), "sequential", 12, 3) == {"cnn": 12, "cnn.r1": 12, "cnn.r2": 12}
+    # costs 1 (cnn) and 5 (resnet50), each twice: 12 in all
+    assert thread_plan(MODELS, "weighted", 12, 2) == {
+        "cnn": 1,
+        "cnn.r1": 1,
+        "resnet50": 5,
+        "resnet50.r1": 5,
+    }
+    assert cpu_shares(MODELS, "weighted", 2) == pytest.approx(
+        {"cnn": 1 / 12, "cnn.r1": 1 / 12, "resnet50": 5 / 12, "resnet50.r1": 5 / 12}
+    )
+    assert cpu_shares(MODELS, "parallel", {"cnn": 3, "resnet50": 1}) == pytest.approx(
+        {"cnn": 0.25, "cnn.r1": 0.25, "cnn.r2": 0.25, "resnet50": 0.25}
+    )
+    # one replica: exactly as before, keyed by model
+    assert cpu_shares(MODELS, "weighted", 1) == cpu_shares(MODELS, "weighted")
+    assert thread_plan(MODELS, "weighted", 12, 1) == {"cnn": 2, "resnet50": 10}
+
+
+def test_replicas_train_with_consecutive_seeds(monkeypatch):
+    from compare_models import training_jobs
+
+    monkeypatch.setattr(training_jobs, "available_cpus", lambda: 12)
+    params = RunParams.model_validate(
+        {
+            "models": ["cnn"],
+            "train": {"seed": 7, "replicas": 3},
+            "execution": {"schedule": "parallel"},
+        }
+    )
+    jobs = plan_jobs(params, "r1", placeholder_dataset(), None, started_at=0.0)
+    assert [j.name for j in jobs] == ["cnn", "cnn.r1", "cnn.r2"]
+    assert [j.model for j in jobs] == ["cnn"] * 3 and [j.replica for j in jobs] == [0, 1, 2]
+    assert [j.train.seed for j in jobs] == [7, 8, 9]
+    assert [j.threads for j in jobs] == [4, 4, 4]  # three trainings at once on 12 cores
+    assert [j.label for j in jobs] == ["cnn", "cnn (replica 1)", "cnn (replica 2)"]
+    assert len({j.recipe() for j in jobs}) == 3  # each replica is its own recipe (its seed)
+    # how many replicas a run trains is no part of a training's recipe
+    once = RunParams.model_validate({"models": ["cnn"], "train": {"seed": 7}})
+    assert plan_jobs(once, "r1", placeholder_dataset(), None, started_at=0.0)[0].recipe() == (
+        jobs[0].recipe()
+    )
+
+    sequential = params.model_copy(update={"execution": ExecutionParams(schedule="sequential")})
+    jobs = plan_jobs(sequential, "r1", placeholder_dataset(), None, started_at=0.0)
+    assert [j.threads for j in jobs] == [12, 12, 12]  # one after the other, each with all cores
+
+    both = RunParams.model_validate(
+        {"train": {"replicas": 2}, "execution": {"trainer": "deployment"}}
+    )
+    jobs = plan_jobs(both, "r1", placeholder_dataset(), None, started_at=0.0)
+    assert [j.name for j in jobs] == ["cnn", "cnn.r1", "resnet50", "resnet50.r1"]
+    assert [j.train.seed for j in jobs] == [42, 43, 42, 43]
+    assert [j.threads for j in jobs] == [0] * 4
+    assert [round(j.cpu_share, 3) for j in jobs] == [0.083, 0.083, 0.417, 0.417]
+    assert sum(j.cpu_share for j in jobs) == pytest.approx(1.0)
+
+
+def test_a_replica_seed_past_the_largest_is_refused():
+    """Refused with the parameters, before any data or training work; per model too."""
+    with pytest.raises(ValueError, match="needs seeds up to 4294967296"):
+        RunParams.model_validate({"models": ["cnn"], "train": {"seed": 2**32 - 2, "replicas": 3}})
+    with pytest.raises(ValueError, match="needs seeds up to 4294967296"):
+        RunParams.model_validate(
+            {"models": ["cnn"], "train_per_model": {"cnn": {"seed": 2**32 - 2, "replicas": 3}}}
+        )
+    fits = RunParams.model_validate(
+        {"models": ["cnn"], "train": {"seed": 2**32 - 3, "replicas": 3}}
+    )
+    seeds = [
+        j.train.seed for j in plan_jobs(fits, "r1", placeholder_dataset(), None, started_at=0.0)
+    ]
+    assert seeds == [2**32 - 3, 2**32 - 2, 2**32 - 1]

@@ -290,3 +290,133 @@ def test_recall_changes_rejects_malformed_input(tmp_path, changes, message):
         plot_recall_changes(changes, tmp_path / "bad.png")
     assert not (tmp_path / "bad.png").exists()
     assert plt.get_fignums() == []
+
+
+# --------------------------------------------------------------------------------------------
+# Noise bands on the accuracy trend
+# --------------------------------------------------------------------------------------------
+
+
+def pixels(path) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(path) as img:
+        return np.asarray(img.convert("RGB"))
+
+
+def test_accuracy_trend_without_bands_is_unchanged(tmp_path):
+    plain = pixels(plot_accuracy_trend(history(6), tmp_path / "plain.png"))
+    for i, bands in enumerate((None, {})):
+        same = pixels(plot_accuracy_trend(history(6), tmp_path / f"same{i}.png", bands=bands))
+        assert same.shape == plain.shape and np.array_equal(same, plain)
+
+
+def test_accuracy_trend_draws_noise_bands(tmp_path, monkeypatch):
+    from matplotlib.colors import to_rgb
+
+    captured = {}
+    original = trends._save
+
+    def spy(fig, path):
+        ax = fig.axes[0]
+        captured["legend"] = [t.get_text() for t in ax.get_legend().get_texts()]
+        captured["patches"] = [(p.get_facecolor(), p.get_label()) for p in ax.patches]
+        captured["ylim"] = ax.get_ylim()
+        return original(fig, path)
+
+    plain = pixels(plot_accuracy_trend(history(6), tmp_path / "plain.png"))
+    monkeypatch.setattr(trends, "_save", spy)
+    banded = plot_accuracy_trend(
+        history(6), tmp_path / "band.png", bands={"resnet50": (0.72, 0.76)}
+    )
+    assert_png(banded, min_width=600, min_height=400)
+    image = pixels(banded)
+    assert image.shape != plain.shape or not np.array_equal(image, plain)
+    # Listed right below its model's line, before the decisions.
+    assert captured["legend"][:3] == ["cnn", "resnet50", "resnet50 noise band"]
+    [(colour, label)] = captured["patches"]
+    assert label == "resnet50 noise band"
+    assert colour[:3] == pytest.approx(to_rgb("C1"))  # the model's colour, lightly
+    assert 0 < colour[3] < 0.3
+    low, high = captured["ylim"]
+    assert low <= 0.72 and high >= 0.76  # the band is in view
+
+
+def test_accuracy_trend_marks_within_noise(tmp_path, monkeypatch):
+    captured = {}
+    original = trends._save
+
+    def spy(fig, path):
+        captured["legend"] = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+        return original(fig, path)
+
+    monkeypatch.setattr(trends, "_save", spy)
+    points = history(3)
+    points[-1]["models"]["cnn"]["decision"] = "within-noise"
+    points[-2]["models"]["resnet50"]["decision"] = "already-champion"  # accepted, unmarked
+    assert_png(plot_accuracy_trend(points, tmp_path / "noise.png"), min_height=400)
+    assert "within noise" in captured["legend"]
+
+
+@pytest.mark.parametrize(
+    ("bands", "message"),
+    [
+        ({"vit": (0.5, 0.6)}, "none of the points"),
+        ({"cnn": (0.7, 0.6)}, "low <= high"),
+        ({"cnn": (math.nan, 0.6)}, "finite"),
+        ({"cnn": (0.5, math.inf)}, "finite"),
+        ({"cnn": (-0.1, 0.6)}, r"\[0, 1\]"),
+        ({"cnn": (0.5, 1.2)}, r"\[0, 1\]"),
+        ({"cnn": (0.5,)}, "pair"),
+        ({"cnn": "0.5-0.6"}, "pair"),
+        ({"cnn": {"low": 0.5, "high": 0.6}}, "pair"),
+        ({"cnn": ("0.5", 0.6)}, "must be a number"),
+        ({"": (0.5, 0.6)}, "non-empty strings"),
+        ([("cnn", (0.5, 0.6))], "bands must be a mapping"),
+    ],
+)
+def test_accuracy_trend_rejects_malformed_bands(tmp_path, bands, message):
+    with pytest.raises(ValueError, match=message):
+        plot_accuracy_trend(history(3), tmp_path / "bad.png", bands=bands)
+    assert not (tmp_path / "bad.png").exists()
+    assert plt.get_fignums() == []
+
+
+def test_noise_bands_from_the_gate():
+    from compare_models.comparison import compare_pair
+    from compare_models.run_record import GateDecision, NoiseBand, PairComparison
+    from compare_models.track_history import noise_bands
+
+    y = np.arange(200) % 4
+    right = np.eye(4)[y] * 0.9 + 0.025
+    wrong = np.eye(4)[(y + 1) % 4] * 0.9 + 0.025
+    champion, challenger = right.copy(), right.copy()
+    champion[:20], challenger[:30] = wrong[:20], wrong[:30]  # champion 0.90, challenger 0.85
+    pair = PairComparison.model_validate(
+        compare_pair(
+            y, champion, challenger, name_a="champion", name_b="challenger",
+            class_names=["a", "b", "c", "d"], n_resamples=1000,
+        )
+    )  # fmt: skip
+
+    def decision(model: str, band: NoiseBand | None, comparison=pair) -> GateDecision:
+        return GateDecision(
+            model=model, track="main", decision="within-noise", reason="r",
+            champion_run_id="20261126-020000-ab12cd34", comparison=comparison, band=band,
+        )  # fmt: skip
+
+    def band(points: float, source: str = "replicas") -> NoiseBand:
+        return NoiseBand(points=points, class_points={}, source=source, runs=3, detail="d")
+
+    bands = noise_bands(
+        {
+            "cnn": decision("cnn", band(0.03)),
+            "wide": decision("wide", band(0.2)),
+            "off": decision("off", band(0.0, "off")),
+            "none": decision("none", None),
+            "first": decision("first", band(0.03), comparison=None),
+        }
+    )
+    assert set(bands) == {"cnn", "wide"}
+    assert bands["cnn"] == pytest.approx((0.87, 0.93))  # the champion's accuracy ± the band
+    assert bands["wide"] == pytest.approx((0.70, 1.0))  # clipped to [0, 1]
