@@ -72,6 +72,32 @@ def smoke_run_args(
     ]
 
 
+def training_result(run_id: str, model: str, replica: int = 0, **changes):
+    """A `TrainingResult` made by hand, with this run's keys for the replica's name."""
+    from compare_models import layout
+    from compare_models.training_jobs import TrainingResult
+
+    name = layout.training_name(model, replica)
+    return TrainingResult(
+        **{
+            "model": model,
+            "replica": replica,
+            "model_key": layout.model_key(run_id, name),
+            "history_key": layout.history_key(run_id, name),
+            "predictions_key": layout.predictions_key(run_id, name),
+            "epochs": 1,
+            "resumed_from_epoch": 0,
+            "fit_seconds": 1.0,
+            "fit_started_at": 0.0,
+            "train_images_per_second": 1.0,
+            "parameters": 1,
+            "peak_rss_mb": 1.0,
+            "device": {},
+            **changes,
+        }
+    )
+
+
 def placeholder_dataset(source: str = "synthetic:1"):
     """A DatasetRef naming no real data (synthetic, no files): for a training job that must be
     refused or never start, or one that is only planned."""

@@ -11,12 +11,11 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from compare_models import layout
 from compare_models.artifacts import RunArtifacts
 from compare_models.config import SplitSpec
 from compare_models.data.dataset import prepare_dataset
 from compare_models.store import ArtifactStore
-from compare_models.training_jobs import TrainingResult
+from tests.conftest import training_result
 
 pytestmark = pytest.mark.integration
 
@@ -27,29 +26,12 @@ def _npz(probs: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def _trained(run_id: str, model: str) -> TrainingResult:
-    return TrainingResult(
-        model=model,
-        model_key=layout.model_key(run_id, model),
-        history_key=layout.history_key(run_id, model),
-        predictions_key=layout.predictions_key(run_id, model),
-        epochs=1,
-        resumed_from_epoch=0,
-        fit_seconds=1.0,
-        fit_started_at=0.0,
-        train_images_per_second=1.0,
-        parameters=1,
-        peak_rss_mb=1.0,
-        device={},
-    )
-
-
 def test_the_test_split_and_predictions_are_fetched_once_per_process(stack, settings, tmp_path):
     spec = SplitSpec(protocol="sizes", train=40, val=20, test=30)
     dataset = prepare_dataset("synthetic:200", spec, stack, tmp_path / "prepare-cache")
     run_id = f"artifacts-{secrets.token_hex(3)}"
     rng = np.random.default_rng(0)
-    trainings = {m: _trained(run_id, m) for m in ("cnn", "resnet50")}
+    trainings = {m: training_result(run_id, m) for m in ("cnn", "resnet50")}
     for t in trainings.values():
         stack.put_bytes(_npz(rng.dirichlet(np.ones(10), 30)), t.predictions_key, overwrite=True)
     champion_key = f"runs/{run_id}-champion/predictions/cnn.npz"
@@ -94,7 +76,7 @@ def test_predictions_that_do_not_match_the_test_labels_are_refused(stack, settin
     spec = SplitSpec(protocol="sizes", train=40, val=20, test=30)
     dataset = prepare_dataset("synthetic:200", spec, stack, tmp_path / "cache")
     run_id = f"artifacts-{secrets.token_hex(3)}"
-    trained = _trained(run_id, "cnn")
+    trained = training_result(run_id, "cnn")
     stack.put_bytes(_npz(np.full((29, 10), 0.1)), trained.predictions_key, overwrite=True)
     artifacts = RunArtifacts(stack, run_id, dataset, tmp_path / "cache")
     with pytest.raises(DataError, match="cnn: 29 predictions for 30 test labels"):

@@ -11,7 +11,7 @@ import pytest
 from compare_models import layout
 from compare_models.config import TrainParams
 from compare_models.training_jobs import TrainingJob, TrainingResult, select_replicas
-from tests.conftest import placeholder_dataset
+from tests.conftest import placeholder_dataset, training_result
 
 
 def result(
@@ -19,25 +19,16 @@ def result(
 ) -> TrainingResult:
     """A training result made by hand: `val_accuracy` per epoch (None: not in the history),
     `accuracy` the training accuracy of its last epoch."""
-    name = layout.training_name(model, replica)
     history = {"loss": [1.0, 0.5], "accuracy": [0.4, accuracy]}
     if val_accuracy is not None:
         history["val_accuracy"] = val_accuracy
-    return TrainingResult(
-        model=model,
-        replica=replica,
+    return training_result(
+        "r1",
+        model,
+        replica,
         seed=42 + replica,
-        model_key=layout.model_key("r1", name),
-        history_key=layout.history_key("r1", name),
-        predictions_key=layout.predictions_key("r1", name),
         history=history,
         epochs=2,
-        resumed_from_epoch=0,
-        fit_seconds=1.0,
-        fit_started_at=0.0,
-        train_images_per_second=1.0,
-        parameters=1,
-        peak_rss_mb=1.0,
         device={"device": "cpu"},
         planned_epochs=2,
     )
