@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 from pathlib import Path
 
@@ -22,7 +23,6 @@ from compare_models.report import (
 )
 from compare_models.report_header import model_results, report_title, run_info
 from compare_models.run_record import ReportFiles, RunRecord
-from compare_models.runs import completed_records
 from tasks._store import open_artifacts
 
 
@@ -54,7 +54,7 @@ def _sections(record: RunRecord, artifacts: RunArtifacts, out_dir: Path) -> Sect
     probs = artifacts.model_predictions(record.models)
     gate_figures = (
         track_history.champion_figures(
-            completed_records(artifacts.store),
+            artifacts.completed_runs(),
             current=record,
             last=record.params.gate.trend_runs,
             out_dir=out_dir,
@@ -62,12 +62,19 @@ def _sections(record: RunRecord, artifacts: RunArtifacts, out_dir: Path) -> Sect
         if record.gate
         else []
     )
+    return dataclasses.replace(
+        _record_sections(record),
+        disagreement=diagnostic_figures(images, y_true, probs, record.dataset.class_names, out_dir),
+        gate_figures=gate_figures,
+    )
+
+
+def _record_sections(record: RunRecord) -> Sections:
+    """The sections the record itself holds, as the renderer reads them (no figures)."""
     return Sections(
         comparison=record.comparison.model_dump(mode="json", by_alias=True),
         replay=record.replay.model_dump(mode="json", by_alias=True) if record.replay else None,
         gate={m: d.model_dump(mode="json", by_alias=True) for m, d in record.gate.items()},
-        disagreement=diagnostic_figures(images, y_true, probs, record.dataset.class_names, out_dir),
-        gate_figures=gate_figures,
         replicas=_replicas(record),
     )
 
@@ -85,12 +92,7 @@ def _publish_to_ui(
         results,
         title=report_title(record),
         run_info=run_info(record),
-        sections=Sections(
-            comparison=record.comparison.model_dump(mode="json", by_alias=True),
-            replay=record.replay.model_dump(mode="json", by_alias=True) if record.replay else None,
-            gate={m: d.model_dump(mode="json", by_alias=True) for m, d in record.gate.items()},
-            replicas=_replicas(record),
-        ),
+        sections=_record_sections(record),
     )
     create_markdown_artifact(
         summary,
