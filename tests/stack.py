@@ -23,10 +23,25 @@ HOME = ROOT / ".compare-models" / "test-stack"
 
 #: where the test stack listens. SeaweedFS' other ports move by the S3 port's offset (+500: none
 #: of them lands on a port of the default stack, whose gRPC ports are its HTTP ports + 10000)
+#: TEST_STACK_PORT_SHIFT (default 0) moves them all, for a second checkout's test stack beside
+#: this one (a git worktree); it is read by every process, so it must not carry an inherited prefix
+PORT_SHIFT_VARIABLE = "TEST_STACK_PORT_SHIFT"
+
+
+def _port_shift() -> int:
+    value = os.environ.get(PORT_SHIFT_VARIABLE, "0").strip() or "0"
+    if not value.isdigit() or int(value) > 2000:
+        raise ValueError(f"{PORT_SHIFT_VARIABLE}={value!r}: give a whole number from 0 to 2000")
+    return int(value)
+
+
 PORTS = {
-    "COMPARE_MODELS_S3_PORT": 8833,
-    "COMPARE_MODELS_PREFECT_PORT": 4700,
-    "COMPARE_MODELS_POSTGRES_PORT": 5933,
+    name: port + _port_shift()
+    for name, port in {
+        "COMPARE_MODELS_S3_PORT": 8833,
+        "COMPARE_MODELS_PREFECT_PORT": 4700,
+        "COMPARE_MODELS_POSTGRES_PORT": 5933,
+    }.items()
 }
 
 #: prefixes of the variables that could point a stack (or the flows) at another one, or change
