@@ -375,10 +375,12 @@ class NoisePolicy(BaseModel):
         description="Comparable earlier runs of the track needed to estimate the band from them",
     )
     # The defaults are about two standard deviations of the difference between two smoke runs
-    # (1,000 test images, about 100 a class) that differ only in their seed: a class's recall
-    # moved by up to 28 points between seeds (`benchmarks/gate_noise.py`; docs/benchmarks.md).
+    # (1,000 test images, about 100 a class) that differ only in their seed: six seeds' accuracies
+    # had a standard deviation of 2.2 points at 5 epochs and 2.7 at 15 (difference: x sqrt(2),
+    # 3.1 and 3.9), and a class's recall moved by up to 28 points between seeds
+    # (`benchmarks/gate_noise.py`; docs/benchmarks.md).
     tolerance_points: float = Field(
-        default=6.0,
+        default=8.0,
         ge=0,
         le=100,
         description="The band in accuracy points when there are neither replicas nor enough history",
