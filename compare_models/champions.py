@@ -27,9 +27,15 @@ import numpy as np
 
 from compare_models import layout
 from compare_models.comparison import compare_pair
-from compare_models.config import ComparisonParams, GatePolicy
+from compare_models.config import CIFAR10_CLASSES, ComparisonParams, GatePolicy
 from compare_models.fingerprint import data_identity
-from compare_models.run_record import GateDecision, NoiseBand, PairComparison, RunRecord
+from compare_models.run_record import (
+    GateDecision,
+    NoiseBand,
+    PairComparison,
+    RunRecord,
+    TestImages,
+)
 from compare_models.store import ArtifactStore, PreconditionFailed, StoreError
 
 #: Decisions, in the words the manifest, report, CLI and events use.
@@ -48,6 +54,10 @@ class ChampionError(StoreError):
     """A champion operation that cannot be done (unknown run or model, a lost race)."""
 
 
+class RescoreFailed(RuntimeError):
+    """A champion's model could not predict this run's test images (gone, other outputs)."""
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat()
 
@@ -64,7 +74,7 @@ def entry_for(record: RunRecord, model: str, *, reason: str, by: str) -> dict[st
         "model": model,
         "model_key": trained.model_key,
         "predictions_key": trained.predictions_key,
-        "dataset": data_identity(record.dataset.model_dump(mode="json")),
+        "dataset": data_identity(record.dataset.model_dump(mode="json"), "class_names"),
         "metrics": {"accuracy": metrics.accuracy, "f1_macro": metrics.f1_macro},
         "accuracy_interval": interval.model_dump() if interval else None,
         "promoted_at": _now(),
@@ -73,24 +83,44 @@ def entry_for(record: RunRecord, model: str, *, reason: str, by: str) -> dict[st
     }
 
 
-def comparable(champion: Mapping[str, Any], dataset: Mapping[str, Any]) -> tuple[bool, str]:
-    """Whether a champion was tested on the same images as this run, and if not, why."""
+SAME_IMAGES, RESCORE, INCOMPARABLE = "same-images", "rescore", "incomparable"
+
+
+def class_names_of(identity: Mapping[str, Any]) -> list[str]:
+    """The classes a champion entry was tested on: recorded since folder sources; before, only
+    CIFAR-10 (or the synthetic data's ten) could be."""
+    if identity.get("class_names"):
+        return list(identity["class_names"])
+    if identity.get("name") == "synthetic":
+        return [f"synthetic-{c}" for c in range(len(CIFAR10_CLASSES))]
+    return list(CIFAR10_CLASSES)
+
+
+def comparable(champion: Mapping[str, Any], dataset: Mapping[str, Any]) -> tuple[str, str]:
+    """How a champion can be compared with this run, and if not on the same images, why:
+    `SAME_IMAGES` (tested on this run's test images: pair the stored predictions), `RESCORE`
+    (other images of the same classes and input size: its model must predict this run's test
+    images first) or `INCOMPARABLE` (other classes)."""
     theirs = champion["dataset"]
-    if theirs.get("archive_sha256") != dataset.get("archive_sha256") or theirs.get(
-        "name"
-    ) != dataset.get("name"):
-        return False, (
-            f"the champion (run {champion['run_id']}) was tested on other data ({theirs.get('name')}, "
-            f"archive {str(theirs.get('archive_sha256'))[:12]})"
+    mine_classes, their_classes = class_names_of(dataset), class_names_of(theirs)
+    if mine_classes != their_classes:
+        return INCOMPARABLE, (
+            f"the champion (run {champion['run_id']}) was trained on other classes "
+            f"({', '.join(their_classes[:12])}) than this run ({', '.join(mine_classes[:12])})"
         )
+    same_data = theirs.get("archive_sha256") == dataset.get("archive_sha256") and theirs.get(
+        "name"
+    ) == dataset.get("name")
     mine = dataset.get("test_indices_sha256") or dataset.get("split_indices_sha256")
     other = theirs.get("test_indices_sha256") or theirs.get("split_indices_sha256")
-    if mine != other:
-        return (
-            False,
-            f"the champion (run {champion['run_id']}) was tested on other images of the data (another split)",
-        )
-    return True, ""
+    if same_data and mine == other:
+        return SAME_IMAGES, ""
+    where = (
+        f"version {str(theirs.get('version_id'))[:12]}"
+        if theirs.get("version_id")
+        else f"{theirs.get('name')}, archive {str(theirs.get('archive_sha256'))[:12]}"
+    )
+    return RESCORE, f"the champion (run {champion['run_id']}) was tested on other images ({where})"
 
 
 WITHIN_NOISE = "within-noise"
@@ -210,6 +240,10 @@ class Judge:
     policy: GatePolicy
     comparison: ComparisonParams
     predictions: Callable[[str], np.ndarray]
+    #: predicts this run's test images with a champion entry's stored model and returns the
+    #: predictions' key (raises `RescoreFailed` when it cannot); None: never re-score
+    rescore: Callable[[Mapping[str, Any]], str] | None = None
+    test_images: TestImages | None = None
 
     def against(self, current: Mapping[str, Any] | None, challenger: Challenger) -> GateDecision:
         """The decision on `challenger` against the champion entry `current` (None: no
@@ -228,18 +262,30 @@ class Judge:
                 decision=FIRST,
                 reason=f"the first completed run of {model} on track {track!r} becomes its champion",
             )
-        ok, why = comparable(current, challenger.entry["dataset"])
-        if not ok:
+        how, why = comparable(current, challenger.entry["dataset"])
+        predictions_key, rescored = current["predictions_key"], False
+        if how == RESCORE and self.rescore is not None:
+            try:
+                predictions_key, rescored = self.rescore(current), True
+            except RescoreFailed as exc:
+                how, why = (
+                    INCOMPARABLE,
+                    f"{why}, and it could not be re-scored on this run's: {exc}",
+                )
+        elif how == RESCORE:
+            how = INCOMPARABLE
+        if how == INCOMPARABLE:
             return decided(
                 decision=NOT_COMPARABLE,
                 reason=f"{why}: nothing was compared and the champion stays. Promote by hand with "
                 f"`compare-models promote {run_id} --model {model} --track {track} --reason ...` "
                 "if this run should replace it.",
+                test_images=self.test_images,
             )
         pair = PairComparison.model_validate(
             compare_pair(
                 self.y_true,
-                self.predictions(current["predictions_key"]),
+                self.predictions(predictions_key),
                 challenger.probs,
                 name_a="champion",
                 name_b="challenger",
@@ -251,7 +297,20 @@ class Judge:
             )
         )
         decision, reason = decide(pair, self.policy, challenger.band)
-        return decided(decision=decision, reason=reason, comparison=pair, band=challenger.band)
+        if rescored:
+            count = self.test_images.count if self.test_images else len(self.y_true)
+            reason = (
+                f"{reason}; {why}, so its model was re-scored on this run's {count:,} test images"
+            )
+        return decided(
+            decision=decision,
+            reason=reason,
+            comparison=pair,
+            band=challenger.band,
+            test_images=self.test_images,
+            rescored=rescored,
+            rescored_predictions_key=predictions_key if rescored else None,
+        )
 
 
 def promote_if_unchanged(

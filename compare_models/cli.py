@@ -27,7 +27,10 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from compare_models import registry
+from compare_models import cli_datasets, registry
+from compare_models.cli_common import fail as _fail
+from compare_models.cli_common import open_store as _open_store
+from compare_models.cli_common import table as _table
 from compare_models.config import PRESETS, Settings, preset_params
 
 if TYPE_CHECKING:
@@ -39,21 +42,6 @@ def _export_settings(settings: Settings) -> None:
     if settings.prefect_api_url and not os.environ.get("PREFECT_API_URL"):
         os.environ["PREFECT_API_URL"] = settings.prefect_api_url
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-
-
-def _table(rows: list[dict[str, Any]]) -> str:
-    if not rows:
-        return "(none)"
-    cols = list(rows[0])
-    widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in cols}
-    lines = ["  ".join(c.ljust(widths[c]) for c in cols)]
-    lines += ["  ".join(str(r[c]).ljust(widths[c]) for c in cols) for r in rows]
-    return "\n".join(lines)
-
-
-def _fail(message: str, code: int = 1) -> int:
-    print(f"compare-models: error: {message}", file=sys.stderr)
-    return code
 
 
 # ── services ───────────────────────────────────────────────────────────────
@@ -103,6 +91,8 @@ def cmd_deploy(args: argparse.Namespace) -> int:
 
 
 def _params_from_args(args: argparse.Namespace):
+    from compare_models.data.folders import is_folder_source
+
     overrides: dict[str, Any] = {}
     for flag, key in (
         ("data", "data"),
@@ -134,6 +124,16 @@ def _params_from_args(args: argparse.Namespace):
         for k in ("train_size", "val_size", "test_size")
         if getattr(args, k) is not None
     }
+    if (
+        args.data
+        and not (args.split or split)
+        and is_folder_source(overrides.get("data", args.data))
+    ):
+        # a folder of images is split by hash whatever the preset's split (sizes are for archives)
+        overrides["split"] = {
+            "protocol": "hash",
+            **({"seed": args.seed} if args.seed is not None else {}),
+        }
     if args.split or split:
         overrides["split"] = {
             "protocol": args.split or "sizes",
@@ -142,6 +142,8 @@ def _params_from_args(args: argparse.Namespace):
         }
     if args.track:
         overrides["gate"] = {"track": args.track}
+    if args.skip_if_unchanged:
+        overrides["skip_if_unchanged"] = True
     return preset_params(args.preset, **overrides)
 
 
@@ -201,9 +203,19 @@ def _run_flow(params, *, as_json: bool) -> int:
         return _fail(
             f"run failed ({state.name}): {message}" + (f"\n  flow run: {url}" if url else "")
         )
-    from compare_models.run_record import RunSummary
+    from compare_models.run_record import RunSummary, SkippedRun
 
-    summary = RunSummary.model_validate(state.result())
+    result = state.result()
+    if result.get("skipped"):
+        skipped = SkippedRun.model_validate(result)
+        if as_json:
+            print(json.dumps({"status": "skipped", "flow_run_id": str(flow_run_id), "ui_url": url, **skipped.model_dump(mode="json")}, indent=2))  # fmt: skip
+        else:
+            print(
+                f"run id:     {skipped.run_id}\nflow run:   {url or flow_run_id}\n{skipped.reason}"
+            )
+        return 0
+    summary = RunSummary.model_validate(result)
     if as_json:
         print(
             json.dumps(
@@ -269,15 +281,6 @@ def _print_replay(replay: Replay) -> None:
         print(f"  changed: {change.entry}: {change.original!r} -> {change.replay!r}")
     if not replay.fingerprint_changes:
         print("  fingerprint: nothing changed (code, libraries, machine, data, seeds, parameters)")
-
-
-def _open_store():
-    from compare_models.store import ArtifactStore
-
-    settings = Settings()
-    store = ArtifactStore.from_settings(settings)
-    store.check()
-    return settings, store
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
@@ -491,6 +494,8 @@ def build_parser() -> argparse.ArgumentParser:
         _add_promote,
         _add_history,
         _add_runs,
+        cli_datasets.add_datasets,
+        cli_datasets.add_dataset,
         _add_params,
         _add_run,
     ):
@@ -544,7 +549,8 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--data",
-        help="'cifar10' (default, official download), URL, path or s3:// URI, or 'synthetic[:N]'",
+        help="'cifar10' (default, official download), URL, path or s3:// URI of an archive, a folder "
+        "of images (a directory or s3://bucket/prefix/), version:<id>, or 'synthetic[:N]'",
     )
     parser.add_argument("--data-sha256", help="expected SHA-256 of the archive")
     parser.add_argument(
@@ -559,7 +565,17 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
         "--threads", type=int, help="TensorFlow threads per training process (0: share of cores)"
     )
     parser.add_argument("--seed", type=int)
-    parser.add_argument("--split", choices=["seed", "full", "sizes"])
+    parser.add_argument(
+        "--split",
+        choices=["seed", "full", "sizes", "hash"],
+        help="split protocol (a folder of images is split by hash, the default for it)",
+    )
+    parser.add_argument(
+        "--skip-if-unchanged",
+        action="store_true",
+        default=None,
+        help="skip training when the data has not changed since the champion's (folder sources)",
+    )
     parser.add_argument("--train-size", type=int)
     parser.add_argument("--val-size", type=int)
     parser.add_argument("--test-size", type=int)

@@ -187,6 +187,25 @@ class Settings(BaseSettings):
 # ── Run parameters: what a run does ───────────────────────────────────────────
 
 
+class SplitFractions(BaseModel):
+    """The `hash` protocol's shares of the images, in train / validation / test order."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    train: float = Field(default=0.7, gt=0, lt=1)
+    val: float = Field(default=0.1, ge=0, lt=1)
+    test: float = Field(default=0.2, gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _sum_to_one(self) -> SplitFractions:
+        if abs(self.train + self.val + self.test - 1) > 1e-9:
+            raise ValueError(
+                f"split fractions {self.train} + {self.val} + {self.test} must add up to 1 "
+                "(e.g. train 0.7, val 0.1, test 0.2)"
+            )
+        return self
+
+
 class SplitSpec(BaseModel):
     """How the archive's images become train / validation / test splits.
 
@@ -195,18 +214,27 @@ class SplitSpec(BaseModel):
         16,250 train / 8,750 validation, and the full test set.
       * ``full``: 45,000 / 5,000 / full test set.
       * ``sizes``: explicit ``train`` / ``val`` / ``test`` sizes.
-    All splits are stratified and reproducible from ``seed``.
+      * ``hash``: for folders of images, whose content grows: each image's split comes from
+        a hash of its bytes salted with ``seed``, bucketed by ``fractions``; an image keeps its
+        split in every later version of the data, and exact duplicates share one. Where the
+        folder has fixed ``train/`` and ``test/`` folders, test images always stay test and
+        the training folder's images are hashed into train and validation. A folder source
+        given the default ``seed`` protocol is split this way.
+    `seed`, `full` and `sizes` are stratified and reproducible from ``seed``.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    protocol: Literal["seed", "full", "sizes"] = "seed"
+    protocol: Literal["seed", "full", "sizes", "hash"] = "seed"
     train: int | None = Field(
         default=None, ge=NUM_CLASSES, le=1_000_000, description="at least one image per class"
     )
     val: int | None = Field(default=None, ge=NUM_CLASSES, le=1_000_000)
     test: int | None = Field(default=None, ge=NUM_CLASSES, le=1_000_000)
     seed: int = Field(default=42, ge=0, le=2**32 - 1)
+    fractions: SplitFractions = Field(
+        default=SplitFractions(), description="The `hash` protocol's train / val / test shares"
+    )
 
     @model_validator(mode="after")
     def _sizes_given(self) -> SplitSpec:
@@ -222,12 +250,52 @@ class SplitSpec(BaseModel):
         return self
 
     def sizes(self, test_available: int) -> tuple[int, int, int]:
-        """(train, val, test) sizes for this protocol."""
+        """(train, val, test) sizes for this protocol (not `hash`, whose sizes follow the data)."""
         if self.protocol == "seed":
             return 16_250, 8_750, test_available
         if self.protocol == "full":
             return 45_000, 5_000, test_available
+        if self.protocol == "hash":
+            raise ValueError("the 'hash' protocol has fractions, not sizes")
         return self.train, self.val, self.test  # type: ignore[return-value]
+
+    def identity(self) -> dict[str, Any]:
+        """What decides the split: the fractions only where they are used, so that the
+        archives' protocols keep the keys (and the prepared splits) they had before `hash`."""
+        return self.model_dump(exclude=None if self.protocol == "hash" else {"fractions"})
+
+
+class FolderPolicy(BaseModel):
+    """What a folder of images must hold for a run to go on (image-folder sources only).
+
+    A file that cannot be used (not an image, too large, outside a class folder, hostile) is
+    skipped and listed in the dataset version with its reason; the run fails only when more
+    than `max_skipped_fraction` of the files are skipped or a class has fewer than
+    `min_images_per_class` images."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_skipped_fraction: float = Field(
+        default=0.01,
+        ge=0,
+        le=1,
+        description="The share of the folder's files that may be skipped before the run fails",
+    )
+    min_images_per_class: int = Field(
+        default=10, ge=1, le=1_000_000, description="Fewer images in a class fail the run"
+    )
+    max_image_bytes: int = Field(
+        default=20 << 20,
+        ge=1 << 10,
+        le=256 << 20,
+        description="A larger image file is skipped (bytes)",
+    )
+    max_files: int = Field(
+        default=1_000_000,
+        ge=1,
+        le=10_000_000,
+        description="A folder with more files is refused before any is read",
+    )
 
 
 class TrainParams(BaseModel):
@@ -448,12 +516,19 @@ class RunParams(BaseModel):
     data: str = Field(
         default="cifar10",
         description="'cifar10' (official download), a URL, a local path or s3:// URI of the CIFAR-10 "
-        "python tarball or of a .tar.gz of class-named image folders, or 'synthetic[:N]'.",
+        "python tarball or of a .tar.gz of class-named image folders; a folder of images "
+        "(a local directory or an s3://bucket/prefix/ ending in '/': <class>/<image> or "
+        "train|test/<class>/<image>); 'version:<id>', a stored dataset version; or 'synthetic[:N]'.",
     )
     data_sha256: str | None = Field(
         default=None, description="Expected SHA-256 of the archive, verified before use"
     )
     split: SplitSpec = SplitSpec()
+    folder: FolderPolicy = FolderPolicy()
+    skip_if_unchanged: bool = Field(
+        default=False,
+        description="Skip training when the data has not changed since the champion's (folder sources)",
+    )
     models: tuple[str, ...] = Field(
         default=DEFAULT_MODELS,
         description="Registered model names (compare_models.registry), e.g. cnn, resnet50",

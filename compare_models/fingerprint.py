@@ -42,6 +42,7 @@ DATA_IDENTITY = (
     "split_key",
     "split_indices_sha256",
     "test_indices_sha256",
+    "version_id",
 )
 
 

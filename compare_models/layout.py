@@ -6,6 +6,11 @@ README's "What a run stores" table is this module in prose). No other module spe
     datasets/_sources/<sha256 of the source location>.json   where a URL / s3:// source was cached
     datasets/<name>/<archive sha256>/raw/<file>               the raw archive, stored once
     datasets/<name>/<archive sha256>/splits/<split key>/      {train,val,test}.npz, prepared.json (last)
+    datasets/_versions/<version id>/version.json              a folder source's version: a row per image (write-once)
+    datasets/_versions/<version id>/summary.json              its counts, for listings (write-once)
+    datasets/_folders/<sha256 of the source>/latest.json      the newest version of a folder source
+    datasets/_pixels/32x32/<sha256>.npz                       decoded images, keyed by their files' SHA-256
+    datasets/<name>/<version id>/splits/<split key>/          a version's splits, as for an archive
     weights/keras/<file>                                      Keras' ImageNet weights, cached
     weights/sha256/<sha256>/<file>                            a user's weights file
     runs/latest.json                                          the newest completed run
@@ -19,6 +24,7 @@ README's "What a run stores" table is this module in prose). No other module spe
     runs/<run>/metrics/<name>.json, <name>_<table>.csv        scikit-learn metrics
     runs/<run>/metrics/comparison.json                        the paired comparison of the models
     runs/<run>/metrics/replay.json                            a replay against its original run
+    runs/<run>/rescored/<champion run>/<name>.npz             a champion's predictions on this run's test images
     runs/<run>/report/index.html, *.png, *.csv                the report
     champions/<track>/<model>.json                            the champion of a model, with its history
 
@@ -134,6 +140,11 @@ def report_key(run_id: str, filename: str) -> str:
     return run_prefix(run_id) + f"report/{filename}"
 
 
+def rescored_key(run_id: str, champion_run_id: str, name: str) -> str:
+    """The champion `name` of run `champion_run_id`, re-scored on run `run_id`'s test images."""
+    return run_prefix(run_id) + f"rescored/{champion_run_id}/{name}.npz"
+
+
 # ── champions ─────────────────────────────────────────────────────────────────
 
 CHAMPIONS = "champions/"
@@ -188,6 +199,38 @@ def splits_prefix(name: str, digest: str, split_key: str) -> str:
 SPLITS_PREFIX = re.compile(
     r"datasets/([a-z0-9][a-z0-9._-]{0,127})/([0-9a-f]{64})/splits/([0-9a-f]{16})/"
 )
+
+
+VERSIONS = "datasets/_versions/"
+FOLDERS = "datasets/_folders/"
+PIXELS = "datasets/_pixels/"
+VERSION_ID = re.compile(r"[0-9a-f]{64}")
+
+
+def version_key(version_id: str) -> str:
+    return f"{VERSIONS}{version_id}/version.json"
+
+
+def version_summary_key(version_id: str) -> str:
+    return f"{VERSIONS}{version_id}/summary.json"
+
+
+def version_of(prefix: str) -> str:
+    """The version id of a `datasets/_versions/<id>/` prefix."""
+    return prefix.removeprefix(VERSIONS).rstrip("/")
+
+
+def folder_latest_key(location: str) -> str:
+    """Which version of the folder source `location` is the newest (a pointer, overwritten)."""
+    return f"{FOLDERS}{hashlib.sha256(location.encode()).hexdigest()}/latest.json"
+
+
+def pixels_key(digest: str, size: tuple[int, int] = (32, 32)) -> str:
+    """A pack of decoded images (their files' SHA-256 and pixels), named by its own SHA-256."""
+    return f"{PIXELS}{size[0]}x{size[1]}/{digest}.npz"
+
+
+PIXELS_KEY = re.compile(r"datasets/_pixels/([0-9]{1,4})x([0-9]{1,4})/([0-9a-f]{64})\.npz")
 
 
 def prepared_key(prefix: str) -> str:

@@ -28,9 +28,13 @@ DENSE_DROPOUT = 0.3
 
 
 def build_cnn(
-    *, conv_dropout: float = CONV_DROPOUT, dense_dropout: float = DENSE_DROPOUT
+    *,
+    conv_dropout: float = CONV_DROPOUT,
+    dense_dropout: float = DENSE_DROPOUT,
+    num_classes: int = NUM_CLASSES,
 ) -> keras.Model:
-    """The report's 13-layer CNN (six conv, three pooling, fully connected head)."""
+    """The report's 13-layer CNN (six conv, three pooling, fully connected head), with one
+    output per class."""
     model = keras.Sequential(name="cnn")
     model.add(keras.Input(shape=IMAGE_SHAPE))
     for filters in (32, 64, 128):
@@ -44,7 +48,7 @@ def build_cnn(
     model.add(layers.Dropout(dense_dropout))
     model.add(layers.Dense(512, activation="relu"))
     model.add(layers.Dropout(dense_dropout))
-    model.add(layers.Dense(NUM_CLASSES, activation="softmax", dtype="float32"))
+    model.add(layers.Dense(num_classes, activation="softmax", dtype="float32"))
     return model
 
 
@@ -56,7 +60,9 @@ class ImageNetPreprocess(layers.Layer):
         return keras.applications.resnet50.preprocess_input(inputs * 255.0)
 
 
-def build_resnet50(weights: str | Path | None = None, *, dense_dropout: float = 0.5) -> keras.Model:
+def build_resnet50(
+    weights: str | Path | None = None, *, dense_dropout: float = 0.5, num_classes: int = NUM_CLASSES
+) -> keras.Model:
     """ResNet50 backbone + the report's head.
 
     ``weights``: None (random init), "imagenet" (Keras' download into ~/.keras), or a
@@ -77,7 +83,7 @@ def build_resnet50(weights: str | Path | None = None, *, dense_dropout: float = 
     x = layers.Dropout(dense_dropout)(x)
     x = layers.Dense(512, activation="relu")(x)
     x = layers.Dropout(dense_dropout)(x)
-    outputs = layers.Dense(NUM_CLASSES, activation="softmax", dtype="float32")(x)
+    outputs = layers.Dense(num_classes, activation="softmax", dtype="float32")(x)
     return keras.Model(inputs, outputs, name="resnet50")
 
 

@@ -11,8 +11,10 @@ tried first, put the band at 0.4 points where seeds moved the accuracy by 5.
 Its sources, in order (`NoisePolicy`):
 
 1. the run's own replicas of the model (`train.replicas` >= 2);
-2. the track's recent comparable runs of the model (the same test images) that were not
-   judged a regression, at least `min_history` of them among the last `trend_runs`;
+2. the track's recent comparable runs of the model that were not judged a regression, at
+   least `min_history` of them among the last `trend_runs`: runs on the same test images or,
+   for a folder source whose data grows, runs on a version of the same folder with the same
+   classes (their test sets are drawn by the same hash from the same data);
 3. the typed tolerances, in points.
 
 Each class gets its own band from the same source, on its recall; history runs recorded before
@@ -28,6 +30,7 @@ import numpy as np
 from scipy.stats import t as student_t
 
 from compare_models.config import NoisePolicy
+from compare_models.data.dataset import DatasetRef
 from compare_models.run_record import ModelMetrics, NoiseBand, RunRecord
 from compare_models.track_history import test_images_of
 
@@ -92,6 +95,12 @@ def _estimated(
     )
 
 
+def _same_population(earlier: DatasetRef, current: DatasetRef) -> bool:
+    if current.version_id:
+        return earlier.name == current.name and earlier.class_names == current.class_names
+    return test_images_of(earlier) == test_images_of(current)
+
+
 def comparable_history(
     current: RunRecord, model: str, completed: Sequence[RunRecord]
 ) -> list[ModelMetrics]:
@@ -104,7 +113,7 @@ def comparable_history(
         if r.run_id != current.run_id
         and r.track == current.track
         and model in r.metrics
-        and test_images_of(r.dataset) == test_images_of(current.dataset)
+        and _same_population(r.dataset, current.dataset)
         and not (model in r.gate and r.gate[model].decision == "regression")
     ]
     return same[: current.params.gate.trend_runs]

@@ -20,6 +20,7 @@ or, in the process that runs everything (tests, notebooks), call `register(spec)
 from __future__ import annotations
 
 import importlib
+import inspect
 import re
 from dataclasses import dataclass
 from importlib.metadata import entry_points
@@ -38,7 +39,12 @@ class ModelSpec:
         name: short identifier used in run ids, S3 keys and flow-run names.
         builder: ``"module:function"``; the function returns an uncompiled ``keras.Model``
             and takes ``weights`` (a local file path or None) when `takes_weights` is set.
-        parameters: the exact parameter count the built model must have (None: unchecked).
+        parameters: the exact parameter count the built model must have for CIFAR-10's ten
+            classes (None: unchecked).
+        head_inputs: the width of the layer before the output layer: with it, the expected
+            count follows the class count (each class adds `head_inputs` weights and a bias);
+            without it, the count is checked at ten classes only. A builder that takes
+            ``num_classes`` gets the data's class count; one that does not serves ten classes.
         takes_weights: whether the builder takes the run's backbone weights file.
         description: one line for listings.
         relative_cost: training time per image relative to the others (for splitting cores
@@ -49,6 +55,7 @@ class ModelSpec:
     builder: str
     parameters: int | None = None
     takes_weights: bool = False
+    head_inputs: int | None = None
     description: str = ""
     relative_cost: float = 1.0
 
@@ -62,15 +69,32 @@ class ModelSpec:
                 f"model {self.name!r}: builder {self.builder!r} must be 'module:function'"
             )
 
-    def build(self, weights: str | Path | None = None) -> Any:
-        """The uncompiled Keras model (imports the builder's module, and so TensorFlow)."""
+    def expected_parameters(self, num_classes: int = 10) -> int | None:
+        """The parameter count the model must have for `num_classes` (None: unchecked)."""
+        if self.parameters is None or (num_classes != 10 and self.head_inputs is None):
+            return None
+        extra = 0 if num_classes == 10 else (self.head_inputs + 1) * (num_classes - 10)
+        return self.parameters + extra
+
+    def build(self, weights: str | Path | None = None, *, num_classes: int = 10) -> Any:
+        """The uncompiled Keras model for `num_classes` classes (imports the builder's module,
+        and so TensorFlow)."""
         module, _, function = self.builder.partition(":")
         build = getattr(importlib.import_module(module), function)
-        model = build(weights=weights) if self.takes_weights else build()
-        if self.parameters is not None and model.count_params() != self.parameters:
+        kwargs: dict[str, Any] = {"weights": weights} if self.takes_weights else {}
+        if "num_classes" in inspect.signature(build).parameters:
+            kwargs["num_classes"] = num_classes
+        elif num_classes != 10:
+            raise ValueError(
+                f"model {self.name!r}: its builder {self.builder} takes no num_classes, so it serves "
+                f"CIFAR-10's ten classes only, and this data has {num_classes}"
+            )
+        model = build(**kwargs)
+        expected = self.expected_parameters(num_classes)
+        if expected is not None and model.count_params() != expected:
             raise ValueError(
                 f"model {self.name!r} has {model.count_params():,} parameters; its registration says "
-                f"{self.parameters:,}. Fix the builder or the registered count."
+                f"{expected:,} for {num_classes} classes. Fix the builder or the registered count."
             )
         return model
 
@@ -80,6 +104,7 @@ BUILTIN: tuple[ModelSpec, ...] = (
         "cnn",
         "compare_models.models:build_cnn",
         2_915_114,
+        head_inputs=512,
         description="the report's custom CNN (six conv layers, dense head)",
     ),
     ModelSpec(
@@ -87,6 +112,7 @@ BUILTIN: tuple[ModelSpec, ...] = (
         "compare_models.models:build_resnet50",
         26_215_818,
         takes_weights=True,
+        head_inputs=512,
         description="ResNet50 backbone + the report's dense head",
         # About 5x the CNN's cost per training image on the CPU, from both models' images/s
         # on 1 and 2 threads (see docs/benchmarks.md).

@@ -26,11 +26,14 @@ def replay_params(
     store: ArtifactStore, original: RunRecord, *, run_id: str | None = None, **overrides: Any
 ) -> RunParams:
     """The parameters of a replay of a completed run: the same parameters and seeds, the
-    same data by hash (the raw archive the original stored, checked against its SHA-256),
+    same data by hash (the raw archive the original stored, checked against its SHA-256, or
+    the dataset version of a folder source, by its id),
     and `replay_of` naming the original. `overrides` may change where it runs (execution)."""
     params = original.params.model_dump(mode="json")
     dataset = original.dataset
-    if not dataset.synthetic:
+    if dataset.version_id:  # a folder source: the same images, by the version's id
+        params.update(data=f"version:{dataset.version_id}", data_sha256=None)
+    elif not dataset.synthetic:
         prefix = layout.raw_archive_prefix(dataset.name, dataset.archive_sha256)
         raw = sorted(store.list_keys(prefix))
         if not raw:

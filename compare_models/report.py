@@ -111,6 +111,8 @@ class Sections:
         gate: each model's decision against its champion (``compare_models.champions.gate``),
             with its noise ``band`` (``run_record.NoiseBand``) where the gate used one.
         gate_figures: the champion section's figures (accuracy trend, recall changes).
+        data: for a folder source, what changed in the data (``run_record.DataChanges``);
+            ``data_figures``: its class-balance figure.
         replicas: with ``train.replicas`` > 1, per model, every replica in seed order:
             ``{model: [{"replica": int, "seed": int | None, "val_accuracy": float | None,
             "test_accuracy": float | None, "kept": bool}]}``; ``kept`` marks the one the run
@@ -123,10 +125,12 @@ class Sections:
     gate: Mapping | None = None
     gate_figures: Sequence[tuple[Path, str]] = ()
     replicas: Mapping | None = None
+    data: Mapping | None = None
+    data_figures: Sequence[tuple[Path, str]] = ()
 
     @property
     def figures(self) -> list[tuple[Path, str]]:
-        return [*self.disagreement, *self.gate_figures]
+        return [*self.disagreement, *self.gate_figures, *self.data_figures]
 
 
 # --------------------------------------------------------------------------
@@ -811,6 +815,45 @@ def _gate_html(gate: Mapping, figures: Sequence[tuple[Path, str]]) -> list[str]:
     ]
 
 
+def _data_html(data: Mapping, figures: Sequence[tuple[Path, str]]) -> list[str]:
+    """What changed in the data: per class, images per split and added / removed since the
+    champion's version and the previous run's, then the skipped files with their reasons."""
+
+    def delta(which: str, c: str) -> str:
+        d = data[which].get(c)
+        return f"+{d['added']} / -{d['removed']}" if d else "-"
+
+    short = lambda v: (v or "-")[:12]  # noqa: E731
+    rows = [
+        [c, n.get("train", 0), n.get("val", 0), n.get("test", 0), delta("since_champion", c), delta("since_previous", c)]
+        for c, n in data["counts"].items()
+    ]  # fmt: skip
+    parts = [
+        "<h2>What changed in the data</h2>",
+        f"<p>Dataset version <code>{html.escape(short(data['version_id']))}</code>; the champion's "
+        f"<code>{html.escape(short(data.get('champion_version_id')))}</code>, the previous run's "
+        f"<code>{html.escape(short(data.get('previous_version_id')))}</code>. "
+        f"{int(data['duplicates'])} duplicate file(s) (used once), {int(data['skipped_total'])} "
+        "file(s) skipped.</p>",
+        _html_table(
+            ["class", "train", "val", "test", "since the champion", "since the previous run"], rows
+        ),
+        *(_embedded_figure(path, caption) for path, caption in figures),
+    ]
+    if data["skipped"]:
+        parts += [
+            "<h3>Skipped files</h3>",
+            _html_table(["file", "reason"], [[s["key"], s["reason"]] for s in data["skipped"]]),
+        ]
+        if data["skipped_total"] > len(data["skipped"]):
+            parts.append(
+                f"<p>The first {len(data['skipped'])} of {data['skipped_total']}; "
+                f"`compare-models dataset {html.escape(short(data['version_id']))} --skipped` lists "
+                "every one.</p>"
+            )
+    return parts
+
+
 def _index_html(
     results: Sequence[ModelResult],
     figures: Sequence[tuple[Path, str]],
@@ -859,6 +902,8 @@ def _index_html(
         ]
     if sections.replay is not None:
         parts += _replay_html(sections.replay)
+    if sections.data is not None:
+        parts += _data_html(sections.data, sections.data_figures)
     parts += [
         "<h2>Figures</h2>",
         *(_embedded_figure(path, caption) for path, caption in figures),

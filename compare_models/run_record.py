@@ -250,8 +250,18 @@ class NoiseBand(_Part):
     detail: str
 
 
+class TestImages(_Part):
+    """Which test images a gate decision compared on: the run's own."""
+
+    count: int = Field(ge=0)
+    test_indices_sha256: str | None = None
+    version_id: str | None = None
+
+
 class GateDecision(_Part):
-    """The gate's judgement of one model against the champion of its track."""
+    """The gate's judgement of one model against the champion of its track. `rescored`: the
+    champion was tested on other images, and its stored model predicted this run's test images
+    (`rescored_predictions_key`) for the comparison."""
 
     model: str
     track: str
@@ -262,6 +272,9 @@ class GateDecision(_Part):
     band: NoiseBand | None = None
     attempts: int = 1
     lost_race_to: list[str] = Field(default_factory=list)
+    test_images: TestImages | None = None
+    rescored: bool = False
+    rescored_predictions_key: str | None = None
 
 
 class ReportFiles(_Part):
@@ -282,6 +295,35 @@ class Budget(_Part):
 
 
 # ── the record ───────────────────────────────────────────────────────────────────────
+
+
+class ClassDelta(_Part):
+    """Images (by content) of one class added and removed since an earlier version."""
+
+    added: int = 0
+    removed: int = 0
+
+
+class SkippedFile(_Part):
+    key: str
+    reason: str
+
+
+class DataChanges(_Part):
+    """What changed in a folder source's data: per class, the images added and removed since
+    the champion's version and since the track's previous run, the class balance, and the
+    files skipped (the first `MAX_SKIPPED_LISTED`, with the total)."""
+
+    version_id: str
+    champion_version_id: str | None = None
+    previous_version_id: str | None = None
+    previous_run_id: str | None = None
+    since_champion: dict[str, ClassDelta] = Field(default_factory=dict)
+    since_previous: dict[str, ClassDelta] = Field(default_factory=dict)
+    counts: dict[str, dict[str, int]] = Field(description="per class, images per split")
+    duplicates: int = 0
+    skipped_total: int = 0
+    skipped: list[SkippedFile] = Field(default_factory=list)
 
 
 class RunRecord(_Part):
@@ -309,6 +351,7 @@ class RunRecord(_Part):
     fingerprint: Fingerprint | None = None
     replay: Replay | None = None
     gate: dict[str, GateDecision] = Field(default_factory=dict)
+    data_changes: DataChanges | None = None
     report: ReportFiles | None = None
     status: Literal["in-progress", "complete"] = "in-progress"
     completed_at: datetime | None = None
@@ -450,8 +493,29 @@ class RunSummary(_Part):
                 "prefix": uri(dataset.prefix),
                 "reused": dataset.reused,
                 "sizes": dataset.sizes,
+                **(
+                    {
+                        "version_id": dataset.version_id,
+                        "skipped": dataset.skipped,
+                        "duplicates": dataset.duplicates,
+                        "leaked": dataset.leaked,
+                    }
+                    if dataset.version_id
+                    else {}
+                ),
             },
         )
+
+
+class SkippedRun(_Part):
+    """What the parent flow returns when `skip_if_unchanged` skipped the run: the data has not
+    changed since every model's champion was trained."""
+
+    run_id: str
+    skipped: Literal[True] = True
+    reason: str
+    version_id: str
+    champions: dict[str, str]
 
 
 if (

@@ -229,6 +229,19 @@ class ArtifactStore:
             for obj in page.get("Contents", []):
                 yield obj["Key"], obj["Size"]
 
+    def list_entries(self, prefix: str) -> Iterator[tuple[str, int, str]]:
+        """(key, size in bytes, ETag) of every object under `prefix`: enough to tell, without
+        reading them, which objects are unchanged since an earlier listing."""
+        for page in self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=prefix
+        ):
+            for obj in page.get("Contents", []):
+                yield obj["Key"], obj["Size"], str(obj.get("ETag", "")).strip('"')
+
+    def in_bucket(self, bucket: str) -> ArtifactStore:
+        """The same endpoint and credentials, another bucket (a team's data bucket)."""
+        return ArtifactStore(self.client, bucket, self.endpoint)
+
     def list_keys(self, prefix: str) -> Iterator[str]:
         for key, _ in self.list_objects(prefix):
             yield key

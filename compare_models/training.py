@@ -486,7 +486,8 @@ def build_model(
     weights = local_weights(job.weights_key, store, cache_dir) if spec.takes_weights else None
     steps = params.epochs * math.ceil(n_train / params.batch_size)
     rate = learning_rate_schedule(params.learning_rate, params.lr_schedule, steps)
-    return compile_model(spec.build(weights), params.optimizer, rate)
+    model = spec.build(weights, num_classes=len(job.dataset.class_names))
+    return compile_model(model, params.optimizer, rate)
 
 
 def fit(

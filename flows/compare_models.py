@@ -23,7 +23,7 @@ from compare_models.run_record import RunRecord, RunSummary
 from compare_models.training_jobs import plan_jobs, select_replicas
 from tasks._store import open_store
 from tasks.comparison import compare
-from tasks.data import preflight, prepare_data
+from tasks.data import describe_data, preflight, prepare_data, skip_unchanged
 from tasks.evaluation import evaluate_all
 from tasks.gate import alert, gate
 from tasks.reporting import manifest, report
@@ -56,6 +56,9 @@ def compare_models(params: RunParams = RunParams()) -> dict[str, Any]:
     run = RunRecord(
         run_id=run_id, params=params, dataset=prepare_data(params), resnet_weights_key=weights_key
     )
+    skipped = skip_unchanged(params, run_id, run.dataset)
+    if skipped is not None:
+        return skipped.model_dump(mode="json")
     jobs = plan_jobs(params, run_id, run.dataset, weights_key, started_at=started_at)
     kept, replicas = select_replicas(train_all(jobs, params.execution), params.models)
     run = run.model_copy(update={"models": kept, "replicas": replicas})
@@ -72,6 +75,7 @@ def compare_models(params: RunParams = RunParams()) -> dict[str, Any]:
         update={"metrics": evaluation.metrics, "replica_metrics": evaluation.replica_metrics}
     )
     run = run.model_copy(update=dict(compare(run)))
+    run = run.model_copy(update={"data_changes": describe_data(run)})
     run = run.model_copy(update={"gate": gate(run)})
     run = run.model_copy(update={"report": report(run)})
     run, manifest_uri = manifest(run)

@@ -3,13 +3,28 @@ use, and a person told when one regresses."""
 
 from __future__ import annotations
 
+import dataclasses
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Mapping
+from pathlib import PurePosixPath
+from typing import Any
+
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.events import emit_event
+from pydantic import ValidationError
 
 from compare_models import champions, noise_band
-from compare_models.run_record import GateDecision, RunRecord
+from compare_models.artifacts import RunArtifacts
+from compare_models.config import project_root
+from compare_models.rescoring import request_for
+from compare_models.run_record import GateDecision, RunRecord, TestImages
 from tasks._store import open_artifacts
+
+#: How long re-scoring one champion may take (ResNet50 on 10,000 images on a slow CPU: minutes).
+RESCORE_TIMEOUT_S = 3600
 
 REGRESSED_EVENT = "compare-models.model.regressed"
 
@@ -35,6 +50,15 @@ def gate(record: RunRecord) -> dict[str, GateDecision]:
         predictions=artifacts.predictions,
     )
     decisions = {}
+    judge = dataclasses.replace(
+        judge,
+        rescore=_rescorer(record, artifacts),
+        test_images=TestImages(
+            count=len(judge.y_true),
+            test_indices_sha256=record.dataset.test_indices_sha256,
+            version_id=record.dataset.version_id,
+        ),
+    )
     for model in record.params.models:
         challenger = champions.Challenger(
             run_id=record.run_id,
@@ -59,6 +83,57 @@ def gate(record: RunRecord) -> dict[str, GateDecision]:
         description=f"Run {record.run_id} against the champions of track {policy.track}",
     )
     return decisions
+
+
+def _rescorer(record: RunRecord, artifacts: RunArtifacts) -> Callable[[Mapping[str, Any]], str]:
+    """Re-scores a champion entry's model on this run's test images, in a process of its own
+    (the parent never loads TensorFlow); a retried gate finds the predictions stored already."""
+    store, logger = artifacts.store, get_run_logger()
+
+    def rescore(entry: Mapping[str, Any]) -> str:
+        model_key = str(entry.get("model_key"))
+        try:
+            request = request_for(
+                record.run_id,
+                str(entry["run_id"]),
+                PurePosixPath(model_key).stem,
+                model_key,
+                record.dataset,
+                threads=os.cpu_count() or 1,
+            )
+        except ValidationError:
+            raise champions.RescoreFailed(
+                f"its model key {model_key[:200]!r} is not a model of a run"
+            ) from None
+        if store.exists(request.out_key):
+            return request.out_key
+        if not store.exists(model_key):
+            raise champions.RescoreFailed(f"its model {store.uri(model_key)} is no longer stored")
+        logger.info(
+            "re-scoring champion %s (run %s) on this run's %s test images",
+            PurePosixPath(model_key).stem,
+            entry["run_id"],
+            f"{record.dataset.sizes.get('test', 0):,}",
+        )
+        try:
+            out = subprocess.run(
+                [sys.executable, "-m", "compare_models.rescoring", request.model_dump_json()],
+                cwd=project_root(),
+                capture_output=True,
+                text=True,
+                timeout=RESCORE_TIMEOUT_S,
+            )
+        except subprocess.TimeoutExpired:
+            raise champions.RescoreFailed(
+                f"re-scoring took longer than {RESCORE_TIMEOUT_S} s"
+            ) from None
+        if out.returncode != 0:
+            last = (out.stderr.strip().splitlines() or ["no output"])[-1][:300]
+            raise champions.RescoreFailed(f"re-scoring failed ({last})")
+        logger.info("champion re-scored: %s", out.stdout.strip()[-300:])
+        return request.out_key
+
+    return rescore
 
 
 @task(name="alert")

@@ -13,6 +13,7 @@ from prefect.runtime import flow_run
 from compare_models import track_history
 from compare_models.artifacts import RunArtifacts
 from compare_models.config import Settings
+from compare_models.data_changes import plot_class_balance
 from compare_models.diagnostics import diagnostic_figures
 from compare_models.report import (
     ModelResult,
@@ -62,10 +63,21 @@ def _sections(record: RunRecord, artifacts: RunArtifacts, out_dir: Path) -> Sect
         if record.gate
         else []
     )
+    data_figures = (
+        [
+            (
+                plot_class_balance(record.data_changes, out_dir / "class_balance.png"),
+                "Each class's images per split in this run's dataset version",
+            )
+        ]
+        if record.data_changes
+        else []
+    )
     return dataclasses.replace(
         _record_sections(record),
         disagreement=diagnostic_figures(images, y_true, probs, record.dataset.class_names, out_dir),
         gate_figures=gate_figures,
+        data_figures=data_figures,
     )
 
 
@@ -76,6 +88,7 @@ def _record_sections(record: RunRecord) -> Sections:
         replay=record.replay.model_dump(mode="json", by_alias=True) if record.replay else None,
         gate={m: d.model_dump(mode="json", by_alias=True) for m, d in record.gate.items()},
         replicas=_replicas(record),
+        data=record.data_changes.model_dump(mode="json") if record.data_changes else None,
     )
 
 

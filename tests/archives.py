@@ -196,3 +196,27 @@ def nested_shared_lists(depth: int = 28, width: int = 4) -> list:
     for _ in range(depth):
         value = [value] * width
     return value
+
+
+def class_image(class_index: int, number: int, size: tuple[int, int] = (32, 32)) -> bytes:
+    """A PNG of class `class_index` (a colour per class, a learnable pattern) whose bytes are
+    unique for each `number`: noise seeded by both."""
+    rng = np.random.default_rng([class_index, number])
+    base = np.zeros((*size, 3), np.float64)
+    base[..., class_index % 3] = 60 + 60 * (class_index // 3)
+    pixels = np.clip(base + rng.normal(0, 30, base.shape), 0, 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def image_folder_files(
+    classes: Iterable[str], numbers: Iterable[int], size: tuple[int, int] = (32, 32), top: str = ""
+) -> dict[str, bytes]:
+    """{"<top><class>/<number>.png": PNG bytes} for a folder source, `top` e.g. "train/"."""
+    numbers = list(numbers)
+    return {
+        f"{top}{name}/{n:05d}.png": class_image(c, n, size)
+        for c, name in enumerate(classes)
+        for n in numbers
+    }

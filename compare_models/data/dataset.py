@@ -32,13 +32,14 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
 import numpy as np
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 from compare_models import layout
-from compare_models.config import IMAGE_SHAPE, NUM_CLASSES, SplitSpec
+from compare_models.config import IMAGE_SHAPE, NUM_CLASSES, FolderPolicy, SplitSpec
 from compare_models.data.decoding import Decoded, decode_archive, synthetic_data, validate_arrays
 from compare_models.data.errors import DataError, describe, inside, short
 from compare_models.data.files import sha256_file
+from compare_models.data.folders import folder_source, is_folder_source
 from compare_models.data.safety import is_sha256, redact_url, shown
 from compare_models.data.sources import (
     FetchedArchive,
@@ -47,6 +48,14 @@ from compare_models.data.sources import (
     resolve_source,
     store_archive,
     verify_checksums,
+)
+from compare_models.data.versions import (
+    DatasetVersion,
+    Snapshot,
+    check_policy,
+    read_version,
+    snapshot,
+    version_arrays,
 )
 
 if TYPE_CHECKING:
@@ -64,6 +73,7 @@ __all__ = [  # its own names, and the stage's others from sources and decoding
     "decode_archive",
     "fetch_archive",
     "indices_sha256",
+    "is_folder_source",
     "load_split",
     "make_splits",
     "normalisation_stats",
@@ -177,12 +187,17 @@ class DatasetRef(BaseModel):
     split_key: str | None = None
     split_indices_sha256: str | None = None
     test_indices_sha256: str | None = None
+    version_id: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    skipped: int = 0
+    duplicates: int = 0
+    leaked: int = 0
+    resize: str | None = None
     reused: bool = False
     seconds: float = 0.0
 
 
 def split_key(spec: SplitSpec) -> str:
-    payload = json.dumps({"v": FORMAT_VERSION, **spec.model_dump()}, sort_keys=True)
+    payload = json.dumps({"v": FORMAT_VERSION, **spec.identity()}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
@@ -286,17 +301,6 @@ def prepare_dataset(
         store_archive(raw, store)
     indices = split_indices(decoded, spec)
     splits = make_splits(decoded, indices)
-    files: dict[str, dict] = {}
-    local_dir = inside(cache_dir, prefix, what="prepared-splits folder")
-    local_dir.mkdir(parents=True, exist_ok=True)
-    for split, (x, y) in splits.items():
-        key = layout.split_file_key(prefix, split)
-        path = local_dir / PurePosixPath(key).name
-        np.savez(path, x=x, y=y)
-        sha = sha256_file(path)
-        store.upload(path, key, overwrite=True)  # content-addressed; prepared.json not yet written
-        files[split] = {"key": key, "sha256": sha, "bytes": path.stat().st_size}
-
     ref = DatasetRef(
         name=name,
         synthetic=source.is_synthetic,
@@ -309,23 +313,134 @@ def prepare_dataset(
         prefix=prefix,
         class_names=list(decoded.class_names),
         sizes={split: int(len(y)) for split, (_, y) in splits.items()},
-        files=files,
+        files=_store_splits(splits, prefix, store, cache_dir),
         normalisation=normalisation_stats(splits["train"][0]),
         split_key=split_key(spec),
         split_indices_sha256=indices_sha256(indices),
         test_indices_sha256=indices_sha256(indices, ("test",)),
     )
+    _write_prepared(store, ref, spec, decoded.layout)
+    return ref.model_copy(update={"seconds": time.perf_counter() - started})
+
+
+def _store_splits(
+    splits: dict[str, tuple[np.ndarray, np.ndarray]],
+    prefix: str,
+    store: ArtifactStore,
+    cache_dir: Path,
+) -> dict[str, dict]:
+    """Each split as `<split>.npz` under `prefix` (content-addressed; prepared.json comes after)."""
+    files: dict[str, dict] = {}
+    local_dir = inside(cache_dir, prefix, what="prepared-splits folder")
+    local_dir.mkdir(parents=True, exist_ok=True)
+    for split, (x, y) in splits.items():
+        key = layout.split_file_key(prefix, split)
+        path = local_dir / PurePosixPath(key).name
+        np.savez(path, x=x, y=y)
+        sha = sha256_file(path)
+        store.upload(path, key, overwrite=True)
+        files[split] = {"key": key, "sha256": sha, "bytes": path.stat().st_size}
+    return files
+
+
+def _write_prepared(store: ArtifactStore, ref: DatasetRef, spec: SplitSpec, kind: str) -> None:
+    """`prepared.json`, last: a splits prefix without it is rebuilt."""
     store.put_json(
         {
             **ref.model_dump(),
             "split": spec.model_dump(),
-            "layout": decoded.layout,
+            "layout": kind,
             "format_version": FORMAT_VERSION,
         },
-        layout.prepared_key(prefix),
+        layout.prepared_key(ref.prefix),
         overwrite=True,
     )
+
+
+def folder_split_spec(spec: SplitSpec) -> SplitSpec:
+    """The split of a folder source: `hash` (the default `seed` protocol is read as it)."""
+    if spec.protocol == "hash":
+        return spec
+    if spec.protocol == "seed":
+        return SplitSpec(protocol="hash", seed=spec.seed)
+    raise DataError(
+        f"a folder of images is split by hash (its split must stay put as it grows); split protocol "
+        f"{spec.protocol!r} is for the CIFAR-10 archive: use --split hash (the default for folders)"
+    )
+
+
+def _sequence_sha256(shas: list[str]) -> str:
+    return hashlib.sha256("\n".join(shas).encode()).hexdigest()
+
+
+def prepare_version(
+    version: DatasetVersion, store: ArtifactStore, cache_dir: Path, *, started: float
+) -> DatasetRef:
+    """A version's splits, stored under its id (reused when they are there already)."""
+    s = version.summary
+    spec = s.split
+    prefix = layout.splits_prefix(s.name, s.version_id, split_key(spec))
+    facts = {
+        "version_id": s.version_id,
+        "skipped": s.skipped,
+        "duplicates": s.duplicates,
+        "leaked": s.leaked,
+        "resize": s.resize,
+    }
+    if store.exists(layout.prepared_key(prefix)):
+        ref = _read_prepared(store, prefix)
+        return ref.model_copy(
+            update={**facts, "reused": True, "seconds": time.perf_counter() - started}
+        )
+    splits, order = version_arrays(version, store)
+    ref = DatasetRef(
+        name=s.name,
+        synthetic=False,
+        source=s.source,
+        archive_sha256=None,
+        prefix=prefix,
+        class_names=list(s.class_names),
+        sizes={split: int(len(y)) for split, (_, y) in splits.items()},
+        files=_store_splits(splits, prefix, store, cache_dir),
+        normalisation=normalisation_stats(splits["train"][0]),
+        split_key=split_key(spec),
+        split_indices_sha256=_sequence_sha256([f"{k}:{h}" for k in SPLITS for h in order[k]]),
+        test_indices_sha256=_sequence_sha256(order["test"]),
+        **facts,
+    )
+    _write_prepared(store, ref, spec, s.layout)
     return ref.model_copy(update={"seconds": time.perf_counter() - started})
+
+
+def folder_name(location: str) -> str:
+    """A dataset name for a folder source, as the S3 layout spells names."""
+    stem = location.removeprefix("s3://").rstrip("/").replace("/", "-")
+    name = "".join(c if c.isascii() and (c.isalnum() or c in "-_.") else "-" for c in stem.lower())
+    return ("folder-" + name.strip("-_."))[:100]
+
+
+def prepare_folder(
+    data: str,
+    spec: SplitSpec,
+    policy: FolderPolicy,
+    store: ArtifactStore,
+    cache_dir: Path,
+) -> tuple[DatasetRef, Snapshot | None]:
+    """The data stage of a folder source (or of a stored version, ``version:<id>``): snapshot,
+    check the policy, then the version's splits."""
+    started = time.perf_counter()
+    if data.startswith("version:"):
+        version, snap = read_version(store, data.removeprefix("version:")), None
+    else:
+        folder = folder_source(data)
+        if folder is None:
+            raise DataError(f"{shown(data)} is not a folder of images")
+        snap = snapshot(
+            folder, store, folder_split_spec(spec), policy, name=folder_name(folder.location)
+        )
+        version = snap.version
+    check_policy(version, policy)
+    return prepare_version(version, store, cache_dir, started=started), snap
 
 
 def load_split(

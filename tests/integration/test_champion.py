@@ -150,20 +150,27 @@ def test_fail_on_regression_fails_the_run_but_publishes_it(sequence, stack):
     )
 
 
-def test_a_champion_tested_on_other_images_is_not_compared(sequence, stack):
-    state = run_flow(
-        **{**BASE, "split": {**BASE["split"], "test": 100}, "run_id": f"other-split-{TRACK}"}
-    )
+def test_a_champion_tested_on_other_images_is_re_scored_on_the_runs_own(sequence, stack):
+    run_id = f"other-split-{TRACK}"
+    state = run_flow(**{**BASE, "split": {**BASE["split"], "test": 100}, "run_id": run_id})
     assert state.is_completed(), state.message
     decision = state.result()["gate"]["tiny"]
-    assert (
-        decision["decision"] == champions.NOT_COMPARABLE
-        and "compare-models promote" in decision["reason"]
+    champion = stack.get_json(layout.champion_key(TRACK, "tiny"))["current"]
+    assert decision["rescored"] and decision["test_images"]["count"] == 100
+    assert decision["decision"] in (
+        champions.NO_CHANGE,
+        champions.WITHIN_NOISE,
+        champions.PROMOTED,
+        champions.REGRESSION,
     )
-    assert (
-        stack.get_json(layout.champion_key(TRACK, "tiny"))["current"]["run_id"]
-        == sequence["first"]["run_id"]
+    assert "re-scored on this run's 100 test images" in decision["reason"]
+    assert decision["rescored_predictions_key"] == layout.rescored_key(
+        run_id, decision["champion_run_id"], "tiny"
     )
+    rescored = load_predictions(stack, decision["rescored_predictions_key"])
+    assert rescored.shape == (100, 10)
+    if decision["decision"] != champions.PROMOTED:
+        assert champion["run_id"] == decision["champion_run_id"]
 
 
 def test_a_person_promotes_with_a_reason_and_history_shows_it(sequence, stack):

@@ -80,6 +80,30 @@ def test_deployments_are_declared_as_in_prefect_yaml(deployed):
         )
 
 
+def test_the_data_watch_and_the_nightlys_data_trigger_are_deployed_off(deployed):
+    from prefect.client.orchestration import get_client
+
+    async def read():
+        async with get_client() as client:
+            watch = await client.read_deployment_by_name("data-watch/watch")
+            nightly = await client.read_deployment_by_name("compare-models/nightly")
+            automations = await client.read_automations()
+            return watch, nightly, automations
+
+    watch, nightly, automations = asyncio.run(read())
+    assert watch.work_pool_name == "cpu"
+    assert [(s.schedule.interval.total_seconds(), s.active) for s in watch.schedules] == [
+        (900.0, False)
+    ]
+    triggers = [
+        a
+        for a in automations
+        if "compare-models.data.changed" in getattr(a.trigger, "expect", set())
+        and any(getattr(x, "deployment_id", None) == nightly.id for x in a.actions)
+    ]
+    assert len(triggers) == 1 and not triggers[0].enabled
+
+
 def test_deploy_creates_the_zombie_run_automation_once(deployed):
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.objects import StateType

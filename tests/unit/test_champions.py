@@ -89,22 +89,25 @@ def test_a_significant_gain_below_the_minimum_does_not_promote():
     )
 
 
-def test_comparable_means_the_same_test_images():
+def test_comparable_means_the_same_test_images_else_a_rescore_of_the_same_classes():
     champion = {
         "run_id": "r1",
         "dataset": {"name": "d", "archive_sha256": "a", "test_indices_sha256": "t"},
     }
-    assert champions.comparable(
-        champion, {"name": "d", "archive_sha256": "a", "test_indices_sha256": "t"}
-    ) == (True, "")
-    ok, why = champions.comparable(
-        champion, {"name": "d", "archive_sha256": "b", "test_indices_sha256": "t"}
+    same = {"name": "d", "archive_sha256": "a", "test_indices_sha256": "t"}
+    assert champions.comparable(champion, same) == (champions.SAME_IMAGES, "")
+    how, why = champions.comparable(champion, {**same, "archive_sha256": "b"})
+    assert how == champions.RESCORE and "other images (d, archive a)" in why
+    how, why = champions.comparable(champion, {**same, "test_indices_sha256": "u"})
+    assert how == champions.RESCORE and "tested on other images" in why
+    # an entry written before class names were recorded was CIFAR-10
+    how, why = champions.comparable(champion, {**same, "class_names": ["cat", "dog"]})
+    assert how == champions.INCOMPARABLE and "other classes (airplane" in why
+    versioned = {**champion, "dataset": {**champion["dataset"], "version_id": "f" * 64}}
+    how, why = champions.comparable(
+        versioned, {**same, "version_id": "e" * 64, "test_indices_sha256": "v"}
     )
-    assert not ok and "other data" in why
-    ok, why = champions.comparable(
-        champion, {"name": "d", "archive_sha256": "a", "test_indices_sha256": "u"}
-    )
-    assert not ok and "another split" in why
+    assert how == champions.RESCORE and "version ffffffffffff" in why
 
 
 def test_policy_values_are_checked():

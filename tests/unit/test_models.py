@@ -129,3 +129,18 @@ def test_compile_model_creates_the_optimizer_state_before_the_first_step():
     assert int(ours.optimizer.iterations) == int(deferred.optimizer.iterations) == 6
     for a, b in zip(ours.get_weights(), deferred.get_weights(), strict=True):
         assert np.allclose(a, b, atol=1e-6)
+
+
+def test_the_output_layer_follows_the_class_count_and_so_does_the_expected_count():
+    cnn = registry.get("cnn")
+    three = cnn.build(num_classes=3)
+    assert three.output_shape[-1] == 3
+    assert three.count_params() == cnn.expected_parameters(3) == 2_915_114 - 513 * 7
+    assert cnn.expected_parameters(10) == 2_915_114
+
+
+def test_a_builder_without_num_classes_serves_ten_classes_only():
+    spec = registry.ModelSpec("ten-only", "tests.plugin_models.keras_models:build_tiny", 2_938)
+    assert spec.build().output_shape[-1] == 10
+    with pytest.raises(ValueError, match="takes no num_classes"):
+        spec.build(num_classes=3)

@@ -1,0 +1,128 @@
+"""`compare-models datasets` and `compare-models dataset VERSION`: the stored dataset versions
+of folder sources, and one version's rows."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from compare_models import layout
+from compare_models.cli_common import fail as _fail
+from compare_models.cli_common import open_store
+from compare_models.cli_common import table as _table
+
+
+def _store():
+    return open_store()[1]
+
+
+def cmd_datasets(args: argparse.Namespace) -> int:
+    from compare_models.data.versions import list_versions
+    from compare_models.store import StoreError
+
+    try:
+        versions = list_versions(_store())
+    except StoreError as exc:
+        return _fail(str(exc))
+    if args.source:
+        versions = [v for v in versions if v.source == args.source]
+    if args.json:
+        print(json.dumps([v.model_dump(mode="json") for v in versions], indent=2))
+        return 0
+    rows = [
+        {
+            "version": v.version_id[:12],
+            "created": v.created_at[:19],
+            "source": v.source,
+            "images": f"{v.images:,}",
+            "per class": ", ".join(f"{c} {sum(n.values())}" for c, n in v.counts.items()),
+            "added": sum(ch.added for ch in v.changes.values()),
+            "removed": sum(ch.removed for ch in v.changes.values()),
+            "skipped": v.skipped,
+        }
+        for v in versions
+    ]
+    print(_table(rows))
+    return 0
+
+
+def _find(store, prefix: str) -> str:
+    """The full id of the stored version whose id starts with `prefix` (at least 6 digits)."""
+    from compare_models.data.errors import DataError
+    from compare_models.data.versions import list_versions
+
+    if layout.VERSION_ID.fullmatch(prefix):
+        return prefix
+    matches = [v.version_id for v in list_versions(store) if v.version_id.startswith(prefix)]
+    if len(prefix) < 6 or len(matches) != 1:
+        raise DataError(
+            f"{prefix!r} names {len(matches)} stored version(s); give 6 or more leading digits of one "
+            "(`compare-models datasets` lists them)"
+        )
+    return matches[0]
+
+
+def cmd_dataset(args: argparse.Namespace) -> int:
+    from compare_models.data.errors import DataError
+    from compare_models.data.versions import read_version
+    from compare_models.store import StoreError
+
+    try:
+        store = _store()
+        version = read_version(store, _find(store, args.version))
+    except (StoreError, DataError) as exc:
+        return _fail(str(exc))
+    rows = version.rows if not args.skipped else version.skipped_rows()
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "summary": version.summary.model_dump(mode="json"),
+                    "rows": [r.model_dump(mode="json") for r in rows],
+                },
+                indent=2,
+            )
+        )
+        return 0
+    s = version.summary
+    print(
+        f"dataset version {s.version_id}\n  source {s.source} ({s.layout}), created {s.created_at[:19]}"
+        f"\n  {s.images:,} images in {len(s.class_names)} classes, {s.skipped} skipped, "
+        f"{s.duplicates} duplicates, {s.leaked} in both training and test\n  {s.resize}"
+    )
+    print(
+        _table(
+            [
+                {
+                    "key": r.key,
+                    "class": r.class_name or "-",
+                    "split": r.split or "-",
+                    "sha256": (r.sha256 or "-")[:12],
+                    "bytes": r.size,
+                    "note": r.skipped
+                    or (f"duplicate of {r.duplicate_of}" if r.duplicate_of else ""),
+                }
+                for r in rows
+            ]
+        )
+    )
+    return 0
+
+
+def add_datasets(sub: argparse._SubParsersAction) -> None:
+    ds = sub.add_parser(
+        "datasets", help="the stored versions of folder sources (images per class, added, removed)"
+    )
+    ds.add_argument("--source", help="only the versions of this folder (as the run named it)")
+    ds.add_argument("--json", action="store_true")
+    ds.set_defaults(func=cmd_datasets)
+
+
+def add_dataset(sub: argparse._SubParsersAction) -> None:
+    d = sub.add_parser(
+        "dataset", help="one dataset version's rows: every file, its class, split or reason"
+    )
+    d.add_argument("version", help="the version id, or 6 or more of its leading digits")
+    d.add_argument("--skipped", action="store_true", help="only the skipped files")
+    d.add_argument("--json", action="store_true")
+    d.set_defaults(func=cmd_dataset)

@@ -1,0 +1,62 @@
+"""One image file of any size to the models' input: 32x32 RGB, uint8.
+
+Pillow opens only the allowlisted formats (`decoding.IMAGE_FORMATS`), the pixel count is
+checked from the header before any pixel is decoded, and the image is converted to RGB and
+resized to the input size without keeping its aspect ratio (as CIFAR-10's images were made):
+by area averaging (Pillow's BOX filter) when shrinking, bicubic when enlarging.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import numpy as np
+
+from compare_models.config import IMAGE_SHAPE
+from compare_models.data.decoding import IMAGE_FORMATS
+from compare_models.data.errors import DataError, short
+
+#: The most pixels an image may declare (a 12-megapixel photo is about 12 million).
+MAX_PIXELS = 64_000_000
+RESIZE = (
+    "resized to 32x32 without keeping the aspect ratio: area averaging (Pillow BOX) when "
+    "shrinking (JPEG first decoded at the smallest DCT scale of at least 64x64), bicubic when "
+    "enlarging; converted to RGB"
+)
+
+
+def to_input(
+    payload: bytes, size: tuple[int, int] = IMAGE_SHAPE[:2]
+) -> tuple[np.ndarray, tuple[int, int]]:
+    """(pixels of shape size+(3,), the image's own (width, height)); a `DataError` names why not."""
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(payload), formats=IMAGE_FORMATS) as image:
+                width, height = image.size  # from the header, before any pixel is decoded
+                if width * height > MAX_PIXELS:
+                    raise DataError(
+                        f"it declares {width}x{height} pixels, more than {MAX_PIXELS:,}"
+                    )
+                if image.format == "JPEG":
+                    image.draft("RGB", (size[1] * 2, size[0] * 2))  # decode at a reduced scale
+                rgb = image.convert("RGB")
+                target = (size[1], size[0])
+                if rgb.size != target:
+                    shrinking = rgb.size[0] >= target[0] and rgb.size[1] >= target[1]
+                    rgb = rgb.resize(
+                        target,
+                        Image.Resampling.BOX if shrinking else Image.Resampling.BICUBIC,
+                    )
+                return np.asarray(rgb, dtype=np.uint8), (width, height)
+    except DataError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise DataError("it declares an enormous size (a decompression bomb)") from None
+    except Exception as exc:
+        raise DataError(
+            f"it is corrupt or not an image ({short(exc)}); accepted formats are {', '.join(IMAGE_FORMATS)}"
+        ) from None
