@@ -9,7 +9,7 @@ PRESET ?= demo
 export PREFECT_SERVER_ANALYTICS_ENABLED = false
 export TF_CPP_MIN_LOG_LEVEL = 2
 
-.PHONY: install up down status demo run-local test test-unit lint bench clean
+.PHONY: install up down status demo run-local test test-unit lint bench reference docs docs-serve screenshot clean
 
 # The environment, from pyproject.toml: uv installs the same versions as pip (compared with `pip
 # freeze` on a fresh venv) in about 40 s instead of 105 s. It compiles the bytecode at install, as
@@ -80,5 +80,11 @@ bench: up  ## real-data benchmarks (minutes); JSON lines to stdout and benchmark
 	$(BIN)/python benchmarks/seed_protocol.py
 	$(BIN)/python benchmarks/orchestration.py
 
+# The reference pages of the docs, generated from the code (the CLI's parser, RunParams,
+# Settings, layout.py, the manifest's record, the events, the input caps): run it after
+# changing any of them; tests/unit/test_docs_reference.py fails while a page is stale.
+reference: install
+	$(BIN)/python -m compare_models.docs_reference
+
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build *.egg-info site
