@@ -21,6 +21,7 @@ People get tables (compare_models.console); `--json` gives scripts the same data
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -31,7 +32,7 @@ from pydantic import ValidationError
 
 from compare_models import registry
 from compare_models.config import PRESETS, Settings, preset_params
-from compare_models.console import print_error, print_fields, print_line, print_table
+from compare_models.console import console, print_error, print_fields, print_line, print_table
 
 if TYPE_CHECKING:
     from compare_models.run_record import Interval, Replay, RunRecord, RunSummary
@@ -186,7 +187,8 @@ def _run_flow(params, *, as_json: bool) -> int:
 
     from flows.compare_models import compare_models
 
-    state = compare_models(params=params, return_state=True)
+    with _progress(as_json):
+        state = compare_models(params=params, return_state=True)
     flow_run_id = state.state_details.flow_run_id
     ui = settings.ui_url
     url = f"{ui}/runs/flow-run/{flow_run_id}" if ui else None
@@ -237,6 +239,16 @@ def _run_flow(params, *, as_json: bool) -> int:
     if summary.replay:
         _print_replay(summary.replay)
     return 0
+
+
+def _progress(as_json: bool) -> contextlib.AbstractContextManager:
+    """A live display of the trainings' epochs on a terminal; nothing for scripts and pipes."""
+    out = console()
+    if as_json or not out.is_terminal:
+        return contextlib.nullcontext()
+    from compare_models.run_progress import live_progress
+
+    return live_progress(out)
 
 
 def _interval_text(interval: Interval | None) -> str:

@@ -16,6 +16,15 @@ MODELS_LABEL = "these two trained models"
 
 KEPT_NOTE = "kept: best on validation data"
 
+#: Columns of the human-facing comparison tables (HTML and markdown), with their labels.
+TABLE_METRICS: tuple[tuple[str, str], ...] = (
+    ("accuracy", "accuracy"),
+    ("precision_macro", "precision (macro)"),
+    ("recall_macro", "recall (macro)"),
+    ("f1_macro", "F1 (macro)"),
+    ("roc_auc_macro", "ROC AUC (macro)"),
+)
+
 
 def budget_note(run_info: Mapping[str, object]) -> str | None:
     """The models the run's time budget stopped early, if any ("-" or absent: none)."""

@@ -15,14 +15,12 @@ import base64
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
 from compare_models import report_format as fmt
-
-if TYPE_CHECKING:
-    from compare_models.report import ModelResult, Sections
+from compare_models.report_data import ModelResult, Sections
 
 
 @dataclass(frozen=True)
@@ -52,15 +50,6 @@ SECTIONS: tuple[Section, ...] = (
     Section("replay.html.j2", "replay", "Replay", lambda c: c["replay"] is not None),
     Section("models.html.j2", "models", "Metrics per model"),
     Section("settings.html.j2", "settings", "Run settings"),
-)
-
-#: The headline metrics of the per-model table, with their labels.
-TABLE_METRICS: tuple[tuple[str, str], ...] = (
-    ("accuracy", "accuracy"),
-    ("precision_macro", "precision (macro)"),
-    ("recall_macro", "recall (macro)"),
-    ("f1_macro", "F1 (macro)"),
-    ("roc_auc_macro", "ROC AUC (macro)"),
 )
 
 
@@ -127,7 +116,7 @@ def render_page(
         "replicas": sections.replicas or None,
         "replay": sections.replay,
         "run_info": dict(run_info),
-        "table_metrics": TABLE_METRICS,
+        "table_metrics": fmt.TABLE_METRICS,
         "models_label": fmt.MODELS_LABEL,
         "kept_note": fmt.KEPT_NOTE,
     }
