@@ -401,7 +401,11 @@ def full_report(tmp_path_factory, two_models, noise_sections) -> tuple[Path, str
         replay=replay,
     )
     out_dir = tmp_path_factory.mktemp("full-report")
-    run_info = {"data_source_kind": "synthetic", "stopped_by_budget": "cnn: after 1 of 3 epochs"}
+    run_info = {
+        "data_source_kind": "synthetic",
+        "stopped_by_budget": "cnn: after 1 of 3 epochs",
+        "scale": "a small smoke run (1,000 training images, 2 epoch(s))",
+    }
     render_report(two_models, out_dir, title="t", run_info=run_info, sections=sections)
     return out_dir / "index.html", (out_dir / "index.html").read_text(encoding="utf-8")
 
@@ -434,6 +438,7 @@ def test_report_leads_with_the_answer_and_ends_with_the_settings(full_report, no
     assert '<tr class="decision-within-noise"><td>cnn</td>' in summary
     assert '<tr class="decision-regression"><td>resnet50</td>' in summary
     assert "<strong>cnn: within-noise</strong>" in summary
+    assert '<p class="note">a small smoke run (1,000 training images, 2 epoch(s))</p>' in summary
 
 
 def test_report_needs_no_javascript_and_prints(full_report) -> None:
