@@ -96,6 +96,7 @@ def test_cli_run_json_and_cnn_learns(stack):
         r["run_id"] == summary["run_id"] and r["status"] == "complete"
         for r in json.loads(listed.stdout)
     )
+    _tables_say_what_json_says(summary["run_id"])
 
 
 def _table_rows(text: str, first_cell: str) -> list[list[str]]:
@@ -108,11 +109,10 @@ def _table_rows(text: str, first_cell: str) -> list[list[str]]:
     return rows
 
 
-def test_cli_tables_say_what_json_says(stack):
+def _tables_say_what_json_says(run_id: str) -> None:
     """`runs`, `show` and `history` print tables for people with the numbers `--json` gives
     scripts; the JSON stays the documented shape."""
-    shown = json.loads(cli("show", "--json").stdout)
-    run_id = shown["run_id"]
+    shown = json.loads(cli("show", run_id, "--json").stdout)
     runs = cli("runs")
     assert runs.returncode == 0 and runs.stdout.startswith("Runs")
     [row] = _table_rows(runs.stdout, run_id)
