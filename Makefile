@@ -9,15 +9,14 @@ PRESET ?= demo
 export PREFECT_SERVER_ANALYTICS_ENABLED = false
 export TF_CPP_MIN_LOG_LEVEL = 2
 
-.PHONY: install up down status demo run-local test test-unit lint bench clean
+.PHONY: install up down status demo run-local test test-unit lint bench reference docs docs-serve screenshot clean
 
-# The environment, from pyproject.toml: uv installs the same versions as pip (compared with `pip
-# freeze` on a fresh venv) in about 40 s instead of 105 s. It compiles the bytecode at install, as
-# pip does: where PYTHONDONTWRITEBYTECODE is set (as on our CI machines) nothing would be cached
-# later, and every process would compile TensorFlow's modules again (a clean-clone `make test`
-# took 817 s, against 465-485 s with it). `make INSTALLER=pip` uses pip alone, as does the fallback
-# when uv cannot be installed or cannot reach the index (uv does not read pip.conf: behind a
-# private mirror, set UV_INDEX_URL or use INSTALLER=pip).
+# The environment, from pyproject.toml: uv installs the same versions as pip, faster (measured in
+# docs/benchmarks.md, "The environment"). It compiles the bytecode at install, as pip does: where
+# PYTHONDONTWRITEBYTECODE is set (as on our CI machines) nothing would be cached later, and every
+# process would compile TensorFlow's modules again. `make INSTALLER=pip` uses pip alone, as does
+# the fallback when uv cannot be installed or cannot reach the index (uv does not read pip.conf:
+# behind a private mirror, set UV_INDEX_URL or use INSTALLER=pip).
 INSTALLER ?= uv
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -80,5 +79,33 @@ bench: up  ## real-data benchmarks (minutes); JSON lines to stdout and benchmark
 	$(BIN)/python benchmarks/seed_protocol.py
 	$(BIN)/python benchmarks/orchestration.py
 
+# The reference pages of the docs, generated from the code (the CLI's parser, RunParams,
+# Settings, layout.py, the manifest's record, the events, the input caps): run it after
+# changing any of them; tests/unit/test_docs_reference.py fails while a page is stale.
+reference: install
+	$(BIN)/python -m compare_models.docs_reference
+
+# The documentation site (MkDocs + Material, mkdocs.yml): its tools are the `docs` extra of
+# pyproject.toml, installed into the same environment on first use. `docs` fails on any broken
+# link or page left out of the nav (--strict), and on a reference page the code has outgrown.
+$(BIN)/.docs-installed: $(BIN)/.installed
+	if [ "$(INSTALLER)" = uv ] && [ -x $(BIN)/uv ]; then \
+	  $(BIN)/uv pip install --quiet --python $(BIN)/python -e '.[test,docs]'; \
+	else $(BIN)/pip install --quiet -e '.[test,docs]'; fi
+	touch $@
+
+docs: $(BIN)/.docs-installed  ## build the documentation site into site/
+	$(BIN)/python -m compare_models.docs_reference --check
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
+docs-serve: $(BIN)/.docs-installed  ## serve the documentation on http://127.0.0.1:8000
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve --dev-addr 127.0.0.1:8000
+
+# docs/images/report.png, the picture of the report in the README and the docs, by headless
+# Chromium (Debian's `chromium` package; see tools/report_screenshot.py). Of the latest run in
+# the configured bucket, or REPORT=path/to/index.html, or RUN=<run id>.
+screenshot: install
+	$(BIN)/python tools/report_screenshot.py $(if $(REPORT),--report $(REPORT)) $(if $(RUN),--run-id $(RUN))
+
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build *.egg-info site

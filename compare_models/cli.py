@@ -14,11 +14,14 @@ compare-models history [--model M] [--last N]           completed runs, metrics,
 compare-models show [RUN_ID]             one run's report, metrics, verdicts, fingerprint (default: latest)
 compare-models replay RUN_ID             the same run again (same data by hash, split, seeds), and
                                          how far it landed from the original
+
+People get tables (compare_models.console); `--json` gives scripts the same data as JSON.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -30,8 +33,8 @@ from pydantic import ValidationError
 from compare_models import cli_datasets, registry
 from compare_models.cli_common import fail as _fail
 from compare_models.cli_common import open_store as _open_store
-from compare_models.cli_common import table as _table
 from compare_models.config import PRESETS, Settings, preset_params
+from compare_models.console import console, print_fields, print_line, print_table
 
 if TYPE_CHECKING:
     from compare_models.run_record import Interval, Replay, RunRecord, RunSummary
@@ -44,6 +47,16 @@ def _export_settings(settings: Settings) -> None:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 
+#: The command's exit codes (`compare-models --help` and the CLI reference list them).
+EXIT_CODES: dict[int, str] = {
+    0: "success",
+    1: "an error: a service or the bucket cannot be reached, a run failed, a run or champion "
+    "does not exist or cannot be promoted",
+    2: "invalid parameters or arguments (nothing was started)",
+    3: "`status`: a required local service is not healthy",
+}
+
+
 # ── services ───────────────────────────────────────────────────────────────
 
 
@@ -53,10 +66,10 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     try:
         for name, state in up(workers=args.workers, database=args.database).items():
-            print(f"{name}: {state}")
+            print_line(f"{name}: {state}")
     except ServiceError as exc:
         return _fail(str(exc))
-    print(_table(status()))
+    print_table(status(), title="Services")
     return 0
 
 
@@ -64,7 +77,7 @@ def cmd_down(args: argparse.Namespace) -> int:
     from compare_models.local.services import down
 
     for name, state in down().items():
-        print(f"{name}: {state}")
+        print_line(f"{name}: {state}")
     return 0
 
 
@@ -73,9 +86,11 @@ def cmd_status(args: argparse.Namespace) -> int:
     from compare_models.local.services import active_services, status
 
     rows = status()
-    print(json.dumps(rows, indent=2) if args.json else _table(rows))
-    if not args.json:
-        print(f"Prefect database: {database_summary()}")
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        print_table(rows, title="Services")
+        print_line(f"Prefect database: {database_summary()}")
     required = {s.name for s in active_services()}  # workers are optional
     return 0 if all(r["healthy"] == "yes" for r in rows if r["service"] in required) else 3
 
@@ -183,7 +198,8 @@ def _run_flow(params, *, as_json: bool) -> int:
 
     from flows.compare_models import compare_models
 
-    state = compare_models(params=params, return_state=True)
+    with _progress(as_json):
+        state = compare_models(params=params, return_state=True)
     flow_run_id = state.state_details.flow_run_id
     ui = settings.ui_url
     url = f"{ui}/runs/flow-run/{flow_run_id}" if ui else None
@@ -229,58 +245,94 @@ def _run_flow(params, *, as_json: bool) -> int:
             )
         )
         return 0
-    print(f"run id:     {summary.run_id}")
-    print(f"flow run:   {url or flow_run_id}")
-    print(f"report:     {summary.report}")
-    print(f"run prefix: {summary.prefix}")
+    fields = {
+        "run id": summary.run_id,
+        "flow run": url or flow_run_id,
+        "report": summary.report,
+        "run prefix": summary.prefix,
+    }
     if summary.synthetic_data:
-        print("data:       SYNTHETIC (not CIFAR-10)")
+        fields["data"] = "SYNTHETIC (not CIFAR-10)"
     if summary.scale:
-        print(f"note:       {summary.scale}")
+        fields["note"] = summary.scale
+    print_fields(fields, title="Run")
     _print_metrics(summary)
     if summary.replay:
         _print_replay(summary.replay)
     return 0
 
 
-def _interval_text(interval: Interval | None, confidence: float) -> str:
-    """ "(95% CI 0.6100 to 0.6400)" at the confidence level the run asked for."""
-    if interval is None:
-        return ""
-    return f" ({100 * confidence:g}% CI {interval.ci_low:.4f} to {interval.ci_high:.4f})"
+def _progress(as_json: bool) -> contextlib.AbstractContextManager:
+    """A live display of the trainings' epochs on a terminal; nothing for scripts and pipes."""
+    out = console()
+    if as_json or not out.is_terminal:
+        return contextlib.nullcontext()
+    from compare_models.run_progress import live_progress
+
+    return live_progress(out)
+
+
+def _interval_text(interval: Interval | None) -> str:
+    """ "0.6100 to 0.6400", or "-" where the run has no interval."""
+    return "-" if interval is None else f"{interval.ci_low:.4f} to {interval.ci_high:.4f}"
 
 
 def _print_metrics(run: RunSummary | RunRecord) -> None:
-    """Each model's accuracy with its interval, then the verdict of every pair."""
+    """A table of each model's accuracy with its interval and its gate decision, then the
+    verdict of every pair and the reason of every decision."""
     comparison = run.comparison
+    level = f"{100 * comparison.settings.confidence:g}% CI" if comparison else "CI"
+    rows = []
     for model, m in run.metrics.items():
-        ci = (
+        interval = (
             comparison.models[model].accuracy if comparison and model in comparison.models else None
         )
-        shown = _interval_text(ci, comparison.settings.confidence) if comparison else ""
-        print(f"  {model:9s} accuracy {m.accuracy:.4f}{shown}  F1 (macro) {m.f1_macro:.4f}")
+        decision = run.gate.get(model)
+        rows.append(
+            {
+                "model": model,
+                "accuracy": f"{m.accuracy:.4f}",
+                f"accuracy {level}": _interval_text(interval),
+                "F1 (macro)": f"{m.f1_macro:.4f}",
+                "gate": decision.decision if decision else "-",
+            }
+        )
+    print_table(rows, title="Models")
     for verdict in comparison.verdicts if comparison else []:
-        print(f"  verdict: {verdict}")
+        print_line(f"verdict: {verdict}", style="bold")
     for model, decision in run.gate.items():
-        print(
-            f"  {model} vs champion (track {decision.track}): {decision.decision}: {decision.reason}"
+        print_line(
+            f"{model} vs champion (track {decision.track}): {decision.decision}: {decision.reason}"
         )
 
 
 def _print_replay(replay: Replay) -> None:
-    print(f"replay of {replay.original_run_id}: {replay.summary}")
+    rows = []
     for model, r in replay.models.items():
         diff, level = r.pair.difference.accuracy, f"{100 * r.pair.settings.confidence:g}%"
-        print(
-            f"  {model:9s} same class on {r.identical_predictions} images; accuracy replay − original "
-            f"{100 * diff.estimate:+.2f} points ({level} CI {100 * diff.ci_low:+.2f} to "
-            f"{100 * diff.ci_high:+.2f}; McNemar p = {r.pair.mcnemar.pvalue:.3g}); largest "
-            f"probability change {r.max_abs_probability_difference:.3g}"
+        rows.append(
+            {
+                "model": model,
+                "same class on": r.identical_predictions,
+                "accuracy replay − original (points)": f"{100 * diff.estimate:+.2f}",
+                f"{level} CI": f"{100 * diff.ci_low:+.2f} to {100 * diff.ci_high:+.2f}",
+                "McNemar p": f"{r.pair.mcnemar.pvalue:.3g}",
+                "largest probability change": f"{r.max_abs_probability_difference:.3g}",
+            }
         )
-    for change in replay.fingerprint_changes:
-        print(f"  changed: {change.entry}: {change.original!r} -> {change.replay!r}")
-    if not replay.fingerprint_changes:
-        print("  fingerprint: nothing changed (code, libraries, machine, data, seeds, parameters)")
+    print_table(rows, title=f"Replay of {replay.original_run_id}: {replay.summary}")
+    if replay.fingerprint_changes:
+        print_table(
+            [
+                {"entry": c.entry, "original": repr(c.original), "replay": repr(c.replay)}
+                for c in replay.fingerprint_changes
+            ],
+            title="Changed in the fingerprint",
+        )
+    else:
+        print_line(
+            "fingerprint: nothing changed (code, libraries, machine, data, seeds, parameters)"
+        )
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
@@ -307,34 +359,32 @@ def cmd_replay(args: argparse.Namespace) -> int:
 def _print_fingerprint(record: RunRecord) -> None:
     fp = record.fingerprint
     if fp is None:
-        print("fingerprint: none recorded (a run from before fingerprints)")
+        print_line("fingerprint: none recorded (a run from before fingerprints)")
         return
     host, data = fp.orchestrator, fp.data
     git = host.get("git") or {}
-    print("fingerprint:")
-    print(
-        f"  code:       compare-models {host.get('project_version')}, commit {git.get('commit') or 'unknown'}"
-        + (" (uncommitted changes)" if git.get("dirty") else "")
-    )
-    print(
-        f"  python:     {host.get('python')} on {host.get('platform')}, CPU {host.get('cpu')} "
-        f"({host.get('cpu_count')} cores)"
-    )
     libraries = host.get("libraries") or {}
-    print("  libraries:  " + ", ".join(f"{k} {v}" for k, v in libraries.items() if v))
+    fields = {
+        "code": f"compare-models {host.get('project_version')}, commit {git.get('commit') or 'unknown'}"
+        + (" (uncommitted changes)" if git.get("dirty") else ""),
+        "python": f"{host.get('python')} on {host.get('platform')}, CPU {host.get('cpu')} "
+        f"({host.get('cpu_count')} cores)",
+        "libraries": ", ".join(f"{k} {v}" for k, v in libraries.items() if v),
+    }
     for model, device in fp.trainings.items():
         where = device.get("host", {})
         gpus = ", ".join(device.get("gpus") or []) or "no GPU"
-        print(
-            f"  {model:9s}   {gpus}, precision {device.get('precision')}, {device.get('threads')} thread(s), "
+        fields[model] = (
+            f"{gpus}, precision {device.get('precision')}, {device.get('threads')} thread(s), "
             f"CPU {where.get('cpu', '?')}, tensorflow {where.get('libraries', {}).get('tensorflow')}"
         )
-    print(
-        f"  data:       {data.get('name')}, archive SHA-256 {data.get('archive_sha256')}, split key "
+    fields["data"] = (
+        f"{data.get('name')}, archive SHA-256 {data.get('archive_sha256')}, split key "
         f"{data.get('split_key')}, split indices SHA-256 {data.get('split_indices_sha256')}"
     )
-    print("  seeds:      " + ", ".join(f"{k} {v}" for k, v in fp.seeds.items()))
-    print(f"  parameters: {json.dumps(fp.params, sort_keys=True)}")
+    fields["seeds"] = ", ".join(f"{k} {v}" for k, v in fp.seeds.items())
+    fields["parameters"] = json.dumps(fp.params, sort_keys=True)
+    print_fields(fields, title="Fingerprint")
 
 
 def cmd_show(args: argparse.Namespace) -> int:
@@ -353,12 +403,14 @@ def cmd_show(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(record.model_dump(mode="json", by_alias=True), indent=2))
         return 0
-    print(f"run id:     {run_id}" + ("   [SYNTHETIC DATA]" if record.synthetic_data else ""))
-    print(f"completed:  {record.completed_at.isoformat()}")
+    fields = {"run id": run_id + ("   [SYNTHETIC DATA]" if record.synthetic_data else "")}
+    fields["completed"] = record.completed_at.isoformat()
     if settings.ui_url and record.flow_run_id:
-        print(f"flow run:   {settings.ui_url}/runs/flow-run/{record.flow_run_id}")
-    print(f"report:     {record.report.index}")
-    print(f"  link:     {store.presign(record.report.files['index.html'], 3600)}  (expires in 1 h)")
+        fields["flow run"] = f"{settings.ui_url}/runs/flow-run/{record.flow_run_id}"
+    fields["report"] = record.report.index
+    link = store.presign(record.report.files["index.html"], 3600)
+    fields["report link"] = f"{link}  (expires in 1 h)"
+    print_fields(fields, title="Run")
     _print_metrics(record)
     if record.replay:
         _print_replay(record.replay)
@@ -383,24 +435,34 @@ def cmd_champion(args: argparse.Namespace) -> int:
         print(json.dumps(records, indent=2))
         return 0
     if not records:
-        print(
+        print_line(
             "no champion yet"
             + (f" for {args.model}" if args.model else "")
             + (f" on track {args.track}" if args.track else "")
         )
         return 0
-    for record in records:
-        current = record["current"]
-        print(
-            f"{record['model']} (track {record['track']}): run {current['run_id']}, accuracy "
-            f"{current['metrics']['accuracy']:.4f}, promoted {current['promoted_at']} by {current['by']}: {current['reason']}"
-        )
-        for old in record["history"][: args.last]:
-            print(
-                f"    before: run {old['run_id']} ({old['metrics']['accuracy']:.4f}), promoted {old['promoted_at']}, "
-                f"replaced {old['replaced_at']} by {old['replaced_by']}: {old['reason']}"
-            )
+    print_table([_champion_row(r, r["current"]) for r in records], title="Champions")
+    earlier = [
+        {**_champion_row(r, old), "replaced": old["replaced_at"], "replaced by": old["replaced_by"]}
+        for r in records
+        for old in r["history"][: args.last]
+    ]
+    if earlier:
+        print_table(earlier, title="Earlier champions")
     return 0
+
+
+def _champion_row(record: dict[str, Any], entry: dict[str, Any]) -> dict[str, Any]:
+    """One champion (the current one or an earlier one) of a model's record, as a table row."""
+    return {
+        "model": record["model"],
+        "track": record["track"],
+        "run": entry["run_id"],
+        "accuracy": f"{entry['metrics']['accuracy']:.4f}",
+        "promoted": entry["promoted_at"],
+        "by": entry["by"],
+        "reason": entry["reason"],
+    }
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
@@ -418,7 +480,7 @@ def cmd_promote(args: argparse.Namespace) -> int:
     except StoreError as exc:
         return _fail(str(exc))
     replaced = champion["history"][0]["run_id"] if champion["history"] else "no earlier champion"
-    print(
+    print_line(
         f"{args.model} champion of track {track}: run {args.run_id} (replaces {replaced}); reason recorded: {args.reason}"
     )
     return 0
@@ -454,7 +516,7 @@ def cmd_history(args: argparse.Namespace) -> int:
         }
         for r in rows
     ]
-    print(_table(shown))
+    print_table(shown, title="History")
     return 0
 
 
@@ -468,7 +530,10 @@ def cmd_runs(args: argparse.Namespace) -> int:
     except StoreError as exc:
         return _fail(str(exc))
     runs = [r.model_dump(mode="json") for r in list_runs(store)]
-    print(json.dumps(runs, indent=2) if args.json else _table(runs))
+    if args.json:
+        print(json.dumps(runs, indent=2))
+    else:
+        print_table(runs, title="Runs")
     return 0
 
 
@@ -479,6 +544,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="compare-models",
         description=__doc__,
+        epilog="exit codes:\n"
+        + "\n".join(f"  {code}  {text}" for code, text in EXIT_CODES.items()),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True)

@@ -9,7 +9,7 @@ import json
 from compare_models import layout
 from compare_models.cli_common import fail as _fail
 from compare_models.cli_common import open_store
-from compare_models.cli_common import table as _table
+from compare_models.console import print_fields, print_table
 
 
 def _store():
@@ -42,7 +42,7 @@ def cmd_datasets(args: argparse.Namespace) -> int:
         }
         for v in versions
     ]
-    print(_table(rows))
+    print_table(rows, title="Dataset versions")
     return 0
 
 
@@ -85,26 +85,32 @@ def cmd_dataset(args: argparse.Namespace) -> int:
         )
         return 0
     s = version.summary
-    print(
-        f"dataset version {s.version_id}\n  source {s.source} ({s.layout}), created {s.created_at[:19]}"
-        f"\n  {s.images:,} images in {len(s.class_names)} classes, {s.skipped} skipped, "
-        f"{s.duplicates} duplicates, {s.leaked} in both training and test\n  {s.resize}"
+    print_fields(
+        {
+            "version": s.version_id,
+            "source": f"{s.source} ({s.layout})",
+            "created": s.created_at[:19],
+            "images": f"{s.images:,} in {len(s.class_names)} classes",
+            "skipped": s.skipped,
+            "duplicates": s.duplicates,
+            "in training and test": s.leaked,
+            "resize": s.resize,
+        },
+        title="Dataset version",
     )
-    print(
-        _table(
-            [
-                {
-                    "key": r.key,
-                    "class": r.class_name or "-",
-                    "split": r.split or "-",
-                    "sha256": (r.sha256 or "-")[:12],
-                    "bytes": r.size,
-                    "note": r.skipped
-                    or (f"duplicate of {r.duplicate_of}" if r.duplicate_of else ""),
-                }
-                for r in rows
-            ]
-        )
+    print_table(
+        [
+            {
+                "key": r.key,
+                "class": r.class_name or "-",
+                "split": r.split or "-",
+                "sha256": (r.sha256 or "-")[:12],
+                "bytes": r.size,
+                "note": r.skipped or (f"duplicate of {r.duplicate_of}" if r.duplicate_of else ""),
+            }
+            for r in rows
+        ],
+        title="Files",
     )
     return 0
 

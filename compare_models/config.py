@@ -105,14 +105,26 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"),
         description="S3 endpoint; unset means AWS S3 itself.",
     )
-    aws_access_key_id: SecretStr | None = _env("AWS_ACCESS_KEY_ID", None)
-    aws_secret_access_key: SecretStr | None = _env("AWS_SECRET_ACCESS_KEY", None)
-    aws_region: str = Field(
-        default="us-east-1", validation_alias=AliasChoices("AWS_REGION", "AWS_DEFAULT_REGION")
+    aws_access_key_id: SecretStr | None = _env("AWS_ACCESS_KEY_ID", None, "S3 access key")
+    aws_secret_access_key: SecretStr | None = _env(
+        "AWS_SECRET_ACCESS_KEY", None, "S3 secret key (never logged or published)"
     )
-    bucket: str = _env("COMPARE_MODELS_BUCKET", "compare-models")
-    prefect_api_url: str | None = _env("PREFECT_API_URL", None)
-    prefect_ui_url: str | None = _env("PREFECT_UI_URL", None)
+    aws_region: str = Field(
+        default="us-east-1",
+        validation_alias=AliasChoices("AWS_REGION", "AWS_DEFAULT_REGION"),
+        description="S3 region",
+    )
+    bucket: str = _env(
+        "COMPARE_MODELS_BUCKET",
+        "compare-models",
+        "The bucket every run, dataset and champion is in",
+    )
+    prefect_api_url: str | None = _env(
+        "PREFECT_API_URL", None, "The Prefect server's API (`compare-models up`: port 4200)"
+    )
+    prefect_ui_url: str | None = _env(
+        "PREFECT_UI_URL", None, "The Prefect UI's base URL; unset means the API URL without /api"
+    )
     home: Path = _env(
         "COMPARE_MODELS_HOME",
         description="Git-ignored folder for local service data, logs and caches.",

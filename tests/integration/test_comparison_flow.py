@@ -116,7 +116,7 @@ def test_the_manifest_holds_a_fingerprint(plugin_run, stack):
     shown = cli("show", plugin_run["run_id"])
     assert shown.returncode == 0, shown.stderr
     assert (
-        "fingerprint:" in shown.stdout
+        "Fingerprint" in shown.stdout
         and data["split_indices_sha256"] in shown.stdout
         and "verdict:" in shown.stdout
     )

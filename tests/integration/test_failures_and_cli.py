@@ -96,6 +96,42 @@ def test_cli_run_json_and_cnn_learns(stack):
         r["run_id"] == summary["run_id"] and r["status"] == "complete"
         for r in json.loads(listed.stdout)
     )
+    _tables_say_what_json_says(summary["run_id"])
+
+
+def _table_rows(text: str, first_cell: str) -> list[list[str]]:
+    """The rows of the Rich tables in `text` whose first cell is `first_cell`, as cells."""
+    rows = []
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("│┃").split("│")]
+        if cells and cells[0] == first_cell:
+            rows.append(cells)
+    return rows
+
+
+def _tables_say_what_json_says(run_id: str) -> None:
+    """`runs`, `show` and `history` print tables for people with the numbers `--json` gives
+    scripts; the JSON stays the documented shape."""
+    shown = json.loads(cli("show", run_id, "--json").stdout)
+    runs = cli("runs")
+    assert runs.returncode == 0 and runs.stdout.startswith("Runs")
+    [row] = _table_rows(runs.stdout, run_id)
+    assert "complete" in row
+    assert next(r for r in json.loads(cli("runs", "--json").stdout) if r["run_id"] == run_id)
+
+    table = cli("show", run_id)
+    assert table.returncode == 0, table.stderr
+    assert "Models" in table.stdout and "Fingerprint" in table.stdout
+    for model, metrics in shown["metrics"].items():
+        [row] = _table_rows(table.stdout, model)
+        assert f"{metrics['accuracy']:.4f}" in row and f"{metrics['f1_macro']:.4f}" in row
+
+    history = json.loads(cli("history", "--last", "3", "--json").stdout)
+    assert history and set(history[0]) >= {"run_id", "model", "accuracy", "decision"}
+    printed = cli("history", "--last", "3").stdout
+    assert printed.startswith("History")
+    for entry in history:
+        assert any(f"{entry['accuracy']:.4f}" in r for r in _table_rows(printed, entry["run_id"]))
 
 
 def test_cli_rejects_bad_parameters_before_any_work():

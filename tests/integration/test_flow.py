@@ -10,6 +10,7 @@ import pytest
 
 from compare_models import layout
 from compare_models.config import RunParams
+from tests.html_validation import html_problems
 
 pytestmark = pytest.mark.integration
 
@@ -82,6 +83,10 @@ def test_both_models_train_evaluate_and_publish(both_models_run, stack, tmp_path
         "How sure is this comparison?" in html and "disagreements.png" not in html
     )  # figures are embedded
     assert layout.report_key(run_id, "disagreements.png") in keys
+    # the stored page is valid HTML (the Nu HTML Checker)
+    page = tmp_path / "index.html"
+    page.write_text(html, encoding="utf-8")
+    assert html_problems(page) == []
     # no credential anywhere in what was published
     secret = (
         __import__("compare_models.config", fromlist=["Settings"])

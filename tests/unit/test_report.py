@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import re
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
 from compare_models.comparison import compare_all, compare_pair  # noqa: E402
+from compare_models.data_changes import plot_class_balance  # noqa: E402
 from compare_models.evaluation import evaluate_predictions  # noqa: E402
 from compare_models.report import (  # noqa: E402
     SYNTHETIC_BANNER,
@@ -25,14 +27,18 @@ from compare_models.report import (  # noqa: E402
     render_report,
 )
 from compare_models.run_record import (  # noqa: E402
+    ClassDelta,
     Comparison,
+    DataChanges,
     GateDecision,
     NoiseBand,
     PairComparison,
     RecipeComparison,
     RecipePair,
     RecipeSummary,
+    SkippedFile,
 )
+from tests.html_validation import html_problems  # noqa: E402
 
 CLASSES = ["airplane", "automobile", "bird", "cat"]
 FIGURES = ["learning_curves.png", "confusion_matrices.png", "roc_curves.png", "comparison.png"]
@@ -132,7 +138,8 @@ def test_html_contains_values_and_is_self_contained(two_model_report, two_models
     assert page.count('src="data:image/png;base64,') == len(FIGURES)
     assert "<pre>" in page and "macro avg" in page
     assert "http://" not in page and "https://" not in page
-    assert not re.search(r'(src|href)="(?!data:)', page)
+    # nothing outside the page: images are data: URIs, links only go to the page's own sections
+    assert not re.search(r'(src|href)="(?!data:|#)', page)
 
 
 def test_html_escapes_run_info(two_model_report) -> None:
@@ -366,3 +373,109 @@ def test_markdown_summary_shows_noise_band_replicas_and_recipes(two_models, nois
     assert "- **cnn**: mean test accuracy 0.7000 ± 0.0100 over 3 seeds" in text
     assert "- **Recipes cnn vs resnet50**: recipe resnet50 beats cnn across seeds" in text
     assert "- **About these two trained models: " in text
+
+
+# --------------------------------------------------------------------------
+# The page as a whole: valid HTML that leads with the answer
+# --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def full_report(tmp_path_factory, two_models, noise_sections) -> tuple[Path, str]:
+    """A report with every section: gate, statistics, replicas, recipes, a replay, and both
+    banners."""
+    y = np.arange(200) % len(CLASSES)
+    pair = compare_pair(
+        y, _probs(y, 10), _probs(y, 10), name_a="original", name_b="replay",
+        class_names=CLASSES, n_resamples=1000,
+    )  # fmt: skip
+    replay = {
+        "original_run_id": "20261126-020000-ab12cd34",
+        "summary": "2 of 2 model(s) reproduced their original predictions exactly",
+        "models": {
+            m: {"identical_predictions": 200, "max_abs_probability_difference": 0.0, "pair": pair}
+            for m in ("cnn", "resnet50")
+        },
+        "fingerprint_changes": [{"entry": "libraries.numpy", "original": "2.1", "replay": EVIL}],
+    }
+    out_dir = tmp_path_factory.mktemp("full-report")
+    changes = DataChanges(
+        version_id="a" * 64,
+        champion_version_id="b" * 64,
+        counts={
+            "ant": {"train": 70, "val": 10, "test": 20},
+            "bee": {"train": 7, "val": 1, "test": 2},
+        },
+        since_champion={"ant": ClassDelta(added=15, removed=1)},
+        duplicates=2,
+        skipped_total=3,
+        skipped=[SkippedFile(key=f"ant/{EVIL}.png", reason="it is corrupt or not an image")],
+    )
+    balance = plot_class_balance(changes, out_dir / "class_balance.png")
+    sections = Sections(
+        comparison=noise_sections.comparison,
+        gate=noise_sections.gate,
+        replicas=noise_sections.replicas,
+        replay=replay,
+        data=changes.model_dump(mode="json"),
+        data_figures=[(balance, "class balance")],
+    )
+    run_info = {
+        "data_source_kind": "synthetic",
+        "stopped_by_budget": "cnn: after 1 of 3 epochs",
+        "scale": "a small smoke run (1,000 training images, 2 epoch(s))",
+    }
+    render_report(two_models, out_dir, title="t", run_info=run_info, sections=sections)
+    return out_dir / "index.html", (out_dir / "index.html").read_text(encoding="utf-8")
+
+
+def test_report_shows_what_changed_in_the_data(full_report) -> None:
+    _, page = full_report
+    data = _section(page, "What changed in the data")
+    assert "<code>aaaaaaaaaaaa</code>" in data and "<code>bbbbbbbbbbbb</code>" in data
+    assert "+15 / −1" in data and "2 duplicate file(s)" in data and "3 file(s) skipped" in data
+    assert "it is corrupt or not an image" in data and EVIL not in data  # escaped
+    assert "The first 1 of 3" in data and 'alt="class balance"' in data
+
+
+def test_report_is_valid_html(full_report, two_model_report) -> None:
+    out_dir, _, _ = two_model_report
+    assert html_problems(full_report[0], out_dir / "index.html") == []
+
+
+def test_report_leads_with_the_answer_and_ends_with_the_settings(full_report, noise_sections):
+    _, page = full_report
+    headings = re.findall(r"<h2>([^<]*)</h2>", page)
+    assert headings[0] == "Summary" and headings[1] == "Figures" and headings[-1] == "Run settings"
+    assert headings.index("vs champion (track nightly)") > headings.index("Figures")
+    # both banners come before the summary
+    summary_at = page.index("<h2>Summary</h2>")
+    assert page.index(SYNTHETIC_BANNER) < summary_at
+    assert page.index("STOPPED BY BUDGET — cnn: after 1 of 3 epochs") < summary_at
+
+    summary = _section(page, "Summary")
+    comparison = noise_sections.comparison
+    verdict = comparison["verdicts"][0]
+    assert "CI" in verdict and "McNemar p" in verdict  # the verdict carries interval and p-value
+    assert f"About these two trained models: {html.escape(verdict)}" in summary
+    assert "Recipes: recipe resnet50 beats cnn across seeds &lt;b&gt;" in summary
+    assert "<th>accuracy (95% CI)</th>" in summary
+    for model, m in comparison["models"].items():
+        low, high = m["accuracy"]["ci_low"], m["accuracy"]["ci_high"]
+        assert f"({low:.4f} to {high:.4f})" in summary, model
+    assert '<tr class="decision-within-noise"><td>cnn</td>' in summary
+    assert '<tr class="decision-regression"><td>resnet50</td>' in summary
+    assert "<strong>cnn: within-noise</strong>" in summary
+    assert '<p class="note">a small smoke run (1,000 training images, 2 epoch(s))</p>' in summary
+
+
+def test_report_needs_no_javascript_and_prints(full_report) -> None:
+    _, page = full_report
+    assert "<script" not in page
+    assert not re.search(r"<[^>]+\son[a-z]+=", page)  # no inline event handlers either
+    css = page[page.index("<style>") : page.index("</style>")]
+    print_css = css[css.index("@media print") :]
+    assert "nav.contents { display: none; }" in print_css and "break-inside: avoid" in print_css
+    # the contents link to every section by its anchor
+    for anchor in re.findall(r'<a href="#([a-z-]+)">', page):
+        assert f'<section id="{anchor}"' in page or f'id="{anchor}"' in page

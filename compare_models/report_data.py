@@ -1,0 +1,67 @@
+"""What the report is made from: each model's result and the run's optional sections, as plain
+Python data (no Prefect, TensorFlow or S3), shared by the figures, the HTML page and the
+markdown summary."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class ModelResult:
+    """Everything the report needs to know about one trained model.
+
+    Attributes:
+        name: short model identifier, e.g. "cnn" or "resnet50"; used in
+            titles, table rows and file names.
+        history: Keras ``History.history``: metric name -> one value per epoch
+            (``loss``, ``accuracy``, ``val_loss``, ``val_accuracy``).
+        metrics: the record returned by ``compare_models.evaluation.evaluate_predictions``.
+        train_seconds: wall-clock training time.
+        parameters: number of model parameters.
+    """
+
+    name: str
+    history: dict
+    metrics: dict
+    train_seconds: float
+    parameters: int
+
+
+@dataclass(frozen=True)
+class Sections:
+    """The report's optional sections, beyond the per-model metrics.
+
+    Attributes:
+        comparison: ``compare_models.comparison.compare_all``'s record (verdicts, intervals,
+            paired tables, per-class tests), with ``calibration`` {model: {"ece"}} added and,
+            with replicas, ``recipes`` (``run_record.RecipeComparison``: each model's test
+            accuracy per seed, its mean and std, and each pair's Welch test over seeds).
+        disagreement: figures already written into the report folder (gallery, confident
+            mistakes, reliability diagram) with their captions.
+        replay: how far a replay landed from its original run.
+        gate: each model's decision against its champion (``compare_models.champions.gate``),
+            with its noise ``band`` (``run_record.NoiseBand``) where the gate used one.
+        gate_figures: the champion section's figures (accuracy trend, recall changes).
+        replicas: with ``train.replicas`` > 1, per model, every replica in seed order:
+            ``{model: [{"replica": int, "seed": int | None, "val_accuracy": float | None,
+            "test_accuracy": float | None, "kept": bool}]}``; ``kept`` marks the one the run
+            keeps (best on validation data).
+        data: for a folder source, what changed in the data (``run_record.DataChanges``);
+            ``data_figures``: its class-balance figure.
+    """
+
+    comparison: Mapping | None = None
+    disagreement: Sequence[tuple[Path, str]] = ()
+    replay: Mapping | None = None
+    gate: Mapping | None = None
+    gate_figures: Sequence[tuple[Path, str]] = ()
+    replicas: Mapping | None = None
+    data: Mapping | None = None
+    data_figures: Sequence[tuple[Path, str]] = ()
+
+    @property
+    def figures(self) -> list[tuple[Path, str]]:
+        return [*self.disagreement, *self.gate_figures, *self.data_figures]

@@ -1,0 +1,176 @@
+"""A live progress display for `compare-models run` on a terminal: per training, epoch i/N, its
+loss and accuracy, images/s and the time left.
+
+The trainings run in processes of their own (subprocesses or workers' flow runs), so this
+process cannot see their Keras callbacks. What it can see is what every training already sends
+to the Prefect server: its epoch log line (`training.EpochLogger`). A thread reads those lines
+from the server every `POLL_SECONDS` for the child flow runs of this run (named
+`<run-id>-<training>`, see flows/train_model.py) and moves one Rich progress bar per training.
+The run id comes from this process's own flow run, through a logging handler on Prefect's run
+logger. Off a terminal nothing is shown: the log lines are the plain output.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+)
+
+POLL_SECONDS = 2.0
+
+#: `EpochLogger`'s line: "<label> epoch 3/10 accuracy=0.5 loss=1.2 ... (12.3 s, 456 images/s)".
+EPOCH_LINE = re.compile(
+    r"^(?P<label>.+?) epoch (?P<epoch>\d+)/(?P<epochs>\d+) (?P<metrics>.*?) "
+    r"\((?P<seconds>[\d.]+) s, (?P<rate>\d+) images/s\)$"
+)
+
+
+@dataclass(frozen=True)
+class EpochLine:
+    """One training's epoch, as its log line says it."""
+
+    label: str
+    epoch: int
+    epochs: int
+    metrics: dict[str, float]
+    seconds: float
+    images_per_second: int
+
+    @classmethod
+    def parse(cls, message: str) -> EpochLine | None:
+        match = EPOCH_LINE.match(message.strip())
+        if not match:
+            return None
+        metrics = {}
+        for pair in match["metrics"].split():
+            name, _, value = pair.partition("=")
+            with contextlib.suppress(ValueError):
+                metrics[name] = float(value)
+        return cls(
+            label=match["label"],
+            epoch=int(match["epoch"]),
+            epochs=int(match["epochs"]),
+            metrics=metrics,
+            seconds=float(match["seconds"]),
+            images_per_second=int(match["rate"]),
+        )
+
+    def summary(self) -> str:
+        """ "loss 1.2034  accuracy 0.5120  456 images/s": what the bar shows beside it."""
+        shown = [f"{k} {self.metrics[k]:.4f}" for k in ("loss", "accuracy") if k in self.metrics]
+        return "  ".join([*shown, f"{self.images_per_second:,} images/s"])
+
+
+class _RunIdFromLogs(logging.Handler):
+    """Learns this process's flow run name ("<run-id> [cnn+resnet50]") from its first log
+    record, which Prefect's run logger tags with it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.run_id: str | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        name = getattr(record, "flow_run_name", None)
+        if self.run_id is None and name and name != "<unknown>":
+            self.run_id = str(name).split(" ", 1)[0]
+
+
+class TrainingProgress:
+    """One bar per training, moved by the epoch lines it is given (`show`)."""
+
+    def __init__(self, progress: Progress):
+        self.progress = progress
+        self.tasks: dict[str, TaskID] = {}
+
+    def show(self, line: EpochLine) -> None:
+        task = self.tasks.get(line.label)
+        if task is None:
+            task = self.tasks[line.label] = self.progress.add_task(
+                line.label, total=line.epochs, summary=""
+            )
+        self.progress.update(task, completed=line.epoch, total=line.epochs, summary=line.summary())
+
+
+def _read_epoch_lines(client, run_id: str, since: datetime) -> tuple[list[EpochLine], datetime]:
+    """The epoch lines the run's trainings logged after `since`, oldest first, and the time of
+    the last one read."""
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterName,
+        LogFilter,
+        LogFilterFlowRunId,
+        LogFilterTimestamp,
+    )
+    from prefect.client.schemas.sorting import LogSort
+
+    children = client.read_flow_runs(
+        flow_run_filter=FlowRunFilter(name=FlowRunFilterName(like_=f"{run_id}-"))
+    )
+    ids = [c.id for c in children if c.name.startswith(f"{run_id}-")]
+    if not ids:
+        return [], since
+    logs = client.read_logs(
+        log_filter=LogFilter(
+            flow_run_id=LogFilterFlowRunId(any_=ids), timestamp=LogFilterTimestamp(after_=since)
+        ),
+        sort=LogSort.TIMESTAMP_ASC,
+    )
+    lines = [line for log in logs if (line := EpochLine.parse(log.message)) is not None]
+    return lines, max((log.timestamp for log in logs), default=since)
+
+
+@contextlib.contextmanager
+def live_progress(console) -> Iterator[None]:
+    """While the body runs (the flow, in this thread), shows the trainings' progress."""
+    from prefect import get_client
+
+    handler = _RunIdFromLogs()
+    run_logger = logging.getLogger("prefect.flow_runs")
+    run_logger.addHandler(handler)
+    stop = threading.Event()
+    progress = Progress(
+        TextColumn("[bold cyan]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("epochs"),
+        TextColumn("{task.fields[summary]}"),
+        TimeRemainingColumn(),
+        console=console,
+    )
+    bars = TrainingProgress(progress)
+
+    def poll() -> None:
+        since = datetime.now(UTC)
+        with get_client(sync_client=True) as client:
+            while not stop.wait(POLL_SECONDS):
+                if handler.run_id is None:
+                    continue
+                try:
+                    lines, since = _read_epoch_lines(client, handler.run_id, since)
+                except Exception:  # noqa: BLE001 - a display must never fail the run
+                    continue
+                for line in lines:
+                    bars.show(line)
+
+    thread = threading.Thread(target=poll, name="compare-models-progress", daemon=True)
+    try:
+        with progress:
+            thread.start()
+            yield
+    finally:
+        stop.set()
+        thread.join(timeout=2 * POLL_SECONDS)
+        run_logger.removeHandler(handler)
