@@ -164,27 +164,32 @@ def decide(
             f"p = {p:.3g}{noise}"
         )
     worse_overall = significant and diff.estimate < 0
-    if worse_overall or (policy.class_regressions and worse):
-        classes = (
-            f"; worse in {len(worse)} class(es) after Holm's correction ({', '.join(worse)}), "
-            "within their noise bands"
-            if policy.class_regressions and worse
-            else ""
-        )
-        overall = "significantly worse" if worse_overall else "not significantly worse"
+    within = (
+        f"; worse in {len(worse)} class(es) after Holm's correction ({', '.join(worse)}), "
+        "within their noise bands"
+        if policy.class_regressions and worse
+        else ""
+    )
+    if worse_overall:
         return WITHIN_NOISE, (
-            f"{overall} than the champion, but within the noise band: accuracy {points}, "
-            f"McNemar p = {p:.3g}{classes}{noise}"
+            f"significantly worse than the champion, but within the noise band: accuracy {points}, "
+            f"McNemar p = {p:.3g}{within}{noise}"
         )
+    # a gain beyond the band counts even where a class moved within its own band
     if significant and diff.estimate > width and diff.estimate >= policy.min_improvement:
-        return (
-            PROMOTED,
-            f"significantly better than the champion: accuracy {points}, McNemar p = {p:.3g}{noise}",
+        return PROMOTED, (
+            f"significantly better than the champion: accuracy {points}, McNemar p = {p:.3g}"
+            f"{within}{noise}"
         )
     if significant and diff.estimate > width:
         return NO_CHANGE, (
             f"better, but by less than the policy's minimum of {100 * policy.min_improvement:.2f} points: "
-            f"{points}, p = {p:.3g}{noise}"
+            f"{points}, p = {p:.3g}{within}{noise}"
+        )
+    if within:
+        return WITHIN_NOISE, (
+            f"not significantly worse than the champion, but within the noise band: accuracy "
+            f"{points}, McNemar p = {p:.3g}{within}{noise}"
         )
     if significant and diff.estimate > 0:
         return (
