@@ -115,7 +115,14 @@ def _params_from_args(args: argparse.Namespace):
             overrides[key] = getattr(args, flag)
     execution = {
         k: getattr(args, k)
-        for k in ("trainer", "schedule", "retries", "retry_delay_seconds", "time_budget_minutes")
+        for k in (
+            "trainer",
+            "schedule",
+            "retries",
+            "retry_delay_seconds",
+            "time_budget_minutes",
+            "store_outage_minutes",
+        )
         if getattr(args, k) is not None
     }
     if execution:
@@ -592,7 +599,16 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         help="retries of a failed training (each resumes from its checkpoint)",
     )
-    parser.add_argument("--retry-delay-seconds", type=float)
+    parser.add_argument(
+        "--retry-delay-seconds",
+        type=float,
+        help="delay before the first retry; each later one waits twice as long (with jitter)",
+    )
+    parser.add_argument(
+        "--store-outage-minutes",
+        type=float,
+        help="how long the run waits out an unreachable object store (default 15)",
+    )
 
 
 def _add_params(sub: argparse._SubParsersAction) -> None:

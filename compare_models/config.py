@@ -294,7 +294,35 @@ class ExecutionParams(BaseModel):
         le=20,
         description="Retries of a failed training; each resumes from its last checkpoint",
     )
-    retry_delay_seconds: float = Field(default=10.0, ge=0, le=3600)
+    retry_delay_seconds: float = Field(
+        default=10.0,
+        ge=0,
+        le=3600,
+        description="Delay before the first retry; each later one waits twice as long as the one "
+        "before (Prefect's exponential_backoff), spread by retry_jitter_factor",
+    )
+    retry_jitter_factor: float = Field(
+        default=0.5,
+        ge=0,
+        le=10,
+        description="Each retry's delay varies at random by up to this fraction of it (Prefect's "
+        "retry_jitter_factor), so that trainings that failed together do not retry together",
+    )
+    store_outage_minutes: float = Field(
+        default=15,
+        gt=0,
+        le=24 * 60,
+        description="How long the run waits out an unreachable object store: its reads and writes are "
+        "retried with backoff for this long, checkpoints are uploaded in the background meanwhile, and a "
+        "training fails only when its final model cannot be published within it",
+    )
+    api_outage_minutes: float = Field(
+        default=5,
+        gt=0,
+        le=60,
+        description="How long a training process retries Prefect API calls (logs, states) through an "
+        "outage of the Prefect server (sets PREFECT_CLIENT_MAX_RETRIES for it)",
+    )
     poll_seconds: float = Field(
         default=1.0, gt=0, le=60, description="How often to poll a child flow run's state"
     )

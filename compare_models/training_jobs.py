@@ -80,6 +80,13 @@ class TrainingJob(BaseModel):
     deadline: float | None = Field(
         default=None, description="UNIX time after which training stops at the end of an epoch"
     )
+    store_outage_minutes: float = Field(
+        default=15,
+        gt=0,
+        le=24 * 60,
+        description="The run's execution.store_outage_minutes: how long the training waits out an "
+        "unreachable object store before its final model counts as unpublishable",
+    )
 
     @property
     def name(self) -> str:
@@ -356,6 +363,7 @@ def plan_jobs(
                 cpu_share=None if local else shares[name],
                 weights_key=weights_key if registry.get(m).takes_weights else None,
                 deadline=deadline,
+                store_outage_minutes=params.execution.store_outage_minutes,
             )
         )
     return jobs

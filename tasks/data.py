@@ -22,7 +22,8 @@ def preflight(params: RunParams, run_id: str) -> str | None:
     store (endpoint, credentials, bucket), the run prefix, and the backbone weights
     (returns their S3 key when a selected model takes weights)."""
     settings, store = open_store()
-    store.check()
+    store.check()  # at once: a typo in the endpoint is not an outage to wait out
+    store = store.waiting_out(params.execution.store_outage_minutes)
     guard_run_prefix(store, run_id)
     owner = str(flow_run.id) if flow_run.id else f"local-{uuid.uuid4()}"
     get_run_logger().info(
@@ -33,10 +34,10 @@ def preflight(params: RunParams, run_id: str) -> str | None:
     return None
 
 
-@task(name="prepare-data", retries=1, retry_delay_seconds=5)
+@task(name="prepare-data", retries=1, retry_delay_seconds=5, retry_jitter_factor=0.5)
 def prepare_data(params: RunParams) -> DatasetRef:
     """Fetch → verify → decode → normalise → split, stored in S3 once per content and split."""
-    settings, store = open_store()
+    settings, store = open_store(params.execution.store_outage_minutes)
     ref = prepare_dataset(
         params.data,
         params.split,
