@@ -38,6 +38,8 @@ def _export_settings(settings: Settings) -> None:
     """Prefect reads PREFECT_API_URL from the environment; .env may hold it for the local stack."""
     if settings.prefect_api_url and not os.environ.get("PREFECT_API_URL"):
         os.environ["PREFECT_API_URL"] = settings.prefect_api_url
+    if settings.prefect_api_auth_string and not os.environ.get("PREFECT_API_AUTH_STRING"):
+        os.environ["PREFECT_API_AUTH_STRING"] = settings.prefect_api_auth_string.get_secret_value()
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 
@@ -64,7 +66,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     from compare_models.local.services import status, up
 
     try:
-        for name, state in up(workers=args.workers, database=args.database).items():
+        for name, state in up(workers=args.workers, database=args.database, auth=args.auth).items():
             print(f"{name}: {state}")
     except ServiceError as exc:
         return _fail(str(exc))
@@ -173,6 +175,10 @@ def _run_flow(params, *, as_json: bool) -> int:
     """Runs the compare-models flow in this process and prints its summary."""
     settings = Settings()
     _export_settings(settings)
+    # this process runs the parent flow: its Prefect client rides out an API outage too
+    os.environ.setdefault(
+        "PREFECT_CLIENT_MAX_RETRIES", str(params.execution.prefect_client_retries())
+    )
 
     import httpx
     from prefect.settings import PREFECT_API_URL
@@ -518,6 +524,13 @@ def _add_up(sub: argparse._SubParsersAction) -> None:
         choices=["sqlite", "postgres"],
         help="the Prefect server's database: SQLite, or a local PostgreSQL as in production "
         "(default: COMPARE_MODELS_DATABASE, else the last choice, else sqlite); remembered for later `up`s",
+    )
+    upp.add_argument(
+        "--auth",
+        action="store_true",
+        help="turn on the Prefect API's authentication: a random user:password written once to the "
+        "env file (PREFECT_API_AUTH_STRING), required by the server, sent by the CLI and workers; "
+        "remembered for later `up`s",
     )
     upp.set_defaults(func=cmd_up)
 

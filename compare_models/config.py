@@ -14,6 +14,7 @@ Two kinds of configuration live here:
 from __future__ import annotations
 
 import copy
+import math
 import os
 import re
 from pathlib import Path
@@ -113,6 +114,12 @@ class Settings(BaseSettings):
     bucket: str = _env("COMPARE_MODELS_BUCKET", "compare-models")
     prefect_api_url: str | None = _env("PREFECT_API_URL", None)
     prefect_ui_url: str | None = _env("PREFECT_UI_URL", None)
+    prefect_api_auth_string: SecretStr | None = _env(
+        "PREFECT_API_AUTH_STRING",
+        None,
+        "`user:password` the Prefect API requires (PREFECT_SERVER_API_AUTH_STRING on the server); "
+        "`compare-models up --auth` generates one for the local server",
+    )
     home: Path = _env(
         "COMPARE_MODELS_HOME",
         description="Git-ignored folder for local service data, logs and caches.",
@@ -341,6 +348,13 @@ class ExecutionParams(BaseModel):
         description="Longest one training attempt may run; then its process (or its flow run on the GPU "
         "pool) is stopped and the attempt fails (a retry resumes from the last checkpoint)",
     )
+
+    def prefect_client_retries(self) -> int:
+        """PREFECT_CLIENT_MAX_RETRIES for a client that rides out `api_outage_minutes` of Prefect
+        API outage: Prefect's client waits 2, 4, 8, ... s between its tries (plus jitter), so n
+        retries span 2**(n+1) - 2 s (never fewer than Prefect's default 5)."""
+        return max(5, math.ceil(math.log2(60 * self.api_outage_minutes + 2)) - 1)
+
     start_timeout_seconds: float = Field(
         default=1800,
         gt=0,

@@ -45,6 +45,7 @@ from botocore.exceptions import (
     EndpointConnectionError,
     HTTPClientError,
 )
+from botocore.exceptions import ConnectionError as EndpointUnreachable
 
 from compare_models.config import Settings
 
@@ -90,7 +91,7 @@ TRANSIENT_CODES = frozenset(
 def transient(exc: BaseException) -> bool:
     """Whether `exc` says the store is unreachable or overloaded for now (worth waiting out),
     not that the request itself is wrong (credentials, a missing key, a lost condition)."""
-    if isinstance(exc, HTTPClientError):  # connection refused / reset / timed out
+    if isinstance(exc, EndpointUnreachable | HTTPClientError):  # refused, reset, timed out
         return True
     if isinstance(exc, ClientError):
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")

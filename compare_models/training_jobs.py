@@ -231,6 +231,10 @@ def check_recipe(job: TrainingJob, recipe: str | None, what: str) -> None:
 #: right after this epoch's checkpoint is stored. Unset in normal operation.
 FAIL_AFTER_EPOCH_ENV = "COMPARE_MODELS_FAIL_AFTER_EPOCH"
 
+#: Fault injection for outage tests and drills: every epoch ends this many seconds later (a slow
+#: training, so that a fault lands in mid-training). Unset in normal operation.
+EPOCH_PAUSE_ENV = "COMPARE_MODELS_EPOCH_PAUSE_SECONDS"
+
 #: Fault injection for drills and `benchmarks/gate_noise.py`: a genuinely broken recipe. This
 #: fraction (0 to 1) of the training labels is shuffled among themselves, seeded by the
 #: training seed; the training logs a warning. Unset in normal operation.

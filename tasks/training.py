@@ -13,7 +13,6 @@ persist no Prefect results. A retry resumes from the last checkpoint. Every repl
 from __future__ import annotations
 
 import json
-import math
 import os
 import signal
 import subprocess
@@ -73,19 +72,12 @@ def _trained(job: TrainingJob) -> TrainingResult:
     return result
 
 
-def client_retries(outage_seconds: float) -> int:
-    """PREFECT_CLIENT_MAX_RETRIES for a client that rides out `outage_seconds` of API outage:
-    Prefect's client waits 2, 4, 8, ... s between its tries (plus jitter), so n retries span
-    2**(n+1) - 2 s."""
-    return max(5, math.ceil(math.log2(outage_seconds + 2)) - 1)
-
-
 def api_outage_env(execution: ExecutionParams) -> dict[str, str]:
     """The training process's Prefect client settings for `execution.api_outage_minutes`; a
     value the user set in the environment wins."""
     if "PREFECT_CLIENT_MAX_RETRIES" in os.environ:
         return {}
-    return {"PREFECT_CLIENT_MAX_RETRIES": str(client_retries(60 * execution.api_outage_minutes))}
+    return {"PREFECT_CLIENT_MAX_RETRIES": str(execution.prefect_client_retries())}
 
 
 def retry_options(execution: ExecutionParams) -> dict[str, Any]:
