@@ -24,12 +24,19 @@ def local_env_defaults() -> dict[str, str]:
     return {"AWS_ENDPOINT_URL_S3": local_s3_url(), "PREFECT_API_URL": local_prefect_api()}
 
 
-def ensure_env_file(env_file: Path | None = None, *, postgres: bool = False) -> list[str]:
+#: the env file's Prefect API authentication (`up --auth`): `user:password`
+AUTH_VARIABLE = "PREFECT_API_AUTH_STRING"
+
+
+def ensure_env_file(
+    env_file: Path | None = None, *, postgres: bool = False, auth: bool = False
+) -> list[str]:
     """Write the local defaults that are missing from both the environment and .env.
 
     Fills in the local S3 endpoint, the local Prefect API and, once, fresh random S3
     credentials (the file is git-ignored and mode 600; the values are never printed);
-    with `postgres`, also a fresh random password for the local PostgreSQL.
+    with `postgres`, also a fresh random password for the local PostgreSQL; with `auth`, a
+    fresh random `user:password` for the Prefect API (PREFECT_API_AUTH_STRING).
     Returns the names it added.
     """
     env_file = env_file or env_file_path()
@@ -44,6 +51,7 @@ def ensure_env_file(env_file: Path | None = None, *, postgres: bool = False) -> 
         "AWS_ACCESS_KEY_ID": f"cm{secrets.token_hex(8)}",
         "AWS_SECRET_ACCESS_KEY": secrets.token_urlsafe(30),
         **({POSTGRES_PASSWORD_VARIABLE: secrets.token_urlsafe(30)} if postgres else {}),
+        **({AUTH_VARIABLE: f"compare-models:{secrets.token_urlsafe(30)}"} if auth else {}),
     }
     if os.environ.get("AWS_ENDPOINT_URL"):
         wanted.pop("AWS_ENDPOINT_URL_S3")
