@@ -104,16 +104,22 @@ def transient(exc: BaseException) -> bool:
     return False
 
 
-def disk_full_error(path: Path, needed: int | None) -> LocalDiskFull:
-    """The error for a local write that found no room: the folder, the room it needs, the room left."""
+def disk_full_error(
+    path: Path, needed: int | None, elsewhere: str = "point COMPARE_MODELS_HOME at a larger disk"
+) -> LocalDiskFull:
+    """The error for a local write that found no room: the folder, the room it needs, the room
+    left, and how to get more (`elsewhere`: the setting that moves the folder)."""
     folder = path.parent
     free = shutil.disk_usage(folder).free if folder.exists() else 0
-    need = f"about {needed / 1e6:,.1f} MB" if needed else "more room"
     return LocalDiskFull(
-        f"no space left on the device of {folder}: writing {path.name} needs {need}, "
-        f"{free / 1e6:,.1f} MB are free. Free some space there (or point COMPARE_MODELS_HOME at a "
-        "larger disk) and run again; nothing incomplete was published"
+        f"no space left on the device of {folder}: writing {path.name} needs "
+        f"{f'about {_size(needed)}' if needed else 'more room'}, {_size(free)} are free there. Free "
+        f"some space (or {elsewhere}) and run again; nothing incomplete was published"
     )
+
+
+def _size(n: int) -> str:
+    return f"{n / 1e6:,.1f} MB" if n >= 1e5 else f"{n:,} bytes"
 
 
 def parse_s3_uri(uri: str) -> tuple[str, str]:

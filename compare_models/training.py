@@ -477,15 +477,16 @@ def save_locally(model: keras.Model, path: Path, expected_bytes: int | None = No
     needed = expected_bytes or sum(
         int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize for v in variables
     )
+    elsewhere = "set TMPDIR to a folder on a larger disk"  # the training's scratch folder
     if shutil.disk_usage(path.parent).free < needed:
-        raise disk_full_error(path, needed)
+        raise disk_full_error(path, needed, elsewhere)
     try:
         model.save(path)
     except OSError as exc:
         path.unlink(missing_ok=True)
         if exc.errno != errno.ENOSPC and "No space left" not in str(exc):
             raise
-        raise disk_full_error(path, needed) from None
+        raise disk_full_error(path, needed, elsewhere) from None
 
 
 def save_and_upload(model: keras.Model, path: Path, store: ArtifactStore, key: str) -> str:
