@@ -81,6 +81,7 @@ def _deploy_and_run(api: str, auth: str) -> tuple[str, list[str], list[str], dic
 
 def test_the_prefect_api_refuses_requests_without_the_auth_string(tmp_path):
     home = tmp_path / "auth-stack"
+    home.mkdir()
     env = _auth_stack_env(home)
     api = env["PREFECT_API_URL"]
     try:
