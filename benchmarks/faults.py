@@ -56,18 +56,10 @@ FAULTS = (
 
 def environment() -> dict[str, str]:
     """This benchmark's stack, as tests/stack.py makes the test stack's."""
+    from compare_models.local.envfile import stack_environment
+
     env = {k: v for k, v in os.environ.items() if not k.startswith(INHERITED)}
-    return {
-        **env,
-        "COMPARE_MODELS_HOME": str(HOME),
-        "COMPARE_MODELS_ENV_FILE": str(HOME / "stack.env"),
-        **{k: str(v) for k, v in PORTS.items()},
-        "AWS_ENDPOINT_URL_S3": f"http://127.0.0.1:{PORTS['COMPARE_MODELS_S3_PORT']}",
-        "PREFECT_API_URL": f"http://127.0.0.1:{PORTS['COMPARE_MODELS_PREFECT_PORT']}/api",
-        "PREFECT_HOME": str(HOME / "prefect-client"),
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "TF_CPP_MIN_LOG_LEVEL": "3",
-    }
+    return {**env, **stack_environment(HOME, PORTS), "TF_CPP_MIN_LOG_LEVEL": "3"}
 
 
 os.environ.clear()

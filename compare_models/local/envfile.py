@@ -82,3 +82,19 @@ def _write_env_file(env_file: Path, text: str) -> None:
         os.replace(tmp, env_file)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def stack_environment(home: Path, ports: dict[str, int]) -> dict[str, str]:
+    """The variables that point a process at a local stack of its own: its home (data, logs,
+    env file, Prefect client folder) and its ports (`COMPARE_MODELS_S3_PORT`,
+    `COMPARE_MODELS_PREFECT_PORT`, `COMPARE_MODELS_POSTGRES_PORT`), for a stack beside the
+    user's (a benchmark's, a test's)."""
+    return {
+        "COMPARE_MODELS_HOME": str(home),
+        "COMPARE_MODELS_ENV_FILE": str(home / "stack.env"),
+        **{name: str(port) for name, port in ports.items()},
+        "AWS_ENDPOINT_URL_S3": f"http://127.0.0.1:{ports['COMPARE_MODELS_S3_PORT']}",
+        "PREFECT_API_URL": f"http://127.0.0.1:{ports['COMPARE_MODELS_PREFECT_PORT']}/api",
+        "PREFECT_HOME": str(home / "prefect-client"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    }

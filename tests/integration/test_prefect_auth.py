@@ -22,19 +22,11 @@ PORT_OFFSET = 50
 
 
 def _auth_stack_env(home: Path) -> dict[str, str]:
-    ports = {name: str(port + PORT_OFFSET) for name, port in test_stack.PORTS.items()}
+    from compare_models.local.envfile import stack_environment
+
+    ports = {name: port + PORT_OFFSET for name, port in test_stack.PORTS.items()}
     env = {k: v for k, v in os.environ.items() if not test_stack.inherited(k)}
-    return {
-        **env,
-        **ports,
-        "COMPARE_MODELS_HOME": str(home),
-        "COMPARE_MODELS_ENV_FILE": str(home / "stack.env"),
-        "AWS_ENDPOINT_URL_S3": f"http://127.0.0.1:{ports['COMPARE_MODELS_S3_PORT']}",
-        "PREFECT_API_URL": f"http://127.0.0.1:{ports['COMPARE_MODELS_PREFECT_PORT']}/api",
-        "PREFECT_HOME": str(home / "prefect-client"),
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PYTHONPATH": str(ROOT),
-    }
+    return {**env, **stack_environment(home, ports), "PYTHONPATH": str(ROOT)}
 
 
 def _env_file_value(path: Path, name: str) -> str:

@@ -130,15 +130,23 @@ def _outage_run(run_id: str, outage_minutes: float, epochs: int) -> RunParams:
     )
 
 
+def _stop_s3_after_the_first_checkpoint(stack, params: RunParams, monkeypatch):
+    """Starts the run (epochs of a second or more) and stops S3 once its first checkpoint is
+    in; returns (the run's thread, [its final state])."""
+    monkeypatch.setenv(EPOCH_PAUSE_ENV, "1")
+    thread, states = _run_in_thread(params)
+    state_key = layout.checkpoint_state_key(params.run_id, "tiny")
+    wait_for(lambda: stack.exists(state_key), 180, "the first checkpoint")
+    stop_s3()
+    return thread, states
+
+
 def test_a_training_rides_out_an_outage_shorter_than_the_window(
     stack, prefect_api, plugin_models, monkeypatch
 ):
-    monkeypatch.setenv(EPOCH_PAUSE_ENV, "1")
     run_id = "outage-shorter"
-    thread, states = _run_in_thread(_outage_run(run_id, 2, epochs=8))
-    state_key = layout.checkpoint_state_key(run_id, "tiny")
-    wait_for(lambda: stack.exists(state_key), 180, "the first checkpoint")
-    stop_s3()
+    params = _outage_run(run_id, 2, epochs=8)
+    thread, states = _stop_s3_after_the_first_checkpoint(stack, params, monkeypatch)
     try:
         time.sleep(6)
     finally:
@@ -155,13 +163,9 @@ def test_a_training_rides_out_an_outage_shorter_than_the_window(
 def test_an_outage_longer_than_the_window_fails_clearly_then_resumes(
     stack, prefect_api, plugin_models, monkeypatch
 ):
-    monkeypatch.setenv(EPOCH_PAUSE_ENV, "1")
     run_id = "outage-longer"
     params = _outage_run(run_id, 0.1, epochs=5)  # a 6 s window
-    thread, states = _run_in_thread(params)
-    state_key = layout.checkpoint_state_key(run_id, "tiny")
-    wait_for(lambda: stack.exists(state_key), 180, "the first checkpoint")
-    stop_s3()
+    thread, states = _stop_s3_after_the_first_checkpoint(stack, params, monkeypatch)
     try:
         thread.join(300)
     finally:
