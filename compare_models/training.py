@@ -202,8 +202,11 @@ class S3Checkpoint(keras.callbacks.Callback):
     `on_train_begin` restores the last checkpoint (the model's weights and optimizer state;
     the history so far) and sets the epoch `fit` starts from; `on_epoch_end` saves one
     (model + optimizer state as a Keras file, then `state.json` with the epoch, the history
-    and the recipe). The state file is written after the model file, so a checkpoint is never
-    half-made: `state.json` always names an epoch whose model file is complete. The final epoch
+    and the recipe) to the local disk and hands it to a background `CheckpointUploader`, so
+    that training goes on while it is uploaded, retried through a store outage, or superseded
+    by the next epoch's; `close` ends the uploads. The state file is uploaded after the model
+    file, so a checkpoint is never half-made: `state.json` always names an epoch whose model
+    file is complete, and it is the newest checkpoint that reached S3. The final epoch
     is not checkpointed: the finished model is published right after `fit` (a crash in between
     costs that one epoch, like a crash during it). `on_train_end` decides what becomes of the
     checkpoint (`completed`): when every epoch ran it is no longer needed, and the caller
@@ -232,7 +235,8 @@ class S3Checkpoint(keras.callbacks.Callback):
     >>> # Only the epochs after the checkpoint ran; `checkpoint.history` holds all of them.
     >>> len(checkpoint.history["loss"]) == job.train.epochs
     True
-    >>> if checkpoint.completed:  # not stopped early: publish the model, then
+    >>> checkpoint.close(needed=not checkpoint.completed)  # after publishing the model
+    >>> if checkpoint.completed:  # not stopped early: the checkpoint is done with
     ...     checkpoint.prune()
 
     Args:
