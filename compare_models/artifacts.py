@@ -189,7 +189,11 @@ class RunArtifacts:
                 overwrite=False,
             )
         body = complete.model_dump(mode="json", by_alias=True)
-        return complete, self.store.put_json(body, key, overwrite=continuing)
+        if continuing:
+            return complete, self.store.put_json(body, key, overwrite=True)
+        # exactly once, even when an outage makes the write be retried: a conditional create
+        self.store.put_json_if(body, key, etag=None)
+        return complete, self.store.uri(key)
 
     def move_latest(self, manifest_uri: str) -> None:
         """Points runs/latest.json at this run (only ever called after its manifest)."""

@@ -44,6 +44,8 @@ def _export_settings(settings: Settings) -> None:
     """Prefect reads PREFECT_API_URL from the environment; .env may hold it for the local stack."""
     if settings.prefect_api_url and not os.environ.get("PREFECT_API_URL"):
         os.environ["PREFECT_API_URL"] = settings.prefect_api_url
+    if settings.prefect_api_auth_string and not os.environ.get("PREFECT_API_AUTH_STRING"):
+        os.environ["PREFECT_API_AUTH_STRING"] = settings.prefect_api_auth_string.get_secret_value()
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 
@@ -65,7 +67,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     from compare_models.local.services import status, up
 
     try:
-        for name, state in up(workers=args.workers, database=args.database).items():
+        for name, state in up(workers=args.workers, database=args.database, auth=args.auth).items():
             print_line(f"{name}: {state}")
     except ServiceError as exc:
         return _fail(str(exc))
@@ -120,7 +122,14 @@ def _params_from_args(args: argparse.Namespace):
             overrides[key] = getattr(args, flag)
     execution = {
         k: getattr(args, k)
-        for k in ("trainer", "schedule", "retries", "retry_delay_seconds", "time_budget_minutes")
+        for k in (
+            "trainer",
+            "schedule",
+            "retries",
+            "retry_delay_seconds",
+            "time_budget_minutes",
+            "store_outage_minutes",
+        )
         if getattr(args, k) is not None
     }
     if execution:
@@ -183,6 +192,10 @@ def _run_flow(params, *, as_json: bool) -> int:
     """Runs the compare-models flow in this process and prints its summary."""
     settings = Settings()
     _export_settings(settings)
+    # this process runs the parent flow: its Prefect client rides out an API outage too
+    os.environ.setdefault(
+        "PREFECT_CLIENT_MAX_RETRIES", str(params.execution.prefect_client_retries())
+    )
 
     import httpx
     from prefect.settings import PREFECT_API_URL
@@ -584,6 +597,13 @@ def _add_up(sub: argparse._SubParsersAction) -> None:
         help="the Prefect server's database: SQLite, or a local PostgreSQL as in production "
         "(default: COMPARE_MODELS_DATABASE, else the last choice, else sqlite); remembered for later `up`s",
     )
+    upp.add_argument(
+        "--auth",
+        action="store_true",
+        help="turn on the Prefect API's authentication: a random user:password written once to the "
+        "env file (PREFECT_API_AUTH_STRING), required by the server, sent by the CLI and workers; "
+        "remembered for later `up`s",
+    )
     upp.set_defaults(func=cmd_up)
 
 
@@ -675,7 +695,16 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         help="retries of a failed training (each resumes from its checkpoint)",
     )
-    parser.add_argument("--retry-delay-seconds", type=float)
+    parser.add_argument(
+        "--retry-delay-seconds",
+        type=float,
+        help="delay before the first retry; each later one waits twice as long (with jitter)",
+    )
+    parser.add_argument(
+        "--store-outage-minutes",
+        type=float,
+        help="how long the run waits out an unreachable object store (default 15)",
+    )
 
 
 def _add_params(sub: argparse._SubParsersAction) -> None:

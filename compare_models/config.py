@@ -14,6 +14,7 @@ Two kinds of configuration live here:
 from __future__ import annotations
 
 import copy
+import math
 import os
 import re
 from pathlib import Path
@@ -124,6 +125,12 @@ class Settings(BaseSettings):
     )
     prefect_ui_url: str | None = _env(
         "PREFECT_UI_URL", None, "The Prefect UI's base URL; unset means the API URL without /api"
+    )
+    prefect_api_auth_string: SecretStr | None = _env(
+        "PREFECT_API_AUTH_STRING",
+        None,
+        "`user:password` the Prefect API requires (PREFECT_SERVER_API_AUTH_STRING on the server); "
+        "`compare-models up --auth` generates one for the local server",
     )
     home: Path = _env(
         "COMPARE_MODELS_HOME",
@@ -374,7 +381,35 @@ class ExecutionParams(BaseModel):
         le=20,
         description="Retries of a failed training; each resumes from its last checkpoint",
     )
-    retry_delay_seconds: float = Field(default=10.0, ge=0, le=3600)
+    retry_delay_seconds: float = Field(
+        default=10.0,
+        ge=0,
+        le=3600,
+        description="Delay before the first retry; each later one waits twice as long as the one "
+        "before (Prefect's exponential_backoff), spread by retry_jitter_factor",
+    )
+    retry_jitter_factor: float = Field(
+        default=0.5,
+        ge=0,
+        le=10,
+        description="Each retry's delay varies at random by up to this fraction of it (Prefect's "
+        "retry_jitter_factor), so that trainings that failed together do not retry together",
+    )
+    store_outage_minutes: float = Field(
+        default=15,
+        gt=0,
+        le=24 * 60,
+        description="How long the run waits out an unreachable object store: its reads and writes are "
+        "retried with backoff for this long, checkpoints are uploaded in the background meanwhile, and a "
+        "training fails only when its final model cannot be published within it",
+    )
+    api_outage_minutes: float = Field(
+        default=5,
+        gt=0,
+        le=60,
+        description="How long a training process retries Prefect API calls (logs, states) through an "
+        "outage of the Prefect server (sets PREFECT_CLIENT_MAX_RETRIES for it)",
+    )
     poll_seconds: float = Field(
         default=1.0, gt=0, le=60, description="How often to poll a child flow run's state"
     )
@@ -393,6 +428,13 @@ class ExecutionParams(BaseModel):
         description="Longest one training attempt may run; then its process (or its flow run on the GPU "
         "pool) is stopped and the attempt fails (a retry resumes from the last checkpoint)",
     )
+
+    def prefect_client_retries(self) -> int:
+        """PREFECT_CLIENT_MAX_RETRIES for a client that rides out `api_outage_minutes` of Prefect
+        API outage: Prefect's client waits 2, 4, 8, ... s between its tries (plus jitter), so n
+        retries span 2**(n+1) - 2 s (never fewer than Prefect's default 5)."""
+        return max(5, math.ceil(math.log2(60 * self.api_outage_minutes + 2)) - 1)
+
     start_timeout_seconds: float = Field(
         default=1800,
         gt=0,

@@ -34,6 +34,7 @@ class RescoreRequest(BaseModel):
     dataset: DatasetRef
     out_key: str = Field(pattern=r"^runs/[A-Za-z0-9._-]{1,128}/rescored/")
     threads: int = Field(default=1, ge=1, le=256)
+    store_outage_minutes: float = Field(default=0, ge=0, le=24 * 60)
 
 
 class Rescored(BaseModel):
@@ -57,7 +58,7 @@ def rescore(request: RescoreRequest) -> Rescored:
     configure_device(request.threads, require_gpu=False, allow_cpu=True)
     from compare_models.models import load_model
 
-    store = ArtifactStore.from_settings(settings)
+    store = ArtifactStore.from_settings(settings, outage_minutes=request.store_outage_minutes)
     x_test, _ = load_split(request.dataset, "test", store, settings.cache_dir)
     with tempfile.TemporaryDirectory(dir=settings.cache_dir) as tmp:
         local = store.download(request.model_key, Path(tmp) / "model.keras")
@@ -77,13 +78,20 @@ def rescore(request: RescoreRequest) -> Rescored:
 
 
 def request_for(
-    run_id: str, champion_run_id: str, name: str, model_key: str, dataset: DatasetRef, threads: int
+    run_id: str,
+    champion_run_id: str,
+    name: str,
+    model_key: str,
+    dataset: DatasetRef,
+    threads: int,
+    store_outage_minutes: float = 0,
 ) -> RescoreRequest:
     return RescoreRequest(
         model_key=model_key,
         dataset=dataset,
         out_key=layout.rescored_key(run_id, champion_run_id, name),
         threads=threads,
+        store_outage_minutes=store_outage_minutes,
     )
 
 

@@ -9,22 +9,43 @@ here. Design rules:
   multipart uploads and retries.
 * Run objects are write-once: `put_*(..., overwrite=False)` refuses to replace an
   object, so a failed or repeated run can never clobber another run's results.
+* An outage is waited out: with an outage window (`ArtifactStore.outage_seconds`, a run's
+  `execution.store_outage_minutes`) every request that meets an unreachable or overloaded
+  endpoint is tried again with exponential backoff and jitter until the window has passed
+  (`tenacity`, around botocore's own `standard` retries, which give up after a few seconds),
+  then `StoreUnavailable` says what was unreachable and for how long. Without a window
+  (commands a person waits for, the preflight check) a dead endpoint fails at once.
+* Conditional writes stay exactly-once when retried: a retry that meets its own earlier,
+  successful attempt (the response was lost) recognises it by reading the object back.
 * Nothing here logs credentials; errors name the endpoint and bucket only.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import errno
 import io
 import json
-from collections.abc import Iterable, Iterator
+import logging
+import shutil
+import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import boto3
+import tenacity
+from boto3.exceptions import S3TransferFailedError, S3UploadFailedError
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    EndpointConnectionError,
+    HTTPClientError,
+)
+from botocore.exceptions import ConnectionError as EndpointUnreachable
 
 from compare_models.config import Settings
 
@@ -47,6 +68,58 @@ class ObjectTooLarge(StoreError):
 
 class PreconditionFailed(StoreError):
     """A conditional write lost: the object changed (or appeared) since it was read."""
+
+
+class StoreUnavailable(StoreError):
+    """The endpoint stayed unreachable (or overloaded) for the whole outage window."""
+
+
+class LocalDiskFull(StoreError):
+    """A download found no room on the local disk."""
+
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+#: Server answers that mean "busy or restarting, try again" (S3's own retryable codes).
+TRANSIENT_STATUS = frozenset({500, 502, 503, 504})
+TRANSIENT_CODES = frozenset(
+    {"SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout", "RequestTimeTooSkewed"}
+)
+
+
+def transient(exc: BaseException) -> bool:
+    """Whether `exc` says the store is unreachable or overloaded for now (worth waiting out),
+    not that the request itself is wrong (credentials, a missing key, a lost condition)."""
+    if isinstance(exc, EndpointUnreachable | HTTPClientError):  # refused, reset, timed out
+        return True
+    if isinstance(exc, ClientError):
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        return status in TRANSIENT_STATUS or exc.response.get("Error", {}).get("Code") in (
+            TRANSIENT_CODES
+        )
+    if isinstance(exc, S3UploadFailedError | S3TransferFailedError):  # the transfer manager's
+        cause = exc.__cause__ or exc.__context__
+        return cause is None or transient(cause)
+    return False
+
+
+def disk_full_error(
+    path: Path, needed: int | None, elsewhere: str = "point COMPARE_MODELS_HOME at a larger disk"
+) -> LocalDiskFull:
+    """The error for a local write that found no room: the folder, the room it needs, the room
+    left, and how to get more (`elsewhere`: the setting that moves the folder)."""
+    folder = path.parent
+    free = shutil.disk_usage(folder).free if folder.exists() else 0
+    return LocalDiskFull(
+        f"no space left on the device of {folder}: writing {path.name} needs "
+        f"{f'about {_size(needed)}' if needed else 'more room'}, {_size(free)} are free there. Free "
+        f"some space (or {elsewhere}) and run again; nothing incomplete was published"
+    )
+
+
+def _size(n: int) -> str:
+    return f"{n / 1e6:,.1f} MB" if n >= 1e5 else f"{n:,} bytes"
 
 
 def parse_s3_uri(uri: str) -> tuple[str, str]:
@@ -102,25 +175,72 @@ class ArtifactStore:
     endpoint: str = "AWS S3"
     #: Signs presigned links for a browser-reachable endpoint (None: `client` signs them).
     presign_client: Any = None
+    #: How long a request is retried through an outage (0: botocore's few retries only).
+    outage_seconds: float = 0.0
+    #: The longest wait between two tries of a request in an outage.
+    max_backoff_seconds: float = 30.0
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> ArtifactStore:
+    def from_settings(cls, settings: Settings, *, outage_minutes: float = 0) -> ArtifactStore:
         return cls(
             make_client(settings),
             settings.bucket,
             settings.s3_endpoint_url or "AWS S3",
             presign_client=make_presign_client(settings),
+            outage_seconds=60 * outage_minutes,
         )
+
+    def waiting_out(self, outage_minutes: float) -> ArtifactStore:
+        """This store (the same client), retrying every request through an outage of up to
+        `outage_minutes`."""
+        return dataclasses.replace(self, outage_seconds=60 * outage_minutes)
 
     def uri(self, key: str) -> str:
         return f"s3://{self.bucket}/{key}"
+
+    # ── waiting out an outage ────────────────────────────────────────────────
+
+    def _call(self, what: str, request: Callable[[], T]) -> T:
+        """`request()`, tried again with exponential backoff and jitter while it fails for an
+        unreachable or overloaded endpoint, until `outage_seconds` have passed since the first
+        try; then `StoreUnavailable` names the endpoint, the bucket, the request and the wait."""
+        if self.outage_seconds <= 0:
+            return request()
+        started = time.monotonic()
+        retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_exception(transient),
+            stop=tenacity.stop_after_delay(self.outage_seconds),
+            wait=tenacity.wait_exponential_jitter(initial=1, max=self.max_backoff_seconds),
+            before_sleep=lambda state: log.warning(
+                "S3 endpoint %s (bucket %s) unavailable for %s (%s); trying again in %.0f s, "
+                "for up to %.0f s in all",
+                self.endpoint,
+                self.bucket,
+                what,
+                type(state.outcome.exception()).__name__,
+                state.upcoming_sleep,
+                self.outage_seconds,
+            ),
+            reraise=True,
+        )
+        try:
+            return retrying(request)
+        except Exception as exc:
+            if not transient(exc):
+                raise
+            raise StoreUnavailable(
+                f"the S3 endpoint {self.endpoint} (bucket {self.bucket!r}) was unreachable for "
+                f"{time.monotonic() - started:.0f} s, the run's outage window "
+                f"(execution.store_outage_minutes = {self.outage_seconds / 60:g}), while {what}: "
+                f"{type(exc).__name__}: {exc}"
+            ) from None
 
     # ── health ──────────────────────────────────────────────────────────────
 
     def check(self) -> None:
         """Fail now, with the fix, if the endpoint, credentials or bucket are wrong."""
         try:
-            self.client.head_bucket(Bucket=self.bucket)
+            self._call("checking the bucket", lambda: self.client.head_bucket(Bucket=self.bucket))
         except EndpointConnectionError as exc:
             raise StoreError(
                 f"cannot reach the S3 endpoint {self.endpoint}: {exc}. Start the local services with "
@@ -162,28 +282,39 @@ class ArtifactStore:
     # ── reads ───────────────────────────────────────────────────────────────
 
     def exists(self, key: str) -> bool:
-        try:
-            self.client.head_object(Bucket=self.bucket, Key=key)
-            return True
-        except ClientError as exc:
-            if exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404:
-                return False
-            raise
+        def head() -> bool:
+            try:
+                self.client.head_object(Bucket=self.bucket, Key=key)
+                return True
+            except ClientError as exc:
+                if exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404:
+                    return False
+                raise
+
+        return self._call(f"looking up {key}", head)
 
     def get_bytes(self, key: str, *, max_bytes: int | None = None) -> bytes:
         """The object's bytes; with `max_bytes`, an object larger than that is refused
         (`ObjectTooLarge`) before its body is read."""
-        return self._read(self.client.get_object(Bucket=self.bucket, Key=key), key, max_bytes)
+        return self._call(
+            f"reading {key}",
+            lambda: self._read(self.client.get_object(Bucket=self.bucket, Key=key), key, max_bytes),
+        )
 
     def get_bytes_if_exists(self, key: str, *, max_bytes: int | None = None) -> bytes | None:
         """Like `get_bytes`, or None where there is no such object (one request either way)."""
+        found = self._call(f"reading {key}", lambda: self._get_versioned(key, max_bytes))
+        return found[0] if found else None
+
+    def _get_versioned(self, key: str, max_bytes: int | None = None) -> tuple[bytes, str] | None:
+        """(bytes, ETag) of the object, or None where there is none (one request)."""
         try:
             response = self.client.get_object(Bucket=self.bucket, Key=key)
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
                 return None
             raise
-        return self._read(response, key, max_bytes)
+        return self._read(response, key, max_bytes), response["ETag"]
 
     def _read(self, response: dict, key: str, max_bytes: int | None) -> bytes:
         size = int(response.get("ContentLength") or 0)
@@ -199,48 +330,77 @@ class ArtifactStore:
         return json.loads(self.get_bytes(key))
 
     def download(self, key: str, path: Path) -> Path:
+        return self._download(self.bucket, key, path)
+
+    def _download(self, bucket: str, key: str, path: Path) -> Path:
+        """Downloads through a `.part` file that a failure removes; a full local disk is
+        `LocalDiskFull`, naming the folder and the object's size."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".part")
-        self.client.download_file(self.bucket, key, str(tmp), Config=TRANSFER)
-        tmp.replace(path)
+        part = path.with_name(path.name + ".part")
+        try:
+            self._call(
+                f"downloading s3://{bucket}/{key}",
+                lambda: self.client.download_file(bucket, key, str(part), Config=TRANSFER),
+            )
+        except OSError as exc:
+            part.unlink(missing_ok=True)
+            if exc.errno != errno.ENOSPC:
+                raise
+            raise disk_full_error(path, self._size(bucket, key)) from None
+        except BaseException:
+            part.unlink(missing_ok=True)
+            raise
+        part.replace(path)
         return path
+
+    def _size(self, bucket: str, key: str) -> int | None:
+        try:
+            return int(self.client.head_object(Bucket=bucket, Key=key)["ContentLength"])
+        except (BotoCoreError, ClientError):
+            return None
 
     def fetch_uri(self, uri: str, path: Path) -> Path:
         """Download an ``s3://bucket/key`` URI (any bucket these credentials can read) to
         `path`, through a `.part` file that a failure removes."""
         bucket, key = parse_s3_uri(uri)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        part = path.with_name(path.name + ".part")
         try:
-            self.client.download_file(bucket, key, str(part), Config=TRANSFER)
+            return self._download(bucket, key, path)
         except (BotoCoreError, ClientError) as exc:
-            part.unlink(missing_ok=True)
             raise StoreError(
                 f"could not read {uri}: {exc}. Check the URI and that the credentials can read it."
             ) from None
-        part.replace(path)
-        return path
 
     def list_objects(self, prefix: str) -> Iterator[tuple[str, int]]:
-        """(key, size in bytes) of every object under `prefix`."""
-        for page in self.client.get_paginator("list_objects_v2").paginate(
-            Bucket=self.bucket, Prefix=prefix
-        ):
-            for obj in page.get("Contents", []):
-                yield obj["Key"], obj["Size"]
+        """(key, size in bytes) of every object under `prefix` (listed whole, then yielded)."""
+        yield from self._call(
+            f"listing {prefix}",
+            lambda: [
+                (obj["Key"], obj["Size"])
+                for page in self.client.get_paginator("list_objects_v2").paginate(
+                    Bucket=self.bucket, Prefix=prefix
+                )
+                for obj in page.get("Contents", [])
+            ],
+        )
 
     def list_entries(self, prefix: str) -> Iterator[tuple[str, int, str]]:
-        """(key, size in bytes, ETag) of every object under `prefix`: enough to tell, without
-        reading them, which objects are unchanged since an earlier listing."""
-        for page in self.client.get_paginator("list_objects_v2").paginate(
-            Bucket=self.bucket, Prefix=prefix
-        ):
-            for obj in page.get("Contents", []):
-                yield obj["Key"], obj["Size"], str(obj.get("ETag", "")).strip('"')
+        """(key, size in bytes, ETag) of every object under `prefix` (listed whole, then
+        yielded): enough to tell, without reading them, which objects are unchanged since an
+        earlier listing."""
+        yield from self._call(
+            f"listing {prefix}",
+            lambda: [
+                (obj["Key"], obj["Size"], str(obj.get("ETag", "")).strip('"'))
+                for page in self.client.get_paginator("list_objects_v2").paginate(
+                    Bucket=self.bucket, Prefix=prefix
+                )
+                for obj in page.get("Contents", [])
+            ],
+        )
 
     def in_bucket(self, bucket: str) -> ArtifactStore:
-        """The same endpoint and credentials, another bucket (a team's data bucket)."""
-        return ArtifactStore(self.client, bucket, self.endpoint)
+        """The same endpoint, credentials and outage window, another bucket (a team's data)."""
+        return dataclasses.replace(self, bucket=bucket, presign_client=None)
 
     def list_keys(self, prefix: str) -> Iterator[str]:
         for key, _ in self.list_objects(prefix):
@@ -248,12 +408,16 @@ class ArtifactStore:
 
     def list_prefixes(self, prefix: str) -> list[str]:
         """Immediate 'sub-folders' of prefix (which should end with '/')."""
-        found: list[str] = []
-        for page in self.client.get_paginator("list_objects_v2").paginate(
-            Bucket=self.bucket, Prefix=prefix, Delimiter="/"
-        ):
-            found += [p["Prefix"] for p in page.get("CommonPrefixes", [])]
-        return found
+        return self._call(
+            f"listing {prefix}",
+            lambda: [
+                p["Prefix"]
+                for page in self.client.get_paginator("list_objects_v2").paginate(
+                    Bucket=self.bucket, Prefix=prefix, Delimiter="/"
+                )
+                for p in page.get("CommonPrefixes", [])
+            ],
+        )
 
     def presign(self, key: str, seconds: int) -> str:
         """A GET link valid for `seconds`, for the public endpoint when one is set
@@ -276,7 +440,12 @@ class ArtifactStore:
     ) -> str:
         self._guard(key, overwrite)
         extra = {"ContentType": content_type} if content_type else None
-        self.client.upload_file(str(path), self.bucket, key, ExtraArgs=extra, Config=TRANSFER)
+        self._call(
+            f"uploading {key}",
+            lambda: self.client.upload_file(
+                str(path), self.bucket, key, ExtraArgs=extra, Config=TRANSFER
+            ),
+        )
         return self.uri(key)
 
     def put_bytes(
@@ -284,8 +453,11 @@ class ArtifactStore:
     ) -> str:
         self._guard(key, overwrite)
         extra = {"ContentType": content_type} if content_type else None
-        self.client.upload_fileobj(
-            io.BytesIO(data), self.bucket, key, ExtraArgs=extra, Config=TRANSFER
+        self._call(
+            f"writing {key}",
+            lambda: self.client.upload_fileobj(
+                io.BytesIO(data), self.bucket, key, ExtraArgs=extra, Config=TRANSFER
+            ),
         )
         return self.uri(key)
 
@@ -298,39 +470,53 @@ class ArtifactStore:
     def get_json_versioned(self, key: str) -> tuple[Any, str] | tuple[None, None]:
         """(object, ETag) of a JSON object, or (None, None) if there is none; the ETag goes to
         `put_json_if` so that the write fails if anyone changed the object meanwhile."""
-        try:
-            response = self.client.get_object(Bucket=self.bucket, Key=key)
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-                return None, None
-            raise
-        return json.loads(response["Body"].read()), response["ETag"]
+        found = self._call(f"reading {key}", lambda: self._get_versioned(key))
+        return (json.loads(found[0]), found[1]) if found else (None, None)
 
     def put_json_if(self, obj: Any, key: str, *, etag: str | None) -> str:
         """Writes `obj` only if `key` still has `etag` (If-Match), or, with `etag=None`, only if
         `key` does not exist yet (If-None-Match: *). Returns the new ETag; raises
         `PreconditionFailed` when another writer got there first. SeaweedFS, MinIO and AWS S3
-        evaluate these conditions on the server, so two writers can never both succeed."""
+        evaluate these conditions on the server, so two writers can never both succeed.
+
+        Retried through an outage, a write whose first try reached the store but whose answer
+        was lost meets its own write and fails its condition: it is recognised by reading the
+        object back, and counts as written when the object holds exactly these bytes (what
+        compare-models writes conditionally carries its writer and a timestamp, so no other
+        writer writes the same bytes)."""
         data = json.dumps(obj, indent=2, sort_keys=True, default=str).encode()
         condition = {"IfMatch": etag} if etag else {"IfNoneMatch": "*"}
-        try:
-            response = self.client.put_object(
-                Bucket=self.bucket, Key=key, Body=data, ContentType="application/json", **condition
-            )
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in (
-                "PreconditionFailed",
-                "ConditionalRequestConflict",
-                "412",
-            ):
-                raise PreconditionFailed(f"{self.uri(key)} was changed by another writer") from None
-            raise
-        return response["ETag"]
+
+        def put() -> str:
+            try:
+                return self.client.put_object(
+                    Bucket=self.bucket,
+                    Key=key,
+                    Body=data,
+                    ContentType="application/json",
+                    **condition,
+                )["ETag"]
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") not in (
+                    "PreconditionFailed",
+                    "ConditionalRequestConflict",
+                    "412",
+                ):
+                    raise
+            found = self._get_versioned(key)
+            if found is not None and found[0] == data:
+                log.info("%s: an earlier try of this write got through", self.uri(key))
+                return found[1]
+            raise PreconditionFailed(f"{self.uri(key)} was changed by another writer")
+
+        return self._call(f"writing {key} conditionally", put)
 
     # ── deletes (checkpoints and scratch buckets only; run results are write-once) ──
 
     def delete(self, key: str) -> None:
-        self.client.delete_object(Bucket=self.bucket, Key=key)
+        self._call(
+            f"deleting {key}", lambda: self.client.delete_object(Bucket=self.bucket, Key=key)
+        )
 
     def delete_prefix(self, prefix: str, *, keep: Iterable[str] = ()) -> int:
         """Deletes every key under `prefix` except those in `keep`; returns how many went.
@@ -349,8 +535,11 @@ class ArtifactStore:
         doomed = [k for k in self.list_keys(prefix) if k not in kept]
         for start in range(0, len(doomed), 1000):
             batch = [{"Key": k} for k in doomed[start : start + 1000]]
-            response = self.client.delete_objects(
-                Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True}
+            response = self._call(
+                f"deleting under {prefix}",
+                lambda batch=batch: self.client.delete_objects(
+                    Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True}
+                ),
             )
             if response.get("Errors"):
                 first = response["Errors"][0]

@@ -18,10 +18,12 @@ from) and `FaultAfterEpoch` (fault injection for resume drills).
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
 import os
 import resource
+import shutil
 import sys
 import tempfile
 import time
@@ -36,6 +38,7 @@ import numpy as np
 import tensorflow as tf
 
 from compare_models import fingerprint, layout, registry
+from compare_models.checkpoint_upload import CheckpointUploader, LocalCheckpoint
 from compare_models.config import TrainParams
 from compare_models.data.dataset import load_split
 from compare_models.device import (
@@ -47,8 +50,9 @@ from compare_models.device import (
     gpu_device_nodes,
 )
 from compare_models.models import compile_model, learning_rate_schedule, load_model
-from compare_models.store import ArtifactStore
+from compare_models.store import ArtifactStore, StoreUnavailable, disk_full_error
 from compare_models.training_jobs import (
+    EPOCH_PAUSE_ENV,
     FAIL_AFTER_EPOCH_ENV,
     SHUFFLE_LABELS_ENV,
     TrainingDiverged,
@@ -198,8 +202,11 @@ class S3Checkpoint(keras.callbacks.Callback):
     `on_train_begin` restores the last checkpoint (the model's weights and optimizer state;
     the history so far) and sets the epoch `fit` starts from; `on_epoch_end` saves one
     (model + optimizer state as a Keras file, then `state.json` with the epoch, the history
-    and the recipe). The state file is written after the model file, so a checkpoint is never
-    half-made: `state.json` always names an epoch whose model file is complete. The final epoch
+    and the recipe) to the local disk and hands it to a background `CheckpointUploader`, so
+    that training goes on while it is uploaded, retried through a store outage, or superseded
+    by the next epoch's; `close` ends the uploads. The state file is uploaded after the model
+    file, so a checkpoint is never half-made: `state.json` always names an epoch whose model
+    file is complete, and it is the newest checkpoint that reached S3. The final epoch
     is not checkpointed: the finished model is published right after `fit` (a crash in between
     costs that one epoch, like a crash during it). `on_train_end` decides what becomes of the
     checkpoint (`completed`): when every epoch ran it is no longer needed, and the caller
@@ -228,7 +235,8 @@ class S3Checkpoint(keras.callbacks.Callback):
     >>> # Only the epochs after the checkpoint ran; `checkpoint.history` holds all of them.
     >>> len(checkpoint.history["loss"]) == job.train.epochs
     True
-    >>> if checkpoint.completed:  # not stopped early: publish the model, then
+    >>> checkpoint.close(needed=not checkpoint.completed)  # after publishing the model
+    >>> if checkpoint.completed:  # not stopped early: the checkpoint is done with
     ...     checkpoint.prune()
 
     Args:
@@ -256,6 +264,10 @@ class S3Checkpoint(keras.callbacks.Callback):
         self._current_epoch = 0
         self._loaded = False
         self._restore_path: Path | None = None
+        #: the last checkpoint file's size: the room the next one needs on the local disk
+        self._checkpoint_bytes: int | None = None
+        #: uploads the checkpoints in the background, retrying through store outages
+        self.uploader = CheckpointUploader(store, logger, job.label)
 
     # ── restore ──
 
@@ -294,7 +306,14 @@ class S3Checkpoint(keras.callbacks.Callback):
         self.history.update(history)
         self.resumed_from, self._restore_path = epoch, path
         self.logger.info(
-            "%s: resuming from the checkpoint after epoch %d/%d", job.label, epoch, job.train.epochs
+            "%s: resuming from the checkpoint after epoch %d/%d: %s, the newest that reached S3%s",
+            job.label,
+            epoch,
+            job.train.epochs,
+            store.uri(state["model_key"]),
+            f" (saved {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(state['saved_at']))} UTC)"
+            if isinstance(state.get("saved_at"), int | float)
+            else "",
         )
         return epoch
 
@@ -343,21 +362,42 @@ class S3Checkpoint(keras.callbacks.Callback):
         if self._current_epoch >= self.final_epoch:
             return
         run_id, name = self.job.run_id, self.job.name
-        path = self.workdir / f"checkpoint-{self._current_epoch}.keras"
-        key = layout.checkpoint_epoch_key(run_id, name, self._current_epoch)
-        save_and_upload(self.model, path, self.store, key)
-        self.store.put_json(
-            {
-                "epoch": self._current_epoch,
-                "model_key": key,
-                "history": self.history,
-                "recipe": self.recipe,
-            },
-            layout.checkpoint_state_key(run_id, name),
-            overwrite=True,
+        epoch = self._current_epoch
+        path = self.workdir / f"checkpoint-{epoch}.keras"
+        key = layout.checkpoint_epoch_key(run_id, name, epoch)
+        save_locally(self.model, path, self._checkpoint_bytes)
+        self._checkpoint_bytes = path.stat().st_size
+        self.uploader.submit(
+            LocalCheckpoint(
+                epoch=epoch,
+                path=path,
+                key=key,
+                state={
+                    "epoch": epoch,
+                    "model_key": key,
+                    "history": {k: list(v) for k, v in self.history.items()},
+                    "recipe": self.recipe,
+                    "saved_at": time.time(),
+                },
+                state_key=layout.checkpoint_state_key(run_id, name),
+                epochs_prefix=layout.checkpoint_epochs_prefix(run_id, name),
+                made_at=time.time(),
+            )
         )
-        path.unlink(missing_ok=True)
-        self.store.delete_prefix(layout.checkpoint_epochs_prefix(run_id, name), keep=[key])
+
+    def close(self, *, needed: bool) -> None:
+        """Ends the background uploads. When the checkpoint is no longer `needed` (the final
+        model is published) what is pending is dropped; otherwise (a failure, the time budget)
+        it has the outage window to reach S3, since the next attempt resumes from the newest
+        checkpoint there."""
+        flush = max(self.store.outage_seconds, 1.0) if needed else 0.0
+        newest = self.uploader.close(flush_seconds=flush)
+        if needed and self._current_epoch:
+            self.logger.info(
+                "%s: the newest checkpoint in S3 is %s",
+                self.job.label,
+                f"epoch {newest.epoch} ({self.store.uri(newest.key)})" if newest else "none",
+            )
 
     # ── prune ──
 
@@ -419,11 +459,42 @@ class FaultAfterEpoch(keras.callbacks.Callback):
             )
 
 
+class PauseAfterEpoch(keras.callbacks.Callback):
+    """Makes every epoch last `seconds` longer (`EPOCH_PAUSE_ENV`: outage tests and drills)."""
+
+    def __init__(self, seconds: float):
+        super().__init__()
+        self.seconds = seconds
+
+    def on_epoch_end(self, epoch, logs=None):
+        time.sleep(self.seconds)
+
+
 # ── checkpoints and publishing ─────────────────────────────────────────────────
 
 
+def save_locally(model: keras.Model, path: Path, expected_bytes: int | None = None) -> None:
+    """`model.save(path)`; a full disk is `LocalDiskFull`, naming the folder and the room the
+    file needs (`expected_bytes`, else an estimate from the model's variables), and leaves no
+    partial file behind."""
+    variables = [*model.variables, *(model.optimizer.variables if model.optimizer else [])]
+    needed = expected_bytes or sum(
+        int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize for v in variables
+    )
+    elsewhere = "set TMPDIR to a folder on a larger disk"  # the training's scratch folder
+    if shutil.disk_usage(path.parent).free < needed:
+        raise disk_full_error(path, needed, elsewhere)
+    try:
+        model.save(path)
+    except OSError as exc:
+        path.unlink(missing_ok=True)
+        if exc.errno != errno.ENOSPC and "No space left" not in str(exc):
+            raise
+        raise disk_full_error(path, needed, elsewhere) from None
+
+
 def save_and_upload(model: keras.Model, path: Path, store: ArtifactStore, key: str) -> str:
-    model.save(path)
+    save_locally(model, path)
     return store.upload(path, key, overwrite=True)
 
 
@@ -431,7 +502,7 @@ def withdraw(store: ArtifactStore, key: str, logger: Logger) -> None:
     """Best-effort removal of an object this attempt uploaded but must not leave behind
     (the run has no manifest, so it never looks complete either way)."""
     try:
-        store.delete(key)
+        store.waiting_out(0).delete(key)  # not another outage window of waiting
     except Exception as exc:  # the original failure matters more than the clean-up's
         logger.warning("could not remove %s: %s", store.uri(key), exc)
 
@@ -512,6 +583,8 @@ def fit(
         callbacks.append(checkpoint)
     if job.deadline is not None:
         callbacks.append(BudgetStop(job.deadline, logger, job.label, params.epochs))
+    if os.environ.get(EPOCH_PAUSE_ENV):
+        callbacks.append(PauseAfterEpoch(float(os.environ[EPOCH_PAUSE_ENV])))
     if os.environ.get(FAIL_AFTER_EPOCH_ENV) and job.attempt == 1:
         callbacks.append(FaultAfterEpoch(int(os.environ[FAIL_AFTER_EPOCH_ENV])))
     started, started_at = time.perf_counter(), time.time()
@@ -624,6 +697,22 @@ def refuse_diverged(
     )
 
 
+def _resume_hint(job: TrainingJob, checkpoint: S3Checkpoint | None) -> str:
+    """How to continue a training that the store's outage stopped, and from where."""
+    newest = checkpoint.uploader.uploaded if checkpoint is not None else None
+    where = (
+        f"the newest checkpoint that reached S3 is epoch {newest.epoch} of {job.train.epochs}"
+        if newest
+        else "no checkpoint of this attempt reached S3"
+    )
+    return (
+        f"Nothing of this training was published; {where}. Once the store answers again, re-run "
+        f"with the same run id to resume (`compare-models run --run-id {job.run_id}` with the run's "
+        f"other parameters, or the deployment with params.run_id={job.run_id}); a longer "
+        "execution.store_outage_minutes waits longer"
+    )
+
+
 def train(
     job: TrainingJob,
     store: ArtifactStore,
@@ -685,25 +774,46 @@ def train(
         workdir = Path(tmp)
         model = build_model(job, store, cache_dir, n_train)
         checkpoint = S3Checkpoint(store, job, workdir, logger) if job.checkpoint else None
-        if checkpoint is not None:
-            checkpoint.set_model(model)  # so that `load` checks the checkpoint fits this model
-            checkpoint.load()  # ahead of `fit`, whose input depends on the epoch it resumes from
-        logger.info(
-            "%s: %s parameters, %s",
-            job.label,
-            f"{model.count_params():,}",
-            {k: v for k, v in device.items() if k != "host"},
-        )
-        fitted = fit(job, model, checkpoint, data, logger, on_epoch)
-        if before_publish is not None:
-            before_publish()
-        if publish_model(job, fitted, data["test"][0], store, workdir, logger) is None:
-            refuse_diverged(job, fitted, store, logger)
+        needed = True  # whether the checkpoint still matters when this attempt ends
+        try:
+            if checkpoint is not None:
+                checkpoint.set_model(model)  # so that `load` checks the checkpoint fits this model
+                checkpoint.load()  # ahead of `fit`, whose input depends on the epoch it resumes from
+            logger.info(
+                "%s: %s parameters, %s",
+                job.label,
+                f"{model.count_params():,}",
+                {k: v for k, v in device.items() if k != "host"},
+            )
+            fitted = fit(job, model, checkpoint, data, logger, on_epoch)
+            if before_publish is not None:
+                before_publish()
+            if publish_model(job, fitted, data["test"][0], store, workdir, logger) is None:
+                refuse_diverged(job, fitted, store, logger)
+            result = _result(job, fitted, n_train, int(model.count_params()), device)
+            publish_result(store, result)
+            needed = checkpoint is not None and not checkpoint.completed
+        except TrainingDiverged:
+            needed = False  # no place to resume from (`refuse_diverged` removed it)
+            raise
+        except StoreUnavailable as exc:
+            raise StoreUnavailable(f"{job.label}: {exc}. {_resume_hint(job, checkpoint)}") from None
+        finally:
+            if checkpoint is not None:
+                checkpoint.close(needed=needed)
+    if checkpoint is not None and checkpoint.completed:
+        checkpoint.prune()  # published: no longer needed (a budget-stopped model keeps its own)
+    return result
 
+
+def _result(
+    job: TrainingJob, fitted: _Fitted, n_train: int, parameters: int, device: dict[str, Any]
+) -> TrainingResult:
+    """What the training published, for `history.json`."""
     done = fitted.resumed_from
     epochs_done = len(fitted.history.get("loss", []))
     epochs_run = epochs_done - done
-    result = TrainingResult(
+    return TrainingResult(
         model=job.model,
         replica=job.replica,
         seed=job.train.seed,
@@ -716,14 +826,10 @@ def train(
         fit_seconds=fitted.seconds,
         fit_started_at=fitted.started_at,
         train_images_per_second=epochs_run * n_train / fitted.seconds if epochs_run else 0.0,
-        parameters=int(model.count_params()),
+        parameters=parameters,
         peak_rss_mb=peak_rss_mb(),
         device=device,
         recipe=job.recipe(),
         planned_epochs=job.train.epochs,
         stopped_by_budget=epochs_done < job.train.epochs,
     )
-    publish_result(store, result)
-    if checkpoint is not None and checkpoint.completed:
-        checkpoint.prune()  # published: no longer needed (a budget-stopped model keeps its own)
-    return result

@@ -80,6 +80,13 @@ class TrainingJob(BaseModel):
     deadline: float | None = Field(
         default=None, description="UNIX time after which training stops at the end of an epoch"
     )
+    store_outage_minutes: float = Field(
+        default=15,
+        gt=0,
+        le=24 * 60,
+        description="The run's execution.store_outage_minutes: how long the training waits out an "
+        "unreachable object store before its final model counts as unpublishable",
+    )
 
     @property
     def name(self) -> str:
@@ -224,6 +231,10 @@ def check_recipe(job: TrainingJob, recipe: str | None, what: str) -> None:
 #: right after this epoch's checkpoint is stored. Unset in normal operation.
 FAIL_AFTER_EPOCH_ENV = "COMPARE_MODELS_FAIL_AFTER_EPOCH"
 
+#: Fault injection for outage tests and drills: every epoch ends this many seconds later (a slow
+#: training, so that a fault lands in mid-training). Unset in normal operation.
+EPOCH_PAUSE_ENV = "COMPARE_MODELS_EPOCH_PAUSE_SECONDS"
+
 #: Fault injection for drills and `benchmarks/gate_noise.py`: a genuinely broken recipe. This
 #: fraction (0 to 1) of the training labels is shuffled among themselves, seeded by the
 #: training seed; the training logs a warning. Unset in normal operation.
@@ -356,6 +367,7 @@ def plan_jobs(
                 cpu_share=None if local else shares[name],
                 weights_key=weights_key if registry.get(m).takes_weights else None,
                 deadline=deadline,
+                store_outage_minutes=params.execution.store_outage_minutes,
             )
         )
     return jobs

@@ -15,7 +15,7 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.events import emit_event
 
-from compare_models.config import FolderPolicy, SplitSpec
+from compare_models.config import ExecutionParams, FolderPolicy, SplitSpec
 from compare_models.data.dataset import folder_name, folder_split_spec
 from compare_models.data.errors import DataError
 from compare_models.data.folders import folder_source
@@ -43,7 +43,7 @@ def snapshot_folder(
             f"data-watch watches a folder of images (a directory or s3://bucket/prefix/ ending in "
             f"'/'), not {data[:200]!r}: set the deployment's `data` parameter"
         )
-    _, store = open_store()
+    _, store = open_store(ExecutionParams().store_outage_minutes)
     snap = snapshot(
         source, store, folder_split_spec(split), folder, name=folder_name(source.location)
     )

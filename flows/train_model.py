@@ -76,7 +76,7 @@ def train_model(job: TrainingJob) -> TrainingResult:
 
     logger = get_run_logger()
     settings = Settings()  # once for this training process: the store, the cache, the CPU allowance
-    store = ArtifactStore.from_settings(settings)
+    store = ArtifactStore.from_settings(settings, outage_minutes=job.store_outage_minutes)
     store.check()
     progress = create_progress_artifact(
         0.0, description=f"{job.label}: epochs completed of {job.train.epochs}"
@@ -87,10 +87,24 @@ def train_model(job: TrainingJob) -> TrainingResult:
         settings.cache_dir,
         logger,
         allow_cpu=settings.allow_gpu_less_training,
-        on_epoch=lambda done, total, logs: update_progress_artifact(progress, 100.0 * done / total),
+        on_epoch=lambda done, total, logs: report_progress(progress, 100.0 * done / total, logger),
         before_publish=lambda: ensure_still_running(flow_run.id, logger),
     )
     return result
+
+
+def report_progress(artifact_id, percent: float, logger) -> None:
+    """Updates the progress artifact; a Prefect API that cannot be reached (past the client's
+    own retries) costs this update only: the training goes on, and the next epoch's update
+    sends the progress so far (it is a total, not an increment)."""
+    try:
+        update_progress_artifact(artifact_id, percent)
+    except Exception as exc:
+        logger.warning(
+            "progress %.0f%% not sent to the Prefect API (%s); training goes on",
+            percent,
+            type(exc).__name__,
+        )
 
 
 def die_with_parent() -> None:

@@ -32,7 +32,8 @@ def preflight(params: RunParams, run_id: str) -> str | None:
     store (endpoint, credentials, bucket), the run prefix, and the backbone weights
     (returns their S3 key when a selected model takes weights)."""
     settings, store = open_store()
-    store.check()
+    store.check()  # at once: a typo in the endpoint is not an outage to wait out
+    store = store.waiting_out(params.execution.store_outage_minutes)
     guard_run_prefix(store, run_id)
     owner = str(flow_run.id) if flow_run.id else f"local-{uuid.uuid4()}"
     get_run_logger().info(
@@ -43,10 +44,10 @@ def preflight(params: RunParams, run_id: str) -> str | None:
     return None
 
 
-@task(name="prepare-data", retries=1, retry_delay_seconds=5)
+@task(name="prepare-data", retries=1, retry_delay_seconds=5, retry_jitter_factor=0.5)
 def prepare_data(params: RunParams) -> DatasetRef:
     """Fetch → verify → decode → normalise → split, stored in S3 once per content and split."""
-    settings, store = open_store()
+    settings, store = open_store(params.execution.store_outage_minutes)
     logger = get_run_logger()
     if is_folder_source(params.data):
         ref, snap = prepare_folder(
@@ -93,7 +94,7 @@ def prepare_data(params: RunParams) -> DatasetRef:
 def skip_unchanged(params: RunParams, run_id: str, dataset: DatasetRef) -> SkippedRun | None:
     """With `skip_if_unchanged`: a run whose data is the champions' version stops here, says so
     (log and artifact) and leaves nothing in its prefix (its claim is withdrawn)."""
-    _, store = open_store()
+    _, store = open_store(params.execution.store_outage_minutes)
     skipped = skipped_run(store, params, run_id, dataset)
     if skipped is not None:
         get_run_logger().info("run %s %s", run_id, skipped.reason)

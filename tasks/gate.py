@@ -100,6 +100,7 @@ def _rescorer(record: RunRecord, artifacts: RunArtifacts) -> Callable[[Mapping[s
                 model_key,
                 record.dataset,
                 threads=os.cpu_count() or 1,
+                store_outage_minutes=record.params.execution.store_outage_minutes,
             )
         except ValidationError:
             raise champions.RescoreFailed(

@@ -27,6 +27,7 @@ from prefect.deployments import run_deployment
 from prefect.futures import PrefectFuture
 from prefect.runtime import task_run
 from prefect.settings import PREFECT_API_URL
+from prefect.tasks import exponential_backoff
 
 from compare_models.config import ExecutionParams, project_root
 from compare_models.training_jobs import (
@@ -56,7 +57,7 @@ def _attempt_job(job: TrainingJob) -> TrainingJob:
 
 def _trained(job: TrainingJob) -> TrainingResult:
     """The child's published result, read back from S3."""
-    _, store = open_store()
+    _, store = open_store(job.store_outage_minutes)
     result = stored_result(store, job.run_id, job.name)
     if result is None:
         raise TrainingFailed(f"{job.label}: the training finished but published no result")
@@ -69,6 +70,25 @@ def _trained(job: TrainingJob) -> TrainingResult:
         result.peak_rss_mb,
     )
     return result
+
+
+def api_outage_env(execution: ExecutionParams) -> dict[str, str]:
+    """The training process's Prefect client settings for `execution.api_outage_minutes`; a
+    value the user set in the environment wins."""
+    if "PREFECT_CLIENT_MAX_RETRIES" in os.environ:
+        return {}
+    return {"PREFECT_CLIENT_MAX_RETRIES": str(execution.prefect_client_retries())}
+
+
+def retry_options(execution: ExecutionParams) -> dict[str, Any]:
+    """A training's Prefect task retries: `execution.retries`, the first after
+    `retry_delay_seconds`, each later one twice as long (`exponential_backoff`), each spread
+    by up to `retry_jitter_factor` of itself."""
+    return {
+        "retries": execution.retries,
+        "retry_delay_seconds": exponential_backoff(backoff_factor=execution.retry_delay_seconds),
+        "retry_jitter_factor": execution.retry_jitter_factor or None,
+    }
 
 
 def run_bounded(command: list[str], *, timeout: float, **popen: Any) -> int | None:
@@ -91,7 +111,7 @@ def run_bounded(command: list[str], *, timeout: float, **popen: Any) -> int | No
 def train_in_subprocess(job: TrainingJob, execution: ExecutionParams) -> TrainingResult:
     """Run the `train-model` flow in a fresh Python process (the `local` trainer)."""
     job = _attempt_job(job)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **api_outage_env(execution)}
     if PREFECT_API_URL.value():
         env["PREFECT_API_URL"] = PREFECT_API_URL.value()
     with tempfile.TemporaryDirectory(prefix=f"job-{job.name}-") as tmp:
@@ -180,9 +200,7 @@ def train_all(jobs: list[TrainingJob], execution: ExecutionParams) -> dict[str, 
     failed training) if any failed: nothing is published then. Returns the results by
     training name (`TrainingJob.name`: the model's, or `<model>.r<k>` for its replica k);
     `select_replicas` picks the one of each model the run keeps."""
-    trainer = TRAINERS[execution.trainer].with_options(
-        retries=execution.retries, retry_delay_seconds=execution.retry_delay_seconds
-    )
+    trainer = TRAINERS[execution.trainer].with_options(**retry_options(execution))
     futures: dict[str, PrefectFuture] = {}
     for job in jobs:  # at once, or one after the other (each with all cores) on a shared CPU host
         futures[job.name] = trainer.submit(job, execution)

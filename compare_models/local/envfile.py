@@ -24,12 +24,19 @@ def local_env_defaults() -> dict[str, str]:
     return {"AWS_ENDPOINT_URL_S3": local_s3_url(), "PREFECT_API_URL": local_prefect_api()}
 
 
-def ensure_env_file(env_file: Path | None = None, *, postgres: bool = False) -> list[str]:
+#: the env file's Prefect API authentication (`up --auth`): `user:password`
+AUTH_VARIABLE = "PREFECT_API_AUTH_STRING"
+
+
+def ensure_env_file(
+    env_file: Path | None = None, *, postgres: bool = False, auth: bool = False
+) -> list[str]:
     """Write the local defaults that are missing from both the environment and .env.
 
     Fills in the local S3 endpoint, the local Prefect API and, once, fresh random S3
     credentials (the file is git-ignored and mode 600; the values are never printed);
-    with `postgres`, also a fresh random password for the local PostgreSQL.
+    with `postgres`, also a fresh random password for the local PostgreSQL; with `auth`, a
+    fresh random `user:password` for the Prefect API (PREFECT_API_AUTH_STRING).
     Returns the names it added.
     """
     env_file = env_file or env_file_path()
@@ -44,6 +51,7 @@ def ensure_env_file(env_file: Path | None = None, *, postgres: bool = False) -> 
         "AWS_ACCESS_KEY_ID": f"cm{secrets.token_hex(8)}",
         "AWS_SECRET_ACCESS_KEY": secrets.token_urlsafe(30),
         **({POSTGRES_PASSWORD_VARIABLE: secrets.token_urlsafe(30)} if postgres else {}),
+        **({AUTH_VARIABLE: f"compare-models:{secrets.token_urlsafe(30)}"} if auth else {}),
     }
     if os.environ.get("AWS_ENDPOINT_URL"):
         wanted.pop("AWS_ENDPOINT_URL_S3")
@@ -74,3 +82,19 @@ def _write_env_file(env_file: Path, text: str) -> None:
         os.replace(tmp, env_file)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def stack_environment(home: Path, ports: dict[str, int]) -> dict[str, str]:
+    """The variables that point a process at a local stack of its own: its home (data, logs,
+    env file, Prefect client folder) and its ports (`COMPARE_MODELS_S3_PORT`,
+    `COMPARE_MODELS_PREFECT_PORT`, `COMPARE_MODELS_POSTGRES_PORT`), for a stack beside the
+    user's (a benchmark's, a test's)."""
+    return {
+        "COMPARE_MODELS_HOME": str(home),
+        "COMPARE_MODELS_ENV_FILE": str(home / "stack.env"),
+        **{name: str(port) for name, port in ports.items()},
+        "AWS_ENDPOINT_URL_S3": f"http://127.0.0.1:{ports['COMPARE_MODELS_S3_PORT']}",
+        "PREFECT_API_URL": f"http://127.0.0.1:{ports['COMPARE_MODELS_PREFECT_PORT']}/api",
+        "PREFECT_HOME": str(home / "prefect-client"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    }

@@ -4,6 +4,7 @@ The package docstring (`compare_models.local`) describes the stack."""
 
 from __future__ import annotations
 
+import base64
 import os
 import secrets
 import shutil
@@ -141,12 +142,44 @@ def _prefect_env(settings: Settings) -> dict[str, str]:
     else:
         url = f"sqlite+aiosqlite:///{home / 'prefect.db'}"
     return {
+        **_server_auth(settings),
         "PREFECT_HOME": str(home),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_SERVER_API_HOST": "127.0.0.1",
         "PREFECT_UI_API_URL": local_prefect_api(),
         "PREFECT_API_DATABASE_CONNECTION_URL": url,
     }
+
+
+def _server_auth(settings: Settings) -> dict[str, str]:
+    """The server's PREFECT_SERVER_API_AUTH_STRING when the env file holds an auth string
+    (`up --auth`); none otherwise."""
+    if not settings.prefect_api_auth_string:
+        return {}
+    return {"PREFECT_SERVER_API_AUTH_STRING": settings.prefect_api_auth_string.get_secret_value()}
+
+
+def _client_auth(settings: Settings) -> dict[str, str]:
+    """What a client of the local server sends: PREFECT_API_AUTH_STRING, when there is one."""
+    if not settings.prefect_api_auth_string:
+        return {}
+    return {"PREFECT_API_AUTH_STRING": settings.prefect_api_auth_string.get_secret_value()}
+
+
+def _auth_header(settings: Settings) -> dict[str, str]:
+    """The HTTP basic-auth header Prefect's client sends for the auth string, when there is one."""
+    auth = _client_auth(settings).get("PREFECT_API_AUTH_STRING")
+    return {"Authorization": "Basic " + base64.b64encode(auth.encode()).decode()} if auth else {}
+
+
+def server_requires_auth() -> bool:
+    """Whether the running local Prefect server refuses a request without credentials."""
+    try:
+        return (
+            httpx.post(f"{local_prefect_api()}/flows/filter", json={}, timeout=5).status_code == 401
+        )
+    except httpx.HTTPError:
+        return False
 
 
 def worker_command(pool: str, slots: int, name: str) -> list[str]:
@@ -164,6 +197,7 @@ def _worker(pool: str, slots: int) -> Service:
 
     def env(settings: Settings) -> dict[str, str]:
         return {
+            **_client_auth(settings),
             "PREFECT_API_URL": settings.prefect_api_url or local_prefect_api(),
             "PREFECT_WORKER_QUERY_SECONDS": "1",
             "PREFECT_WORKER_PREFETCH_SECONDS": "5",
@@ -177,17 +211,20 @@ def _worker(pool: str, slots: int) -> Service:
         f"worker-{pool}",
         command,
         env,
-        lambda settings: bool(running_pid(settings, service)) and _worker_online(pool),
+        lambda settings: bool(running_pid(settings, service)) and _worker_online(pool, settings),
         lambda: f"work pool {pool!r}",
         60,
     )
     return service
 
 
-def _worker_online(pool: str) -> bool:
+def _worker_online(pool: str, settings: Settings) -> bool:
     try:
         response = httpx.post(
-            f"{local_prefect_api()}/work_pools/{pool}/workers/filter", json={}, timeout=2
+            f"{local_prefect_api()}/work_pools/{pool}/workers/filter",
+            json={},
+            headers=_auth_header(settings),
+            timeout=2,
         )
         return response.status_code == 200 and any(
             w.get("status") == "ONLINE" for w in response.json()
@@ -239,7 +276,11 @@ WORKERS = (_worker("cpu", 2), _worker("gpu", 2))
 
 
 def up(
-    settings: Settings | None = None, *, workers: bool = False, database: str | None = None
+    settings: Settings | None = None,
+    *,
+    workers: bool = False,
+    database: str | None = None,
+    auth: bool = False,
 ) -> dict[str, str]:
     """Start SeaweedFS and the Prefect server (idempotent), create the bucket, and, with
     `workers`, the local CPU and GPU work-pool workers.
@@ -252,8 +293,8 @@ def up(
     chosen = (database or os.environ.get("COMPARE_MODELS_DATABASE") or previous).strip().lower()
     if chosen not in DATABASES:
         raise ServiceError(f"unknown database {chosen!r}: choose one of {', '.join(DATABASES)}")
-    ensure_env_file(postgres=chosen == "postgres")
-    settings = settings or Settings()
+    ensure_env_file(postgres=chosen == "postgres", auth=auth)
+    settings = Settings() if auth or settings is None else settings
     private_dir(settings.home)  # object data, the IAM store, keys and sockets: this user only
     used_before = (settings.home / "database").exists() or (
         settings.home / "prefect" / "prefect.db"
@@ -277,6 +318,14 @@ def up(
         )
     else:
         result["database"] = chosen
+    if settings.prefect_api_auth_string and running_pid(settings, SERVICES[1]):
+        if not server_requires_auth():  # started before `--auth`: restart it (and its workers)
+            running = tuple(w for w in WORKERS if running_pid(settings, w))
+            down(settings, only=(*running, SERVICES[1]))
+            restart_workers = restart_workers or running
+            result["auth"] = "turned on (the Prefect server and workers were restarted)"
+    if settings.prefect_api_auth_string:
+        result.setdefault("auth", "on (PREFECT_API_AUTH_STRING in the env file)")
     for service in active_services(settings):
         result[service.name] = start(settings, service)
         if service is POSTGRES:

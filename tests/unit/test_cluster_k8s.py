@@ -339,3 +339,32 @@ def test_k8s_readme_caps_concurrency_with_the_work_pool_limit() -> None:
     assert "prefect work-pool set-concurrency-limit gpu" in text
     assert "PREFECT_INTEGRATIONS_KUBERNETES_OBSERVER_NAMESPACES" in text
     assert "`--limit 2` caps the worker at two concurrent" not in text
+
+
+def test_worker_and_its_jobs_take_the_prefect_auth_string_from_a_secret(worker_docs) -> None:
+    """The worker sends PREFECT_API_AUTH_STRING from a Secret (no default value anywhere), and
+    prefect-kubernetes gives the flow runs' Jobs a reference to that Secret, not its value."""
+    deployment = next(d for d in worker_docs if d["kind"] == "Deployment")
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e for e in container["env"]}
+    ref = env["PREFECT_API_AUTH_STRING"]["valueFrom"]["secretKeyRef"]
+    assert "value" not in env["PREFECT_API_AUTH_STRING"]
+    settings = pytest.importorskip("prefect_kubernetes.settings")
+    import os
+
+    names = {
+        "PREFECT_INTEGRATIONS_KUBERNETES_WORKER_API_AUTH_STRING_SECRET_NAME": ref["name"],
+        "PREFECT_INTEGRATIONS_KUBERNETES_WORKER_API_AUTH_STRING_SECRET_KEY": ref["key"],
+    }
+    assert {k: env[k]["value"] for k in names} == names
+    saved = {k: os.environ.get(k) for k in names}
+    os.environ.update(names)
+    try:
+        worker = settings.KubernetesSettings().worker  # what the worker reads from them
+        assert (worker.api_auth_string_secret_name, worker.api_auth_string_secret_key) == (
+            ref["name"],
+            ref["key"],
+        )
+    finally:
+        for k, v in saved.items():
+            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)

@@ -47,8 +47,9 @@ APP_ENV = {
     "COMPARE_MODELS_HOME",
     "PREFECT_WORKER_QUERY_SECONDS",
     "PREFECT_SERVER_ANALYTICS_ENABLED",
+    "PREFECT_API_AUTH_STRING",
 }
-SECRET_KEY = re.compile(r"PASSWORD|SECRET|ACCESS_KEY|ROOT_USER|_KEY$")
+SECRET_KEY = re.compile(r"PASSWORD|SECRET|ACCESS_KEY|ROOT_USER|_KEY$|AUTH_STRING")
 REQUIRED_REF = re.compile(r"^\$\{(?P<name>[A-Z][A-Z0-9_]*):\?[^}]*\}$")
 PLACEHOLDER = re.compile(r"\{\{\s*([\w.\-]+)\s*\}\}")
 
@@ -532,3 +533,14 @@ def test_readmes_name_the_commands() -> None:
     infra = (INFRA / "README.md").read_text()
     assert "cp infra/compose/.env.example infra/compose/.env" in infra
     assert "What was and was not exercised" in infra
+
+
+def test_the_prefect_api_requires_the_auth_string_the_clients_send(services: dict, compose) -> None:
+    """Prefect's own API authentication is on: the server requires the string that every
+    application container sends, both from one required variable (never a default)."""
+    server = env_of(services["prefect-server"])["PREFECT_SERVER_API_AUTH_STRING"]
+    client = compose["x-app-env"]["PREFECT_API_AUTH_STRING"]
+    assert REQUIRED_REF.match(server) and REQUIRED_REF.match(client)
+    assert REQUIRED_REF.match(server)["name"] == REQUIRED_REF.match(client)["name"]
+    for name in APP_SERVICES:
+        assert env_of(services[name])["PREFECT_API_AUTH_STRING"] == client
