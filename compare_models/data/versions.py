@@ -524,6 +524,14 @@ def _store_version(store: ArtifactStore, version: DatasetVersion) -> bool:
             stored = True
     except ObjectExists:  # another snapshot of the same content won the race
         pass
+    if not stored:
+        try:
+            read_version(store, version.version_id)
+        except DataError:
+            # changed after it was written: its id is the hash of this content, so writing it
+            # again restores it (nothing of another version is lost)
+            store.put_bytes(version.model_dump_json().encode(), key, overwrite=True)
+            store.put_bytes(version.summary.model_dump_json().encode(), summary_key, overwrite=True)
     if not store.exists(summary_key):  # also where a crash came between the two writes
         summary = version.summary if stored else read_version(store, version.version_id).summary
         store.put_bytes(summary.model_dump_json().encode(), summary_key, overwrite=True)

@@ -65,6 +65,7 @@ def deployed_from_elsewhere(prefect_api, tmp_path_factory):
     flows = {
         "flows.compare_models.compare_models": "compare-models",
         "flows.train_model.train_model": "train-model",
+        "flows.data_watch.data_watch": "data-watch",
     }
     with get_client(sync_client=True) as client:
         stored = {
@@ -146,6 +147,7 @@ def test_entrypoints_are_module_paths_that_load_in_a_fresh_engine_process(
         expected = {
             "flows.compare_models.compare_models": "compare-models",
             "flows.train_model.train_model": "train-model",
+            "flows.data_watch.data_watch": "data-watch",
         }
         assert out.stdout.strip().splitlines()[-1] == expected[entrypoint]
 

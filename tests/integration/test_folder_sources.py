@@ -138,8 +138,10 @@ def test_images_of_any_size_are_resized_to_the_input(stack, tmp_path):
 
 
 def test_a_stored_version_is_used_by_its_id_and_a_changed_one_is_refused(stack, tmp_path):
-    root = tmp_path / "v"
-    for key, payload in image_folder_files(("a", "b"), range(12)).items():
+    root = (
+        tmp_path / "v"
+    )  # classes of its own: versions are shared by content, and this one is damaged
+    for key, payload in image_folder_files(("tam", "per"), range(12)).items():
         (root / key).parent.mkdir(parents=True, exist_ok=True)
         (root / key).write_bytes(payload)
     ref, _ = prepare_folder(str(root), SplitSpec(), FolderPolicy(), stack, tmp_path / "c1")
@@ -148,10 +150,13 @@ def test_a_stored_version_is_used_by_its_id_and_a_changed_one_is_refused(stack, 
     )
     assert snap is None and again.prefix == ref.prefix and again.reused
     key = layout.version_key(ref.version_id)
-    tampered = stack.get_bytes(key).replace(b'"a"', b'"b"', 1)
+    tampered = stack.get_bytes(key).replace(b'"tam"', b'"per"', 1)
     stack.put_bytes(tampered, key, overwrite=True)
     with pytest.raises(DataError, match="does not hash to its id|not a valid dataset version"):
         read_version(stack, ref.version_id)
+    # a snapshot of the same content writes it again (its id is the hash of that content)
+    restored, _ = prepare_folder(str(root), SplitSpec(), FolderPolicy(), stack, tmp_path / "c3")
+    assert restored.version_id == ref.version_id and read_version(stack, ref.version_id)
 
 
 def test_hostile_files_in_a_folder_are_skipped_within_bounds(stack, tmp_path):

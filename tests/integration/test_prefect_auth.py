@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import os
+import time
 from pathlib import Path
 
 import httpx
@@ -57,7 +58,12 @@ def _deploy_and_run(api: str, auth: str) -> tuple[str, list[str], list[str], dic
         probe.deploy(name="probe", work_pool_name="cpu", print_next_steps=False)
         run = run_deployment("auth-probe/probe", parameters={"note": "hello"}, timeout=240)
         with get_client(sync_client=True) as client:
-            logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run.id])))
+            # the run's process sends its logs in batches: the last may land after its end
+            for _ in range(30):
+                logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run.id])))
+                if any("auth probe says hello" in log.message for log in logs):
+                    break
+                time.sleep(1)
             artifacts = client.read_artifacts(
                 artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run.id]))
             )
