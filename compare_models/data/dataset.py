@@ -45,6 +45,7 @@ from compare_models.data.sources import (
     FetchedArchive,
     Source,
     fetch_archive,
+    name_characters,
     resolve_source,
     store_archive,
     verify_checksums,
@@ -415,8 +416,7 @@ def prepare_version(
 def folder_name(location: str) -> str:
     """A dataset name for a folder source, as the S3 layout spells names."""
     stem = location.removeprefix("s3://").rstrip("/").replace("/", "-")
-    name = "".join(c if c.isascii() and (c.isalnum() or c in "-_.") else "-" for c in stem.lower())
-    return ("folder-" + name.strip("-_."))[:100]
+    return ("folder-" + name_characters(stem).strip("-_."))[:100]
 
 
 def prepare_folder(

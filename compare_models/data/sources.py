@@ -259,11 +259,14 @@ def store_archive(raw: FetchedArchive, store: ArtifactStore) -> None:
             store.put_json(entry, index_key, overwrite=True)
 
 
+def name_characters(text: str) -> str:
+    """`text` in the characters the S3 layout allows in a dataset name: lowercase ASCII letters
+    and digits, '-', '_' and '.'; any other character becomes '-'."""
+    return "".join(c if c.isascii() and (c.isalnum() or c in "-_.") else "-" for c in text.lower())
+
+
 def _dataset_name(filename: str) -> str:
     stem = filename
     for suffix in (".tar.gz", ".tgz", ".tar"):
         stem = stem.removesuffix(suffix)
-    name = "".join(
-        c if c.isascii() and (c.isalnum() or c in "-_.") else "-" for c in stem.lower()
-    ).lstrip("-_.")
-    return name[:100] or "dataset"
+    return name_characters(stem).lstrip("-_.")[:100] or "dataset"

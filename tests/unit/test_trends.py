@@ -130,7 +130,8 @@ def test_accuracy_trend_all_accuracies_none_still_renders(tmp_path):
     assert_png(plot_accuracy_trend(points, tmp_path / "none.png"), min_height=400)
 
 
-def test_accuracy_trend_marks_decisions_in_legend(tmp_path, monkeypatch):
+def _legend_of_the_saved_figure(monkeypatch) -> dict:
+    """What the next figure `trends` saves shows in its legend: ``captured["legend"]``."""
     captured = {}
     original = trends._save
 
@@ -139,6 +140,11 @@ def test_accuracy_trend_marks_decisions_in_legend(tmp_path, monkeypatch):
         return original(fig, path)
 
     monkeypatch.setattr(trends, "_save", spy)
+    return captured
+
+
+def test_accuracy_trend_marks_decisions_in_legend(tmp_path, monkeypatch):
+    captured = _legend_of_the_saved_figure(monkeypatch)
     plot_accuracy_trend(history(6), tmp_path / "legend.png")
     assert captured["legend"] == [
         "cnn",
@@ -343,14 +349,7 @@ def test_accuracy_trend_draws_noise_bands(tmp_path, monkeypatch):
 
 
 def test_accuracy_trend_marks_within_noise(tmp_path, monkeypatch):
-    captured = {}
-    original = trends._save
-
-    def spy(fig, path):
-        captured["legend"] = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
-        return original(fig, path)
-
-    monkeypatch.setattr(trends, "_save", spy)
+    captured = _legend_of_the_saved_figure(monkeypatch)
     points = history(3)
     points[-1]["models"]["cnn"]["decision"] = "within-noise"
     points[-2]["models"]["resnet50"]["decision"] = "already-champion"  # accepted, unmarked
