@@ -40,9 +40,7 @@ def main(job_path: str) -> None:
     model = compile_model(registry.get(job.model).build(), p.optimizer, rate)
     started = time.perf_counter()
     # the same input pipeline (shuffle, flips, batching) as the pipeline; no callbacks
-    model.fit(
-        training_input(x, y, p, seed=p.seed), validation_data=(xv, yv), epochs=p.epochs, verbose=0
-    )
+    model.fit(training_input(x, y, p), validation_data=(xv, yv), epochs=p.epochs, verbose=0)
     fit_seconds = time.perf_counter() - started
     print(
         json.dumps(

@@ -386,10 +386,12 @@ def _print_fingerprint(record: RunRecord) -> None:
     }
     for model, device in fp.trainings.items():
         where = device.get("host", {})
-        gpus = ", ".join(device.get("gpus") or []) or "no GPU"
+        gpus = ", ".join(device.get("gpu_names") or device.get("gpus") or []) or "no GPU"
+        backend = device.get("backend") or "tensorflow"  # runs from before the choice: TensorFlow
         fields[model] = (
             f"{gpus}, precision {device.get('precision')}, {device.get('threads')} thread(s), "
-            f"CPU {where.get('cpu', '?')}, tensorflow {where.get('libraries', {}).get('tensorflow')}"
+            f"CPU {where.get('cpu', '?')}, Keras backend {backend} "
+            f"{where.get('libraries', {}).get(backend)}"
         )
     fields["data"] = (
         f"{data.get('name')}, archive SHA-256 {data.get('archive_sha256')}, split key "

@@ -206,6 +206,48 @@ class Settings(BaseSettings):
 # ── Run parameters: what a run does ───────────────────────────────────────────
 
 
+class TrainingRuntime(BaseSettings):
+    """How a training process computes: the worker's environment (its deployment's job
+    variables, the image), never a run parameter, since none of it changes what a run means,
+    only how fast it gets there. Every value is recorded in the training's `device` (the run's
+    fingerprint). The backend itself is Keras' own KERAS_BACKEND (`compare_models.backend`).
+    Read from the process's environment only (a .env file would not reach Keras' variable)."""
+
+    model_config = SettingsConfigDict(extra="ignore")
+
+    precision: Literal["float32", "mixed_float16", "mixed_bfloat16"] | None = _env(
+        "COMPARE_MODELS_PRECISION",
+        None,
+        "Keras precision policy; unset: mixed_float16 on a GPU, float32 on the CPU",
+    )
+    jit_compile: Literal["auto", "true", "false"] = _env(
+        "COMPARE_MODELS_JIT_COMPILE",
+        "auto",
+        "XLA compilation of the training step (Keras' `jit_compile`; auto: Keras decides, which "
+        "is on for JAX)",
+    )
+    steps_per_execution: int = _env(
+        "COMPARE_MODELS_STEPS_PER_EXECUTION",
+        1,
+        "Training steps per compiled call (Keras' `steps_per_execution`); per-batch callbacks "
+        "then see every n-th batch",
+        ge=1,
+        le=1000,
+    )
+    input_workers: int = _env(
+        "COMPARE_MODELS_INPUT_WORKERS",
+        1,
+        "Threads preparing training batches ahead of the step (1: in the training loop)",
+        ge=1,
+        le=64,
+    )
+
+    @property
+    def jit(self) -> bool | str:
+        """`jit_compile` as Keras takes it."""
+        return {"true": True, "false": False}.get(self.jit_compile, "auto")
+
+
 class SplitFractions(BaseModel):
     """The `hash` protocol's shares of the images, in train / validation / test order."""
 

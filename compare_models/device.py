@@ -1,4 +1,4 @@
-"""Which device a training may use, and how many CPUs it really has. No TensorFlow import here.
+"""Which device a training may use, and how many CPUs it really has. No TensorFlow or JAX import here.
 
 * `available_cpus()`: the CPUs this process may use: the smallest of the host's cores, the
   process's CPU affinity and the cgroup CPU quota (a container's `--cpus` / a Kubernetes CPU
@@ -9,11 +9,13 @@
   instead of training for hours on the CPU; COMPARE_MODELS_ALLOW_CPU_TRAINING=1 allows it
   (the local `compare-models up --workers` GPU worker on a laptop).
 * ``python -m compare_models.device``: the GPU image's build check and the users' smoke test
-  (see infra/docker/README.md):
+  (see infra/docker/README.md); it reports TensorFlow's and JAX's devices (each where
+  installed) and checks the backend trainings use (KERAS_BACKEND):
 
-      python -m compare_models.device --expect-cuda     # build: TF built with CUDA, wheels match; a
-                                                        #   GPU device present must be usable
-      python -m compare_models.device --require-gpu     # smoke: exit 1 unless TF computes on a GPU
+      python -m compare_models.device --expect-cuda     # build: the backend has CUDA (TF built with
+                                                        #   CUDA and the wheels match, or JAX's CUDA
+                                                        #   plugin); a GPU present must be usable
+      python -m compare_models.device --require-gpu     # smoke: exit 1 unless it computes on a GPU
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 #: Set (to 1) in the GPU pool's deployment: a training there must find a GPU.
 REQUIRE_GPU_ENV = "COMPARE_MODELS_REQUIRE_GPU"
@@ -35,6 +37,31 @@ ALLOW_CPU_ENV = "COMPARE_MODELS_ALLOW_CPU_TRAINING"
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 SELF_CGROUP = Path("/proc/self/cgroup")
 _TRUE = {"1", "true", "yes", "on"}
+
+
+#: The Keras backends a training process may compute with (chosen by KERAS_BACKEND).
+Backend = Literal["tensorflow", "jax"]
+BACKEND_ENV = "KERAS_BACKEND"  # Keras' own variable
+SUPPORTED_BACKENDS: tuple[Backend, ...] = ("tensorflow", "jax")
+DEFAULT_BACKEND: Backend = "tensorflow"
+
+
+class BackendError(ValueError):
+    """The process was asked for a backend it cannot use."""
+
+
+def selected_backend(environ: dict[str, str] | None = None) -> Backend:
+    """The backend named by KERAS_BACKEND (default tensorflow); anything else is refused."""
+    value = (environ if environ is not None else os.environ).get(BACKEND_ENV, "").strip().lower()
+    if not value:
+        return DEFAULT_BACKEND
+    if value not in SUPPORTED_BACKENDS:
+        raise BackendError(
+            f"{BACKEND_ENV}={value!r} is not a backend compare-models trains with: set it to one "
+            f"of {', '.join(SUPPORTED_BACKENDS)} (or unset it for {DEFAULT_BACKEND}) in the worker's environment "
+            "(the train-model deployment's job variables `env`)"
+        )
+    return value  # type: ignore[return-value]
 
 
 class NoGPUError(RuntimeError):
@@ -130,17 +157,28 @@ def gpu_device_nodes() -> list[str]:
 
 
 def check_gpu_requirement(
-    gpus: Sequence[Any], *, required: bool, allowed_cpu: bool, device_nodes: Sequence[str] = ()
+    gpus: Sequence[Any],
+    *,
+    required: bool,
+    allowed_cpu: bool,
+    device_nodes: Sequence[str] = (),
+    backend: str = "TensorFlow",
 ) -> None:
     """Raise NoGPUError when a training that must use a GPU sees none and CPU training is
-    not allowed. `gpus` are the GPUs TensorFlow lists; `device_nodes` (optional) the
-    /dev/nvidiaN files present, which tells "no GPU given" from "GPU given, TF cannot use it"."""
+    not allowed. `gpus` are the GPUs the `backend` (TensorFlow or JAX) lists; `device_nodes`
+    (optional) the /dev/nvidiaN files present, which tells "no GPU given" from "GPU given,
+    the backend cannot use it"."""
     if gpus or not required or allowed_cpu:
         return
     if device_nodes:
+        libraries = (
+            "its CUDA plugin (the `gpu-jax` extra: jax[cuda12]) did not load"
+            if backend == "JAX"
+            else "its CUDA/cuDNN libraries did not load"
+        )
         why = (
-            f"the container has GPU device(s) {', '.join(device_nodes)} but TensorFlow cannot use them: its "
-            "CUDA/cuDNN libraries did not load (see the TensorFlow messages above; check the image with "
+            f"the container has GPU device(s) {', '.join(device_nodes)} but {backend} cannot use "
+            f"them: {libraries} (see the {backend} messages above; check the image with "
             "`python -m compare_models.device --require-gpu`, infra/docker/README.md)"
         )
     else:
@@ -150,7 +188,7 @@ def check_gpu_requirement(
             "device plugin"
         )
     raise NoGPUError(
-        f"this training runs on the GPU pool ({REQUIRE_GPU_ENV}=1) but TensorFlow sees no GPU: {why}. "
+        f"this training runs on the GPU pool ({REQUIRE_GPU_ENV}=1) but {backend} sees no GPU: {why}. "
         f"Not training on the CPU instead; set {ALLOW_CPU_ENV}=1 on the worker to allow that."
     )
 
@@ -207,21 +245,18 @@ def cuda_build_problems(
     return problems
 
 
-def run_check(require_gpu: bool, expect_cuda: bool) -> dict[str, Any]:
-    """Imports TensorFlow and reports what it can use; raises SystemExit(1) with the reason."""
+def _tensorflow_report(expect_cuda: bool) -> tuple[dict[str, Any], list[str], bool]:
+    """TensorFlow's build, its GPUs and a convolution on the first; (report, problems, GPU used)."""
     import tensorflow as tf
 
     build = dict(tf.sysconfig.get_build_info())
     gpus = tf.config.list_physical_devices("GPU")
-    nodes = gpu_device_nodes()
     report: dict[str, Any] = {
-        "tensorflow": tf.__version__,
+        "version": tf.__version__,
         "built_with_cuda": tf.test.is_built_with_cuda(),
         "cuda_version": build.get("cuda_version"),
         "cudnn_version": build.get("cudnn_version"),
-        "gpu_device_nodes": nodes,
         "gpus": describe_gpus(tf, gpus),
-        "cpus": available_cpus(),
     }
     problems: list[str] = []
     if expect_cuda:
@@ -240,16 +275,85 @@ def run_check(require_gpu: bool, expect_cuda: bool) -> dict[str, Any]:
             y = tf.nn.conv2d(x, tf.random.normal((3, 3, 3, 16)), strides=1, padding="SAME")
             z = tf.linalg.matmul(tf.reshape(y, (8, -1)), tf.random.normal((32 * 32 * 16, 10)))
         report["gpu_compute"] = f"ok ({z.device})"
-    elif nodes and (expect_cuda or require_gpu):
+    return report, problems, bool(gpus)
+
+
+def _jax_report(expect_cuda: bool) -> tuple[dict[str, Any], list[str], bool]:
+    """JAX's version, its devices and a convolution on the first GPU; (report, problems, GPU used)."""
+    import jax
+    import jax.numpy as jnp
+
+    devices = jax.devices()
+    gpus = [d for d in devices if d.platform in ("gpu", "cuda", "rocm")]
+    report: dict[str, Any] = {
+        "version": jax.__version__,
+        "default_backend": jax.default_backend(),
+        "devices": [
+            f"{d.platform}:{d.id} {getattr(d, 'device_kind', '')}".strip() for d in devices
+        ],
+        "gpus": [str(getattr(d, "device_kind", d)) for d in gpus],
+        "cuda_plugin": _wheel_major("jax-cuda12-plugin", "jax-cuda13-plugin"),
+    }
+    problems: list[str] = []
+    if expect_cuda and report["cuda_plugin"] is None:
         problems.append(
-            f"GPU device(s) {', '.join(nodes)} are present but TensorFlow lists no GPU: "
-            "its CUDA/cuDNN libraries did not load (see the messages above)"
+            "JAX has no CUDA plugin installed (install the project's `gpu-jax` extra: jax[cuda12])"
         )
-    elif require_gpu:
-        problems.append(
-            "TensorFlow sees no GPU and the container has no /dev/nvidiaN device: run it with "
-            "`--gpus all` (NVIDIA Container Toolkit) or request nvidia.com/gpu on Kubernetes"
+    if gpus:
+        x = jax.device_put(jnp.ones((8, 32, 32, 3)), gpus[0])
+        kernel = jax.device_put(jnp.ones((3, 3, 3, 16)), gpus[0])
+        y = jax.lax.conv_general_dilated(
+            x, kernel, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
         )
+        z = (y.reshape(8, -1) @ jnp.ones((32 * 32 * 16, 10))).block_until_ready()
+        report["gpu_compute"] = f"ok ({next(iter(z.devices()))})"
+    return report, problems, bool(gpus)
+
+
+FRAMEWORKS = {"tensorflow": _tensorflow_report, "jax": _jax_report}
+
+
+def run_check(require_gpu: bool, expect_cuda: bool) -> dict[str, Any]:
+    """Reports what TensorFlow and JAX (each where installed) can use; the GPU requirements
+    (`require_gpu`, `expect_cuda`) are checked for the backend trainings use here
+    (KERAS_BACKEND). Problems are listed in the report's "problems"."""
+    import importlib.util
+
+    backend = selected_backend()
+    nodes = gpu_device_nodes()
+    report: dict[str, Any] = {
+        "backend": backend,
+        "gpu_device_nodes": nodes,
+        "cpus": available_cpus(),
+    }
+    problems: list[str] = []
+    for name, check in FRAMEWORKS.items():
+        if importlib.util.find_spec(name) is None:
+            report[name] = None
+            if name == backend:
+                problems.append(
+                    f"KERAS_BACKEND is {backend} but {name} is not installed (the `gpu` extra "
+                    "brings TensorFlow with CUDA, `gpu-jax` JAX with CUDA)"
+                )
+            continue
+        found, found_problems, used_gpu = check(expect_cuda and name == backend)
+        report[name] = found
+        if name != backend:
+            continue
+        problems += found_problems
+        label = "TensorFlow" if name == "tensorflow" else "JAX"
+        if used_gpu:
+            report["gpu_compute"] = found["gpu_compute"]
+        elif nodes and (expect_cuda or require_gpu):
+            problems.append(
+                f"GPU device(s) {', '.join(nodes)} are present but {label} lists no GPU: "
+                "its CUDA libraries did not load (see the messages above)"
+            )
+        elif require_gpu:
+            problems.append(
+                f"{label} sees no GPU and the container has no /dev/nvidiaN device: run it with "
+                "`--gpus all` (NVIDIA Container Toolkit) or request nvidia.com/gpu on Kubernetes"
+            )
     report["problems"] = problems
     return report
 
@@ -259,12 +363,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m compare_models.device", description=__doc__.split("\n\n")[0]
     )
     parser.add_argument(
-        "--require-gpu", action="store_true", help="fail unless TensorFlow computes on a GPU"
+        "--require-gpu",
+        action="store_true",
+        help="fail unless the training backend (KERAS_BACKEND: TensorFlow or JAX) computes on a GPU",
     )
     parser.add_argument(
         "--expect-cuda",
         action="store_true",
-        help="fail unless TensorFlow is built with CUDA and the installed NVIDIA wheels match it",
+        help="fail unless the training backend has CUDA: TensorFlow built with CUDA and matching "
+        "NVIDIA wheels, or JAX with its CUDA plugin",
     )
     args = parser.parse_args(argv)
     report = run_check(require_gpu=args.require_gpu, expect_cuda=args.expect_cuda)

@@ -218,11 +218,9 @@ def _variables(field: Any) -> list[str]:
     return [str(alias)] if alias else []
 
 
-def settings_page() -> str:
-    from compare_models.config import Settings
-
-    rows, known = [], set()
-    for name, field in Settings.model_fields.items():
+def _settings_rows(settings: type, known: set[str]) -> list[tuple[str, str, str, str]]:
+    rows = []
+    for name, field in settings.model_fields.items():
         variables = _variables(field) or [name.upper()]
         known.update(variables)
         secret = (
@@ -232,6 +230,15 @@ def settings_page() -> str:
         rows.append(
             (" or ".join(_code(v) for v in variables), default, secret, field.description or "-")
         )
+    return rows
+
+
+def settings_page() -> str:
+    from compare_models.config import Settings, TrainingRuntime
+
+    known: set[str] = set()
+    rows = _settings_rows(Settings, known)
+    runtime_rows = _settings_rows(TrainingRuntime, known)
     root = project_root()
     elsewhere: dict[str, set[str]] = {}
     for folder in ("compare_models", "tasks", "flows", "deployments"):
@@ -250,6 +257,12 @@ def settings_page() -> str:
         "published in a report or stored in a manifest.\n\n"
         "## `Settings`\n\n"
         + _table(["variable", "default", "secret", "what"], rows)
+        + "\n## `TrainingRuntime`: how a training process computes\n\n"
+        "Read by each training process from its own environment (the worker's, or its "
+        "deployment's job variables), not from `.env`; every value is recorded in the "
+        "training's `device` in the manifest. The backend is Keras' own `KERAS_BACKEND`: "
+        "`tensorflow` (default) or `jax` (see the guide on deployments).\n\n"
+        + _table(["variable", "default", "secret", "what"], runtime_rows)
         + "\n## Read elsewhere\n\n"
         "Variables the code reads directly (drills, worker sizing, the local stack's ports); "
         "their meaning is at the place that reads them.\n\n"

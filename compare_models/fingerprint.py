@@ -23,6 +23,8 @@ from compare_models.config import project_root
 #: The libraries whose versions can change a run's numbers.
 LIBRARIES = (
     "tensorflow",
+    "jax",
+    "jaxlib",
     "keras",
     "numpy",
     "scikit-learn",

@@ -114,7 +114,13 @@ def build_optimizer(name: str, learning_rate) -> keras.optimizers.Optimizer:
 
 
 def compile_model(
-    model: keras.Model, optimizer: str, learning_rate, *, optimizer_state_now: bool = True
+    model: keras.Model,
+    optimizer: str,
+    learning_rate,
+    *,
+    optimizer_state_now: bool = True,
+    jit_compile: bool | str = "auto",
+    steps_per_execution: int = 1,
 ) -> keras.Model:
     """Compile `model` and create its optimizer's variables (moments, step counter) at once
     (`optimizer_state_now=False`: leave them to Keras, for `benchmarks/first_step.py`).
@@ -125,11 +131,16 @@ def compile_model(
     identical), and the first step costs less (`python benchmarks/first_step.py`; see
     docs/benchmarks.md).
     A model loaded from a checkpoint has them already.
+
+    `jit_compile` and `steps_per_execution` are Keras' own (the worker's `TrainingRuntime`):
+    they change how fast a step runs, not what it computes.
     """
     model.compile(
         optimizer=build_optimizer(optimizer, learning_rate),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
+        jit_compile=jit_compile,
+        steps_per_execution=steps_per_execution,
     )
     if optimizer_state_now:
         model.optimizer.build(model.trainable_variables)

@@ -1,7 +1,8 @@
 """Training one model: plain Keras `fit` with callbacks around it. No Prefect in here.
 
-This module imports Keras at the top: only training processes import it (the parent
-flow uses the TensorFlow-free `compare_models.training_jobs`). One call of `train` trains one
+This module imports Keras at the top, on the backend KERAS_BACKEND names (TensorFlow by
+default, or JAX: `compare_models.backend`): only training processes import it (the parent
+flow uses the Keras-free `compare_models.training_jobs`). One call of `train` trains one
 model (one replica of it) in the current process and publishes, under the run prefix (see
 `layout`; `<name>` is the job's `name`: the model's, or `<model>.r<k>` for replica k >= 1):
 
@@ -33,24 +34,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import keras
-import numpy as np
-import tensorflow as tf
+from compare_models import backend
 
-from compare_models import fingerprint, layout, registry
+backend.prepare_environment()  # before Keras starts its backend (threads, GPU memory)
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+from compare_models import fingerprint, layout, registry  # noqa: E402
+from compare_models.backend import configure_device
 from compare_models.checkpoint_upload import CheckpointUploader, LocalCheckpoint
-from compare_models.config import TrainParams
+from compare_models.config import TrainingRuntime
 from compare_models.data.dataset import load_split
-from compare_models.device import (
-    REQUIRE_GPU_ENV,
-    available_cpus,
-    check_gpu_requirement,
-    describe_gpus,
-    env_flag,
-    gpu_device_nodes,
-)
+from compare_models.device import available_cpus
 from compare_models.models import compile_model, learning_rate_schedule, load_model
 from compare_models.store import ArtifactStore, StoreUnavailable, disk_full_error
+from compare_models.training_input import training_input
 from compare_models.training_jobs import (
     EPOCH_PAUSE_ENV,
     FAIL_AFTER_EPOCH_ENV,
@@ -87,43 +86,6 @@ def default_threads(share: float | None = None) -> int:
     if share is not None and slots > 1:
         return threads_from_share(share, available_cpus())
     return max(1, available_cpus() // slots)
-
-
-def configure_device(
-    threads: int, *, require_gpu: bool | None = None, allow_cpu: bool = False
-) -> dict[str, Any]:
-    """Thread pools from our share of the cores; on GPUs memory growth and mixed precision.
-
-    TensorFlow sizes its pools from the host, not from a container's CPU quota, and two
-    trainings side by side would each take every core: so we set them explicitly. Must
-    run before TensorFlow executes anything.
-
-    A training on the GPU pool (`require_gpu`, default: COMPARE_MODELS_REQUIRE_GPU, set by the
-    train-model/gpu deployment) that sees no GPU raises `device.NoGPUError` unless CPU training
-    is allowed (`allow_cpu`: the caller's `Settings.allow_gpu_less_training`). Returns what is used:
-    {"device": "gpu" | "cpu", "gpus": TF device names, "gpu_names": e.g. ["NVIDIA H100 80GB HBM3"],
-    "threads", "precision"}, stored in the training's result and the run's manifest.
-    """
-    gpus = tf.config.list_physical_devices("GPU")
-    if require_gpu is None:
-        require_gpu = env_flag(REQUIRE_GPU_ENV)
-    check_gpu_requirement(
-        gpus, required=require_gpu, allowed_cpu=allow_cpu, device_nodes=gpu_device_nodes()
-    )
-    tf.config.threading.set_intra_op_parallelism_threads(threads)
-    tf.config.threading.set_inter_op_parallelism_threads(max(1, min(2, threads)))
-    for gpu in gpus:
-        tf.config.experimental.set_memory_growth(gpu, True)
-    # On the CPU float32: neither bfloat16 nor XLA trained faster there (see docs/benchmarks.md).
-    policy = os.environ.get("COMPARE_MODELS_PRECISION") or ("mixed_float16" if gpus else "float32")
-    keras.mixed_precision.set_global_policy(policy)
-    return {
-        "device": "gpu" if gpus else "cpu",
-        "gpus": [g.name for g in gpus],
-        "gpu_names": describe_gpus(tf, gpus),
-        "threads": threads,
-        "precision": policy,
-    }
 
 
 def peak_rss_mb() -> float:
@@ -216,9 +178,9 @@ class S3Checkpoint(keras.callbacks.Callback):
     A checkpoint made from another recipe (data, split, parameters) is refused
     (`RecipeMismatch`); one that cannot be read (corrupt state or model file, a key outside
     its folder, a model file that does not fit the model) is dropped and the model starts
-    afresh, which the log says. `fit`'s input may depend on the epoch it starts from (the
-    shuffling seed does here): `load()` reads the checkpoint ahead of `fit` and returns that
-    epoch; `on_train_begin` reads it itself when `load()` was not called.
+    afresh, which the log says. `fit`'s input depends on the epoch it starts from (each
+    epoch's order and flips are drawn from it): `load()` reads the checkpoint ahead of `fit`
+    and returns that epoch; `on_train_begin` reads it itself when `load()` was not called.
 
     Example:
 
@@ -227,7 +189,7 @@ class S3Checkpoint(keras.callbacks.Callback):
     >>> checkpoint.set_model(model)
     >>> done = checkpoint.load()  # 2 after an attempt that failed in epoch 3
     >>> model.fit(
-    ...     training_input(x, y, job.train, seed=job.train.seed + done),
+    ...     training_input(x, y, job.train, first_epoch=done),
     ...     epochs=job.train.epochs,
     ...     callbacks=[checkpoint],
     ...     verbose=0,
@@ -515,28 +477,6 @@ def prune_checkpoints(store: ArtifactStore, run_id: str, name: str) -> None:
 # ── training ───────────────────────────────────────────────────────────────────
 
 
-def training_input(
-    x: np.ndarray, y: np.ndarray, params: TrainParams, *, seed: int
-) -> tf.data.Dataset:
-    """Shuffled batches, with random horizontal flips when `params.augment == "flip"`.
-
-    Augmentation lives in the input pipeline, not in the model, so the saved model is
-    exactly the report's architecture.
-    """
-    data = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(
-        len(y), seed=seed, reshuffle_each_iteration=True
-    )
-    data = data.batch(params.batch_size)
-    if params.augment == "flip":
-        # Sequential on purpose: a parallel map draws the flips in whatever order its threads
-        # run, so the same seeds gave different models (measured: probabilities of a replay
-        # differed by up to 1e-4). One flip per batch is cheap next to the step it feeds.
-        data = data.map(
-            lambda images, labels: (tf.image.random_flip_left_right(images, seed=seed), labels)
-        )
-    return data.prefetch(tf.data.AUTOTUNE)
-
-
 @dataclass
 class _Fitted:
     model: keras.Model
@@ -548,17 +488,28 @@ class _Fitted:
 
 
 def build_model(
-    job: TrainingJob, store: ArtifactStore, cache_dir: Path, n_train: int
+    job: TrainingJob,
+    store: ArtifactStore,
+    cache_dir: Path,
+    n_train: int,
+    runtime: TrainingRuntime | None = None,
 ) -> keras.Model:
     """The model to fit, freshly built and compiled (a checkpoint's state is restored into it
-    by `S3Checkpoint` when `fit` starts)."""
+    by `S3Checkpoint` when `fit` starts), with the runtime's XLA and steps per execution."""
+    runtime = runtime or TrainingRuntime()
     params = job.train
     spec = registry.get(job.model)
     weights = local_weights(job.weights_key, store, cache_dir) if spec.takes_weights else None
     steps = params.epochs * math.ceil(n_train / params.batch_size)
     rate = learning_rate_schedule(params.learning_rate, params.lr_schedule, steps)
     model = spec.build(weights, num_classes=len(job.dataset.class_names))
-    return compile_model(model, params.optimizer, rate)
+    return compile_model(
+        model,
+        params.optimizer,
+        rate,
+        jit_compile=runtime.jit,
+        steps_per_execution=runtime.steps_per_execution,
+    )
 
 
 def fit(
@@ -568,6 +519,7 @@ def fit(
     data: dict,
     logger: Logger,
     on_epoch,
+    runtime: TrainingRuntime | None = None,
 ) -> _Fitted:
     """`model.fit` with the callbacks: logging, NaN guard, checkpoints, fault injection; from
     the epoch after `checkpoint`'s last, when it restores one."""
@@ -589,7 +541,13 @@ def fit(
         callbacks.append(FaultAfterEpoch(int(os.environ[FAIL_AFTER_EPOCH_ENV])))
     started, started_at = time.perf_counter(), time.time()
     fitted = model.fit(
-        training_input(x_train, y_train, params, seed=params.seed + done),
+        training_input(
+            x_train,
+            y_train,
+            params,
+            first_epoch=done,
+            workers=(runtime or TrainingRuntime()).input_workers,
+        ),
         validation_data=validation,
         epochs=params.epochs,
         initial_epoch=done,  # what the checkpoint's `on_train_begin` sets too
@@ -639,8 +597,11 @@ def publish_model(
     """Uploads the model while the test set is predicted; returns the predictions.
 
     Saving and uploading (300 MB for ResNet50 with its optimizer state) runs in a thread
-    beside `predict`; both only read the weights. If either fails, the model is withdrawn:
-    no model is left without its predictions. A diverged model is not published (None).
+    beside `predict`; both only read the weights. Under JAX the model is saved first and only
+    uploaded beside `predict`: Keras' JAX trainer moves the variables' values into its compiled
+    function's state while `predict` runs, so nothing may read them meanwhile. If either fails,
+    the model is withdrawn: no model is left without its predictions. A diverged model is not
+    published (None).
     """
     if _diverged(fitted):
         return None
@@ -650,7 +611,13 @@ def publish_model(
         with ThreadPoolExecutor(
             max_workers=1, thread_name_prefix=f"publish-{job.name}"
         ) as publisher:
-            uploaded = publisher.submit(save_and_upload, fitted.model, model_path, store, model_key)
+            if keras.backend.backend() == "jax":
+                save_locally(fitted.model, model_path)
+                uploaded = publisher.submit(store.upload, model_path, model_key, overwrite=True)
+            else:
+                uploaded = publisher.submit(
+                    save_and_upload, fitted.model, model_path, store, model_key
+                )
             y_prob = predict_in_full_batches(fitted.model, x_test, max(job.train.batch_size, 256))
             predicted = time.perf_counter() - started
             uploaded.result()
@@ -748,9 +715,16 @@ def train(
             job.label,
             done_before.budget_note,
         )
-    # The device and this process's code, libraries and machine: the run's fingerprint.
+    # The device, how it computes, and this process's code, libraries and machine: the run's
+    # fingerprint.
+    runtime = TrainingRuntime()
     device = {
-        **configure_device(job.threads or default_threads(job.cpu_share), allow_cpu=allow_cpu),
+        **configure_device(
+            job.threads or default_threads(job.cpu_share), allow_cpu=allow_cpu, runtime=runtime
+        ),
+        "jit_compile": runtime.jit_compile,
+        "steps_per_execution": runtime.steps_per_execution,
+        "input_workers": runtime.input_workers,
         "host": fingerprint.host(),
     }
     keras.utils.set_random_seed(job.train.seed)
@@ -772,7 +746,7 @@ def train(
 
     with tempfile.TemporaryDirectory(prefix=f"train-{job.name}-") as tmp:
         workdir = Path(tmp)
-        model = build_model(job, store, cache_dir, n_train)
+        model = build_model(job, store, cache_dir, n_train, runtime)
         checkpoint = S3Checkpoint(store, job, workdir, logger) if job.checkpoint else None
         needed = True  # whether the checkpoint still matters when this attempt ends
         try:
@@ -785,7 +759,7 @@ def train(
                 f"{model.count_params():,}",
                 {k: v for k, v in device.items() if k != "host"},
             )
-            fitted = fit(job, model, checkpoint, data, logger, on_epoch)
+            fitted = fit(job, model, checkpoint, data, logger, on_epoch, runtime)
             if before_publish is not None:
                 before_publish()
             if publish_model(job, fitted, data["test"][0], store, workdir, logger) is None:

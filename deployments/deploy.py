@@ -18,11 +18,15 @@ import sys
 from collections.abc import Mapping
 
 from compare_models.config import project_root
+from compare_models.device import DEFAULT_BACKEND, SUPPORTED_BACKENDS
 from deployments.alerts import AUTOMATION as REGRESSION_AUTOMATION
 from deployments.alerts import ensure_regression_automation
 
 POOLS = {"cpu": "process", "gpu": "process"}
 
+#: Where `compare-models deploy` reads the trainings' Keras backend (prefect.yaml renders it into
+#: the train-model deployment's KERAS_BACKEND).
+TRAINING_BACKEND_ENV = "COMPARE_MODELS_TRAINING_BACKEND"
 #: Where `compare-models deploy` reads the Kubernetes gpu pool's image (prefect.yaml renders it).
 GPU_IMAGE_ENV = "COMPARE_MODELS_GPU_IMAGE"
 #: Tags that name different images over time: a node that pulled one keeps running it
@@ -151,8 +155,17 @@ def deploy_env(
     """The environment `prefect deploy` renders prefect.yaml's `{{ $VAR }}` placeholders from.
 
     A Kubernetes gpu pool needs COMPARE_MODELS_GPU_IMAGE (checked: immutable); a process pool
-    has no image, so it is rendered empty unless given."""
+    has no image, so it is rendered empty unless given. COMPARE_MODELS_TRAINING_BACKEND becomes
+    the train-model deployment's KERAS_BACKEND (empty: tensorflow; checked: tensorflow or jax)."""
     env = dict(environ)
+    backend = env.get(TRAINING_BACKEND_ENV, "").strip().lower()
+    if backend and backend not in SUPPORTED_BACKENDS:
+        raise ValueError(
+            f"{TRAINING_BACKEND_ENV}={backend!r} is not a Keras backend compare-models trains "
+            f"with: use one of {', '.join(SUPPORTED_BACKENDS)}, or leave it unset for "
+            f"{DEFAULT_BACKEND}"
+        )
+    env[TRAINING_BACKEND_ENV] = backend
     if gpu_pool_type == "kubernetes":
         if not env.get(GPU_IMAGE_ENV):
             raise ValueError(

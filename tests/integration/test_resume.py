@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
@@ -29,32 +30,81 @@ TINY = {
 }
 
 
+@pytest.mark.parametrize("backend", ["tensorflow", "jax"])
 def test_failed_attempt_is_retried_and_resumes_after_the_last_epoch(
-    stack, prefect_api, plugin_models, monkeypatch
+    stack, prefect_api, plugin_models, monkeypatch, backend
 ):
+    """Under either Keras backend (the training processes' KERAS_BACKEND): the retry resumes
+    from the S3 checkpoint, and the training records its backend."""
     from flows.compare_models import compare_models
 
+    run_id = f"resume-after-fault-{backend}"
+    monkeypatch.setenv("KERAS_BACKEND", backend)  # the training subprocesses inherit it
     monkeypatch.setenv(FAIL_AFTER_EPOCH_ENV, "2")  # the first attempt fails right after epoch 2
     params = RunParams.model_validate(
         {
             **TINY,
-            "run_id": "resume-after-fault",
+            "run_id": run_id,
             "train": {"epochs": 4, "batch_size": 50},
             "execution": {"retries": 1, "retry_delay_seconds": 0},
         }
     )
     state = compare_models(params=params, return_state=True)
     assert state.is_completed(), state.message
-    stored = stack.get_json(layout.history_key("resume-after-fault", "tiny"))
+    stored = stack.get_json(layout.history_key(run_id, "tiny"))
     assert stored["result"]["resumed_from_epoch"] == 2  # the retry started at epoch 3, not at 1
+    assert stored["result"]["device"]["backend"] == backend
     assert (
         len(stored["history"]["loss"]) == len(stored["history"]["val_loss"]) == 4
     )  # no duplicates, no gaps
     assert len(set(stored["history"]["loss"])) == 4
     assert not list(
-        stack.list_keys(layout.checkpoint_prefix("resume-after-fault", "tiny"))
+        stack.list_keys(layout.checkpoint_prefix(run_id, "tiny"))
     )  # pruned once finished
-    assert stack.exists(layout.run_prefix("resume-after-fault") + layout.MANIFEST)
+    manifest = stack.get_json(layout.run_prefix(run_id) + layout.MANIFEST)
+    assert manifest["fingerprint"]["trainings"]["tiny"]["backend"] == backend
+    if backend == "jax":
+        _loads_under_tensorflow(stack, run_id, "tiny")
+
+
+def _loads_under_tensorflow(stack, run_id: str, name: str) -> None:
+    """The .keras file a JAX training published loads under TensorFlow (as the evaluation and the
+    gate's re-scoring load models) and predicts what the JAX training stored."""
+    script = f"""
+import json, sys
+import numpy as np
+import keras
+from compare_models import layout
+from compare_models.config import Settings
+from compare_models.data.dataset import DatasetRef, load_split
+from compare_models.models import load_model
+from compare_models.store import ArtifactStore
+settings = Settings()
+store = ArtifactStore.from_settings(settings)
+run, name = {run_id!r}, {name!r}
+path = store.download(layout.model_key(run, name), settings.cache_dir / "from-jax.keras")
+model = load_model(path)
+history = store.get_json(layout.history_key(run, name))
+ref = DatasetRef.model_validate(store.get_json(layout.run_prefix(run) + layout.MANIFEST)["dataset"])
+x_test, _ = load_split(ref, "test", store, settings.cache_dir)
+stored = store.download(layout.predictions_key(run, name), settings.cache_dir / "from-jax.npz")
+print(json.dumps({{
+    "backend": keras.backend.backend(),
+    "max_difference": float(np.abs(model.predict(x_test, verbose=0) - np.load(stored)["y_prob"]).max()),
+}}))
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        env={**os.environ, "KERAS_BACKEND": "tensorflow"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    loaded = json.loads(out.stdout.strip().splitlines()[-1])
+    assert loaded["backend"] == "tensorflow"
+    assert loaded["max_difference"] < 1e-4, loaded
 
 
 def test_a_fault_after_the_final_epoch_costs_only_that_epoch(

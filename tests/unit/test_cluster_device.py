@@ -140,17 +140,13 @@ def test_env_flag() -> None:
 def test_configure_device_refuses_cpu_on_the_gpu_pool_and_records_the_device(monkeypatch) -> None:
     """On this GPU-less machine: COMPARE_MODELS_REQUIRE_GPU=1 fails, the allowance lets it train
     on the CPU, and the returned device dict (stored in results and manifests) says "cpu"."""
-    pytest.importorskip("tensorflow")
+    tf = pytest.importorskip("tensorflow")
     from compare_models import training
 
-    monkeypatch.setattr(training.tf.config, "list_physical_devices", lambda kind=None: [])
+    monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind=None: [])
     # Thread pools can be set once per process, and other tests may have started TensorFlow already.
-    monkeypatch.setattr(
-        training.tf.config.threading, "set_intra_op_parallelism_threads", lambda n: None
-    )
-    monkeypatch.setattr(
-        training.tf.config.threading, "set_inter_op_parallelism_threads", lambda n: None
-    )
+    monkeypatch.setattr(tf.config.threading, "set_intra_op_parallelism_threads", lambda n: None)
+    monkeypatch.setattr(tf.config.threading, "set_inter_op_parallelism_threads", lambda n: None)
     monkeypatch.setenv("COMPARE_MODELS_REQUIRE_GPU", "1")
     monkeypatch.setenv("COMPARE_MODELS_ALLOW_CPU_TRAINING", "0")
     with pytest.raises(NoGPUError):
@@ -158,7 +154,8 @@ def test_configure_device_refuses_cpu_on_the_gpu_pool_and_records_the_device(mon
     monkeypatch.setenv("COMPARE_MODELS_ALLOW_CPU_TRAINING", "1")
     info = training.configure_device(1, allow_cpu=Settings().allow_gpu_less_training)
     assert (
-        info["device"] == "cpu"
+        info["backend"] == "tensorflow"
+        and info["device"] == "cpu"
         and info["gpus"] == []
         and info["gpu_names"] == []
         and info["precision"] == "float32"

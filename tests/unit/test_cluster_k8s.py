@@ -21,6 +21,7 @@ from deployments.deploy import (
     GPU_IMAGE_ENV,
     IMAGE_PATTERN,
     MUTABLE_TAGS,
+    TRAINING_BACKEND_ENV,
     check_image_reference,
     deploy_env,
 )
@@ -263,7 +264,16 @@ def test_deploy_env_requires_an_immutable_image_only_for_a_kubernetes_pool() -> 
         deploy_env("kubernetes", {GPU_IMAGE_ENV: "compare-models-worker:gpu"})
     assert deploy_env("kubernetes", {GPU_IMAGE_ENV: IMAGE})[GPU_IMAGE_ENV] == IMAGE
     assert deploy_env("process", {})[GPU_IMAGE_ENV] == ""
-    assert deploy_env(None, {"PATH": "/bin"}) == {"PATH": "/bin", GPU_IMAGE_ENV: ""}
+    assert deploy_env(None, {"PATH": "/bin"}) == {
+        "PATH": "/bin",
+        GPU_IMAGE_ENV: "",
+        TRAINING_BACKEND_ENV: "",
+    }
+    assert deploy_env(None, {TRAINING_BACKEND_ENV: " JAX "})[TRAINING_BACKEND_ENV] == "jax"
+    with pytest.raises(
+        ValueError, match="COMPARE_MODELS_TRAINING_BACKEND='torch'.*tensorflow, jax"
+    ):
+        deploy_env(None, {TRAINING_BACKEND_ENV: "torch"})
     # the deployer's checkout is not handed to `prefect deploy` (the pull step resolves it on the worker)
     assert "COMPARE_MODELS_ROOT" not in deploy_env("process", {})
 

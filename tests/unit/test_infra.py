@@ -11,6 +11,7 @@ import json
 import re
 import shutil
 import subprocess
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -396,8 +397,20 @@ def test_dockerfile_targets() -> None:
             "the pull step finds the project itself (deployments/pull.py)"
         )
     gpu_text = "\n".join(stages["gpu"]["lines"])
-    assert "['optional-dependencies']['gpu']" in gpu_text
-    assert "python3 -m compare_models.device --expect-cuda" in gpu_text  # the build check
+    # The GPU target builds either way: TensorFlow's CUDA wheels (gpu, the default) or JAX's
+    # (gpu-jax), each an extra of pyproject.toml; the build check checks that extra's backend.
+    assert "ARG GPU_EXTRA=gpu" in gpu_text
+    assert "['optional-dependencies'][os.environ['GPU_EXTRA']]" in gpu_text
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
+    for extra, backend in (("gpu", "tensorflow"), ("gpu-jax", "jax")):
+        assert f"{extra}) echo {backend} ;;" in gpu_text and extra in extras
+    assert any(r.startswith("jax[cuda") for r in extras["gpu-jax"])
+    assert (
+        'KERAS_BACKEND="$(cat /etc/compare-models/keras-backend)" python3 -m '
+        "compare_models.device --expect-cuda" in gpu_text
+    )  # the build check
     assert (
         "NVIDIA_DRIVER_CAPABILITIES=compute,utility" in gpu_text
     )  # else no libcuda in a non-CUDA image

@@ -1,0 +1,162 @@
+"""Which Keras backend a training process computes with, and setting it up for this process.
+
+Keras 3 runs the same models on TensorFlow or JAX; the backend is chosen per process by
+Keras' own variable, ``KERAS_BACKEND`` (the worker's environment: the train-model
+deployments' job variables, `infra/`), before Keras is imported. TensorFlow is the default
+(on the CPU it measured faster, docs/benchmarks.md); JAX is for GPU workers, whose CUDA
+stack comes with JAX's own wheels (the `gpu-jax` extra) instead of TensorFlow's.
+
+Whatever the backend, a training writes the same files: `.keras` models and checkpoints,
+`predictions.npz`, `history.json`. A model trained under JAX loads under TensorFlow for the
+evaluation and the gate's re-scoring.
+
+* `selected_backend()`: the backend this process will use (validated; the error says how to fix it).
+* `prepare_environment(threads)`: what must be set before the backend starts: the thread
+  pools' size and the GPU memory policy.
+* `configure_device(...)`: after Keras is imported and before it computes: GPUs, threads,
+  memory, precision; returns what is used (the training's `device` record).
+
+Nothing here imports Keras, TensorFlow or JAX at the top: the CLI and the parent flow import
+this module to name the backend without paying for either.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from compare_models.config import TrainingRuntime
+from compare_models.device import (
+    BACKEND_ENV,
+    DEFAULT_BACKEND,
+    REQUIRE_GPU_ENV,
+    SUPPORTED_BACKENDS,
+    Backend,
+    BackendError,
+    available_cpus,
+    check_gpu_requirement,
+    describe_gpus,
+    env_flag,
+    gpu_device_nodes,
+    selected_backend,
+)
+
+__all__ = ["BACKEND_ENV", "DEFAULT_BACKEND", "SUPPORTED_BACKENDS", "Backend", "BackendError"]
+
+#: JAX's own switch for grabbing 75% of the GPU's memory when it starts.
+JAX_PREALLOCATE_ENV = "XLA_PYTHON_CLIENT_PREALLOCATE"
+WORKER_SLOTS_ENV = "COMPARE_MODELS_WORKER_SLOTS"
+
+
+def keras_backend() -> str:
+    """The backend the imported Keras actually runs on."""
+    import keras
+
+    return keras.backend.backend()
+
+
+def precision_policy(gpu: bool, runtime: TrainingRuntime) -> str:
+    """The runtime's precision, else mixed_float16 on a GPU and float32 on the CPU (neither
+    bfloat16 nor XLA trained faster on the CPU, docs/benchmarks.md)."""
+    return runtime.precision or ("mixed_float16" if gpu else "float32")
+
+
+def prepare_environment(environ: dict[str, str] | None = None) -> None:
+    """Settings the backend reads once, when it starts: call before its first computation.
+
+    JAX: its GPU client takes 75% of the GPU's memory at start; a worker that runs several
+    trainings on one GPU (COMPARE_MODELS_WORKER_SLOTS > 1) lets each grow as it needs
+    instead, as TensorFlow's memory growth does (a value the user set is kept). XLA's CPU
+    client sizes its thread pool from the CPUs the process may run on, not from a container's
+    CPU quota (jax-ml/jax#27028) and has no option for it, so a quota smaller than the
+    affinity mask narrows the mask (`available_cpus`)."""
+    env = environ if environ is not None else os.environ
+    if selected_backend(env) != "jax":
+        return
+    slots = max(1, int(env.get(WORKER_SLOTS_ENV, "1") or 1))
+    if slots > 1:
+        env.setdefault(JAX_PREALLOCATE_ENV, "false")
+    if environ is None and hasattr(os, "sched_getaffinity"):
+        allowed = sorted(os.sched_getaffinity(0))
+        quota = available_cpus()
+        if quota < len(allowed):
+            os.sched_setaffinity(0, allowed[:quota])
+
+
+def _jax_gpus() -> list[Any]:
+    import jax
+
+    try:
+        return [d for d in jax.devices() if d.platform in ("gpu", "cuda", "rocm")]
+    except RuntimeError:  # no GPU plugin / no device: the CPU backend only
+        return []
+
+
+def configure_device(
+    threads: int,
+    *,
+    require_gpu: bool | None = None,
+    allow_cpu: bool = False,
+    runtime: TrainingRuntime | None = None,
+) -> dict[str, Any]:
+    """Thread pools, GPU memory and the precision policy for this process's backend.
+
+    TensorFlow sizes its pools from the host, not from a container's CPU quota, and two
+    trainings side by side would each take every core: so its pools get `threads`, and its
+    GPUs memory growth. JAX has no thread-count option (see `prepare_environment`); its GPU
+    memory follows XLA_PYTHON_CLIENT_PREALLOCATE. Must run after Keras is imported and before
+    it computes.
+
+    A training on the GPU pool (`require_gpu`, default: COMPARE_MODELS_REQUIRE_GPU, set by the
+    train-model/gpu deployment) that sees no GPU raises `device.NoGPUError` unless CPU training
+    is allowed (`allow_cpu`: the caller's `Settings.allow_gpu_less_training`). `runtime`
+    (default: read from the environment) gives the precision policy. Returns what is used:
+    {"backend", "device": "gpu" | "cpu", "gpus": device names, "gpu_names": e.g.
+    ["NVIDIA H100 80GB HBM3"], "threads", "precision"}, stored in the training's result and the
+    run's manifest (its fingerprint).
+    """
+    import keras
+
+    runtime = runtime if runtime is not None else TrainingRuntime()
+
+    backend = keras.backend.backend()
+    if backend not in SUPPORTED_BACKENDS:
+        raise BackendError(
+            f"Keras runs on {backend!r}; compare-models trains with {SUPPORTED_BACKENDS}"
+        )
+    if require_gpu is None:
+        require_gpu = env_flag(REQUIRE_GPU_ENV)
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        gpus = tf.config.list_physical_devices("GPU")
+        check_gpu_requirement(
+            gpus, required=require_gpu, allowed_cpu=allow_cpu, device_nodes=gpu_device_nodes()
+        )
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(max(1, min(2, threads)))
+        for gpu in gpus:
+            tf.config.experimental.set_memory_growth(gpu, True)
+        names, gpu_names = [g.name for g in gpus], describe_gpus(tf, gpus)
+    else:
+        gpus = _jax_gpus()
+        check_gpu_requirement(
+            gpus,
+            required=require_gpu,
+            allowed_cpu=allow_cpu,
+            device_nodes=gpu_device_nodes(),
+            backend="JAX",
+        )
+        names = [f"{d.platform}:{d.id}" for d in gpus]
+        gpu_names = [str(getattr(d, "device_kind", d)) for d in gpus]
+        threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else threads
+    policy = precision_policy(bool(gpus), runtime)
+    keras.mixed_precision.set_global_policy(policy)
+    return {
+        "backend": backend,
+        "device": "gpu" if gpus else "cpu",
+        "gpus": names,
+        "gpu_names": gpu_names,
+        "threads": threads,
+        "precision": policy,
+    }

@@ -1,0 +1,94 @@
+"""The training batches: arrays in memory, shuffled and flipped by seed, for any Keras backend.
+
+`ShuffledBatches` is a `keras.utils.PyDataset`, which Keras feeds to TensorFlow (through
+`tf.data`, with prefetch) and to JAX alike. Each batch is a pure function of (seed, epoch,
+batch index): the order of an epoch is a permutation drawn from ``(seed, epoch)``, the flips of
+a batch from ``(seed, epoch, index)``. So a batch is the same whichever thread prepares it
+(`workers` > 1 prefetches in a thread pool), a training resumed after epoch k sees exactly the
+batches the uninterrupted training saw from epoch k + 1 on, and a replay reproduces them.
+
+Augmentation lives here, not in the model, so the saved model is exactly the report's
+architecture.
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import numpy as np
+
+from compare_models.config import TrainParams
+
+
+class ShuffledBatches(keras.utils.PyDataset):
+    """Shuffled batches of (x, y), with random horizontal flips when `augment` is "flip".
+
+    Args:
+        x: images, (n, height, width, channels), float32 in [0, 1].
+        y: integer labels, (n,).
+        batch_size: images per batch (the last batch holds the rest).
+        seed: the training's seed.
+        augment: "flip" or "none".
+        first_epoch: the epoch `fit` starts from (0, or the resumed checkpoint's).
+        workers: threads preparing batches ahead of the step (1: in the training loop's thread).
+    """
+
+    def __init__(
+        self,
+        x: np.ndarray,
+        y: np.ndarray,
+        *,
+        batch_size: int,
+        seed: int,
+        augment: str = "none",
+        first_epoch: int = 0,
+        workers: int = 1,
+        max_queue_size: int = 10,
+    ):
+        super().__init__(workers=workers, max_queue_size=max_queue_size)
+        if len(x) != len(y) or len(y) == 0:
+            raise ValueError(f"{len(x)} images and {len(y)} labels: need as many, at least one")
+        self.x, self.y = x, y
+        self.batch_size, self.seed, self.augment = batch_size, seed, augment
+        self.epoch = first_epoch
+        self._order = self.order(first_epoch)
+
+    def order(self, epoch: int) -> np.ndarray:
+        """The permutation of the images in `epoch`."""
+        return np.random.default_rng([self.seed, epoch]).permutation(len(self.y))
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.y) / self.batch_size)
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        if not 0 <= index < len(self):
+            raise IndexError(f"batch {index} of {len(self)}")
+        picked = self._order[index * self.batch_size : (index + 1) * self.batch_size]
+        images = self.x[picked]
+        if self.augment == "flip":
+            flip = np.random.default_rng([self.seed, self.epoch, index]).random(len(picked)) < 0.5
+            images[flip] = images[flip, :, ::-1]
+        return images, self.y[picked]
+
+    def on_epoch_end(self) -> None:
+        # Keras calls this after the epoch's last batch was taken (and its prefetching
+        # stopped), so no batch of the next epoch is made from this epoch's order.
+        self.epoch += 1
+        self._order = self.order(self.epoch)
+
+
+def training_input(
+    x: np.ndarray, y: np.ndarray, params: TrainParams, *, first_epoch: int = 0, workers: int = 1
+) -> ShuffledBatches:
+    """The batches `fit` trains on, for `params` (batch size, seed, augmentation), from
+    `first_epoch` on (a resumed training's)."""
+    return ShuffledBatches(
+        x,
+        y,
+        batch_size=params.batch_size,
+        seed=params.seed,
+        augment=params.augment,
+        first_epoch=first_epoch,
+        workers=workers,
+    )

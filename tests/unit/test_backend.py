@@ -1,0 +1,123 @@
+"""The backend choice, the training runtime's settings and the backend-neutral input pipeline."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+from compare_models import backend, device
+from compare_models.config import TrainingRuntime, TrainParams
+
+
+def test_the_backend_comes_from_keras_own_variable() -> None:
+    assert device.selected_backend({}) == "tensorflow"
+    assert device.selected_backend({"KERAS_BACKEND": " JAX "}) == "jax"
+    with pytest.raises(device.BackendError, match="KERAS_BACKEND='torch'.*tensorflow, jax"):
+        device.selected_backend({"KERAS_BACKEND": "torch"})
+
+
+def test_jax_on_a_shared_gpu_grows_its_memory_instead_of_taking_three_quarters() -> None:
+    env = {"KERAS_BACKEND": "jax", "COMPARE_MODELS_WORKER_SLOTS": "2"}
+    backend.prepare_environment(env)
+    assert env["XLA_PYTHON_CLIENT_PREALLOCATE"] == "false"
+    kept = {**env, "XLA_PYTHON_CLIENT_PREALLOCATE": "true"}
+    backend.prepare_environment(kept)  # what the user set stays
+    assert kept["XLA_PYTHON_CLIENT_PREALLOCATE"] == "true"
+    alone = {"KERAS_BACKEND": "jax"}
+    backend.prepare_environment(alone)  # one training per GPU: JAX's own preallocation
+    assert "XLA_PYTHON_CLIENT_PREALLOCATE" not in alone
+    tensorflow = {"COMPARE_MODELS_WORKER_SLOTS": "2"}
+    backend.prepare_environment(tensorflow)
+    assert tensorflow == {"COMPARE_MODELS_WORKER_SLOTS": "2"}
+
+
+def test_training_runtime_is_typed(monkeypatch) -> None:
+    runtime = TrainingRuntime()
+    assert (runtime.precision, runtime.jit, runtime.steps_per_execution) == (None, "auto", 1)
+    monkeypatch.setenv("COMPARE_MODELS_JIT_COMPILE", "false")
+    monkeypatch.setenv("COMPARE_MODELS_STEPS_PER_EXECUTION", "8")
+    monkeypatch.setenv("COMPARE_MODELS_PRECISION", "mixed_bfloat16")
+    runtime = TrainingRuntime()
+    assert (runtime.precision, runtime.jit, runtime.steps_per_execution) == (
+        "mixed_bfloat16",
+        False,
+        8,
+    )
+    assert backend.precision_policy(True, runtime) == "mixed_bfloat16"
+    assert backend.precision_policy(False, TrainingRuntime(COMPARE_MODELS_PRECISION=None)) == (
+        "float32"
+    )
+    monkeypatch.setenv("COMPARE_MODELS_STEPS_PER_EXECUTION", "0")
+    with pytest.raises(ValidationError, match="COMPARE_MODELS_STEPS_PER_EXECUTION"):
+        TrainingRuntime()
+    monkeypatch.setenv("COMPARE_MODELS_STEPS_PER_EXECUTION", "1")
+    monkeypatch.setenv("COMPARE_MODELS_PRECISION", "float8")
+    with pytest.raises(ValidationError, match="COMPARE_MODELS_PRECISION"):
+        TrainingRuntime()
+
+
+# ── the input pipeline ─────────────────────────────────────────────────────────
+
+
+def _data(n: int = 50) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    return rng.random((n, 4, 4, 3), dtype=np.float32), np.arange(n) % 5
+
+
+def _epochs(batches, count: int) -> list[list[tuple[np.ndarray, np.ndarray]]]:
+    seen = []
+    for _ in range(count):
+        seen.append([batches[i] for i in range(len(batches))])
+        batches.on_epoch_end()
+    return seen
+
+
+def test_batches_cover_every_image_once_an_epoch_in_a_new_order() -> None:
+    from compare_models.training_input import training_input
+
+    x, y = _data()
+    params = TrainParams(batch_size=16, seed=3, augment="none")
+    first, second = _epochs(training_input(x, y, params), 2)
+    assert [len(b[1]) for b in first] == [16, 16, 16, 2]
+    for epoch in (first, second):
+        images = np.concatenate([b[0] for b in epoch])
+        labels = np.concatenate([b[1] for b in epoch])
+        order = [int(np.flatnonzero((x == image).all(axis=(1, 2, 3)))[0]) for image in images]
+        assert sorted(order) == list(range(50)) and (labels == y[order]).all()
+    assert not all(np.array_equal(a[1], b[1]) for a, b in zip(first, second, strict=True))
+
+
+def test_a_resumed_training_sees_the_batches_the_uninterrupted_one_saw() -> None:
+    """Each batch is a function of (seed, epoch, index): resuming after epoch 2 gives epoch 3's
+    batches, flips included; a thread pool preparing them changes nothing."""
+    from compare_models.training_input import ShuffledBatches, training_input
+
+    x, y = _data()
+    params = TrainParams(batch_size=16, seed=3, augment="flip")
+    straight = _epochs(training_input(x, y, params), 4)
+    resumed = _epochs(training_input(x, y, params, first_epoch=2), 2)
+    for a, b in zip(straight[2:], resumed, strict=True):
+        for (xa, ya), (xb, yb) in zip(a, b, strict=True):
+            assert np.array_equal(xa, xb) and np.array_equal(ya, yb)
+    threaded = ShuffledBatches(x, y, batch_size=16, seed=3, augment="flip", workers=4)
+    assert all(np.array_equal(threaded[i][0], straight[0][i][0]) for i in range(len(threaded)))
+    # Flips happen, only left-right, and a different seed flips differently.
+    shown = np.concatenate([b[0] for b in straight[0]])
+    as_is = [(x == image).all(axis=(1, 2, 3)).any() for image in shown]
+    mirrored = [(x[:, :, ::-1] == image).all(axis=(1, 2, 3)).any() for image in shown]
+    assert all(a or m for a, m in zip(as_is, mirrored, strict=True))
+    assert 10 < sum(m and not a for a, m in zip(as_is, mirrored, strict=True)) < 40
+    other = _epochs(training_input(x, y, TrainParams(batch_size=16, seed=4, augment="flip")), 1)
+    assert not np.array_equal(other[0][0][0], straight[0][0][0])
+
+
+def test_batches_refuse_mismatched_or_empty_arrays() -> None:
+    from compare_models.training_input import ShuffledBatches
+
+    x, y = _data()
+    with pytest.raises(ValueError, match="50 images and 49 labels"):
+        ShuffledBatches(x, y[:-1], batch_size=8, seed=0)
+    batches = ShuffledBatches(x, y, batch_size=8, seed=0)
+    with pytest.raises(IndexError):
+        batches[len(batches)]
