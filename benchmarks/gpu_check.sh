@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # GPU check, on a machine with an NVIDIA GPU (never in CI: it refuses, exit 2, without one).
 #
-# Installs the project with the CUDA wheels (.[gpu,test]) into a virtual environment, starts
+# The deployment path of benchmarks/gpu_check.py (which runs it where Prefect is installed).
+# Installs the project with the CUDA wheels (.[gpu,test], or .[gpu-jax,test] with
+# BACKEND=jax: Keras' JAX backend, deployed with COMPARE_MODELS_TRAINING_BACKEND=jax) into a
+# virtual environment, starts
 # the local stack with its workers, deploys prefect.yaml and runs the seed protocol through
 # the deployments (compare-models/nightly -> train-model/gpu on the gpu pool) twice on equal
 # work: once with the default precision policy (mixed_float16 on a GPU), once with the gpu
@@ -15,6 +18,7 @@
 #
 # DATA (default cifar10, the official download), RESNET_WEIGHTS (default imagenet) and
 # EPOCHS (default 2, both passes; 10 is the full seed protocol) go to `compare-models params`.
+# BACKEND (tensorflow or jax, default tensorflow) the trainings' Keras backend.
 # VENV (default .venv) and PYTHON (default python3) choose the environment. The local
 # services stay up afterwards (`compare-models down` stops them); the gpu worker is put back
 # on the default precision policy.
@@ -37,6 +41,13 @@ VENV=${VENV:-.venv}
 DATA=${DATA:-cifar10}
 RESNET_WEIGHTS=${RESNET_WEIGHTS:-imagenet}
 EPOCHS=${EPOCHS:-2}
+BACKEND=${BACKEND:-tensorflow}
+case "$BACKEND" in
+    tensorflow) EXTRA=gpu ;;
+    jax) EXTRA=gpu-jax ;;
+    *) echo "gpu_check: BACKEND=$BACKEND: use tensorflow or jax" >&2; exit 2 ;;
+esac
+export COMPARE_MODELS_TRAINING_BACKEND=$BACKEND
 RESULTS=benchmarks/results
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
 WORK=$(mktemp -d)
@@ -48,15 +59,10 @@ while IFS= read -r line; do echo "  $line"; done <<<"$gpu_list"
 # ── install ─────────────────────────────────────────────────────────────────
 [[ -x "$VENV/bin/python" ]] || "$PYTHON" -m venv "$VENV"
 "$VENV/bin/pip" install --quiet --upgrade pip
-"$VENV/bin/pip" install --quiet -e '.[gpu,test]'
+"$VENV/bin/pip" install --quiet -e ".[$EXTRA,test]"
 BIN="$VENV/bin"
-"$BIN/python" - <<'EOF'
-import tensorflow as tf
-gpus = tf.config.list_physical_devices("GPU")
-print(f"gpu_check: TensorFlow {tf.__version__} sees {len(gpus)} GPU(s)")
-if not gpus:
-    raise SystemExit("gpu_check: TensorFlow sees no GPU: check the driver and the tensorflow[and-cuda] wheels")
-EOF
+# The backend must compute on the GPU (exit 1 with the reason otherwise).
+KERAS_BACKEND=$BACKEND "$BIN/python" -m compare_models.device --require-gpu --expect-cuda
 
 # ── services, deployments ───────────────────────────────────────────────────
 "$BIN/compare-models" up --workers

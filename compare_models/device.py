@@ -64,6 +64,22 @@ def selected_backend(environ: dict[str, str] | None = None) -> Backend:
     return value  # type: ignore[return-value]
 
 
+def training_backend(cpu_backend: str, environ: dict[str, str] | None = None) -> Backend:
+    """The backend a training process gets: KERAS_BACKEND when set; otherwise, on a machine
+    with a GPU device (/dev/nvidiaN), the default (TensorFlow); on one without, the model's
+    `cpu_backend` (the one that trained it faster on the CPU), if it is installed."""
+    env = environ if environ is not None else os.environ
+    if env.get(BACKEND_ENV, "").strip():
+        return selected_backend(env)
+    if gpu_device_nodes() or cpu_backend == DEFAULT_BACKEND:
+        return DEFAULT_BACKEND
+    import importlib.util
+
+    if importlib.util.find_spec(cpu_backend) is None:
+        return DEFAULT_BACKEND
+    return selected_backend({BACKEND_ENV: cpu_backend})
+
+
 class NoGPUError(RuntimeError):
     """A training that must run on a GPU sees none."""
 

@@ -27,6 +27,8 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
+from compare_models.device import SUPPORTED_BACKENDS
+
 ENTRY_POINT_GROUP = "compare_models.models"
 NAME = re.compile(r"[a-z][a-z0-9_-]{0,31}")
 
@@ -49,6 +51,9 @@ class ModelSpec:
         description: one line for listings.
         relative_cost: training time per image relative to the others (for splitting cores
             between trainings that share a host; the CNN is 1).
+        cpu_backend: the Keras backend its trainings use on a machine without a GPU when
+            KERAS_BACKEND does not say (`device.training_backend`): whichever trained it
+            faster on the CPU.
     """
 
     name: str
@@ -58,8 +63,14 @@ class ModelSpec:
     head_inputs: int | None = None
     description: str = ""
     relative_cost: float = 1.0
+    cpu_backend: str = "tensorflow"
 
     def __post_init__(self) -> None:
+        if self.cpu_backend not in SUPPORTED_BACKENDS:
+            raise ValueError(
+                f"model {self.name!r}: cpu_backend {self.cpu_backend!r} must be one of "
+                f"{', '.join(SUPPORTED_BACKENDS)}"
+            )
         if not NAME.fullmatch(self.name):
             raise ValueError(
                 f"model name {self.name!r}: use 1-32 lowercase letters, digits, '_' or '-', starting with a letter"
@@ -117,6 +128,9 @@ BUILTIN: tuple[ModelSpec, ...] = (
         # About 5x the CNN's cost per training image on the CPU, from both models' images/s
         # on 1 and 2 threads (see docs/benchmarks.md).
         relative_cost=5.0,
+        # JAX trained it 3.3x faster than TensorFlow on the CPU; TensorFlow trains the CNN
+        # 2x faster than JAX (docs/benchmarks.md, "Keras backends on the CPU").
+        cpu_backend="jax",
     ),
 )
 DEFAULT_MODELS: tuple[str, ...] = ("cnn", "resnet50")

@@ -1,11 +1,18 @@
-"""The training batches: arrays in memory, shuffled and flipped by seed, for any Keras backend.
+"""The training batches: arrays in memory, shuffled and flipped by seed, for either backend.
 
-`ShuffledBatches` is a `keras.utils.PyDataset`, which Keras feeds to TensorFlow (through
-`tf.data`, with prefetch) and to JAX alike. Each batch is a pure function of (seed, epoch,
-batch index): the order of an epoch is a permutation drawn from ``(seed, epoch)``, the flips of
-a batch from ``(seed, epoch, index)``. So a batch is the same whichever thread prepares it
-(`workers` > 1 prefetches in a thread pool), a training resumed after epoch k sees exactly the
-batches the uninterrupted training saw from epoch k + 1 on, and a replay reproduces them.
+`training_input` gives `fit` its input for the backend Keras runs on:
+
+* JAX: `ShuffledBatches`, a `keras.utils.PyDataset`. Each batch is a pure function of (seed,
+  epoch, batch index): the order of an epoch is a permutation drawn from ``(seed, epoch)``, the
+  flips of a batch from ``(seed, epoch, index)``. So a batch is the same whichever thread
+  prepares it (`workers` > 1 prefetches in a thread pool), a training resumed after epoch k
+  sees exactly the batches the uninterrupted training saw from epoch k + 1 on, and a replay
+  reproduces them.
+* TensorFlow: the `tf.data` pipeline (shuffle, batch, flips, prefetch) the product has always
+  used, seeded by the training's seed plus the epoch it starts from: it trained faster on the
+  CPU than the same `ShuffledBatches` through Keras' PyDataset adapter, which hands each batch
+  from Python to `tf.data` (docs/benchmarks.md, "Keras backends on the CPU"), and it keeps
+  TensorFlow's results what they were.
 
 Augmentation lives here, not in the model, so the saved model is exactly the report's
 architecture.
@@ -78,11 +85,33 @@ class ShuffledBatches(keras.utils.PyDataset):
         self._order = self.order(self.epoch)
 
 
+def tf_data_input(x: np.ndarray, y: np.ndarray, params: TrainParams, *, seed: int):
+    """Shuffled batches as a `tf.data.Dataset`, with random horizontal flips when
+    `params.augment == "flip"` (TensorFlow only)."""
+    import tensorflow as tf
+
+    data = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(
+        len(y), seed=seed, reshuffle_each_iteration=True
+    )
+    data = data.batch(params.batch_size)
+    if params.augment == "flip":
+        # Sequential on purpose: a parallel map draws the flips in whatever order its threads
+        # run, so the same seeds gave different models (measured: probabilities of a replay
+        # differed by up to 1e-4). One flip per batch is cheap next to the step it feeds.
+        data = data.map(
+            lambda images, labels: (tf.image.random_flip_left_right(images, seed=seed), labels)
+        )
+    return data.prefetch(tf.data.AUTOTUNE)
+
+
 def training_input(
     x: np.ndarray, y: np.ndarray, params: TrainParams, *, first_epoch: int = 0, workers: int = 1
-) -> ShuffledBatches:
+):
     """The batches `fit` trains on, for `params` (batch size, seed, augmentation), from
-    `first_epoch` on (a resumed training's)."""
+    `first_epoch` on (a resumed training's): `tf_data_input` under TensorFlow,
+    `ShuffledBatches` under JAX (`workers` threads preparing them)."""
+    if keras.backend.backend() == "tensorflow":
+        return tf_data_input(x, y, params, seed=params.seed + first_epoch)
     return ShuffledBatches(
         x,
         y,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import json
+import os
 import signal
 import sys
 import traceback
@@ -21,7 +22,9 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.runtime import flow_run
 
+from compare_models import registry
 from compare_models.config import Settings
+from compare_models.device import BACKEND_ENV, training_backend
 from compare_models.store import ArtifactStore
 from compare_models.training_jobs import TrainingJob, TrainingResult
 from tasks.child_runs import ensure_still_running
@@ -70,7 +73,10 @@ def keras_without_unused_imports():
 def train_model(job: TrainingJob) -> TrainingResult:
     """Train one model (one replica of it) of a run and publish it (model, predictions,
     history) to S3 under the training's name (`job.name`)."""
-    # Keras loads here, in the training process, not when the flow is deployed or imported.
+    # Keras loads here, in the training process, not when the flow is deployed or imported: on
+    # the backend KERAS_BACKEND names, else (a machine without a GPU) the model's faster one.
+    if "keras" not in sys.modules:
+        os.environ[BACKEND_ENV] = training_backend(registry.get(job.model).cpu_backend)
     with keras_without_unused_imports():
         from compare_models.training import train
 

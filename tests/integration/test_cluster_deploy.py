@@ -269,10 +269,13 @@ def process_worker(stack, prefect_api, tmp_path):
             client.delete_work_pool(pool)
 
 
-def test_a_gpu_pool_run_without_a_gpu_fails_with_the_reason(process_worker):
+@pytest.mark.parametrize("backend", ["", "jax"])
+def test_a_gpu_pool_run_without_a_gpu_fails_with_the_reason(process_worker, backend):
     """On this GPU-less machine, through a real process worker: the stored pull step finds the
     project, the flow loads, and the training refuses to run on the CPU (COMPARE_MODELS_REQUIRE_GPU=1
-    from prefect.yaml's gpu deployment; the worker does not allow CPU training)."""
+    from prefect.yaml's gpu deployment; the worker does not allow CPU training), on the Keras
+    backend the deployment's job variables name (as `compare-models deploy` renders them from
+    COMPARE_MODELS_TRAINING_BACKEND: empty is TensorFlow)."""
     import time
 
     from prefect.client.orchestration import get_client
@@ -283,21 +286,27 @@ def test_a_gpu_pool_run_without_a_gpu_fails_with_the_reason(process_worker):
     pool, worker_log = process_worker
     spec = yaml.safe_load((ROOT / "prefect.yaml").read_text())
     gpu = next(d for d in spec["deployments"] if d["name"] == "gpu")
+    env = {
+        name: value.replace("{{ $COMPARE_MODELS_TRAINING_BACKEND }}", backend)
+        for name, value in gpu["work_pool"]["job_variables"]["env"].items()
+    }
+    assert env["KERAS_BACKEND"] == backend
+    name = f"{PREFIX}-nogpu{'-' + backend if backend else ''}"
     job = TrainingJob(
-        run_id=f"{PREFIX}-nogpu", model="cnn", dataset=placeholder_dataset(), train=TrainParams()
+        run_id=name, model="cnn", dataset=placeholder_dataset(), train=TrainParams()
     ).model_dump(mode="json")
     with get_client(sync_client=True) as client:
         flow_id = client.create_flow_from_name("train-model")
         deployment_id = client.create_deployment(
             flow_id,
-            f"{PREFIX}-nogpu",
+            name,
             entrypoint=gpu["entrypoint"],
             work_pool_name=pool,
             pull_steps=spec["pull"],
-            job_variables={"env": gpu["work_pool"]["job_variables"]["env"]},
+            job_variables={"env": env},
         )
         run = client.create_flow_run_from_deployment(
-            deployment_id, parameters={"job": job}, name=f"{PREFIX}-nogpu-cnn"
+            deployment_id, parameters={"job": job}, name=f"{name}-cnn"
         )
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline:
@@ -310,7 +319,8 @@ def test_a_gpu_pool_run_without_a_gpu_fails_with_the_reason(process_worker):
         f"still {run.state.name}; worker log:\n{worker_log.read_text()[-3000:]}"
     )
     assert run.state.is_failed(), (run.state, worker_log.read_text()[-5000:])
-    assert "TensorFlow sees no GPU" in (run.state.message or ""), (
+    library = "JAX" if backend == "jax" else "TensorFlow"
+    assert f"{library} sees no GPU" in (run.state.message or ""), (
         run.state.message,
         worker_log.read_text()[-3000:],
     )

@@ -65,6 +65,19 @@ def _data(n: int = 50) -> tuple[np.ndarray, np.ndarray]:
     return rng.random((n, 4, 4, 3), dtype=np.float32), np.arange(n) % 5
 
 
+def _batches(x, y, params: TrainParams, first_epoch: int = 0):
+    from compare_models.training_input import ShuffledBatches
+
+    return ShuffledBatches(
+        x,
+        y,
+        batch_size=params.batch_size,
+        seed=params.seed,
+        augment=params.augment,
+        first_epoch=first_epoch,
+    )
+
+
 def _epochs(batches, count: int) -> list[list[tuple[np.ndarray, np.ndarray]]]:
     seen = []
     for _ in range(count):
@@ -74,11 +87,9 @@ def _epochs(batches, count: int) -> list[list[tuple[np.ndarray, np.ndarray]]]:
 
 
 def test_batches_cover_every_image_once_an_epoch_in_a_new_order() -> None:
-    from compare_models.training_input import training_input
-
     x, y = _data()
     params = TrainParams(batch_size=16, seed=3, augment="none")
-    first, second = _epochs(training_input(x, y, params), 2)
+    first, second = _epochs(_batches(x, y, params), 2)
     assert [len(b[1]) for b in first] == [16, 16, 16, 2]
     for epoch in (first, second):
         images = np.concatenate([b[0] for b in epoch])
@@ -91,12 +102,12 @@ def test_batches_cover_every_image_once_an_epoch_in_a_new_order() -> None:
 def test_a_resumed_training_sees_the_batches_the_uninterrupted_one_saw() -> None:
     """Each batch is a function of (seed, epoch, index): resuming after epoch 2 gives epoch 3's
     batches, flips included; a thread pool preparing them changes nothing."""
-    from compare_models.training_input import ShuffledBatches, training_input
+    from compare_models.training_input import ShuffledBatches
 
     x, y = _data()
     params = TrainParams(batch_size=16, seed=3, augment="flip")
-    straight = _epochs(training_input(x, y, params), 4)
-    resumed = _epochs(training_input(x, y, params, first_epoch=2), 2)
+    straight = _epochs(_batches(x, y, params), 4)
+    resumed = _epochs(_batches(x, y, params, first_epoch=2), 2)
     for a, b in zip(straight[2:], resumed, strict=True):
         for (xa, ya), (xb, yb) in zip(a, b, strict=True):
             assert np.array_equal(xa, xb) and np.array_equal(ya, yb)
@@ -108,7 +119,7 @@ def test_a_resumed_training_sees_the_batches_the_uninterrupted_one_saw() -> None
     mirrored = [(x[:, :, ::-1] == image).all(axis=(1, 2, 3)).any() for image in shown]
     assert all(a or m for a, m in zip(as_is, mirrored, strict=True))
     assert 10 < sum(m and not a for a, m in zip(as_is, mirrored, strict=True)) < 40
-    other = _epochs(training_input(x, y, TrainParams(batch_size=16, seed=4, augment="flip")), 1)
+    other = _epochs(_batches(x, y, TrainParams(batch_size=16, seed=4, augment="flip")), 1)
     assert not np.array_equal(other[0][0][0], straight[0][0][0])
 
 
@@ -121,3 +132,51 @@ def test_batches_refuse_mismatched_or_empty_arrays() -> None:
     batches = ShuffledBatches(x, y, batch_size=8, seed=0)
     with pytest.raises(IndexError):
         batches[len(batches)]
+
+
+def test_a_replay_on_another_backend_names_the_change() -> None:
+    from compare_models.fingerprint import differences
+
+    original = {"trainings": {"cnn": {"backend": "tensorflow", "precision": "float32"}}}
+    replay = {"trainings": {"cnn": {"backend": "jax", "precision": "float32"}}}
+    assert differences(original, replay) == [
+        {"entry": "trainings.cnn.backend", "original": "tensorflow", "replay": "jax"}
+    ]
+
+
+def test_a_training_process_refuses_an_unknown_backend_before_keras_loads() -> None:
+    import os
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-c", "import compare_models.training"],
+        env={**os.environ, "KERAS_BACKEND": "torch"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode != 0
+    assert "BackendError: KERAS_BACKEND='torch' is not a backend compare-models trains with" in (
+        out.stderr
+    )
+    assert "import keras" not in out.stderr  # refused before Keras was imported
+
+
+def test_each_model_trains_on_its_faster_cpu_backend_unless_told(monkeypatch) -> None:
+    from compare_models import registry
+
+    monkeypatch.setattr(device, "gpu_device_nodes", lambda: [])
+    assert registry.get("resnet50").cpu_backend == "jax"
+    assert registry.get("cnn").cpu_backend == "tensorflow"
+    assert device.training_backend("jax", {}) == "jax"
+    assert device.training_backend("tensorflow", {}) == "tensorflow"
+    assert device.training_backend("jax", {"KERAS_BACKEND": "tensorflow"}) == "tensorflow"
+    assert device.training_backend("tensorflow", {"KERAS_BACKEND": "jax"}) == "jax"
+    with pytest.raises(device.BackendError):
+        device.training_backend("jax", {"KERAS_BACKEND": "torch"})
+    # A machine with a GPU keeps the default (the GPU stack a worker was built with).
+    monkeypatch.setattr(device, "gpu_device_nodes", lambda: ["/dev/nvidia0"])
+    assert device.training_backend("jax", {}) == "tensorflow"
+    with pytest.raises(ValueError, match="cpu_backend 'torch'"):
+        registry.ModelSpec("m", "a:b", cpu_backend="torch")
