@@ -242,6 +242,8 @@ def start_s3(work: Path, runtime: Path | None) -> subprocess.Popen | None:
     os.environ["COMPARE_MODELS_HOME"] = str(work / "home")
     if os.environ.get("AWS_ENDPOINT_URL_S3"):
         return None
+    from compare_models.local.ports import SEAWEED_S3_ONLY
+
     weed = _weed(runtime)
     if weed is None:
         raise SystemExit(
@@ -264,13 +266,7 @@ def start_s3(work: Path, runtime: Path | None) -> subprocess.Popen | None:
             weed,
             "mini",
             f"-dir={work / 'weed'}",
-            "-ip=127.0.0.1",
-            "-ip.bind=127.0.0.1",
-            "-master.telemetry=false",
-            "-webdav=false",
-            "-s3.port.iceberg=0",
-            "-s3.port.lance=0",
-            "-admin.ui=false",
+            *SEAWEED_S3_ONLY,
             f"-s3.port={port}",
             f"-master.port={master}",
             f"-volume.port={volume}",

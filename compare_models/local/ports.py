@@ -55,6 +55,19 @@ def local_prefect_api() -> str:
     return f"http://127.0.0.1:{prefect_port()}/api"
 
 
+#: `weed mini` on loopback with only S3 (no WebDAV, no Iceberg / Lance catalogs, no admin UI, no
+#: telemetry): the local stack's and benchmarks/gpu_check.py's.
+SEAWEED_S3_ONLY = (
+    "-ip=127.0.0.1",
+    "-ip.bind=127.0.0.1",
+    "-master.telemetry=false",
+    "-webdav=false",
+    "-s3.port.iceberg=0",
+    "-s3.port.lance=0",
+    "-admin.ui=false",
+)
+
+
 def seaweed_ports(s3: int | None = None) -> dict[str, int]:
     """SeaweedFS' HTTP ports ({flag: port}) of a stack whose S3 listens on `s3` (default: this
     stack's): every other port moves by that port's offset from the default (the gRPC ports are

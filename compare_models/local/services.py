@@ -18,6 +18,7 @@ from compare_models.config import Settings
 from compare_models.local.envfile import ensure_env_file
 from compare_models.local.ports import (
     DEFAULT_S3_PORT,
+    SEAWEED_S3_ONLY,
     local_prefect_api,
     local_s3_url,
     prefect_port,
@@ -65,14 +66,7 @@ def _seaweed_command(settings: Settings) -> list[str]:
         _weed_binary(),
         "mini",
         f"-dir={data}",
-        "-ip=127.0.0.1",
-        "-ip.bind=127.0.0.1",
-        "-master.telemetry=false",
-        # only S3 is used: no WebDAV, no Iceberg / Lance catalogs, no admin UI
-        "-webdav=false",
-        "-s3.port.iceberg=0",
-        "-s3.port.lance=0",
-        "-admin.ui=false",
+        *SEAWEED_S3_ONLY,
         *_socket_flag("-filer.localSocket", run / "weed-filer.sock"),
         *_socket_flag("-s3.localSocket", run / "weed-s3.sock"),
         *_weed_port_flags(),
