@@ -225,14 +225,16 @@ def _free_port() -> int:
 
 
 def _weed(runtime: Path | None) -> str | None:
-    for candidate in (
-        shutil.which("weed"),
-        str(runtime / "bin" / "weed") if runtime else None,
-        str(Path(sys.executable).with_name("weed")),
-    ):
-        if candidate and Path(candidate).is_file():
-            return candidate
-    return None
+    """The local stack's `weed` (`local.services.weed_binary`), or the one --install unpacked."""
+    from compare_models.local.processes import ServiceError
+    from compare_models.local.services import weed_binary
+
+    if runtime is not None:
+        os.environ["PATH"] = os.pathsep.join((str(runtime / "bin"), os.environ.get("PATH", "")))
+    try:
+        return weed_binary()
+    except ServiceError:
+        return None
 
 
 def start_s3(work: Path, runtime: Path | None) -> subprocess.Popen | None:

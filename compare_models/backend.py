@@ -2,22 +2,22 @@
 
 Keras 3 runs the same models on TensorFlow or JAX; the backend is chosen per process by
 Keras' own variable, ``KERAS_BACKEND`` (the worker's environment: the train-model
-deployments' job variables, `infra/`), before Keras is imported. TensorFlow is the default
-(on the CPU it measured faster, docs/benchmarks.md); JAX is for GPU workers, whose CUDA
-stack comes with JAX's own wheels (the `gpu-jax` extra) instead of TensorFlow's.
+deployments' job variables, `infra/`), before Keras is imported; unset, a training gets
+`device.training_backend`'s choice (TensorFlow on a machine with a GPU, else the model's
+faster CPU backend). JAX suits GPU workers whose CUDA stack should come with JAX's own wheels
+(the `gpu-jax` extra) instead of TensorFlow's.
 
 Whatever the backend, a training writes the same files: `.keras` models and checkpoints,
 `predictions.npz`, `history.json`. A model trained under JAX loads under TensorFlow for the
 evaluation and the gate's re-scoring.
 
-* `selected_backend()`: the backend this process will use (validated; the error says how to fix it).
-* `prepare_environment(threads)`: what must be set before the backend starts: the thread
-  pools' size and the GPU memory policy.
+* `prepare_environment()`: what must be set before the backend starts: the CPUs XLA may use
+  and JAX's GPU memory policy.
 * `configure_device(...)`: after Keras is imported and before it computes: GPUs, threads,
   memory, precision; returns what is used (the training's `device` record).
 
-Nothing here imports Keras, TensorFlow or JAX at the top: the CLI and the parent flow import
-this module to name the backend without paying for either.
+Nothing here imports Keras, TensorFlow or JAX at the top: `prepare_environment` runs before
+Keras is imported.
 """
 
 from __future__ import annotations
@@ -27,32 +27,21 @@ from typing import Any
 
 from compare_models.config import TrainingRuntime
 from compare_models.device import (
-    BACKEND_ENV,
-    DEFAULT_BACKEND,
     REQUIRE_GPU_ENV,
     SUPPORTED_BACKENDS,
-    Backend,
     BackendError,
     available_cpus,
     check_gpu_requirement,
     describe_gpus,
     env_flag,
     gpu_device_nodes,
+    jax_gpus,
     selected_backend,
 )
-
-__all__ = ["BACKEND_ENV", "DEFAULT_BACKEND", "SUPPORTED_BACKENDS", "Backend", "BackendError"]
 
 #: JAX's own switch for grabbing 75% of the GPU's memory when it starts.
 JAX_PREALLOCATE_ENV = "XLA_PYTHON_CLIENT_PREALLOCATE"
 WORKER_SLOTS_ENV = "COMPARE_MODELS_WORKER_SLOTS"
-
-
-def keras_backend() -> str:
-    """The backend the imported Keras actually runs on."""
-    import keras
-
-    return keras.backend.backend()
 
 
 def precision_policy(gpu: bool, runtime: TrainingRuntime) -> str:
@@ -81,15 +70,6 @@ def prepare_environment(environ: dict[str, str] | None = None) -> None:
         quota = available_cpus()
         if quota < len(allowed):
             os.sched_setaffinity(0, allowed[:quota])
-
-
-def _jax_gpus() -> list[Any]:
-    import jax
-
-    try:
-        return [d for d in jax.devices() if d.platform in ("gpu", "cuda", "rocm")]
-    except RuntimeError:  # no GPU plugin / no device: the CPU backend only
-        return []
 
 
 def configure_device(
@@ -139,7 +119,7 @@ def configure_device(
             tf.config.experimental.set_memory_growth(gpu, True)
         names, gpu_names = [g.name for g in gpus], describe_gpus(tf, gpus)
     else:
-        gpus = _jax_gpus()
+        gpus = jax_gpus()
         check_gpu_requirement(
             gpus,
             required=require_gpu,

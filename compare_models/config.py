@@ -237,7 +237,8 @@ class TrainingRuntime(BaseSettings):
     input_workers: int = _env(
         "COMPARE_MODELS_INPUT_WORKERS",
         1,
-        "Threads preparing training batches ahead of the step (1: in the training loop)",
+        "Threads preparing training batches ahead of the step under JAX (1: in the training "
+        "loop); TensorFlow's tf.data pipeline prefetches on its own",
         ge=1,
         le=64,
     )

