@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from compare_models.config import Settings  # noqa: E402
 from compare_models.data.dataset import load_split  # noqa: E402
-from compare_models.store import ArtifactStore  # noqa: E402
+from compare_models.storage.store import ArtifactStore  # noqa: E402
 from compare_models.training import configure_device, peak_rss_mb, training_input  # noqa: E402
 from compare_models.training_jobs import TrainingJob  # noqa: E402
 

@@ -47,7 +47,7 @@ def emit(name: str, result: dict) -> None:
 def scratch_bucket():
     """A fresh bucket on the configured S3 endpoint, removed afterwards (a truly cold cache)."""
     from compare_models.config import Settings
-    from compare_models.store import ArtifactStore
+    from compare_models.storage.store import ArtifactStore
 
     settings = Settings()
     bucket = f"cm-bench-{secrets.token_hex(4)}"

@@ -66,10 +66,10 @@ os.environ.clear()
 os.environ.update(environment())  # before Prefect is imported: its settings read it then
 (HOME / "prefect-client").mkdir(parents=True, exist_ok=True)
 
-from compare_models import layout  # noqa: E402
 from compare_models.config import Settings  # noqa: E402
 from compare_models.local.services import SERVICES, down  # noqa: E402
-from compare_models.store import ArtifactStore  # noqa: E402
+from compare_models.storage import layout  # noqa: E402
+from compare_models.storage.store import ArtifactStore  # noqa: E402
 
 CLI = [sys.executable, "-m", "compare_models.cli"]
 EPOCH_LINE = re.compile(r"^cnn epoch (\d+)/(\d+)")

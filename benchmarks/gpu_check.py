@@ -142,11 +142,11 @@ def _child(job_path: Path, out_path: Path, allow_cpu: bool) -> int:
     import keras  # noqa: I001 - after the product's backend preparation
     import numpy as np
 
-    from compare_models import layout
     from compare_models.config import Settings
     from compare_models.data.dataset import load_split
     from compare_models.models import load_model
-    from compare_models.store import ArtifactStore
+    from compare_models.storage import layout
+    from compare_models.storage.store import ArtifactStore
     from compare_models.training import InjectedFault, train  # prepares the backend first
     from compare_models.training_jobs import TrainingJob
 
@@ -281,7 +281,7 @@ def start_s3(work: Path, runtime: Path | None) -> subprocess.Popen | None:
         start_new_session=True,
     )
     from compare_models.config import Settings
-    from compare_models.store import ArtifactStore
+    from compare_models.storage.store import ArtifactStore
 
     store = ArtifactStore.from_settings(Settings())
     deadline = time.monotonic() + 120
@@ -384,7 +384,7 @@ def in_process(args: argparse.Namespace) -> dict:
     from compare_models.config import Settings, SplitSpec, TrainParams
     from compare_models.data.dataset import prepare_dataset
     from compare_models.device import selected_backend
-    from compare_models.store import ArtifactStore
+    from compare_models.storage.store import ArtifactStore
     from compare_models.training_jobs import TrainingJob
 
     work = Path(tempfile.mkdtemp(prefix="gpu-check-"))

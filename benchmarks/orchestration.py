@@ -39,10 +39,10 @@ import time
 
 from _common import REAL_ARCHIVE, ROOT, emit, fit_spans
 
-from compare_models import layout
 from compare_models.config import Settings
 from compare_models.runs import latest_run_id, read_record
-from compare_models.store import ArtifactStore
+from compare_models.storage import layout
+from compare_models.storage.store import ArtifactStore
 from compare_models.training_jobs import stored_result
 
 CLI = [sys.executable, "-m", "compare_models.cli"]

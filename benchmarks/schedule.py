@@ -49,7 +49,7 @@ def run(workload: str, schedule: str, seed_epochs: int) -> dict:
     from compare_models.config import Settings
     from compare_models.run_record import RunSummary
     from compare_models.runs import read_record
-    from compare_models.store import ArtifactStore
+    from compare_models.storage.store import ArtifactStore
 
     summary = RunSummary.model_validate_json(out.stdout)
     store = ArtifactStore.from_settings(Settings())

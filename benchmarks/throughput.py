@@ -25,10 +25,10 @@ from pathlib import Path
 
 from _common import ROOT, emit, require_archive
 
-from compare_models import layout
 from compare_models.config import Settings, SplitSpec, TrainParams
 from compare_models.data.dataset import prepare_dataset
-from compare_models.store import ArtifactStore
+from compare_models.storage import layout
+from compare_models.storage.store import ArtifactStore
 from compare_models.training_jobs import TrainingJob, TrainingResult
 
 

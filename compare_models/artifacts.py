@@ -4,7 +4,7 @@ manifest, the `latest` pointer) and every load they share: the test split and st
 predictions are fetched once per process, whichever task asks first, and then served from
 memory (every key it caches is write-once, so a cached copy never goes stale).
 
-Keys come from `compare_models.layout`; nothing here spells a key itself.
+Keys come from `compare_models.storage.layout`; nothing here spells a key itself.
 """
 
 from __future__ import annotations
@@ -18,14 +18,14 @@ from typing import Any
 
 import numpy as np
 
-from compare_models import layout
 from compare_models.data.dataset import DatasetRef, load_split
 from compare_models.data.errors import DataError
 from compare_models.evaluation import metrics_tables
 from compare_models.run_claim import guard_run_prefix
 from compare_models.run_record import Comparison, Replay, ReportFiles, RunRecord, StoredObject
 from compare_models.runs import completed_records, read_record
-from compare_models.store import ArtifactStore
+from compare_models.storage import layout
+from compare_models.storage.store import ArtifactStore
 from compare_models.training_jobs import TrainingResult
 
 CONTENT_TYPES = {

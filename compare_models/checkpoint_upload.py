@@ -24,7 +24,7 @@ from typing import Any
 
 import tenacity
 
-from compare_models.store import ArtifactStore, transient
+from compare_models.storage.store import ArtifactStore, transient
 
 
 @dataclass(frozen=True)

@@ -351,7 +351,7 @@ def _print_replay(replay: Replay) -> None:
 def cmd_replay(args: argparse.Namespace) -> int:
     from compare_models.replay import replay_params
     from compare_models.runs import read_record
-    from compare_models.store import StoreError
+    from compare_models.storage.store import StoreError
 
     try:
         _, store = _open_store()
@@ -403,9 +403,9 @@ def _print_fingerprint(record: RunRecord) -> None:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from compare_models import layout
     from compare_models.runs import latest_run_id, read_record
-    from compare_models.store import StoreError
+    from compare_models.storage import layout
+    from compare_models.storage.store import StoreError
 
     try:
         settings, store = _open_store()
@@ -435,7 +435,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 def cmd_champion(args: argparse.Namespace) -> int:
     from compare_models import champions
-    from compare_models.store import StoreError
+    from compare_models.storage.store import StoreError
 
     try:
         _, store = _open_store()
@@ -483,7 +483,7 @@ def _champion_row(record: dict[str, Any], entry: dict[str, Any]) -> dict[str, An
 def cmd_promote(args: argparse.Namespace) -> int:
     from compare_models import champions
     from compare_models.runs import read_record
-    from compare_models.store import StoreError
+    from compare_models.storage.store import StoreError
 
     try:
         _, store = _open_store()
@@ -504,7 +504,7 @@ def cmd_promote(args: argparse.Namespace) -> int:
 def cmd_history(args: argparse.Namespace) -> int:
     from compare_models import track_history
     from compare_models.runs import completed_records
-    from compare_models.store import StoreError
+    from compare_models.storage.store import StoreError
 
     try:
         _, store = _open_store()
@@ -537,7 +537,7 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 def cmd_runs(args: argparse.Namespace) -> int:
     from compare_models.runs import list_runs
-    from compare_models.store import ArtifactStore, StoreError
+    from compare_models.storage.store import ArtifactStore, StoreError
 
     store = ArtifactStore.from_settings(Settings())
     try:

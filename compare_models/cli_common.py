@@ -13,7 +13,7 @@ def fail(message: str, code: int = 1) -> int:
 
 
 def open_store():
-    from compare_models.store import ArtifactStore
+    from compare_models.storage.store import ArtifactStore
 
     settings = Settings()
     store = ArtifactStore.from_settings(settings)

@@ -6,10 +6,10 @@ from __future__ import annotations
 import argparse
 import json
 
-from compare_models import layout
 from compare_models.cli_common import fail as _fail
 from compare_models.cli_common import open_store
 from compare_models.console import print_fields, print_table
+from compare_models.storage import layout
 
 
 def _store():
@@ -18,7 +18,7 @@ def _store():
 
 def cmd_datasets(args: argparse.Namespace) -> int:
     from compare_models.data.versions import list_versions
-    from compare_models.store import StoreError
+    from compare_models.storage.store import StoreError
 
     try:
         versions = list_versions(_store())
@@ -65,7 +65,7 @@ def _find(store, prefix: str) -> str:
 def cmd_dataset(args: argparse.Namespace) -> int:
     from compare_models.data.errors import DataError
     from compare_models.data.versions import read_version
-    from compare_models.store import StoreError
+    from compare_models.storage.store import StoreError
 
     try:
         store = _store()

@@ -11,7 +11,7 @@ from compare_models import champions
 from compare_models.data.errors import DataError
 from compare_models.data.versions import DatasetVersion, changes, read_version
 from compare_models.run_record import ClassDelta, DataChanges, RunRecord, SkippedFile
-from compare_models.store import ArtifactStore
+from compare_models.storage.store import ArtifactStore
 
 #: Skipped files listed by name in the record and report (the version lists every one).
 MAX_SKIPPED_LISTED = 200

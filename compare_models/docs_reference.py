@@ -280,7 +280,7 @@ def settings_page() -> str:
 
 
 def s3_layout_page() -> str:
-    from compare_models import layout
+    from compare_models.storage import layout
 
     rows = []
     for name, function in inspect.getmembers(layout, inspect.isfunction):
@@ -299,7 +299,7 @@ def s3_layout_page() -> str:
     overview = (inspect.getdoc(layout) or "").split("\n\n")
     keys = next(block for block in overview if "runs/<run>/" in block)
     return (
-        HEADER.format(source="compare_models/layout.py") + "# The S3 layout\n\n"
+        HEADER.format(source="compare_models/storage/layout.py") + "# The S3 layout\n\n"
         "Every key the project reads or writes in its bucket; no other module spells a key.\n\n"
         f"```\n{keys}\n```\n\n"
         + "\n\n".join(b for b in overview if b is not keys and "runs/<run>/" not in b)

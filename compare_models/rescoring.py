@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from compare_models import layout
 from compare_models.data.dataset import DatasetRef, check_ref
+from compare_models.storage import layout
 
 MODEL_KEY = r"^runs/[A-Za-z0-9._-]{1,128}/models/[a-z][a-z0-9_.-]{0,40}\.keras$"
 
@@ -49,7 +49,7 @@ def rescore(request: RescoreRequest) -> Rescored:
     """Loads the model, predicts the test split, stores the probabilities (float32)."""
     from compare_models.config import Settings
     from compare_models.data.dataset import load_split
-    from compare_models.store import ArtifactStore
+    from compare_models.storage.store import ArtifactStore
     from compare_models.training import configure_device, predict_in_full_batches
 
     started = time.perf_counter()

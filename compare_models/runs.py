@@ -10,9 +10,9 @@ from datetime import datetime
 
 from pydantic import BaseModel, ValidationError
 
-from compare_models import layout
 from compare_models.run_record import RunRecord
-from compare_models.store import ArtifactStore, StoreError
+from compare_models.storage import layout
+from compare_models.storage.store import ArtifactStore, StoreError
 
 #: A manifest is a few hundred KiB at most (metrics, statistics, the object list); far more
 #: than that was not written by compare-models.

@@ -41,14 +41,15 @@ backend.prepare_environment()  # before Keras starts its backend (threads, GPU m
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from compare_models import fingerprint, layout, registry  # noqa: E402
+from compare_models import fingerprint, registry
 from compare_models.backend import configure_device
 from compare_models.checkpoint_upload import CheckpointUploader, LocalCheckpoint
 from compare_models.config import TrainingRuntime
 from compare_models.data.dataset import load_split
 from compare_models.device import available_cpus
 from compare_models.models import compile_model, learning_rate_schedule, load_model
-from compare_models.store import ArtifactStore, StoreUnavailable, disk_full_error
+from compare_models.storage import layout  # noqa: E402
+from compare_models.storage.store import ArtifactStore, StoreUnavailable, disk_full_error
 from compare_models.training_input import training_input
 from compare_models.training_jobs import (
     EPOCH_PAUSE_ENV,

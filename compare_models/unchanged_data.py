@@ -7,7 +7,7 @@ from compare_models import champions
 from compare_models.config import RunParams
 from compare_models.data.dataset import DatasetRef
 from compare_models.run_record import SkippedRun
-from compare_models.store import ArtifactStore
+from compare_models.storage.store import ArtifactStore
 
 
 def skipped_run(

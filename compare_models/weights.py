@@ -18,7 +18,6 @@ import shutil
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
-from compare_models import layout
 from compare_models.data import files
 from compare_models.data.safety import (
     UnsafeURLError,
@@ -29,10 +28,11 @@ from compare_models.data.safety import (
     safe_filename,
     shown,
 )
+from compare_models.storage import layout
 
 if TYPE_CHECKING:
     from compare_models.config import Settings
-    from compare_models.store import ArtifactStore
+    from compare_models.storage.store import ArtifactStore
 
 IMAGENET_FILE = "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
 IMAGENET_MD5_ENV = "COMPARE_MODELS_IMAGENET_WEIGHTS_MD5"
@@ -131,7 +131,7 @@ def resolve_resnet_weights(
     For 'imagenet' not yet in the store, `settings` says where the file is downloaded from and
     what it must hash to (`imagenet_weights_url`, `imagenet_weights_md5`) and whether that URL
     may point at a private address (`allow_private_urls`)."""
-    from compare_models.store import StoreError, parse_s3_uri
+    from compare_models.storage.store import StoreError, parse_s3_uri
 
     spec = spec.strip()
     if spec.lower() == "none":

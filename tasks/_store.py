@@ -6,7 +6,7 @@ from __future__ import annotations
 from compare_models.artifacts import RunArtifacts
 from compare_models.config import Settings
 from compare_models.run_record import RunRecord
-from compare_models.store import ArtifactStore
+from compare_models.storage.store import ArtifactStore
 
 
 def open_store(outage_minutes: float = 0) -> tuple[Settings, ArtifactStore]:

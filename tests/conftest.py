@@ -74,7 +74,7 @@ def smoke_run_args(
 
 def training_result(run_id: str, model: str, replica: int = 0, **changes):
     """A `TrainingResult` made by hand, with this run's keys for the replica's name."""
-    from compare_models import layout
+    from compare_models.storage import layout
     from compare_models.training_jobs import TrainingResult
 
     name = layout.training_name(model, replica)
@@ -123,7 +123,7 @@ def placeholder_dataset(source: str = "synthetic:1"):
 def stack():
     """Start (or reuse) the test stack and point this process at a fresh test bucket."""
     from compare_models.config import Settings
-    from compare_models.store import ArtifactStore
+    from compare_models.storage.store import ArtifactStore
 
     test_stack.up()
     # the endpoints are the test stack's already (test_stack.apply); the bucket is this session's

@@ -34,7 +34,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 from pydantic import BaseModel, Field, ValidationError
 
-from compare_models import layout
 from compare_models.config import IMAGE_SHAPE, NUM_CLASSES, FolderPolicy, SplitSpec
 from compare_models.data.decoding import Decoded, decode_archive, synthetic_data, validate_arrays
 from compare_models.data.errors import DataError, describe, inside, short
@@ -58,9 +57,10 @@ from compare_models.data.versions import (
     snapshot,
     version_arrays,
 )
+from compare_models.storage import layout
 
 if TYPE_CHECKING:
-    from compare_models.store import ArtifactStore
+    from compare_models.storage.store import ArtifactStore
 
 __all__ = [  # its own names, and the stage's others from sources and decoding
     "FORMAT_VERSION",

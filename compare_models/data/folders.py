@@ -26,7 +26,7 @@ from compare_models.data.errors import DataError, mib
 from compare_models.data.safety import shown
 
 if TYPE_CHECKING:
-    from compare_models.store import ArtifactStore
+    from compare_models.storage.store import ArtifactStore
 
 #: A class name: a folder name that is safe in keys, reports and plots.
 CLASS_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9 _.+-]{0,63}")

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-from compare_models import layout
 from compare_models.config import CIFAR10_MD5, CIFAR10_URL, NUM_CLASSES
 from compare_models.data.errors import DataError, inside, mib
 from compare_models.data.files import (
@@ -36,9 +35,10 @@ from compare_models.data.safety import (
     safe_filename,
     shown,
 )
+from compare_models.storage import layout
 
 if TYPE_CHECKING:
-    from compare_models.store import ArtifactStore
+    from compare_models.storage.store import ArtifactStore
 
 MAX_ARCHIVE_BYTES = 1 << 30  # a source archive, compressed (the official one is 163 MiB)
 MAX_SYNTHETIC = (
@@ -98,7 +98,7 @@ def resolve_source(data: str) -> Source:
             raise DataError(str(exc)) from None
         return Source("url", data)
     if data.startswith("s3://"):
-        from compare_models.store import parse_s3_uri
+        from compare_models.storage.store import parse_s3_uri
 
         parse_s3_uri(data)
         return Source("s3", data)
@@ -192,7 +192,7 @@ def fetch_archive(
     `store_archive` does that once the archive has decoded as CIFAR-10. A URL source on a
     loopback, link-local or private address is refused unless `allow_private_urls`
     (`Settings.allow_private_urls`, COMPARE_MODELS_ALLOW_PRIVATE_URLS)."""
-    from compare_models.store import StoreError, parse_s3_uri
+    from compare_models.storage.store import StoreError, parse_s3_uri
 
     cache_dir.mkdir(parents=True, exist_ok=True)
     index_key = layout.source_index_key(source.location)

@@ -35,7 +35,6 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from compare_models import layout
 from compare_models.config import IMAGE_SHAPE, FolderPolicy, SplitSpec
 from compare_models.data.errors import DataError, short
 from compare_models.data.folders import (
@@ -50,10 +49,11 @@ from compare_models.data.folders import (
 )
 from compare_models.data.images import RESIZE, to_input
 from compare_models.data.safety import shown
-from compare_models.store import ObjectExists, StoreError
+from compare_models.storage import layout
+from compare_models.storage.store import ObjectExists, StoreError
 
 if TYPE_CHECKING:
-    from compare_models.store import ArtifactStore
+    from compare_models.storage.store import ArtifactStore
 
 SCHEMA_VERSION = 1
 SplitName = Literal["train", "val", "test"]

@@ -335,7 +335,7 @@ def up(
 
 
 def _ensure_local_bucket(settings: Settings) -> None:
-    from compare_models.store import ArtifactStore
+    from compare_models.storage.store import ArtifactStore
 
     local = settings.model_copy(
         update={"s3_endpoint_url": settings.s3_endpoint_url or local_s3_url()}

@@ -24,7 +24,7 @@ def _preload():
     Image.init()
     import pickletools  # noqa: F401
 
-    import compare_models.store  # noqa: F401
+    import compare_models.storage.store  # noqa: F401
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])

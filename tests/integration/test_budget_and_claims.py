@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from compare_models import layout
 from compare_models.config import RunParams
+from compare_models.storage import layout
 from tests.conftest import ROOT, cli_command, smoke_run_args
 
 pytestmark = pytest.mark.integration

@@ -15,9 +15,10 @@ import numpy as np
 import pytest
 from pydantic import SecretStr
 
-from compare_models import champions, layout
+from compare_models import champions
 from compare_models.artifacts import load_predictions
 from compare_models.config import ComparisonParams, GatePolicy, RunParams
+from compare_models.storage import layout
 from tests.conftest import cli as run_cli
 from tests.webhook_receiver import start_receiver
 

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from compare_models.config import Settings
-from compare_models.store import ArtifactStore
+from compare_models.storage.store import ArtifactStore
 
 pytestmark = pytest.mark.integration
 KEY = "tests/cluster-presign/report.html"

@@ -9,8 +9,8 @@ import json
 import numpy as np
 import pytest
 
-from compare_models import layout
 from compare_models.config import RunParams
+from compare_models.storage import layout
 from tests import stack as test_stack
 from tests.conftest import cli
 

@@ -7,12 +7,12 @@ import hashlib
 
 import pytest
 
-from compare_models import layout
 from compare_models.config import Settings, SplitSpec
 from compare_models.data.dataset import (
     DataError,
     prepare_dataset,
 )
+from compare_models.storage import layout
 from tests.archives import cifar_python_tarball, image_folder_tarball
 
 SMALL = SplitSpec(protocol="sizes", train=60, val=30, test=20)

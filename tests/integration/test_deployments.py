@@ -17,7 +17,7 @@ from datetime import UTC
 
 import pytest
 
-from compare_models import layout
+from compare_models.storage import layout
 from tests import stack as test_stack
 from tests.conftest import ROOT, cli, cli_command, placeholder_dataset
 

@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from compare_models import layout
+from compare_models.storage import layout
 from tests.conftest import cli
 from tests.integration.test_flow import TINY, run_flow
 

@@ -8,8 +8,8 @@ import json
 
 import pytest
 
-from compare_models import layout
 from compare_models.config import RunParams
+from compare_models.storage import layout
 from tests.html_validation import html_problems
 
 pytestmark = pytest.mark.integration

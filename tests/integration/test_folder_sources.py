@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import pytest
 
-from compare_models import layout
 from compare_models.config import FolderPolicy, SplitSpec
 from compare_models.data.dataset import DataError, load_split, prepare_folder
 from compare_models.data.folders import folder_source
 from compare_models.data.versions import list_versions, read_version, snapshot
+from compare_models.storage import layout
 from tests.archives import class_image, image_folder_files
 
 pytestmark = pytest.mark.integration

@@ -8,9 +8,9 @@ import secrets
 
 import pytest
 
-from compare_models import layout
 from compare_models.config import RunParams
 from compare_models.runs import read_record
+from compare_models.storage import layout
 
 pytestmark = pytest.mark.integration
 

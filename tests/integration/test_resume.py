@@ -12,8 +12,8 @@ import time
 
 import pytest
 
-from compare_models import layout
 from compare_models.config import RunParams
+from compare_models.storage import layout
 from compare_models.training_jobs import FAIL_AFTER_EPOCH_ENV
 from tests.conftest import ROOT, cli, cli_command, smoke_run_args
 
@@ -74,11 +74,11 @@ def _loads_under_tensorflow(stack, run_id: str, name: str) -> None:
 import json, sys
 import numpy as np
 import keras
-from compare_models import layout
+from compare_models.storage import layout
 from compare_models.config import Settings
 from compare_models.data.dataset import DatasetRef, load_split
 from compare_models.models import load_model
-from compare_models.store import ArtifactStore
+from compare_models.storage.store import ArtifactStore
 settings = Settings()
 store = ArtifactStore.from_settings(settings)
 run, name = {run_id!r}, {name!r}

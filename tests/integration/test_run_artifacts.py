@@ -14,7 +14,7 @@ import pytest
 from compare_models.artifacts import RunArtifacts
 from compare_models.config import SplitSpec
 from compare_models.data.dataset import prepare_dataset
-from compare_models.store import ArtifactStore
+from compare_models.storage.store import ArtifactStore
 from tests.conftest import training_result
 
 pytestmark = pytest.mark.integration

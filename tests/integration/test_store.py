@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from compare_models.config import Settings
-from compare_models.store import ArtifactStore, ObjectExists, StoreError
+from compare_models.storage.store import ArtifactStore, ObjectExists, StoreError
 
 pytestmark = pytest.mark.integration
 

@@ -12,8 +12,8 @@ import time
 
 import pytest
 
-from compare_models import layout
 from compare_models.config import RunParams, Settings
+from compare_models.storage import layout
 from compare_models.training_jobs import EPOCH_PAUSE_ENV
 from tests import stack as test_stack
 
@@ -99,7 +99,7 @@ def test_uploads_and_writes_are_retried_until_the_store_returns(stack, tmp_path)
     assert stack.get_json(prefix + "state.json") == {"epoch": 1}
     assert uploader.close(flush_seconds=0).epoch == 1 and not model.exists()
     # written once: the same write again is recognised as its own, another one is refused
-    from compare_models.store import PreconditionFailed
+    from compare_models.storage.store import PreconditionFailed
 
     assert stack.get_json("tests/outage/claim.json") == {"owner": "me"}
     stack.put_json_if({"owner": "me"}, "tests/outage/claim.json", etag=None)

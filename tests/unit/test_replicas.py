@@ -8,8 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from compare_models import layout
 from compare_models.config import TrainParams
+from compare_models.storage import layout
 from compare_models.training_jobs import TrainingJob, TrainingResult, select_replicas
 from tests.conftest import placeholder_dataset, training_result
 
