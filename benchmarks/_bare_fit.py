@@ -25,8 +25,8 @@ def main(job_path: str) -> None:
     configure_device(job.threads)
     import keras
 
-    from compare_models import registry
-    from compare_models.models import compile_model, learning_rate_schedule
+    from compare_models.models import registry
+    from compare_models.models.networks import compile_model, learning_rate_schedule
 
     settings = Settings()
     store = ArtifactStore.from_settings(settings)

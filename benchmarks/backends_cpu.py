@@ -62,11 +62,11 @@ def _child(side: str, model_name: str, folder: Path, epochs: int) -> None:
     import keras  # noqa: I001 - after the product's backend preparation
     import numpy as np
 
-    from compare_models import registry
+    from compare_models.models import registry
     from compare_models.config import TrainParams
     from compare_models.data.dataset import normalise
     from compare_models.device import available_cpus
-    from compare_models.models import compile_model, learning_rate_schedule
+    from compare_models.models.networks import compile_model, learning_rate_schedule
     from compare_models.training import configure_device  # prepares the backend first
     from compare_models.training_input import ShuffledBatches, tf_data_input
 

@@ -33,8 +33,8 @@ def child(model_name: str, way: str, images: int) -> dict:
     configure_device(THREADS)
     import keras
 
-    from compare_models import registry
-    from compare_models.models import compile_model
+    from compare_models.models import registry
+    from compare_models.models.networks import compile_model
 
     keras.utils.set_random_seed(0)
     x = np.random.default_rng(0).random((images, 32, 32, 3), dtype=np.float32)

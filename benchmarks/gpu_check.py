@@ -144,7 +144,7 @@ def _child(job_path: Path, out_path: Path, allow_cpu: bool) -> int:
 
     from compare_models.config import Settings
     from compare_models.data.dataset import load_split
-    from compare_models.models import load_model
+    from compare_models.models.networks import load_model
     from compare_models.storage import layout
     from compare_models.storage.store import ArtifactStore
     from compare_models.training import InjectedFault, train  # prepares the backend first

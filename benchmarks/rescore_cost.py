@@ -28,9 +28,9 @@ def main() -> None:
     ap.add_argument("--trials", type=int, default=2)
     args = ap.parse_args()
 
-    from compare_models import registry
     from compare_models.config import SplitSpec
     from compare_models.data.dataset import prepare_dataset
+    from compare_models.models import registry
     from compare_models.rescoring import request_for
     from compare_models.storage import layout
 

@@ -30,11 +30,12 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from compare_models import cli_datasets, registry
+from compare_models import cli_datasets
 from compare_models.cli_common import fail as _fail
 from compare_models.cli_common import open_store as _open_store
 from compare_models.config import PRESETS, Settings, preset_params
 from compare_models.console import console, print_fields, print_line, print_table
+from compare_models.models import registry
 
 if TYPE_CHECKING:
     from compare_models.run_record import Interval, Replay, RunRecord, RunSummary

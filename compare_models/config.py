@@ -38,8 +38,8 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-from compare_models import registry
-from compare_models.registry import DEFAULT_MODELS
+from compare_models.models import registry
+from compare_models.models.registry import DEFAULT_MODELS
 
 #: The canonical CIFAR-10 label order (0..9).
 CIFAR10_CLASSES: tuple[str, ...] = (
@@ -628,7 +628,7 @@ class RunParams(BaseModel):
     )
     models: tuple[str, ...] = Field(
         default=DEFAULT_MODELS,
-        description="Registered model names (compare_models.registry), e.g. cnn, resnet50",
+        description="Registered model names (compare_models.models.registry), e.g. cnn, resnet50",
     )
     train: TrainParams = TrainParams()
     train_per_model: dict[str, dict[str, Any]] = Field(

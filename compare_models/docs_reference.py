@@ -377,7 +377,7 @@ _CAP_MODULES = (
     "compare_models/data/decoding.py",
     "compare_models/data/files.py",
     "compare_models/data/sources.py",
-    "compare_models/weights.py",
+    "compare_models/models/weights.py",
 )
 _CAP = re.compile(r"^(MAX_[A-Z_]+|[A-Z_]+_DEADLINE_SECONDS) = .*?#\s*(.+)$", re.MULTILINE)
 

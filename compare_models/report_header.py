@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from compare_models import registry
+from compare_models.models import registry
 from compare_models.report import ModelResult
 from compare_models.run_record import RunRecord
 

@@ -56,7 +56,7 @@ def rescore(request: RescoreRequest) -> Rescored:
     check_ref(request.dataset)
     settings = Settings()
     configure_device(request.threads, require_gpu=False, allow_cpu=True)
-    from compare_models.models import load_model
+    from compare_models.models.networks import load_model
 
     store = ArtifactStore.from_settings(settings, outage_minutes=request.store_outage_minutes)
     x_test, _ = load_split(request.dataset, "test", store, settings.cache_dir)

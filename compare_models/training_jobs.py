@@ -18,11 +18,11 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from compare_models import registry
 from compare_models.config import RUN_ID_PATTERN, ExecutionParams, RunParams, TrainParams
 from compare_models.data.dataset import DatasetRef
 from compare_models.device import available_cpus
-from compare_models.registry import NAME as MODEL_NAME
+from compare_models.models import registry
+from compare_models.models.registry import NAME as MODEL_NAME
 from compare_models.storage import layout
 from compare_models.storage.store import ArtifactStore
 

@@ -22,9 +22,9 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.runtime import flow_run
 
-from compare_models import registry
 from compare_models.config import Settings
 from compare_models.device import BACKEND_ENV, training_backend
+from compare_models.models import registry
 from compare_models.storage.store import ArtifactStore
 from compare_models.training_jobs import TrainingJob, TrainingResult
 from tasks.child_runs import ensure_still_running

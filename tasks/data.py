@@ -8,7 +8,6 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 
-from compare_models import registry
 from compare_models.config import RunParams
 from compare_models.data.dataset import (
     DatasetRef,
@@ -18,11 +17,12 @@ from compare_models.data.dataset import (
 )
 from compare_models.data_changes import data_changes
 from compare_models.data_changes import markdown as data_changes_markdown
+from compare_models.models import registry
+from compare_models.models.weights import resolve_resnet_weights
 from compare_models.run_claim import claim_run, guard_run_prefix
 from compare_models.run_record import DataChanges, RunRecord, SkippedRun
 from compare_models.storage import layout
 from compare_models.unchanged_data import skipped_run
-from compare_models.weights import resolve_resnet_weights
 from tasks._store import open_artifacts, open_store
 from tasks.child_runs import flow_run_alive
 

@@ -38,7 +38,7 @@ from __future__ import annotations
 import hashlib
 import re
 
-from compare_models import registry
+from compare_models.models import registry
 
 MANIFEST = "manifest.json"
 LATEST = "runs/latest.json"

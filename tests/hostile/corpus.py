@@ -21,11 +21,11 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from compare_models import weights
 from compare_models.config import CIFAR10_CLASSES, Settings, SplitSpec
 from compare_models.data import dataset as data
 from compare_models.data import decoding, sources
 from compare_models.data.files import download_url
+from compare_models.models import weights
 from compare_models.storage import layout
 from tests.archives import (
     BATCH_DIR,

@@ -37,7 +37,7 @@ def both_models_run(prefect_api):
 
 
 def test_both_models_train_evaluate_and_publish(both_models_run, stack, tmp_path):
-    from compare_models.models import load_model
+    from compare_models.models.networks import load_model
 
     summary = both_models_run.result()
     run_id = summary["run_id"]

@@ -20,7 +20,7 @@ import pytest
 
 from compare_models.config import Settings
 from compare_models.data.files import file_digests
-from compare_models.weights import (
+from compare_models.models.weights import (
     IMAGENET_FILE,
     IMAGENET_KEY,
     WeightsError,
@@ -111,7 +111,7 @@ def test_downloaded_checked_cached_and_reused_offline(mirror, notop_h5, stack, t
 
     import h5py
 
-    from compare_models.models import build_resnet50
+    from compare_models.models.networks import build_resnet50
 
     model = build_resnet50(local)
     backbone = model.get_layer("resnet50")

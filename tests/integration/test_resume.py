@@ -77,7 +77,7 @@ import keras
 from compare_models.storage import layout
 from compare_models.config import Settings
 from compare_models.data.dataset import DatasetRef, load_split
-from compare_models.models import load_model
+from compare_models.models.networks import load_model
 from compare_models.storage.store import ArtifactStore
 settings = Settings()
 store = ArtifactStore.from_settings(settings)

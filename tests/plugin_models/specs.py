@@ -1,6 +1,6 @@
 """The registration: TensorFlow-free, so listing models never loads Keras."""
 
-from compare_models.registry import ModelSpec
+from compare_models.models.registry import ModelSpec
 
 TINY = ModelSpec(
     "tiny",

@@ -164,7 +164,7 @@ def test_a_training_process_refuses_an_unknown_backend_before_keras_loads() -> N
 
 
 def test_each_model_trains_on_its_faster_cpu_backend_unless_told(monkeypatch) -> None:
-    from compare_models import registry
+    from compare_models.models import registry
 
     monkeypatch.setattr(device, "gpu_device_nodes", lambda: [])
     assert registry.get("resnet50").cpu_backend == "jax"

@@ -1,12 +1,16 @@
 """The report's two architectures, exactly, and the model registry."""
 
+from pathlib import Path
+
 import pytest
 
-from compare_models import registry
+from compare_models.models import registry
 
 
 def test_cnn_matches_the_report_layer_table():
-    from compare_models.models import build_cnn  # Keras: loaded by the process that runs this
+    from compare_models.models.networks import (
+        build_cnn,  # Keras: loaded by the process that runs this
+    )
 
     model = build_cnn()
     assert model.count_params() == registry.get("cnn").parameters == 2_915_114
@@ -40,7 +44,7 @@ def test_cnn_matches_the_report_layer_table():
 
 
 def test_resnet50_with_the_report_head():
-    from compare_models.models import build_resnet50
+    from compare_models.models.networks import build_resnet50
 
     model = build_resnet50(None)
     assert model.count_params() == registry.get("resnet50").parameters == 26_215_818
@@ -57,7 +61,9 @@ def test_unknown_model_name_is_rejected():
 
 
 def test_registered_builder_must_match_its_parameter_count():
-    spec = registry.ModelSpec("wrongcount", "compare_models.models:build_cnn", parameters=12)
+    spec = registry.ModelSpec(
+        "wrongcount", "compare_models.models.networks:build_cnn", parameters=12
+    )
     with pytest.raises(ValueError, match="has 2,915,114 parameters; its registration says 12"):
         spec.build()
 
@@ -111,7 +117,7 @@ def test_compile_model_creates_the_optimizer_state_before_the_first_step():
     equal those of Keras' own deferred path."""
     import numpy as np
 
-    from compare_models.models import compile_model
+    from compare_models.models.networks import compile_model
 
     x = np.random.default_rng(2).random((48, 4, 4, 3), dtype=np.float32)
     y = np.arange(48) % 10
@@ -144,3 +150,19 @@ def test_a_builder_without_num_classes_serves_ten_classes_only():
     assert spec.build().output_shape[-1] == 10
     with pytest.raises(ValueError, match="takes no num_classes"):
         spec.build(num_classes=3)
+
+
+def test_a_keras_file_saved_before_the_move_still_loads_and_predicts_the_same():
+    """tests/fixtures/model-c25b36e.keras was saved at commit c25b36e, when the networks lived in
+    `compare_models/models.py`: its ImageNet preprocessing layer is registered by name, so the
+    file loads from `compare_models.models.networks` and gives the probabilities it gave then."""
+    import numpy as np
+
+    from compare_models.models.networks import load_model
+
+    fixtures = Path(__file__).resolve().parent.parent / "fixtures"
+    model = load_model(fixtures / "model-c25b36e.keras")
+    inputs = np.load(fixtures / "model-c25b36e-inputs.npy")
+    expected = np.load(fixtures / "model-c25b36e-probabilities.npy")
+    assert "imagenet_preprocess" in [layer.name for layer in model.layers]
+    np.testing.assert_allclose(model.predict(inputs, verbose=0), expected, rtol=1e-5, atol=1e-6)

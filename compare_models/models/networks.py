@@ -67,7 +67,7 @@ def build_resnet50(
 
     ``weights``: None (random init), "imagenet" (Keras' download into ~/.keras), or a
     local path to a ``*_notop.h5`` weights file. Resolving imagenet/S3 caching is the
-    caller's job (see compare_models.weights) so this function never touches the network
+    caller's job (see compare_models.models.weights) so this function never touches the network
     unexpectedly.
     """
     inputs = keras.Input(shape=IMAGE_SHAPE, name="image")

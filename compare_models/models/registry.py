@@ -113,14 +113,14 @@ class ModelSpec:
 BUILTIN: tuple[ModelSpec, ...] = (
     ModelSpec(
         "cnn",
-        "compare_models.models:build_cnn",
+        "compare_models.models.networks:build_cnn",
         2_915_114,
         head_inputs=512,
         description="the report's custom CNN (six conv layers, dense head)",
     ),
     ModelSpec(
         "resnet50",
-        "compare_models.models:build_resnet50",
+        "compare_models.models.networks:build_resnet50",
         26_215_818,
         takes_weights=True,
         head_inputs=512,
