@@ -16,8 +16,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from compare_models.config import Settings  # noqa: E402
 from compare_models.data.dataset import load_split  # noqa: E402
 from compare_models.storage.store import ArtifactStore  # noqa: E402
-from compare_models.training import configure_device, peak_rss_mb, training_input  # noqa: E402
-from compare_models.training_jobs import TrainingJob  # noqa: E402
+from compare_models.training.fit import configure_device, peak_rss_mb, training_input  # noqa: E402
+from compare_models.training.jobs import TrainingJob  # noqa: E402
 
 
 def main(job_path: str) -> None:

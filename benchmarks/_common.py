@@ -68,7 +68,7 @@ def scratch_bucket():
 def fit_spans(store, record) -> dict[str, tuple[float, float]]:
     """Each model's `fit` in a run (a `RunRecord`) as (start, end), UNIX time, from the
     training result it published (`history.json`)."""
-    from compare_models.training_jobs import stored_result
+    from compare_models.training.jobs import stored_result
 
     spans = {}
     for model in record.models:

@@ -3,13 +3,13 @@
 Three sides, each training in a process of its own (the backend is chosen per process), in
 an order that rotates from trial to trial so that no side always runs first. Each uses the
 product's training set-up: its model builders, optimizer, schedule and device configuration
-(`compare_models.training`):
+(`compare_models.training.fit`):
 
 * ``tensorflow-tf.data``: on TensorFlow, fed by the `tf.data` pipeline
-  (`compare_models.training_input.tf_data_input`: shuffle, batch, one random flip map,
+  (`compare_models.training.batches.tf_data_input`: shuffle, batch, one random flip map,
   prefetch), the product's input under TensorFlow;
 * ``tensorflow-PyDataset``: on TensorFlow, fed by the backend-neutral input
-  (`compare_models.training_input.ShuffledBatches`, a `keras.utils.PyDataset`);
+  (`compare_models.training.batches.ShuffledBatches`, a `keras.utils.PyDataset`);
 * ``jax``: on Keras' JAX backend, fed by `ShuffledBatches` (the product's input there).
 
 Real CIFAR-10 images (the seed protocol's split, the first --train-images of its training
@@ -67,8 +67,8 @@ def _child(side: str, model_name: str, folder: Path, epochs: int) -> None:
     from compare_models.data.dataset import normalise
     from compare_models.device import available_cpus
     from compare_models.models.networks import compile_model, learning_rate_schedule
-    from compare_models.training import configure_device  # prepares the backend first
-    from compare_models.training_input import ShuffledBatches, tf_data_input
+    from compare_models.training.fit import configure_device  # prepares the backend first
+    from compare_models.training.batches import ShuffledBatches, tf_data_input
 
     device = configure_device(available_cpus(), allow_cpu=True)
     params = TrainParams(epochs=epochs, batch_size=128, augment="flip", seed=1)

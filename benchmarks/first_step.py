@@ -28,7 +28,7 @@ def child(model_name: str, way: str, images: int) -> dict:
     """One measurement, in this (fresh) process."""
     import numpy as np
 
-    from compare_models.training import configure_device
+    from compare_models.training.fit import configure_device
 
     configure_device(THREADS)
     import keras

@@ -1,5 +1,5 @@
 """The product's own training on a GPU: the seed protocol, per precision policy, by the real
-training code (`compare_models.training.train`: its input pipeline, callbacks, S3
+training code (`compare_models.training.fit.train`: its input pipeline, callbacks, S3
 checkpoints, publishing), on whichever Keras backend the machine has (KERAS_BACKEND).
 
 Where a Prefect server can be started (the project installed with its dependencies:
@@ -46,7 +46,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 #: The product's Python dependencies a training needs that a JAX-only GPU machine lacks
-#: (compare_models.training's imports, less what that machine has; KINDS.md in the device
+#: (compare_models.training.fit's imports, less what that machine has; KINDS.md in the device
 #: tool's library lists it). Versions: those installed here, so that they are the ones tested.
 CARRIED = (
     "keras",
@@ -147,8 +147,8 @@ def _child(job_path: Path, out_path: Path, allow_cpu: bool) -> int:
     from compare_models.models.networks import load_model
     from compare_models.storage import layout
     from compare_models.storage.store import ArtifactStore
-    from compare_models.training import InjectedFault, train  # prepares the backend first
-    from compare_models.training_jobs import TrainingJob
+    from compare_models.training.fit import InjectedFault, train  # prepares the backend first
+    from compare_models.training.jobs import TrainingJob
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     logger = logging.getLogger("gpu-check")
@@ -385,7 +385,7 @@ def in_process(args: argparse.Namespace) -> dict:
     from compare_models.data.dataset import prepare_dataset
     from compare_models.device import selected_backend
     from compare_models.storage.store import ArtifactStore
-    from compare_models.training_jobs import TrainingJob
+    from compare_models.training.jobs import TrainingJob
 
     work = Path(tempfile.mkdtemp(prefix="gpu-check-"))
     seaweed = start_s3(work, args.runtime)
@@ -457,7 +457,7 @@ def _print_pass(o: dict) -> None:
 
 def _drills(work: Path, job, args: argparse.Namespace) -> dict:
     """Resume after a fault, and a time-budget stop continued, on the CNN: 3 epochs each."""
-    from compare_models.training_jobs import FAIL_AFTER_EPOCH_ENV
+    from compare_models.training.jobs import FAIL_AFTER_EPOCH_ENV
 
     epochs = {"epochs": 3}
     faulted = _train(

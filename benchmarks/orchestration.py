@@ -43,7 +43,7 @@ from compare_models.config import Settings
 from compare_models.runs import latest_run_id, read_record
 from compare_models.storage import layout
 from compare_models.storage.store import ArtifactStore
-from compare_models.training_jobs import stored_result
+from compare_models.training.jobs import stored_result
 
 CLI = [sys.executable, "-m", "compare_models.cli"]
 

@@ -29,7 +29,7 @@ from compare_models.config import Settings, SplitSpec, TrainParams
 from compare_models.data.dataset import prepare_dataset
 from compare_models.storage import layout
 from compare_models.storage.store import ArtifactStore
-from compare_models.training_jobs import TrainingJob, TrainingResult
+from compare_models.training.jobs import TrainingJob, TrainingResult
 
 
 def main() -> None:

@@ -26,7 +26,7 @@ from compare_models.run_record import Comparison, Replay, ReportFiles, RunRecord
 from compare_models.runs import completed_records, read_record
 from compare_models.storage import layout
 from compare_models.storage.store import ArtifactStore
-from compare_models.training_jobs import TrainingResult
+from compare_models.training.jobs import TrainingResult
 
 CONTENT_TYPES = {
     ".html": "text/html; charset=utf-8",

@@ -210,7 +210,7 @@ class TrainingRuntime(BaseSettings):
     """How a training process computes: the worker's environment (its deployment's job
     variables, the image), never a run parameter, since none of it changes what a run means,
     only how fast it gets there. Every value is recorded in the training's `device` (the run's
-    fingerprint). The backend itself is Keras' own KERAS_BACKEND (`compare_models.backend`).
+    fingerprint). The backend itself is Keras' own KERAS_BACKEND (`compare_models.training.backend`).
     Read from the process's environment only (a .env file would not reach Keras' variable)."""
 
     model_config = SettingsConfigDict(extra="ignore")

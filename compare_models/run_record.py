@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, computed_field, model_validat
 from compare_models.config import RunParams
 from compare_models.data.dataset import DatasetRef
 from compare_models.storage import layout
-from compare_models.training_jobs import TrainingResult
+from compare_models.training.jobs import TrainingResult
 
 #: The record's shape; bump it when a field changes meaning or a required field is added.
 SCHEMA_VERSION = 1

@@ -20,7 +20,7 @@ from prefect.runtime import flow_run
 from compare_models.config import RunParams
 from compare_models.run_claim import new_run_id
 from compare_models.run_record import RunRecord, RunSummary
-from compare_models.training_jobs import plan_jobs, select_replicas
+from compare_models.training.jobs import plan_jobs, select_replicas
 from tasks._store import open_store
 from tasks.comparison import compare
 from tasks.data import describe_data, preflight, prepare_data, skip_unchanged

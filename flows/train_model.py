@@ -26,7 +26,7 @@ from compare_models.config import Settings
 from compare_models.device import BACKEND_ENV, training_backend
 from compare_models.models import registry
 from compare_models.storage.store import ArtifactStore
-from compare_models.training_jobs import TrainingJob, TrainingResult
+from compare_models.training.jobs import TrainingJob, TrainingResult
 from tasks.child_runs import ensure_still_running
 
 #: Installed for the parent's evaluation and report, optional for Keras, unused by a training:
@@ -78,7 +78,7 @@ def train_model(job: TrainingJob) -> TrainingResult:
     if "keras" not in sys.modules:
         os.environ[BACKEND_ENV] = training_backend(registry.get(job.model).cpu_backend)
     with keras_without_unused_imports():
-        from compare_models.training import train
+        from compare_models.training.fit import train
 
     logger = get_run_logger()
     settings = Settings()  # once for this training process: the store, the cache, the CPU allowance

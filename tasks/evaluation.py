@@ -8,7 +8,7 @@ from prefect import get_run_logger, task
 
 from compare_models.evaluation import evaluate_predictions
 from compare_models.run_record import ModelMetrics, RunRecord
-from compare_models.training_jobs import TrainingResult
+from compare_models.training.jobs import TrainingResult
 from tasks._store import open_artifacts
 
 

@@ -30,7 +30,7 @@ from prefect.settings import PREFECT_API_URL
 from prefect.tasks import exponential_backoff
 
 from compare_models.config import ExecutionParams, project_root
-from compare_models.training_jobs import (
+from compare_models.training.jobs import (
     TrainingJob,
     TrainingResult,
     resolve_schedule,

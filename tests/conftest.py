@@ -75,7 +75,7 @@ def smoke_run_args(
 def training_result(run_id: str, model: str, replica: int = 0, **changes):
     """A `TrainingResult` made by hand, with this run's keys for the replica's name."""
     from compare_models.storage import layout
-    from compare_models.training_jobs import TrainingResult
+    from compare_models.training.jobs import TrainingResult
 
     name = layout.training_name(model, replica)
     return TrainingResult(

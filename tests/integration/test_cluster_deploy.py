@@ -281,7 +281,7 @@ def test_a_gpu_pool_run_without_a_gpu_fails_with_the_reason(process_worker, back
     from prefect.client.orchestration import get_client
 
     from compare_models.config import TrainParams
-    from compare_models.training_jobs import TrainingJob
+    from compare_models.training.jobs import TrainingJob
 
     pool, worker_log = process_worker
     spec = yaml.safe_load((ROOT / "prefect.yaml").read_text())

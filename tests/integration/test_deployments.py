@@ -227,7 +227,7 @@ def test_nightly_deployment_run_trains_both_models_in_parallel_on_workers(
     assert manifest["params"]["execution"]["trainer"] == "deployment"
     # the worker sized each training's threads from its share of the cores (by model cost)
     from compare_models.device import available_cpus
-    from compare_models.training_jobs import cpu_shares, threads_from_share
+    from compare_models.training.jobs import cpu_shares, threads_from_share
 
     shares = cpu_shares(("cnn", plugin_models), "weighted")
     assert {m: v["device"]["threads"] for m, v in manifest["models"].items()} == {
@@ -277,7 +277,7 @@ def test_a_retry_cancels_the_child_an_earlier_attempt_left_unfinished(deployed, 
     from prefect.states import Scheduled
 
     from compare_models.config import TrainParams
-    from compare_models.training_jobs import TrainingJob
+    from compare_models.training.jobs import TrainingJob
     from tasks.child_runs import cancel_earlier_attempts
 
     job = TrainingJob(

@@ -14,7 +14,7 @@ import pytest
 
 from compare_models.config import RunParams, Settings
 from compare_models.storage import layout
-from compare_models.training_jobs import EPOCH_PAUSE_ENV
+from compare_models.training.jobs import EPOCH_PAUSE_ENV
 from tests import stack as test_stack
 
 # serial: stops the S3 service, which tests running beside it would see fail
@@ -58,7 +58,7 @@ def wait_for(predicate, seconds: float, what: str) -> None:
 
 
 def test_uploads_and_writes_are_retried_until_the_store_returns(stack, tmp_path):
-    from compare_models.checkpoint_upload import CheckpointUploader, LocalCheckpoint
+    from compare_models.training.checkpoint_upload import CheckpointUploader, LocalCheckpoint
 
     stop_s3()
     try:

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from compare_models import backend, device
+from compare_models import device
 from compare_models.config import TrainingRuntime, TrainParams
+from compare_models.training import backend
 
 
 def test_the_backend_comes_from_keras_own_variable() -> None:
@@ -66,7 +67,7 @@ def _data(n: int = 50) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _batches(x, y, params: TrainParams, first_epoch: int = 0):
-    from compare_models.training_input import ShuffledBatches
+    from compare_models.training.batches import ShuffledBatches
 
     return ShuffledBatches(
         x,
@@ -102,7 +103,7 @@ def test_batches_cover_every_image_once_an_epoch_in_a_new_order() -> None:
 def test_a_resumed_training_sees_the_batches_the_uninterrupted_one_saw() -> None:
     """Each batch is a function of (seed, epoch, index): resuming after epoch 2 gives epoch 3's
     batches, flips included; a thread pool preparing them changes nothing."""
-    from compare_models.training_input import ShuffledBatches
+    from compare_models.training.batches import ShuffledBatches
 
     x, y = _data()
     params = TrainParams(batch_size=16, seed=3, augment="flip")
@@ -124,7 +125,7 @@ def test_a_resumed_training_sees_the_batches_the_uninterrupted_one_saw() -> None
 
 
 def test_batches_refuse_mismatched_or_empty_arrays() -> None:
-    from compare_models.training_input import ShuffledBatches
+    from compare_models.training.batches import ShuffledBatches
 
     x, y = _data()
     with pytest.raises(ValueError, match="50 images and 49 labels"):
@@ -150,7 +151,7 @@ def test_a_training_process_refuses_an_unknown_backend_before_keras_loads() -> N
     import sys
 
     out = subprocess.run(
-        [sys.executable, "-c", "import compare_models.training"],
+        [sys.executable, "-c", "import compare_models.training.fit"],
         env={**os.environ, "KERAS_BACKEND": "torch"},
         capture_output=True,
         text=True,

@@ -98,7 +98,7 @@ def test_garbage_in_cgroup_files_is_ignored(tmp_path) -> None:
 def test_default_threads_follow_the_quota(tmp_path, monkeypatch) -> None:
     """training.default_threads divides the quota-limited CPUs between the worker's slots."""
     pytest.importorskip("tensorflow")
-    from compare_models import training
+    from compare_models.training import fit as training
 
     monkeypatch.setattr(training, "available_cpus", lambda: 4)
     monkeypatch.setenv("COMPARE_MODELS_WORKER_SLOTS", "2")
@@ -141,7 +141,7 @@ def test_configure_device_refuses_cpu_on_the_gpu_pool_and_records_the_device(mon
     """On this GPU-less machine: COMPARE_MODELS_REQUIRE_GPU=1 fails, the allowance lets it train
     on the CPU, and the returned device dict (stored in results and manifests) says "cpu"."""
     tf = pytest.importorskip("tensorflow")
-    from compare_models import training
+    from compare_models.training import fit as training
 
     monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind=None: [])
     # Thread pools can be set once per process, and other tests may have started TensorFlow already.

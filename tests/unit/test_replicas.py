@@ -10,7 +10,7 @@ import pytest
 
 from compare_models.config import TrainParams
 from compare_models.storage import layout
-from compare_models.training_jobs import TrainingJob, TrainingResult, select_replicas
+from compare_models.training.jobs import TrainingJob, TrainingResult, select_replicas
 from tests.conftest import placeholder_dataset, training_result
 
 
@@ -141,7 +141,7 @@ def test_a_result_from_before_replicas_reads_as_replica_0():
 
 
 def test_the_label_shuffling_drill_breaks_the_asked_fraction_and_keeps_the_class_counts():
-    from compare_models.training_jobs import shuffle_labels
+    from compare_models.training.jobs import shuffle_labels
 
     y = np.arange(3000) % 10
     broken = shuffle_labels(y, 1 / 3, seed=7)

@@ -14,7 +14,7 @@ from compare_models.run_progress import EpochLine, TrainingProgress, _RunIdFromL
 
 def _logged_line(label: str, epoch: int, epochs: int, logs: dict) -> str:
     """The line `training.EpochLogger` logs for this epoch (the real callback, no Keras fit)."""
-    from compare_models.training import EpochLogger  # imports Keras: not at collection
+    from compare_models.training.fit import EpochLogger  # imports Keras: not at collection
 
     records = []
     logger = logging.getLogger(f"test-run-progress-{label}")

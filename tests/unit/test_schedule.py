@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from compare_models.config import ExecutionParams, RunParams
-from compare_models.training_jobs import (
+from compare_models.training.jobs import (
     AUTO_SCHEDULE,
     cpu_shares,
     plan_jobs,
@@ -63,7 +63,7 @@ def test_jobs_carry_threads_and_the_budget_deadline():
 def test_a_worker_sizes_threads_from_the_jobs_share(monkeypatch):
     """A CPU worker running the run's trainings at once gives each its share of its cores
     (the weighted schedule of a local run), not an even split between its slots."""
-    from compare_models import training
+    from compare_models.training import fit as training
 
     monkeypatch.setattr(training, "available_cpus", lambda: 2)
     monkeypatch.setenv("COMPARE_MODELS_WORKER_SLOTS", "2")
@@ -169,7 +169,7 @@ def test_replicas_are_more_trainings_of_the_same_cost():
 
 
 def test_replicas_train_with_consecutive_seeds(monkeypatch):
-    from compare_models import training_jobs
+    from compare_models.training import jobs as training_jobs
 
     monkeypatch.setattr(training_jobs, "available_cpus", lambda: 12)
     params = RunParams.model_validate(

@@ -11,7 +11,7 @@ import json, sys, types
 sys.modules["__main__"].__spec__ = types.SimpleNamespace(name={main!r})
 from flows.train_model import UNUSED_IN_TRAINING, keras_without_unused_imports
 with keras_without_unused_imports():
-    import compare_models.training  # keras and TensorFlow
+    import compare_models.training.fit  # keras and TensorFlow
 loaded = sorted(n for n in UNUSED_IN_TRAINING if sys.modules.get(n) is not None)
 import matplotlib, sklearn  # afterwards they import as usual (a plugin model may need them)
 print(json.dumps(loaded))

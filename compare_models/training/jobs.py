@@ -1,6 +1,6 @@
 """What a training is asked to do and what it hands back, without TensorFlow.
 
-The parent flow imports this module (never `compare_models.training`, which loads Keras):
+The parent flow imports this module (never `compare_models.training.fit`, which loads Keras):
 it builds a `TrainingJob` per model and replica (`plan_jobs`), starts each in its own process,
 reads the `TrainingResult` the training published to S3 (`history.json` is written last), and
 keeps one replica of each model (`select_replicas`).

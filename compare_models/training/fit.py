@@ -1,8 +1,8 @@
 """Training one model: plain Keras `fit` with callbacks around it. No Prefect in here.
 
 This module imports Keras at the top, on the backend KERAS_BACKEND names (TensorFlow by
-default, or JAX: `compare_models.backend`): only training processes import it (the parent
-flow uses the Keras-free `compare_models.training_jobs`). One call of `train` trains one
+default, or JAX: `compare_models.training.backend`): only training processes import it (the parent
+flow uses the Keras-free `compare_models.training.jobs`). One call of `train` trains one
 model (one replica of it) in the current process and publishes, under the run prefix (see
 `layout`; `<name>` is the job's `name`: the model's, or `<model>.r<k>` for replica k >= 1):
 
@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from compare_models import backend
+from compare_models.training import backend
 
 backend.prepare_environment()  # before Keras starts its backend (threads, GPU memory)
 
@@ -42,8 +42,6 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from compare_models import fingerprint
-from compare_models.backend import configure_device
-from compare_models.checkpoint_upload import CheckpointUploader, LocalCheckpoint
 from compare_models.config import TrainingRuntime
 from compare_models.data.dataset import load_split
 from compare_models.device import available_cpus
@@ -52,8 +50,10 @@ from compare_models.models.networks import compile_model, learning_rate_schedule
 from compare_models.models.weights import local_weights
 from compare_models.storage import layout  # noqa: E402
 from compare_models.storage.store import ArtifactStore, StoreUnavailable, disk_full_error
-from compare_models.training_input import training_input
-from compare_models.training_jobs import (
+from compare_models.training.backend import configure_device
+from compare_models.training.batches import training_input
+from compare_models.training.checkpoint_upload import CheckpointUploader, LocalCheckpoint
+from compare_models.training.jobs import (
     EPOCH_PAUSE_ENV,
     FAIL_AFTER_EPOCH_ENV,
     SHUFFLE_LABELS_ENV,
