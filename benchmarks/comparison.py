@@ -67,12 +67,12 @@ def main() -> None:
     args = ap.parse_args()
 
     start = time.perf_counter()
-    from compare_models.comparison import compare_all
     from compare_models.diagnostics import (
         confident_mistakes,
         disagreement_gallery,
         reliability_diagram,
     )
+    from compare_models.statistics.paired import compare_all
 
     import_s = time.perf_counter() - start
 

@@ -25,7 +25,6 @@ from typing import Any
 
 import numpy as np
 
-from compare_models.comparison import compare_pair
 from compare_models.config import CIFAR10_CLASSES, ComparisonParams, GatePolicy
 from compare_models.fingerprint import data_identity
 from compare_models.run_record import (
@@ -35,6 +34,7 @@ from compare_models.run_record import (
     RunRecord,
     TestImages,
 )
+from compare_models.statistics.paired import compare_pair
 from compare_models.storage import layout
 from compare_models.storage.store import ArtifactStore, PreconditionFailed, StoreError
 

@@ -30,7 +30,7 @@ import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from compare_models.evaluation import comparison_table, metrics_tables  # noqa: E402
+from compare_models.evaluation.metrics import comparison_table, metrics_tables  # noqa: E402
 from compare_models.report_data import ModelResult, Sections  # noqa: E402
 from compare_models.report_format import (  # noqa: E402
     BUDGET_BANNER,

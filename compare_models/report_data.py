@@ -18,7 +18,7 @@ class ModelResult:
             titles, table rows and file names.
         history: Keras ``History.history``: metric name -> one value per epoch
             (``loss``, ``accuracy``, ``val_loss``, ``val_accuracy``).
-        metrics: the record returned by ``compare_models.evaluation.evaluate_predictions``.
+        metrics: the record returned by ``compare_models.evaluation.metrics.evaluate_predictions``.
         train_seconds: wall-clock training time.
         parameters: number of model parameters.
     """
@@ -35,7 +35,7 @@ class Sections:
     """The report's optional sections, beyond the per-model metrics.
 
     Attributes:
-        comparison: ``compare_models.comparison.compare_all``'s record (verdicts, intervals,
+        comparison: ``compare_models.statistics.paired.compare_all``'s record (verdicts, intervals,
             paired tables, per-class tests), with ``calibration`` {model: {"ece"}} added and,
             with replicas, ``recipes`` (``run_record.RecipeComparison``: each model's test
             accuracy per seed, its mean and std, and each pair's Welch test over seeds).

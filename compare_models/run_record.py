@@ -11,7 +11,7 @@ before the record existed (version 0): it is read by filling in what it did not 
 by guessing a value (`_from_version_0`). A manifest from a newer version is refused with a
 message saying to upgrade.
 
-The statistics' sub-records mirror what `compare_models.comparison` returns; they are
+The statistics' sub-records mirror what `compare_models.statistics.paired` returns; they are
 validated here, at the boundary, instead of being read back by string keys.
 """
 
@@ -49,7 +49,7 @@ class _Part(BaseModel):
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
 
 
-# ── statistics (compare_models.comparison) ───────────────────────────────────────────
+# ── statistics (compare_models.statistics.paired) ───────────────────────────────────────────
 
 
 class Interval(_Part):
@@ -179,7 +179,7 @@ class Comparison(_Part):
 
 
 class ModelMetrics(_Part):
-    """A model's scalar test metrics (`compare_models.evaluation.SCALAR_METRICS`)."""
+    """A model's scalar test metrics (`compare_models.evaluation.metrics.SCALAR_METRICS`)."""
 
     accuracy: float
     precision_macro: float

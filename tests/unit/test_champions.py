@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from compare_models import champions
-from compare_models.comparison import compare_pair
 from compare_models.config import GatePolicy
+from compare_models.statistics.paired import compare_pair
 
 CLASSES = [f"c{i}" for i in range(10)]
 

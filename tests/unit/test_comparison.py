@@ -1,4 +1,4 @@
-"""Unit tests for compare_models.comparison: known answers, independent checks, validation."""
+"""Unit tests for compare_models.statistics.paired: known answers, independent checks, validation."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from scipy.stats import binomtest
 from sklearn.metrics import f1_score
 from statsmodels.stats.multitest import multipletests
 
-from compare_models.comparison import (
+from compare_models.statistics.paired import (
     DEFAULT_RESAMPLES,
     MIN_RESAMPLES,
     _bootstrap,

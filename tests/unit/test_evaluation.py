@@ -1,4 +1,4 @@
-"""Unit tests for compare_models.evaluation: hand-checked numbers, edge cases, validation."""
+"""Unit tests for compare_models.evaluation.metrics: hand-checked numbers, edge cases, validation."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from compare_models.evaluation import (
+from compare_models.evaluation.metrics import (
     MAX_ROC_POINTS,
     SCALAR_METRICS,
     comparison_table,

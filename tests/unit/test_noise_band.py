@@ -12,11 +12,11 @@ import pytest
 from scipy.stats import t
 
 from compare_models import champions, noise_band
-from compare_models.comparison import compare_pair
 from compare_models.config import GatePolicy, NoisePolicy
-from compare_models.recipes import compare_recipes
 from compare_models.run_record import ModelMetrics, NoiseBand, PairComparison, RunRecord
 from compare_models.runs import parse_record
+from compare_models.statistics.paired import compare_pair
+from compare_models.statistics.recipes import compare_recipes
 
 FIXTURE = Path(__file__).resolve().parent.parent / "fixtures" / "manifest-v0-first-champion.json"
 

@@ -15,9 +15,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
-from compare_models.comparison import compare_all, compare_pair  # noqa: E402
 from compare_models.data_changes import plot_class_balance  # noqa: E402
-from compare_models.evaluation import evaluate_predictions  # noqa: E402
+from compare_models.evaluation.metrics import evaluate_predictions  # noqa: E402
 from compare_models.report import (  # noqa: E402
     SYNTHETIC_BANNER,
     ModelResult,
@@ -38,6 +37,7 @@ from compare_models.run_record import (  # noqa: E402
     RecipeSummary,
     SkippedFile,
 )
+from compare_models.statistics.paired import compare_all, compare_pair  # noqa: E402
 from tests.html_validation import html_problems  # noqa: E402
 
 CLASSES = ["airplane", "automobile", "bird", "cat"]

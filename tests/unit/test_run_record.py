@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from compare_models.comparison import compare_all, compare_pair
 from compare_models.run_record import SCHEMA_VERSION, Comparison, RunRecord, json_schema
 from compare_models.runs import UnreadableRecord, parse_record
+from compare_models.statistics.paired import compare_all, compare_pair
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 ROOT = FIXTURES.parent.parent

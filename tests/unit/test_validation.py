@@ -1,11 +1,11 @@
-"""Unit tests for compare_models.validation: every refusal, every decided case, every conversion."""
+"""Unit tests for compare_models.evaluation.validation: every refusal, every decided case, every conversion."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from compare_models.validation import (
+from compare_models.evaluation.validation import (
     check_class_names,
     check_correct,
     check_labels,

@@ -27,7 +27,11 @@ from sklearn.metrics import (
 )
 from sklearn.preprocessing import label_binarize
 
-from compare_models.validation import check_class_names, check_labels, check_probabilities
+from compare_models.evaluation.validation import (
+    check_class_names,
+    check_labels,
+    check_probabilities,
+)
 
 #: Most points kept per ROC curve. A 10 000-sample test set can produce a
 #: curve with thousands of points per class; 200 draws the same picture.
@@ -123,7 +127,7 @@ def evaluate_predictions(
     Raises:
         ValueError: on empty input, mismatched shapes, labels outside 0..k-1 (or
             boolean/non-integer), NaN/infinite scores or bad class names; see
-            :mod:`compare_models.validation`.
+            :mod:`compare_models.evaluation.validation`.
     """
     names = check_class_names(class_names)
     n_classes = len(names)

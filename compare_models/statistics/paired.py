@@ -36,7 +36,7 @@ from sklearn.metrics import accuracy_score, f1_score, recall_score
 from statsmodels.stats.contingency_tables import mcnemar
 from statsmodels.stats.multitest import multipletests
 
-from compare_models.validation import (
+from compare_models.evaluation.validation import (
     check_class_names,
     check_correct,
     check_labels,
