@@ -34,7 +34,7 @@ def main() -> None:
     from pydantic import SecretStr
 
     from compare_models.config import Settings
-    from compare_models.run_record import RunSummary
+    from compare_models.runs.record import RunSummary
     from deployments.alerts import ensure_regression_automation
 
     server, received = start_receiver()

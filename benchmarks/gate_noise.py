@@ -26,7 +26,7 @@ from _common import ROOT, emit, require_archive, scratch_bucket
 
 
 def _run(args, track: str, seed: int, *extra: str, env: dict[str, str] | None = None) -> dict:
-    from compare_models.run_record import RunSummary
+    from compare_models.runs.record import RunSummary
 
     command = [
         sys.executable, "-m", "compare_models.cli", "run", "--preset", "smoke",

@@ -40,7 +40,7 @@ import time
 from _common import REAL_ARCHIVE, ROOT, emit, fit_spans
 
 from compare_models.config import Settings
-from compare_models.runs import latest_run_id, read_record
+from compare_models.runs.stored import latest_run_id, read_record
 from compare_models.storage import layout
 from compare_models.storage.store import ArtifactStore
 from compare_models.training.jobs import stored_result

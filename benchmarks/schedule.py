@@ -47,8 +47,8 @@ def run(workload: str, schedule: str, seed_epochs: int) -> dict:
     if out.returncode != 0:
         raise SystemExit(f"{workload}/{schedule} failed:\n{out.stderr[-3000:]}")
     from compare_models.config import Settings
-    from compare_models.run_record import RunSummary
-    from compare_models.runs import read_record
+    from compare_models.runs.record import RunSummary
+    from compare_models.runs.stored import read_record
     from compare_models.storage.store import ArtifactStore
 
     summary = RunSummary.model_validate_json(out.stdout)

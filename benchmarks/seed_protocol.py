@@ -46,8 +46,8 @@ def main() -> None:
     if out.returncode != 0:
         sys.exit(out.stderr[-4000:])
     from compare_models.config import Settings
-    from compare_models.run_record import RunSummary
-    from compare_models.runs import read_record
+    from compare_models.runs.record import RunSummary
+    from compare_models.runs.stored import read_record
     from compare_models.storage.store import ArtifactStore
 
     summary = RunSummary.model_validate_json(out.stdout)

@@ -26,8 +26,8 @@ from typing import Any
 import numpy as np
 
 from compare_models.config import CIFAR10_CLASSES, ComparisonParams, GatePolicy
-from compare_models.fingerprint import data_identity
-from compare_models.run_record import (
+from compare_models.runs.fingerprint import data_identity
+from compare_models.runs.record import (
     GateDecision,
     NoiseBand,
     PairComparison,

@@ -38,7 +38,7 @@ from compare_models.console import console, print_fields, print_line, print_tabl
 from compare_models.models import registry
 
 if TYPE_CHECKING:
-    from compare_models.run_record import Interval, Replay, RunRecord, RunSummary
+    from compare_models.runs.record import Interval, Replay, RunRecord, RunSummary
 
 
 def _export_settings(settings: Settings) -> None:
@@ -233,7 +233,7 @@ def _run_flow(params, *, as_json: bool) -> int:
         return _fail(
             f"run failed ({state.name}): {message}" + (f"\n  flow run: {url}" if url else "")
         )
-    from compare_models.run_record import RunSummary, SkippedRun
+    from compare_models.runs.record import RunSummary, SkippedRun
 
     result = state.result()
     if result.get("skipped"):
@@ -350,8 +350,8 @@ def _print_replay(replay: Replay) -> None:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from compare_models.replay import replay_params
-    from compare_models.runs import read_record
+    from compare_models.runs.replay import replay_params
+    from compare_models.runs.stored import read_record
     from compare_models.storage.store import StoreError
 
     try:
@@ -404,7 +404,7 @@ def _print_fingerprint(record: RunRecord) -> None:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from compare_models.runs import latest_run_id, read_record
+    from compare_models.runs.stored import latest_run_id, read_record
     from compare_models.storage import layout
     from compare_models.storage.store import StoreError
 
@@ -483,7 +483,7 @@ def _champion_row(record: dict[str, Any], entry: dict[str, Any]) -> dict[str, An
 
 def cmd_promote(args: argparse.Namespace) -> int:
     from compare_models import champions
-    from compare_models.runs import read_record
+    from compare_models.runs.stored import read_record
     from compare_models.storage.store import StoreError
 
     try:
@@ -503,8 +503,8 @@ def cmd_promote(args: argparse.Namespace) -> int:
 
 
 def cmd_history(args: argparse.Namespace) -> int:
-    from compare_models import track_history
-    from compare_models.runs import completed_records
+    from compare_models.runs import track_history
+    from compare_models.runs.stored import completed_records
     from compare_models.storage.store import StoreError
 
     try:
@@ -537,7 +537,7 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    from compare_models.runs import list_runs
+    from compare_models.runs.stored import list_runs
     from compare_models.storage.store import ArtifactStore, StoreError
 
     store = ArtifactStore.from_settings(Settings())

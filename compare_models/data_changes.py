@@ -10,7 +10,7 @@ from pathlib import Path
 from compare_models import champions
 from compare_models.data.errors import DataError
 from compare_models.data.versions import DatasetVersion, changes, read_version
-from compare_models.run_record import ClassDelta, DataChanges, RunRecord, SkippedFile
+from compare_models.runs.record import ClassDelta, DataChanges, RunRecord, SkippedFile
 from compare_models.storage.store import ArtifactStore
 
 #: Skipped files listed by name in the record and report (the version lists every one).

@@ -189,16 +189,16 @@ def run_parameters_page() -> str:
 
 
 def manifest_schema() -> str:
-    from compare_models.run_record import json_schema
+    from compare_models.runs.record import json_schema
 
     return json.dumps(json_schema(), indent=2, sort_keys=True) + "\n"
 
 
 def manifest_page() -> str:
-    from compare_models.run_record import json_schema
+    from compare_models.runs.record import json_schema
 
     return (
-        HEADER.format(source="compare_models/run_record.py (RunRecord)")
+        HEADER.format(source="compare_models/runs/record.py (RunRecord)")
         + "# The manifest (`runs/<run>/manifest.json`)\n\n"
         "Written last: a run without it is incomplete. Its full JSON schema is "
         "[manifest.schema.json](manifest.schema.json); its records, field by field:\n\n"

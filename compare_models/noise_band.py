@@ -31,8 +31,8 @@ from scipy.stats import t as student_t
 
 from compare_models.config import NoisePolicy
 from compare_models.data.dataset import DatasetRef
-from compare_models.run_record import ModelMetrics, NoiseBand, RunRecord
-from compare_models.track_history import test_images_of
+from compare_models.runs.record import ModelMetrics, NoiseBand, RunRecord
+from compare_models.runs.track_history import test_images_of
 
 
 def half_width(values: Sequence[float], coverage: float) -> float:

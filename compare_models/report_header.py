@@ -8,7 +8,7 @@ from typing import Any
 
 from compare_models.models import registry
 from compare_models.report import ModelResult
-from compare_models.run_record import RunRecord
+from compare_models.runs.record import RunRecord
 
 
 def report_title(record: RunRecord) -> str:

@@ -42,7 +42,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, PercentFormatter
 
 from compare_models import figures
-from compare_models.run_record import Decision
+from compare_models.runs.record import Decision
 
 MAX_RUN_LABELS = 20  # most labelled runs on the trend's x axis before labels are thinned
 MIN_ACCURACY_SPAN = 0.05  # the trend's y axis spans at least 5 points of accuracy

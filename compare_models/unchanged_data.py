@@ -6,7 +6,7 @@ from __future__ import annotations
 from compare_models import champions
 from compare_models.config import RunParams
 from compare_models.data.dataset import DatasetRef
-from compare_models.run_record import SkippedRun
+from compare_models.runs.record import SkippedRun
 from compare_models.storage.store import ArtifactStore
 
 

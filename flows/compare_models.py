@@ -1,6 +1,6 @@
 """`compare-models`: the parent flow. Orchestration only; the tasks are in `tasks/`, the
 logic in the `compare_models` library. The run's state is one typed record
-(`compare_models.run_record.RunRecord`): each task takes it and hands back a typed part of
+(`compare_models.runs.record.RunRecord`): each task takes it and hands back a typed part of
 it; tasks pass records and S3 keys, never arrays or Keras models.
 
     preflight → prepare-data → train (every model, every replica of it, at once, each in its
@@ -18,8 +18,8 @@ from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
 from compare_models.config import RunParams
-from compare_models.run_claim import new_run_id
-from compare_models.run_record import RunRecord, RunSummary
+from compare_models.runs.claim import new_run_id
+from compare_models.runs.record import RunRecord, RunSummary
 from compare_models.training.jobs import plan_jobs, select_replicas
 from tasks._store import open_store
 from tasks.comparison import compare

@@ -3,9 +3,9 @@ keys, never clients)."""
 
 from __future__ import annotations
 
-from compare_models.artifacts import RunArtifacts
 from compare_models.config import Settings
-from compare_models.run_record import RunRecord
+from compare_models.runs.artifacts import RunArtifacts
+from compare_models.runs.record import RunRecord
 from compare_models.storage.store import ArtifactStore
 
 

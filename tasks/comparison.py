@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from prefect import get_run_logger, task
 
-from compare_models import diagnostics, fingerprint
-from compare_models.replay import replay_comparison
-from compare_models.run_record import Comparison, ComparisonStep, Fingerprint, RunRecord
+from compare_models import diagnostics
+from compare_models.runs import fingerprint
+from compare_models.runs.record import Comparison, ComparisonStep, Fingerprint, RunRecord
+from compare_models.runs.replay import replay_comparison
 from compare_models.statistics.paired import compare_all
 from compare_models.statistics.recipes import compare_recipes
 from tasks._store import open_artifacts

@@ -19,8 +19,8 @@ from compare_models.data_changes import data_changes
 from compare_models.data_changes import markdown as data_changes_markdown
 from compare_models.models import registry
 from compare_models.models.weights import resolve_resnet_weights
-from compare_models.run_claim import claim_run, guard_run_prefix
-from compare_models.run_record import DataChanges, RunRecord, SkippedRun
+from compare_models.runs.claim import claim_run, guard_run_prefix
+from compare_models.runs.record import DataChanges, RunRecord, SkippedRun
 from compare_models.storage import layout
 from compare_models.unchanged_data import skipped_run
 from tasks._store import open_artifacts, open_store

@@ -7,7 +7,7 @@ from typing import NamedTuple
 from prefect import get_run_logger, task
 
 from compare_models.evaluation.metrics import evaluate_predictions
-from compare_models.run_record import ModelMetrics, RunRecord
+from compare_models.runs.record import ModelMetrics, RunRecord
 from compare_models.training.jobs import TrainingResult
 from tasks._store import open_artifacts
 

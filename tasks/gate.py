@@ -17,10 +17,10 @@ from prefect.events import emit_event
 from pydantic import ValidationError
 
 from compare_models import champions, noise_band
-from compare_models.artifacts import RunArtifacts
 from compare_models.config import project_root
 from compare_models.rescoring import request_for
-from compare_models.run_record import GateDecision, RunRecord, TestImages
+from compare_models.runs.artifacts import RunArtifacts
+from compare_models.runs.record import GateDecision, RunRecord, TestImages
 from tasks._store import open_artifacts
 
 #: How long re-scoring one champion may take (ResNet50 on 10,000 images on a slow CPU: minutes).

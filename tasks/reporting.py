@@ -10,8 +10,6 @@ from prefect import task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 from prefect.runtime import flow_run
 
-from compare_models import track_history
-from compare_models.artifacts import RunArtifacts
 from compare_models.config import Settings
 from compare_models.data_changes import plot_class_balance
 from compare_models.diagnostics import diagnostic_figures
@@ -23,7 +21,9 @@ from compare_models.report import (
     render_report,
 )
 from compare_models.report_header import model_results, report_title, run_info
-from compare_models.run_record import ReportFiles, RunRecord
+from compare_models.runs import track_history
+from compare_models.runs.artifacts import RunArtifacts
+from compare_models.runs.record import ReportFiles, RunRecord
 from tasks._store import open_artifacts
 
 

@@ -52,7 +52,7 @@ def browser() -> str:
 def stored_report(run_id: str | None, folder: Path) -> Path:
     """The report of `run_id` (default: the latest completed run) from the configured bucket."""
     from compare_models.config import Settings
-    from compare_models.runs import latest_run_id, read_record
+    from compare_models.runs.stored import latest_run_id, read_record
     from compare_models.storage.store import ArtifactStore
 
     store = ArtifactStore.from_settings(Settings())

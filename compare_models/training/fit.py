@@ -41,13 +41,13 @@ backend.prepare_environment()  # before Keras starts its backend (threads, GPU m
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from compare_models import fingerprint
 from compare_models.config import TrainingRuntime
 from compare_models.data.dataset import load_split
 from compare_models.device import available_cpus
 from compare_models.models import registry
 from compare_models.models.networks import compile_model, learning_rate_schedule, load_model
 from compare_models.models.weights import local_weights
+from compare_models.runs import fingerprint
 from compare_models.storage import layout  # noqa: E402
 from compare_models.storage.store import ArtifactStore, StoreUnavailable, disk_full_error
 from compare_models.training.backend import configure_device

@@ -16,8 +16,8 @@ import pytest
 from pydantic import SecretStr
 
 from compare_models import champions
-from compare_models.artifacts import load_predictions
 from compare_models.config import ComparisonParams, GatePolicy, RunParams
+from compare_models.runs.artifacts import load_predictions
 from compare_models.storage import layout
 from tests.conftest import cli as run_cli
 from tests.webhook_receiver import start_receiver

@@ -9,7 +9,7 @@ import secrets
 import pytest
 
 from compare_models.config import RunParams
-from compare_models.runs import read_record
+from compare_models.runs.stored import read_record
 from compare_models.storage import layout
 
 pytestmark = pytest.mark.integration

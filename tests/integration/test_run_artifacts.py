@@ -11,9 +11,9 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from compare_models.artifacts import RunArtifacts
 from compare_models.config import SplitSpec
 from compare_models.data.dataset import prepare_dataset
+from compare_models.runs.artifacts import RunArtifacts
 from compare_models.storage.store import ArtifactStore
 from tests.conftest import training_result
 

@@ -136,7 +136,7 @@ def test_batches_refuse_mismatched_or_empty_arrays() -> None:
 
 
 def test_a_replay_on_another_backend_names_the_change() -> None:
-    from compare_models.fingerprint import differences
+    from compare_models.runs.fingerprint import differences
 
     original = {"trainings": {"cnn": {"backend": "tensorflow", "precision": "float32"}}}
     replay = {"trainings": {"cnn": {"backend": "jax", "precision": "float32"}}}

@@ -25,7 +25,7 @@ from compare_models.report import (  # noqa: E402
     per_class_table_rows,
     render_report,
 )
-from compare_models.run_record import (  # noqa: E402
+from compare_models.runs.record import (  # noqa: E402
     ClassDelta,
     Comparison,
     DataChanges,

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from compare_models.run_record import SCHEMA_VERSION, Comparison, RunRecord, json_schema
-from compare_models.runs import UnreadableRecord, parse_record
+from compare_models.runs.record import SCHEMA_VERSION, Comparison, RunRecord, json_schema
+from compare_models.runs.stored import UnreadableRecord, parse_record
 from compare_models.statistics.paired import compare_all, compare_pair
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
@@ -134,9 +134,10 @@ def _record_at(confidence: float) -> RunRecord:
 
 
 def test_every_printed_interval_names_the_confidence_asked_for(tmp_path):
-    from compare_models import champions, track_history
+    from compare_models import champions
     from compare_models.cli import _print_metrics, _print_replay
     from compare_models.config import GatePolicy
+    from compare_models.runs import track_history
 
     record = _record_at(0.9)
     out = io.StringIO()

@@ -219,7 +219,7 @@ class Replay(_Part):
 
 
 class Fingerprint(_Part):
-    """What the run depended on (`compare_models.fingerprint.run_fingerprint`). The hosts and
+    """What the run depended on (`compare_models.runs.fingerprint.run_fingerprint`). The hosts and
     devices are free-form facts of the machines, compared entry by entry for a replay."""
 
     orchestrator: dict[str, Any]
@@ -520,7 +520,7 @@ class SkippedRun(_Part):
 
 if (
     __name__ == "__main__"
-):  # python -m compare_models.run_record > docs/reference/manifest.schema.json
+):  # python -m compare_models.runs.record > docs/reference/manifest.schema.json
     import json
 
     print(json.dumps(json_schema(), indent=2, sort_keys=True))

@@ -10,7 +10,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, ValidationError
 
-from compare_models.run_record import RunRecord
+from compare_models.runs.record import RunRecord
 from compare_models.storage import layout
 from compare_models.storage.store import ArtifactStore, StoreError
 

@@ -13,11 +13,11 @@ from typing import Any
 
 import numpy as np
 
-from compare_models import fingerprint
-from compare_models.artifacts import RunArtifacts
 from compare_models.config import ComparisonParams, RunParams
-from compare_models.run_record import Fingerprint, Replay, ReplayOfModel, RunRecord
-from compare_models.runs import RunNotFound, read_record
+from compare_models.runs import fingerprint
+from compare_models.runs.artifacts import RunArtifacts
+from compare_models.runs.record import Fingerprint, Replay, ReplayOfModel, RunRecord
+from compare_models.runs.stored import RunNotFound, read_record
 from compare_models.statistics.paired import compare_pair
 from compare_models.storage import layout
 from compare_models.storage.store import ArtifactStore

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from compare_models.runs import read_record
+from compare_models.runs.stored import read_record
 from compare_models.storage import layout
 from compare_models.storage.store import ArtifactStore, PreconditionFailed, StoreError
 

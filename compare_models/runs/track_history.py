@@ -1,4 +1,4 @@
-"""A track's history, from the completed runs' records (`compare_models.runs`): the rows of
+"""A track's history, from the completed runs' records (`compare_models.runs.stored`): the rows of
 `compare-models history`, and the report's trend of the track with its figures (drawn by
 `compare_models.trends`)."""
 
@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from compare_models.data.dataset import DatasetRef
-from compare_models.run_record import GateDecision, NoiseBand, RunRecord
+from compare_models.runs.record import GateDecision, NoiseBand, RunRecord
 
 
 def test_images_of(dataset: DatasetRef) -> tuple[str | None, str | None]:
