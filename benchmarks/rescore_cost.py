@@ -1,5 +1,5 @@
 """What re-scoring a champion on today's test images costs: the gate's own path, a process of its
-own (`python -m compare_models.rescoring`) that loads the stored model and predicts the
+own (`python -m compare_models.gate.rescoring`) that loads the stored model and predicts the
 10,000 real CIFAR-10 test images, for the CNN and for ResNet50 (untrained weights: the cost does
 not depend on them). Prints, per model and trial, the wall time of the process (interpreter,
 TensorFlow import, model download and load, prediction, upload) and the time `rescore` reports.
@@ -30,8 +30,8 @@ def main() -> None:
 
     from compare_models.config import SplitSpec
     from compare_models.data.dataset import prepare_dataset
+    from compare_models.gate.rescoring import request_for
     from compare_models.models import registry
-    from compare_models.rescoring import request_for
     from compare_models.storage import layout
 
     results = []
@@ -58,7 +58,12 @@ def main() -> None:
                 )
                 started = time.perf_counter()
                 out = subprocess.run(
-                    [sys.executable, "-m", "compare_models.rescoring", request.model_dump_json()],
+                    [
+                        sys.executable,
+                        "-m",
+                        "compare_models.gate.rescoring",
+                        request.model_dump_json(),
+                    ],
                     cwd=ROOT,
                     capture_output=True,
                     text=True,

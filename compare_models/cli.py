@@ -435,7 +435,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_champion(args: argparse.Namespace) -> int:
-    from compare_models import champions
+    from compare_models.gate import champions
     from compare_models.storage.store import StoreError
 
     try:
@@ -482,7 +482,7 @@ def _champion_row(record: dict[str, Any], entry: dict[str, Any]) -> dict[str, An
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
-    from compare_models import champions
+    from compare_models.gate import champions
     from compare_models.runs.stored import read_record
     from compare_models.storage.store import StoreError
 

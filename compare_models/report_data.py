@@ -42,7 +42,7 @@ class Sections:
         disagreement: figures already written into the report folder (gallery, confident
             mistakes, reliability diagram) with their captions.
         replay: how far a replay landed from its original run.
-        gate: each model's decision against its champion (``compare_models.champions.gate``),
+        gate: each model's decision against its champion (``compare_models.gate.champions.gate``),
             with its noise ``band`` (``run_record.NoiseBand``) where the gate used one.
         gate_figures: the champion section's figures (accuracy trend, recall changes).
         replicas: with ``train.replicas`` > 1, per model, every replica in seed order:

@@ -15,14 +15,14 @@ from compare_models.data.dataset import (
     prepare_dataset,
     prepare_folder,
 )
-from compare_models.data_changes import data_changes
-from compare_models.data_changes import markdown as data_changes_markdown
+from compare_models.gate.data_changes import data_changes
+from compare_models.gate.data_changes import markdown as data_changes_markdown
+from compare_models.gate.unchanged_data import skipped_run
 from compare_models.models import registry
 from compare_models.models.weights import resolve_resnet_weights
 from compare_models.runs.claim import claim_run, guard_run_prefix
 from compare_models.runs.record import DataChanges, RunRecord, SkippedRun
 from compare_models.storage import layout
-from compare_models.unchanged_data import skipped_run
 from tasks._store import open_artifacts, open_store
 from tasks.child_runs import flow_run_alive
 

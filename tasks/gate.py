@@ -16,9 +16,9 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.events import emit_event
 from pydantic import ValidationError
 
-from compare_models import champions, noise_band
 from compare_models.config import project_root
-from compare_models.rescoring import request_for
+from compare_models.gate import champions, noise_band
+from compare_models.gate.rescoring import request_for
 from compare_models.runs.artifacts import RunArtifacts
 from compare_models.runs.record import GateDecision, RunRecord, TestImages
 from tasks._store import open_artifacts
@@ -118,7 +118,7 @@ def _rescorer(record: RunRecord, artifacts: RunArtifacts) -> Callable[[Mapping[s
         )
         try:
             out = subprocess.run(
-                [sys.executable, "-m", "compare_models.rescoring", request.model_dump_json()],
+                [sys.executable, "-m", "compare_models.gate.rescoring", request.model_dump_json()],
                 cwd=project_root(),
                 capture_output=True,
                 text=True,

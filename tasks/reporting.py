@@ -11,8 +11,8 @@ from prefect.artifacts import create_link_artifact, create_markdown_artifact, cr
 from prefect.runtime import flow_run
 
 from compare_models.config import Settings
-from compare_models.data_changes import plot_class_balance
 from compare_models.diagnostics import diagnostic_figures
+from compare_models.gate.data_changes import plot_class_balance
 from compare_models.report import (
     ModelResult,
     Sections,

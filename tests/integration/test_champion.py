@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 from pydantic import SecretStr
 
-from compare_models import champions
 from compare_models.config import ComparisonParams, GatePolicy, RunParams
+from compare_models.gate import champions
 from compare_models.runs.artifacts import load_predictions
 from compare_models.storage import layout
 from tests.conftest import cli as run_cli

@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from compare_models import champions
 from compare_models.config import RunParams
+from compare_models.gate import champions
 from compare_models.storage import layout
 from tests.archives import image_folder_files
 from tests.conftest import cli

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from compare_models import champions
 from compare_models.config import GatePolicy
+from compare_models.gate import champions
 from compare_models.statistics.paired import compare_pair
 
 CLASSES = [f"c{i}" for i in range(10)]

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from scipy.stats import t
 
-from compare_models import champions, noise_band
 from compare_models.config import GatePolicy, NoisePolicy
+from compare_models.gate import champions, noise_band
 from compare_models.runs.record import ModelMetrics, NoiseBand, PairComparison, RunRecord
 from compare_models.runs.stored import parse_record
 from compare_models.statistics.paired import compare_pair

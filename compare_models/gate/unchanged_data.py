@@ -3,9 +3,9 @@ the version every model's champion was trained on."""
 
 from __future__ import annotations
 
-from compare_models import champions
 from compare_models.config import RunParams
 from compare_models.data.dataset import DatasetRef
+from compare_models.gate import champions
 from compare_models.runs.record import SkippedRun
 from compare_models.storage.store import ArtifactStore
 

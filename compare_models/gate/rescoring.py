@@ -2,7 +2,7 @@
 test split, so that the gate can pair it with the challenger on the same images when the
 champion was tested on other ones (the data grew, or was split anew).
 
-`rescore` runs in a process of its own (`python -m compare_models.rescoring REQUEST_JSON`,
+`rescore` runs in a process of its own (`python -m compare_models.gate.rescoring REQUEST_JSON`,
 started by the gate task) because the parent flow never loads TensorFlow; the predictions go
 to `layout.rescored_key`, in the format of a training's, and the request's model key and
 dataset are untrusted (they come from a champion record in the bucket): the model must be a
@@ -96,9 +96,9 @@ def request_for(
 
 
 def main(argv: list[str]) -> int:
-    """`python -m compare_models.rescoring REQUEST_JSON`: prints the `Rescored` JSON."""
+    """`python -m compare_models.gate.rescoring REQUEST_JSON`: prints the `Rescored` JSON."""
     if len(argv) != 1:
-        print("usage: python -m compare_models.rescoring REQUEST_JSON", file=sys.stderr)
+        print("usage: python -m compare_models.gate.rescoring REQUEST_JSON", file=sys.stderr)
         return 2
     print(rescore(RescoreRequest.model_validate_json(argv[0])).model_dump_json())
     return 0

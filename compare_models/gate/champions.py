@@ -225,7 +225,7 @@ class Challenger:
     `hold`, when given, is why it must not be promoted whatever it scores (e.g. "stopped by
     budget after 1 of 3 epochs": its model will still change); it is judged all the same, and
     a regression is still one. `band` is the noise band its differences must leave to count
-    (`compare_models.noise_band`; None: every significant difference counts)."""
+    (`compare_models.gate.noise_band`; None: every significant difference counts)."""
 
     run_id: str
     model: str

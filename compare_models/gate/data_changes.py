@@ -7,9 +7,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from compare_models import champions
 from compare_models.data.errors import DataError
 from compare_models.data.versions import DatasetVersion, changes, read_version
+from compare_models.gate import champions
 from compare_models.runs.record import ClassDelta, DataChanges, RunRecord, SkippedFile
 from compare_models.storage.store import ArtifactStore
 
