@@ -67,7 +67,7 @@ def main() -> None:
     args = ap.parse_args()
 
     start = time.perf_counter()
-    from compare_models.diagnostics import (
+    from compare_models.report.diagnostics import (
         confident_mistakes,
         disagreement_gallery,
         reliability_diagram,

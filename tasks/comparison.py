@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from prefect import get_run_logger, task
 
-from compare_models import diagnostics
+from compare_models.report import diagnostics
 from compare_models.runs import fingerprint
 from compare_models.runs.record import Comparison, ComparisonStep, Fingerprint, RunRecord
 from compare_models.runs.replay import replay_comparison

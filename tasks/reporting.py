@@ -11,17 +11,17 @@ from prefect.artifacts import create_link_artifact, create_markdown_artifact, cr
 from prefect.runtime import flow_run
 
 from compare_models.config import Settings
-from compare_models.diagnostics import diagnostic_figures
 from compare_models.gate.data_changes import plot_class_balance
-from compare_models.report import (
+from compare_models.report import trends
+from compare_models.report.diagnostics import diagnostic_figures
+from compare_models.report.header import model_results, report_title, run_info
+from compare_models.report.render import (
     ModelResult,
     Sections,
     markdown_summary,
     per_class_table_rows,
     render_report,
 )
-from compare_models.report_header import model_results, report_title, run_info
-from compare_models.runs import track_history
 from compare_models.runs.artifacts import RunArtifacts
 from compare_models.runs.record import ReportFiles, RunRecord
 from tasks._store import open_artifacts
@@ -54,7 +54,7 @@ def _sections(record: RunRecord, artifacts: RunArtifacts, out_dir: Path) -> Sect
     images, y_true = artifacts.test_split()
     probs = artifacts.model_predictions(record.models)
     gate_figures = (
-        track_history.champion_figures(
+        trends.champion_figures(
             artifacts.completed_runs(),
             current=record,
             last=record.params.gate.trend_runs,

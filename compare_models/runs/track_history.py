@@ -1,11 +1,10 @@
 """A track's history, from the completed runs' records (`compare_models.runs.stored`): the rows of
 `compare-models history`, and the report's trend of the track with its figures (drawn by
-`compare_models.trends`)."""
+`compare_models.report.trends`)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
@@ -103,49 +102,6 @@ def trend_points(
     return points
 
 
-def champion_figures(
-    records: list[RunRecord], *, current: RunRecord, last: int, out_dir: Path
-) -> list[tuple[Path, str]]:
-    """The report's "vs champion" figures: the accuracy trend of the track and, for models
-    compared with a champion, the per-class recall changes."""
-    from compare_models import trends
-
-    points = trend_points(records, current=current, last=last)
-    level = f"{100 * current.confidence:g}%"
-    # Only models with a point in the current run can carry a band (the plot refuses others).
-    bands = {m: b for m, b in noise_bands(current.gate).items() if m in current.metrics}
-    caption = (
-        f"Test accuracy ({level} CI) over the last {len(points)} comparable run(s) of track "
-        f"{current.track}, with promotions, regressions and changes within the noise band"
-    )
-    if bands:
-        sources = "; ".join(f"{m}: {_band_source(current.gate[m].band)}" for m in bands)
-        caption += (
-            "; shaded: the champion's noise band (its accuracy ± the band's half-width), "
-            f"from {sources}"
-        )
-    figures = [
-        (
-            trends.plot_accuracy_trend(
-                points,
-                out_dir / "accuracy_trend.png",
-                confidence=current.confidence,
-                bands=bands,
-            ),
-            caption,
-        )
-    ]
-    figures.append(
-        (
-            trends.plot_recall_changes(
-                recall_changes(current.gate), out_dir / "recall_changes.png"
-            ),
-            "Per-class recall change against the champion (points; * significant after Holm)",
-        )
-    )
-    return figures
-
-
 def noise_bands(decisions: Mapping[str, GateDecision]) -> dict[str, tuple[float, float]]:
     """Per model compared with a champion under a noise band (not "off"): the accuracy range the
     band spans, the champion's accuracy (side `a` of the pair) ± the band's half-width, within
@@ -162,7 +118,7 @@ def noise_bands(decisions: Mapping[str, GateDecision]) -> dict[str, tuple[float,
     return bands
 
 
-def _band_source(band: NoiseBand) -> str:
+def band_source(band: NoiseBand) -> str:
     """ "replicas, 3 runs": where a band's estimate came from."""
     runs = f", {band.runs} run{'' if band.runs == 1 else 's'}" if band.runs else ""
     return f"{band.source}{runs}"

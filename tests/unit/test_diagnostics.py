@@ -1,4 +1,4 @@
-"""Unit tests for compare_models.diagnostics: valid PNGs, no open figures, known-answer ECE."""
+"""Unit tests for compare_models.report.diagnostics: valid PNGs, no open figures, known-answer ECE."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
-from compare_models.diagnostics import (
+from compare_models.report.diagnostics import (
     confident_mistakes,
     disagreement_gallery,
     expected_calibration_error,

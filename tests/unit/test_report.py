@@ -1,4 +1,4 @@
-"""Unit tests for compare_models.report: files, self-contained HTML, escaping, summaries."""
+"""Unit tests for compare_models.report.render: files, self-contained HTML, escaping, summaries."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import pytest  # noqa: E402
 
 from compare_models.evaluation.metrics import evaluate_predictions  # noqa: E402
 from compare_models.gate.data_changes import plot_class_balance  # noqa: E402
-from compare_models.report import (  # noqa: E402
+from compare_models.report.render import (  # noqa: E402
     SYNTHETIC_BANNER,
     ModelResult,
     Sections,

@@ -137,6 +137,7 @@ def test_every_printed_interval_names_the_confidence_asked_for(tmp_path):
     from compare_models.cli import _print_metrics, _print_replay
     from compare_models.config import GatePolicy
     from compare_models.gate import champions
+    from compare_models.report import trends
     from compare_models.runs import track_history
 
     record = _record_at(0.9)
@@ -155,7 +156,7 @@ def test_every_printed_interval_names_the_confidence_asked_for(tmp_path):
     rows = track_history.rows([record])
     assert {r.confidence for r in rows} == {0.9}
 
-    figures = track_history.champion_figures([], current=record, last=5, out_dir=tmp_path)
+    figures = trends.champion_figures([], current=record, last=5, out_dir=tmp_path)
     assert "(90% CI)" in figures[0][1] and "95%" not in figures[0][1]
 
     replayed = parse_record(fixture("manifest-v0-replay.json"), "replay").replay

@@ -127,7 +127,7 @@ def test_an_explicit_setting_overrides_the_presets_per_model_value():
 
 def test_the_report_says_which_model_trained_how_long():
     from compare_models.config import preset_params
-    from compare_models.report_header import run_info
+    from compare_models.report.header import run_info
     from compare_models.runs.record import RunRecord
 
     demo = preset_params("demo")

@@ -1,4 +1,4 @@
-"""Unit tests for compare_models.trends: valid PNGs, edge cases, clear errors and no open pyplot figures."""
+"""Unit tests for compare_models.report.trends: valid PNGs, edge cases, clear errors and no open pyplot figures."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
-from compare_models import figures, trends
-from compare_models.trends import plot_accuracy_trend, plot_recall_changes
+from compare_models.report import figures, trends
+from compare_models.report.trends import plot_accuracy_trend, plot_recall_changes
 from tests.unit import pngs
 
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]

@@ -4,7 +4,7 @@ The report is the thing a person actually opens after a run, so it has to
 stand on its own: images are embedded as base64 ``data:`` URIs and the CSS is
 inline, which means the single ``index.html`` can be downloaded from S3 or
 attached to a ticket and still display fully with no network access. The page
-itself is rendered from Jinja2 templates by ``compare_models.report_html``.
+itself is rendered from Jinja2 templates by ``compare_models.report.page``.
 
 This module only knows about :class:`ModelResult` (plain Python data), so it
 can be tested without Prefect, TensorFlow or S3. The orchestration layer
@@ -31,8 +31,8 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from compare_models.evaluation.metrics import comparison_table, metrics_tables  # noqa: E402
-from compare_models.report_data import ModelResult, Sections  # noqa: E402
-from compare_models.report_format import (  # noqa: E402
+from compare_models.report.data import ModelResult, Sections  # noqa: E402
+from compare_models.report.format import (  # noqa: E402
     BUDGET_BANNER,
     SYNTHETIC_BANNER,
     TABLE_METRICS,  # noqa: E402
@@ -45,7 +45,7 @@ from compare_models.report_format import (  # noqa: E402
     is_synthetic,
     models_verdict,
 )
-from compare_models.report_html import render_page  # noqa: E402
+from compare_models.report.page import render_page  # noqa: E402
 
 #: Resolution of every saved figure: sharp on screen, files stay ~100 kB.
 DPI = 110

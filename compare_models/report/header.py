@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from compare_models.models import registry
-from compare_models.report import ModelResult
+from compare_models.report.render import ModelResult
 from compare_models.runs.record import RunRecord
 
 

@@ -1,4 +1,4 @@
-"""The report's HTML page, rendered from the Jinja2 templates in compare_models/templates/report/.
+"""The report's HTML page, rendered from the Jinja2 templates in compare_models/report/templates/.
 
 The page leads with the answer and ends with the run's settings (`SECTIONS`): one template per
 section, each given the whole context below and deciding from it whether it has anything to
@@ -19,8 +19,8 @@ from typing import Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
-from compare_models import report_format as fmt
-from compare_models.report_data import ModelResult, Sections
+from compare_models.report import format as fmt
+from compare_models.report.data import ModelResult, Sections
 
 
 @dataclass(frozen=True)
@@ -56,7 +56,7 @@ SECTIONS: tuple[Section, ...] = (
 
 def _environment() -> Environment:
     env = Environment(
-        loader=PackageLoader("compare_models", "templates/report"),
+        loader=PackageLoader("compare_models.report", "templates"),
         autoescape=select_autoescape(("html", "html.j2"), default_for_string=True),
         undefined=StrictUndefined,
         trim_blocks=True,

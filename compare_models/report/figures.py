@@ -1,9 +1,9 @@
 """Figures without pyplot: a matplotlib ``Figure`` on its own Agg canvas, written as a PNG.
 
-Shared by the report's figure modules (:mod:`compare_models.diagnostics`,
-:mod:`compare_models.trends`). Nothing is registered in pyplot's global figure list, so no
+Shared by the report's figure modules (:mod:`compare_models.report.diagnostics`,
+:mod:`compare_models.report.trends`). Nothing is registered in pyplot's global figure list, so no
 figure can be left open, the process-wide backend is untouched (no ``matplotlib.use``) and
-drawing is safe from worker threads; :mod:`compare_models.diagnostics` says more.
+drawing is safe from worker threads; :mod:`compare_models.report.diagnostics` says more.
 """
 
 from __future__ import annotations

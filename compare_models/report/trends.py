@@ -19,7 +19,7 @@
   champion to compare with".
 
 Each function writes one PNG (creating its folder) at a fixed DPI on a white background and returns its
-path. As in :mod:`compare_models.diagnostics`, figures are built with ``matplotlib.figure.Figure`` and
+path. As in :mod:`compare_models.report.diagnostics`, figures are built with ``matplotlib.figure.Figure`` and
 the Agg canvas, never ``pyplot``: no figure is registered globally (none can be left open), the
 process-wide backend is untouched and drawing is safe from worker threads.
 
@@ -41,8 +41,9 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, PercentFormatter
 
-from compare_models import figures
-from compare_models.runs.record import Decision
+from compare_models.report import figures
+from compare_models.runs.record import Decision, RunRecord
+from compare_models.runs.track_history import band_source, noise_bands, recall_changes, trend_points
 
 MAX_RUN_LABELS = 20  # most labelled runs on the trend's x axis before labels are thinned
 MIN_ACCURACY_SPAN = 0.05  # the trend's y axis spans at least 5 points of accuracy
@@ -610,3 +611,42 @@ def _save(fig: Figure, path: str | Path) -> Path:
 
 
 __all__ = ["DECISIONS", "plot_accuracy_trend", "plot_recall_changes"]
+
+
+def champion_figures(
+    records: list[RunRecord], *, current: RunRecord, last: int, out_dir: Path
+) -> list[tuple[Path, str]]:
+    """The report's "vs champion" figures: the accuracy trend of the track and, for models
+    compared with a champion, the per-class recall changes."""
+    points = trend_points(records, current=current, last=last)
+    level = f"{100 * current.confidence:g}%"
+    # Only models with a point in the current run can carry a band (the plot refuses others).
+    bands = {m: b for m, b in noise_bands(current.gate).items() if m in current.metrics}
+    caption = (
+        f"Test accuracy ({level} CI) over the last {len(points)} comparable run(s) of track "
+        f"{current.track}, with promotions, regressions and changes within the noise band"
+    )
+    if bands:
+        sources = "; ".join(f"{m}: {band_source(current.gate[m].band)}" for m in bands)
+        caption += (
+            "; shaded: the champion's noise band (its accuracy ± the band's half-width), "
+            f"from {sources}"
+        )
+    figures = [
+        (
+            plot_accuracy_trend(
+                points,
+                out_dir / "accuracy_trend.png",
+                confidence=current.confidence,
+                bands=bands,
+            ),
+            caption,
+        )
+    ]
+    figures.append(
+        (
+            plot_recall_changes(recall_changes(current.gate), out_dir / "recall_changes.png"),
+            "Per-class recall change against the champion (points; * significant after Holm)",
+        )
+    )
+    return figures

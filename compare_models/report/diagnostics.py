@@ -28,13 +28,13 @@ import numpy as np
 from matplotlib.figure import Figure
 from sklearn.calibration import calibration_curve
 
-from compare_models import figures
 from compare_models.evaluation.validation import (
     check_class_names,
     check_labels,
     check_predictions,
     check_probabilities,
 )
+from compare_models.report import figures
 
 RIGHT = "#1a7f37"  # green
 WRONG = "#cf222e"  # red
