@@ -55,7 +55,7 @@ def main() -> None:
                 command = [
                     sys.executable,
                     "-m",
-                    "compare_models.cli",
+                    "compare_models.cli.main",
                     "run",
                     "--preset",
                     "smoke",

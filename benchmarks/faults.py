@@ -71,7 +71,7 @@ from compare_models.local.services import SERVICES, down  # noqa: E402
 from compare_models.storage import layout  # noqa: E402
 from compare_models.storage.store import ArtifactStore  # noqa: E402
 
-CLI = [sys.executable, "-m", "compare_models.cli"]
+CLI = [sys.executable, "-m", "compare_models.cli.main"]
 EPOCH_LINE = re.compile(r"^cnn epoch (\d+)/(\d+)")
 
 

@@ -29,7 +29,7 @@ def _run(args, track: str, seed: int, *extra: str, env: dict[str, str] | None = 
     from compare_models.runs.record import RunSummary
 
     command = [
-        sys.executable, "-m", "compare_models.cli", "run", "--preset", "smoke",
+        sys.executable, "-m", "compare_models.cli.main", "run", "--preset", "smoke",
         "--data", str(require_archive()), "--models", "cnn", "--epochs", str(args.epochs),
         "--seed", str(seed), "--track", track, "--json", *extra,
     ]  # fmt: skip

@@ -74,7 +74,7 @@ def _leaks(versions) -> dict[str, int]:
 
 def _run(data: str, track: str, epochs: int) -> dict:
     command = [
-        sys.executable, "-m", "compare_models.cli", "run", "--preset", "smoke", "--data", data,
+        sys.executable, "-m", "compare_models.cli.main", "run", "--preset", "smoke", "--data", data,
         "--models", "cnn", "--epochs", str(epochs), "--track", track, "--json",
     ]  # fmt: skip
     started = time.perf_counter()

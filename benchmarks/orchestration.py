@@ -45,7 +45,7 @@ from compare_models.storage import layout
 from compare_models.storage.store import ArtifactStore
 from compare_models.training.jobs import stored_result
 
-CLI = [sys.executable, "-m", "compare_models.cli"]
+CLI = [sys.executable, "-m", "compare_models.cli.main"]
 
 
 def _read_runs(parent_id):

@@ -27,7 +27,7 @@ def run(workload: str, schedule: str, seed_epochs: int) -> dict:
     command = [
         sys.executable,
         "-m",
-        "compare_models.cli",
+        "compare_models.cli.main",
         "run",
         "--preset",
         workload,

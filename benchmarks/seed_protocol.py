@@ -26,7 +26,7 @@ def main() -> None:
     cmd = [
         sys.executable,
         "-m",
-        "compare_models.cli",
+        "compare_models.cli.main",
         "run",
         "--preset",
         "seed",

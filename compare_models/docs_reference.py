@@ -63,13 +63,13 @@ def _argument(action: argparse.Action) -> str:
 
 
 def cli_page() -> str:
-    from compare_models.cli import EXIT_CODES, build_parser
+    from compare_models.cli.main import EXIT_CODES, build_parser
 
     parser = build_parser()
     [commands] = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
     helps = {a.dest: a.help for a in commands._choices_actions}
     parts = [
-        HEADER.format(source="compare_models/cli.py (build_parser)"),
+        HEADER.format(source="compare_models/cli/main.py (build_parser)"),
         "# The `compare-models` command\n\n",
         "Every command prints tables for people; where it has `--json`, the same data as JSON "
         "for scripts (its shape does not change with the tables' layout).\n\n",

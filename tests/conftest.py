@@ -29,8 +29,8 @@ REAL_ARCHIVE = ROOT.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
 
 
 def cli_command(*args: str) -> list[str]:
-    """The argv of `compare-models ARGS` with this interpreter (`python -m compare_models.cli`)."""
-    return [sys.executable, "-m", "compare_models.cli", *args]
+    """The argv of `compare-models ARGS` with this interpreter (`python -m compare_models.cli.main`)."""
+    return [sys.executable, "-m", "compare_models.cli.main", *args]
 
 
 def cli(

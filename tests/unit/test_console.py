@@ -3,7 +3,7 @@ colour, nothing read as markup."""
 
 from __future__ import annotations
 
-from compare_models.console import print_error, print_fields, print_line, print_table
+from compare_models.cli.console import print_error, print_fields, print_line, print_table
 
 LONG = "s3://compare-models/runs/20261203-125558-1aef7fd7/report/index.html?" + "x" * 300
 

@@ -30,7 +30,7 @@ def test_check_names_a_stale_page(tmp_path) -> None:
 
 
 def test_reference_covers_every_command_setting_and_exit_code() -> None:
-    from compare_models.cli import EXIT_CODES, build_parser
+    from compare_models.cli.main import EXIT_CODES, build_parser
     from compare_models.config import Settings
 
     cli = docs_reference.cli_page()

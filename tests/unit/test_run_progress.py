@@ -9,7 +9,7 @@ import logging
 from rich.console import Console
 from rich.progress import Progress
 
-from compare_models.run_progress import EpochLine, TrainingProgress, _RunIdFromLogs
+from compare_models.cli.progress import EpochLine, TrainingProgress, _RunIdFromLogs
 
 
 def _logged_line(label: str, epoch: int, epochs: int, logs: dict) -> str:

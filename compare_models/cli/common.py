@@ -3,8 +3,8 @@ the settings."""
 
 from __future__ import annotations
 
+from compare_models.cli.console import print_error
 from compare_models.config import Settings
-from compare_models.console import print_error
 
 
 def fail(message: str, code: int = 1) -> int:

@@ -6,9 +6,9 @@ from __future__ import annotations
 import argparse
 import json
 
-from compare_models.cli_common import fail as _fail
-from compare_models.cli_common import open_store
-from compare_models.console import print_fields, print_table
+from compare_models.cli.common import fail as _fail
+from compare_models.cli.common import open_store
+from compare_models.cli.console import print_fields, print_table
 from compare_models.storage import layout
 
 

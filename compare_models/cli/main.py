@@ -15,7 +15,7 @@ compare-models show [RUN_ID]             one run's report, metrics, verdicts, fi
 compare-models replay RUN_ID             the same run again (same data by hash, split, seeds), and
                                          how far it landed from the original
 
-People get tables (compare_models.console); `--json` gives scripts the same data as JSON.
+People get tables (compare_models.cli.console); `--json` gives scripts the same data as JSON.
 """
 
 from __future__ import annotations
@@ -30,11 +30,11 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from compare_models import cli_datasets
-from compare_models.cli_common import fail as _fail
-from compare_models.cli_common import open_store as _open_store
+from compare_models.cli import datasets as cli_datasets
+from compare_models.cli.common import fail as _fail
+from compare_models.cli.common import open_store as _open_store
+from compare_models.cli.console import console, print_fields, print_line, print_table
 from compare_models.config import PRESETS, Settings, preset_params
-from compare_models.console import console, print_fields, print_line, print_table
 from compare_models.models import registry
 
 if TYPE_CHECKING:
@@ -281,7 +281,7 @@ def _progress(as_json: bool) -> contextlib.AbstractContextManager:
     out = console()
     if as_json or not out.is_terminal:
         return contextlib.nullcontext()
-    from compare_models.run_progress import live_progress
+    from compare_models.cli.progress import live_progress
 
     return live_progress(out)
 
