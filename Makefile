@@ -69,6 +69,7 @@ test: lint  ## lint, then unit + integration tests against the test stack's real
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 test-unit: install  ## no services: tests/unit and the hostile-input corpus
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests/unit tests/hostile

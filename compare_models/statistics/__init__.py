@@ -1,6 +1,6 @@
 """Paired statistics: two models scored on the same test images (`paired`: McNemar, bootstrap
 intervals, Holm, verdicts) and recipes compared across seeds (`recipes`).
 
-May import: `compare_models.config` and `compare_models.evaluation`. Never `compare_models.runs.stored`:
+May import: `compare_models.config` and `compare_models.evaluation`. Never `compare_models.runs`:
 the statistics return their own typed results, and the run's record imports them.
 """

@@ -54,7 +54,8 @@ def test_the_run_path_imports_nothing_from_the_local_stack():
     outside = {
         module: sorted(m for m in imported if m.startswith("compare_models.local"))
         for module, imported in graph.items()
-        if not module.startswith("compare_models.local") and not module.startswith("compare_models.cli")
+        if not module.startswith("compare_models.local")
+        and not module.startswith("compare_models.cli")
     }
     assert not {m: i for m, i in outside.items() if i}, outside
     # and the local package is really there to be found (the test would pass on a typo)
