@@ -55,7 +55,7 @@ demo: install
 run-local: up
 	$(BIN)/compare-models run --preset $(PRESET) --data $(DATA) --resnet-weights $(RESNET_WEIGHTS)
 
-# The tests run against a stack of their own (tests/stack.py: other ports, .compare-models/test-stack),
+# The tests run against a stack of their own (tests/support/stack.py: other ports, .compare-models/test-stack),
 # never the user's services. Three pytest processes share the 2 cores (a test spends much of its
 # time waiting on training subprocesses and the services: measured with two, the cores were 1.65
 # busy of 2 with three); the tests that restart S3 run alone, after them; the test stack stops at the end.
@@ -63,7 +63,7 @@ test: lint  ## lint, then unit + integration tests against the test stack's real
 	status=0; \
 	$(BIN)/python -m pytest -q -p no:cacheprovider -n 3 --dist loadfile -m "not serial" || status=$$?; \
 	$(BIN)/python -m pytest -q -p no:cacheprovider -m serial || status=$$?; \
-	$(BIN)/python -m tests.stack down; \
+	$(BIN)/python -m tests.support.stack down; \
 	exit $$status
 
 lint: install
@@ -71,8 +71,8 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
 
-test-unit: install  ## no services: tests/unit and the hostile-input corpus
-	$(BIN)/python -m pytest -q -p no:cacheprovider tests/unit tests/hostile
+test-unit: install  ## no services: tests/unit, tests/infra and the hostile-input corpus
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/unit tests/infra tests/hostile
 
 bench: up  ## real-data benchmarks (minutes); JSON lines to stdout and benchmarks/results/
 	$(BIN)/python benchmarks/data_stage.py

@@ -21,7 +21,7 @@ import time
 
 from _common import ROOT, emit, require_archive, scratch_bucket
 
-from tests.webhook_receiver import start_receiver
+from tests.support.webhook_receiver import start_receiver
 
 
 def main() -> None:

@@ -55,7 +55,7 @@ FAULTS = (
 
 
 def environment() -> dict[str, str]:
-    """This benchmark's stack, as tests/stack.py makes the test stack's."""
+    """This benchmark's stack, as tests/support/stack.py makes the test stack's."""
     from compare_models.local.envfile import stack_environment
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(INHERITED)}

@@ -34,7 +34,7 @@ GPU_IMAGE_ENV = "COMPARE_MODELS_GPU_IMAGE"
 MUTABLE_TAGS = ("latest", "gpu", "cpu", "main", "master", "stable", "dev")
 #: An image reference pinned by digest, or by a tag that is not one of MUTABLE_TAGS. The same
 #: pattern is the `image` variable's `pattern` in infra/k8s/gpu-work-pool-base-job-template.json,
-#: so the Prefect server refuses such a job variable too (tests/unit/test_cluster_k8s.py).
+#: so the Prefect server refuses such a job variable too (tests/infra/test_cluster_k8s.py).
 IMAGE_PATTERN = (
     r"^[a-z0-9][^\s@:]*(?::[0-9]+)?(?:/[^\s@:]+)*"
     r"(?:@sha256:[0-9a-f]{64}|:(?!(?:"

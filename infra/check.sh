@@ -12,7 +12,7 @@
 #   4. prefect-kubernetes           renders the gpu work pool's Job the way the worker does
 #   5. kubernetes-validate          that Job and k8s/gpu-worker.yaml against the Kubernetes
 #                                   1.29 / 1.33 / 1.37 API schemas
-# The tests in tests/unit/test_infra.py and tests/unit/test_cluster_*.py cover the rest (structure, secrets, scripts).
+# The tests in tests/infra/test_infra.py and tests/infra/test_cluster_*.py cover the rest (structure, secrets, scripts).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"

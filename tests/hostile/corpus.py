@@ -2,7 +2,7 @@
 
 Every case builds its input under a scratch folder (a few hundred bytes to a few KiB), then
 `act` feeds it to the project's own entry point. tests/hostile/test_hostile_corpus.py runs each
-`act` in a forked child (tests/hostile/bounded.py) and checks the error, its message, the
+`act` in a forked child (tests/support/bounded.py) and checks the error, its message, the
 time taken and the peak memory. README.md in this folder lists the corpus; a test keeps the
 list and this module in step.
 """
@@ -27,7 +27,7 @@ from compare_models.data import decoding, sources
 from compare_models.data.files import download_url
 from compare_models.models import weights
 from compare_models.storage import layout
-from tests.archives import (
+from tests.support.archives import (
     BATCH_DIR,
     cifar_python_tarball,
     image_folder_tarball,

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.hostile.bounded import run_bounded
 from tests.hostile.corpus import CASES, Case
+from tests.support.bounded import run_bounded
 
 MAX_SECONDS = 5.0
 MAX_EXTRA_MIB = 200.0

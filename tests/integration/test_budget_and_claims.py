@@ -13,7 +13,7 @@ import pytest
 
 from compare_models.config import RunParams
 from compare_models.storage import layout
-from tests.conftest import ROOT, cli_command, smoke_run_args
+from tests.support.runs import ROOT, cli_command, smoke_run_args
 
 pytestmark = pytest.mark.integration
 

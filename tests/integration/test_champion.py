@@ -19,8 +19,8 @@ from compare_models.config import ComparisonParams, GatePolicy, RunParams
 from compare_models.gate import champions
 from compare_models.runs.artifacts import load_predictions
 from compare_models.storage import layout
-from tests.conftest import cli as run_cli
-from tests.webhook_receiver import start_receiver
+from tests.support.runs import cli as run_cli
+from tests.support.webhook_receiver import start_receiver
 
 pytestmark = pytest.mark.integration
 cli = functools.partial(run_cli, timeout=300)

@@ -1,5 +1,5 @@
 """The deployments store no path of the deployer's machine, and the Kubernetes pool's image
-rules hold on a real Prefect server (the test stack's, tests/stack.py).
+rules hold on a real Prefect server (the test stack's, tests/support/stack.py).
 
 The deployments made here have names of their own (cluster-test-<token>-...), no schedule,
 and are deleted at the end; the Kubernetes pool too. The user's deployments are not touched.
@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from compare_models.local.services import worker_command
-from tests.conftest import ROOT, placeholder_dataset
+from tests.support.runs import ROOT, placeholder_dataset
 
 pytestmark = pytest.mark.integration
 TOKEN = secrets.token_hex(3)

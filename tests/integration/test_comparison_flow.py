@@ -11,8 +11,8 @@ import pytest
 
 from compare_models.config import RunParams
 from compare_models.storage import layout
-from tests import stack as test_stack
-from tests.conftest import cli
+from tests.support import stack as test_stack
+from tests.support.runs import cli
 
 pytestmark = pytest.mark.integration
 

@@ -13,7 +13,7 @@ from compare_models.data.dataset import (
     prepare_dataset,
 )
 from compare_models.storage import layout
-from tests.archives import cifar_python_tarball, image_folder_tarball
+from tests.support.archives import cifar_python_tarball, image_folder_tarball
 
 SMALL = SplitSpec(protocol="sizes", train=60, val=30, test=20)
 

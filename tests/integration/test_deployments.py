@@ -18,8 +18,8 @@ from datetime import UTC
 import pytest
 
 from compare_models.storage import layout
-from tests import stack as test_stack
-from tests.conftest import ROOT, cli, cli_command, placeholder_dataset
+from tests.support import stack as test_stack
+from tests.support.runs import ROOT, cli, cli_command, placeholder_dataset
 
 pytestmark = pytest.mark.integration
 PREFECT = [sys.executable, "-m", "prefect"]

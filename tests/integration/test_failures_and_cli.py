@@ -10,8 +10,8 @@ import os
 import pytest
 
 from compare_models.storage import layout
-from tests.conftest import cli
 from tests.integration.test_flow import TINY, run_flow
+from tests.support.runs import cli
 
 pytestmark = pytest.mark.integration
 

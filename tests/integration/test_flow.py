@@ -10,7 +10,7 @@ import pytest
 
 from compare_models.config import RunParams
 from compare_models.storage import layout
-from tests.html_validation import html_problems
+from tests.support.html_validation import html_problems
 
 pytestmark = pytest.mark.integration
 

@@ -11,7 +11,7 @@ from compare_models.data.dataset import DataError, load_split, prepare_folder
 from compare_models.data.folders import folder_source
 from compare_models.data.versions import list_versions, read_version, snapshot
 from compare_models.storage import layout
-from tests.archives import class_image, image_folder_files
+from tests.support.archives import class_image, image_folder_files
 
 pytestmark = pytest.mark.integration
 
@@ -162,7 +162,7 @@ def test_a_stored_version_is_used_by_its_id_and_a_changed_one_is_refused(stack, 
 def test_hostile_files_in_a_folder_are_skipped_within_bounds(stack, tmp_path):
     import os
 
-    from tests.archives import png_header_only
+    from tests.support.archives import png_header_only
 
     root = tmp_path / "hostile"
     for key, payload in image_folder_files(("a", "b"), range(60)).items():

@@ -14,8 +14,8 @@ import pytest
 from compare_models.config import RunParams
 from compare_models.gate import champions
 from compare_models.storage import layout
-from tests.archives import image_folder_files
-from tests.conftest import cli
+from tests.support.archives import image_folder_files
+from tests.support.runs import cli
 
 pytestmark = pytest.mark.integration
 

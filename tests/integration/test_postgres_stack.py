@@ -25,8 +25,8 @@ import httpx
 import pytest
 
 from compare_models.local.ports import DEFAULT_S3_PORT, seaweed_ports
-from tests import stack as test_stack
-from tests.conftest import cli as run_cli
+from tests.support import stack as test_stack
+from tests.support.runs import cli as run_cli
 
 pytestmark = pytest.mark.integration
 
@@ -36,7 +36,7 @@ def _weed(s3_port: int) -> set[int]:
     return {port + grpc for port in seaweed_ports(s3_port).values() for grpc in (0, 10000)}
 
 
-#: ports of the default stack (`compare-models up`) and of the test stack (tests/stack.py):
+#: ports of the default stack (`compare-models up`) and of the test stack (tests/support/stack.py):
 #: SeaweedFS, Prefect, PostgreSQL
 _DEFAULT_PORTS = {
     *_weed(DEFAULT_S3_PORT),

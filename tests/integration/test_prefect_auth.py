@@ -13,8 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests import stack as test_stack
-from tests.conftest import ROOT, cli
+from tests.support import stack as test_stack
+from tests.support.runs import ROOT, cli
 
 pytestmark = pytest.mark.integration
 

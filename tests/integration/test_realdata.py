@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from compare_models.data.dataset import DatasetRef, load_split
-from tests.conftest import REAL_ARCHIVE, cli, smoke_run_args
+from tests.support.runs import REAL_ARCHIVE, cli, smoke_run_args
 
 pytestmark = [pytest.mark.integration, pytest.mark.realdata]
 

@@ -15,7 +15,7 @@ import pytest
 from compare_models.config import RunParams
 from compare_models.storage import layout
 from compare_models.training.jobs import FAIL_AFTER_EPOCH_ENV
-from tests.conftest import ROOT, cli, cli_command, smoke_run_args
+from tests.support.runs import ROOT, cli, cli_command, smoke_run_args
 
 pytestmark = pytest.mark.integration
 

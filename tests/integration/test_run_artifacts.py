@@ -15,7 +15,7 @@ from compare_models.config import SplitSpec
 from compare_models.data.dataset import prepare_dataset
 from compare_models.runs.artifacts import RunArtifacts
 from compare_models.storage.store import ArtifactStore
-from tests.conftest import training_result
+from tests.support.runs import training_result
 
 pytestmark = pytest.mark.integration
 

@@ -7,8 +7,8 @@ import functools
 import pytest
 
 from compare_models.local.ports import local_prefect_api, local_s3_url
-from tests import stack as test_stack
-from tests.conftest import cli as run_cli
+from tests.support import stack as test_stack
+from tests.support.runs import cli as run_cli
 
 # serial: restarts the S3 service, which tests running beside it would see fail
 pytestmark = [pytest.mark.integration, pytest.mark.serial]

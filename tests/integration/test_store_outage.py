@@ -15,7 +15,7 @@ import pytest
 from compare_models.config import RunParams, Settings
 from compare_models.storage import layout
 from compare_models.training.jobs import EPOCH_PAUSE_ENV
-from tests import stack as test_stack
+from tests.support import stack as test_stack
 
 # serial: stops the S3 service, which tests running beside it would see fail
 pytestmark = [pytest.mark.integration, pytest.mark.serial]

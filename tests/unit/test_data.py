@@ -18,7 +18,7 @@ from compare_models.data.dataset import (
     split_indices,
     synthetic_data,
 )
-from tests.archives import cifar_python_tarball, image_folder_tarball, images, png_bytes
+from tests.support.archives import cifar_python_tarball, image_folder_tarball, images, png_bytes
 
 SMALL = SplitSpec(protocol="sizes", train=60, val=30, test=20)
 

@@ -12,7 +12,7 @@ from compare_models.report.diagnostics import (
     expected_calibration_error,
     reliability_diagram,
 )
-from tests.unit import pngs
+from tests.support import pngs
 
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 N, K = 300, 10

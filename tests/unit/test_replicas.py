@@ -11,7 +11,7 @@ import pytest
 from compare_models.config import TrainParams
 from compare_models.storage import layout
 from compare_models.training.jobs import TrainingJob, TrainingResult, select_replicas
-from tests.conftest import placeholder_dataset, training_result
+from tests.support.runs import placeholder_dataset, training_result
 
 
 def result(

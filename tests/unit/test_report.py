@@ -38,7 +38,7 @@ from compare_models.runs.record import (  # noqa: E402
     SkippedFile,
 )
 from compare_models.statistics.paired import compare_all, compare_pair  # noqa: E402
-from tests.html_validation import html_problems  # noqa: E402
+from tests.support.html_validation import html_problems  # noqa: E402
 
 CLASSES = ["airplane", "automobile", "bird", "cat"]
 FIGURES = ["learning_curves.png", "confusion_matrices.png", "roc_curves.png", "comparison.png"]

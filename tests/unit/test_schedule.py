@@ -12,7 +12,7 @@ from compare_models.training.jobs import (
     resolve_schedule,
     thread_plan,
 )
-from tests.conftest import placeholder_dataset
+from tests.support.runs import placeholder_dataset
 
 MODELS = ("cnn", "resnet50")
 

@@ -4,7 +4,7 @@ import json
 import subprocess
 import sys
 
-from tests.conftest import ROOT
+from tests.support.runs import ROOT
 
 PROBE = """
 import json, sys, types

@@ -11,7 +11,7 @@ import pytest
 
 from compare_models.report import figures, trends
 from compare_models.report.trends import plot_accuracy_trend, plot_recall_changes
-from tests.unit import pngs
+from tests.support import pngs
 
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 DECISION_CYCLE = ["first-champion", "no-change", "promoted", "regression", "not-comparable", None]

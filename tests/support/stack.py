@@ -6,7 +6,7 @@ flow runs, deployments, artifacts and workers of the Prefect server they watch o
 `apply()` points this process (and every process it starts) at the test stack; `tests/conftest.py`
 calls it before anything imports Prefect, whose settings read the environment at import.
 
-    python -m tests.stack up [--workers]|down|status
+    python -m tests.support.stack up [--workers]|down|status
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 HOME = ROOT / ".compare-models" / "test-stack"
 
 #: where the test stack listens. SeaweedFS' other ports move by the S3 port's offset (+500: none
@@ -99,7 +99,13 @@ def up(*, workers: bool = False) -> dict[str, str]:
     run in a process of its own: the services outlive it as children of init. Started by a
     pytest process instead, a service stopped later (a restart test, the workers' teardown)
     would stay a zombie of that process, which `down` sees as still running."""
-    command = [sys.executable, "-m", "tests.stack", "up", *(["--workers"] if workers else [])]
+    command = [
+        sys.executable,
+        "-m",
+        "tests.support.stack",
+        "up",
+        *(["--workers"] if workers else []),
+    ]
     out = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
     if out.returncode != 0:
         raise RuntimeError(f"the test stack did not start:\n{out.stdout}{out.stderr}")
@@ -128,7 +134,7 @@ def main(argv: list[str]) -> int:
         result = {row["service"]: row["healthy"] for row in status()}
     else:
         print(
-            f"usage: python -m tests.stack up [--workers]|down|status (not {command!r})",
+            f"usage: python -m tests.support.stack up [--workers]|down|status (not {command!r})",
             file=sys.stderr,
         )
         return 2

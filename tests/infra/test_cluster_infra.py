@@ -1,7 +1,7 @@
 """Compose next to a Kubernetes GPU pool: the optional local GPU worker, browser-reachable
 presigned links, a MinIO init step that fails on real errors, one Prefect version everywhere,
 and the first-day checklist. Static checks (no Docker); the compose schema check itself is in
-tests/unit/test_infra.py."""
+tests/infra/test_infra.py."""
 
 from __future__ import annotations
 
@@ -13,8 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import ROOT
-from tests.unit.test_infra import (
+from tests.infra.test_infra import (
     COMPOSE_FILE,
     COMPOSE_SCHEMA,
     ENV_EXAMPLE,
@@ -22,6 +21,7 @@ from tests.unit.test_infra import (
     env_of,
     run_minio_init,
 )
+from tests.support.runs import ROOT
 
 INFRA = ROOT / "infra"
 DOCKERFILE = INFRA / "docker" / "Dockerfile.worker"

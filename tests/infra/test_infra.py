@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import ROOT  # noqa: E402
+from tests.support.runs import ROOT  # noqa: E402
 
 INFRA = ROOT / "infra"
 COMPOSE_FILE = INFRA / "compose" / "docker-compose.yml"
@@ -523,7 +523,7 @@ def test_k8s_template_renders_the_gpu_count() -> None:
         assert container["resources"]["requests"]["nvidia.com/gpu"] == expected
         assert container["envFrom"][0]["secretRef"]["name"] == "compare-models-s3"
         # No default image: each deployment sets one (the server refuses a flow run without it,
-        # tests/unit/test_cluster_k8s.py), so the worker never falls back to Prefect's own image.
+        # tests/infra/test_cluster_k8s.py), so the worker never falls back to Prefect's own image.
         assert "image" not in defaults and "image" not in container
         assert rendered["job_manifest"]["spec"]["backoffLimit"] == 0
 

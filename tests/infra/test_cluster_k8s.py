@@ -25,7 +25,7 @@ from deployments.deploy import (
     check_image_reference,
     deploy_env,
 )
-from tests.conftest import ROOT
+from tests.support.runs import ROOT
 
 K8S = ROOT / "infra" / "k8s"
 TEMPLATE = K8S / "gpu-work-pool-base-job-template.json"
