@@ -75,10 +75,10 @@ test-unit: install  ## no services: tests/unit, tests/infra and the hostile-inpu
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests/unit tests/infra tests/hostile
 
 bench: up  ## real-data benchmarks (minutes); JSON lines to stdout and benchmarks/results/
-	$(BIN)/python benchmarks/data_stage.py
-	$(BIN)/python benchmarks/throughput.py
-	$(BIN)/python benchmarks/seed_protocol.py
-	$(BIN)/python benchmarks/orchestration.py
+	$(BIN)/python -m benchmarks.speed.data_stage
+	$(BIN)/python -m benchmarks.speed.throughput
+	$(BIN)/python -m benchmarks.studies.seed_protocol
+	$(BIN)/python -m benchmarks.speed.orchestration
 
 # The reference pages of the docs, generated from the code (the CLI's parser, RunParams,
 # Settings, layout.py, the manifest's record, the events, the input caps): run it after

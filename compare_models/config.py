@@ -415,7 +415,7 @@ class ExecutionParams(BaseModel):
         default="auto",
         description="How local trainings share this host's cores: 'parallel' (at once, cores split evenly), "
         "'weighted' (at once, cores split by each model's cost), 'sequential' (one after the other, all cores "
-        "each), 'auto' (the best measured here: see benchmarks/schedule.py). Deployment trainings always run at "
+        "each), 'auto' (the best measured here: see benchmarks/speed/schedule.py). Deployment trainings always run at "
         "once, one flow run each: a CPU worker splits its cores by model cost, or evenly with 'parallel'",
     )
     retries: int = Field(
@@ -543,7 +543,7 @@ class NoisePolicy(BaseModel):
     # (1,000 test images, about 100 a class) that differ only in their seed: six seeds' accuracies
     # had a standard deviation of 2.2 points at 5 epochs and 2.7 at 15 (difference: x sqrt(2),
     # 3.1 and 3.9), and a class's recall moved by up to 28 points between seeds
-    # (`benchmarks/gate_noise.py`; docs/benchmarks.md).
+    # (`benchmarks/studies/gate_noise.py`; docs/benchmarks.md).
     tolerance_points: float = Field(
         default=8.0,
         ge=0,

@@ -152,7 +152,7 @@ def train_in_subprocess(job: TrainingJob, execution: ExecutionParams) -> Trainin
 
 # Children are created one at a time, then awaited concurrently: created at the same moment,
 # they met write-lock stalls on a SQLite-backed server that delayed one training's start
-# (measured by `benchmarks/orchestration.py`; see docs/benchmarks.md).
+# (measured by `benchmarks/speed/orchestration.py`; see docs/benchmarks.md).
 _CREATING_CHILD = threading.Lock()
 
 

@@ -123,12 +123,12 @@ def compile_model(
     steps_per_execution: int = 1,
 ) -> keras.Model:
     """Compile `model` and create its optimizer's variables (moments, step counter) at once
-    (`optimizer_state_now=False`: leave them to Keras, for `benchmarks/first_step.py`).
+    (`optimizer_state_now=False`: leave them to Keras, for `benchmarks/speed/first_step.py`).
 
     Without a distribution strategy, Keras' TensorFlow trainer leaves those variables to be
     created while it traces the first training step, on `tf.function`'s slow path for functions
     that create variables. Created here they are the same zeros (the weights after training are
-    identical), and the first step costs less (`python benchmarks/first_step.py`; see
+    identical), and the first step costs less (`python -m benchmarks.speed.first_step`; see
     docs/benchmarks.md).
     A model loaded from a checkpoint has them already.
 

@@ -382,7 +382,7 @@ def _tile_grid(
     """A figure of image tiles with ``lines`` caption lines under each; tiles in row order.
 
     Every tile is drawn on one axes that covers the figure in inches: an axes per tile (24 to
-    48 in a two-model report) cost matplotlib tick and layout work (benchmarks/comparison.py,
+    48 in a two-model report) cost matplotlib tick and layout work (benchmarks/speed/comparison.py,
     10,000 images: disagreement gallery 0.38-0.57 s with them, 0.23-0.27 s without).
     """
     left = 0.35 if row_labels else 0.1

@@ -236,7 +236,7 @@ FAIL_AFTER_EPOCH_ENV = "COMPARE_MODELS_FAIL_AFTER_EPOCH"
 #: training, so that a fault lands in mid-training). Unset in normal operation.
 EPOCH_PAUSE_ENV = "COMPARE_MODELS_EPOCH_PAUSE_SECONDS"
 
-#: Fault injection for drills and `benchmarks/gate_noise.py`: a genuinely broken recipe. This
+#: Fault injection for drills and `benchmarks/studies/gate_noise.py`: a genuinely broken recipe. This
 #: fraction (0 to 1) of the training labels is shuffled among themselves, seeded by the
 #: training seed; the training logs a warning. Unset in normal operation.
 SHUFFLE_LABELS_ENV = "COMPARE_MODELS_SHUFFLE_LABELS"
@@ -254,7 +254,7 @@ def shuffle_labels(y: np.ndarray, fraction: float, seed: int) -> np.ndarray:
 
 
 #: What `execution.schedule: auto` means on a CPU host: the schedule that trained both models
-#: in the shortest span, measured by `benchmarks/schedule.py` (see docs/benchmarks.md).
+#: in the shortest span, measured by `benchmarks/speed/schedule.py` (see docs/benchmarks.md).
 AUTO_SCHEDULE = "weighted"
 
 

@@ -1,5 +1,5 @@
 """A webhook receiver on 127.0.0.1 that keeps the JSON bodies posted to it: where the tests and
-benchmarks/champion_sequence.py point the regression automation's notification block."""
+benchmarks/studies/champion_sequence.py point the regression automation's notification block."""
 
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ train-model attempt, read back from Prefect, minus the planned epochs; also a me
 logs lost), the objects lost or not listed (the S3 listing against the manifest's objects),
 the manifests written, and the time added (wall time minus a fault-free run's).
 
-    python benchmarks/faults.py [--faults s3-30,...] [--epochs 5] [--data PATH] [--keep-stack]
+    python -m benchmarks.drills.faults [--faults s3-30,...] [--epochs 5] [--data PATH] [--keep-stack]
 
 The stack lives in .compare-models/faults-bench/ on ports of its own (S3 9433, Prefect 5300),
 never the user's (8333/4200) nor the test stack's. Expect 5 to 20 minutes per fault on a
@@ -33,7 +33,7 @@ import threading
 import time
 from pathlib import Path
 
-from _common import REAL_ARCHIVE, ROOT, emit
+from benchmarks.common import REAL_ARCHIVE, ROOT, emit
 
 HOME = ROOT / ".compare-models" / "faults-bench"
 PORTS = {
@@ -66,10 +66,10 @@ os.environ.clear()
 os.environ.update(environment())  # before Prefect is imported: its settings read it then
 (HOME / "prefect-client").mkdir(parents=True, exist_ok=True)
 
-from compare_models.config import Settings  # noqa: E402
-from compare_models.local.services import SERVICES, down  # noqa: E402
-from compare_models.storage import layout  # noqa: E402
-from compare_models.storage.store import ArtifactStore  # noqa: E402
+from compare_models.config import Settings
+from compare_models.local.services import SERVICES, down
+from compare_models.storage import layout
+from compare_models.storage.store import ArtifactStore
 
 CLI = [sys.executable, "-m", "compare_models.cli.main"]
 EPOCH_LINE = re.compile(r"^cnn epoch (\d+)/(\d+)")

@@ -11,8 +11,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import emit, require_archive, scratch_bucket
-
+from benchmarks.common import emit, require_archive, scratch_bucket
 from compare_models.config import SplitSpec
 from compare_models.data.dataset import prepare_dataset
 

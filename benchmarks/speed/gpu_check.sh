@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # GPU check, on a machine with an NVIDIA GPU (never in CI: it refuses, exit 2, without one).
 #
-# The deployment path of benchmarks/gpu_check.py (which runs it where Prefect is installed).
+# The deployment path of benchmarks/speed/gpu_check.py (which runs it where Prefect is installed).
 # Installs the project with the CUDA wheels (.[gpu,test], or .[gpu-jax,test] with
 # BACKEND=jax: Keras' JAX backend, deployed with COMPARE_MODELS_TRAINING_BACKEND=jax) into a
 # virtual environment, starts
@@ -13,8 +13,8 @@
 # against float32, and the peak GPU memory (nvidia-smi, sampled every second) of each pass;
 # the summary is one JSON line, also written to benchmarks/results/gpu_check.json.
 #
-#   bash benchmarks/gpu_check.sh
-#   DATA=../shared/data/cifar10-jpeg.tar.gz RESNET_WEIGHTS=none EPOCHS=2 bash benchmarks/gpu_check.sh
+#   bash benchmarks/speed/gpu_check.sh
+#   DATA=../shared/data/cifar10-jpeg.tar.gz RESNET_WEIGHTS=none EPOCHS=2 bash benchmarks/speed/gpu_check.sh
 #
 # DATA (default cifar10, the official download), RESNET_WEIGHTS (default imagenet) and
 # EPOCHS (default 2, both passes; 10 is the full seed protocol) go to `compare-models params`.

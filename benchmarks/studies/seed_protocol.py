@@ -4,7 +4,7 @@
 metrics, training time and peak memory of each training process. Target: CNN test
 accuracy >= 0.65 (the report: CNN 0.5493, ResNet50 0.6333 with ImageNet weights).
 
-    python benchmarks/seed_protocol.py [--models cnn,resnet50] [--resnet-weights none] [--epochs 10]
+    python -m benchmarks.studies.seed_protocol [--models cnn,resnet50] [--resnet-weights none] [--epochs 10]
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import argparse
 import subprocess
 import sys
 
-from _common import ROOT, emit, require_archive
+from benchmarks.common import ROOT, emit, require_archive
 
 
 def main() -> None:

@@ -7,7 +7,7 @@ epochs), both models are trained once under each schedule through `compare-model
 Printed per run: the training span (first `fit` start to last `fit` end, from the
 manifest), the whole command's wall time, and the test accuracies.
 
-    python benchmarks/schedule.py [--workloads demo,seed] [--seed-epochs 1]
+    python -m benchmarks.speed.schedule [--workloads demo,seed] [--seed-epochs 1]
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 
-from _common import ROOT, emit, fit_spans, require_archive, scratch_bucket
+from benchmarks.common import ROOT, emit, fit_spans, require_archive, scratch_bucket
 
 SCHEDULES = ("parallel", "weighted", "sequential")
 

@@ -4,7 +4,7 @@ significant change", and a deliberately weaker third run (a tenth of the trainin
 is flagged as a regression: the Prefect event is read back from the event feed and a
 webhook receiver on 127.0.0.1 gets the notification through the regression automation.
 
-    python benchmarks/champion_sequence.py [--train-size 6000] [--weak-train-size 600] [--epochs 2]
+    python -m benchmarks.studies.champion_sequence [--train-size 6000] [--weak-train-size 600] [--epochs 2]
 
 Prints one JSON document: each run's decision, accuracy with its interval, McNemar's p,
 whether the event and the notification arrived, and the seconds each step took.
@@ -19,8 +19,7 @@ import subprocess
 import sys
 import time
 
-from _common import ROOT, emit, require_archive, scratch_bucket
-
+from benchmarks.common import ROOT, emit, require_archive, scratch_bucket
 from tests.support.webhook_receiver import start_receiver
 
 

@@ -3,7 +3,7 @@ training code (`compare_models.training.fit.train`: its input pipeline, callback
 checkpoints, publishing), on whichever Keras backend the machine has (KERAS_BACKEND).
 
 Where a Prefect server can be started (the project installed with its dependencies:
-`--mode deployment`, the default when Prefect is importable), `benchmarks/gpu_check.sh` runs
+`--mode deployment`, the default when Prefect is importable), `benchmarks/speed/gpu_check.sh` runs
 the seed protocol through the deployments instead. Elsewhere (`--mode in-process`: the GPU
 machines lent to this project have JAX but no TensorFlow, no Prefect, and reach no package
 index), this script trains in processes of its own against a real S3: the endpoint in
@@ -13,9 +13,9 @@ first), step time, compile time (the first epoch's extra time), peak GPU memory 
 backend's allocator and nvidia-smi's, sampled every 200 ms), test accuracy, and the achieved
 throughput as a share of a bound from the model's FLOPs per image and the GPU's peak.
 
-    python3 benchmarks/gpu_check.py --data cifar10-jpeg.tar.gz            # seed protocol
-    python3 benchmarks/gpu_check.py --data ... --drills --sweeps          # + resume/budget, knobs
-    python3 benchmarks/gpu_check.py --data ... --allow-cpu --train-images 400 --epochs 2  # here
+    python3 -m benchmarks.speed.gpu_check --data cifar10-jpeg.tar.gz            # seed protocol
+    python3 -m benchmarks.speed.gpu_check --data ... --drills --sweeps          # + resume/budget, knobs
+    python3 -m benchmarks.speed.gpu_check --data ... --allow-cpu --train-images 400 --epochs 2  # here
 
 --drills: a training that fails after epoch 1 and resumes from its S3 checkpoint, and one
 stopped by its time budget and continued; --sweeps: ResNet50 (the model whose step is fed
@@ -42,8 +42,7 @@ import time
 from importlib import metadata
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+ROOT = Path(__file__).resolve().parents[2]
 
 #: The product's Python dependencies a training needs that a JAX-only GPU machine lacks
 #: (compare_models.training.fit's imports, less what that machine has; KINDS.md in the device
@@ -337,13 +336,20 @@ def _train(work: Path, job, env: dict[str, str], allow_cpu: bool, label: str) ->
     """One training in a process of its own; its outcome (exit 3: an injected fault)."""
     job_path, out_path = work / f"{label}.job.json", work / f"{label}.out.json"
     job_path.write_text(job.model_dump_json())
-    command = [sys.executable, __file__, "--child", str(job_path), str(out_path)]
+    command = [
+        sys.executable,
+        "-m",
+        "benchmarks.speed.gpu_check",
+        "--child",
+        str(job_path),
+        str(out_path),
+    ]
     if allow_cpu:
         command.append("--allow-cpu")
     sampler = MemorySampler(work / f"{label}.memory")
     started = time.perf_counter()
     with sampler:
-        code = subprocess.call(command, env={**os.environ, **env}, timeout=3 * 3600)
+        code = subprocess.call(command, cwd=ROOT, env={**os.environ, **env}, timeout=3 * 3600)
     if code not in (0, 3) or not out_path.exists():
         raise SystemExit(
             f"gpu_check: {label}: the training failed (exit {code}); see the log above"
@@ -684,7 +690,9 @@ def main() -> int:
             "EPOCHS": str(args.epochs),
             "RESNET_WEIGHTS": "none",
         }
-        return subprocess.call(["bash", str(ROOT / "benchmarks" / "gpu_check.sh")], env=env)
+        return subprocess.call(
+            ["bash", str(ROOT / "benchmarks" / "speed" / "gpu_check.sh")], env=env
+        )
     if args.runtime:
         sys.path.insert(0, str(args.runtime / "site"))
         os.environ["PYTHONPATH"] = os.pathsep.join(

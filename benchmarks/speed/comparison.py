@@ -7,7 +7,7 @@ McNemar, Holm) and each figure function, reporting the median of ``--reps`` repe
 scikit-learn, which a pipeline run has usually imported already). Target: statistics plus
 figures add at most 3 s to a run, with ``compare_all`` well under 2 s.
 
-    python benchmarks/comparison.py [--n 10000] [--resamples 2000] [--reps 3]
+    python -m benchmarks.speed.comparison [--n 10000] [--resamples 2000] [--reps 3]
 
 Prints one JSON line and writes it to benchmarks/results/comparison.json.
 """
@@ -15,33 +15,16 @@ Prints one JSON line and writes it to benchmarks/results/comparison.json.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import statistics
-import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-RESULTS = ROOT / "benchmarks" / "results"
+from benchmarks.common import emit
+
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
-
-
-def cpu_model() -> str:
-    """The CPU model name from /proc/cpuinfo, else what platform reports."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def synthetic(n: int, k: int, seed: int = 0) -> tuple[np.ndarray, dict, np.ndarray]:
@@ -107,33 +90,24 @@ def main() -> None:
                     verdicts = result["verdicts"]
 
     seconds = {name: round(statistics.median(s), 4) for name, s in samples.items()}
-    record = {
-        "benchmark": "comparison",
-        "at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {
-            "cpu": cpu_model(),
-            "cores": os.cpu_count(),
-            "python": platform.python_version(),
-            "numpy": np.__version__,
+    emit(
+        "comparison",
+        {
+            "settings": {
+                "n": args.n,
+                "classes": len(CLASSES),
+                "models": len(probs),
+                "resamples": args.resamples,
+                "reps": args.reps,
+                "statistic": "median",
+            },
+            "import_s": round(import_s, 4),
+            "seconds": seconds,
+            "total_s": round(sum(seconds.values()), 4),
+            "samples_s": {name: [round(v, 4) for v in s] for name, s in samples.items()},
+            "verdict": verdicts[0] if verdicts else None,
         },
-        "settings": {
-            "n": args.n,
-            "classes": len(CLASSES),
-            "models": len(probs),
-            "resamples": args.resamples,
-            "reps": args.reps,
-            "statistic": "median",
-        },
-        "import_s": round(import_s, 4),
-        "seconds": seconds,
-        "total_s": round(sum(seconds.values()), 4),
-        "samples_s": {name: [round(v, 4) for v in s] for name, s in samples.items()},
-        "verdict": verdicts[0] if verdicts else None,
-    }
-    line = json.dumps(record)
-    print(line)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "comparison.json").write_text(line + "\n")
+    )
 
 
 if __name__ == "__main__":

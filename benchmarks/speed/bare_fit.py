@@ -1,7 +1,7 @@
 """A bare `model.fit` of the same model, data, input pipeline and thread settings as a
 pipeline job: no callbacks, no checkpoints, no Prefect.
 
-Usage: python benchmarks/_bare_fit.py JOB.json  -> prints {"fit_seconds": ..., ...}
+Usage: python -m benchmarks.speed.bare_fit JOB.json  -> prints {"fit_seconds": ..., ...}
 """
 
 from __future__ import annotations
@@ -11,13 +11,11 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from compare_models.config import Settings  # noqa: E402
-from compare_models.data.dataset import load_split  # noqa: E402
-from compare_models.storage.store import ArtifactStore  # noqa: E402
-from compare_models.training.fit import configure_device, peak_rss_mb, training_input  # noqa: E402
-from compare_models.training.jobs import TrainingJob  # noqa: E402
+from compare_models.config import Settings
+from compare_models.data.dataset import load_split
+from compare_models.storage.store import ArtifactStore
+from compare_models.training.fit import configure_device, peak_rss_mb, training_input
+from compare_models.training.jobs import TrainingJob
 
 
 def main(job_path: str) -> None:

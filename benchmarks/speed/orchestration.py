@@ -10,7 +10,7 @@
    had completed that the re-run did not resume past, plus the interrupted partial epoch
    (target <= 1).
 
-    python benchmarks/orchestration.py [--data PATH] [--runs 3] [--skip-resume] [--database postgres]
+    python -m benchmarks.speed.orchestration [--data PATH] [--runs 3] [--skip-resume] [--database postgres]
 
 Each deployment run also reports where its non-fit time went (data preparation, parent
 start to the first fit, last fit to the parent's end), and the same split into phases: the
@@ -37,8 +37,7 @@ import subprocess
 import sys
 import time
 
-from _common import REAL_ARCHIVE, ROOT, emit, fit_spans
-
+from benchmarks.common import REAL_ARCHIVE, ROOT, emit, fit_spans
 from compare_models.config import Settings
 from compare_models.runs.stored import latest_run_id, read_record
 from compare_models.storage import layout

@@ -4,7 +4,7 @@ own (`python -m compare_models.gate.rescoring`) that loads the stored model and 
 not depend on them). Prints, per model and trial, the wall time of the process (interpreter,
 TensorFlow import, model download and load, prediction, upload) and the time `rescore` reports.
 
-    python benchmarks/rescore_cost.py [--trials 2]
+    python -m benchmarks.speed.rescore_cost [--trials 2]
 
 Needs the local stack (`compare-models up`); everything goes to a scratch bucket.
 """
@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import ROOT, emit, require_archive, scratch_bucket
+from benchmarks.common import ROOT, emit, require_archive, scratch_bucket
 
 
 def main() -> None:

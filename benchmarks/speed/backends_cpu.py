@@ -17,8 +17,8 @@ set), the seed protocol's batch size 128 and flips. Prints, per side and model, 
 images/s over the epochs after the first (which compiles), the first epoch's seconds and the
 validation accuracy; one JSON document at the end (also benchmarks/results/backends_cpu.json).
 
-    python benchmarks/backends_cpu.py                      # cnn and resnet50, 2 trials
-    python benchmarks/backends_cpu.py --models cnn --trials 3 --train-images 4000
+    python -m benchmarks.speed.backends_cpu                      # cnn and resnet50, 2 trials
+    python -m benchmarks.speed.backends_cpu --models cnn --trials 3 --train-images 4000
 """
 
 from __future__ import annotations
@@ -33,8 +33,7 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import REAL_ARCHIVE, emit  # noqa: E402
+from benchmarks.common import REAL_ARCHIVE, ROOT, emit
 
 SIDES = ("tensorflow-PyDataset", "tensorflow-tf.data", "jax")
 
@@ -121,7 +120,17 @@ def _run(side: str, model: str, folder: Path, epochs: int) -> dict:
         "TF_CPP_MIN_LOG_LEVEL": "2",
     }
     out = subprocess.run(
-        [sys.executable, __file__, "--child", side, model, str(folder), str(epochs)],
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.speed.backends_cpu",
+            "--child",
+            side,
+            model,
+            str(folder),
+            str(epochs),
+        ],
+        cwd=ROOT,
         env=env,
         capture_output=True,
         text=True,

@@ -7,7 +7,7 @@ real CIFAR-10 training images (JPEG) as class folders in an S3 prefix, `--base` 
 * incremental: a snapshot of the same prefix into a fresh bucket holding only the template's
   version, pointer and pixels (what the previous night left): only the added files are read.
 
-    python benchmarks/snapshot_cost.py [--base 10000] [--added 10000] [--trials 3]
+    python -m benchmarks.speed.snapshot_cost [--base 10000] [--added 10000] [--trials 3]
 
 Needs the local stack (`compare-models up`); everything goes to scratch buckets.
 """
@@ -19,8 +19,8 @@ import json
 import sys
 import time
 
-from _common import emit, require_archive, scratch_bucket
-from growing_data import _training_images, _upload
+from benchmarks.common import emit, require_archive, scratch_bucket
+from benchmarks.studies.growing_data import _training_images, _upload
 
 
 def _copy_all(source, target) -> None:

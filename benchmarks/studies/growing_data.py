@@ -10,7 +10,7 @@ prefix; the gate's decision with its numbers; and the test images that leaked in
 counted here from the versions: every earlier test image must still be test, and no image (by
 SHA-256) may be both in training and in test.
 
-    python benchmarks/growing_data.py [--nights 4] [--per-night 10000] [--epochs 2]
+    python -m benchmarks.studies.growing_data [--nights 4] [--per-night 10000] [--epochs 2]
 
 Needs the local stack (`compare-models up`); everything goes to scratch buckets, removed after.
 """
@@ -28,7 +28,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import PurePosixPath
 
-from _common import ROOT, emit, require_archive, scratch_bucket
+from benchmarks.common import ROOT, emit, require_archive, scratch_bucket
 
 
 def _training_images(archive, per_class_total: int) -> dict[str, list[tuple[str, bytes]]]:

@@ -6,7 +6,7 @@ callback, NaN guard, per-epoch S3 checkpoints, progress artifact), "bare" is pla
 `model.fit`. Which side goes first alternates from rep to rep (bare first in even reps),
 so drift on this shared machine and ordering effects hit both. Target: pipeline / bare >= 0.95.
 
-    python benchmarks/throughput.py [--model cnn] [--epochs 3] [--reps 3]
+    python -m benchmarks.speed.throughput [--model cnn] [--epochs 3] [--reps 3]
 
 With N epochs the pipeline writes N-1 checkpoints (the last epoch's model is the
 published one), so use N >= 2 for a fair comparison.
@@ -23,8 +23,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from _common import ROOT, emit, require_archive
-
+from benchmarks.common import ROOT, emit, require_archive
 from compare_models.config import Settings, SplitSpec, TrainParams
 from compare_models.data.dataset import prepare_dataset
 from compare_models.storage import layout
@@ -63,7 +62,7 @@ def main() -> None:
 
             def bare(job_path: Path = job_path) -> None:
                 out = subprocess.run(
-                    [sys.executable, str(ROOT / "benchmarks" / "_bare_fit.py"), str(job_path)],
+                    [sys.executable, "-m", "benchmarks.speed.bare_fit", str(job_path)],
                     capture_output=True,
                     text=True,
                     env=env,

@@ -3,7 +3,7 @@ is compiled (`compile_model`, the pipeline's way) against Keras' default of crea
 the first step is traced. Each measurement runs in a fresh process (nothing traced or cached),
 the two ways alternating, so both see the same machine.
 
-    python benchmarks/first_step.py [--pairs 3] [--models cnn,resnet50] [--images 512]
+    python -m benchmarks.speed.first_step [--pairs 3] [--models cnn,resnet50] [--images 512]
 
 Prints, per model and way, the first step's seconds (trace and run of one batch of 128),
 the rest of one epoch of `--images` random images, and whether the trained weights of the two
@@ -19,7 +19,7 @@ import subprocess
 import sys
 import time
 
-from _common import emit
+from benchmarks.common import ROOT, emit
 
 BATCH_SIZE, THREADS = 128, 1
 
@@ -76,7 +76,16 @@ def main() -> None:
         for pair in range(args.pairs):
             for way in ways if pair % 2 == 0 else ways[::-1]:
                 out = subprocess.run(
-                    [sys.executable, __file__, "--child", model_name, way, str(args.images)],
+                    [
+                        sys.executable,
+                        "-m",
+                        "benchmarks.speed.first_step",
+                        "--child",
+                        model_name,
+                        way,
+                        str(args.images),
+                    ],
+                    cwd=ROOT,
                     capture_output=True,
                     text=True,
                     check=True,

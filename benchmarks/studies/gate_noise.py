@@ -4,7 +4,7 @@ recipes judged against the same champion: a third of the training labels shuffle
 (`COMPARE_MODELS_SHUFFLE_LABELS`), and a tenth of the learning rate. With the default policy
 the seed runs should raise no regression alert, and every broken run should be one.
 
-    python benchmarks/gate_noise.py [--runs 6] [--epochs 5] [--broken-trials 2]
+    python -m benchmarks.studies.gate_noise [--runs 6] [--epochs 5] [--broken-trials 2]
 
 Each run is `compare-models run --preset smoke --models cnn --epochs E --seed S --track T`
 (2,000 training images, the same 1,000 test images). Prints one JSON document: per run its
@@ -22,7 +22,7 @@ import subprocess
 import sys
 import time
 
-from _common import ROOT, emit, require_archive, scratch_bucket
+from benchmarks.common import ROOT, emit, require_archive, scratch_bucket
 
 
 def _run(args, track: str, seed: int, *extra: str, env: dict[str, str] | None = None) -> dict:

@@ -1,0 +1,1 @@
+"""Drills: real runs while their services or trainings fail on purpose."""
