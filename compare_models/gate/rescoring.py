@@ -50,7 +50,10 @@ def rescore(request: RescoreRequest) -> Rescored:
     from compare_models.config import Settings
     from compare_models.data.dataset import load_split
     from compare_models.storage.store import ArtifactStore
-    from compare_models.training.fit import configure_device, predict_in_full_batches
+    from compare_models.training.backend import configure_device, prepare_environment
+
+    prepare_environment()  # before Keras loads, as in a training process
+    from compare_models.training.publish import predict_in_full_batches
 
     started = time.perf_counter()
     check_ref(request.dataset)
