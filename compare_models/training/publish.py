@@ -1,6 +1,6 @@
 """A finished training published: the model uploaded while the test set is predicted, the
 predictions beside it (`publish_model`); a diverged one refused, with what it left removed
-(`refuse_diverged`). The run's `history.json` comes last (`jobs.publish_result`)."""
+(`refuse_diverged`). The training's `history.json` comes last (`jobs.publish_result`)."""
 
 from __future__ import annotations
 
