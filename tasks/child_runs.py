@@ -19,9 +19,7 @@ from prefect.client.schemas.filters import (
 from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.states import Cancelled, Cancelling
 
-
-class TrainingFailed(RuntimeError):
-    pass
+from compare_models.training.jobs import TrainingFailed
 
 
 class Superseded(RuntimeError):

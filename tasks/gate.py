@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import subprocess
-import sys
 from collections.abc import Callable, Mapping
 from pathlib import PurePosixPath
 from typing import Any
@@ -16,9 +14,8 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.events import emit_event
 from pydantic import ValidationError
 
-from compare_models.config import project_root
 from compare_models.gate import champions, noise_band
-from compare_models.gate.rescoring import request_for
+from compare_models.gate.rescoring import request_for, rescore_in_own_process
 from compare_models.runs.artifacts import RunArtifacts
 from compare_models.runs.record import GateDecision, RunRecord, TestImages
 from tasks._store import open_artifacts
@@ -116,22 +113,8 @@ def _rescorer(record: RunRecord, artifacts: RunArtifacts) -> Callable[[Mapping[s
             entry["run_id"],
             f"{record.dataset.sizes.get('test', 0):,}",
         )
-        try:
-            out = subprocess.run(
-                [sys.executable, "-m", "compare_models.gate.rescoring", request.model_dump_json()],
-                cwd=project_root(),
-                capture_output=True,
-                text=True,
-                timeout=RESCORE_TIMEOUT_S,
-            )
-        except subprocess.TimeoutExpired:
-            raise champions.RescoreFailed(
-                f"re-scoring took longer than {RESCORE_TIMEOUT_S} s"
-            ) from None
-        if out.returncode != 0:
-            last = (out.stderr.strip().splitlines() or ["no output"])[-1][:300]
-            raise champions.RescoreFailed(f"re-scoring failed ({last})")
-        logger.info("champion re-scored: %s", out.stdout.strip()[-300:])
+        rescored = rescore_in_own_process(request, timeout=RESCORE_TIMEOUT_S)
+        logger.info("champion re-scored: %s", rescored.model_dump_json()[-300:])
         return request.out_key
 
     return rescore

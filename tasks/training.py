@@ -1,7 +1,7 @@
 """The two trainers, one signature: `trainer(job, execution) -> TrainingResult`.
 
 * `train_in_subprocess` (execution.trainer = "local"): the `train-model` flow in a fresh
-  Python process beside this one.
+  Python process beside this one (`compare_models.training.process.train_in_own_process`).
 * `train_on_worker` (execution.trainer = "deployment"): a `train-model/gpu` flow run on
   the GPU work pool, awaited with a start deadline.
 
@@ -12,14 +12,8 @@ persist no Prefect results. A retry resumes from the last checkpoint. Every repl
 
 from __future__ import annotations
 
-import json
 import os
-import signal
-import subprocess
-import sys
-import tempfile
 import threading
-from pathlib import Path
 from typing import Any
 
 from prefect import get_run_logger, task
@@ -29,15 +23,17 @@ from prefect.runtime import task_run
 from prefect.settings import PREFECT_API_URL
 from prefect.tasks import exponential_backoff
 
-from compare_models.config import ExecutionParams, project_root
+from compare_models.config import ExecutionParams
 from compare_models.training.jobs import (
+    TrainingFailed,
     TrainingJob,
     TrainingResult,
     resolve_schedule,
     stored_result,
 )
+from compare_models.training.process import train_in_own_process
 from tasks._store import open_store
-from tasks.child_runs import TrainingFailed, cancel_earlier_attempts, wait_until_final
+from tasks.child_runs import cancel_earlier_attempts, wait_until_final
 
 #: The deployment of the train-model flow on the GPU pool (prefect.yaml); one for every model.
 TRAIN_DEPLOYMENT = "train-model/gpu"
@@ -91,62 +87,35 @@ def retry_options(execution: ExecutionParams) -> dict[str, Any]:
     }
 
 
-def run_bounded(command: list[str], *, timeout: float, **popen: Any) -> int | None:
-    """Runs `command` in a process group of its own; returns its exit code, or None when it ran
-    past `timeout` seconds (the whole group is then killed). The group is also killed if this
-    wait is interrupted (a cancelled task); the training process itself asks to die with its
-    parent (`flows.train_model.main`)."""
-    process = subprocess.Popen(command, start_new_session=True, **popen)
-    try:
-        return process.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return None
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+#: The training process's entry point: `python -m flows.train_model JOB.json RESULT.json`.
+TRAINING_ENTRY = "flows.train_model"
+
+
+def _process_env(execution: ExecutionParams) -> dict[str, str]:
+    """The training process's environment: this one's, unbuffered, with this run's Prefect API
+    and client retries."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **api_outage_env(execution)}
+    if PREFECT_API_URL.value():
+        env["PREFECT_API_URL"] = PREFECT_API_URL.value()
+    return env
 
 
 @task(name="train", task_run_name="train-{job.name}", retry_condition_fn=_worth_retrying)
 def train_in_subprocess(job: TrainingJob, execution: ExecutionParams) -> TrainingResult:
     """Run the `train-model` flow in a fresh Python process (the `local` trainer)."""
     job = _attempt_job(job)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", **api_outage_env(execution)}
-    if PREFECT_API_URL.value():
-        env["PREFECT_API_URL"] = PREFECT_API_URL.value()
-    with tempfile.TemporaryDirectory(prefix=f"job-{job.name}-") as tmp:
-        job_path, result_path, log_path = (
-            Path(tmp) / "job.json",
-            Path(tmp) / "result.json",
-            Path(tmp) / "output.log",
-        )
-        job_path.write_text(job.model_dump_json())
-        get_run_logger().info(
-            "%s: attempt %d in a separate process (%d thread(s))",
-            job.label,
-            job.attempt,
-            job.threads,
-        )
-        with log_path.open("wb") as log:
-            code = run_bounded(
-                [sys.executable, "-m", "flows.train_model", str(job_path), str(result_path)],
-                timeout=60 * execution.training_timeout_minutes,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=project_root(),
-            )
-        if code is None:
-            raise TrainingFailed(
-                f"{job.label}: the training ran past execution.training_timeout_minutes "
-                f"({execution.training_timeout_minutes:g}) and was stopped"
-            )
-        if code != 0:
-            outcome = json.loads(result_path.read_text()) if result_path.exists() else {}
-            tail = log_path.read_text(errors="replace")[-3000:]
-            raise TrainingFailed(
-                f"{job.label} training failed (exit {code}): {outcome.get('error') or tail}"
-            )
+    get_run_logger().info(
+        "%s: attempt %d in a separate process (%d thread(s))",
+        job.label,
+        job.attempt,
+        job.threads,
+    )
+    train_in_own_process(
+        job,
+        entry=TRAINING_ENTRY,
+        timeout_minutes=execution.training_timeout_minutes,
+        env=_process_env(execution),
+    )
     return _trained(job)
 
 

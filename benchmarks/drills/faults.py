@@ -130,7 +130,7 @@ def _kill_training(process: subprocess.Popen) -> None:
 
     for child in psutil.Process(process.pid).children(recursive=True):
         if "flows.train_model" in " ".join(child.cmdline()):
-            os.killpg(child.pid, signal.SIGKILL)  # its own process group (run_bounded)
+            os.killpg(child.pid, signal.SIGKILL)  # its own process group (run_in_own_process)
             return
     print("  (no training process found to kill)", file=sys.stderr)
 

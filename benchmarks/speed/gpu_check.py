@@ -146,7 +146,8 @@ def _child(job_path: Path, out_path: Path, allow_cpu: bool) -> int:
     from compare_models.models.networks import load_model
     from compare_models.storage import layout
     from compare_models.storage.store import ArtifactStore
-    from compare_models.training.fit import InjectedFault, train  # prepares the backend first
+    from compare_models.training.drills import InjectedFault
+    from compare_models.training.fit import train  # prepares the backend first
     from compare_models.training.jobs import TrainingJob
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
@@ -463,20 +464,21 @@ def _print_pass(o: dict) -> None:
 
 def _drills(work: Path, job, args: argparse.Namespace) -> dict:
     """Resume after a fault, and a time-budget stop continued, on the CNN: 3 epochs each."""
-    from compare_models.training.jobs import FAIL_AFTER_EPOCH_ENV
+    from compare_models.training.drills import Drills
 
     epochs = {"epochs": 3}
+    fault = Drills(fail_after_epoch=1).environment()  # the first attempt fails after epoch 1
     faulted = _train(
         work,
         job("drill-fault", "cnn", **epochs),
-        {FAIL_AFTER_EPOCH_ENV: "1"},
+        fault,
         args.allow_cpu,
         "drill-fault-1",
     )
     retried = _train(
         work,
         job("drill-fault", "cnn", **epochs).model_copy(update={"attempt": 2}),
-        {FAIL_AFTER_EPOCH_ENV: "1"},
+        fault,
         args.allow_cpu,
         "drill-fault-2",
     )

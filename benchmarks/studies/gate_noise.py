@@ -1,8 +1,9 @@
 """The gate against retraining noise, on real CIFAR-10: N runs of one recipe that differ only in
 their training seed, on a track of their own (the first becomes the champion), then broken
-recipes judged against the same champion: a third of the training labels shuffled
-(`COMPARE_MODELS_SHUFFLE_LABELS`), and a tenth of the learning rate. With the default policy
-the seed runs should raise no regression alert, and every broken run should be one.
+recipes judged against the same champion: a third of the training labels shuffled (the
+`shuffle_labels` drill, `compare_models.training.drills`), and a tenth of the learning rate.
+With the default policy the seed runs should raise no regression alert, and every broken run
+should be one.
 
     python -m benchmarks.studies.gate_noise [--runs 6] [--epochs 5] [--broken-trials 2]
 
@@ -23,6 +24,7 @@ import sys
 import time
 
 from benchmarks.common import ROOT, emit, require_archive, scratch_bucket
+from compare_models.training.drills import Drills
 
 
 def _run(args, track: str, seed: int, *extra: str, env: dict[str, str] | None = None) -> dict:
@@ -79,7 +81,7 @@ def main() -> None:
         for trial in range(args.broken_trials):
             seed = 100 + trial
             for label, extra, env in (
-                ("labels: a third shuffled", lr, {"COMPARE_MODELS_SHUFFLE_LABELS": "0.3333"}),
+                ("labels: a third shuffled", lr, Drills(shuffle_labels=0.3333).environment()),
                 ("learning rate / 10", ["--learning-rate", str(args.learning_rate / 10)], None),
             ):
                 broken.append({"recipe": label, **_run(args, track, seed, *extra, env=env)})

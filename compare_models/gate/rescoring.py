@@ -3,7 +3,8 @@ test split, so that the gate can pair it with the challenger on the same images 
 champion was tested on other ones (the data grew, or was split anew).
 
 `rescore` runs in a process of its own (`python -m compare_models.gate.rescoring REQUEST_JSON`,
-started by the gate task) because the parent flow never loads TensorFlow; the predictions go
+started by the gate task through `rescore_in_own_process`) because the parent flow never loads
+TensorFlow; the predictions go
 to `layout.rescored_key`, in the format of a training's, and the request's model key and
 dataset are untrusted (they come from a champion record in the bucket): the model must be a
 `.keras` file of a run, the dataset a prepared split of this project.
@@ -19,8 +20,10 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from compare_models.config import project_root
 from compare_models.data.dataset import DatasetRef, check_ref
 from compare_models.storage import layout
+from compare_models.training.process import ProcessTimedOut, run_in_own_process
 
 MODEL_KEY = r"^runs/[A-Za-z0-9._-]{1,128}/models/[a-z][a-z0-9_.-]{0,40}\.keras$"
 
@@ -50,7 +53,10 @@ def rescore(request: RescoreRequest) -> Rescored:
     from compare_models.config import Settings
     from compare_models.data.dataset import load_split
     from compare_models.storage.store import ArtifactStore
-    from compare_models.training.fit import configure_device, predict_in_full_batches
+    from compare_models.training.backend import configure_device, prepare_environment
+
+    prepare_environment()  # before Keras loads, as in a training process
+    from compare_models.training.publish import predict_in_full_batches
 
     started = time.perf_counter()
     check_ref(request.dataset)
@@ -93,6 +99,28 @@ def request_for(
         threads=threads,
         store_outage_minutes=store_outage_minutes,
     )
+
+
+def rescore_in_own_process(request: RescoreRequest, *, timeout: float) -> Rescored:
+    """`rescore(request)` in a process of its own (`run_in_own_process`), in the project's
+    folder; what it did (the `Rescored` it printed). Raises `champions.RescoreFailed` when it
+    ran past `timeout` seconds or failed (with the last line it wrote to standard error)."""
+    # Imported here: `champions` loads SciPy and scikit-learn, which the re-scoring process
+    # (this module's `main`) never needs; only the parent, which has them loaded, gets here.
+    from compare_models.gate.champions import RescoreFailed
+
+    try:
+        outcome = run_in_own_process(
+            [sys.executable, "-m", "compare_models.gate.rescoring", request.model_dump_json()],
+            timeout=timeout,
+            cwd=project_root(),
+        )
+    except ProcessTimedOut:
+        raise RescoreFailed(f"re-scoring took longer than {timeout:g} s") from None
+    if outcome.returncode != 0:
+        last = (outcome.errors.strip().splitlines() or ["no output"])[-1][:300]
+        raise RescoreFailed(f"re-scoring failed ({last})")
+    return Rescored.model_validate_json(outcome.output.strip().splitlines()[-1])
 
 
 def main(argv: list[str]) -> int:

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from compare_models.config import RUN_ID_PATTERN, ExecutionParams, RunParams, TrainParams
@@ -26,9 +26,16 @@ from compare_models.models.registry import NAME as MODEL_NAME
 from compare_models.storage import layout
 from compare_models.storage.store import ArtifactStore
 
+#: Where a training's log lines go: a `logging.Logger` or Prefect's run logger.
+Logger = logging.Logger | Any
+
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; nothing is published for this model."""
+
+
+class TrainingFailed(RuntimeError):
+    """A training's process or flow run failed, ran past its time or published no result."""
 
 
 class TrainingJob(BaseModel):
@@ -226,31 +233,6 @@ def check_recipe(job: TrainingJob, recipe: str | None, what: str) -> None:
             "attempt's; it is not reused and not overwritten. Re-run with the run's original parameters to resume it, "
             "or leave run_id unset for a fresh run."
         )
-
-
-#: Fault injection for resume tests and drills: the first attempt of every training fails
-#: right after this epoch's checkpoint is stored. Unset in normal operation.
-FAIL_AFTER_EPOCH_ENV = "COMPARE_MODELS_FAIL_AFTER_EPOCH"
-
-#: Fault injection for outage tests and drills: every epoch ends this many seconds later (a slow
-#: training, so that a fault lands in mid-training). Unset in normal operation.
-EPOCH_PAUSE_ENV = "COMPARE_MODELS_EPOCH_PAUSE_SECONDS"
-
-#: Fault injection for drills and `benchmarks/studies/gate_noise.py`: a genuinely broken recipe. This
-#: fraction (0 to 1) of the training labels is shuffled among themselves, seeded by the
-#: training seed; the training logs a warning. Unset in normal operation.
-SHUFFLE_LABELS_ENV = "COMPARE_MODELS_SHUFFLE_LABELS"
-
-
-def shuffle_labels(y: np.ndarray, fraction: float, seed: int) -> np.ndarray:
-    """`y` with `fraction` of its entries, chosen at random, permuted among themselves."""
-    if not 0 <= fraction <= 1:
-        raise ValueError(f"{SHUFFLE_LABELS_ENV} must be a fraction from 0 to 1, got {fraction}")
-    rng = np.random.default_rng(seed)
-    chosen = rng.choice(len(y), size=round(fraction * len(y)), replace=False)
-    shuffled = y.copy()
-    shuffled[chosen] = rng.permutation(y[chosen])
-    return shuffled
 
 
 #: What `execution.schedule: auto` means on a CPU host: the schedule that trained both models

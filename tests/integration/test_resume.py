@@ -14,7 +14,7 @@ import pytest
 
 from compare_models.config import RunParams
 from compare_models.storage import layout
-from compare_models.training.jobs import FAIL_AFTER_EPOCH_ENV
+from compare_models.training.drills import DRILLS_ENV, Drills
 from tests.support.runs import ROOT, cli, cli_command, smoke_run_args
 
 pytestmark = pytest.mark.integration
@@ -40,7 +40,9 @@ def test_failed_attempt_is_retried_and_resumes_after_the_last_epoch(
 
     run_id = f"resume-after-fault-{backend}"
     monkeypatch.setenv("KERAS_BACKEND", backend)  # the training subprocesses inherit it
-    monkeypatch.setenv(FAIL_AFTER_EPOCH_ENV, "2")  # the first attempt fails right after epoch 2
+    monkeypatch.setenv(
+        DRILLS_ENV, Drills(fail_after_epoch=2).model_dump_json()
+    )  # the first attempt fails right after epoch 2
     params = RunParams.model_validate(
         {
             **TINY,
@@ -114,7 +116,7 @@ def test_a_fault_after_the_final_epoch_costs_only_that_epoch(
     between the end of `fit` and publishing recomputes exactly that one epoch."""
     from flows.compare_models import compare_models
 
-    monkeypatch.setenv(FAIL_AFTER_EPOCH_ENV, "3")
+    monkeypatch.setenv(DRILLS_ENV, Drills(fail_after_epoch=3).model_dump_json())
     params = RunParams.model_validate(
         {
             **TINY,
@@ -134,7 +136,7 @@ def test_without_retries_the_injected_fault_fails_the_run(
 ):
     from flows.compare_models import compare_models
 
-    monkeypatch.setenv(FAIL_AFTER_EPOCH_ENV, "1")
+    monkeypatch.setenv(DRILLS_ENV, Drills(fail_after_epoch=1).model_dump_json())
     params = RunParams.model_validate(
         {
             **TINY,

@@ -14,7 +14,7 @@ import pytest
 
 from compare_models.config import RunParams, Settings
 from compare_models.storage import layout
-from compare_models.training.jobs import EPOCH_PAUSE_ENV
+from compare_models.training.drills import DRILLS_ENV, Drills
 from tests.support import stack as test_stack
 
 # serial: stops the S3 service, which tests running beside it would see fail
@@ -133,7 +133,7 @@ def _outage_run(run_id: str, outage_minutes: float, epochs: int) -> RunParams:
 def _stop_s3_after_the_first_checkpoint(stack, params: RunParams, monkeypatch):
     """Starts the run (epochs of a second or more) and stops S3 once its first checkpoint is
     in; returns (the run's thread, [its final state])."""
-    monkeypatch.setenv(EPOCH_PAUSE_ENV, "1")
+    monkeypatch.setenv(DRILLS_ENV, Drills(epoch_pause_seconds=1).model_dump_json())
     thread, states = _run_in_thread(params)
     state_key = layout.checkpoint_state_key(params.run_id, "tiny")
     wait_for(lambda: stack.exists(state_key), 180, "the first checkpoint")

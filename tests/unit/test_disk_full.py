@@ -11,7 +11,7 @@ from compare_models.storage.store import LocalDiskFull, disk_full_error
 
 def test_a_model_file_on_a_full_disk_says_where_and_how_much(tmp_path: Path) -> None:
     keras = pytest.importorskip("keras")
-    from compare_models.training.fit import save_locally
+    from compare_models.training.saving import save_locally
 
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
     model.compile("adam", "mse")

@@ -98,7 +98,7 @@ def test_prediction_pads_the_last_batch_and_traces_once():
     of the predict function instead of two (the short last batch)."""
     import numpy as np
 
-    from compare_models.training.fit import predict_in_full_batches
+    from compare_models.training.publish import predict_in_full_batches
 
     x = np.random.default_rng(1).random((1000, 4, 4, 3), dtype=np.float32)
     padded, plain = _tiny_classifier(0), _tiny_classifier(0)

@@ -141,7 +141,7 @@ def test_a_result_from_before_replicas_reads_as_replica_0():
 
 
 def test_the_label_shuffling_drill_breaks_the_asked_fraction_and_keeps_the_class_counts():
-    from compare_models.training.jobs import shuffle_labels
+    from compare_models.training.drills import shuffle_labels
 
     y = np.arange(3000) % 10
     broken = shuffle_labels(y, 1 / 3, seed=7)
@@ -150,5 +150,7 @@ def test_the_label_shuffling_drill_breaks_the_asked_fraction_and_keeps_the_class
     assert 0.8 * 1000 < changed <= 1000  # a third chosen; some keep their label by chance
     assert np.array_equal(shuffle_labels(y, 1 / 3, seed=7), broken)  # seeded
     assert np.array_equal(shuffle_labels(y, 0.0, seed=7), y)
-    with pytest.raises(ValueError, match="COMPARE_MODELS_SHUFFLE_LABELS must be a fraction"):
+    with pytest.raises(
+        ValueError, match="COMPARE_MODELS_DRILLS's shuffle_labels must be a fraction"
+    ):
         shuffle_labels(y, 1.5, seed=7)

@@ -13,8 +13,10 @@ from compare_models.cli.progress import EpochLine, TrainingProgress, _RunIdFromL
 
 
 def _logged_line(label: str, epoch: int, epochs: int, logs: dict) -> str:
-    """The line `training.EpochLogger` logs for this epoch (the real callback, no Keras fit)."""
-    from compare_models.training.fit import EpochLogger  # imports Keras: not at collection
+    """The line `EpochLogger` logs for this epoch (the real callback, no Keras fit)."""
+    from compare_models.training.callbacks.epoch_logger import (
+        EpochLogger,
+    )  # imports Keras: not at collection
 
     records = []
     logger = logging.getLogger(f"test-run-progress-{label}")
