@@ -89,7 +89,7 @@ class RunOptions:
         hash whatever the preset's split (sizes are for archives)."""
         from compare_models.data.folders import is_folder_source
 
-        overrides = self.given(args)
+        overrides = dict(self.given(args))
         preset = overrides.pop("preset", None) or DEFAULT_PRESET
         data = overrides.get("data")
         if data and Path(data).expanduser().exists():
