@@ -302,15 +302,21 @@ class SplitSpec(BaseModel):
         description="Split protocol (a folder of images is split by hash, the default for it)",
     )
     train: Annotated[int | None, Shortcut("--train-size")] = Field(
-        default=None, ge=NUM_CLASSES, le=1_000_000, description="at least one image per class"
+        default=None,
+        ge=NUM_CLASSES,
+        le=1_000_000,
+        description="Training images (protocol 'sizes'); at least one image per class",
     )
     val: Annotated[int | None, Shortcut("--val-size")] = Field(
-        default=None, ge=NUM_CLASSES, le=1_000_000
+        default=None,
+        ge=NUM_CLASSES,
+        le=1_000_000,
+        description="Validation images (protocol 'sizes')",
     )
     test: Annotated[int | None, Shortcut("--test-size")] = Field(
-        default=None, ge=NUM_CLASSES, le=1_000_000
+        default=None, ge=NUM_CLASSES, le=1_000_000, description="Test images (protocol 'sizes')"
     )
-    seed: int = Field(default=42, ge=0, le=2**32 - 1)
+    seed: int = Field(default=42, ge=0, le=2**32 - 1, description="Seed of the split")
     fractions: SplitFractions = Field(
         default=SplitFractions(), description="The `hash` protocol's train / val / test shares"
     )
@@ -382,12 +388,18 @@ class TrainParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    epochs: Annotated[int, Shortcut("--epochs")] = Field(default=10, gt=0, le=1000)
-    batch_size: Annotated[int, Shortcut("--batch-size")] = Field(default=128, gt=0, le=65536)
+    epochs: Annotated[int, Shortcut("--epochs")] = Field(
+        default=10, gt=0, le=1000, description="Training epochs of each model"
+    )
+    batch_size: Annotated[int, Shortcut("--batch-size")] = Field(
+        default=128, gt=0, le=65536, description="Images per training step"
+    )
     optimizer: Annotated[Literal["adam", "sgd", "rmsprop", "adamw"], Shortcut("--optimizer")] = (
         "adam"
     )
-    learning_rate: Annotated[float, Shortcut("--learning-rate")] = Field(default=1e-3, gt=0, le=1e4)
+    learning_rate: Annotated[float, Shortcut("--learning-rate")] = Field(
+        default=1e-3, gt=0, le=1e4, description="The optimizer's initial learning rate"
+    )
     lr_schedule: Literal["constant", "cosine"] = Field(
         default="cosine",
         description="'cosine' decays the learning rate to 0 over the run; 'constant' keeps it",
@@ -402,7 +414,13 @@ class TrainParams(BaseModel):
         le=1024,
         description="TF intra-op threads per training process; 0 = share of cores",
     )
-    seed: Annotated[int, Shortcut("--seed")] = Field(default=42, ge=0, le=2**32 - 1)
+    seed: Annotated[int, Shortcut("--seed")] = Field(
+        default=42,
+        ge=0,
+        le=2**32 - 1,
+        description="Seed of the training (replica r trains with seed + r); on the command line, "
+        "also the seed of a split the flags choose",
+    )
     replicas: int = Field(
         default=1,
         ge=1,
