@@ -17,8 +17,9 @@ import copy
 import math
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AliasChoices,
@@ -206,6 +207,15 @@ class Settings(BaseSettings):
 # ── Run parameters: what a run does ───────────────────────────────────────────
 
 
+@dataclass(frozen=True)
+class Shortcut:
+    """A short command-line flag for a nested field, besides its dotted one: `--epochs` for
+    `--train.epochs`. `compare-models run` and `params` derive every flag from these models
+    (compare_models.cli.run_options); a shortcut is declared here, on its field, and nowhere else."""
+
+    flag: str
+
+
 class TrainingRuntime(BaseSettings):
     """How a training process computes: the worker's environment (its deployment's job
     variables, the image), never a run parameter, since none of it changes what a run means,
@@ -287,13 +297,26 @@ class SplitSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    protocol: Literal["seed", "full", "sizes", "hash"] = "seed"
-    train: int | None = Field(
-        default=None, ge=NUM_CLASSES, le=1_000_000, description="at least one image per class"
+    protocol: Annotated[Literal["seed", "full", "sizes", "hash"], Shortcut("--split")] = Field(
+        default="seed",
+        description="Split protocol (a folder of images is split by hash, the default for it)",
     )
-    val: int | None = Field(default=None, ge=NUM_CLASSES, le=1_000_000)
-    test: int | None = Field(default=None, ge=NUM_CLASSES, le=1_000_000)
-    seed: int = Field(default=42, ge=0, le=2**32 - 1)
+    train: Annotated[int | None, Shortcut("--train-size")] = Field(
+        default=None,
+        ge=NUM_CLASSES,
+        le=1_000_000,
+        description="Training images (protocol 'sizes'); at least one image per class",
+    )
+    val: Annotated[int | None, Shortcut("--val-size")] = Field(
+        default=None,
+        ge=NUM_CLASSES,
+        le=1_000_000,
+        description="Validation images (protocol 'sizes')",
+    )
+    test: Annotated[int | None, Shortcut("--test-size")] = Field(
+        default=None, ge=NUM_CLASSES, le=1_000_000, description="Test images (protocol 'sizes')"
+    )
+    seed: int = Field(default=42, ge=0, le=2**32 - 1, description="Seed of the split")
     fractions: SplitFractions = Field(
         default=SplitFractions(), description="The `hash` protocol's train / val / test shares"
     )
@@ -365,10 +388,18 @@ class TrainParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    epochs: int = Field(default=10, gt=0, le=1000)
-    batch_size: int = Field(default=128, gt=0, le=65536)
-    optimizer: Literal["adam", "sgd", "rmsprop", "adamw"] = "adam"
-    learning_rate: float = Field(default=1e-3, gt=0, le=1e4)
+    epochs: Annotated[int, Shortcut("--epochs")] = Field(
+        default=10, gt=0, le=1000, description="Training epochs of each model"
+    )
+    batch_size: Annotated[int, Shortcut("--batch-size")] = Field(
+        default=128, gt=0, le=65536, description="Images per training step"
+    )
+    optimizer: Annotated[Literal["adam", "sgd", "rmsprop", "adamw"], Shortcut("--optimizer")] = (
+        "adam"
+    )
+    learning_rate: Annotated[float, Shortcut("--learning-rate")] = Field(
+        default=1e-3, gt=0, le=1e4, description="The optimizer's initial learning rate"
+    )
     lr_schedule: Literal["constant", "cosine"] = Field(
         default="cosine",
         description="'cosine' decays the learning rate to 0 over the run; 'constant' keeps it",
@@ -377,13 +408,19 @@ class TrainParams(BaseModel):
         default="flip",
         description="'flip': random horizontal flips of training images (outside the model)",
     )
-    threads: int = Field(
+    threads: Annotated[int, Shortcut("--threads")] = Field(
         default=0,
         ge=0,
         le=1024,
         description="TF intra-op threads per training process; 0 = share of cores",
     )
-    seed: int = Field(default=42, ge=0, le=2**32 - 1)
+    seed: Annotated[int, Shortcut("--seed")] = Field(
+        default=42,
+        ge=0,
+        le=2**32 - 1,
+        description="Seed of the training (replica r trains with seed + r); on the command line, "
+        "also the seed of a split the flags choose",
+    )
     replicas: int = Field(
         default=1,
         ge=1,
@@ -406,25 +443,27 @@ class ExecutionParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    trainer: Literal["local", "deployment"] = Field(
+    trainer: Annotated[Literal["local", "deployment"], Shortcut("--trainer")] = Field(
         default="local",
         description="'local': each model in a subprocess of the flow's process; 'deployment': one "
         "train-model/gpu flow run per model on the GPU work pool",
     )
-    schedule: Literal["auto", "parallel", "weighted", "sequential"] = Field(
+    schedule: Annotated[
+        Literal["auto", "parallel", "weighted", "sequential"], Shortcut("--schedule")
+    ] = Field(
         default="auto",
         description="How local trainings share this host's cores: 'parallel' (at once, cores split evenly), "
         "'weighted' (at once, cores split by each model's cost), 'sequential' (one after the other, all cores "
         "each), 'auto' (the best measured here: see benchmarks/speed/schedule.py). Deployment trainings always run at "
         "once, one flow run each: a CPU worker splits its cores by model cost, or evenly with 'parallel'",
     )
-    retries: int = Field(
+    retries: Annotated[int, Shortcut("--retries")] = Field(
         default=2,
         ge=0,
         le=20,
         description="Retries of a failed training; each resumes from its last checkpoint",
     )
-    retry_delay_seconds: float = Field(
+    retry_delay_seconds: Annotated[float, Shortcut("--retry-delay-seconds")] = Field(
         default=10.0,
         ge=0,
         le=3600,
@@ -438,7 +477,7 @@ class ExecutionParams(BaseModel):
         description="Each retry's delay varies at random by up to this fraction of it (Prefect's "
         "retry_jitter_factor), so that trainings that failed together do not retry together",
     )
-    store_outage_minutes: float = Field(
+    store_outage_minutes: Annotated[float, Shortcut("--store-outage-minutes")] = Field(
         default=15,
         gt=0,
         le=24 * 60,
@@ -456,7 +495,7 @@ class ExecutionParams(BaseModel):
     poll_seconds: float = Field(
         default=1.0, gt=0, le=60, description="How often to poll a child flow run's state"
     )
-    time_budget_minutes: float | None = Field(
+    time_budget_minutes: Annotated[float | None, Shortcut("--time-budget-minutes")] = Field(
         default=None,
         gt=0,
         le=7 * 24 * 60,
@@ -578,7 +617,7 @@ class GatePolicy(BaseModel):
     enabled: bool = Field(
         default=True, description="Judge this run's models against their champions"
     )
-    track: str = Field(
+    track: Annotated[str, Shortcut("--track")] = Field(
         default="main",
         pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$",
         description="Which champions: each track has its own (e.g. nightly, smoke)",
@@ -648,7 +687,11 @@ class RunParams(BaseModel):
         default=None,
         description="Run id this run replays: its predictions are compared with that run's, image by image",
     )
-    preset: str | None = None
+    preset: str | None = Field(
+        default=None,
+        description="The named parameter set (PRESETS: smoke, demo, seed, full) the others change; "
+        "`compare-models run` and `params` start from seed",
+    )
 
     @field_validator("models", mode="before")
     @classmethod

@@ -89,7 +89,8 @@ def cli_page() -> str:
                 a.help or "-",
             )
             for a in sub._actions
-            if not isinstance(a, argparse._HelpAction)
+            # hidden: the nested models' JSON flags of `run` and `params` (each field has its own)
+            if not isinstance(a, argparse._HelpAction) and a.help != argparse.SUPPRESS
         ]
         parts += [f"\n## `{name}`\n\n{helps.get(name) or ''}\n\n```\n{usage}\n```\n\n"]
         parts += [_table(["argument", "default", "choices", "what"], rows) if rows else ""]

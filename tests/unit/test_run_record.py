@@ -134,7 +134,8 @@ def _record_at(confidence: float) -> RunRecord:
 
 
 def test_every_printed_interval_names_the_confidence_asked_for(tmp_path):
-    from compare_models.cli.main import _print_metrics, _print_replay
+    from compare_models.cli.show import print_metrics as _print_metrics
+    from compare_models.cli.show import print_replay as _print_replay
     from compare_models.config import GatePolicy
     from compare_models.gate import champions
     from compare_models.report import trends

@@ -1,0 +1,105 @@
+"""`compare-models champion` and `promote`: the models in use per track with their history,
+and a person's promotion of a completed run's model (recorded with the reason)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from compare_models.cli.common import fail as _fail
+from compare_models.cli.common import open_store as _open_store
+from compare_models.cli.console import print_line, print_table
+
+
+def cmd_champion(args: argparse.Namespace) -> int:
+    from compare_models.gate import champions
+    from compare_models.storage.store import StoreError
+
+    try:
+        _, store = _open_store()
+        records = [
+            r
+            for r in champions.champions(store, args.track)
+            if not args.model or r["model"] == args.model
+        ]
+    except StoreError as exc:
+        return _fail(str(exc))
+    if args.json:
+        print(json.dumps(records, indent=2))
+        return 0
+    if not records:
+        print_line(
+            "no champion yet"
+            + (f" for {args.model}" if args.model else "")
+            + (f" on track {args.track}" if args.track else "")
+        )
+        return 0
+    print_table([_champion_row(r, r["current"]) for r in records], title="Champions")
+    earlier = [
+        {**_champion_row(r, old), "replaced": old["replaced_at"], "replaced by": old["replaced_by"]}
+        for r in records
+        for old in r["history"][: args.last]
+    ]
+    if earlier:
+        print_table(earlier, title="Earlier champions")
+    return 0
+
+
+def _champion_row(record: dict[str, Any], entry: dict[str, Any]) -> dict[str, Any]:
+    """One champion (the current one or an earlier one) of a model's record, as a table row."""
+    return {
+        "model": record["model"],
+        "track": record["track"],
+        "run": entry["run_id"],
+        "accuracy": f"{entry['metrics']['accuracy']:.4f}",
+        "promoted": entry["promoted_at"],
+        "by": entry["by"],
+        "reason": entry["reason"],
+    }
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    from compare_models.gate import champions
+    from compare_models.runs.stored import read_record
+    from compare_models.storage.store import StoreError
+
+    try:
+        _, store = _open_store()
+        record = read_record(store, args.run_id)
+        track = args.track or record.track
+        champion = champions.promote_by_hand(
+            store, track=track, record=record, model=args.model, reason=args.reason
+        )
+    except StoreError as exc:
+        return _fail(str(exc))
+    replaced = champion["history"][0]["run_id"] if champion["history"] else "no earlier champion"
+    print_line(
+        f"{args.model} champion of track {track}: run {args.run_id} (replaces {replaced}); reason recorded: {args.reason}"
+    )
+    return 0
+
+
+def add_champion(sub: argparse._SubParsersAction) -> None:
+    ch = sub.add_parser(
+        "champion", help="the current champions (the models in use) and their history"
+    )
+    ch.add_argument("model", nargs="?")
+    ch.add_argument("--track", help="only this track (default: all)")
+    ch.add_argument(
+        "--last", type=int, default=5, help="earlier champions shown per model (default 5)"
+    )
+    ch.add_argument("--json", action="store_true")
+    ch.set_defaults(func=cmd_champion)
+
+
+def add_promote(sub: argparse._SubParsersAction) -> None:
+    pr = sub.add_parser(
+        "promote",
+        help="make a completed run's model the champion by hand (recorded with the reason)",
+    )
+    pr.add_argument("run_id")
+    pr.add_argument("--model", required=True)
+    pr.add_argument("--reason", required=True, help="why: kept in the champion's history")
+    pr.add_argument("--track", help="default: the run's own track")
+    pr.set_defaults(func=cmd_promote)
