@@ -7,10 +7,11 @@ from prefect import get_run_logger, task
 
 from compare_models.report import diagnostics
 from compare_models.runs import fingerprint
-from compare_models.runs.record import Comparison, ComparisonStep, Fingerprint, RunRecord
+from compare_models.runs.record import ComparisonStep, Fingerprint, RunRecord
 from compare_models.runs.replay import replay_comparison
 from compare_models.statistics.paired import compare_all
 from compare_models.statistics.recipes import compare_recipes
+from compare_models.statistics.records import Calibration
 from tasks._store import open_artifacts
 
 
@@ -21,7 +22,7 @@ def compare(record: RunRecord) -> ComparisonStep:
     _, artifacts = open_artifacts(record)
     logger, settings = get_run_logger(), record.params.comparison
     y_true, probs = artifacts.test_labels(), artifacts.model_predictions(record.models)
-    statistics = compare_all(
+    comparison = compare_all(
         y_true,
         probs,
         class_names=record.dataset.class_names,
@@ -30,10 +31,10 @@ def compare(record: RunRecord) -> ComparisonStep:
         confidence=settings.confidence,
         alpha=settings.alpha,
     )
-    statistics["calibration"] = {
-        m: {"ece": diagnostics.expected_calibration_error(y_true, p)} for m, p in probs.items()
+    comparison.calibration = {
+        m: Calibration(ece=diagnostics.expected_calibration_error(y_true, p))
+        for m, p in probs.items()
     }
-    comparison = Comparison.model_validate(statistics)
     if any(len(r) >= 2 for r in record.replica_metrics.values()):
         comparison.recipes = compare_recipes(
             {

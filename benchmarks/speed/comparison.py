@@ -87,7 +87,7 @@ def main() -> None:
                 result = part()
                 samples[name].append(time.perf_counter() - t0)
                 if name == "compare_all":
-                    verdicts = result["verdicts"]
+                    verdicts = result.verdicts
 
     seconds = {name: round(statistics.median(s), 4) for name, s in samples.items()}
     emit(

@@ -30,11 +30,11 @@ from compare_models.runs.fingerprint import data_identity
 from compare_models.runs.record import (
     GateDecision,
     NoiseBand,
-    PairComparison,
     RunRecord,
     TestImages,
 )
 from compare_models.statistics.paired import compare_pair
+from compare_models.statistics.records import PairComparison
 from compare_models.storage import layout
 from compare_models.storage.store import ArtifactStore, PreconditionFailed, StoreError
 
@@ -127,7 +127,7 @@ WITHIN_NOISE = "within-noise"
 
 
 def decide(
-    pair: PairComparison | Mapping[str, Any], policy: GatePolicy, band: NoiseBand | None = None
+    pair: PairComparison, policy: GatePolicy, band: NoiseBand | None = None
 ) -> tuple[str, str]:
     """(decision, reason) from the paired comparison champion (a) vs challenger (b).
 
@@ -135,7 +135,6 @@ def decide(
     significant difference counts): worse beyond it is a regression, worse within it is
     within-noise, better beyond it (and by `min_improvement`) promotes. Each class is judged
     against its own band. The reason gives the numbers: difference, interval, p-value, band."""
-    pair = pair if isinstance(pair, PairComparison) else PairComparison.model_validate(pair)
     diff, p = pair.difference.accuracy, pair.mcnemar.pvalue
     level = f"{100 * pair.settings.confidence:g}%"
     points = (
@@ -287,19 +286,17 @@ class Judge:
                 "if this run should replace it.",
                 test_images=self.test_images,
             )
-        pair = PairComparison.model_validate(
-            compare_pair(
-                self.y_true,
-                self.predictions(predictions_key),
-                challenger.probs,
-                name_a="champion",
-                name_b="challenger",
-                class_names=self.class_names,
-                n_resamples=self.comparison.resamples,
-                seed=self.comparison.seed,
-                confidence=self.comparison.confidence,
-                alpha=self.policy.alpha,
-            )
+        pair = compare_pair(
+            self.y_true,
+            self.predictions(predictions_key),
+            challenger.probs,
+            name_a="champion",
+            name_b="challenger",
+            class_names=self.class_names,
+            n_resamples=self.comparison.resamples,
+            seed=self.comparison.seed,
+            confidence=self.comparison.confidence,
+            alpha=self.policy.alpha,
         )
         decision, reason = decide(pair, self.policy, challenger.band)
         if rescored:

@@ -37,7 +37,7 @@ class Sections:
     Attributes:
         comparison: ``compare_models.statistics.paired.compare_all``'s record (verdicts, intervals,
             paired tables, per-class tests), with ``calibration`` {model: {"ece"}} added and,
-            with replicas, ``recipes`` (``run_record.RecipeComparison``: each model's test
+            with replicas, ``recipes`` (``statistics.records.RecipeComparison``: each model's test
             accuracy per seed, its mean and std, and each pair's Welch test over seeds).
         disagreement: figures already written into the report folder (gallery, confident
             mistakes, reliability diagram) with their captions.

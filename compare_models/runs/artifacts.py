@@ -22,8 +22,9 @@ from compare_models.data.dataset import DatasetRef, load_split
 from compare_models.data.errors import DataError
 from compare_models.evaluation.metrics import metrics_tables
 from compare_models.runs.claim import guard_run_prefix
-from compare_models.runs.record import Comparison, Replay, ReportFiles, RunRecord, StoredObject
+from compare_models.runs.record import Replay, ReportFiles, RunRecord, StoredObject
 from compare_models.runs.stored import completed_records, read_record
+from compare_models.statistics.records import Comparison
 from compare_models.storage import layout
 from compare_models.storage.store import ArtifactStore
 from compare_models.training.jobs import TrainingResult

@@ -16,8 +16,9 @@ observations, so this module uses paired methods throughout:
 
 Inputs are plain arrays: ``y_true`` of shape ``(n,)`` with integer labels ``0..k-1`` and, per
 model, predicted probabilities of shape ``(n, k)`` (predictions are their arg-max). Results are
-JSON-ready dicts of Python ``float``/``int``/``str``/``bool``/``None``, so ``json.dumps`` works on
-them directly.
+the typed records of :mod:`compare_models.statistics.records` (``ModelIntervals``,
+``PairComparison``, ``Comparison``), the shapes the run's record stores; ``model_dump_json``
+writes them. The low-level :func:`paired_table` and :func:`mcnemar_exact` return plain counts.
 
 Sign convention: every ``difference`` is **model b minus model a** (``name_b - name_a``), in the
 order the models were given; a positive accuracy difference means ``b`` is better. The verdict
@@ -43,6 +44,17 @@ from compare_models.evaluation.validation import (
     check_predictions,
     check_probabilities,
 )
+from compare_models.statistics.records import (
+    ClassDifference,
+    Comparison,
+    ComparisonSettings,
+    Differences,
+    Interval,
+    McNemar,
+    ModelIntervals,
+    PairComparison,
+    PairedTable,
+)
 
 DEFAULT_RESAMPLES = 2000
 DEFAULT_SEED = 0
@@ -56,6 +68,7 @@ MCNEMAR_TEST = "McNemar exact (binomial)"
 # docs/benchmarks.md) and bound memory regardless of n.
 _CHUNK_ELEMENTS = 1_000_000
 _TABLE_KEYS = ("both_right", "only_a_right", "only_b_right", "both_wrong")
+_INTERVAL = ("estimate", "ci_low", "ci_high")
 
 
 # --------------------------------------------------------------------------------------------
@@ -267,9 +280,9 @@ def _quantiles(values: np.ndarray, confidence: float) -> tuple[np.ndarray, np.nd
     return low, high
 
 
-def _interval(estimate: float, replicates: np.ndarray, confidence: float) -> dict:
+def _interval(estimate: float, replicates: np.ndarray, confidence: float) -> Interval:
     low, high = _quantiles(replicates, confidence)
-    return {"estimate": float(estimate), "ci_low": float(low), "ci_high": float(high)}
+    return Interval(estimate=float(estimate), ci_low=float(low), ci_high=float(high))
 
 
 def _point_estimates(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> dict:
@@ -296,7 +309,7 @@ def model_intervals(
     n_resamples: int = DEFAULT_RESAMPLES,
     seed: int = DEFAULT_SEED,
     confidence: float = 0.95,
-) -> dict:
+) -> ModelIntervals:
     """Accuracy and macro-F1 of one model with percentile bootstrap intervals.
 
     Point estimates come from scikit-learn (``accuracy_score``, ``f1_score(average="macro",
@@ -315,7 +328,8 @@ def model_intervals(
         confidence: Interval coverage, e.g. 0.95.
 
     Returns:
-        ``{"accuracy": {"estimate", "ci_low", "ci_high"}, "f1_macro": {...}}``.
+        ``ModelIntervals``: ``accuracy`` and ``f1_macro``, each an ``Interval`` (``estimate``,
+        ``ci_low``, ``ci_high``).
 
     Raises:
         ValueError: On invalid inputs or settings.
@@ -330,12 +344,12 @@ def model_intervals(
 
 def _model_summary(
     y_true: np.ndarray, y_pred: np.ndarray, reps: _Replicates, model: int, k: int, confidence: float
-) -> dict:
+) -> ModelIntervals:
     point = _point_estimates(y_true, y_pred, k)
-    return {
-        "accuracy": _interval(point["accuracy"], reps.accuracy(model), confidence),
-        "f1_macro": _interval(point["f1_macro"], reps.f1_macro(model), confidence),
-    }
+    return ModelIntervals(
+        accuracy=_interval(point["accuracy"], reps.accuracy(model), confidence),
+        f1_macro=_interval(point["f1_macro"], reps.f1_macro(model), confidence),
+    )
 
 
 def compare_pair(
@@ -347,7 +361,7 @@ def compare_pair(
     name_b: str,
     class_names: Sequence[str],
     **options: Any,
-) -> dict:
+) -> PairComparison:
     """Compare two models on the same test images, with paired tests and intervals.
 
     Differences are **b minus a**. The overall decision is McNemar's exact test
@@ -368,7 +382,7 @@ def compare_pair(
             McNemar and the Holm-adjusted per-class tests).
 
     Returns:
-        A JSON-ready dict: ``a``, ``b``, ``n``, ``table``, ``mcnemar``, ``accuracy`` and
+        A ``PairComparison``: ``a``, ``b``, ``n``, ``table``, ``mcnemar``, ``accuracy`` and
         ``f1_macro`` (per model name: estimate and interval), ``difference`` (b - a, for
         ``accuracy`` and ``f1_macro``), ``per_class`` (one entry per class),
         ``significant_classes``, ``significant``, ``better``, ``verdict`` and ``settings``.
@@ -381,7 +395,7 @@ def compare_pair(
     result = compare_all(
         y_true, {name_a: prob_a, name_b: prob_b}, class_names=class_names, **options
     )
-    return result["pairs"][0]
+    return result.pairs[0]
 
 
 def compare_all(
@@ -393,7 +407,7 @@ def compare_all(
     seed: int = DEFAULT_SEED,
     confidence: float = 0.95,
     alpha: float = ALPHA,
-) -> dict:
+) -> Comparison:
     """Intervals for every model and a paired comparison of every unordered pair.
 
     One bootstrap pass serves all models and pairs (the same resampled index sets), so the
@@ -412,8 +426,9 @@ def compare_all(
         alpha: Significance level.
 
     Returns:
-        ``{"models": {name: model_intervals(...)}, "pairs": [compare_pair(...), ...],
-        "verdicts": [str, ...], "settings": {...}}``.
+        A ``Comparison``: ``models`` (name -> ``model_intervals(...)``), ``pairs``
+        (``[compare_pair(...), ...]``), ``verdicts`` and ``settings``; no ``calibration`` and no
+        ``recipes`` (the comparison task adds those).
 
     Raises:
         ValueError: On invalid inputs or settings, or no model at all.
@@ -425,13 +440,13 @@ def compare_all(
     model_names = list(clean)
     preds = [clean[m].argmax(axis=1) for m in model_names]
     reps = _bootstrap(labels, preds, k, int(n_resamples), int(seed))
-    settings = {
-        "resamples": int(n_resamples),
-        "seed": int(seed),
-        "confidence": float(confidence),
-        "alpha": float(alpha),
-        "method": METHOD,
-    }
+    settings = ComparisonSettings(
+        resamples=int(n_resamples),
+        seed=int(seed),
+        confidence=float(confidence),
+        alpha=float(alpha),
+        method=METHOD,
+    )
     models = {
         m: _model_summary(labels, preds[i], reps, i, k, confidence)
         for i, m in enumerate(model_names)
@@ -440,12 +455,9 @@ def compare_all(
         _pair(labels, preds, reps, i, j, model_names, names, confidence, alpha, settings)
         for i, j in itertools.combinations(range(len(model_names)), 2)
     ]
-    return {
-        "models": models,
-        "pairs": pairs,
-        "verdicts": [p["verdict"] for p in pairs],
-        "settings": settings,
-    }
+    return Comparison(
+        models=models, pairs=pairs, verdicts=[p.verdict for p in pairs], settings=settings
+    )
 
 
 def _pair(
@@ -458,8 +470,8 @@ def _pair(
     class_names: list[str],
     confidence: float,
     alpha: float,
-    settings: dict,
-) -> dict:
+    settings: ComparisonSettings,
+) -> PairComparison:
     name_a, name_b = model_names[i], model_names[j]
     k = len(class_names)
     point_a = _point_estimates(y_true, preds[i], k)
@@ -469,7 +481,7 @@ def _pair(
     table = paired_table(correct_a, correct_b)
     test = mcnemar_exact(table)
 
-    difference = {}
+    difference: dict[str, Interval] = {}
     for metric, reps_a, reps_b in (
         ("accuracy", reps.accuracy(i), reps.accuracy(j)),
         ("f1_macro", reps.f1_macro(i), reps.f1_macro(j)),
@@ -488,48 +500,47 @@ def _pair(
     for c, name in enumerate(class_names):
         recall_a, recall_b = float(point_a["recall"][c]), float(point_b["recall"][c])
         per_class.append(
-            {
-                "class": name,
-                "support": int(np.count_nonzero(y_true == c)),
-                "recall_a": recall_a,
-                "recall_b": recall_b,
-                "difference": recall_b - recall_a,
-                "ci_low": float(low[c]),
-                "ci_high": float(high[c]),
-                "pvalue": float(raw_p[c]),
-                "pvalue_holm": float(holm_p[c]),
-                "significant": bool(holm_p[c] < alpha),
-            }
+            ClassDifference(
+                class_name=name,
+                support=int(np.count_nonzero(y_true == c)),
+                recall_a=recall_a,
+                recall_b=recall_b,
+                difference=recall_b - recall_a,
+                ci_low=float(low[c]),
+                ci_high=float(high[c]),
+                pvalue=float(raw_p[c]),
+                pvalue_holm=float(holm_p[c]),
+                significant=bool(holm_p[c] < alpha),
+            )
         )
 
     significant = bool(test["pvalue"] < alpha)
     better = None
     if significant:
         better = name_b if point_b["accuracy"] > point_a["accuracy"] else name_a
-    pair = {
-        "a": name_a,
-        "b": name_b,
-        "n": int(y_true.size),
-        "table": table,
-        "mcnemar": test,
-        "accuracy": {
+    pair = PairComparison(
+        a=name_a,
+        b=name_b,
+        n=int(y_true.size),
+        table=PairedTable(**table),
+        mcnemar=McNemar(**test),
+        accuracy={
             name_a: _interval(point_a["accuracy"], reps.accuracy(i), confidence),
             name_b: _interval(point_b["accuracy"], reps.accuracy(j), confidence),
         },
-        "f1_macro": {
+        f1_macro={
             name_a: _interval(point_a["f1_macro"], reps.f1_macro(i), confidence),
             name_b: _interval(point_b["f1_macro"], reps.f1_macro(j), confidence),
         },
-        "difference": difference,
-        "per_class": per_class,
-        "significant_classes": [row["class"] for row in per_class if row["significant"]],
-        "significant": significant,
-        "better": better,
-        "verdict": "",
-        "settings": dict(settings),
-    }
-    pair["verdict"] = verdict(pair)
-    return pair
+        difference=Differences(**difference),
+        per_class=per_class,
+        significant_classes=[row.class_name for row in per_class if row.significant],
+        significant=significant,
+        better=better,
+        verdict="",
+        settings=settings.model_copy(),
+    )
+    return pair.model_copy(update={"verdict": verdict(pair)})
 
 
 def format_pvalue(p: float) -> str:
@@ -549,7 +560,7 @@ def format_pvalue(p: float) -> str:
     return f"p = {text}"
 
 
-def verdict(pair: dict) -> str:
+def verdict(pair: PairComparison | Mapping[str, Any]) -> str:
     """One sentence summarising a :func:`compare_pair` result; the better model comes first.
 
     Examples: ``"resnet50 beats cnn by 4.1 points of accuracy (95% CI 3.0 to 5.2; McNemar
@@ -558,25 +569,34 @@ def verdict(pair: dict) -> str:
     p = 0.41)"``, where a non-significant difference is the second name minus the first.
 
     Args:
-        pair: A dict as returned by :func:`compare_pair`.
+        pair: A :func:`compare_pair` result, or a mapping with the keys of its JSON (``a``,
+            ``b``, ``difference.accuracy``, ``mcnemar.pvalue``, ``significant``,
+            ``settings.confidence``, ``per_class[].significant``): only these are read.
 
     Returns:
         The sentence.
 
     Raises:
-        ValueError: If the dict lacks the keys a compare_pair result has.
+        ValueError: If a mapping lacks the keys a compare_pair result has.
     """
-    try:
-        name_a, name_b = pair["a"], pair["b"]
-        diff = pair["difference"]["accuracy"]
-        p = pair["mcnemar"]["pvalue"]
-        significant = pair["significant"]
-        level = pair["settings"]["confidence"]
-        per_class = pair["per_class"]
-    except (KeyError, TypeError) as exc:
-        raise ValueError(f"verdict needs a compare_pair result, missing {exc}") from exc
+    if isinstance(pair, PairComparison):
+        name_a, name_b, significant = pair.a, pair.b, pair.significant
+        est, low, high = (100 * getattr(pair.difference.accuracy, k) for k in _INTERVAL)
+        p, level = pair.mcnemar.pvalue, pair.settings.confidence
+        n_sig, n_classes = sum(1 for row in pair.per_class if row.significant), len(pair.per_class)
+    else:
+        try:
+            name_a, name_b = pair["a"], pair["b"]
+            diff = pair["difference"]["accuracy"]
+            p = pair["mcnemar"]["pvalue"]
+            significant = pair["significant"]
+            level = pair["settings"]["confidence"]
+            per_class = pair["per_class"]
+            est, low, high = (100 * diff[key] for key in _INTERVAL)
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"verdict needs a compare_pair result, missing {exc}") from exc
+        n_sig, n_classes = sum(1 for row in per_class if row["significant"]), len(per_class)
     ci = f"{100 * level:g}% CI"
-    est, low, high = (100 * diff[key] for key in ("estimate", "ci_low", "ci_high"))
     if not significant:
         return (
             f"no significant difference between {name_a} and {name_b} (accuracy difference "
@@ -591,9 +611,8 @@ def verdict(pair: dict) -> str:
         f"{winner} beats {loser} by {_points(est)} points of accuracy "
         f"({ci} {_points(low)} to {_points(high)}; McNemar {format_pvalue(p)})"
     )
-    n_sig = sum(1 for row in per_class if row["significant"])
     if n_sig:
-        sentence += f"; {n_sig} of {len(per_class)} classes differ significantly (Holm)"
+        sentence += f"; {n_sig} of {n_classes} classes differ significantly (Holm)"
     return sentence
 
 

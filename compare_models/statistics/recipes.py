@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from scipy.stats import ttest_ind
 
-from compare_models.runs.record import Interval, RecipeComparison, RecipePair, RecipeSummary
+from compare_models.statistics.records import Interval, RecipeComparison, RecipePair, RecipeSummary
 
 
 def summarise(seeds: Sequence[int], accuracies: Sequence[float]) -> RecipeSummary:

@@ -23,6 +23,7 @@ from compare_models.statistics.paired import (
     paired_table,
     verdict,
 )
+from compare_models.statistics.records import Comparison
 
 CLASSES = ["cat", "dog", "frog"]
 TEN = [f"class{i}" for i in range(10)]
@@ -80,24 +81,26 @@ def test_identical_models_have_no_discordant_pairs_and_p_one():
     pair = compare_pair(
         y, prob, prob.copy(), name_a="cnn", name_b="twin", class_names=CLASSES, n_resamples=FAST
     )
-    assert pair["table"]["only_a_right"] == pair["table"]["only_b_right"] == 0
-    assert pair["mcnemar"] == {
+    assert pair.table.only_a_right == pair.table.only_b_right == 0
+    assert pair.mcnemar.model_dump() == {
         "pvalue": 1.0,
         "statistic": 0.0,
         "test": "McNemar exact (binomial)",
         "discordant": 0,
     }
     for metric in ("accuracy", "f1_macro"):
-        assert pair["difference"][metric] == {"estimate": 0.0, "ci_low": 0.0, "ci_high": 0.0}
-    assert all(
-        row["difference"] == row["ci_low"] == row["ci_high"] == 0.0 for row in pair["per_class"]
-    )
-    assert all(row["pvalue"] == 1.0 for row in pair["per_class"])
-    assert not pair["significant"]
-    assert pair["better"] is None
-    assert pair["significant_classes"] == []
-    assert pair["verdict"].startswith("no significant difference between cnn and twin")
-    assert "McNemar p = 1.0" in pair["verdict"]
+        assert getattr(pair.difference, metric).model_dump() == {
+            "estimate": 0.0,
+            "ci_low": 0.0,
+            "ci_high": 0.0,
+        }
+    assert all(row.difference == row.ci_low == row.ci_high == 0.0 for row in pair.per_class)
+    assert all(row.pvalue == 1.0 for row in pair.per_class)
+    assert not pair.significant
+    assert pair.better is None
+    assert pair.significant_classes == []
+    assert pair.verdict.startswith("no significant difference between cnn and twin")
+    assert "McNemar p = 1.0" in pair.verdict
 
 
 def test_complementary_models_table():
@@ -106,14 +109,14 @@ def test_complementary_models_table():
     pred_a = np.where(np.arange(n) < count, y, wrong(y, 3))
     pred_b = np.where(np.arange(n) < count, wrong(y, 3), y)
     pair = _pair(y, one_hot(pred_a, 3), one_hot(pred_b, 3))
-    assert pair["table"] == {
+    assert pair.table.model_dump() == {
         "both_right": 0,
         "only_a_right": count,
         "only_b_right": n - count,
         "both_wrong": 0,
     }
-    assert pair["mcnemar"]["discordant"] == n
-    assert pair["mcnemar"]["statistic"] == count
+    assert pair.mcnemar.discordant == n
+    assert pair.mcnemar.statistic == count
 
 
 @pytest.mark.parametrize(
@@ -175,17 +178,17 @@ def test_much_better_model_is_significant_and_named_first(much_better, order):
             y, strong, weak, name_a="strong", name_b="weak", class_names=TEN, n_resamples=FAST
         )
         sign = -1
-    assert pair["significant"] is True
-    assert pair["better"] == "strong"
-    assert pair["mcnemar"]["pvalue"] < 0.001
+    assert pair.significant is True
+    assert pair.better == "strong"
+    assert pair.mcnemar.pvalue < 0.001
     # difference is b minus a
-    assert pair["difference"]["accuracy"]["estimate"] == pytest.approx(sign * 0.3)
-    assert pair["verdict"].startswith("strong beats weak by 30.0 points of accuracy (95% CI ")
-    assert "McNemar p < 0.001" in pair["verdict"]
+    assert pair.difference.accuracy.estimate == pytest.approx(sign * 0.3)
+    assert pair.verdict.startswith("strong beats weak by 30.0 points of accuracy (95% CI ")
+    assert "McNemar p < 0.001" in pair.verdict
     # each class has 100 images, 30 discordant all one way: p = 2 * 0.5**30, significant after Holm
-    assert pair["significant_classes"] == TEN
-    assert pair["verdict"].endswith("; 10 of 10 classes differ significantly (Holm)")
-    low, high = pair["difference"]["accuracy"]["ci_low"], pair["difference"]["accuracy"]["ci_high"]
+    assert pair.significant_classes == TEN
+    assert pair.verdict.endswith("; 10 of 10 classes differ significantly (Holm)")
+    low, high = pair.difference.accuracy.ci_low, pair.difference.accuracy.ci_high
     assert low <= sign * 0.3 <= high
     assert 0 < sign * low and 0 < sign * high  # the interval excludes zero
 
@@ -261,12 +264,10 @@ def test_bootstrap_is_reproducible_with_seed_and_varies_across_seeds(two_models)
     again = compare_pair(y, prob_a, prob_b, seed=7, **kwargs)
     other = compare_pair(y, prob_a, prob_b, seed=8, **kwargs)
     assert first == again
-    assert first["difference"] != other["difference"]
+    assert first.difference != other.difference
     # the point estimates and tests do not depend on the seed, only the intervals do
-    assert (
-        first["difference"]["accuracy"]["estimate"] == other["difference"]["accuracy"]["estimate"]
-    )
-    assert first["mcnemar"] == other["mcnemar"]
+    assert first.difference.accuracy.estimate == other.difference.accuracy.estimate
+    assert first.mcnemar == other.mcnemar
 
 
 def test_intervals_contain_estimates(two_models):
@@ -274,42 +275,38 @@ def test_intervals_contain_estimates(two_models):
     pair = compare_pair(
         y, prob_a, prob_b, name_a="a", name_b="b", class_names=TEN, n_resamples=FAST
     )
-    intervals = [pair["difference"]["accuracy"], pair["difference"]["f1_macro"]]
-    intervals += [pair[m][name] for m in ("accuracy", "f1_macro") for name in ("a", "b")]
+    intervals = [pair.difference.accuracy, pair.difference.f1_macro]
+    intervals += [getattr(pair, m)[name] for m in ("accuracy", "f1_macro") for name in ("a", "b")]
     for iv in intervals:
-        assert iv["ci_low"] <= iv["estimate"] <= iv["ci_high"]
-        assert iv["ci_low"] < iv["ci_high"]
-    for row in pair["per_class"]:
-        assert row["ci_low"] <= row["difference"] <= row["ci_high"]
+        assert iv.ci_low <= iv.estimate <= iv.ci_high
+        assert iv.ci_low < iv.ci_high
+    for row in pair.per_class:
+        assert row.ci_low <= row.difference <= row.ci_high
 
 
 def test_wider_confidence_gives_wider_interval(two_models):
     y, prob_a, _ = two_models
-    narrow = model_intervals(y, prob_a, class_names=TEN, n_resamples=FAST, confidence=0.8)[
-        "accuracy"
-    ]
-    wide = model_intervals(y, prob_a, class_names=TEN, n_resamples=FAST, confidence=0.99)[
-        "accuracy"
-    ]
-    assert wide["ci_low"] < narrow["ci_low"] and narrow["ci_high"] < wide["ci_high"]
+    narrow = model_intervals(y, prob_a, class_names=TEN, n_resamples=FAST, confidence=0.8).accuracy
+    wide = model_intervals(y, prob_a, class_names=TEN, n_resamples=FAST, confidence=0.99).accuracy
+    assert wide.ci_low < narrow.ci_low and narrow.ci_high < wide.ci_high
 
 
 def test_accuracy_interval_width_is_plausible(two_models):
     """The bootstrap standard error of an accuracy is close to sqrt(p (1 - p) / n)."""
     y, prob_a, _ = two_models
-    acc = model_intervals(y, prob_a, class_names=TEN)["accuracy"]
-    p, n = acc["estimate"], y.size
+    acc = model_intervals(y, prob_a, class_names=TEN).accuracy
+    p, n = acc.estimate, y.size
     expected_width = 2 * 1.959964 * np.sqrt(p * (1 - p) / n)
-    assert acc["ci_high"] - acc["ci_low"] == pytest.approx(expected_width, rel=0.15)
+    assert acc.ci_high - acc.ci_low == pytest.approx(expected_width, rel=0.15)
 
 
 def test_macro_f1_estimate_equals_sklearn(two_models):
     y, prob_a, _ = two_models
     pred = prob_a.argmax(axis=1)
     expected = f1_score(y, pred, average="macro", labels=range(10), zero_division=0)
-    assert model_intervals(y, prob_a, class_names=TEN, n_resamples=FAST)["f1_macro"][
-        "estimate"
-    ] == pytest.approx(expected, abs=1e-12)
+    assert model_intervals(
+        y, prob_a, class_names=TEN, n_resamples=FAST
+    ).f1_macro.estimate == pytest.approx(expected, abs=1e-12)
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -346,24 +343,24 @@ def test_holm_adjustment_matches_statsmodels(two_models):
     pair = compare_pair(
         y, prob_a, prob_b, name_a="a", name_b="b", class_names=TEN, n_resamples=FAST
     )
-    raw = [row["pvalue"] for row in pair["per_class"]]
-    adjusted = [row["pvalue_holm"] for row in pair["per_class"]]
+    raw = [row.pvalue for row in pair.per_class]
+    adjusted = [row.pvalue_holm for row in pair.per_class]
     assert all(h >= p for h, p in zip(adjusted, raw, strict=True))
     np.testing.assert_allclose(
         adjusted, multipletests(raw, alpha=0.05, method="holm")[1], rtol=0, atol=0
     )
-    assert [r["significant"] for r in pair["per_class"]] == [h < 0.05 for h in adjusted]
+    assert [r.significant for r in pair.per_class] == [h < 0.05 for h in adjusted]
     # per-class raw p-values are McNemar on that class's images
     pred_a, pred_b = prob_a.argmax(axis=1), prob_b.argmax(axis=1)
-    for c, row in enumerate(pair["per_class"]):
+    for c, row in enumerate(pair.per_class):
         mask = y == c
         b = int(np.sum((pred_a == y) & (pred_b != y) & mask))
         d = int(np.sum((pred_a != y) & (pred_b == y) & mask))
         expected = 1.0 if b + d == 0 else binomtest(min(b, d), b + d, 0.5).pvalue
-        assert row["pvalue"] == pytest.approx(expected, abs=1e-12)
-        assert row["support"] == int(mask.sum())
-        assert row["recall_a"] == pytest.approx(np.mean(pred_a[mask] == c))
-        assert row["difference"] == pytest.approx(row["recall_b"] - row["recall_a"])
+        assert row.pvalue == pytest.approx(expected, abs=1e-12)
+        assert row.support == int(mask.sum())
+        assert row.recall_a == pytest.approx(np.mean(pred_a[mask] == c))
+        assert row.difference == pytest.approx(row.recall_b - row.recall_a)
 
 
 def test_absent_class_gives_zero_interval_and_p_one():
@@ -371,11 +368,11 @@ def test_absent_class_gives_zero_interval_and_p_one():
     pred_a = np.array([0, 1, 1, 1, 0, 1, 0, 0])
     pred_b = y.copy()
     pair = _pair(y, one_hot(pred_a, 3), one_hot(pred_b, 3))
-    frog = pair["per_class"][2]
-    assert frog["support"] == 0
-    assert frog["difference"] == frog["ci_low"] == frog["ci_high"] == 0.0
-    assert frog["pvalue"] == 1.0
-    json.dumps(pair, allow_nan=False)
+    frog = pair.per_class[2]
+    assert frog.support == 0
+    assert frog.difference == frog.ci_low == frog.ci_high == 0.0
+    assert frog.pvalue == 1.0
+    json.dumps(pair.model_dump(mode="json", by_alias=True), allow_nan=False)
 
 
 # --------------------------------------------------------------------------------------------
@@ -388,25 +385,29 @@ def test_three_models_give_three_pairs_in_order(two_models):
     _, prob_c = synthetic(2000, 10, 0.8, seed=3)
     probs = {"cnn": prob_a, "resnet50": prob_b, "vit": prob_c}
     result = compare_all(y, probs, class_names=TEN, n_resamples=FAST)
-    assert [(p["a"], p["b"]) for p in result["pairs"]] == [
+    assert [(p.a, p.b) for p in result.pairs] == [
         ("cnn", "resnet50"),
         ("cnn", "vit"),
         ("resnet50", "vit"),
     ]
-    assert result["verdicts"] == [p["verdict"] for p in result["pairs"]]
-    assert list(result["models"]) == ["cnn", "resnet50", "vit"]
+    assert result.verdicts == [p.verdict for p in result.pairs]
+    assert list(result.models) == ["cnn", "resnet50", "vit"]
     # one bootstrap serves everything: the same numbers as the single-model and pairwise calls
-    assert result["models"]["vit"] == model_intervals(y, prob_c, class_names=TEN, n_resamples=FAST)
-    assert result["pairs"][1] == compare_pair(
+    assert result.models["vit"] == model_intervals(y, prob_c, class_names=TEN, n_resamples=FAST)
+    assert result.pairs[1] == compare_pair(
         y, prob_a, prob_c, name_a="cnn", name_b="vit", class_names=TEN, n_resamples=FAST
     )
-    assert result["pairs"][1]["accuracy"]["vit"] == result["models"]["vit"]["accuracy"]
+    assert result.pairs[1].accuracy["vit"] == result.models["vit"].accuracy
 
 
 def test_result_is_json_ready_with_documented_shape(two_models):
     y, prob_a, prob_b = two_models
     result = compare_all(y, {"cnn": prob_a, "resnet50": prob_b}, class_names=TEN, n_resamples=FAST)
-    assert json.loads(json.dumps(result, allow_nan=False)) == result
+    # the stored JSON (metrics/comparison.json, the manifest's comparison) and back
+    stored = result.model_dump(mode="json", by_alias=True)
+    assert json.loads(json.dumps(stored, allow_nan=False)) == stored
+    assert Comparison.model_validate(stored) == result
+    result = stored
     pair = result["pairs"][0]
     assert set(pair) == {
         "a", "b", "n", "table", "mcnemar", "accuracy", "f1_macro", "difference", "per_class",
@@ -470,7 +471,7 @@ def test_bad_settings_and_model_counts_raise():
     single = compare_all(
         y, {"only": p}, class_names=CLASSES
     )  # a one-model run: intervals, no pairs
-    assert single["pairs"] == [] and single["verdicts"] == [] and list(single["models"]) == ["only"]
+    assert single.pairs == [] and single.verdicts == [] and list(single.models) == ["only"]
     with pytest.raises(ValueError, match="mapping"):
         compare_all(y, [p, p], class_names=CLASSES)
     with pytest.raises(ValueError, match="must differ"):

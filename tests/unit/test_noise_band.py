@@ -13,10 +13,11 @@ from scipy.stats import t
 
 from compare_models.config import GatePolicy, NoisePolicy
 from compare_models.gate import champions, noise_band
-from compare_models.runs.record import ModelMetrics, NoiseBand, PairComparison, RunRecord
+from compare_models.runs.record import ModelMetrics, NoiseBand, RunRecord
 from compare_models.runs.stored import parse_record
 from compare_models.statistics.paired import compare_pair
 from compare_models.statistics.recipes import compare_recipes
+from compare_models.statistics.records import PairComparison
 
 FIXTURE = Path(__file__).resolve().parent.parent / "fixtures" / "manifest-v0-first-champion.json"
 

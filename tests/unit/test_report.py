@@ -27,17 +27,17 @@ from compare_models.report.render import (  # noqa: E402
 )
 from compare_models.runs.record import (  # noqa: E402
     ClassDelta,
-    Comparison,
     DataChanges,
     GateDecision,
     NoiseBand,
-    PairComparison,
-    RecipeComparison,
-    RecipePair,
-    RecipeSummary,
     SkippedFile,
 )
 from compare_models.statistics.paired import compare_all, compare_pair  # noqa: E402
+from compare_models.statistics.records import (  # noqa: E402
+    RecipeComparison,
+    RecipePair,
+    RecipeSummary,
+)
 from tests.support.html_validation import html_problems  # noqa: E402
 
 CLASSES = ["airplane", "automobile", "bird", "cat"]
@@ -256,12 +256,10 @@ def noise_sections() -> Sections:
             )  # fmt: skip
         ],
     )
-    comparison = Comparison.model_validate({**statistics, "recipes": recipes})
-    pair = PairComparison.model_validate(
-        compare_pair(
-            y, _probs(y, 10), _probs(y, 30), name_a="champion", name_b="challenger",
-            class_names=CLASSES, n_resamples=1000,
-        )
+    comparison = statistics.model_copy(update={"recipes": recipes})
+    pair = compare_pair(
+        y, _probs(y, 10), _probs(y, 30), name_a="champion", name_b="challenger",
+        class_names=CLASSES, n_resamples=1000,
     )  # fmt: skip
     band = NoiseBand(
         points=0.1234,

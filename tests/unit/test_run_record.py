@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from compare_models.runs.record import SCHEMA_VERSION, Comparison, RunRecord, json_schema
+from compare_models.runs.record import SCHEMA_VERSION, RunRecord, json_schema
 from compare_models.runs.stored import UnreadableRecord, parse_record
 from compare_models.statistics.paired import compare_all, compare_pair
 
@@ -128,9 +128,7 @@ def _record_at(confidence: float) -> RunRecord:
         n_resamples=1000,
         confidence=confidence,
     )
-    return record.model_copy(
-        update={"params": params, "comparison": Comparison.model_validate(statistics)}
-    )
+    return record.model_copy(update={"params": params, "comparison": statistics})
 
 
 def test_every_printed_interval_names_the_confidence_asked_for(tmp_path):
