@@ -20,7 +20,8 @@ from compare_models.config import project_root
 from compare_models.gate import champions, noise_band
 from compare_models.gate.rescoring import request_for
 from compare_models.runs.artifacts import RunArtifacts
-from compare_models.runs.record import GateDecision, RunRecord, TestImages
+from compare_models.runs.decision import GateDecision, TestImages
+from compare_models.runs.record import RunRecord
 from tasks._store import open_artifacts
 
 #: How long re-scoring one champion may take (ResNet50 on 10,000 images on a slow CPU: minutes).

@@ -26,25 +26,24 @@ from typing import Any
 import numpy as np
 
 from compare_models.config import CIFAR10_CLASSES, ComparisonParams, GatePolicy
-from compare_models.runs.fingerprint import data_identity
-from compare_models.runs.record import (
+from compare_models.runs.decision import (
+    ALREADY,
+    FIRST,
+    NO_CHANGE,
+    NOT_COMPARABLE,
+    PROMOTED,
+    REGRESSION,
+    WITHIN_NOISE,
     GateDecision,
     NoiseBand,
-    RunRecord,
     TestImages,
 )
+from compare_models.runs.fingerprint import data_identity
+from compare_models.runs.record import RunRecord
 from compare_models.statistics.paired import compare_pair
 from compare_models.statistics.records import PairComparison
 from compare_models.storage import layout
 from compare_models.storage.store import ArtifactStore, PreconditionFailed, StoreError
-
-#: Decisions, in the words the manifest, report, CLI and events use.
-FIRST = "first-champion"
-PROMOTED = "promoted"
-REGRESSION = "regression"
-NO_CHANGE = "no-change"
-NOT_COMPARABLE = "not-comparable"
-ALREADY = "already-champion"
 
 #: Attempts at the conditional write before giving up (each loss re-reads and re-judges).
 MAX_ATTEMPTS = 5
@@ -121,9 +120,6 @@ def comparable(champion: Mapping[str, Any], dataset: Mapping[str, Any]) -> tuple
         else f"{theirs.get('name')}, archive {str(theirs.get('archive_sha256'))[:12]}"
     )
     return RESCORE, f"the champion (run {champion['run_id']}) was tested on other images ({where})"
-
-
-WITHIN_NOISE = "within-noise"
 
 
 def decide(
