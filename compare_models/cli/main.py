@@ -38,6 +38,7 @@ from compare_models.config import PRESETS, Settings, preset_params
 from compare_models.models import registry
 
 if TYPE_CHECKING:
+    from compare_models.gate.champion_record import ChampionEntry, ChampionRecord
     from compare_models.runs.record import Interval, Replay, RunRecord, RunSummary
 
 
@@ -441,14 +442,14 @@ def cmd_champion(args: argparse.Namespace) -> int:
     try:
         _, store = _open_store()
         records = [
-            r
-            for r in champions.champions(store, args.track)
-            if not args.model or r["model"] == args.model
+            (track, r)
+            for track, r in champions.champions(store, args.track)
+            if not args.model or r.model == args.model
         ]
     except StoreError as exc:
         return _fail(str(exc))
     if args.json:
-        print(json.dumps(records, indent=2))
+        print(json.dumps([_champion_json(t, r) for t, r in records], indent=2))
         return 0
     if not records:
         print_line(
@@ -457,27 +458,34 @@ def cmd_champion(args: argparse.Namespace) -> int:
             + (f" on track {args.track}" if args.track else "")
         )
         return 0
-    print_table([_champion_row(r, r["current"]) for r in records], title="Champions")
+    print_table(
+        [_champion_row(t, r, r.current) for t, r in records if r.current], title="Champions"
+    )
     earlier = [
-        {**_champion_row(r, old), "replaced": old["replaced_at"], "replaced by": old["replaced_by"]}
-        for r in records
-        for old in r["history"][: args.last]
+        {**_champion_row(t, r, old), "replaced": old.replaced_at, "replaced by": old.replaced_by}
+        for t, r in records
+        for old in r.history[: args.last]
     ]
     if earlier:
         print_table(earlier, title="Earlier champions")
     return 0
 
 
-def _champion_row(record: dict[str, Any], entry: dict[str, Any]) -> dict[str, Any]:
+def _champion_json(track: str, record: ChampionRecord) -> dict[str, Any]:
+    """`champion --json`: the stored record with its track, as before the schema."""
+    return {"track": track, **record.model_dump(mode="json", exclude={"schema_version"})}
+
+
+def _champion_row(track: str, record: ChampionRecord, entry: ChampionEntry) -> dict[str, Any]:
     """One champion (the current one or an earlier one) of a model's record, as a table row."""
     return {
-        "model": record["model"],
-        "track": record["track"],
-        "run": entry["run_id"],
-        "accuracy": f"{entry['metrics']['accuracy']:.4f}",
-        "promoted": entry["promoted_at"],
-        "by": entry["by"],
-        "reason": entry["reason"],
+        "model": record.model,
+        "track": track,
+        "run": entry.run_id,
+        "accuracy": f"{entry.metrics.accuracy:.4f}",
+        "promoted": entry.promoted_at,
+        "by": entry.by,
+        "reason": entry.reason,
     }
 
 
@@ -495,7 +503,7 @@ def cmd_promote(args: argparse.Namespace) -> int:
         )
     except StoreError as exc:
         return _fail(str(exc))
-    replaced = champion["history"][0]["run_id"] if champion["history"] else "no earlier champion"
+    replaced = champion.history[0].run_id if champion.history else "no earlier champion"
     print_line(
         f"{args.model} champion of track {track}: run {args.run_id} (replaces {replaced}); reason recorded: {args.reason}"
     )

@@ -42,8 +42,10 @@ def data_changes(
     current = read_version(store, version_id)
     champion_versions = []
     for model in record.params.models:
-        entry, _ = champions.read(store, record.track, model)
-        found = (((entry or {}).get("current") or {}).get("dataset") or {}).get("version_id")
+        champion, _ = champions.read(store, record.track, model)
+        found = (
+            champion.current.dataset.get("version_id") if champion and champion.current else None
+        )
         if found:
             champion_versions.append(found)
     champion_id = champion_versions[0] if champion_versions else None
