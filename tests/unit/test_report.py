@@ -16,7 +16,7 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
 from compare_models.evaluation.metrics import evaluate_predictions  # noqa: E402
-from compare_models.gate.data_changes import plot_class_balance  # noqa: E402
+from compare_models.report.class_balance import plot_class_balance  # noqa: E402
 from compare_models.report.render import (  # noqa: E402
     SYNTHETIC_BANNER,
     ModelResult,
