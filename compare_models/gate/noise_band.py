@@ -31,8 +31,9 @@ from scipy.stats import t as student_t
 
 from compare_models.config import NoisePolicy
 from compare_models.data.dataset import DatasetRef
+from compare_models.evaluation.records import ModelMetrics
 from compare_models.runs.decision import REGRESSION, NoiseBand
-from compare_models.runs.record import ModelMetrics, RunRecord
+from compare_models.runs.record import RunRecord
 from compare_models.runs.track_history import test_images_of
 
 

@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, computed_field, model_validat
 
 from compare_models.config import RunParams
 from compare_models.data.dataset import DatasetRef
+from compare_models.evaluation.records import ModelMetrics
 from compare_models.runs.decision import GateDecision
 from compare_models.statistics.records import (
     Comparison,
@@ -46,23 +47,6 @@ class _Part(BaseModel):
 
 
 # ── metrics, replay, gate, report ────────────────────────────────────────────────────
-
-
-class ModelMetrics(_Part):
-    """A model's scalar test metrics (`compare_models.evaluation.metrics.SCALAR_METRICS`)."""
-
-    accuracy: float
-    precision_macro: float
-    recall_macro: float
-    f1_macro: float
-    precision_weighted: float
-    recall_weighted: float
-    f1_weighted: float
-    roc_auc_macro: float | None
-    roc_auc_micro: float | None
-    recall_per_class: list[float] | None = Field(
-        default=None, description="recall of each class, in class order (None in older records)"
-    )
 
 
 class ReplayOfModel(_Part):
