@@ -6,8 +6,9 @@ from typing import NamedTuple
 
 from prefect import get_run_logger, task
 
-from compare_models.evaluation.metrics import evaluate_predictions
-from compare_models.runs.record import ModelMetrics, RunRecord
+from compare_models.evaluation.metrics import evaluate_predictions, model_metrics
+from compare_models.evaluation.records import ModelMetrics
+from compare_models.runs.record import RunRecord
 from compare_models.training.jobs import TrainingResult
 from tasks._store import open_artifacts
 
@@ -50,9 +51,7 @@ def evaluate(record: RunRecord, name: str) -> ModelMetrics:
         metrics["f1_macro"],
         metrics["roc_auc_macro"],
     )
-    return ModelMetrics.model_validate(
-        {**metrics, "recall_per_class": [row["recall"] for row in metrics["per_class"]]}
-    )
+    return model_metrics(metrics)
 
 
 def evaluate_all(record: RunRecord) -> Evaluation:

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import PurePosixPath
-from typing import Any
 
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
@@ -15,9 +14,11 @@ from prefect.events import emit_event
 from pydantic import ValidationError
 
 from compare_models.gate import champions, noise_band
+from compare_models.gate.champion_record import ChampionEntry
 from compare_models.gate.rescoring import request_for, rescore_in_own_process
 from compare_models.runs.artifacts import RunArtifacts
-from compare_models.runs.record import GateDecision, RunRecord, TestImages
+from compare_models.runs.decision import GateDecision, TestImages
+from compare_models.runs.record import RunRecord
 from tasks._store import open_artifacts
 
 #: How long re-scoring one champion may take (ResNet50 on 10,000 images on a slow CPU: minutes).
@@ -82,17 +83,17 @@ def gate(record: RunRecord) -> dict[str, GateDecision]:
     return decisions
 
 
-def _rescorer(record: RunRecord, artifacts: RunArtifacts) -> Callable[[Mapping[str, Any]], str]:
+def _rescorer(record: RunRecord, artifacts: RunArtifacts) -> Callable[[ChampionEntry], str]:
     """Re-scores a champion entry's model on this run's test images, in a process of its own
     (the parent never loads TensorFlow); a retried gate finds the predictions stored already."""
     store, logger = artifacts.store, get_run_logger()
 
-    def rescore(entry: Mapping[str, Any]) -> str:
-        model_key = str(entry.get("model_key"))
+    def rescore(entry: ChampionEntry) -> str:
+        model_key = entry.model_key
         try:
             request = request_for(
                 record.run_id,
-                str(entry["run_id"]),
+                entry.run_id,
                 PurePosixPath(model_key).stem,
                 model_key,
                 record.dataset,
@@ -110,7 +111,7 @@ def _rescorer(record: RunRecord, artifacts: RunArtifacts) -> Callable[[Mapping[s
         logger.info(
             "re-scoring champion %s (run %s) on this run's %s test images",
             PurePosixPath(model_key).stem,
-            entry["run_id"],
+            entry.run_id,
             f"{record.dataset.sizes.get('test', 0):,}",
         )
         rescored = rescore_in_own_process(request, timeout=RESCORE_TIMEOUT_S)

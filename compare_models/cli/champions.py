@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from compare_models.cli.common import fail as _fail
 from compare_models.cli.common import open_store as _open_store
 from compare_models.cli.console import print_line, print_table
+
+if TYPE_CHECKING:
+    from compare_models.gate.champion_record import ChampionEntry, ChampionRecord
 
 
 def cmd_champion(args: argparse.Namespace) -> int:
@@ -19,14 +22,14 @@ def cmd_champion(args: argparse.Namespace) -> int:
     try:
         _, store = _open_store()
         records = [
-            r
-            for r in champions.champions(store, args.track)
-            if not args.model or r["model"] == args.model
+            (track, r)
+            for track, r in champions.champions(store, args.track)
+            if not args.model or r.model == args.model
         ]
     except StoreError as exc:
         return _fail(str(exc))
     if args.json:
-        print(json.dumps(records, indent=2))
+        print(json.dumps([_champion_json(t, r) for t, r in records], indent=2))
         return 0
     if not records:
         print_line(
@@ -35,27 +38,34 @@ def cmd_champion(args: argparse.Namespace) -> int:
             + (f" on track {args.track}" if args.track else "")
         )
         return 0
-    print_table([_champion_row(r, r["current"]) for r in records], title="Champions")
+    print_table(
+        [_champion_row(t, r, r.current) for t, r in records if r.current], title="Champions"
+    )
     earlier = [
-        {**_champion_row(r, old), "replaced": old["replaced_at"], "replaced by": old["replaced_by"]}
-        for r in records
-        for old in r["history"][: args.last]
+        {**_champion_row(t, r, old), "replaced": old.replaced_at, "replaced by": old.replaced_by}
+        for t, r in records
+        for old in r.history[: args.last]
     ]
     if earlier:
         print_table(earlier, title="Earlier champions")
     return 0
 
 
-def _champion_row(record: dict[str, Any], entry: dict[str, Any]) -> dict[str, Any]:
+def _champion_json(track: str, record: ChampionRecord) -> dict[str, Any]:
+    """`champion --json`: the stored record with its track, as before the schema."""
+    return {"track": track, **record.model_dump(mode="json", exclude={"schema_version"})}
+
+
+def _champion_row(track: str, record: ChampionRecord, entry: ChampionEntry) -> dict[str, Any]:
     """One champion (the current one or an earlier one) of a model's record, as a table row."""
     return {
-        "model": record["model"],
-        "track": record["track"],
-        "run": entry["run_id"],
-        "accuracy": f"{entry['metrics']['accuracy']:.4f}",
-        "promoted": entry["promoted_at"],
-        "by": entry["by"],
-        "reason": entry["reason"],
+        "model": record.model,
+        "track": track,
+        "run": entry.run_id,
+        "accuracy": f"{entry.metrics.accuracy:.4f}",
+        "promoted": entry.promoted_at,
+        "by": entry.by,
+        "reason": entry.reason,
     }
 
 
@@ -73,7 +83,7 @@ def cmd_promote(args: argparse.Namespace) -> int:
         )
     except StoreError as exc:
         return _fail(str(exc))
-    replaced = champion["history"][0]["run_id"] if champion["history"] else "no earlier champion"
+    replaced = champion.history[0].run_id if champion.history else "no earlier champion"
     print_line(
         f"{args.model} champion of track {track}: run {args.run_id} (replaces {replaced}); reason recorded: {args.reason}"
     )

@@ -27,6 +27,7 @@ from sklearn.metrics import (
 )
 from sklearn.preprocessing import label_binarize
 
+from compare_models.evaluation.records import ModelMetrics
 from compare_models.evaluation.validation import (
     check_class_names,
     check_labels,
@@ -199,6 +200,15 @@ def evaluate_predictions(
         "confusion_matrix_normalized": normalized.astype(float).tolist(),
         "classification_report": classification_report(labels, y_pred, digits=4, **report_kwargs),
     }
+
+
+def model_metrics(metrics: Mapping[str, Any]) -> ModelMetrics:
+    """The headline metrics the run's record keeps, from an :func:`evaluate_predictions`
+    record: the scalars of :data:`SCALAR_METRICS` and each class's recall, in class order."""
+    return ModelMetrics(
+        **{key: metrics[key] for key in SCALAR_METRICS},
+        recall_per_class=[row["recall"] for row in metrics["per_class"]],
+    )
 
 
 def metrics_tables(metrics: dict) -> dict[str, pd.DataFrame]:

@@ -3,7 +3,8 @@ model (the challenger) against it with the paired test on the same test images.
 
 The record of a champion lives at `champions/<track>/<model>.json`: the current champion
 (run id, model and predictions keys, the data it was tested on, its metrics, when, why and
-by whom it was promoted) and the history of earlier champions. Every change is a
+by whom it was promoted) and the history of earlier champions; its schema is
+`compare_models.gate.champion_record.ChampionRecord`. Every change is a
 conditional write (If-Match on the ETag read, If-None-Match for the first champion), so
 two runs finishing at once never lose a promotion: the loser re-reads the record and is
 judged again against the new champion. A retried run never promotes twice: a record whose
@@ -26,25 +27,30 @@ from typing import Any
 import numpy as np
 
 from compare_models.config import CIFAR10_CLASSES, ComparisonParams, GatePolicy
-from compare_models.runs.fingerprint import data_identity
-from compare_models.runs.record import (
+from compare_models.gate.champion_record import (
+    ChampionEntry,
+    ChampionMetrics,
+    ChampionRecord,
+    promote,
+)
+from compare_models.runs.decision import (
+    ALREADY,
+    FIRST,
+    NO_CHANGE,
+    NOT_COMPARABLE,
+    PROMOTED,
+    REGRESSION,
+    WITHIN_NOISE,
     GateDecision,
     NoiseBand,
-    RunRecord,
     TestImages,
 )
+from compare_models.runs.fingerprint import data_identity
+from compare_models.runs.record import RunRecord
 from compare_models.statistics.paired import compare_pair
 from compare_models.statistics.records import PairComparison
 from compare_models.storage import layout
 from compare_models.storage.store import ArtifactStore, PreconditionFailed, StoreError
-
-#: Decisions, in the words the manifest, report, CLI and events use.
-FIRST = "first-champion"
-PROMOTED = "promoted"
-REGRESSION = "regression"
-NO_CHANGE = "no-change"
-NOT_COMPARABLE = "not-comparable"
-ALREADY = "already-champion"
 
 #: Attempts at the conditional write before giving up (each loss re-reads and re-judges).
 MAX_ATTEMPTS = 5
@@ -62,25 +68,25 @@ def _now() -> str:
     return datetime.now(UTC).isoformat()
 
 
-def entry_for(record: RunRecord, model: str, *, reason: str, by: str) -> dict[str, Any]:
+def entry_for(record: RunRecord, model: str, *, reason: str, by: str) -> ChampionEntry:
     """A champion entry for one model of a run, from the run's record."""
     trained, metrics, interval = (
         record.models[model],
         record.metrics[model],
         record.accuracy_interval(model),
     )
-    return {
-        "run_id": record.run_id,
-        "model": model,
-        "model_key": trained.model_key,
-        "predictions_key": trained.predictions_key,
-        "dataset": data_identity(record.dataset.model_dump(mode="json"), "class_names"),
-        "metrics": {"accuracy": metrics.accuracy, "f1_macro": metrics.f1_macro},
-        "accuracy_interval": interval.model_dump() if interval else None,
-        "promoted_at": _now(),
-        "reason": reason,
-        "by": by,
-    }
+    return ChampionEntry(
+        run_id=record.run_id,
+        model=model,
+        model_key=trained.model_key,
+        predictions_key=trained.predictions_key,
+        dataset=data_identity(record.dataset.model_dump(mode="json"), "class_names"),
+        metrics=ChampionMetrics(accuracy=metrics.accuracy, f1_macro=metrics.f1_macro),
+        accuracy_interval=interval,
+        promoted_at=_now(),
+        reason=reason,
+        by=by,
+    )
 
 
 SAME_IMAGES, RESCORE, INCOMPARABLE = "same-images", "rescore", "incomparable"
@@ -96,16 +102,16 @@ def class_names_of(identity: Mapping[str, Any]) -> list[str]:
     return list(CIFAR10_CLASSES)
 
 
-def comparable(champion: Mapping[str, Any], dataset: Mapping[str, Any]) -> tuple[str, str]:
+def comparable(champion: ChampionEntry, dataset: Mapping[str, Any]) -> tuple[str, str]:
     """How a champion can be compared with this run, and if not on the same images, why:
     `SAME_IMAGES` (tested on this run's test images: pair the stored predictions), `RESCORE`
     (other images of the same classes and input size: its model must predict this run's test
     images first) or `INCOMPARABLE` (other classes)."""
-    theirs = champion["dataset"]
+    theirs = champion.dataset
     mine_classes, their_classes = class_names_of(dataset), class_names_of(theirs)
     if mine_classes != their_classes:
         return INCOMPARABLE, (
-            f"the champion (run {champion['run_id']}) was trained on other classes "
+            f"the champion (run {champion.run_id}) was trained on other classes "
             f"({', '.join(their_classes[:12])}) than this run ({', '.join(mine_classes[:12])})"
         )
     same_data = theirs.get("archive_sha256") == dataset.get("archive_sha256") and theirs.get(
@@ -120,10 +126,7 @@ def comparable(champion: Mapping[str, Any], dataset: Mapping[str, Any]) -> tuple
         if theirs.get("version_id")
         else f"{theirs.get('name')}, archive {str(theirs.get('archive_sha256'))[:12]}"
     )
-    return RESCORE, f"the champion (run {champion['run_id']}) was tested on other images ({where})"
-
-
-WITHIN_NOISE = "within-noise"
+    return RESCORE, f"the champion (run {champion.run_id}) was tested on other images ({where})"
 
 
 def decide(
@@ -198,24 +201,10 @@ def decide(
     return NO_CHANGE, f"no significant change: accuracy {points}, McNemar p = {p:.3g}{noise}"
 
 
-def _promote(record: dict[str, Any] | None, entry: dict[str, Any]) -> dict[str, Any]:
-    """The record with `entry` as champion and the old one moved to the history."""
-    history = list((record or {}).get("history", []))
-    if record and record.get("current"):
-        history.insert(
-            0,
-            {
-                **record["current"],
-                "replaced_at": entry["promoted_at"],
-                "replaced_by": entry["run_id"],
-            },
-        )
-    return {"model": entry["model"], "current": entry, "history": history}
-
-
-def read(store: ArtifactStore, track: str, model: str) -> tuple[dict[str, Any] | None, str | None]:
+def read(store: ArtifactStore, track: str, model: str) -> tuple[ChampionRecord | None, str | None]:
     """The champion record of `model` on `track` and its ETag (None, None: no champion yet)."""
-    return store.get_json_versioned(layout.champion_key(track, model))
+    stored, etag = store.get_json_versioned(layout.champion_key(track, model))
+    return (None if stored is None else ChampionRecord.model_validate(stored)), etag
 
 
 @dataclass(frozen=True)
@@ -228,7 +217,7 @@ class Challenger:
 
     run_id: str
     model: str
-    entry: dict[str, Any]
+    entry: ChampionEntry
     probs: np.ndarray
     hold: str | None = None
     band: NoiseBand | None = None
@@ -246,17 +235,17 @@ class Judge:
     predictions: Callable[[str], np.ndarray]
     #: predicts this run's test images with a champion entry's stored model and returns the
     #: predictions' key (raises `RescoreFailed` when it cannot); None: never re-score
-    rescore: Callable[[Mapping[str, Any]], str] | None = None
+    rescore: Callable[[ChampionEntry], str] | None = None
     test_images: TestImages | None = None
 
-    def against(self, current: Mapping[str, Any] | None, challenger: Challenger) -> GateDecision:
+    def against(self, current: ChampionEntry | None, challenger: Challenger) -> GateDecision:
         """The decision on `challenger` against the champion entry `current` (None: no
         champion yet), without writing anything."""
         track, model, run_id = self.policy.track, challenger.model, challenger.run_id
         decided = partial(
-            GateDecision, model=model, track=track, champion_run_id=current and current["run_id"]
+            GateDecision, model=model, track=track, champion_run_id=current and current.run_id
         )
-        if current and current["run_id"] == run_id:
+        if current and current.run_id == run_id:
             return decided(
                 decision=ALREADY,
                 reason="this run already is the champion (an earlier attempt of it promoted it)",
@@ -266,8 +255,8 @@ class Judge:
                 decision=FIRST,
                 reason=f"the first completed run of {model} on track {track!r} becomes its champion",
             )
-        how, why = comparable(current, challenger.entry["dataset"])
-        predictions_key, rescored = current["predictions_key"], False
+        how, why = comparable(current, challenger.entry.dataset)
+        predictions_key, rescored = current.predictions_key, False
         if how == RESCORE and self.rescore is not None:
             try:
                 predictions_key, rescored = self.rescore(current), True
@@ -318,15 +307,17 @@ class Judge:
 def promote_if_unchanged(
     store: ArtifactStore,
     track: str,
-    record: dict[str, Any] | None,
+    record: ChampionRecord | None,
     etag: str | None,
-    entry: dict[str, Any],
+    entry: ChampionEntry,
 ) -> bool:
     """Makes `entry` the champion if the record is still the one read (its ETag; None: still
     no record). False when another run changed it meanwhile."""
     try:
         store.put_json_if(
-            _promote(record, entry), layout.champion_key(track, entry["model"]), etag=etag
+            promote(record, entry).model_dump(mode="json"),
+            layout.champion_key(track, entry.model),
+            etag=etag,
         )
     except PreconditionFailed:
         return False
@@ -347,7 +338,7 @@ def gate(
     track, model, lost = judge.policy.track, challenger.model, []
     for attempt in range(1, MAX_ATTEMPTS + 1):
         record, etag = read(store, track, model)
-        decision = judge.against((record or {}).get("current"), challenger)
+        decision = judge.against(record.current if record else None, challenger)
         decision = decision.model_copy(update={"attempts": attempt, "lost_race_to": list(lost)})
         if decision.decision not in (FIRST, PROMOTED):
             return decision
@@ -357,11 +348,15 @@ def gate(
         if before_write is not None:
             before_write()
         if promote_if_unchanged(
-            store, track, record, etag, {**challenger.entry, "reason": decision.reason}
+            store,
+            track,
+            record,
+            etag,
+            challenger.entry.model_copy(update={"reason": decision.reason}),
         ):
             return decision
         winner, _ = read(store, track, model)
-        lost.append(winner["current"]["run_id"] if winner and winner.get("current") else "unknown")
+        lost.append(winner.current.run_id if winner and winner.current else "unknown")
     raise ChampionError(
         f"{model}: the champion record changed {MAX_ATTEMPTS} times while run {challenger.run_id} "
         f"was being judged (promoted meanwhile: {', '.join(lost)}); its decision could not be recorded"
@@ -376,7 +371,7 @@ def promote_by_hand(
     model: str,
     reason: str,
     by: str | None = None,
-) -> dict[str, Any]:
+) -> ChampionRecord:
     """A person's override: makes `model` of the completed run `record` the champion, with the
     reason and who did it recorded in the history."""
     if not reason.strip():
@@ -390,22 +385,23 @@ def promote_by_hand(
     entry = entry_for(record, model, reason=f"manual: {reason.strip()}", by=by or getpass.getuser())
     for _ in range(MAX_ATTEMPTS):
         current, etag = read(store, track, model)
-        if current and current["current"]["run_id"] == record.run_id:
+        if current and current.current and current.current.run_id == record.run_id:
             raise ChampionError(
                 f"run {record.run_id} already is the {model} champion of track {track!r}"
             )
         if promote_if_unchanged(store, track, current, etag, entry):
-            return _promote(current, entry)
+            return promote(current, entry)
     raise ChampionError(f"the {model} champion record of track {track!r} kept changing; try again")
 
 
-def champions(store: ArtifactStore, track: str | None = None) -> list[dict[str, Any]]:
-    """Every champion record (of one track, or all), as {"track", "model", "current", "history"}."""
+def champions(store: ArtifactStore, track: str | None = None) -> list[tuple[str, ChampionRecord]]:
+    """Every champion record (of one track, or all) with its track, by track and model."""
     found = []
     for key in store.list_keys(layout.champions_prefix(track)):
         track_of, model = layout.champion_of(key)
-        found.append({"track": track_of, **store.get_json(key), "model": model})
-    return sorted(found, key=lambda r: (r["track"], r["model"]))
+        record = ChampionRecord.model_validate(store.get_json(key))
+        found.append((track_of, record.model_copy(update={"model": model})))
+    return sorted(found, key=lambda r: (r[0], r[1].model))
 
 
 def markdown(decisions: Mapping[str, GateDecision], *, track: str) -> str:

@@ -1,11 +1,10 @@
 """What changed in a folder source's data since the champion's version and the track's previous
-run: a typed part of the run record (`DataChanges`), the markdown of its Prefect artifact, and
-the class-balance figure of the report."""
+run: a typed part of the run record (`DataChanges`) and the markdown of its Prefect artifact
+(the report draws its class-balance figure: `compare_models.report.class_balance`)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
 from compare_models.data.errors import DataError
 from compare_models.data.versions import DatasetVersion, changes, read_version
@@ -42,8 +41,10 @@ def data_changes(
     current = read_version(store, version_id)
     champion_versions = []
     for model in record.params.models:
-        entry, _ = champions.read(store, record.track, model)
-        found = (((entry or {}).get("current") or {}).get("dataset") or {}).get("version_id")
+        champion, _ = champions.read(store, record.track, model)
+        found = (
+            champion.current.dataset.get("version_id") if champion and champion.current else None
+        )
         if found:
             champion_versions.append(found)
     champion_id = champion_versions[0] if champion_versions else None
@@ -99,27 +100,3 @@ def markdown(changes: DataChanges) -> str:
             for s in changes.skipped
         ]
     return "\n".join(lines) + "\n"
-
-
-def plot_class_balance(changes: DataChanges, path: Path) -> Path:
-    """A stacked bar chart of each class's images per split."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    classes = list(changes.counts)
-    fig, ax = plt.subplots(figsize=(max(5.0, 0.6 * len(classes) + 2), 3.5), dpi=110)
-    bottom = [0] * len(classes)
-    for split in ("train", "val", "test"):
-        values = [changes.counts[c].get(split, 0) for c in classes]
-        ax.bar(classes, values, bottom=bottom, label=split)
-        bottom = [b + v for b, v in zip(bottom, values, strict=True)]
-    ax.set_ylabel("images")
-    ax.set_title(f"Class balance, version {changes.version_id[:12]}")
-    ax.legend()
-    ax.tick_params(axis="x", rotation=45 if len(classes) > 6 else 0)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path

@@ -31,7 +31,9 @@ from scipy.stats import t as student_t
 
 from compare_models.config import NoisePolicy
 from compare_models.data.dataset import DatasetRef
-from compare_models.runs.record import ModelMetrics, NoiseBand, RunRecord
+from compare_models.evaluation.records import ModelMetrics
+from compare_models.runs.decision import REGRESSION, NoiseBand
+from compare_models.runs.record import RunRecord
 from compare_models.runs.track_history import test_images_of
 
 
@@ -114,7 +116,7 @@ def comparable_history(
         and r.track == current.track
         and model in r.metrics
         and _same_population(r.dataset, current.dataset)
-        and not (model in r.gate and r.gate[model].decision == "regression")
+        and not (model in r.gate and r.gate[model].decision == REGRESSION)
     ]
     return same[: current.params.gate.trend_runs]
 

@@ -20,10 +20,10 @@ def skipped_run(
     found: dict[str, str] = {}
     for model in params.models:
         record, _ = champions.read(store, params.gate.track, model)
-        current = (record or {}).get("current") or {}
-        if (current.get("dataset") or {}).get("version_id") != dataset.version_id:
+        current = record.current if record else None
+        if current is None or current.dataset.get("version_id") != dataset.version_id:
             return None
-        found[model] = str(current.get("run_id"))
+        found[model] = current.run_id
     return SkippedRun(
         run_id=run_id,
         reason=(

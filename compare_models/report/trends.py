@@ -33,7 +33,7 @@ import re
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any
 
 import numpy as np
 from matplotlib.axes import Axes
@@ -42,37 +42,42 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, PercentFormatter
 
 from compare_models.report import figures
-from compare_models.runs.record import Decision, RunRecord
+from compare_models.runs.decision import (
+    DECISIONS,
+    FIRST,
+    NOT_COMPARABLE,
+    PROMOTED,
+    REGRESSION,
+    WITHIN_NOISE,
+)
+from compare_models.runs.record import RunRecord
 from compare_models.runs.track_history import band_source, noise_bands, recall_changes, trend_points
 
 MAX_RUN_LABELS = 20  # most labelled runs on the trend's x axis before labels are thinned
 MIN_ACCURACY_SPAN = 0.05  # the trend's y axis spans at least 5 points of accuracy
 MIN_RECALL_LIMIT = 0.05  # colour limits of the recall heat map are at least +-5 points
 
-DECISIONS: tuple[str, ...] = get_args(Decision)
-"""Gate decisions a run may record for a model (``None`` when no gate ran)."""
-
 BAND_ALPHA = 0.13  # opacity of a noise band's shading: light, so lines and markers stay legible
 
 # decision -> (legend label, scatter style); decisions not listed here get no marker.
 _DECISION_STYLE: dict[str, tuple[str, dict[str, Any]]] = {
-    "promoted": (
+    PROMOTED: (
         "promoted",
         {"marker": "*", "s": 220, "facecolor": "#d4a72c", "edgecolor": "black"},
     ),
-    "regression": (
+    REGRESSION: (
         "regression",
         {"marker": "X", "s": 110, "facecolor": "#cf222e", "edgecolor": "white"},
     ),
-    "within-noise": (
+    WITHIN_NOISE: (
         "within noise",
         {"marker": "v", "s": 120, "facecolor": "none", "edgecolor": "#bf8700", "linewidths": 1.6},
     ),
-    "first-champion": (
+    FIRST: (
         "first champion",
         {"marker": "D", "s": 130, "facecolor": "none", "edgecolor": "#1a7f37", "linewidths": 1.8},
     ),
-    "not-comparable": (
+    NOT_COMPARABLE: (
         "not comparable",
         {"marker": "o", "s": 150, "facecolor": "none", "edgecolor": "0.45", "linewidths": 1.2},
     ),

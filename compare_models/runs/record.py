@@ -26,6 +26,8 @@ from pydantic import BaseModel, ConfigDict, Field, computed_field, model_validat
 
 from compare_models.config import RunParams
 from compare_models.data.dataset import DatasetRef
+from compare_models.evaluation.records import ModelMetrics
+from compare_models.runs.decision import GateDecision
 from compare_models.statistics.records import (
     Comparison,
     Interval,
@@ -37,17 +39,6 @@ from compare_models.training.jobs import TrainingResult
 #: The record's shape; bump it when a field changes meaning or a required field is added.
 SCHEMA_VERSION = 1
 
-#: Decisions of the gate, in the words the manifest, report, CLI and events use.
-Decision = Literal[
-    "first-champion",
-    "promoted",
-    "regression",
-    "within-noise",
-    "no-change",
-    "not-comparable",
-    "already-champion",
-]
-
 
 class _Part(BaseModel):
     """A part of the record: fields it does not know (a newer writer's additions) are ignored."""
@@ -56,23 +47,6 @@ class _Part(BaseModel):
 
 
 # ── metrics, replay, gate, report ────────────────────────────────────────────────────
-
-
-class ModelMetrics(_Part):
-    """A model's scalar test metrics (`compare_models.evaluation.metrics.SCALAR_METRICS`)."""
-
-    accuracy: float
-    precision_macro: float
-    recall_macro: float
-    f1_macro: float
-    precision_weighted: float
-    recall_weighted: float
-    f1_weighted: float
-    roc_auc_macro: float | None
-    roc_auc_micro: float | None
-    recall_per_class: list[float] | None = Field(
-        default=None, description="recall of each class, in class order (None in older records)"
-    )
 
 
 class ReplayOfModel(_Part):
@@ -115,46 +89,6 @@ class ComparisonStep(_Part):
     comparison: Comparison
     fingerprint: Fingerprint
     replay: Replay | None = None
-
-
-class NoiseBand(_Part):
-    """How far a challenger's accuracy may fall from (or rise above) the champion's before it
-    counts: the recipe's own seed-to-seed noise, and where that estimate came from."""
-
-    points: float = Field(
-        ge=0, description="half-width for the accuracy, a fraction (0.01 = 1 point)"
-    )
-    class_points: dict[str, float] = Field(description="half-width per class, for its recall")
-    source: Literal["replicas", "history", "tolerance", "off"]
-    runs: int = Field(ge=0, description="how many accuracies it was estimated from")
-    detail: str
-
-
-class TestImages(_Part):
-    """Which test images a gate decision compared on: the run's own."""
-
-    count: int = Field(ge=0)
-    test_indices_sha256: str | None = None
-    version_id: str | None = None
-
-
-class GateDecision(_Part):
-    """The gate's judgement of one model against the champion of its track. `rescored`: the
-    champion was tested on other images, and its stored model predicted this run's test images
-    (`rescored_predictions_key`) for the comparison."""
-
-    model: str
-    track: str
-    decision: Decision
-    reason: str
-    champion_run_id: str | None
-    comparison: PairComparison | None = None
-    band: NoiseBand | None = None
-    attempts: int = 1
-    lost_race_to: list[str] = Field(default_factory=list)
-    test_images: TestImages | None = None
-    rescored: bool = False
-    rescored_predictions_key: str | None = None
 
 
 class ReportFiles(_Part):

@@ -10,7 +10,8 @@ from typing import Any
 from pydantic import BaseModel
 
 from compare_models.data.dataset import DatasetRef
-from compare_models.runs.record import GateDecision, NoiseBand, RunRecord
+from compare_models.runs.decision import GateDecision, NoiseBand
+from compare_models.runs.record import RunRecord
 
 
 def test_images_of(dataset: DatasetRef) -> tuple[str | None, str | None]:

@@ -17,6 +17,7 @@ from pydantic import SecretStr
 
 from compare_models.config import ComparisonParams, GatePolicy, RunParams
 from compare_models.gate import champions
+from compare_models.gate.champion_record import ChampionEntry
 from compare_models.runs.artifacts import load_predictions
 from compare_models.storage import layout
 from tests.support.runs import cli as run_cli
@@ -244,7 +245,9 @@ def test_two_runs_racing_to_promote_leave_exactly_one_winner(stack):
             champions.Challenger(
                 run_id=run_id,
                 model="m",
-                entry={**entry(run_id), "predictions_key": "race/good.npz"},
+                entry=ChampionEntry.model_validate(
+                    {**entry(run_id), "predictions_key": "race/good.npz"}
+                ),
                 probs=good,
             ),
             judge,
@@ -271,7 +274,9 @@ def test_two_runs_racing_to_promote_leave_exactly_one_winner(stack):
     # a retried run never promotes twice
     again = champions.gate(
         stack,
-        champions.Challenger(run_id=winner, model="m", entry=entry(winner), probs=good),
+        champions.Challenger(
+            run_id=winner, model="m", entry=ChampionEntry.model_validate(entry(winner)), probs=good
+        ),
         judge,
     )
     assert (

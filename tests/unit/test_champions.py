@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from compare_models.config import GatePolicy
 from compare_models.gate import champions
+from compare_models.gate.champion_record import SCHEMA_VERSION, ChampionEntry, ChampionRecord
 from compare_models.statistics.paired import compare_pair
 
 CLASSES = [f"c{i}" for i in range(10)]
@@ -90,10 +94,17 @@ def test_a_significant_gain_below_the_minimum_does_not_promote():
 
 
 def test_comparable_means_the_same_test_images_else_a_rescore_of_the_same_classes():
-    champion = {
-        "run_id": "r1",
-        "dataset": {"name": "d", "archive_sha256": "a", "test_indices_sha256": "t"},
-    }
+    champion = ChampionEntry(
+        run_id="r1",
+        model="m",
+        model_key="runs/r1/models/m.keras",
+        predictions_key="runs/r1/training/m/predictions.npz",
+        dataset={"name": "d", "archive_sha256": "a", "test_indices_sha256": "t"},
+        metrics={"accuracy": 0.5, "f1_macro": 0.5},
+        promoted_at="2026-12-05T00:00:00+00:00",
+        reason="",
+        by="test",
+    )
     same = {"name": "d", "archive_sha256": "a", "test_indices_sha256": "t"}
     assert champions.comparable(champion, same) == (champions.SAME_IMAGES, "")
     how, why = champions.comparable(champion, {**same, "archive_sha256": "b"})
@@ -103,7 +114,9 @@ def test_comparable_means_the_same_test_images_else_a_rescore_of_the_same_classe
     # an entry written before class names were recorded was CIFAR-10
     how, why = champions.comparable(champion, {**same, "class_names": ["cat", "dog"]})
     assert how == champions.INCOMPARABLE and "other classes (airplane" in why
-    versioned = {**champion, "dataset": {**champion["dataset"], "version_id": "f" * 64}}
+    versioned = champion.model_copy(
+        update={"dataset": {**champion.dataset, "version_id": "f" * 64}}
+    )
     how, why = champions.comparable(
         versioned, {**same, "version_id": "e" * 64, "test_indices_sha256": "v"}
     )
@@ -115,3 +128,39 @@ def test_policy_values_are_checked():
         GatePolicy(track="../x")
     with pytest.raises(ValueError, match="alpha"):
         GatePolicy(alpha=0)
+
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+
+
+def test_a_champion_record_written_before_the_schema_still_reads():
+    """`champion-131c45d.json` was written by the gate's code at 131c45d (no schema_version):
+    a champion promoted over an earlier one. It reads, and is written back the same but for
+    its version."""
+    stored = json.loads((FIXTURES / "champion-131c45d.json").read_text())
+    record = ChampionRecord.model_validate(stored)
+    assert record.schema_version == SCHEMA_VERSION and record.model == "cnn"
+    assert record.current.run_id == "fixture-replay" and record.current.by == "ops"
+    assert record.current.metrics.accuracy == 0.1
+    assert record.current.accuracy_interval.ci_high == 0.2
+    assert record.current.dataset["class_names"][0] == "synthetic-0"
+    [former] = record.history
+    assert former.run_id == "fixture-first" and former.replaced_by == "fixture-replay"
+    assert former.replaced_at == record.current.promoted_at
+    assert record.model_dump(mode="json", exclude={"schema_version"}) == stored
+
+
+def test_promotion_moves_the_champion_to_the_history_and_a_newer_record_is_refused():
+    stored = ChampionRecord.model_validate(
+        json.loads((FIXTURES / "champion-131c45d.json").read_text())
+    )
+    entry = stored.current.model_copy(
+        update={"run_id": "r3", "promoted_at": "2026-12-06T00:00:00+00:00", "reason": "better"}
+    )
+    promoted = champions.promote(stored, entry)
+    assert promoted.current == entry
+    assert [h.run_id for h in promoted.history] == ["fixture-replay", "fixture-first"]
+    assert promoted.history[0].replaced_by == "r3"
+    assert ChampionRecord.model_validate_json(promoted.model_dump_json()) == promoted
+    with pytest.raises(ValueError, match="upgrade compare-models"):
+        ChampionRecord.model_validate({**promoted.model_dump(), "schema_version": 99})

@@ -240,3 +240,13 @@ def test_comparison_table(tiny_metrics: dict) -> None:
     assert list(table.columns) == list(SCALAR_METRICS)
     assert table.loc["cnn", "accuracy"] == pytest.approx(2 / 3)
     assert table.loc["resnet50", "roc_auc_macro"] == pytest.approx(0.875)
+
+
+def test_model_metrics_keep_the_scalars_and_each_class_recall(tiny_metrics: dict) -> None:
+    from compare_models.evaluation.metrics import SCALAR_METRICS, model_metrics
+
+    headline = model_metrics(tiny_metrics)
+    assert {key: getattr(headline, key) for key in SCALAR_METRICS} == {
+        key: tiny_metrics[key] for key in SCALAR_METRICS
+    }
+    assert headline.recall_per_class == [row["recall"] for row in tiny_metrics["per_class"]]

@@ -12,8 +12,10 @@ import pytest
 from scipy.stats import t
 
 from compare_models.config import GatePolicy, NoisePolicy
+from compare_models.evaluation.records import ModelMetrics
 from compare_models.gate import champions, noise_band
-from compare_models.runs.record import ModelMetrics, NoiseBand, RunRecord
+from compare_models.runs.decision import NoiseBand
+from compare_models.runs.record import RunRecord
 from compare_models.runs.stored import parse_record
 from compare_models.statistics.paired import compare_pair
 from compare_models.statistics.recipes import compare_recipes

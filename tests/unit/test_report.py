@@ -16,7 +16,7 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
 from compare_models.evaluation.metrics import evaluate_predictions  # noqa: E402
-from compare_models.gate.data_changes import plot_class_balance  # noqa: E402
+from compare_models.report.class_balance import plot_class_balance  # noqa: E402
 from compare_models.report.render import (  # noqa: E402
     SYNTHETIC_BANNER,
     ModelResult,
@@ -25,11 +25,10 @@ from compare_models.report.render import (  # noqa: E402
     per_class_table_rows,
     render_report,
 )
+from compare_models.runs.decision import GateDecision, NoiseBand  # noqa: E402
 from compare_models.runs.record import (  # noqa: E402
     ClassDelta,
     DataChanges,
-    GateDecision,
-    NoiseBand,
     SkippedFile,
 )
 from compare_models.statistics.paired import compare_all, compare_pair  # noqa: E402
@@ -477,3 +476,20 @@ def test_report_needs_no_javascript_and_prints(full_report) -> None:
     # the contents link to every section by its anchor
     for anchor in re.findall(r'<a href="#([a-z-]+)">', page):
         assert f'<section id="{anchor}"' in page or f'id="{anchor}"' in page
+
+
+def test_decision_words_in_the_css_and_templates_are_the_gate_s():
+    """The stylesheet colours rows by decision (`tr.decision-<word>`): every word it names is
+    one of `compare_models.runs.decision.DECISIONS`, and the templates spell none of them (they
+    print the record's own `decision`)."""
+    from compare_models.runs import decision
+
+    templates = Path(decision.__file__).resolve().parent.parent / "report" / "templates"
+    css = (templates / "report.css").read_text()
+    styled = set(re.findall(r"\.decision-([a-z-]+)", css))
+    assert styled == {decision.REGRESSION, decision.WITHIN_NOISE, decision.PROMOTED, decision.FIRST}
+    assert styled <= set(decision.DECISIONS)
+    for template in templates.glob("*.j2"):
+        text = template.read_text()
+        spelled = [w for w in decision.DECISIONS if f'"{w}"' in text or f"'{w}'" in text]
+        assert spelled == [], f"{template.name} spells {spelled}: take them from the record"

@@ -382,7 +382,7 @@ def test_accuracy_trend_rejects_malformed_bands(tmp_path, bands, message):
 
 
 def test_noise_bands_from_the_gate():
-    from compare_models.runs.record import GateDecision, NoiseBand
+    from compare_models.runs.decision import GateDecision, NoiseBand
     from compare_models.runs.track_history import noise_bands
     from compare_models.statistics.paired import compare_pair
     from compare_models.statistics.records import PairComparison

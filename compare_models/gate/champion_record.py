@@ -1,0 +1,93 @@
+"""The champion record, `champions/<track>/<model>.json`: the schema of what the gate writes.
+
+`ChampionRecord` holds the current champion (`ChampionEntry`) and the earlier ones, newest
+first (`FormerChampion`: an entry with when and by which run it was replaced).
+
+Versions: `schema_version` counts the record's shape. A record without one was written before
+the schema existed (version 0, e.g. `tests/fixtures/champion-131c45d.json`); its shape is the
+same, so it reads as it is. A record from a newer version is refused with a message saying to
+upgrade. Fields a newer writer added are ignored on reading.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from compare_models.statistics.records import Interval
+
+#: The record's shape; bump it when a field changes meaning or a required field is added.
+SCHEMA_VERSION = 1
+
+
+class _Part(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class ChampionMetrics(_Part):
+    accuracy: float
+    f1_macro: float | None = None
+
+
+class ChampionEntry(_Part):
+    """One champion: the run and model, where its model and test predictions are, the data it
+    was tested on, its headline metrics, and when, why and by whom it was promoted."""
+
+    run_id: str
+    model: str
+    model_key: str
+    predictions_key: str
+    dataset: dict[str, Any] = Field(
+        description="the data it was tested on (`compare_models.runs.fingerprint.data_identity`)"
+    )
+    metrics: ChampionMetrics
+    accuracy_interval: Interval | None = None
+    promoted_at: str = Field(description="ISO 8601, UTC")
+    reason: str
+    by: str
+
+
+class FormerChampion(ChampionEntry):
+    """An earlier champion: when it was replaced, and by which run."""
+
+    replaced_at: str
+    replaced_by: str
+
+
+class ChampionRecord(_Part):
+    """`champions/<track>/<model>.json`: the champion of one model on one track, with history."""
+
+    schema_version: int = SCHEMA_VERSION
+    model: str
+    current: ChampionEntry | None = None
+    history: list[FormerChampion] = Field(default_factory=list, description="newest first")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _version(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        version = data.get("schema_version", 0)
+        if not isinstance(version, int) or isinstance(version, bool) or version < 0:
+            raise ValueError(f"schema_version must be a non-negative integer, got {version!r}")
+        if version > SCHEMA_VERSION:
+            raise ValueError(
+                f"this champion record has schema_version {version}, written by a newer "
+                f"compare-models than this one (which reads up to {SCHEMA_VERSION}): upgrade "
+                "compare-models to read it"
+            )
+        # version 0 has today's fields: it reads as it is, and is written back as version 1
+        return {**data, "schema_version": SCHEMA_VERSION}
+
+
+def promote(record: ChampionRecord | None, entry: ChampionEntry) -> ChampionRecord:
+    """The record with `entry` as champion and the old one moved to the history (None: the
+    first champion)."""
+    history = list(record.history) if record else []
+    if record and record.current:
+        former = FormerChampion(
+            **dict(record.current), replaced_at=entry.promoted_at, replaced_by=entry.run_id
+        )
+        history.insert(0, former)
+    return ChampionRecord(model=entry.model, current=entry, history=history)
