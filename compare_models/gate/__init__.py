@@ -1,5 +1,6 @@
 """The gate: each new model (the challenger) judged against the model in use (its champion) on
-the same test images, and the champion records (`champions`); the noise band the gate allows
+the same test images, and the champion records (`champions`, their schema in
+`champion_record`); the noise band the gate allows
 (`noise_band`); the champion re-scored on today's test images (`rescoring`); what changed in a
 folder source's data (`data_changes`) and whether a run may skip training (`unchanged_data`).
 

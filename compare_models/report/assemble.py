@@ -15,6 +15,7 @@ from typing import Any
 
 from compare_models.report import trends
 from compare_models.report.class_balance import plot_class_balance
+from compare_models.report.data import ReplicaRow
 from compare_models.report.diagnostics import diagnostic_figures
 from compare_models.report.header import model_results, report_title, run_info
 from compare_models.report.render import (
@@ -37,7 +38,7 @@ class WrittenReport:
     per_class_rows: list[dict[str, Any]] = dataclasses.field(repr=False)
 
 
-def replicas_section(record: RunRecord) -> dict[str, list[dict]] | None:
+def replicas_section(record: RunRecord) -> dict[str, list[ReplicaRow]] | None:
     """The report's replicas section: per model, each replica's seed and accuracies, marking
     the one the run keeps (`record.models`, the replica best on validation data)."""
     if not record.replicas:
@@ -47,13 +48,13 @@ def replicas_section(record: RunRecord) -> dict[str, list[dict]] | None:
         kept = record.models.get(model)
         metrics = record.replica_metrics.get(model, [])
         section[model] = [
-            {
-                "replica": t.replica,
-                "seed": t.seed,
-                "val_accuracy": t.final_val_accuracy,
-                "test_accuracy": metrics[i].accuracy if i < len(metrics) else None,
-                "kept": kept is not None and t.replica == kept.replica,
-            }
+            ReplicaRow(
+                replica=t.replica,
+                seed=t.seed,
+                val_accuracy=t.final_val_accuracy,
+                test_accuracy=metrics[i].accuracy if i < len(metrics) else None,
+                kept=kept is not None and t.replica == kept.replica,
+            )
             for i, t in enumerate(trainings)
         ]
     return section
@@ -62,11 +63,11 @@ def replicas_section(record: RunRecord) -> dict[str, list[dict]] | None:
 def record_sections(record: RunRecord) -> Sections:
     """The sections the record itself holds, as the renderer reads them (no figures)."""
     return Sections(
-        comparison=record.comparison.model_dump(mode="json", by_alias=True),
-        replay=record.replay.model_dump(mode="json", by_alias=True) if record.replay else None,
-        gate={m: d.model_dump(mode="json", by_alias=True) for m, d in record.gate.items()},
+        comparison=record.comparison,
+        replay=record.replay,
+        gate=record.gate,
         replicas=replicas_section(record),
-        data=record.data_changes.model_dump(mode="json") if record.data_changes else None,
+        data=record.data_changes,
     )
 
 

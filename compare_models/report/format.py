@@ -6,6 +6,9 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
+from compare_models.runs.decision import NoiseBand
+from compare_models.statistics.records import ComparisonSettings, Interval
+
 SYNTHETIC_BANNER = "SYNTHETIC DATA — not CIFAR-10 results"
 BUDGET_BANNER = (
     "STOPPED BY BUDGET — {}; re-run with the same run id to continue from the checkpoints"
@@ -60,15 +63,15 @@ def fmt_p(value: object) -> str:
     return f"{float(value):.3g}"  # type: ignore[arg-type]
 
 
-def ci(interval: Mapping[str, float], scale: float = 1.0, digits: int = 4) -> str:
+def ci(interval: Interval, scale: float = 1.0, digits: int = 4) -> str:
     """ "0.6123 (0.6030 to 0.6218)": an estimate with its interval."""
-    est, low, high = (float(interval[k]) * scale for k in ("estimate", "ci_low", "ci_high"))
+    est, low, high = (interval.estimate * scale, interval.ci_low * scale, interval.ci_high * scale)
     return f"{est:.{digits}f} ({low:.{digits}f} to {high:.{digits}f})"
 
 
-def level(settings: Mapping) -> str:
+def level(settings: ComparisonSettings) -> str:
     """ "95%": the confidence level of a comparison's intervals."""
-    return f"{100 * float(settings['confidence']):g}%"
+    return f"{100 * settings.confidence:g}%"
 
 
 def models_verdict(verdict: str, label_models: bool) -> str:
@@ -76,15 +79,15 @@ def models_verdict(verdict: str, label_models: bool) -> str:
     return f"About {MODELS_LABEL}: {verdict}" if label_models else verdict
 
 
-def band_text(band: Mapping | None) -> str:
+def band_text(band: NoiseBand | None) -> str:
     """ "±1.20 points (replicas: ...)": a decision's noise band, or "-" where it had none."""
     if not band:
         return "-"
-    where = f"({band['source']}: {band['detail']})"
-    if band["source"] == "off":
+    where = f"({band.source}: {band.detail})"
+    if band.source == "off":
         return f"none {where}"
-    text = f"±{100 * float(band['points']):.2f} points {where}"
-    per_class = [float(v) for v in (band.get("class_points") or {}).values()]
+    text = f"±{100 * band.points:.2f} points {where}"
+    per_class = list(band.class_points.values())
     if per_class:
         low, high = 100 * min(per_class), 100 * max(per_class)
         spread = f"±{low:.2f}" if low == high else f"±{low:.2f} to ±{high:.2f}"

@@ -73,8 +73,8 @@ def _environment() -> Environment:
         level=fmt.level,
         band=fmt.band_text,
         models_verdict=fmt.models_verdict,
-        kept_class=lambda row: "kept" if row.get("kept") else "",
-        change_row=lambda c: [c["entry"], c["original"], c["replay"]],
+        kept_class=lambda row: "kept" if row.kept else "",
+        change_row=lambda c: [c.entry, c.original, c.replay],
     )
     return env
 
@@ -111,9 +111,9 @@ def render_page(
         "disagreement_figures": _embedded(sections.disagreement),
         "gate_figures": _embedded(sections.gate_figures),
         "comparison": comparison,
-        "recipes": (comparison.get("recipes") or None) if comparison is not None else None,
+        "recipes": comparison.recipes if comparison is not None else None,
         "gate": gate,
-        "track": next(iter(gate.values()))["track"] if gate else None,
+        "track": next(iter(gate.values())).track if gate else None,
         "replicas": sections.replicas or None,
         "replay": sections.replay,
         "data": sections.data,

@@ -439,17 +439,17 @@ def markdown_summary(
     if sections.gate:
         lines += ["", "## vs champion", ""]
         lines += [
-            f"- **{_md_cell(model)}: {_md_cell(d['decision'])}**: {_md_cell(d['reason'])}"
-            + (f"; noise band {_md_cell(band_text(d['band']))}" if d.get("band") else "")
+            f"- **{_md_cell(model)}: {_md_cell(d.decision)}**: {_md_cell(d.reason)}"
+            + (f"; noise band {_md_cell(band_text(d.band))}" if d.band else "")
             for model, d in sections.gate.items()
         ]
-    recipes = comparison.get("recipes") if comparison is not None else None
+    recipes = comparison.recipes if comparison is not None else None
     if comparison is not None:
-        level = f"{100 * float(comparison['settings']['confidence']):g}%"
+        level = f"{100 * comparison.settings.confidence:g}%"
         lines += ["", "## How sure is this comparison?", ""]
         lines += [
             f"- **{_md_cell(models_verdict(verdict, bool(recipes)))}**"
-            for verdict in comparison["verdicts"]
+            for verdict in comparison.verdicts
         ]
         lines += [
             "",
@@ -457,27 +457,27 @@ def markdown_summary(
             "|---|---:|---:|",
         ]
         lines += [
-            f"| {_md_cell(name)} | {ci(m['accuracy'])} | {ci(m['f1_macro'])} |"
-            for name, m in comparison["models"].items()
+            f"| {_md_cell(name)} | {ci(m.accuracy)} | {ci(m.f1_macro)} |"
+            for name, m in comparison.models.items()
         ]
-        for pair in comparison["pairs"]:
-            if pair["significant_classes"]:
+        for pair in comparison.pairs:
+            if pair.significant_classes:
                 lines += [
                     "",
-                    f"Classes where {_md_cell(pair['a'])} and {_md_cell(pair['b'])} differ significantly "
-                    f"(Holm): {_md_cell(', '.join(pair['significant_classes']))}.",
+                    f"Classes where {_md_cell(pair.a)} and {_md_cell(pair.b)} differ significantly "
+                    f"(Holm): {_md_cell(', '.join(pair.significant_classes))}.",
                 ]
     if sections.replicas:
         lines += ["", "## Replicas", ""]
         for model, rows in sections.replicas.items():
-            seeds = ", ".join("-" if r.get("seed") is None else str(r["seed"]) for r in rows)
-            kept = next((r for r in rows if r.get("kept")), None)
-            tests = ", ".join(fmt_metric(r.get("test_accuracy")) for r in rows)
+            seeds = ", ".join("-" if r.seed is None else str(r.seed) for r in rows)
+            kept = next((r for r in rows if r.kept), None)
+            tests = ", ".join(fmt_metric(r.test_accuracy) for r in rows)
             lines.append(
                 f"- **{_md_cell(model)}**: {len(rows)} replicas (seeds {_md_cell(seeds)}), test "
                 f"accuracy {tests}"
                 + (
-                    f"; kept: replica {_md_cell(kept['replica'])} (best on validation data)"
+                    f"; kept: replica {_md_cell(kept.replica)} (best on validation data)"
                     if kept
                     else ""
                 )
@@ -485,19 +485,19 @@ def markdown_summary(
     if recipes:
         lines += ["", "## Recipes across seeds", ""]
         lines += [
-            f"- **{_md_cell(name)}**: mean test accuracy {fmt_metric(m['mean'])} ± "
-            f"{fmt_metric(m['std'])} over {len(m['accuracies'])} seeds"
-            for name, m in recipes["models"].items()
+            f"- **{_md_cell(name)}**: mean test accuracy {fmt_metric(m.mean)} ± "
+            f"{fmt_metric(m.std)} over {len(m.accuracies)} seeds"
+            for name, m in recipes.models.items()
         ]
         lines += [
-            f"- **Recipes {_md_cell(p['a'])} vs {_md_cell(p['b'])}**: {_md_cell(p['verdict'])}"
-            for p in recipes["pairs"]
+            f"- **Recipes {_md_cell(p.a)} vs {_md_cell(p.b)}**: {_md_cell(p.verdict)}"
+            for p in recipes.pairs
         ]
     if replay is not None:
         lines += [
             "",
-            f"## Replay of {_md_cell(replay['original_run_id'])}",
+            f"## Replay of {_md_cell(replay.original_run_id)}",
             "",
-            _md_cell(replay["summary"]),
+            _md_cell(replay.summary),
         ]
     return "\n".join(lines) + "\n"

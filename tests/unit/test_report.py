@@ -17,6 +17,7 @@ import pytest  # noqa: E402
 
 from compare_models.evaluation.metrics import evaluate_predictions  # noqa: E402
 from compare_models.report.class_balance import plot_class_balance  # noqa: E402
+from compare_models.report.data import ReplicaRow  # noqa: E402
 from compare_models.report.render import (  # noqa: E402
     SYNTHETIC_BANNER,
     ModelResult,
@@ -29,6 +30,9 @@ from compare_models.runs.decision import GateDecision, NoiseBand  # noqa: E402
 from compare_models.runs.record import (  # noqa: E402
     ClassDelta,
     DataChanges,
+    FingerprintChange,
+    Replay,
+    ReplayOfModel,
     SkippedFile,
 )
 from compare_models.statistics.paired import compare_all, compare_pair  # noqa: E402
@@ -281,22 +285,18 @@ def noise_sections() -> Sections:
     }  # fmt: skip
     replicas = {
         model: [
-            {
-                "replica": i,
-                "seed": 42 + i,
-                "val_accuracy": 0.61 + i / 100,
-                "test_accuracy": 0.6 + i / 100,
-                "kept": i == 1,
-            }
+            ReplicaRow(
+                replica=i,
+                seed=42 + i,
+                val_accuracy=0.61 + i / 100,
+                test_accuracy=0.6 + i / 100,
+                kept=i == 1,
+            )
             for i in range(3)
         ]
         for model in ("cnn", f"res{EVIL}")
     }
-    return Sections(
-        comparison=comparison.model_dump(mode="json", by_alias=True),
-        gate={m: d.model_dump(mode="json", by_alias=True) for m, d in gate.items()},
-        replicas=replicas,
-    )
+    return Sections(comparison=comparison, gate=gate, replicas=replicas)
 
 
 def _section(page: str, heading: str) -> str:
@@ -353,7 +353,7 @@ def test_report_shows_noise_band_replicas_and_recipes(tmp_path, two_models, nois
 
 
 def test_report_without_replicas_has_no_such_sections(tmp_path, two_models, noise_sections):
-    comparison = {**noise_sections.comparison, "recipes": None}
+    comparison = noise_sections.comparison.model_copy(update={"recipes": None})
     sections = Sections(comparison=comparison, gate=noise_sections.gate)
     render_report(two_models, tmp_path, title="t", run_info={}, sections=sections)
     page = (tmp_path / "index.html").read_text(encoding="utf-8")
@@ -386,15 +386,23 @@ def full_report(tmp_path_factory, two_models, noise_sections) -> tuple[Path, str
         y, _probs(y, 10), _probs(y, 10), name_a="original", name_b="replay",
         class_names=CLASSES, n_resamples=1000,
     )  # fmt: skip
-    replay = {
-        "original_run_id": "20261126-020000-ab12cd34",
-        "summary": "2 of 2 model(s) reproduced their original predictions exactly",
-        "models": {
-            m: {"identical_predictions": 200, "max_abs_probability_difference": 0.0, "pair": pair}
+    replay = Replay(
+        original_run_id="20261126-020000-ab12cd34",
+        run_id="20261127-020000-cd34ab12",
+        summary="2 of 2 model(s) reproduced their original predictions exactly",
+        models={
+            m: ReplayOfModel(
+                identical_predictions="200",
+                bitwise_identical_probabilities=True,
+                max_abs_probability_difference=0.0,
+                pair=pair,
+            )
             for m in ("cnn", "resnet50")
         },
-        "fingerprint_changes": [{"entry": "libraries.numpy", "original": "2.1", "replay": EVIL}],
-    }
+        fingerprint_changes=[
+            FingerprintChange(entry="libraries.numpy", original="2.1", replay=EVIL)
+        ],
+    )
     out_dir = tmp_path_factory.mktemp("full-report")
     changes = DataChanges(
         version_id="a" * 64,
@@ -414,7 +422,7 @@ def full_report(tmp_path_factory, two_models, noise_sections) -> tuple[Path, str
         gate=noise_sections.gate,
         replicas=noise_sections.replicas,
         replay=replay,
-        data=changes.model_dump(mode="json"),
+        data=changes,
         data_figures=[(balance, "class balance")],
     )
     run_info = {
@@ -452,13 +460,13 @@ def test_report_leads_with_the_answer_and_ends_with_the_settings(full_report, no
 
     summary = _section(page, "Summary")
     comparison = noise_sections.comparison
-    verdict = comparison["verdicts"][0]
+    verdict = comparison.verdicts[0]
     assert "CI" in verdict and "McNemar p" in verdict  # the verdict carries interval and p-value
     assert f"About these two trained models: {html.escape(verdict)}" in summary
     assert "Recipes: recipe resnet50 beats cnn across seeds &lt;b&gt;" in summary
     assert "<th>accuracy (95% CI)</th>" in summary
-    for model, m in comparison["models"].items():
-        low, high = m["accuracy"]["ci_low"], m["accuracy"]["ci_high"]
+    for model, m in comparison.models.items():
+        low, high = m.accuracy.ci_low, m.accuracy.ci_high
         assert f"({low:.4f} to {high:.4f})" in summary, model
     assert '<tr class="decision-within-noise"><td>cnn</td>' in summary
     assert '<tr class="decision-regression"><td>resnet50</td>' in summary
