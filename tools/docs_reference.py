@@ -14,7 +14,6 @@ Each page is one function below that returns its text; adding a page is one more
 from __future__ import annotations
 
 import argparse
-import ast
 import inspect
 import json
 import os
@@ -22,11 +21,14 @@ import re
 import sys
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import AliasChoices, SecretStr
 
 from compare_models.config import project_root
+
+if TYPE_CHECKING:
+    from compare_models.events import Event
 
 REFERENCE = Path("docs/reference")
 HEADER = (
@@ -309,45 +311,56 @@ def s3_layout_page() -> str:
 # ── events and automations ─────────────────────────────────────────────────────
 
 
-def _emitted_fields(path: Path) -> dict[str, list[str]]:
-    """The resource and payload keys of the `emit_event` call in `path`."""
-    tree = ast.parse(path.read_text(encoding="utf-8"))
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "emit_event":
-            return {
-                k.arg: [ast.literal_eval(key) for key in k.value.keys]
-                for k in node.keywords
-                if k.arg in ("resource", "payload") and isinstance(k.value, ast.Dict)
-            }
-    raise ValueError(f"no emit_event call in {path}")
+def _emitter(where: str) -> str:
+    """`tasks.gate:alert` → `` `alert` in `tasks/gate.py` ``."""
+    module, function = where.split(":")
+    return f"`{function}` in `{module.replace('.', '/')}.py`"
+
+
+def _event_section(event: Event) -> str:
+    labels = [
+        (_code(field.alias), field.description or "-")
+        for field in event.resource_type.model_fields.values()
+    ]
+    return (
+        f"### `{event.name}`\n\n"
+        f"Emitted by {_emitter(event.emitted_by)} when {event.when}. Its resource matches "
+        f"{_code(event.resource_match)}.\n\n"
+        "Resource labels:\n\n"
+        + _table(["label", "what"], labels)
+        + "\nPayload:\n\n"
+        + _schema_tables(event.payload.model_json_schema(), heading="####")
+    )
 
 
 def events_page() -> str:
+    from compare_models.events import EVENTS, MODEL_REGRESSED
     from deployments import alerts, deploy
 
-    fields = _emitted_fields(project_root() / "tasks" / "gate.py")
     return (
-        HEADER.format(source="deployments/alerts.py, deployments/deploy.py and tasks/gate.py")
+        HEADER.format(
+            source="compare_models/events.py, deployments/alerts.py and deployments/deploy.py"
+        )
         + "# Events and automations\n\n"
         "## Events\n\n"
+        "Every event the pipeline emits is declared once, with its typed payload, in "
+        "`compare_models/events.py`; prefect.yaml's triggers and the automations below match "
+        "these names.\n\n"
         + _table(
-            ["event", "when", "resource labels", "payload"],
+            ["event", "when", "emitted by", "resource"],
             [
-                (
-                    _code(alerts.REGRESSED_EVENT),
-                    "the gate judged a model a regression (one event per model)",
-                    ", ".join(_code(k) for k in fields["resource"]),
-                    ", ".join(_code(k) for k in fields["payload"]),
-                )
+                (_code(e.name), e.when, _emitter(e.emitted_by), _code(e.resource_match))
+                for e in EVENTS.values()
             ],
         )
+        + "".join(f"\n{_event_section(e)}" for e in EVENTS.values())
         + "\n## Automations (created by `compare-models deploy`)\n\n"
         + _table(
             ["automation", "what it does"],
             [
                 (
                     _code(alerts.AUTOMATION),
-                    f"sends each {_code(alerts.REGRESSED_EVENT)} event through the webhook block "
+                    f"sends each {_code(MODEL_REGRESSED.name)} event through the webhook block "
                     f"{_code(alerts.BLOCK)}; disabled until configured: {alerts.HOW_TO_ENABLE}",
                 ),
                 (
