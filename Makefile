@@ -84,7 +84,7 @@ bench: up  ## real-data benchmarks (minutes); JSON lines to stdout and benchmark
 # Settings, layout.py, the manifest's record, the events, the input caps): run it after
 # changing any of them; tests/unit/test_docs_reference.py fails while a page is stale.
 reference: install
-	$(BIN)/python -m compare_models.docs_reference
+	$(BIN)/python -m tools.docs_reference
 
 # The documentation site (MkDocs + Material, mkdocs.yml): its tools are the `docs` extra of
 # pyproject.toml, installed into the same environment on first use. `docs` fails on any broken
@@ -96,7 +96,7 @@ $(BIN)/.docs-installed: $(BIN)/.installed
 	touch $@
 
 docs: $(BIN)/.docs-installed  ## build the documentation site into site/
-	$(BIN)/python -m compare_models.docs_reference --check
+	$(BIN)/python -m tools.docs_reference --check
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 docs-serve: $(BIN)/.docs-installed  ## serve the documentation on http://127.0.0.1:8000

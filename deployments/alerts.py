@@ -11,8 +11,8 @@ again enables it.
 from __future__ import annotations
 
 from compare_models.config import Settings
+from compare_models.events import MODEL_REGRESSED
 
-REGRESSED_EVENT = "compare-models.model.regressed"
 AUTOMATION = "compare-models: notify on model regression"
 BLOCK = "compare-models-regression-webhook"
 HOW_TO_ENABLE = (
@@ -66,8 +66,8 @@ def regression_automation(block_document_id: str | None, *, name: str = AUTOMATI
         ),
         enabled=enabled,
         trigger=EventTrigger(
-            expect={REGRESSED_EVENT},
-            match=ResourceSpecification({"prefect.resource.id": "compare-models.run.*"}),
+            expect={MODEL_REGRESSED.name},
+            match=ResourceSpecification({"prefect.resource.id": MODEL_REGRESSED.resource_match}),
             posture=Posture.Reactive,
             threshold=1,
         ),

@@ -13,24 +13,16 @@ from __future__ import annotations
 from typing import Any
 
 from prefect import flow, get_run_logger, task
-from prefect.events import emit_event
 
 from compare_models.config import ExecutionParams, FolderPolicy, SplitSpec
 from compare_models.data.dataset import folder_name, folder_split_spec
 from compare_models.data.errors import DataError
 from compare_models.data.folders import folder_source
 from compare_models.data.versions import VersionSummary, snapshot
+from compare_models.events import DATA_CHANGED, DataChanged
 from tasks._store import open_store
 
-DATA_CHANGED_EVENT = "compare-models.data.changed"
 DEFAULT_SPLIT, DEFAULT_FOLDER = SplitSpec(), FolderPolicy()
-
-
-def resource_id(location: str) -> str:
-    """The event resource of a folder source (what a trigger matches)."""
-    import hashlib
-
-    return f"compare-models.dataset.{hashlib.sha256(location.encode()).hexdigest()[:16]}"
 
 
 @task(name="snapshot-folder")
@@ -68,30 +60,24 @@ def data_watch(
     added = sum(c.added for c in summary.changes.values())
     removed = sum(c.removed for c in summary.changes.values())
     if changed:
-        emit_event(
-            event=DATA_CHANGED_EVENT,
-            resource={
-                "prefect.resource.id": resource_id(summary.source),
-                "prefect.resource.name": summary.source,
-                "compare-models.version-id": summary.version_id,
-            },
-            payload={
-                "source": summary.source,
-                "version_id": summary.version_id,
-                "parent": summary.parent,
-                "images": summary.images,
-                "added": added,
-                "removed": removed,
-                "skipped": summary.skipped,
-                "per_class": {c: sum(n.values()) for c, n in summary.counts.items()},
-            },
+        DATA_CHANGED.emit(
+            DataChanged(
+                source=summary.source,
+                version_id=summary.version_id,
+                parent=summary.parent,
+                images=summary.images,
+                added=added,
+                removed=removed,
+                skipped=summary.skipped,
+                per_class={c: sum(n.values()) for c, n in summary.counts.items()},
+            )
         )
         get_run_logger().info(
             "new version %s (+%d / -%d images): %s emitted",
             summary.version_id[:12],
             added,
             removed,
-            DATA_CHANGED_EVENT,
+            DATA_CHANGED.name,
         )
     return {
         "version_id": summary.version_id,

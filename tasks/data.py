@@ -9,12 +9,8 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 
 from compare_models.config import RunParams
-from compare_models.data.dataset import (
-    DatasetRef,
-    is_folder_source,
-    prepare_dataset,
-    prepare_folder,
-)
+from compare_models.data.dataset import DatasetRef, prepare_dataset, prepare_folder
+from compare_models.data.folders import is_folder_source
 from compare_models.gate.data_changes import data_changes
 from compare_models.gate.data_changes import markdown as data_changes_markdown
 from compare_models.gate.unchanged_data import skipped_run

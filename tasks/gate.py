@@ -10,9 +10,9 @@ from pathlib import PurePosixPath
 
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
-from prefect.events import emit_event
 from pydantic import ValidationError
 
+from compare_models.events import MODEL_REGRESSED, ModelRegressed
 from compare_models.gate import champions, noise_band
 from compare_models.gate.champion_record import ChampionEntry
 from compare_models.gate.rescoring import request_for, rescore_in_own_process
@@ -23,8 +23,6 @@ from tasks._store import open_artifacts
 
 #: How long re-scoring one champion may take (ResNet50 on 10,000 images on a slow CPU: minutes).
 RESCORE_TIMEOUT_S = 3600
-
-REGRESSED_EVENT = "compare-models.model.regressed"
 
 
 class RegressionFound(RuntimeError):
@@ -130,37 +128,20 @@ def alert(record: RunRecord, manifest_uri: str) -> list[str]:
     for model in regressed:
         decision = record.gate[model]
         pair = decision.comparison
-        emit_event(
-            event=REGRESSED_EVENT,
-            resource={
-                "prefect.resource.id": f"compare-models.run.{run_id}.{model}",
-                "prefect.resource.name": f"{run_id} {model}",
-                "compare-models.run-id": run_id,
-                "compare-models.model": model,
-            },
-            related=[
-                {
-                    "prefect.resource.id": f"compare-models.run.{run_id}",
-                    "prefect.resource.role": "run",
-                },
-                {
-                    "prefect.resource.id": f"compare-models.model.{model}",
-                    "prefect.resource.role": "model",
-                },
-            ],
-            payload={
-                "run_id": run_id,
-                "model": model,
-                "track": track,
-                "reason": decision.reason,
-                "champion_run_id": decision.champion_run_id,
-                "manifest": manifest_uri,
-                "accuracy_difference": pair.difference.accuracy.model_dump() if pair else None,
-                "mcnemar_pvalue": pair.mcnemar.pvalue if pair else None,
-                "worse_classes": pair.worse_classes if pair else [],
-            },
+        MODEL_REGRESSED.emit(
+            ModelRegressed(
+                run_id=run_id,
+                model=model,
+                track=track,
+                reason=decision.reason,
+                champion_run_id=decision.champion_run_id,
+                manifest=manifest_uri,
+                accuracy_difference=pair.difference.accuracy if pair else None,
+                mcnemar_pvalue=pair.mcnemar.pvalue if pair else None,
+                worse_classes=pair.worse_classes if pair else [],
+            )
         )
-        get_run_logger().warning("regression of %s emitted as %s", model, REGRESSED_EVENT)
+        get_run_logger().warning("regression of %s emitted as %s", model, MODEL_REGRESSED.name)
     if regressed and record.params.gate.fail_on_regression:
         raise RegressionFound(
             f"regression of {', '.join(regressed)} against the champion (track {track}); the "

@@ -35,19 +35,16 @@ import numpy as np
 from pydantic import BaseModel, Field, ValidationError
 
 from compare_models.config import IMAGE_SHAPE, NUM_CLASSES, FolderPolicy, SplitSpec
-from compare_models.data.decoding import Decoded, decode_archive, synthetic_data, validate_arrays
+from compare_models.data.decoding import Decoded, decode_archive, synthetic_data
 from compare_models.data.errors import DataError, describe, inside, short
 from compare_models.data.files import sha256_file
-from compare_models.data.folders import folder_source, is_folder_source
+from compare_models.data.folders import folder_source
 from compare_models.data.safety import is_sha256, redact_url, shown
 from compare_models.data.sources import (
-    FetchedArchive,
-    Source,
     fetch_archive,
     name_characters,
     resolve_source,
     store_archive,
-    verify_checksums,
 )
 from compare_models.data.versions import (
     DatasetVersion,
@@ -61,33 +58,6 @@ from compare_models.storage import layout
 
 if TYPE_CHECKING:
     from compare_models.storage.store import ArtifactStore
-
-__all__ = [  # its own names, and the stage's others from sources and decoding
-    "FORMAT_VERSION",
-    "SPLITS",
-    "DataError",
-    "DatasetRef",
-    "Decoded",
-    "FetchedArchive",
-    "Source",
-    "check_ref",
-    "decode_archive",
-    "fetch_archive",
-    "indices_sha256",
-    "is_folder_source",
-    "load_split",
-    "make_splits",
-    "normalisation_stats",
-    "normalise",
-    "prepare_dataset",
-    "resolve_source",
-    "split_indices",
-    "split_key",
-    "store_archive",
-    "synthetic_data",
-    "validate_arrays",
-    "verify_checksums",
-]
 
 FORMAT_VERSION = 2  # bump when the prepared layout, its record or the split algorithm changes (2: test indices hash)
 SPLITS = ("train", "val", "test")

@@ -23,7 +23,6 @@ from pathlib import Path
 PRIVATE_URLS_ENV = "COMPARE_MODELS_ALLOW_PRIVATE_URLS"
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,254}")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
-_MD5 = re.compile(r"[0-9a-f]{32}")
 
 
 class UnsafeURLError(ValueError):
@@ -39,10 +38,6 @@ class UnsafePathError(ValueError):
 
 def is_sha256(value: object) -> bool:
     return isinstance(value, str) and bool(_SHA256.fullmatch(value))
-
-
-def is_md5(value: object) -> bool:
-    return isinstance(value, str) and bool(_MD5.fullmatch(value))
 
 
 def plain_name(value: object) -> bool:

@@ -144,10 +144,6 @@ def register(spec: ModelSpec) -> ModelSpec:
     return spec
 
 
-def unregister(name: str) -> None:
-    _registered.pop(name, None)
-
-
 def _from_entry_points() -> dict[str, ModelSpec]:
     found: dict[str, ModelSpec] = {}
     for point in entry_points(group=ENTRY_POINT_GROUP):

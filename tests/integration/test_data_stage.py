@@ -8,10 +8,8 @@ import hashlib
 import pytest
 
 from compare_models.config import Settings, SplitSpec
-from compare_models.data.dataset import (
-    DataError,
-    prepare_dataset,
-)
+from compare_models.data.dataset import prepare_dataset
+from compare_models.data.errors import DataError
 from compare_models.storage import layout
 from tests.support.archives import cifar_python_tarball, image_folder_tarball
 

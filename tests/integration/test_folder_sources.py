@@ -7,7 +7,8 @@ from __future__ import annotations
 import pytest
 
 from compare_models.config import FolderPolicy, SplitSpec
-from compare_models.data.dataset import DataError, load_split, prepare_folder
+from compare_models.data.dataset import load_split, prepare_folder
+from compare_models.data.errors import DataError
 from compare_models.data.folders import folder_source
 from compare_models.data.versions import list_versions, read_version, snapshot
 from compare_models.storage import layout

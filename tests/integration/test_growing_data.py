@@ -113,7 +113,8 @@ def test_data_watch_emits_an_event_when_the_folder_changed(tmp_path, prefect_api
     from prefect.client.orchestration import get_client
     from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
 
-    from flows.data_watch import DATA_CHANGED_EVENT, data_watch, resource_id
+    from compare_models.events import DATA_CHANGED, dataset_resource_id
+    from flows.data_watch import data_watch
 
     root = tmp_path / "watched"
     _write(root, image_folder_files(("a", "b"), range(12)))
@@ -124,13 +125,13 @@ def test_data_watch_emits_an_event_when_the_folder_changed(tmp_path, prefect_api
     grown = data_watch(data=str(root))
     assert grown["changed"] and grown["added"] == 6
 
-    resource = resource_id(str(root.resolve()))
+    resource = dataset_resource_id(str(root.resolve()))
     events = []
     for _ in range(30):
         with get_client(sync_client=True) as client:
             events = client.read_events(
                 EventFilter(
-                    event=EventNameFilter(name=[DATA_CHANGED_EVENT]),
+                    event=EventNameFilter(name=[DATA_CHANGED.name]),
                     resource=EventResourceFilter(id=[resource]),
                 ),
                 limit=10,

@@ -9,15 +9,14 @@ import pytest
 
 from compare_models.config import CIFAR10_CLASSES, SplitSpec
 from compare_models.data.dataset import (
-    DataError,
-    decode_archive,
     indices_sha256,
     make_splits,
     normalisation_stats,
-    resolve_source,
     split_indices,
-    synthetic_data,
 )
+from compare_models.data.decoding import decode_archive, synthetic_data
+from compare_models.data.errors import DataError
+from compare_models.data.sources import resolve_source
 from tests.support.archives import cifar_python_tarball, image_folder_tarball, images, png_bytes
 
 SMALL = SplitSpec(protocol="sizes", train=60, val=30, test=20)

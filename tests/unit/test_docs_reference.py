@@ -1,5 +1,5 @@
 """The reference pages of the documentation say what the code says: regenerate them with
-`make reference` (python -m compare_models.docs_reference) when this fails."""
+`make reference` (python -m tools.docs_reference) when this fails."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from compare_models import docs_reference
 from compare_models.config import project_root
+from tools import docs_reference
 
 
 @pytest.mark.parametrize("path", sorted(docs_reference.PAGES))

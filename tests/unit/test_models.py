@@ -73,13 +73,14 @@ def test_registration_is_checked():
         registry.ModelSpec("../evil", "x:y")
     with pytest.raises(ValueError, match="module:function"):
         registry.ModelSpec("ok", "no-colon")
-    spec = registry.register(
-        registry.ModelSpec("tiny-reg", "tests.plugin_models.keras_models:build_tiny")
-    )
-    try:
+    # The process's registrations are restored afterwards (register has no undo: a process
+    # registers its models once).
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(registry, "_registered", dict(registry._registered))
+        spec = registry.register(
+            registry.ModelSpec("tiny-reg", "tests.plugin_models.keras_models:build_tiny")
+        )
         assert registry.get("tiny-reg") is spec and "tiny-reg" in registry.models()
-    finally:
-        registry.unregister("tiny-reg")
     assert "tiny-reg" not in registry.models()
 
 

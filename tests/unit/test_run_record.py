@@ -90,9 +90,7 @@ def test_a_damaged_manifest_is_refused_naming_the_problem(change, where):
 def test_the_exported_schema_is_current():
     """docs/reference/manifest.schema.json is the record's schema (`make reference` writes it)."""
     stored = json.loads((ROOT / "docs" / "reference" / "manifest.schema.json").read_text())
-    assert stored == json_schema(), (
-        "regenerate it: make reference (python -m compare_models.docs_reference)"
-    )
+    assert stored == json_schema(), "regenerate it: make reference (python -m tools.docs_reference)"
     assert {"schema_version", "models", "gate", "budget", "stopped_by_budget"} <= set(
         stored["properties"]
     )
