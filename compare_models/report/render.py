@@ -19,23 +19,18 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
-# Headless workers have no display; pick the file-only backend before pyplot
-# is imported so that importing this module never tries to open a window.
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
-
-from compare_models.evaluation.metrics import comparison_table, metrics_tables  # noqa: E402
-from compare_models.report.data import ModelResult, Sections  # noqa: E402
-from compare_models.report.format import (  # noqa: E402
+from compare_models.evaluation.metrics import comparison_table, metrics_tables
+from compare_models.report.data import ModelResult, Sections
+from compare_models.report.figures import DPI, figure
+from compare_models.report.format import (
     BUDGET_BANNER,
     SYNTHETIC_BANNER,
-    TABLE_METRICS,  # noqa: E402
+    TABLE_METRICS,
     band_text,
     budget_note,
     ci,
@@ -45,10 +40,7 @@ from compare_models.report.format import (  # noqa: E402
     is_synthetic,
     models_verdict,
 )
-from compare_models.report.page import render_page  # noqa: E402
-
-#: Resolution of every saved figure: sharp on screen, files stay ~100 kB.
-DPI = 110
+from compare_models.report.page import render_page
 
 #: Metrics drawn in the grouped bar chart, with their display labels.
 BAR_METRICS: tuple[tuple[str, str], ...] = (
@@ -97,11 +89,9 @@ def _metric_or_nan(metrics: Mapping[str, object], key: str) -> float:
 
 
 def _save(fig: Figure, path: Path) -> Path:
-    """Write a figure and always release it, so long runs do not leak memory."""
-    try:
-        fig.savefig(path, dpi=DPI, bbox_inches="tight", facecolor="white")
-    finally:
-        plt.close(fig)
+    """Write a figure (the convention of `report.figures`: its own canvas, its DPI), cropped to what
+    it draws, on white."""
+    fig.savefig(path, format="png", dpi=DPI, bbox_inches="tight", facecolor="white")
     return path
 
 
@@ -127,9 +117,8 @@ def _plot_series(ax, history: Mapping[str, Sequence[float]], key: str, label: st
 def plot_learning_curves(results: Sequence[ModelResult], path: Path) -> Path:
     """One row per model: loss (left) and accuracy (right), train vs validation."""
     results = _validate_results(results)
-    fig, axes = plt.subplots(
-        len(results), 2, figsize=(11, 3.6 * len(results)), squeeze=False, layout="constrained"
-    )
+    fig = figure(11, 3.6 * len(results), constrained=True)
+    axes = fig.subplots(len(results), 2, squeeze=False)
     for row, result in zip(axes, results, strict=True):
         loss_ax, acc_ax = row
         acc_key = next((k for k in ACCURACY_KEYS if result.history.get(k)), "accuracy")
@@ -176,13 +165,8 @@ def plot_confusion_matrices(results: Sequence[ModelResult], path: Path) -> Path:
     makes models comparable even when the test sets differ in size.
     """
     results = _validate_results(results)
-    fig, axes = plt.subplots(
-        1,
-        len(results),
-        figsize=(5.6 * len(results) + 1.0, 5.4),
-        squeeze=False,
-        layout="constrained",
-    )
+    fig = figure(5.6 * len(results) + 1.0, 5.4, constrained=True)
+    axes = fig.subplots(1, len(results), squeeze=False)
     image = None
     for ax, result in zip(axes[0], results, strict=True):
         matrix = np.asarray(result.metrics["confusion_matrix_normalized"], dtype=float)
@@ -214,13 +198,12 @@ def plot_confusion_matrices(results: Sequence[ModelResult], path: Path) -> Path:
 def plot_roc_curves(results: Sequence[ModelResult], path: Path) -> Path:
     """One-vs-rest ROC curve per class plus the micro average, one panel per model."""
     results = _validate_results(results)
-    fig, axes = plt.subplots(
-        1, len(results), figsize=(6.0 * len(results), 5.6), squeeze=False, layout="constrained"
-    )
+    fig = figure(6.0 * len(results), 5.6, constrained=True)
+    axes = fig.subplots(1, len(results), squeeze=False)
     for ax, result in zip(axes[0], results, strict=True):
         curves = result.metrics["roc_curves"]
         auc_by_class = {row["class"]: row["auc"] for row in result.metrics["per_class"]}
-        colours = plt.get_cmap("tab10" if len(auc_by_class) <= 10 else "tab20")
+        colours = matplotlib.colormaps["tab10" if len(auc_by_class) <= 10 else "tab20"]
         for index, name in enumerate(result.metrics["class_names"]):
             curve = curves.get(name)
             if curve is None:  # class absent from the test labels: AUC undefined
@@ -258,7 +241,8 @@ def plot_roc_curves(results: Sequence[ModelResult], path: Path) -> Path:
 def plot_comparison(results: Sequence[ModelResult], path: Path) -> Path:
     """Grouped bars: one group per headline metric, one bar per model."""
     results = _validate_results(results)
-    fig, ax = plt.subplots(figsize=(max(8.0, 2.2 * len(BAR_METRICS)), 4.8), layout="constrained")
+    fig = figure(max(8.0, 2.2 * len(BAR_METRICS)), 4.8, constrained=True)
+    ax = fig.subplots()
     positions = np.arange(len(BAR_METRICS))
     width = 0.8 / len(results)
     for index, result in enumerate(results):
