@@ -23,7 +23,7 @@ from typing import Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from compare_models.runs.record import Interval
+from compare_models.statistics.records import Interval
 
 
 class _Payload(BaseModel):

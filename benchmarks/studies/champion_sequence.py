@@ -128,13 +128,15 @@ def _regression_event(run_id: str, received: list) -> tuple[bool, float]:
     from prefect.client.orchestration import get_client
     from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
 
+    from compare_models.events import MODEL_REGRESSED
+
     started, found = time.monotonic(), False
     while time.monotonic() - started < 90 and not (found and received):
         with get_client(sync_client=True) as client:
             found = bool(
                 client.read_events(
                     EventFilter(
-                        event=EventNameFilter(name=["compare-models.model.regressed"]),
+                        event=EventNameFilter(name=[MODEL_REGRESSED.name]),
                         resource=EventResourceFilter(id=[f"compare-models.run.{run_id}.cnn"]),
                     ),
                     limit=5,

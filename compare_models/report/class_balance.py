@@ -1,22 +1,19 @@
 """The data section's figure: each class's images per split of the run's dataset version
-(moved unchanged from `compare_models.gate.data_changes`: the report never imports the gate)."""
+(drawn by the report, never the gate), on `report.figures`' canvas and DPI like every figure."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from compare_models.report import figures
 from compare_models.runs.record import DataChanges
 
 
 def plot_class_balance(changes: DataChanges, path: Path) -> Path:
     """A stacked bar chart of each class's images per split."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     classes = list(changes.counts)
-    fig, ax = plt.subplots(figsize=(max(5.0, 0.6 * len(classes) + 2), 3.5), dpi=110)
+    fig = figures.figure(max(5.0, 0.6 * len(classes) + 2), 3.5)
+    ax = fig.subplots()
     bottom = [0] * len(classes)
     for split in ("train", "val", "test"):
         values = [changes.counts[c].get(split, 0) for c in classes]
@@ -27,6 +24,4 @@ def plot_class_balance(changes: DataChanges, path: Path) -> Path:
     ax.legend()
     ax.tick_params(axis="x", rotation=45 if len(classes) > 6 else 0)
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return figures.save(fig, path)

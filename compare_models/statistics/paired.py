@@ -11,8 +11,8 @@ observations, so this module uses paired methods throughout:
   draws one set of image indices and scores *every* model on it, so intervals for the
   difference between two models account for their correlation. Because the index sets depend
   only on ``(n, n_resamples, seed)``, the same seed gives the same resamples for every model and
-  every pair, whether they come from :func:`model_intervals`, :func:`compare_pair` or
-  :func:`compare_all`.
+  every pair, whether they come from :func:`compare_pair` or :func:`compare_all` (one model or
+  more).
 
 Inputs are plain arrays: ``y_true`` of shape ``(n,)`` with integer labels ``0..k-1`` and, per
 model, predicted probabilities of shape ``(n, k)`` (predictions are their arg-max). Results are
@@ -40,9 +40,7 @@ from statsmodels.stats.multitest import multipletests
 from compare_models.evaluation.validation import (
     check_class_names,
     check_correct,
-    check_labels,
     check_predictions,
-    check_probabilities,
 )
 from compare_models.statistics.records import (
     ClassDifference,
@@ -301,50 +299,16 @@ def _point_estimates(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> 
 # --------------------------------------------------------------------------------------------
 
 
-def model_intervals(
-    y_true: np.ndarray,
-    y_prob: np.ndarray,
-    *,
-    class_names: Sequence[str],
-    n_resamples: int = DEFAULT_RESAMPLES,
-    seed: int = DEFAULT_SEED,
-    confidence: float = 0.95,
-) -> ModelIntervals:
-    """Accuracy and macro-F1 of one model with percentile bootstrap intervals.
-
-    Point estimates come from scikit-learn (``accuracy_score``, ``f1_score(average="macro",
-    labels=range(k), zero_division=0)``). Intervals are percentiles (``np.quantile``) of the
-    bootstrap distribution rather than BCa: BCa needs a jackknife over all n images per
-    statistic, which costs more than the whole bootstrap here, while with thousands of test
-    images the percentile interval's skew correction is negligible. With the same seed the
-    resampled index sets are the same as in :func:`compare_pair` and :func:`compare_all`.
-
-    Args:
-        y_true: True labels, shape ``(n,)``, integers ``0..k-1``.
-        y_prob: Predicted probabilities, shape ``(n, k)``.
-        class_names: Names of the k classes.
-        n_resamples: Bootstrap resamples (at least 1000).
-        seed: Seed for ``numpy.random.default_rng``.
-        confidence: Interval coverage, e.g. 0.95.
-
-    Returns:
-        ``ModelIntervals``: ``accuracy`` and ``f1_macro``, each an ``Interval`` (``estimate``,
-        ``ci_low``, ``ci_high``).
-
-    Raises:
-        ValueError: On invalid inputs or settings.
-    """
-    names = check_class_names(class_names)
-    _validate_settings(n_resamples, seed, confidence, ALPHA)
-    labels = check_labels(y_true, len(names))
-    pred = check_probabilities(y_prob, labels.size, len(names)).argmax(axis=1)
-    reps = _bootstrap(labels, [pred], len(names), int(n_resamples), int(seed))
-    return _model_summary(labels, pred, reps, 0, len(names), confidence)
-
-
 def _model_summary(
     y_true: np.ndarray, y_pred: np.ndarray, reps: _Replicates, model: int, k: int, confidence: float
 ) -> ModelIntervals:
+    """Accuracy and macro-F1 of one model with percentile bootstrap intervals.
+
+    Point estimates come from scikit-learn. Intervals are percentiles (``np.quantile``) of the
+    bootstrap distribution rather than BCa: BCa needs a jackknife over all n images per
+    statistic, which costs more than the whole bootstrap here, while with thousands of test
+    images the percentile interval's skew correction is negligible.
+    """
     point = _point_estimates(y_true, y_pred, k)
     return ModelIntervals(
         accuracy=_interval(point["accuracy"], reps.accuracy(model), confidence),
@@ -367,7 +331,7 @@ def compare_pair(
     Differences are **b minus a**. The overall decision is McNemar's exact test
     (``significant`` = p < alpha); per class, McNemar on that class's images with Holm's
     correction over classes. Intervals are paired percentile bootstrap intervals (see
-    :func:`model_intervals` for why percentile).
+    ``_model_summary`` for why percentile).
 
     Args:
         y_true: True labels, shape ``(n,)``, integers ``0..k-1``.
@@ -411,7 +375,7 @@ def compare_all(
     """Intervals for every model and a paired comparison of every unordered pair.
 
     One bootstrap pass serves all models and pairs (the same resampled index sets), so the
-    per-model intervals equal :func:`model_intervals` and each pair equals :func:`compare_pair`
+    per-model intervals equal those of a call with that model alone and each pair equals :func:`compare_pair`
     with the same seed.
 
     Args:
@@ -426,7 +390,7 @@ def compare_all(
         alpha: Significance level.
 
     Returns:
-        A ``Comparison``: ``models`` (name -> ``model_intervals(...)``), ``pairs``
+        A ``Comparison``: ``models`` (name -> ``ModelIntervals``), ``pairs``
         (``[compare_pair(...), ...]``), ``verdicts`` and ``settings``; no ``calibration`` and no
         ``recipes`` (the comparison task adds those).
 
@@ -630,7 +594,6 @@ __all__ = [
     "compare_pair",
     "format_pvalue",
     "mcnemar_exact",
-    "model_intervals",
     "paired_table",
     "verdict",
 ]

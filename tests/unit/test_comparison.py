@@ -19,7 +19,6 @@ from compare_models.statistics.paired import (
     compare_pair,
     format_pvalue,
     mcnemar_exact,
-    model_intervals,
     paired_table,
     verdict,
 )
@@ -284,17 +283,22 @@ def test_intervals_contain_estimates(two_models):
         assert row.ci_low <= row.difference <= row.ci_high
 
 
+def _intervals_of(y, prob, **settings):
+    """One model's intervals: compare_all with that model alone."""
+    return compare_all(y, {"a": prob}, class_names=TEN, **settings).models["a"]
+
+
 def test_wider_confidence_gives_wider_interval(two_models):
     y, prob_a, _ = two_models
-    narrow = model_intervals(y, prob_a, class_names=TEN, n_resamples=FAST, confidence=0.8).accuracy
-    wide = model_intervals(y, prob_a, class_names=TEN, n_resamples=FAST, confidence=0.99).accuracy
+    narrow = _intervals_of(y, prob_a, n_resamples=FAST, confidence=0.8).accuracy
+    wide = _intervals_of(y, prob_a, n_resamples=FAST, confidence=0.99).accuracy
     assert wide.ci_low < narrow.ci_low and narrow.ci_high < wide.ci_high
 
 
 def test_accuracy_interval_width_is_plausible(two_models):
     """The bootstrap standard error of an accuracy is close to sqrt(p (1 - p) / n)."""
     y, prob_a, _ = two_models
-    acc = model_intervals(y, prob_a, class_names=TEN).accuracy
+    acc = _intervals_of(y, prob_a).accuracy
     p, n = acc.estimate, y.size
     expected_width = 2 * 1.959964 * np.sqrt(p * (1 - p) / n)
     assert acc.ci_high - acc.ci_low == pytest.approx(expected_width, rel=0.15)
@@ -304,9 +308,9 @@ def test_macro_f1_estimate_equals_sklearn(two_models):
     y, prob_a, _ = two_models
     pred = prob_a.argmax(axis=1)
     expected = f1_score(y, pred, average="macro", labels=range(10), zero_division=0)
-    assert model_intervals(
-        y, prob_a, class_names=TEN, n_resamples=FAST
-    ).f1_macro.estimate == pytest.approx(expected, abs=1e-12)
+    assert _intervals_of(y, prob_a, n_resamples=FAST).f1_macro.estimate == pytest.approx(
+        expected, abs=1e-12
+    )
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -393,7 +397,7 @@ def test_three_models_give_three_pairs_in_order(two_models):
     assert result.verdicts == [p.verdict for p in result.pairs]
     assert list(result.models) == ["cnn", "resnet50", "vit"]
     # one bootstrap serves everything: the same numbers as the single-model and pairwise calls
-    assert result.models["vit"] == model_intervals(y, prob_c, class_names=TEN, n_resamples=FAST)
+    assert result.models["vit"] == _intervals_of(y, prob_c, n_resamples=FAST)
     assert result.pairs[1] == compare_pair(
         y, prob_a, prob_c, name_a="cnn", name_b="vit", class_names=TEN, n_resamples=FAST
     )

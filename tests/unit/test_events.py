@@ -21,7 +21,7 @@ from compare_models.events import (
     ModelRegressed,
     dataset_resource_id,
 )
-from compare_models.runs.record import Interval
+from compare_models.statistics.records import Interval
 from tests.support.runs import ROOT
 
 SHA = "ab" * 32
