@@ -18,7 +18,8 @@ from compare_models.config import ExecutionParams, FolderPolicy, SplitSpec
 from compare_models.data.dataset import folder_name, folder_split_spec
 from compare_models.data.errors import DataError
 from compare_models.data.folders import folder_source
-from compare_models.data.versions import VersionSummary, snapshot
+from compare_models.data.snapshot import snapshot
+from compare_models.data.versions import VersionSummary
 from compare_models.events import DATA_CHANGED, DataChanged
 from tasks._store import open_store
 

@@ -41,7 +41,7 @@ def main() -> None:
     from compare_models.config import FolderPolicy, SplitSpec
     from compare_models.data.dataset import folder_split_spec
     from compare_models.data.folders import folder_source
-    from compare_models.data.versions import snapshot
+    from compare_models.data.snapshot import snapshot
 
     spec, policy = folder_split_spec(SplitSpec()), FolderPolicy()
     base, added = args.base // 10, args.added // 10

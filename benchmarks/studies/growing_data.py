@@ -52,7 +52,7 @@ def _upload(store, prefix: str, files: list[tuple[str, bytes]]) -> float:
 def _snapshot_seconds(source, store, name: str):
     from compare_models.config import FolderPolicy, SplitSpec
     from compare_models.data.dataset import folder_split_spec
-    from compare_models.data.versions import snapshot
+    from compare_models.data.snapshot import snapshot
 
     started = time.perf_counter()
     snap = snapshot(source, store, folder_split_spec(SplitSpec()), FolderPolicy(), name=name)

@@ -40,20 +40,14 @@ from compare_models.data.errors import DataError, describe, inside, short
 from compare_models.data.files import sha256_file
 from compare_models.data.folders import folder_source
 from compare_models.data.safety import is_sha256, redact_url, shown
+from compare_models.data.snapshot import Snapshot, check_policy, snapshot
 from compare_models.data.sources import (
     fetch_archive,
     name_characters,
     resolve_source,
     store_archive,
 )
-from compare_models.data.versions import (
-    DatasetVersion,
-    Snapshot,
-    check_policy,
-    read_version,
-    snapshot,
-    version_arrays,
-)
+from compare_models.data.versions import DatasetVersion, read_version, version_arrays
 from compare_models.storage import layout
 
 if TYPE_CHECKING:

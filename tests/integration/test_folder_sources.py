@@ -10,7 +10,8 @@ from compare_models.config import FolderPolicy, SplitSpec
 from compare_models.data.dataset import load_split, prepare_folder
 from compare_models.data.errors import DataError
 from compare_models.data.folders import folder_source
-from compare_models.data.versions import list_versions, read_version, snapshot
+from compare_models.data.snapshot import snapshot
+from compare_models.data.versions import list_versions, read_version
 from compare_models.storage import layout
 from tests.support.archives import class_image, image_folder_files
 
