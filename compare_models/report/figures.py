@@ -8,8 +8,11 @@ drawing is safe from worker threads; :mod:`compare_models.report.diagnostics` sa
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
@@ -39,3 +42,15 @@ def save(fig: Figure, path: str | Path, *, facecolor: str | None = None) -> Path
     background = {} if facecolor is None else {"facecolor": facecolor}
     fig.savefig(out, format="png", dpi=DPI, **background)
     return out
+
+
+def finite(value: Any, what: str) -> float:
+    """`value` as a float, refusing what is not a finite number (figures draw untrusted records)."""
+    if isinstance(value, bool | np.bool_) or not isinstance(
+        value, int | float | np.integer | np.floating
+    ):
+        raise ValueError(f"{what} must be a number, got {value!r}")
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError(f"{what} must be finite, got {number!r}")
+    return number

@@ -9,8 +9,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
-from compare_models.report import figures, trends
-from compare_models.report.trends import plot_accuracy_trend, plot_recall_changes
+from compare_models.report import figures, recall_changes, trends
+from compare_models.report.recall_changes import plot_recall_changes
+from compare_models.report.trends import plot_accuracy_trend
 from tests.support import pngs
 
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -239,7 +240,7 @@ def test_recall_changes_png(tmp_path):
 
 def test_recall_changes_annotations_and_limits(tmp_path, monkeypatch):
     captured = {}
-    original = trends._save
+    original = recall_changes._save
 
     def spy(fig, path):
         ax = fig.axes[0]
@@ -249,7 +250,7 @@ def test_recall_changes_annotations_and_limits(tmp_path, monkeypatch):
         captured["title"] = ax.get_title()
         return original(fig, path)
 
-    monkeypatch.setattr(trends, "_save", spy)
+    monkeypatch.setattr(recall_changes, "_save", spy)
     difference = [0.031, -0.012, 0.0, -0.0001, 0, 0, 0, 0, 0, 0]
     significant = [True] + [False] * 9
     plot_recall_changes({"cnn": change(difference, significant)}, tmp_path / "r.png")
