@@ -1,5 +1,5 @@
-"""Paired statistics: two models scored on the same test images (`paired`: McNemar, bootstrap
-intervals, Holm, verdicts) and recipes compared across seeds (`recipes`); both return the typed
+"""Paired statistics: two models scored on the same test images (`paired`: McNemar, Holm,
+intervals, verdicts; `bootstrap`: the paired percentile bootstrap they share) and recipes compared across seeds (`recipes`); both return the typed
 records of `records` (`Comparison`, `PairComparison`, `RecipeComparison`, ...).
 
 May import: `compare_models.config` and `compare_models.evaluation`. Never `compare_models.runs`:

@@ -29,11 +29,9 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import accuracy_score, f1_score, recall_score
 from statsmodels.stats.contingency_tables import mcnemar
 from statsmodels.stats.multitest import multipletests
 
@@ -41,6 +39,13 @@ from compare_models.evaluation.validation import (
     check_class_names,
     check_correct,
     check_predictions,
+)
+from compare_models.statistics.bootstrap import (
+    Replicates,
+    bootstrap,
+    interval,
+    point_estimates,
+    quantiles,
 )
 from compare_models.statistics.records import (
     ClassDifference,
@@ -61,10 +66,6 @@ MIN_RESAMPLES = 1000
 METHOD = "paired bootstrap (percentile) over test images"
 MCNEMAR_TEST = "McNemar exact (binomial)"
 
-# About one million gathered indices per bootstrap chunk (~16 MB for the index array plus the
-# gathered codes). Chunks of this size were faster than larger ones (they stay in cache; see
-# docs/benchmarks.md) and bound memory regardless of n.
-_CHUNK_ELEMENTS = 1_000_000
 _TABLE_KEYS = ("both_right", "only_a_right", "only_b_right", "both_wrong")
 _INTERVAL = ("estimate", "ci_low", "ci_high")
 
@@ -162,145 +163,12 @@ def mcnemar_exact(table: dict) -> dict:
 
 
 # --------------------------------------------------------------------------------------------
-# Paired bootstrap
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Replicates:
-    """Per-resample confusion counts for several models on the same resampled images.
-
-    Attributes:
-        n: Number of test images (each resample also has n images).
-        support: ``(R, k)`` images of each class in each resample.
-        predicted: ``(M, R, k)`` images predicted as each class, per model.
-        hits: ``(M, R, k)`` correctly predicted images of each class (true positives).
-    """
-
-    n: int
-    support: np.ndarray
-    predicted: np.ndarray
-    hits: np.ndarray
-
-    def accuracy(self, model: int) -> np.ndarray:
-        return self.hits[model].sum(axis=1) / self.n
-
-    def f1_macro(self, model: int) -> np.ndarray:
-        return _macro_f1_from_counts(self.support, self.predicted[model], self.hits[model])
-
-    def recall(self, model: int) -> np.ndarray:
-        """Per-class recall, NaN where a resample holds no image of the class."""
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(self.support > 0, self.hits[model] / self.support, np.nan)
-
-
-def _macro_f1_from_counts(
-    support: np.ndarray, predicted: np.ndarray, hits: np.ndarray
-) -> np.ndarray:
-    """Macro-F1 over the last axis from per-class counts.
-
-    Computed by hand because it runs on thousands of resamples at once, which sklearn's
-    ``f1_score`` cannot do without a Python loop. F1 = 2 TP / (2 TP + FP + FN)
-    = 2 TP / (support + predicted), and 0 for a class neither present nor predicted, which
-    is ``f1_score(average="macro", labels=range(k), zero_division=0)`` (tested).
-    """
-    denominator = support + predicted
-    f1 = np.divide(2.0 * hits, denominator, out=np.zeros(hits.shape), where=denominator > 0)
-    return f1.mean(axis=-1)
-
-
-def _bootstrap(
-    y_true: np.ndarray, preds: Sequence[np.ndarray], n_classes: int, n_resamples: int, seed: int
-) -> _Replicates:
-    """Paired bootstrap over test images, vectorised over resamples.
-
-    Resampling is done by hand rather than with ``scipy.stats.bootstrap`` because every model,
-    every pair and every per-class recall must be evaluated on the *same* index sets, and
-    that has to take well under a second for n = 10,000 and 2,000 resamples.
-
-    Each image is reduced to the code of its outcome pattern (true label, each model's
-    prediction); there are at most ``min(n, k**(M+1))`` distinct patterns and usually a few
-    hundred. Index chunks of shape ``(chunk, n)`` drawn with ``numpy.random.default_rng(seed)``
-    are mapped to pattern codes and counted with one ``np.bincount`` over
-    ``resample * n_patterns + code``; a small matrix product of those counts with the
-    patterns' indicator columns gives every model's per-class counts in every resample.
-    """
-    n = y_true.size
-    n_models = len(preds)
-    patterns, code = np.unique(np.column_stack([y_true, *preds]), axis=0, return_inverse=True)
-    code = code.reshape(-1)
-    n_patterns = patterns.shape[0]
-    eye = np.eye(n_classes)
-    truth = eye[patterns[:, 0]]
-    columns = [truth]
-    columns += [eye[patterns[:, 1 + j]] for j in range(n_models)]
-    columns += [truth * (patterns[:, [1 + j]] == patterns[:, [0]]) for j in range(n_models)]
-    indicators = np.hstack(columns)  # (n_patterns, k * (1 + 2M))
-
-    rng = np.random.default_rng(seed)
-    chunk = max(1, min(n_resamples, _CHUNK_ELEMENTS // n))
-    counts = np.empty((n_resamples, indicators.shape[1]))
-    for start in range(0, n_resamples, chunk):
-        size = min(chunk, n_resamples - start)
-        idx = rng.integers(0, n, size=(size, n))
-        flat = code[idx]
-        flat += (np.arange(size) * n_patterns)[:, None]
-        per_pattern = np.bincount(flat.ravel(), minlength=size * n_patterns)
-        counts[start : start + size] = per_pattern.reshape(size, n_patterns) @ indicators
-
-    k = n_classes
-    support = counts[:, :k]
-    predicted = counts[:, k : k * (1 + n_models)].reshape(n_resamples, n_models, k)
-    hits = counts[:, k * (1 + n_models) :].reshape(n_resamples, n_models, k)
-    return _Replicates(
-        n=n,
-        support=support,
-        predicted=predicted.transpose(1, 0, 2),
-        hits=hits.transpose(1, 0, 2),
-    )
-
-
-def _quantiles(values: np.ndarray, confidence: float) -> tuple[np.ndarray, np.ndarray]:
-    """Percentile interval over axis 0, ignoring NaN (undefined) resamples.
-
-    A column with no defined resample (a class absent from the test set) gets ``(0, 0)``.
-    """
-    tail = (1.0 - confidence) / 2.0
-    probs = [tail, 1.0 - tail]
-    if not np.isnan(values).any():
-        low, high = np.quantile(values, probs, axis=0)
-        return low, high
-    low = np.zeros(values.shape[1:])
-    high = np.zeros(values.shape[1:])
-    defined = ~np.isnan(values).all(axis=0)
-    if defined.any():
-        low[defined], high[defined] = np.nanquantile(values[:, defined], probs, axis=0)
-    return low, high
-
-
-def _interval(estimate: float, replicates: np.ndarray, confidence: float) -> Interval:
-    low, high = _quantiles(replicates, confidence)
-    return Interval(estimate=float(estimate), ci_low=float(low), ci_high=float(high))
-
-
-def _point_estimates(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> dict:
-    labels = list(range(n_classes))
-    return {
-        "accuracy": float(accuracy_score(y_true, y_pred)),
-        "f1_macro": float(
-            f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)
-        ),
-        "recall": recall_score(y_true, y_pred, labels=labels, average=None, zero_division=0),
-    }
-
-
-# --------------------------------------------------------------------------------------------
 # Public API
 # --------------------------------------------------------------------------------------------
 
 
 def _model_summary(
-    y_true: np.ndarray, y_pred: np.ndarray, reps: _Replicates, model: int, k: int, confidence: float
+    y_true: np.ndarray, y_pred: np.ndarray, reps: Replicates, model: int, k: int, confidence: float
 ) -> ModelIntervals:
     """Accuracy and macro-F1 of one model with percentile bootstrap intervals.
 
@@ -309,10 +177,10 @@ def _model_summary(
     statistic, which costs more than the whole bootstrap here, while with thousands of test
     images the percentile interval's skew correction is negligible.
     """
-    point = _point_estimates(y_true, y_pred, k)
+    point = point_estimates(y_true, y_pred, k)
     return ModelIntervals(
-        accuracy=_interval(point["accuracy"], reps.accuracy(model), confidence),
-        f1_macro=_interval(point["f1_macro"], reps.f1_macro(model), confidence),
+        accuracy=interval(point["accuracy"], reps.accuracy(model), confidence),
+        f1_macro=interval(point["f1_macro"], reps.f1_macro(model), confidence),
     )
 
 
@@ -403,7 +271,7 @@ def compare_all(
     labels, clean = check_predictions(y_true, probs, k, min_models=1)
     model_names = list(clean)
     preds = [clean[m].argmax(axis=1) for m in model_names]
-    reps = _bootstrap(labels, preds, k, int(n_resamples), int(seed))
+    reps = bootstrap(labels, preds, k, int(n_resamples), int(seed))
     settings = ComparisonSettings(
         resamples=int(n_resamples),
         seed=int(seed),
@@ -427,7 +295,7 @@ def compare_all(
 def _pair(
     y_true: np.ndarray,
     preds: list[np.ndarray],
-    reps: _Replicates,
+    reps: Replicates,
     i: int,
     j: int,
     model_names: list[str],
@@ -438,8 +306,8 @@ def _pair(
 ) -> PairComparison:
     name_a, name_b = model_names[i], model_names[j]
     k = len(class_names)
-    point_a = _point_estimates(y_true, preds[i], k)
-    point_b = _point_estimates(y_true, preds[j], k)
+    point_a = point_estimates(y_true, preds[i], k)
+    point_b = point_estimates(y_true, preds[j], k)
     correct_a = preds[i] == y_true
     correct_b = preds[j] == y_true
     table = paired_table(correct_a, correct_b)
@@ -451,10 +319,10 @@ def _pair(
         ("f1_macro", reps.f1_macro(i), reps.f1_macro(j)),
     ):
         estimate = point_b[metric] - point_a[metric]
-        difference[metric] = _interval(estimate, reps_b - reps_a, confidence)
+        difference[metric] = interval(estimate, reps_b - reps_a, confidence)
 
     recall_diff = reps.recall(j) - reps.recall(i)  # (R, k), NaN where a class is absent
-    low, high = _quantiles(recall_diff, confidence)
+    low, high = quantiles(recall_diff, confidence)
     raw_p = [
         mcnemar_exact(paired_table(correct_a[y_true == c], correct_b[y_true == c]))["pvalue"]
         for c in range(k)
@@ -489,12 +357,12 @@ def _pair(
         table=PairedTable(**table),
         mcnemar=McNemar(**test),
         accuracy={
-            name_a: _interval(point_a["accuracy"], reps.accuracy(i), confidence),
-            name_b: _interval(point_b["accuracy"], reps.accuracy(j), confidence),
+            name_a: interval(point_a["accuracy"], reps.accuracy(i), confidence),
+            name_b: interval(point_b["accuracy"], reps.accuracy(j), confidence),
         },
         f1_macro={
-            name_a: _interval(point_a["f1_macro"], reps.f1_macro(i), confidence),
-            name_b: _interval(point_b["f1_macro"], reps.f1_macro(j), confidence),
+            name_a: interval(point_a["f1_macro"], reps.f1_macro(i), confidence),
+            name_b: interval(point_b["f1_macro"], reps.f1_macro(j), confidence),
         },
         difference=Differences(**difference),
         per_class=per_class,

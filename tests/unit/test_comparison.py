@@ -10,11 +10,11 @@ from scipy.stats import binomtest
 from sklearn.metrics import f1_score
 from statsmodels.stats.multitest import multipletests
 
+from compare_models.statistics.bootstrap import bootstrap as _bootstrap
+from compare_models.statistics.bootstrap import macro_f1_from_counts as _macro_f1_from_counts
 from compare_models.statistics.paired import (
     DEFAULT_RESAMPLES,
     MIN_RESAMPLES,
-    _bootstrap,
-    _macro_f1_from_counts,
     compare_all,
     compare_pair,
     format_pvalue,
