@@ -386,7 +386,8 @@ def events_page() -> str:
 # ── the caps on untrusted input ────────────────────────────────────────────────
 
 _CAP_MODULES = (
-    "compare_models/data/decoding.py",
+    "compare_models/data/tar_stream.py",
+    "compare_models/data/pickled_batches.py",
     "compare_models/data/files.py",
     "compare_models/data/sources.py",
     "compare_models/models/weights.py",

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
-from compare_models.data.decoding import IMAGE_SUFFIXES
 from compare_models.data.errors import DataError, mib
 from compare_models.data.safety import shown
+from compare_models.data.tar_stream import IMAGE_SUFFIXES
 
 if TYPE_CHECKING:
     from compare_models.storage.store import ArtifactStore

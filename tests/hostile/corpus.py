@@ -23,7 +23,7 @@ from PIL import Image
 
 from compare_models.config import CIFAR10_CLASSES, Settings, SplitSpec
 from compare_models.data import dataset as data
-from compare_models.data import decoding, sources
+from compare_models.data import decoding, sources, tar_stream
 from compare_models.data.files import download_url
 from compare_models.models import weights
 from compare_models.storage import layout
@@ -297,7 +297,7 @@ def _private_env(call: Callable[[], object]) -> object:
 
 
 BATCH_HEADER = raw_header(
-    f"{BATCH_DIR}/data_batch_1", tarfile.REGTYPE, decoding.MAX_BATCH_BYTES + 1
+    f"{BATCH_DIR}/data_batch_1", tarfile.REGTYPE, tar_stream.MAX_BATCH_BYTES + 1
 )
 PASSWORD = "s3cret-Pa55"
 

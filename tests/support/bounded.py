@@ -4,8 +4,9 @@ The child resets its peak-RSS counter (/proc/self/clear_refs, "5"), runs the cal
 the exception it raised (type and message), the seconds it took and how far its peak resident
 memory rose above where it started. A hard address-space limit (current size + 1 GiB) and a
 wall-clock kill in the parent are only backstops: they keep a failing test from taking the
-machine down with it. `tweak` lowers data-stage bounds (compare_models.data.sources and
-.decoding) in the child alone, so a bound can be shown to hold at a small scale with a tiny input.
+machine down with it. `tweak` lowers data-stage bounds (compare_models.data.sources,
+.tar_stream and .pickled_batches) in the child alone, so a bound can be shown to hold at a small
+scale with a tiny input.
 """
 
 from __future__ import annotations
@@ -46,9 +47,11 @@ def _lower_bound(name: str, value: Any) -> None:
     """Set a data-stage bound (a MAX_* constant) in every module that holds it, so that the
     code reading it sees the new value whichever module it is in."""
     from compare_models.data import dataset as data
-    from compare_models.data import decoding, sources
+    from compare_models.data import pickled_batches, sources, tar_stream
 
-    holders = [module for module in (sources, decoding, data) if hasattr(module, name)]
+    holders = [
+        module for module in (sources, tar_stream, pickled_batches, data) if hasattr(module, name)
+    ]
     if not holders:
         raise AttributeError(f"no data-stage module defines {name}")
     for module in holders:
