@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 def cmd_champion(args: argparse.Namespace) -> int:
     from compare_models.gate import champions
-    from compare_models.storage.store import StoreError
+    from compare_models.storage.errors import StoreError
 
     try:
         _, store = _open_store()
@@ -72,7 +72,7 @@ def _champion_row(track: str, record: ChampionRecord, entry: ChampionEntry) -> d
 def cmd_promote(args: argparse.Namespace) -> int:
     from compare_models.gate import champions
     from compare_models.runs.stored import read_record
-    from compare_models.storage.store import StoreError
+    from compare_models.storage.errors import StoreError
 
     try:
         _, store = _open_store()

@@ -18,7 +18,7 @@ def _store():
 
 def cmd_datasets(args: argparse.Namespace) -> int:
     from compare_models.data.versions import list_versions
-    from compare_models.storage.store import StoreError
+    from compare_models.storage.errors import StoreError
 
     try:
         versions = list_versions(_store())
@@ -65,7 +65,7 @@ def _find(store, prefix: str) -> str:
 def cmd_dataset(args: argparse.Namespace) -> int:
     from compare_models.data.errors import DataError
     from compare_models.data.versions import read_version
-    from compare_models.storage.store import StoreError
+    from compare_models.storage.errors import StoreError
 
     try:
         store = _store()

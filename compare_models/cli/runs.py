@@ -137,7 +137,7 @@ def _progress(as_json: bool) -> contextlib.AbstractContextManager:
 def cmd_replay(args: argparse.Namespace) -> int:
     from compare_models.runs.replay import replay_params
     from compare_models.runs.stored import read_record
-    from compare_models.storage.store import StoreError
+    from compare_models.storage.errors import StoreError
 
     try:
         _, store = _open_store()

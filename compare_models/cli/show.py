@@ -115,7 +115,7 @@ def _print_fingerprint(record: RunRecord) -> None:
 def cmd_show(args: argparse.Namespace) -> int:
     from compare_models.runs.stored import latest_run_id, read_record
     from compare_models.storage import layout
-    from compare_models.storage.store import StoreError
+    from compare_models.storage.errors import StoreError
 
     try:
         settings, store = _open_store()
@@ -146,7 +146,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 def cmd_history(args: argparse.Namespace) -> int:
     from compare_models.runs import track_history
     from compare_models.runs.stored import completed_records
-    from compare_models.storage.store import StoreError
+    from compare_models.storage.errors import StoreError
 
     try:
         _, store = _open_store()
@@ -179,7 +179,8 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 def cmd_runs(args: argparse.Namespace) -> int:
     from compare_models.runs.stored import list_runs
-    from compare_models.storage.store import ArtifactStore, StoreError
+    from compare_models.storage.errors import StoreError
+    from compare_models.storage.store import ArtifactStore
 
     store = ArtifactStore.from_settings(Settings())
     try:

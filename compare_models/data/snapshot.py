@@ -32,7 +32,7 @@ from compare_models.data.folders import (
 )
 from compare_models.data.images import RESIZE, to_input
 from compare_models.storage import layout
-from compare_models.storage.store import ObjectExists, StoreError
+from compare_models.storage.errors import ObjectExists, StoreError
 
 if TYPE_CHECKING:
     from compare_models.storage.store import ArtifactStore

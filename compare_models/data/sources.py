@@ -192,7 +192,8 @@ def fetch_archive(
     `store_archive` does that once the archive has decoded as CIFAR-10. A URL source on a
     loopback, link-local or private address is refused unless `allow_private_urls`
     (`Settings.allow_private_urls`, COMPARE_MODELS_ALLOW_PRIVATE_URLS)."""
-    from compare_models.storage.store import StoreError, parse_s3_uri
+    from compare_models.storage.errors import StoreError
+    from compare_models.storage.store import parse_s3_uri
 
     cache_dir.mkdir(parents=True, exist_ok=True)
     index_key = layout.source_index_key(source.location)

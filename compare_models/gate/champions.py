@@ -50,7 +50,8 @@ from compare_models.runs.record import RunRecord
 from compare_models.statistics.paired import compare_pair
 from compare_models.statistics.records import PairComparison
 from compare_models.storage import layout
-from compare_models.storage.store import ArtifactStore, PreconditionFailed, StoreError
+from compare_models.storage.errors import PreconditionFailed, StoreError
+from compare_models.storage.store import ArtifactStore
 
 #: Attempts at the conditional write before giving up (each loss re-reads and re-judges).
 MAX_ATTEMPTS = 5

@@ -131,7 +131,8 @@ def resolve_resnet_weights(
     For 'imagenet' not yet in the store, `settings` says where the file is downloaded from and
     what it must hash to (`imagenet_weights_url`, `imagenet_weights_md5`) and whether that URL
     may point at a private address (`allow_private_urls`)."""
-    from compare_models.storage.store import StoreError, parse_s3_uri
+    from compare_models.storage.errors import StoreError
+    from compare_models.storage.store import parse_s3_uri
 
     spec = spec.strip()
     if spec.lower() == "none":

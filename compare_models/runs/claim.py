@@ -11,7 +11,8 @@ from typing import Any
 
 from compare_models.runs.stored import read_record
 from compare_models.storage import layout
-from compare_models.storage.store import ArtifactStore, PreconditionFailed, StoreError
+from compare_models.storage.errors import PreconditionFailed, StoreError
+from compare_models.storage.store import ArtifactStore
 
 
 class RunExists(StoreError):

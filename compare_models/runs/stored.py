@@ -12,7 +12,8 @@ from pydantic import BaseModel, ValidationError
 
 from compare_models.runs.record import RunRecord
 from compare_models.storage import layout
-from compare_models.storage.store import ArtifactStore, StoreError
+from compare_models.storage.errors import StoreError
+from compare_models.storage.store import ArtifactStore
 
 #: A manifest is a few hundred KiB at most (metrics, statistics, the object list); far more
 #: than that was not written by compare-models.

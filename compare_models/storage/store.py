@@ -27,7 +27,6 @@ import errno
 import io
 import json
 import logging
-import shutil
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -36,90 +35,32 @@ from typing import Any, TypeVar
 
 import boto3
 import tenacity
-from boto3.exceptions import S3TransferFailedError, S3UploadFailedError
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
     EndpointConnectionError,
-    HTTPClientError,
 )
-from botocore.exceptions import ConnectionError as EndpointUnreachable
 
 from compare_models.config import Settings
+from compare_models.storage.errors import (
+    ObjectExists,
+    ObjectTooLarge,
+    PreconditionFailed,
+    StoreError,
+    StoreUnavailable,
+    disk_full_error,
+    transient,
+)
 
 TRANSFER = TransferConfig(
     multipart_threshold=64 * 1024 * 1024, multipart_chunksize=16 * 1024 * 1024, max_concurrency=4
 )
 
 
-class StoreError(RuntimeError):
-    """The object store is unreachable, refuses our credentials, or lacks the bucket."""
-
-
-class ObjectExists(StoreError):
-    """A write-once object already exists."""
-
-
-class ObjectTooLarge(StoreError):
-    """An object read back from the bucket is larger than what compare-models writes there."""
-
-
-class PreconditionFailed(StoreError):
-    """A conditional write lost: the object changed (or appeared) since it was read."""
-
-
-class StoreUnavailable(StoreError):
-    """The endpoint stayed unreachable (or overloaded) for the whole outage window."""
-
-
-class LocalDiskFull(StoreError):
-    """A download found no room on the local disk."""
-
-
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-#: Server answers that mean "busy or restarting, try again" (S3's own retryable codes).
-TRANSIENT_STATUS = frozenset({500, 502, 503, 504})
-TRANSIENT_CODES = frozenset(
-    {"SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout", "RequestTimeTooSkewed"}
-)
-
-
-def transient(exc: BaseException) -> bool:
-    """Whether `exc` says the store is unreachable or overloaded for now (worth waiting out),
-    not that the request itself is wrong (credentials, a missing key, a lost condition)."""
-    if isinstance(exc, EndpointUnreachable | HTTPClientError):  # refused, reset, timed out
-        return True
-    if isinstance(exc, ClientError):
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-        return status in TRANSIENT_STATUS or exc.response.get("Error", {}).get("Code") in (
-            TRANSIENT_CODES
-        )
-    if isinstance(exc, S3UploadFailedError | S3TransferFailedError):  # the transfer manager's
-        cause = exc.__cause__ or exc.__context__
-        return cause is None or transient(cause)
-    return False
-
-
-def disk_full_error(
-    path: Path, needed: int | None, elsewhere: str = "point COMPARE_MODELS_HOME at a larger disk"
-) -> LocalDiskFull:
-    """The error for a local write that found no room: the folder, the room it needs, the room
-    left, and how to get more (`elsewhere`: the setting that moves the folder)."""
-    folder = path.parent
-    free = shutil.disk_usage(folder).free if folder.exists() else 0
-    return LocalDiskFull(
-        f"no space left on the device of {folder}: writing {path.name} needs "
-        f"{f'about {_size(needed)}' if needed else 'more room'}, {_size(free)} are free there. Free "
-        f"some space (or {elsewhere}) and run again; nothing incomplete was published"
-    )
-
-
-def _size(n: int) -> str:
-    return f"{n / 1e6:,.1f} MB" if n >= 1e5 else f"{n:,} bytes"
 
 
 def parse_s3_uri(uri: str) -> tuple[str, str]:

@@ -24,7 +24,8 @@ from typing import Any
 
 import tenacity
 
-from compare_models.storage.store import ArtifactStore, transient
+from compare_models.storage.errors import transient
+from compare_models.storage.store import ArtifactStore
 
 
 @dataclass(frozen=True)

@@ -44,7 +44,8 @@ from compare_models.models.networks import compile_model, learning_rate_schedule
 from compare_models.models.weights import local_weights
 from compare_models.runs import fingerprint
 from compare_models.storage import layout
-from compare_models.storage.store import ArtifactStore, StoreUnavailable
+from compare_models.storage.errors import StoreUnavailable
+from compare_models.storage.store import ArtifactStore
 from compare_models.training.backend import configure_device
 from compare_models.training.batches import training_input
 from compare_models.training.callbacks import drill

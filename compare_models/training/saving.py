@@ -10,7 +10,8 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from compare_models.storage.store import ArtifactStore, disk_full_error
+from compare_models.storage.errors import disk_full_error
+from compare_models.storage.store import ArtifactStore
 
 
 def save_locally(model: keras.Model, path: Path, expected_bytes: int | None = None) -> None:

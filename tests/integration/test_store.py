@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from compare_models.config import Settings
-from compare_models.storage.store import ArtifactStore, ObjectExists, StoreError
+from compare_models.storage.errors import ObjectExists, StoreError
+from compare_models.storage.store import ArtifactStore
 
 pytestmark = pytest.mark.integration
 

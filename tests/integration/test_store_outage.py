@@ -99,7 +99,7 @@ def test_uploads_and_writes_are_retried_until_the_store_returns(stack, tmp_path)
     assert stack.get_json(prefix + "state.json") == {"epoch": 1}
     assert uploader.close(flush_seconds=0).epoch == 1 and not model.exists()
     # written once: the same write again is recognised as its own, another one is refused
-    from compare_models.storage.store import PreconditionFailed
+    from compare_models.storage.errors import PreconditionFailed
 
     assert stack.get_json("tests/outage/claim.json") == {"owner": "me"}
     stack.put_json_if({"owner": "me"}, "tests/outage/claim.json", etag=None)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from compare_models.storage.store import LocalDiskFull, disk_full_error
+from compare_models.storage.errors import LocalDiskFull, disk_full_error
 
 
 def test_a_model_file_on_a_full_disk_says_where_and_how_much(tmp_path: Path) -> None:
