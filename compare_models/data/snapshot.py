@@ -15,7 +15,7 @@ from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -36,13 +36,6 @@ from compare_models.storage.errors import ObjectExists, StoreError
 
 if TYPE_CHECKING:
     from compare_models.storage.store import ArtifactStore
-
-SCHEMA_VERSION = 1
-SplitName = Literal["train", "val", "test"]
-SHA256 = r"^[0-9a-f]{64}$"
-#: A version read back from the bucket is refused beyond this size (a row is about 300 bytes).
-MAX_VERSION_BYTES = 1 << 30
-MAX_PACK_BYTES = 4 << 30
 
 from compare_models.data.versions import (
     DatasetVersion,

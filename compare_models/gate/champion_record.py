@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from compare_models.statistics.records import Interval
+from compare_models.storage.schema import stored_version
 
 #: The record's shape; bump it when a field changes meaning or a required field is added.
 SCHEMA_VERSION = 1
@@ -68,15 +69,7 @@ class ChampionRecord(_Part):
     def _version(cls, data: Any) -> Any:
         if not isinstance(data, dict):
             return data
-        version = data.get("schema_version", 0)
-        if not isinstance(version, int) or isinstance(version, bool) or version < 0:
-            raise ValueError(f"schema_version must be a non-negative integer, got {version!r}")
-        if version > SCHEMA_VERSION:
-            raise ValueError(
-                f"this champion record has schema_version {version}, written by a newer "
-                f"compare-models than this one (which reads up to {SCHEMA_VERSION}): upgrade "
-                "compare-models to read it"
-            )
+        stored_version(data, newest=SCHEMA_VERSION, what="champion record")
         # version 0 has today's fields: it reads as it is, and is written back as version 1
         return {**data, "schema_version": SCHEMA_VERSION}
 

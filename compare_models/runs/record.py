@@ -34,6 +34,7 @@ from compare_models.statistics.records import (
     PairComparison,
 )
 from compare_models.storage import layout
+from compare_models.storage.schema import stored_version
 from compare_models.training.jobs import TrainingResult
 
 #: The record's shape; bump it when a field changes meaning or a required field is added.
@@ -227,14 +228,7 @@ class RunRecord(_Part):
     def _upgrade(cls, data: Any) -> Any:
         if not isinstance(data, dict):
             return data
-        version = data.get("schema_version", 0)
-        if not isinstance(version, int) or isinstance(version, bool) or version < 0:
-            raise ValueError(f"schema_version must be a non-negative integer, got {version!r}")
-        if version > SCHEMA_VERSION:
-            raise ValueError(
-                f"this manifest has schema_version {version}, written by a newer compare-models "
-                f"than this one (which reads up to {SCHEMA_VERSION}): upgrade compare-models to read it"
-            )
+        version = stored_version(data, newest=SCHEMA_VERSION, what="manifest")
         return _from_version_0(data) if version == 0 else data
 
     @model_validator(mode="after")
