@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # GPU check, on a machine with an NVIDIA GPU (never in CI: it refuses, exit 2, without one).
 #
-# The deployment path of benchmarks/speed/gpu_check.py (which runs it where Prefect is installed).
+# The deployment path of benchmarks/speed/gpu_check/ (which runs it where Prefect is installed).
 # Installs the project with the CUDA wheels (.[gpu,test], or .[gpu-jax,test] with
 # BACKEND=jax: Keras' JAX backend, deployed with COMPARE_MODELS_TRAINING_BACKEND=jax) into a
 # virtual environment, starts

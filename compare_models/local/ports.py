@@ -56,7 +56,7 @@ def local_prefect_api() -> str:
 
 
 #: `weed mini` on loopback with only S3 (no WebDAV, no Iceberg / Lance catalogs, no admin UI, no
-#: telemetry): the local stack's and benchmarks/speed/gpu_check.py's.
+#: telemetry): the local stack's and benchmarks/speed/gpu_check/'s.
 SEAWEED_S3_ONLY = (
     "-ip=127.0.0.1",
     "-ip.bind=127.0.0.1",
