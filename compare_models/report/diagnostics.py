@@ -26,13 +26,14 @@ from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
-from sklearn.calibration import calibration_curve
 
+from compare_models.evaluation.calibration import (
+    calibration_bins,
+    check_bins,
+)
 from compare_models.evaluation.validation import (
     check_class_names,
-    check_labels,
     check_predictions,
-    check_probabilities,
 )
 from compare_models.report import figures
 
@@ -42,65 +43,6 @@ TILE_IN = 1.2  # inches per image tile: a 32x32 image at ~3.75 screen pixels per
 _COL_IN = 1.55  # tile plus room for "resnet50: airplane 0.99" at 7 pt
 _LINE_IN = 0.15  # one 7 pt caption line
 _FONT = 7
-
-
-# --------------------------------------------------------------------------------------------
-# Calibration
-# --------------------------------------------------------------------------------------------
-
-
-def _calibration(correct: np.ndarray, confidence: np.ndarray, n_bins: int) -> tuple:
-    """Per-bin accuracy and mean confidence (non-empty bins), counts of all bins, and ECE."""
-    accuracy, mean_conf = calibration_curve(
-        correct.astype(int), confidence, n_bins=n_bins, strategy="uniform"
-    )
-    # Bin counts on the same uniform edges. np.histogram would put a confidence lying exactly
-    # on an inner edge into the bin to its right, while calibration_curve's searchsorted puts
-    # it into the bin to its left, so counts are taken with calibration_curve's own rule to
-    # keep the bins aligned.
-    edges = np.linspace(0.0, 1.0, n_bins + 1)
-    counts = np.bincount(np.searchsorted(edges[1:-1], confidence), minlength=n_bins)
-    weights = counts[counts > 0] / confidence.size
-    ece = float(np.sum(weights * np.abs(accuracy - mean_conf)))
-    return accuracy, mean_conf, counts, ece
-
-
-def expected_calibration_error(
-    y_true: np.ndarray, y_prob: np.ndarray, *, n_bins: int = 15
-) -> float:
-    """Top-label expected calibration error with uniform bins.
-
-    ECE = sum over non-empty bins of ``count / n * |accuracy - mean confidence|``, where the
-    confidence of an image is its largest predicted probability and "accuracy" is whether the
-    arg-max is the true label. Per-bin accuracy and confidence come from
-    ``sklearn.calibration.calibration_curve(strategy="uniform")``.
-
-    Args:
-        y_true: True labels, shape ``(n,)``, integers ``0..k-1``.
-        y_prob: Predicted probabilities, shape ``(n, k)``, in ``[0, 1]``.
-        n_bins: Number of equal-width confidence bins on ``[0, 1]``.
-
-    Returns:
-        The ECE, between 0 (perfectly calibrated) and 1.
-
-    Raises:
-        ValueError: On invalid shapes, labels, non-finite or out-of-range probabilities, or
-            ``n_bins < 1``.
-    """
-    _check_bins(n_bins)
-    prob = np.asarray(y_prob)
-    k = prob.shape[1] if prob.ndim == 2 else 0
-    if k == 0:
-        raise ValueError(f"y_prob must have shape (n, k), got shape {prob.shape}")
-    labels = check_labels(y_true, k)
-    p = check_probabilities(prob, labels.size, k, unit_interval=True)
-    correct = p.argmax(axis=1) == labels
-    return _calibration(correct, p.max(axis=1), n_bins)[3]
-
-
-def _check_bins(n_bins: int) -> None:
-    if isinstance(n_bins, bool) or not isinstance(n_bins, int | np.integer) or n_bins < 1:
-        raise ValueError(f"n_bins must be a positive integer, got {n_bins!r}")
 
 
 def reliability_diagram(
@@ -128,7 +70,7 @@ def reliability_diagram(
     Raises:
         ValueError: On invalid inputs (see :func:`expected_calibration_error`).
     """
-    _check_bins(n_bins)
+    check_bins(n_bins)
     k = _n_classes(probs)
     labels, clean = check_predictions(y_true, probs, k, unit_interval=True)
     edges = np.linspace(0.0, 1.0, n_bins + 1)
@@ -140,7 +82,7 @@ def reliability_diagram(
     for name, p in clean.items():
         confidence = p.max(axis=1)
         correct = p.argmax(axis=1) == labels
-        accuracy, mean_conf, counts, ece = _calibration(correct, confidence, n_bins)
+        accuracy, mean_conf, counts, ece = calibration_bins(correct, confidence, n_bins)
         eces[name] = ece
         label = f"{name} (ECE {ece:.3f})"
         (line,) = top.plot(mean_conf, accuracy, marker="o", markersize=4, label=label)
@@ -457,6 +399,5 @@ __all__ = [
     "diagnostic_figures",
     "confident_mistakes",
     "disagreement_gallery",
-    "expected_calibration_error",
     "reliability_diagram",
 ]

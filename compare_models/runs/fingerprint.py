@@ -19,6 +19,7 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from compare_models.config import project_root
+from compare_models.runs.record import Fingerprint
 
 #: The libraries whose versions can change a run's numbers.
 LIBRARIES = (
@@ -113,20 +114,20 @@ def run_fingerprint(
     params: dict[str, Any],
     dataset: dict[str, Any],
     trainings: dict[str, dict[str, Any]],
-) -> dict[str, Any]:
+) -> Fingerprint:
     """The manifest's `fingerprint`: the orchestrating host, each training's host and device,
     the data (archive hash, split key, hash of the split indices), every seed and every parameter."""
-    return {
-        "orchestrator": orchestrator,
-        "trainings": trainings,
-        "data": data_identity(dataset, "synthetic"),
-        "seeds": {
+    return Fingerprint(
+        orchestrator=orchestrator,
+        trainings=trainings,
+        data=data_identity(dataset, "synthetic"),
+        seeds={
             "split": params["split"]["seed"],
             "train": params["train"]["seed"],
             "comparison": params.get("comparison", {}).get("seed"),
         },
-        "params": params,
-    }
+        params=params,
+    )
 
 
 def _flatten(value: Any, path: str = "") -> dict[str, Any]:

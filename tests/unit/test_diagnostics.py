@@ -6,10 +6,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
+from compare_models.evaluation.calibration import expected_calibration_error
 from compare_models.report.diagnostics import (
     confident_mistakes,
     disagreement_gallery,
-    expected_calibration_error,
     reliability_diagram,
 )
 from tests.support import pngs
