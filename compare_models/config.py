@@ -559,6 +559,15 @@ class NoisePolicy(BaseModel):
     comparable runs that were no regression (at least `min_history` of them, the last
     `trend_runs`), else the typed tolerances below. Each class has its own band, from the same
     sources, on its recall.
+
+    On a folder that grows, the history's accuracies rise with the data, so their spread
+    measures the rise, not the noise. There (`curve`), once the track's runs of one recipe span
+    at least two versions of the folder, the band comes from the runs' scatter around their
+    learning curve, accuracy against training images (`compare_models.statistics.
+    learning_curve`), and a challenger far below the curve's prediction at tonight's size is a
+    regression even when it beats the champion. Until the curve has `curve_min_runs` runs, the
+    tolerance serves; a class's band then comes from the run's own predictions
+    (`class_band`).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -595,6 +604,29 @@ class NoisePolicy(BaseModel):
         le=100,
         description="A class's band in recall points when there are neither replicas nor enough history",
     )
+    curve: bool = Field(
+        default=True,
+        description="On a folder that grows: the band from the runs' scatter around their learning "
+        "curve, and a challenger far below the curve's prediction is a regression",
+    )
+    curve_min_runs: int = Field(
+        default=4,
+        ge=3,
+        le=500,
+        description="Runs of the recipe on at least two versions of the folder needed to fit the "
+        "learning curve",
+    )
+    curve_form: Literal["auto", "power-law", "log-linear"] = Field(
+        default="auto",
+        description="'power-law': a - b*n^-c (from 6 runs on 3 sizes); 'log-linear': a + b*ln(n); "
+        "'auto': the power law once it has the runs, else log-linear",
+    )
+    class_band: Literal["predictions", "tolerance"] = Field(
+        default="predictions",
+        description="A class's band while the history is short: 'predictions' estimates it from the "
+        "run's own test predictions (each class's test count, its uncertain images and the model's "
+        "bias towards some classes); 'tolerance' uses class_tolerance_points",
+    )
 
 
 class GatePolicy(BaseModel):
@@ -607,7 +639,10 @@ class GatePolicy(BaseModel):
     * promote when the challenger is significantly better (p < alpha) and its accuracy is
       higher by more than the noise band and by at least `min_improvement`;
     * regression when it is significantly worse by more than the band, overall or (with
-      `class_regressions`) in any class (by more than that class's band);
+      `class_regressions`) in any class (by more than that class's band), or, on a folder that
+      grows, when its accuracy is below the learning curve's prediction at tonight's training
+      images by more than the curve's interval (`NoisePolicy.curve`), even if it beats the
+      champion;
     * within-noise when it is significantly worse, but within the band: not promoted, no alert;
     * otherwise keep the champion: no significant change.
     """

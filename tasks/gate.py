@@ -62,7 +62,9 @@ def gate(record: RunRecord) -> dict[str, GateDecision]:
             entry=champions.entry_for(record, model, reason="", by="compare-models gate"),
             probs=probs[model],
             hold=record.models[model].budget_note,
-            band=noise_band.band_for(record, model, artifacts.completed_runs()),
+            band=noise_band.band_for(
+                record, model, artifacts.completed_runs(), probs=probs[model], y_true=judge.y_true
+            ),
         )
         decision = decisions[model] = champions.gate(artifacts.store, challenger, judge)
         log = logger.warning if decision.decision == champions.REGRESSION else logger.info

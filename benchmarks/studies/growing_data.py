@@ -10,7 +10,15 @@ prefix; the gate's decision with its numbers; and the test images that leaked in
 counted here from the versions: every earlier test image must still be test, and no image (by
 SHA-256) may be both in training and in test.
 
-    python -m benchmarks.studies.growing_data [--nights 4] [--per-night 10000] [--epochs 2]
+Then the gate on data that grows: after the last normal night, `--replicas` seed replicas at
+its size on a track of their own (their band is what the curve's band is measured against,
+overall and, beside the class bands estimated from one run's predictions, per class), and a
+further night where two broken recipes run on the track: a third of the training labels
+shuffled (the `shuffle_labels` drill) and a tenth of the learning rate. Targets: no regression
+among the normal nights; every broken recipe a regression; the last normal night's band
+within 2x the replicas'.
+
+    python -m benchmarks.studies.growing_data [--nights 6] [--per-night 2000] [--epochs E] [--no-cold]
 
 Needs the local stack (`compare-models up`); everything goes to scratch buckets, removed after.
 """
@@ -28,7 +36,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import PurePosixPath
 
-from benchmarks.common import ROOT, emit, require_archive, scratch_bucket
+from benchmarks.common import RESULTS, ROOT, emit, require_archive, scratch_bucket
 
 
 def _training_images(archive, per_class_total: int) -> dict[str, list[tuple[str, bytes]]]:
@@ -72,13 +80,20 @@ def _leaks(versions) -> dict[str, int]:
     return {"earlier_test_images_now_in_training": moved, "images_in_training_and_test": both}
 
 
-def _run(data: str, track: str, epochs: int) -> dict:
+def _run(data: str, track: str, epochs: int, *extra: str, env: dict | None = None) -> dict:
     command = [
         sys.executable, "-m", "compare_models.cli.main", "run", "--preset", "smoke", "--data", data,
-        "--models", "cnn", "--epochs", str(epochs), "--track", track, "--json",
+        "--models", "cnn", "--epochs", str(epochs), "--track", track, "--json", *extra,
     ]  # fmt: skip
     started = time.perf_counter()
-    out = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=7200)
+    out = subprocess.run(
+        command,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=7200,
+        env={**os.environ, **(env or {})},
+    )
     if out.returncode != 0:
         raise SystemExit(f"the run failed:\n{out.stderr[-3000:]}")
     summary = json.loads(out.stdout)
@@ -86,81 +101,192 @@ def _run(data: str, track: str, epochs: int) -> dict:
     return summary
 
 
+def _gate_row(store, summary: dict) -> dict:
+    """The gate's decision on a run, with its band: where it came from, the curve's prediction
+    and tonight's residual, and the classes judged worse."""
+    from compare_models.runs.stored import read_record
+
+    record = read_record(store, summary["run_id"])
+    decision = record.gate["cnn"]
+    pair, band = decision.comparison, decision.band
+    curve = band.curve if band else None
+    accuracy = record.metrics["cnn"].accuracy
+    return {
+        "run_id": record.run_id,
+        "train_images": record.dataset.sizes["train"],
+        "test_images": record.dataset.sizes["test"],
+        "accuracy": round(accuracy, 4),
+        "decision": decision.decision,
+        "rescored": decision.rescored,
+        "difference_points": round(100 * pair.difference.accuracy.estimate, 2) if pair else None,
+        "mcnemar_p": pair.mcnemar.pvalue if pair else None,
+        "worse_classes": list(pair.worse_classes) if pair else [],
+        "band_points": round(100 * band.points, 2) if band else None,
+        "band_source": band.source if band else None,
+        "band_runs": band.runs if band else None,
+        "class_band_source": (band.class_source or band.source) if band else None,
+        "class_band_points": {c: round(100 * w, 1) for c, w in band.class_points.items()}
+        if band
+        else None,
+        "curve": curve.fit.describe() if curve else None,
+        "predicted": round(curve.predicted, 4) if curve else None,
+        "residual_points": round(100 * (accuracy - curve.predicted), 2) if curve else None,
+        "residual_band_points": round(100 * curve.residual_points, 2) if curve else None,
+        "reason": decision.reason,
+        "run_seconds": summary["seconds"],
+        "leaked_recorded": summary["data"].get("leaked"),
+    }
+
+
+def _replica_bands(store, summary: dict, coverage: float) -> dict:
+    """The band that the run's seed replicas give (overall and per class), beside the class
+    bands estimated from its kept model's test predictions alone."""
+    from compare_models.gate import noise_band
+    from compare_models.runs.artifacts import RunArtifacts
+    from compare_models.runs.stored import read_record
+    from compare_models.statistics.class_noise import class_recall_bands
+
+    record = read_record(store, summary["run_id"])
+    replicas = noise_band.band_for(record, "cnn", [])
+    assert replicas.source == "replicas", replicas.detail
+    with RunArtifacts.of(store, record) as artifacts:
+        probs = artifacts.model_predictions(record.models)["cnn"]
+        predicted = class_recall_bands(
+            probs, artifacts.test_labels(), record.dataset.class_names, coverage=coverage
+        )
+    ratio = {c: predicted[c] / w for c, w in replicas.class_points.items() if w > 0}
+    return {
+        "run_id": record.run_id,
+        "replicas": len(record.replica_metrics["cnn"]),
+        "accuracies": [round(m.accuracy, 4) for m in record.replica_metrics["cnn"]],
+        "band_points": round(100 * replicas.points, 2),
+        "class_band_points": {c: round(100 * w, 1) for c, w in replicas.class_points.items()},
+        "predicted_class_band_points": {c: round(100 * w, 1) for c, w in predicted.items()},
+        "predicted_over_replicas_median": round(float(sorted(ratio.values())[len(ratio) // 2]), 2)
+        if ratio
+        else None,
+    }
+
+
+def _draw_curve(store, summary: dict, label: str) -> None:
+    """The report's learning-curve figure of a run, kept in benchmarks/results/ (the docs show
+    one)."""
+    from compare_models.report.learning_curve import plot_learning_curves
+    from compare_models.runs.stored import read_record
+
+    record = read_record(store, summary["run_id"])
+    name = "growing_data_curve_" + "".join(c if c.isalnum() else "_" for c in label) + ".png"
+    plot_learning_curves(
+        record.gate, {m: record.metrics[m].accuracy for m in record.metrics}, RESULTS / name
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--nights", type=int, default=4)
-    ap.add_argument("--per-night", type=int, default=10_000, help="images added each night")
+    ap.add_argument("--nights", type=int, default=6, help="normal nights")
+    ap.add_argument("--per-night", type=int, default=2_000, help="images added each night")
     ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument(
+        "--replicas", type=int, default=3, help="seed replicas at the last night's size"
+    )
+    ap.add_argument("--learning-rate", type=float, default=1e-3)
+    ap.add_argument("--no-broken", action="store_true", help="no broken recipes after the nights")
+    ap.add_argument("--no-cold", action="store_true", help="skip the cold snapshots' timing")
     args = ap.parse_args()
 
+    from compare_models.config import NoisePolicy
     from compare_models.data.dataset import folder_name
     from compare_models.data.folders import folder_source
     from compare_models.data.versions import read_version
+    from compare_models.training.drills import Drills
 
     per_class = args.per_night // 10
-    images = _training_images(require_archive(), per_class * args.nights)
+    total = args.nights + (0 if args.no_broken else 1)
+    images = _training_images(require_archive(), per_class * total)
     track = f"grow-{secrets.token_hex(3)}"
-    nights, versions = [], []
+    lr = ["--learning-rate", str(args.learning_rate)]
+    nights, versions, replicas, broken = [], [], None, []
     with scratch_bucket() as store:
         prefix = f"team-data/images-{secrets.token_hex(3)}/"
         data = store.uri(prefix)
         source = folder_source(data)
-        for night in range(args.nights):
+        for night in range(total):
             new = [
                 (f"{c}/{name}", payload)
                 for c, files in images.items()
                 for name, payload in files[night * per_class : (night + 1) * per_class]
             ]
             upload_s = _upload(store, prefix, new)
-            # cold: the same prefix into a fresh bucket of versions (no earlier version, no pixels)
-            with scratch_bucket() as cold_store:
-                os.environ["COMPARE_MODELS_BUCKET"] = store.bucket  # the run's bucket, restored
-                cold, cold_s = _snapshot_seconds(source, cold_store, folder_name(data))
+            cold, cold_s = None, None
+            if not args.no_cold:
+                # cold: the same prefix into a fresh bucket of versions (no earlier version)
+                with scratch_bucket() as cold_store:
+                    os.environ["COMPARE_MODELS_BUCKET"] = store.bucket  # restored below
+                    cold, cold_s = _snapshot_seconds(source, cold_store, folder_name(data))
             os.environ["COMPARE_MODELS_BUCKET"] = store.bucket
             incremental, incremental_s = _snapshot_seconds(source, store, folder_name(data))
-            assert incremental.version.version_id == cold.version.version_id
-            summary = _run(data, track, args.epochs)
-            gate = summary["gate"]["cnn"]
-            pair = gate.get("comparison") or {}
-            versions.append(read_version(store, summary["data"]["version_id"]))
-            nights.append(
-                {
-                    "night": night + 1,
-                    "version_id": summary["data"]["version_id"][:12],
-                    "images": incremental.version.summary.images,
-                    "added": len(new),
-                    "upload_seconds": round(upload_s, 1),
-                    "snapshot_cold_seconds": round(cold_s, 2),
-                    "snapshot_cold_read": cold.downloaded,
-                    "snapshot_incremental_seconds": round(incremental_s, 2),
-                    "snapshot_incremental_read": incremental.downloaded,
-                    "incremental_over_cold": round(incremental_s / cold_s, 3),
-                    "sizes": summary["data"]["sizes"],
-                    "accuracy": round(summary["metrics"]["cnn"]["accuracy"], 4),
-                    "decision": gate["decision"],
-                    "rescored": gate.get("rescored", False),
-                    "difference_points": round(100 * pair["difference"]["accuracy"]["estimate"], 2)
-                    if pair
-                    else None,
-                    "mcnemar_p": pair["mcnemar"]["pvalue"] if pair else None,
-                    "band_points": round(100 * gate["band"]["points"], 2)
-                    if gate.get("band")
-                    else None,
-                    "reason": gate["reason"],
-                    "run_seconds": summary["seconds"],
-                    "leaked_recorded": summary["data"].get("leaked"),
-                }
-            )
-            print(json.dumps(nights[-1]), file=sys.stderr)
+            assert cold is None or incremental.version.version_id == cold.version.version_id
+            timing = {
+                "night": night + 1,
+                "images": incremental.version.summary.images,
+                "added": len(new),
+                "upload_seconds": round(upload_s, 1),
+                "snapshot_cold_seconds": round(cold_s, 2) if cold_s else None,
+                "snapshot_incremental_seconds": round(incremental_s, 2),
+                "snapshot_incremental_read": incremental.downloaded,
+            }
+            if night < args.nights:
+                summary = _run(data, track, args.epochs, *lr)
+                versions.append(read_version(store, summary["data"]["version_id"]))
+                nights.append({**timing, "version_id": summary["data"]["version_id"][:12],
+                               **_gate_row(store, summary)})  # fmt: skip
+                print(json.dumps(nights[-1]), file=sys.stderr)
+                if night == args.nights - 1 and args.replicas >= 2:
+                    # seed replicas at this size, on a track of their own: not the band they measure
+                    own = _run(data, f"{track}-replicas", args.epochs, *lr,
+                               "--train.replicas", str(args.replicas), "--seed", "1000")  # fmt: skip
+                    replicas = _replica_bands(store, own, NoisePolicy().coverage)
+                    print(json.dumps(replicas), file=sys.stderr)
+                continue
+            for label, extra, env in (
+                ("a third of the labels shuffled", lr, Drills(shuffle_labels=1 / 3).environment()),
+                ("learning rate / 10", ["--learning-rate", str(args.learning_rate / 10)], None),
+            ):
+                summary = _run(data, track, args.epochs, *extra, env=env)
+                broken.append({**timing, "recipe": label, **_gate_row(store, summary)})
+                print(json.dumps(broken[-1]), file=sys.stderr)
+                _draw_curve(store, summary, label)
+    normal = nights[1:]
+    last = nights[-1]
     emit(
         "growing_data",
         {
             "data": "cifar10-jpeg.tar.gz training images as class folders in S3",
             "per_night": args.per_night,
             "epochs": args.epochs,
+            "learning_rate": args.learning_rate,
             "nights": nights,
+            "replicas": replicas,
+            "broken": broken,
             "leaks": _leaks(versions),
-            "targets": {"incremental_over_cold": "well under 0.5", "leaked": 0},
+            "summary": {
+                "normal_regressions": sum(r["decision"] == "regression" for r in normal),
+                "normal_compared": len(normal),
+                "broken_regressions": sum(r["decision"] == "regression" for r in broken),
+                "broken_runs": len(broken),
+                "last_night_band_points": last["band_points"],
+                "last_night_band_source": last["band_source"],
+                "replica_band_points": replicas["band_points"] if replicas else None,
+                "last_over_replicas": round(last["band_points"] / replicas["band_points"], 2)
+                if replicas and last["band_points"]
+                else None,
+            },
+            "targets": {
+                "normal_regressions": 0,
+                "broken_regressions": "all",
+                "last_over_replicas": "<= 2",
+                "leaked": 0,
+            },
         },
     )
 

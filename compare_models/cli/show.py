@@ -164,10 +164,13 @@ def cmd_history(args: argparse.Namespace) -> int:
             "completed": (r.completed_at or "")[:19],
             "track": r.track,
             "model": r.model,
+            "training images": f"{r.train_images:,}",
             "accuracy": f"{r.accuracy:.4f}",
             "CI": f"{r.ci_low:.4f}-{r.ci_high:.4f} ({100 * r.confidence:g}%)"
             if r.ci_low is not None
             else "-",
+            "curve": f"{r.predicted:.4f}" if r.predicted is not None else "-",
+            "residual": f"{100 * r.residual:+.2f} pts" if r.residual is not None else "-",
             "decision": r.decision or "-",
             "vs": r.champion_run_id or "-",
         }
@@ -210,7 +213,9 @@ def add_runs(sub: argparse._SubParsersAction) -> None:
 
 def add_history(sub: argparse._SubParsersAction) -> None:
     hi = sub.add_parser(
-        "history", help="completed runs with their metrics and gate decisions, newest first"
+        "history",
+        help="completed runs with their metrics and gate decisions, newest first; on a folder "
+        "that grows, each run's training images, the learning curve's prediction and the residual",
     )
     hi.add_argument("--model")
     hi.add_argument("--track")

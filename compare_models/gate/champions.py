@@ -160,6 +160,9 @@ def decide(
             REGRESSION,
             f"significantly worse than the champion: accuracy {points}, McNemar p = {p:.3g}{noise}",
         )
+    below = below_curve(pair, band)
+    if below:
+        return REGRESSION, f"{below}; against the champion: accuracy {points}, McNemar p = {p:.3g}"
     if policy.class_regressions and beyond:
         return REGRESSION, (
             f"significantly worse than the champion in {len(beyond)} class(es) after Holm's correction"
@@ -200,6 +203,26 @@ def decide(
             f"better, but within the noise band: accuracy {points}, McNemar p = {p:.3g}{noise}",
         )
     return NO_CHANGE, f"no significant change: accuracy {points}, McNemar p = {p:.3g}{noise}"
+
+
+def below_curve(pair: PairComparison, band: NoiseBand | None) -> str:
+    """Why the challenger is a regression against the learning curve of its recipe: its
+    accuracy below the curve's prediction at tonight's training images by more than the
+    interval for tonight's residual ("" when it is not, or there is no curve)."""
+    curve = band.curve if band else None
+    observed = pair.accuracy.get(pair.b)
+    if curve is None or observed is None:
+        return ""
+    residual = observed.estimate - curve.predicted
+    if residual >= -curve.residual_points:
+        return ""
+    return (
+        f"below the learning curve: accuracy {100 * observed.estimate:.2f}% at "
+        f"{curve.train_images:,} training images where the curve predicts "
+        f"{100 * curve.predicted:.2f}% ± {100 * curve.residual_points:.2f} points "
+        f"({100 * curve.fit.coverage:g}% interval for tonight's residual; residual "
+        f"{100 * residual:+.2f} points), {curve.fit.describe()}"
+    )
 
 
 def read(store: ArtifactStore, track: str, model: str) -> tuple[ChampionRecord | None, str | None]:

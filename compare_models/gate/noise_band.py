@@ -11,14 +11,25 @@ tried first, put the band at 0.4 points where seeds moved the accuracy by 5.
 Its sources, in order (`NoisePolicy`):
 
 1. the run's own replicas of the model (`train.replicas` >= 2);
-2. the track's recent comparable runs of the model that were not judged a regression, at
-   least `min_history` of them among the last `trend_runs`: runs on the same test images or,
-   for a folder source whose data grows, runs on a version of the same folder with the same
-   classes (their test sets are drawn by the same hash from the same data);
-3. the typed tolerances, in points.
+2. on a folder whose data grew (the comparable runs below span at least two versions, so two
+   training-set sizes): the scatter of the recipe's runs around their learning curve, once
+   there are `curve_min_runs` runs of one recipe (the same model, training settings and input
+   size). The band for the difference from the champion is t * sqrt(2) * s, s the residuals'
+   standard deviation with the fit's degrees of freedom; the curve also predicts tonight's
+   accuracy, and `CurveBand.residual_points` bounds tonight's residual from it
+   (`compare_models.statistics.learning_curve`). Too few runs for the curve: the tolerance,
+   since the spread of accuracies that rise with the data measures the rise;
+3. when the data did not grow: the track's recent comparable runs of the model that were not
+   judged a regression, at least `min_history` of them among the last `trend_runs`: runs on
+   the same test images or, for a folder source, runs on a version of the same folder with the
+   same classes (their test sets are drawn by the same hash from the same data);
+4. the typed tolerances, in points.
 
-Each class gets its own band from the same source, on its recall; history runs recorded before
-per-class recalls were kept fall back to the class tolerance.
+Each class gets its own band from the same source, on its recall (on the curve: each class's
+recall against the training images, fitted in the accuracy's form). Where that source has no
+per-class estimate (the tolerance, or history runs recorded before per-class recalls were
+kept), a class's band comes from the run's own test predictions (`class_band`,
+`compare_models.statistics.class_noise`).
 """
 
 from __future__ import annotations
@@ -32,9 +43,11 @@ from scipy.stats import t as student_t
 from compare_models.config import NoisePolicy
 from compare_models.data.dataset import DatasetRef
 from compare_models.evaluation.records import ModelMetrics
-from compare_models.runs.decision import REGRESSION, NoiseBand
+from compare_models.runs.decision import REGRESSION, CurveBand, NoiseBand
 from compare_models.runs.record import RunRecord
-from compare_models.runs.track_history import test_images_of
+from compare_models.runs.track_history import recipes_of, test_images_of, train_images
+from compare_models.statistics.class_noise import PAIRS, bias_spread, class_recall_bands
+from compare_models.statistics.learning_curve import CurvePoint, LearningCurve, fit_curve
 
 
 def half_width(values: Sequence[float], coverage: float) -> float:
@@ -67,6 +80,7 @@ def tolerance(class_names: list[str], policy: NoisePolicy, why: str) -> NoiseBan
         class_points={c: policy.class_tolerance_points / 100 for c in class_names},
         source="tolerance",
         runs=0,
+        class_source="tolerance",
         detail=f"{why}; the policy's tolerance of {policy.tolerance_points:g} points "
         f"({policy.class_tolerance_points:g} per class)",
     )
@@ -85,8 +99,10 @@ def _estimated(
         f"{100 * policy.coverage:g}% prediction interval of the difference of two runs, from the "
         f"spread {100 * float(np.std(accuracies, ddof=1)):.2f} points of {len(accuracies)} {what}"
     )
+    class_source = None
     if classes is None:
         classes = {c: policy.class_tolerance_points / 100 for c in class_names}
+        class_source = "tolerance"
         detail += f"; class bands: the tolerance of {policy.class_tolerance_points:g} points"
     return NoiseBand(
         points=half_width(accuracies, policy.coverage),
@@ -94,6 +110,7 @@ def _estimated(
         source=source,
         runs=len(accuracies),
         detail=detail,
+        class_source=class_source,
     )
 
 
@@ -109,8 +126,15 @@ def comparable_history(
     """The model's metrics in the track's last `trend_runs` completed runs tested on the same
     images as `current` and not judged a regression (newest first, `current` left out): the
     recipe's ordinary runs, not the broken ones."""
+    return [r.metrics[model] for r in comparable_runs(current, model, completed)]
+
+
+def comparable_runs(
+    current: RunRecord, model: str, completed: Sequence[RunRecord]
+) -> list[RunRecord]:
+    """The runs behind `comparable_history`, newest first."""
     same = [
-        r.metrics[model]
+        r
         for r in completed
         if r.run_id != current.run_id
         and r.track == current.track
@@ -121,8 +145,17 @@ def comparable_history(
     return same[: current.params.gate.trend_runs]
 
 
-def band_for(record: RunRecord, model: str, completed: Sequence[RunRecord]) -> NoiseBand:
-    """The band the gate applies to `model` of `record` (see the module docstring)."""
+def band_for(
+    record: RunRecord,
+    model: str,
+    completed: Sequence[RunRecord],
+    *,
+    probs: np.ndarray | None = None,
+    y_true: np.ndarray | None = None,
+) -> NoiseBand:
+    """The band the gate applies to `model` of `record` (see the module docstring); `probs`
+    and `y_true`, the run's test probabilities and labels, serve the class bands that come
+    from the run's own predictions."""
     policy, class_names = record.params.gate.noise, record.dataset.class_names
     if not policy.enabled:
         return NoiseBand(
@@ -134,15 +167,149 @@ def band_for(record: RunRecord, model: str, completed: Sequence[RunRecord]) -> N
         )
     replicas = record.replica_metrics.get(model, [])
     if len(replicas) >= 2:
-        return _estimated(replicas, class_names, policy, "replicas", "replicas of this run")
-    history = comparable_history(record, model, completed)
+        band = _estimated(replicas, class_names, policy, "replicas", "replicas of this run")
+        return _classes_from_predictions(band, policy, probs, y_true)
+    runs = comparable_runs(record, model, completed)
+    sizes = {train_images(r.dataset) for r in runs}
+    if policy.curve and record.dataset.version_id and len(sizes) >= 2:
+        same_recipe = _curve_runs(record, model, runs, policy)
+        band = (
+            _from_curve(record, model, same_recipe, policy)
+            if (len(same_recipe) >= policy.curve_min_runs)
+            else None
+        )
+        if band is None:
+            band = tolerance(
+                class_names,
+                policy,
+                f"the folder grew over the {len(runs)} comparable earlier run(s) of track "
+                f"{record.track} ({len(sizes)} training-set sizes), so their spread measures the "
+                f"rise; the learning curve needs {policy.curve_min_runs} runs of this recipe on "
+                f"two or more sizes and has {len(same_recipe)}",
+            )
+        return _classes_from_predictions(band, policy, probs, y_true)
+    history = [r.metrics[model] for r in runs]
     if len(history) >= policy.min_history:
-        return _estimated(
+        band = _estimated(
             history, class_names, policy, "history", f"comparable runs of track {record.track}"
         )
-    return tolerance(
+        return _classes_from_predictions(band, policy, probs, y_true)
+    band = tolerance(
         class_names,
         policy,
         f"{len(history)} comparable earlier run(s) of track {record.track}, fewer than the "
         f"{policy.min_history} needed, and no replicas",
+    )
+    return _classes_from_predictions(band, policy, probs, y_true)
+
+
+def _curve_runs(
+    record: RunRecord, model: str, runs: list[RunRecord], policy: NoisePolicy
+) -> list[RunRecord]:
+    """The runs of one recipe the curve is fitted to: tonight's recipe when the track has
+    `curve_min_runs` runs of it, else the recipe of the track's newest run, so that a changed
+    recipe (a tenth of the learning rate) is judged by what the track's recipe achieves."""
+    tonight, *theirs = recipes_of([record, *runs], model)
+    same = [r for r, their in zip(runs, theirs, strict=True) if their == tonight]
+    if len(same) >= policy.curve_min_runs or not runs:
+        return same
+    return [r for r, their in zip(runs, theirs, strict=True) if their == theirs[0]]
+
+
+def _from_curve(
+    record: RunRecord, model: str, runs: Sequence[RunRecord], policy: NoisePolicy
+) -> NoiseBand | None:
+    """The band from the runs' scatter around their learning curve (None: the fit failed)."""
+    fit = fit_curve(
+        [
+            CurvePoint(
+                run_id=r.run_id,
+                train_images=train_images(r.dataset),
+                value=r.metrics[model].accuracy,
+            )
+            for r in runs
+        ],
+        coverage=policy.coverage,
+        form=policy.curve_form,
+    )
+    if fit is None:
+        return None
+    tonight = train_images(record.dataset)
+    expected = CurveBand(
+        fit=fit,
+        train_images=tonight,
+        predicted=fit.predict(tonight),
+        residual_points=float(fit.residual_half_width(tonight)[0]),
+    )
+    names = record.dataset.class_names
+    classes = _class_curves(names, runs, model, fit, policy)
+    detail = (
+        f"{100 * policy.coverage:g}% prediction interval of the difference of two runs, from the "
+        f"scatter around the learning curve: {fit.describe()}; at tonight's "
+        f"{tonight:,} training images it predicts {100 * expected.predicted:.2f}% "
+        f"± {100 * expected.residual_points:.2f} points"
+    )
+    return NoiseBand(
+        points=fit.difference_half_width(),
+        class_points=classes or {c: policy.class_tolerance_points / 100 for c in names},
+        source="curve",
+        runs=len(runs),
+        detail=detail
+        if classes
+        else f"{detail}; class bands: the tolerance of {policy.class_tolerance_points:g} points",
+        class_source="curve" if classes else "tolerance",
+        curve=expected,
+    )
+
+
+def _class_curves(
+    class_names: list[str],
+    runs: Sequence[RunRecord],
+    model: str,
+    fit: LearningCurve,
+    policy: NoisePolicy,
+) -> dict[str, float] | None:
+    """Each class's band from its recall's scatter around its own curve, in the accuracy's
+    form (None: some run has no per-class recalls, or a class's fit failed)."""
+    recalls = [r.metrics[model].recall_per_class for r in runs]
+    if any(r is None or len(r) != len(class_names) for r in recalls):
+        return None
+    widths = {}
+    for i, name in enumerate(class_names):
+        curve = fit_curve(
+            [
+                CurvePoint(run_id=r.run_id, train_images=p.train_images, value=rec[i])
+                for r, p, rec in zip(runs, fit.points, recalls, strict=True)
+            ],
+            coverage=policy.coverage,
+            form=fit.form,
+        )
+        if curve is None:
+            return None
+        widths[name] = curve.difference_half_width()
+    return widths
+
+
+def _classes_from_predictions(
+    band: NoiseBand,
+    policy: NoisePolicy,
+    probs: np.ndarray | None,
+    y_true: np.ndarray | None,
+) -> NoiseBand:
+    """`band` with its class bands estimated from the run's test predictions where its own
+    source had none for them (`class_source` "tolerance"), when the policy says so."""
+    if band.class_source != "tolerance" or policy.class_band != "predictions":
+        return band
+    if probs is None or y_true is None:
+        return band
+    widths = class_recall_bands(probs, y_true, list(band.class_points), coverage=policy.coverage)
+    return band.model_copy(
+        update={
+            "class_points": widths,
+            "class_source": "predictions",
+            "detail": f"{band.detail}; instead of the class tolerance, class bands from this run's "
+            f"test predictions (their uncertainty and the model's bias towards some classes, "
+            f"tau = {bias_spread(probs, y_true):.2f}): {100 * policy.coverage:g}% of the recall "
+            f"differences of {PAIRS} simulated pairs of runs",
+        }
     )

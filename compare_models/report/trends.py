@@ -39,6 +39,8 @@ from matplotlib.ticker import PercentFormatter
 
 from compare_models.report import figures
 from compare_models.report import recall_changes as recall_figure
+from compare_models.report.learning_curve import caption as learning_curve_caption
+from compare_models.report.learning_curve import curves_of, plot_learning_curves
 from compare_models.runs.decision import (
     DECISIONS,
     FIRST,
@@ -462,8 +464,9 @@ __all__ = ["DECISIONS", "champion_figures", "plot_accuracy_trend"]
 def champion_figures(
     records: list[RunRecord], *, current: RunRecord, last: int, out_dir: Path
 ) -> list[tuple[Path, str]]:
-    """The report's "vs champion" figures: the accuracy trend of the track and, for models
-    compared with a champion, the per-class recall changes."""
+    """The report's "vs champion" figures: the accuracy trend of the track, the learning curve
+    where a model's band came from one, and, for models compared with a champion, the
+    per-class recall changes."""
     points = trend_points(records, current=current, last=last)
     level = f"{100 * current.confidence:g}%"
     # Only models with a point in the current run can carry a band (the plot refuses others).
@@ -489,6 +492,17 @@ def champion_figures(
             caption,
         )
     ]
+    if curves_of(current.gate):
+        figures.append(
+            (
+                plot_learning_curves(
+                    current.gate,
+                    {m: current.metrics[m].accuracy for m in current.metrics},
+                    out_dir / "learning_curve.png",
+                ),
+                learning_curve_caption(current.gate),
+            )
+        )
     figures.append(
         (
             recall_figure.plot_recall_changes(

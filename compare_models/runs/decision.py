@@ -14,6 +14,7 @@ from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from compare_models.statistics.learning_curve import LearningCurve
 from compare_models.statistics.records import PairComparison
 
 #: Decisions of the gate, in the words the manifest, report, CLI and events use.
@@ -39,6 +40,19 @@ class _Part(BaseModel):
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
 
 
+class CurveBand(_Part):
+    """The learning curve behind a band (source `curve`) and what it expects tonight: the
+    accuracy it predicts at tonight's number of training images and the half-width of the
+    interval for tonight's residual from it (`compare_models.statistics.learning_curve`)."""
+
+    fit: LearningCurve
+    train_images: int = Field(gt=0, description="tonight's training images")
+    predicted: float = Field(description="the curve's accuracy at tonight's training images")
+    residual_points: float = Field(
+        ge=0, description="half-width of the interval for tonight's residual, a fraction"
+    )
+
+
 class NoiseBand(_Part):
     """How far a challenger's accuracy may fall from (or rise above) the champion's before it
     counts: the recipe's own seed-to-seed noise, and where that estimate came from."""
@@ -47,9 +61,15 @@ class NoiseBand(_Part):
         ge=0, description="half-width for the accuracy, a fraction (0.01 = 1 point)"
     )
     class_points: dict[str, float] = Field(description="half-width per class, for its recall")
-    source: Literal["replicas", "history", "tolerance", "off"]
+    source: Literal["replicas", "curve", "history", "tolerance", "off"]
     runs: int = Field(ge=0, description="how many accuracies it was estimated from")
     detail: str
+    class_source: (
+        Literal["replicas", "curve", "history", "predictions", "tolerance", "off"] | None
+    ) = Field(default=None, description="where the class bands came from (None: as `source`)")
+    curve: CurveBand | None = Field(
+        default=None, description="the learning curve, when the band came from it"
+    )
 
 
 class TestImages(_Part):

@@ -4,12 +4,14 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
 from pydantic import BaseModel
 
 from compare_models.data.dataset import DatasetRef
+from compare_models.models import registry
 from compare_models.runs.decision import GateDecision, NoiseBand
 from compare_models.runs.record import RunRecord
 
@@ -19,8 +21,44 @@ def test_images_of(dataset: DatasetRef) -> tuple[str | None, str | None]:
     return dataset.archive_sha256, dataset.test_indices_sha256 or dataset.split_indices_sha256
 
 
+def train_images(dataset: DatasetRef) -> int:
+    """How many images a run trained on (the x of its learning curve)."""
+    return int(dataset.sizes.get("train", 0))
+
+
+def recipes_of(records: list[RunRecord], model: str) -> list[str]:
+    """What makes two runs of `model` points of one learning curve, per record: the model, its
+    training settings (all but the seed, the replicas and the threads, which change no
+    expectation), its input size and its starting weights."""
+    weighted = _takes_weights(model)  # once: it reads the installed plugins
+    return [
+        json.dumps(
+            {
+                "model": model,
+                "train": record.params.train_for(model).model_dump(
+                    mode="json", exclude={"seed", "replicas", "threads"}
+                ),
+                "resize": record.dataset.resize,
+                "weights": record.params.resnet_weights if weighted else None,
+            },
+            sort_keys=True,
+        )
+        for record in records
+    ]
+
+
+def _takes_weights(model: str) -> bool:
+    try:
+        return registry.get(model).takes_weights
+    except ValueError:  # a plugin's model no longer installed: its weights setting counts
+        return True
+
+
 class HistoryRow(BaseModel):
-    """One completed run and model: metrics with the accuracy interval and the gate's decision."""
+    """One completed run and model: metrics with the accuracy interval and the gate's decision,
+    and its training images. On a folder that grows, once the gate's band came from the
+    learning curve: the accuracy the curve of the earlier runs predicted at this run's training
+    images, and the residual, accuracy minus prediction."""
 
     run_id: str
     completed_at: str | None
@@ -34,6 +72,9 @@ class HistoryRow(BaseModel):
     decision: str | None
     champion_run_id: str | None
     data: str
+    train_images: int
+    predicted: float | None = None
+    residual: float | None = None
 
 
 def rows(
@@ -53,6 +94,7 @@ def rows(
                 continue
             interval = record.accuracy_interval(name)
             decision = record.gate.get(name)
+            curve = decision.band.curve if decision and decision.band else None
             found.append(
                 HistoryRow(
                     run_id=record.run_id,
@@ -67,6 +109,9 @@ def rows(
                     decision=decision.decision if decision else None,
                     champion_run_id=decision.champion_run_id if decision else None,
                     data=record.dataset.name,
+                    train_images=train_images(record.dataset),
+                    predicted=curve.predicted if curve else None,
+                    residual=metrics.accuracy - curve.predicted if curve else None,
                 )
             )
     return found[:last] if last else found

@@ -1,0 +1,321 @@
+"""The gate on data that grows: the band from the runs' scatter around their learning curve, on
+made-up histories with a known curve and a known noise sigma, and the class bands estimated
+from one run's predictions."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy.stats import t
+
+from compare_models.config import GatePolicy, NoisePolicy, TrainParams
+from compare_models.gate import champions, noise_band
+from compare_models.runs.decision import PROMOTED, REGRESSION
+from compare_models.runs.record import RunRecord
+from compare_models.runs.track_history import rows
+from compare_models.statistics.class_noise import bias_spread, class_recall_bands
+from compare_models.statistics.learning_curve import CurvePoint, fit_curve
+from compare_models.statistics.paired import compare_pair
+from tests.unit.test_noise_band import _record
+
+VERSION = "ab" * 32
+SIGMA = 0.015
+PER_NIGHT = 3000
+_BASE = _record()  # parsed once: hundreds of made-up runs are copies of it
+
+
+def _metrics(accuracy: float, recalls: list[float] | None = None):
+    return _BASE.metrics["cnn"].model_copy(
+        update={"accuracy": accuracy, "recall_per_class": recalls}
+    )
+
+
+def _truth(n, a=0.75, b=0.55, c=0.45):
+    return a - b * np.power(np.asarray(n, dtype=float) / 1000, -c)
+
+
+def _grown(run_id: str, train: int, accuracy: float, recalls=None, **train_changes) -> RunRecord:
+    """A run of `cnn` on a version of the folder `team` with `train` training images."""
+    record = _BASE.model_copy(update={"run_id": run_id})
+    dataset = record.dataset.model_copy(
+        update={
+            "name": "folder-team",
+            "version_id": VERSION,
+            "sizes": {"train": train, "val": train // 7, "test": 2 * train // 7},
+        }
+    )
+    params = record.params
+    if train_changes:
+        params = params.model_copy(update={"train": params.train.model_copy(update=train_changes)})
+    return record.model_copy(
+        update={
+            "dataset": dataset,
+            "params": params,
+            "metrics": {**record.metrics, "cnn": _metrics(accuracy, recalls)},
+        }
+    )
+
+
+def _nights(accuracies, sizes) -> list[RunRecord]:
+    """Earlier runs, newest first (as the store lists them)."""
+    runs = [
+        _grown(f"night-{i}", n, a) for i, (n, a) in enumerate(zip(sizes, accuracies, strict=True))
+    ]
+    return runs[::-1]
+
+
+def test_sigma_from_the_residuals_is_recovered_on_average_whether_the_data_grows_or_not():
+    rng = np.random.default_rng(20261205)
+    grown, fixed = [], []
+    quantile = t.ppf(0.975, 7)
+    for _ in range(200):
+        sizes = PER_NIGHT * np.arange(1, 9)
+        history = _nights(_truth(sizes) + rng.normal(0, SIGMA, 8), sizes)
+        band = noise_band.band_for(_grown("tonight", PER_NIGHT * 9, 0.5), "cnn", history)
+        assert band.source == "curve" and band.curve.fit.form == "power-law"
+        grown.append(band.curve.fit.sigma / SIGMA)
+
+        same = np.full(8, 6000)
+        history = _nights(_truth(same) + rng.normal(0, SIGMA, 8), same)
+        band = noise_band.band_for(_grown("tonight", 6000, 0.5), "cnn", history)
+        assert band.source == "history" and band.curve is None
+        fixed.append(band.points / (quantile * math.sqrt(2)) / SIGMA)
+    # sqrt of an unbiased variance is a little low on average (c4: 0.95 with 5 degrees of
+    # freedom, 0.96 with 7); both stay within 10%
+    assert np.mean(grown) == pytest.approx(1.0, abs=0.10)
+    assert np.mean(fixed) == pytest.approx(1.0, abs=0.10)
+
+
+def test_the_band_does_not_widen_as_the_curve_rises():
+    noise = np.random.default_rng(7).normal(0, SIGMA, 8)
+    sizes = PER_NIGHT * np.arange(1, 9)
+    curve_bands, spread_bands = [], []
+    for steepness in (0.25, 0.5, 1.0, 2.0):
+        values = _truth(sizes, b=0.55 * steepness) + noise
+        band = noise_band.band_for(_grown("tonight", 27000, 0.5), "cnn", _nights(values, sizes))
+        curve_bands.append(band.points)
+        spread_bands.append(noise_band.half_width(values, 0.95))
+    assert max(curve_bands) / min(curve_bands) < 1.1
+    # the spread of the accuracies themselves, today's history band, grows with the rise
+    assert spread_bands[-1] / spread_bands[0] > 4
+    assert all(c < s for c, s in zip(curve_bands, spread_bands, strict=True))
+
+
+def _pair(accuracy_champion: float, accuracy_challenger: float, n: int = 4000):
+    """A paired comparison on `n` test images whose accuracies are exactly the given ones."""
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 10, n)
+    champion, challenger = np.full((n, 10), 0.01), np.full((n, 10), 0.01)
+    wrong = (y + 1) % 10
+    a, b = round(accuracy_champion * n), round(accuracy_challenger * n)
+    champion[np.arange(n), np.where(np.arange(n) < a, y, wrong)] = 0.91
+    challenger[np.arange(n), np.where(np.arange(n) < b, y, wrong)] = 0.91
+    names = [f"synthetic-{c}" for c in range(10)]
+    return compare_pair(y, champion, challenger, name_a="champion", name_b="challenger",
+                        class_names=names, n_resamples=1000, seed=0)  # fmt: skip
+
+
+def test_with_eight_runs_a_point_five_sigma_below_the_curve_is_a_regression_one_sigma_is_not():
+    # 8 runs and the power law's 3 parameters leave 5 degrees of freedom: t(0.975, 5) = 2.571,
+    # so the interval for tonight's residual is 2.571 x sqrt(s^2 + Var f(n)), about 2.6 to 3.5 s:
+    # 5 sigma lies beyond it, 1 sigma inside
+    sizes = PER_NIGHT * np.arange(1, 9)
+    noise = np.random.default_rng(11).normal(0, SIGMA, 8)
+    history = _nights(_truth(sizes) + noise, sizes)
+    tonight = PER_NIGHT * 9
+    band = noise_band.band_for(_grown("tonight", tonight, 0.5), "cnn", history)
+    fit = band.curve.fit
+    assert (
+        fit.form == "power-law" and fit.dof == 5 and fit.quantile == pytest.approx(2.571, abs=1e-3)
+    )
+    assert 0.7 * SIGMA < fit.sigma < 1.3 * SIGMA
+    expected = float(_truth(tonight))
+    assert band.curve.predicted == pytest.approx(expected, abs=2 * SIGMA)
+    policy = GatePolicy()
+    # 5 sigma below the curve, yet 5 points better than a champion trained on less data
+    low = expected - 5 * SIGMA
+    decision, reason = champions.decide(_pair(low - 0.05, low), policy, band)
+    assert decision == REGRESSION and "below the learning curve" in reason
+    assert f"{100 * band.curve.predicted:.2f}%" in reason and "power-law" in reason
+    # 1 sigma below the curve and well above the champion: promoted
+    near = expected - SIGMA
+    decision, reason = champions.decide(_pair(near - 0.05, near), policy, band)
+    assert decision == PROMOTED, reason
+
+
+def test_the_sources_in_order_replicas_then_curve_then_history_then_tolerance():
+    sizes = PER_NIGHT * np.arange(1, 6)
+    history = _nights(_truth(sizes), sizes)
+    tonight = _grown("tonight", 18000, 0.5)
+    assert noise_band.band_for(tonight, "cnn", history).source == "curve"
+    replicas = tonight.model_copy(
+        update={"replica_metrics": {"cnn": [_metrics(0.5), _metrics(0.52)]}}
+    )
+    assert noise_band.band_for(replicas, "cnn", history).source == "replicas"
+    # grew, but only 3 runs: the tolerance, not the spread of accuracies that rise with the data
+    short = noise_band.band_for(tonight, "cnn", history[:3])
+    assert short.source == "tolerance" and "the folder grew" in short.detail
+    # the curve is off: today's history band
+    no_curve = tonight.params.gate.model_copy(update={"noise": NoisePolicy(curve=False)})
+    off = tonight.model_copy(
+        update={"params": tonight.params.model_copy(update={"gate": no_curve})}
+    )
+    assert noise_band.band_for(off, "cnn", history).source == "history"
+
+
+def test_only_runs_of_the_same_recipe_make_the_curve():
+    sizes = PER_NIGHT * np.arange(1, 7)
+    history = _nights(_truth(sizes), sizes)
+    other = [_grown(f"lr-{i}", int(n), 0.2, learning_rate=1e-4) for i, n in enumerate(sizes)]
+    band = noise_band.band_for(_grown("tonight", 21000, 0.5), "cnn", other + history)
+    assert band.source == "curve" and band.runs == 6
+    assert {p.run_id for p in band.curve.fit.points} == {r.run_id for r in history}
+    # too few runs of tonight's recipe: the recipe of the track's newest run makes it
+    changed = _grown("tonight", 21000, 0.2, learning_rate=1e-4)
+    band = noise_band.band_for(changed, "cnn", history + other[:2])
+    assert band.source == "curve" and {p.run_id for p in band.curve.fit.points} == {
+        r.run_id for r in history
+    }
+    # only 3 runs of the newest run's recipe: too few for the curve
+    band = noise_band.band_for(_grown("tonight", 21000, 0.5), "cnn", other[:3] + history[:2])
+    assert band.source == "tolerance"
+    assert TrainParams().seed != 7  # the seed is not part of the recipe:
+    seeded = [r.model_copy(update={"params": r.params.model_copy(update={"train": r.params.train.model_copy(update={"seed": 7})})}) for r in history]  # fmt: skip
+    assert noise_band.band_for(_grown("tonight", 21000, 0.5), "cnn", seeded).source == "curve"
+
+
+def test_class_bands_follow_each_classs_recall_curve():
+    sizes = PER_NIGHT * np.arange(1, 7)
+    rng = np.random.default_rng(5)
+    runs = []
+    for i, n in enumerate(sizes):
+        recalls = [float(_truth(n)) + rng.normal(0, 0.01 if c < 5 else 0.08) for c in range(10)]
+        runs.append(_grown(f"night-{i}", int(n), float(np.mean(recalls)), recalls))
+    band = noise_band.band_for(_grown("tonight", 21000, 0.5), "cnn", runs[::-1])
+    assert band.class_source == "curve"
+    steady = [band.class_points[f"synthetic-{c}"] for c in range(5)]
+    noisy = [band.class_points[f"synthetic-{c}"] for c in range(5, 10)]
+    assert max(steady) < min(noisy)
+
+
+def test_the_curve_is_monotone_and_falls_back_to_log_linear_with_few_runs():
+    points = [CurvePoint(run_id=str(i), train_images=n, value=v) for i, (n, v) in enumerate(
+        [(3000, 0.30), (6000, 0.36), (9000, 0.35), (12000, 0.41)])]  # fmt: skip
+    fit = fit_curve(points, coverage=0.95)
+    assert fit.form == "log-linear" and fit.dof == 2 and fit.parameters["b"] >= 0
+    grid = np.linspace(1000, 50000, 50)
+    assert np.all(np.diff(fit(grid)) >= 0)
+    assert fit_curve(points[:2], coverage=0.95) is None
+    same_size = [p.model_copy(update={"train_images": 3000}) for p in points]
+    assert fit_curve(same_size, coverage=0.95) is None
+
+
+def test_the_prediction_interval_is_wider_far_from_the_runs():
+    sizes = PER_NIGHT * np.arange(1, 9)
+    noise = np.random.default_rng(2).normal(0, SIGMA, 8)
+    points = [CurvePoint(run_id=str(i), train_images=int(n), value=float(v)) for i, (n, v) in enumerate(zip(sizes, _truth(sizes) + noise, strict=True))]  # fmt: skip
+    fit = fit_curve(points, coverage=0.95)
+    near, far = fit.residual_half_width([27000, 200000])
+    assert fit.quantile * fit.sigma < near < far
+    assert fit.difference_half_width() == pytest.approx(fit.quantile * math.sqrt(2) * fit.sigma)
+
+
+def test_history_rows_give_training_images_and_the_residual_from_the_curve():
+    sizes = PER_NIGHT * np.arange(1, 6)
+    history = _nights(_truth(sizes), sizes)
+    tonight = _grown("tonight", 18000, 0.40)
+    band = noise_band.band_for(tonight, "cnn", history)
+    decision = tonight.gate["cnn"].model_copy(update={"band": band})
+    tonight = tonight.model_copy(update={"gate": {**tonight.gate, "cnn": decision}})
+    row = next(r for r in rows([tonight, *history], model="cnn") if r.run_id == "tonight")
+    assert row.train_images == 18000
+    assert row.predicted == pytest.approx(band.curve.predicted)
+    assert row.residual == pytest.approx(0.40 - band.curve.predicted)
+    earlier = [r for r in rows(history, model="cnn")]
+    assert [r.train_images for r in earlier] == [int(n) for n in sizes[::-1]]
+
+
+# ── class bands from one run's predictions ─────────────────────────────────────
+
+
+def _predictions(n_per_class, favour=None, strength=0.0, confidence=2.0, seed=0):
+    """Made-up test probabilities: right-leaning logits, plus a bias towards `favour`."""
+    rng = np.random.default_rng(seed)
+    y = np.repeat(np.arange(len(n_per_class)), n_per_class)
+    logits = rng.normal(0, 1, (len(y), len(n_per_class)))
+    logits[np.arange(len(y)), y] += confidence
+    if favour is not None:
+        logits[:, favour] += strength
+    probs = np.exp(logits)
+    return probs / probs.sum(axis=1, keepdims=True), y
+
+
+NAMES = [f"c{i}" for i in range(10)]
+
+
+def test_a_class_with_fewer_test_images_gets_a_wider_band():
+    # a confident model that favours no class (tau small): what is left is each class's count
+    probs, y = _predictions([400] * 9 + [40], confidence=4.0)
+    assert bias_spread(probs, y) < 0.2
+    widths = class_recall_bands(probs, y, NAMES, coverage=0.95)
+    assert widths["c9"] > 1.8 * max(widths[f"c{i}"] for i in range(9))
+
+
+def test_a_model_biased_towards_some_classes_gets_wider_class_bands():
+    balanced, y = _predictions([200] * 10)
+    biased, _ = _predictions([200] * 10, favour=[0, 1], strength=2.5)
+    assert bias_spread(biased, y) > 3 * bias_spread(balanced, y)
+    narrow = class_recall_bands(balanced, y, NAMES, coverage=0.95)
+    wide = class_recall_bands(biased, y, NAMES, coverage=0.95)
+    assert np.median(list(wide.values())) > 1.5 * np.median(list(narrow.values()))
+    # the same inputs give the same bands
+    assert class_recall_bands(biased, y, NAMES, coverage=0.95) == wide
+
+
+def test_class_bands_come_from_the_predictions_while_the_history_is_short():
+    probs, y = _predictions([4] * 10)
+    record = _record()
+    band = noise_band.band_for(record, "cnn", [], probs=probs, y_true=y)
+    assert band.source == "tolerance" and band.class_source == "predictions"
+    assert band.points == pytest.approx(NoisePolicy().tolerance_points / 100)
+    assert set(band.class_points) == set(record.dataset.class_names)
+    assert "test predictions" in band.detail
+    tolerance = record.params.gate.model_copy(update={"noise": NoisePolicy(class_band="tolerance")})
+    flat = record.model_copy(
+        update={"params": record.params.model_copy(update={"gate": tolerance})}
+    )
+    band = noise_band.band_for(flat, "cnn", [], probs=probs, y_true=y)
+    assert band.class_source == "tolerance"
+    assert set(band.class_points.values()) == {NoisePolicy().class_tolerance_points / 100}
+
+
+def test_mismatched_predictions_are_refused():
+    probs, y = _predictions([10] * 10)
+    with pytest.raises(ValueError, match="do not match"):
+        class_recall_bands(probs, y[:-1], NAMES, coverage=0.95)
+
+
+def test_the_report_draws_the_curve_its_band_and_tonights_point_from_the_record(tmp_path):
+    from matplotlib.image import imread
+
+    from compare_models.report import trends
+
+    sizes = PER_NIGHT * np.arange(1, 7)
+    history = _nights(_truth(sizes) + np.random.default_rng(1).normal(0, SIGMA, 6), sizes)
+    tonight = _grown("tonight", 21000, 0.33)
+    band = noise_band.band_for(tonight, "cnn", history)
+    decision = tonight.gate["cnn"].model_copy(update={"band": band, "decision": REGRESSION})
+    tonight = tonight.model_copy(update={"gate": {"cnn": decision}})
+    figures = trends.champion_figures([], current=tonight, last=5, out_dir=tmp_path)
+    path, caption = next((p, c) for p, c in figures if p.name == "learning_curve.png")
+    assert imread(path).shape[1] >= 500
+    assert "power-law" in caption and f"{100 * band.curve.predicted:.2f}%" in caption
+    # a band from elsewhere draws no learning curve
+    plain = tonight.model_copy(update={"gate": {"cnn": decision.model_copy(update={"band": None})}})
+    names = [
+        p.name
+        for p, _ in trends.champion_figures([], current=plain, last=5, out_dir=tmp_path / "b")
+    ]
+    assert "learning_curve.png" not in names
