@@ -31,6 +31,26 @@ class ChampionMetrics(_Part):
     f1_macro: float | None = None
 
 
+class ChampionData(_Part):
+    """The data a champion was tested on: what makes two runs' test images the same
+    (`compare_models.runs.fingerprint.DATA_IDENTITY`), and its classes. Every field may be
+    missing from records written before it was kept: `class_names` before folder sources (then
+    CIFAR-10's or the synthetic data's ten), `version_id` for archive sources."""
+
+    name: str | None = None
+    archive_sha256: str | None = None
+    split_key: str | None = None
+    split_indices_sha256: str | None = None
+    test_indices_sha256: str | None = None
+    version_id: str | None = None
+    class_names: list[str] | None = None
+
+    @property
+    def test_images(self) -> str | None:
+        """The indices of its test images (older records kept those of the whole split)."""
+        return self.test_indices_sha256 or self.split_indices_sha256
+
+
 class ChampionEntry(_Part):
     """One champion: the run and model, where its model and test predictions are, the data it
     was tested on, its headline metrics, and when, why and by whom it was promoted."""
@@ -39,9 +59,7 @@ class ChampionEntry(_Part):
     model: str
     model_key: str
     predictions_key: str
-    dataset: dict[str, Any] = Field(
-        description="the data it was tested on (`compare_models.runs.fingerprint.data_identity`)"
-    )
+    dataset: ChampionData = Field(description="the data it was tested on")
     metrics: ChampionMetrics
     accuracy_interval: Interval | None = None
     promoted_at: str = Field(description="ISO 8601, UTC")

@@ -22,12 +22,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
-from typing import Any
 
 import numpy as np
 
 from compare_models.config import CIFAR10_CLASSES, ComparisonParams, GatePolicy
 from compare_models.gate.champion_record import (
+    ChampionData,
     ChampionEntry,
     ChampionMetrics,
     ChampionRecord,
@@ -81,7 +81,9 @@ def entry_for(record: RunRecord, model: str, *, reason: str, by: str) -> Champio
         model=model,
         model_key=trained.model_key,
         predictions_key=trained.predictions_key,
-        dataset=data_identity(record.dataset.model_dump(mode="json"), "class_names"),
+        dataset=ChampionData.model_validate(
+            data_identity(record.dataset.model_dump(mode="json"), "class_names")
+        ),
         metrics=ChampionMetrics(accuracy=metrics.accuracy, f1_macro=metrics.f1_macro),
         accuracy_interval=interval,
         promoted_at=_now(),
@@ -93,39 +95,35 @@ def entry_for(record: RunRecord, model: str, *, reason: str, by: str) -> Champio
 SAME_IMAGES, RESCORE, INCOMPARABLE = "same-images", "rescore", "incomparable"
 
 
-def class_names_of(identity: Mapping[str, Any]) -> list[str]:
+def class_names_of(data: ChampionData) -> list[str]:
     """The classes a champion entry was tested on: recorded since folder sources; before, only
     CIFAR-10 (or the synthetic data's ten) could be."""
-    if identity.get("class_names"):
-        return list(identity["class_names"])
-    if identity.get("name") == "synthetic":
+    if data.class_names:
+        return list(data.class_names)
+    if data.name == "synthetic":
         return [f"synthetic-{c}" for c in range(len(CIFAR10_CLASSES))]
     return list(CIFAR10_CLASSES)
 
 
-def comparable(champion: ChampionEntry, dataset: Mapping[str, Any]) -> tuple[str, str]:
-    """How a champion can be compared with this run, and if not on the same images, why:
-    `SAME_IMAGES` (tested on this run's test images: pair the stored predictions), `RESCORE`
-    (other images of the same classes and input size: its model must predict this run's test
-    images first) or `INCOMPARABLE` (other classes)."""
+def comparable(champion: ChampionEntry, data: ChampionData) -> tuple[str, str]:
+    """How a champion can be compared with a run tested on `data`, and if not on the same
+    images, why: `SAME_IMAGES` (tested on this run's test images: pair the stored predictions),
+    `RESCORE` (other images of the same classes and input size: its model must predict this
+    run's test images first) or `INCOMPARABLE` (other classes)."""
     theirs = champion.dataset
-    mine_classes, their_classes = class_names_of(dataset), class_names_of(theirs)
+    mine_classes, their_classes = class_names_of(data), class_names_of(theirs)
     if mine_classes != their_classes:
         return INCOMPARABLE, (
             f"the champion (run {champion.run_id}) was trained on other classes "
             f"({', '.join(their_classes[:12])}) than this run ({', '.join(mine_classes[:12])})"
         )
-    same_data = theirs.get("archive_sha256") == dataset.get("archive_sha256") and theirs.get(
-        "name"
-    ) == dataset.get("name")
-    mine = dataset.get("test_indices_sha256") or dataset.get("split_indices_sha256")
-    other = theirs.get("test_indices_sha256") or theirs.get("split_indices_sha256")
-    if same_data and mine == other:
+    same_data = theirs.archive_sha256 == data.archive_sha256 and theirs.name == data.name
+    if same_data and data.test_images == theirs.test_images:
         return SAME_IMAGES, ""
     where = (
-        f"version {str(theirs.get('version_id'))[:12]}"
-        if theirs.get("version_id")
-        else f"{theirs.get('name')}, archive {str(theirs.get('archive_sha256'))[:12]}"
+        f"version {theirs.version_id[:12]}"
+        if theirs.version_id
+        else f"{theirs.name}, archive {str(theirs.archive_sha256)[:12]}"
     )
     return RESCORE, f"the champion (run {champion.run_id}) was tested on other images ({where})"
 

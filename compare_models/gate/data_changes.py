@@ -42,9 +42,7 @@ def data_changes(
     champion_versions = []
     for model in record.params.models:
         champion, _ = champions.read(store, record.track, model)
-        found = (
-            champion.current.dataset.get("version_id") if champion and champion.current else None
-        )
+        found = champion.current.dataset.version_id if champion and champion.current else None
         if found:
             champion_versions.append(found)
     champion_id = champion_versions[0] if champion_versions else None

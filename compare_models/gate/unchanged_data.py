@@ -21,7 +21,7 @@ def skipped_run(
     for model in params.models:
         record, _ = champions.read(store, params.gate.track, model)
         current = record.current if record else None
-        if current is None or current.dataset.get("version_id") != dataset.version_id:
+        if current is None or current.dataset.version_id != dataset.version_id:
             return None
         found[model] = current.run_id
     return SkippedRun(

@@ -10,7 +10,12 @@ import pytest
 
 from compare_models.config import GatePolicy
 from compare_models.gate import champions
-from compare_models.gate.champion_record import SCHEMA_VERSION, ChampionEntry, ChampionRecord
+from compare_models.gate.champion_record import (
+    SCHEMA_VERSION,
+    ChampionData,
+    ChampionEntry,
+    ChampionRecord,
+)
 from compare_models.statistics.paired import compare_pair
 
 CLASSES = [f"c{i}" for i in range(10)]
@@ -106,19 +111,21 @@ def test_comparable_means_the_same_test_images_else_a_rescore_of_the_same_classe
         by="test",
     )
     same = {"name": "d", "archive_sha256": "a", "test_indices_sha256": "t"}
-    assert champions.comparable(champion, same) == (champions.SAME_IMAGES, "")
-    how, why = champions.comparable(champion, {**same, "archive_sha256": "b"})
+    assert champions.comparable(champion, ChampionData(**same)) == (champions.SAME_IMAGES, "")
+    how, why = champions.comparable(champion, ChampionData(**{**same, "archive_sha256": "b"}))
     assert how == champions.RESCORE and "other images (d, archive a)" in why
-    how, why = champions.comparable(champion, {**same, "test_indices_sha256": "u"})
+    how, why = champions.comparable(champion, ChampionData(**{**same, "test_indices_sha256": "u"}))
     assert how == champions.RESCORE and "tested on other images" in why
     # an entry written before class names were recorded was CIFAR-10
-    how, why = champions.comparable(champion, {**same, "class_names": ["cat", "dog"]})
+    how, why = champions.comparable(
+        champion, ChampionData(**{**same, "class_names": ["cat", "dog"]})
+    )
     assert how == champions.INCOMPARABLE and "other classes (airplane" in why
     versioned = champion.model_copy(
-        update={"dataset": {**champion.dataset, "version_id": "f" * 64}}
+        update={"dataset": champion.dataset.model_copy(update={"version_id": "f" * 64})}
     )
     how, why = champions.comparable(
-        versioned, {**same, "version_id": "e" * 64, "test_indices_sha256": "v"}
+        versioned, ChampionData(**{**same, "version_id": "e" * 64, "test_indices_sha256": "v"})
     )
     assert how == champions.RESCORE and "version ffffffffffff" in why
 
@@ -143,7 +150,7 @@ def test_a_champion_record_written_before_the_schema_still_reads():
     assert record.current.run_id == "fixture-replay" and record.current.by == "ops"
     assert record.current.metrics.accuracy == 0.1
     assert record.current.accuracy_interval.ci_high == 0.2
-    assert record.current.dataset["class_names"][0] == "synthetic-0"
+    assert record.current.dataset.class_names[0] == "synthetic-0"
     [former] = record.history
     assert former.run_id == "fixture-first" and former.replaced_by == "fixture-replay"
     assert former.replaced_at == record.current.promoted_at
