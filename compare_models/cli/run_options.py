@@ -47,6 +47,7 @@ class _RunFlags(BaseSettings, RunParams):
         cli_kebab_case=True,
         cli_avoid_json=True,  # the nested models' own JSON flags stay out of the help
         cli_implicit_flags=True,
+        cli_hide_none_type=True,  # `--run-id str`, not `--run-id {str,None}`
         cli_shortcuts=dict(shortcuts()),
         case_sensitive=True,
     )

@@ -159,13 +159,27 @@ def add_params(sub: argparse._SubParsersAction) -> None:
     pa = sub.add_parser(
         "params",
         help="print run parameters as JSON for `prefect deployment run --params`",
+        usage=RUN_USAGE.format(command="params", extra=""),
         conflict_handler="resolve",
     )
     pa.set_defaults(func=cmd_params, options=RunOptions(pa))
 
 
+#: The usage line of the commands that take the run's flags: the common ones, then the rest
+#: (every `RunParams` field has a flag; `--help` lists them by group).
+RUN_USAGE = (
+    "compare-models {command} [--preset NAME] [--data SOURCE] [--models M,...] [--epochs N] "
+    "[--track NAME]{extra} [--<group>.<field> VALUE ...]"
+)
+
+
 def add_run(sub: argparse._SubParsersAction) -> None:
-    runp = sub.add_parser("run", help="run the compare-models flow", conflict_handler="resolve")
+    runp = sub.add_parser(
+        "run",
+        help="run the compare-models flow",
+        usage=RUN_USAGE.format(command="run", extra=" [--json]"),
+        conflict_handler="resolve",
+    )
     runp.add_argument("--json", action="store_true", help="print a machine-readable summary")
     runp.set_defaults(func=cmd_run, options=RunOptions(runp))
 
