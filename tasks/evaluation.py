@@ -42,16 +42,16 @@ def evaluate(record: RunRecord, name: str) -> ModelMetrics:
     _, artifacts = open_artifacts(record)
     training = _training(record, name)
     probs = artifacts.model_predictions({name: training})[name]
-    metrics = evaluate_predictions(artifacts.test_labels(), probs, record.dataset.class_names)
-    artifacts.save_metrics(name, metrics)
+    evaluation = evaluate_predictions(artifacts.test_labels(), probs, record.dataset.class_names)
+    artifacts.save_metrics(name, evaluation)
     get_run_logger().info(
         "%s: test accuracy %.4f, F1 (macro) %.4f, ROC AUC (macro) %s",
         training.label,
-        metrics["accuracy"],
-        metrics["f1_macro"],
-        metrics["roc_auc_macro"],
+        evaluation.accuracy,
+        evaluation.f1_macro,
+        evaluation.roc_auc_macro,
     )
-    return model_metrics(metrics)
+    return model_metrics(evaluation)
 
 
 def evaluate_all(record: RunRecord) -> Evaluation:

@@ -1,7 +1,8 @@
 """Turn a model's predicted probabilities into a JSON-ready metrics record.
 
 Evaluation is kept apart from training and orchestration on purpose: this
-module takes plain NumPy arrays and returns plain Python data, so it can be
+module takes plain NumPy arrays and returns a typed record
+(:class:`~compare_models.evaluation.records.Evaluation`), so it can be
 unit-tested without Prefect, TensorFlow or S3, and the same record can be
 written to JSON, rendered into a report and compared across models.
 
@@ -27,7 +28,13 @@ from sklearn.metrics import (
 )
 from sklearn.preprocessing import label_binarize
 
-from compare_models.evaluation.records import ModelMetrics
+from compare_models.evaluation.records import (
+    SCALAR_METRICS,
+    ClassMetrics,
+    Evaluation,
+    ModelMetrics,
+    RocCurve,
+)
 from compare_models.evaluation.validation import (
     check_class_names,
     check_labels,
@@ -37,19 +44,6 @@ from compare_models.evaluation.validation import (
 #: Most points kept per ROC curve. A 10 000-sample test set can produce a
 #: curve with thousands of points per class; 200 draws the same picture.
 MAX_ROC_POINTS = 200
-
-#: Headline metrics, in the order they appear in summaries and comparisons.
-SCALAR_METRICS: tuple[str, ...] = (
-    "accuracy",
-    "precision_macro",
-    "recall_macro",
-    "f1_macro",
-    "precision_weighted",
-    "recall_weighted",
-    "f1_weighted",
-    "roc_auc_macro",
-    "roc_auc_micro",
-)
 
 #: Columns of the per-class table, in order.
 PER_CLASS_COLUMNS: tuple[str, ...] = ("class", "precision", "recall", "f1", "support", "auc")
@@ -77,7 +71,7 @@ def _has_both_outcomes(column: np.ndarray) -> bool:
     return bool(column.min() == 0 and column.max() == 1)
 
 
-def _thin_curve(fpr: np.ndarray, tpr: np.ndarray, max_points: int = MAX_ROC_POINTS) -> dict:
+def _thin_curve(fpr: np.ndarray, tpr: np.ndarray, max_points: int = MAX_ROC_POINTS) -> RocCurve:
     """Keep at most max_points evenly spaced points, always the first and last.
 
     Points are selected, not interpolated, so every kept point is a real
@@ -87,7 +81,7 @@ def _thin_curve(fpr: np.ndarray, tpr: np.ndarray, max_points: int = MAX_ROC_POIN
     if len(fpr) > max_points:
         keep = np.unique(np.linspace(0, len(fpr) - 1, max_points).round().astype(int))
         fpr, tpr = fpr[keep], tpr[keep]
-    return {"fpr": [float(x) for x in fpr], "tpr": [float(x) for x in tpr]}
+    return RocCurve(fpr=[float(x) for x in fpr], tpr=[float(x) for x in tpr])
 
 
 def _optional_float(value: Any) -> float | None:
@@ -102,7 +96,7 @@ def _optional_float(value: Any) -> float | None:
 
 def evaluate_predictions(
     y_true: np.ndarray, y_prob: np.ndarray, class_names: Sequence[str]
-) -> dict:
+) -> Evaluation:
     """Compute classification metrics from true labels and class probabilities.
 
     Args:
@@ -111,10 +105,11 @@ def evaluate_predictions(
         class_names: k unique names; position j names label j.
 
     Returns:
-        A dict of plain Python values (json.dumps works on it directly):
+        An :class:`~compare_models.evaluation.records.Evaluation`:
         ``n_samples``, ``class_names``, the scalars in :data:`SCALAR_METRICS`,
         ``per_class``, ``roc_curves``, ``confusion_matrix``,
-        ``confusion_matrix_normalized`` and ``classification_report``.
+        ``confusion_matrix_normalized`` and ``classification_report``
+        (``model_dump(mode="json", by_alias=True)`` is its stored JSON).
 
         ROC AUC is undefined for a class that is absent from y_true (or is
         every sample); such a class gets ``auc`` None, is left out of
@@ -163,7 +158,7 @@ def evaluate_predictions(
         )
     roc_auc_micro = float(roc_auc_score(indicator, probs, average="micro"))
 
-    roc_curves: dict[str, dict] = {}
+    roc_curves: dict[str, RocCurve] = {}
     for j in defined:
         fpr, tpr, _ = roc_curve(indicator[:, j], probs[:, j])
         roc_curves[names[j]] = _thin_curve(fpr, tpr)
@@ -173,46 +168,51 @@ def evaluate_predictions(
     report_kwargs = dict(labels=class_ids, target_names=names, zero_division=0)
     report_dict = classification_report(labels, y_pred, output_dict=True, **report_kwargs)
     per_class = [
-        {
-            "class": name,
-            "precision": float(report_dict[name]["precision"]),
-            "recall": float(report_dict[name]["recall"]),
-            "f1": float(report_dict[name]["f1-score"]),
-            "support": int(report_dict[name]["support"]),
-            "auc": per_class_auc[j],
-        }
+        ClassMetrics(
+            class_name=name,
+            precision=float(report_dict[name]["precision"]),
+            recall=float(report_dict[name]["recall"]),
+            f1=float(report_dict[name]["f1-score"]),
+            support=int(report_dict[name]["support"]),
+            auc=per_class_auc[j],
+        )
         for j, name in enumerate(names)
     ]
 
     counts = confusion_matrix(labels, y_pred, labels=class_ids)
     normalized = confusion_matrix(labels, y_pred, labels=class_ids, normalize="true")
 
-    return {
-        "n_samples": int(len(labels)),
-        "class_names": names,
-        "accuracy": float(accuracy_score(labels, y_pred)),
+    return Evaluation(
+        n_samples=int(len(labels)),
+        class_names=names,
+        accuracy=float(accuracy_score(labels, y_pred)),
         **averaged,
-        "roc_auc_macro": roc_auc_macro,
-        "roc_auc_micro": roc_auc_micro,
-        "per_class": per_class,
-        "roc_curves": roc_curves,
-        "confusion_matrix": counts.astype(int).tolist(),
-        "confusion_matrix_normalized": normalized.astype(float).tolist(),
-        "classification_report": classification_report(labels, y_pred, digits=4, **report_kwargs),
-    }
-
-
-def model_metrics(metrics: Mapping[str, Any]) -> ModelMetrics:
-    """The headline metrics the run's record keeps, from an :func:`evaluate_predictions`
-    record: the scalars of :data:`SCALAR_METRICS` and each class's recall, in class order."""
-    return ModelMetrics(
-        **{key: metrics[key] for key in SCALAR_METRICS},
-        recall_per_class=[row["recall"] for row in metrics["per_class"]],
+        roc_auc_macro=roc_auc_macro,
+        roc_auc_micro=roc_auc_micro,
+        per_class=per_class,
+        roc_curves=roc_curves,
+        confusion_matrix=counts.astype(int).tolist(),
+        confusion_matrix_normalized=normalized.astype(float).tolist(),
+        classification_report=classification_report(labels, y_pred, digits=4, **report_kwargs),
     )
 
 
-def metrics_tables(metrics: dict) -> dict[str, pd.DataFrame]:
-    """Flatten a metrics record into tables that are natural to write as CSV.
+def _scalars(evaluation: Evaluation) -> dict[str, float | None]:
+    """The evaluation's headline metrics by name, in :data:`SCALAR_METRICS` order."""
+    return {key: evaluation.scalar(key) for key in SCALAR_METRICS}
+
+
+def model_metrics(evaluation: Evaluation) -> ModelMetrics:
+    """The headline metrics the run's record keeps, from an :func:`evaluate_predictions`
+    record: the scalars of :data:`SCALAR_METRICS` and each class's recall, in class order."""
+    return ModelMetrics(
+        **_scalars(evaluation),
+        recall_per_class=[row.recall for row in evaluation.per_class],
+    )
+
+
+def metrics_tables(evaluation: Evaluation) -> dict[str, pd.DataFrame]:
+    """Flatten an evaluation into tables that are natural to write as CSV.
 
     Returns:
         ``summary``: one row with ``n_samples`` and the scalar metrics;
@@ -220,27 +220,28 @@ def metrics_tables(metrics: dict) -> dict[str, pd.DataFrame]:
         support, auc); ``confusion_matrix``: counts with class names as
         index ("true") and columns ("predicted").
     """
-    summary = pd.DataFrame(
-        [{"n_samples": metrics["n_samples"], **{k: metrics[k] for k in SCALAR_METRICS}}]
+    summary = pd.DataFrame([{"n_samples": evaluation.n_samples, **_scalars(evaluation)}])
+    per_class = pd.DataFrame(
+        [row.model_dump(by_alias=True) for row in evaluation.per_class],
+        columns=list(PER_CLASS_COLUMNS),
     )
-    per_class = pd.DataFrame(metrics["per_class"], columns=list(PER_CLASS_COLUMNS))
-    names = list(metrics["class_names"])
+    names = list(evaluation.class_names)
     matrix = pd.DataFrame(
-        metrics["confusion_matrix"],
+        evaluation.confusion_matrix,
         index=pd.Index(names, name="true"),
         columns=pd.Index(names, name="predicted"),
     )
     return {"summary": summary, "per_class": per_class, "confusion_matrix": matrix}
 
 
-def comparison_table(metrics_by_model: Mapping[str, dict]) -> pd.DataFrame:
+def comparison_table(metrics_by_model: Mapping[str, Evaluation]) -> pd.DataFrame:
     """One row per model, one column per headline metric, for side-by-side reading.
 
     Row order follows the mapping's order so the caller controls it.
     """
     rows = {
-        model: {key: _optional_float(metrics.get(key)) for key in SCALAR_METRICS}
-        for model, metrics in metrics_by_model.items()
+        model: {key: _optional_float(value) for key, value in _scalars(evaluation).items()}
+        for model, evaluation in metrics_by_model.items()
     }
     table = pd.DataFrame.from_dict(rows, orient="index", columns=list(SCALAR_METRICS))
     table.index.name = "model"

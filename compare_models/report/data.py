@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from compare_models.evaluation.records import Evaluation
 from compare_models.runs.decision import GateDecision
 from compare_models.runs.record import DataChanges, Replay
 from compare_models.statistics.records import Comparison
@@ -22,14 +23,14 @@ class ModelResult:
             titles, table rows and file names.
         history: Keras ``History.history``: metric name -> one value per epoch
             (``loss``, ``accuracy``, ``val_loss``, ``val_accuracy``).
-        metrics: the record returned by ``compare_models.evaluation.metrics.evaluate_predictions``.
+        metrics: the model's ``Evaluation`` (``evaluation.metrics.evaluate_predictions``).
         train_seconds: wall-clock training time.
         parameters: number of model parameters.
     """
 
     name: str
     history: dict
-    metrics: dict
+    metrics: Evaluation
     train_seconds: float
     parameters: int
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from compare_models.evaluation.records import Evaluation
 from compare_models.models import registry
 from compare_models.report.render import ModelResult
 from compare_models.runs.record import RunRecord
@@ -46,7 +47,7 @@ def run_info(record: RunRecord) -> dict[str, Any]:
     }
 
 
-def model_results(record: RunRecord, metrics: dict[str, dict[str, Any]]) -> list[ModelResult]:
+def model_results(record: RunRecord, metrics: dict[str, Evaluation]) -> list[ModelResult]:
     """Each model's result for the renderer; `metrics` are the full evaluation metrics (with
     the per-class table, confusion matrix and ROC curves the record does not repeat)."""
     return [

@@ -6,7 +6,7 @@ inline, which means the single ``index.html`` can be downloaded from S3 or
 attached to a ticket and still display fully with no network access. The page
 itself is rendered from Jinja2 templates by ``compare_models.report.page``.
 
-This module only knows about :class:`ModelResult` (plain Python data), so it
+This module only knows about :class:`ModelResult` (typed records), so it
 can be tested without Prefect, TensorFlow or S3. The orchestration layer
 turns its return values into Prefect artifacts and uploads the files.
 """
@@ -25,6 +25,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from compare_models.evaluation.metrics import comparison_table, metrics_tables
+from compare_models.evaluation.records import Evaluation
 from compare_models.report.data import ModelResult, Sections
 from compare_models.report.figures import DPI, figure
 from compare_models.report.format import (
@@ -82,10 +83,10 @@ def _safe_filename(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._") or "model"
 
 
-def _metric_or_nan(metrics: Mapping[str, object], key: str) -> float:
+def _metric_or_nan(evaluation: Evaluation, key: str) -> float:
     """Undefined metrics (None) become NaN so matplotlib skips them."""
-    value = metrics.get(key)
-    return float("nan") if value is None else float(value)  # type: ignore[arg-type]
+    value = evaluation.scalar(key)
+    return float("nan") if value is None else float(value)
 
 
 def _save(fig: Figure, path: Path) -> Path:
@@ -169,15 +170,15 @@ def plot_confusion_matrices(results: Sequence[ModelResult], path: Path) -> Path:
     axes = fig.subplots(1, len(results), squeeze=False)
     image = None
     for ax, result in zip(axes[0], results, strict=True):
-        matrix = np.asarray(result.metrics["confusion_matrix_normalized"], dtype=float)
-        names = list(result.metrics["class_names"])
+        matrix = np.asarray(result.metrics.confusion_matrix_normalized, dtype=float)
+        names = list(result.metrics.class_names)
         image = ax.imshow(matrix, cmap="Blues", vmin=0.0, vmax=1.0)
         ticks = np.arange(len(names))
         ax.set_xticks(ticks, labels=names, rotation=45, ha="right", rotation_mode="anchor")
         ax.set_yticks(ticks, labels=names)
         ax.set_xlabel("predicted")
         ax.set_ylabel("true")
-        ax.set_title(f"{result.name} (accuracy {fmt_metric(result.metrics['accuracy'])})")
+        ax.set_title(f"{result.name} (accuracy {fmt_metric(result.metrics.accuracy)})")
         fontsize = 10 if len(names) <= 5 else 7
         for (i, j), value in np.ndenumerate(matrix):
             ax.text(
@@ -201,28 +202,28 @@ def plot_roc_curves(results: Sequence[ModelResult], path: Path) -> Path:
     fig = figure(6.0 * len(results), 5.6, constrained=True)
     axes = fig.subplots(1, len(results), squeeze=False)
     for ax, result in zip(axes[0], results, strict=True):
-        curves = result.metrics["roc_curves"]
-        auc_by_class = {row["class"]: row["auc"] for row in result.metrics["per_class"]}
+        curves = result.metrics.roc_curves
+        auc_by_class = {row.class_name: row.auc for row in result.metrics.per_class}
         colours = matplotlib.colormaps["tab10" if len(auc_by_class) <= 10 else "tab20"]
-        for index, name in enumerate(result.metrics["class_names"]):
+        for index, name in enumerate(result.metrics.class_names):
             curve = curves.get(name)
             if curve is None:  # class absent from the test labels: AUC undefined
                 continue
             ax.plot(
-                curve["fpr"],
-                curve["tpr"],
+                curve.fpr,
+                curve.tpr,
                 linewidth=1.2,
                 color=colours(index % colours.N),
                 label=f"{name} (AUC {fmt_metric(auc_by_class.get(name))})",
             )
         micro = curves["micro"]
         ax.plot(
-            micro["fpr"],
-            micro["tpr"],
+            micro.fpr,
+            micro.tpr,
             color="black",
             linestyle="--",
             linewidth=2.2,
-            label=f"micro (AUC {fmt_metric(result.metrics['roc_auc_micro'])})",
+            label=f"micro (AUC {fmt_metric(result.metrics.roc_auc_micro)})",
         )
         ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1, label="chance")
         ax.set_xlim(0.0, 1.0)
@@ -230,9 +231,7 @@ def plot_roc_curves(results: Sequence[ModelResult], path: Path) -> Path:
         ax.set_aspect("equal")
         ax.set_xlabel("false positive rate")
         ax.set_ylabel("true positive rate")
-        ax.set_title(
-            f"{result.name}: ROC (macro AUC {fmt_metric(result.metrics['roc_auc_macro'])})"
-        )
+        ax.set_title(f"{result.name}: ROC (macro AUC {fmt_metric(result.metrics.roc_auc_macro)})")
         ax.grid(alpha=0.3)
         ax.legend(loc="lower right", fontsize=7)
     return _save(fig, path)
@@ -292,16 +291,16 @@ def per_class_table_rows(results: Sequence[ModelResult]) -> list[dict]:
     """
     rows: list[dict] = []
     for result in _validate_results(results):
-        for entry in result.metrics["per_class"]:
+        for entry in result.metrics.per_class:
             rows.append(
                 {
                     "model": result.name,
-                    "class": entry["class"],
-                    "precision": round(float(entry["precision"]), 4),
-                    "recall": round(float(entry["recall"]), 4),
-                    "f1": round(float(entry["f1"]), 4),
-                    "support": int(entry["support"]),
-                    "auc": None if entry["auc"] is None else round(float(entry["auc"]), 4),
+                    "class": entry.class_name,
+                    "precision": round(entry.precision, 4),
+                    "recall": round(entry.recall, 4),
+                    "f1": round(entry.f1, 4),
+                    "support": entry.support,
+                    "auc": None if entry.auc is None else round(entry.auc, 4),
                 }
             )
     return rows
@@ -406,17 +405,16 @@ def markdown_summary(
     for result in results:
         cells = [
             _md_cell(result.name),
-            *(fmt_metric(result.metrics.get(key)) for key, _ in TABLE_METRICS),
+            *(fmt_metric(result.metrics.scalar(key)) for key, _ in TABLE_METRICS),
             fmt_parameters(result.parameters),
             fmt_seconds(result.train_seconds),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     if len(results) > 1:
-        best = max(results, key=lambda result: float(result.metrics["accuracy"]))
+        best = max(results, key=lambda result: result.metrics.accuracy)
         lines += [
             "",
-            f"Best test accuracy: **{_md_cell(best.name)}** "
-            f"({fmt_metric(best.metrics['accuracy'])}).",
+            f"Best test accuracy: **{_md_cell(best.name)}** ({fmt_metric(best.metrics.accuracy)}).",
         ]
     sections = sections or Sections()
     comparison, replay = sections.comparison, sections.replay

@@ -14,18 +14,20 @@ import threading
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import numpy as np
+from pydantic import ValidationError
 
 from compare_models.data.dataset import DatasetRef, load_split
 from compare_models.data.errors import DataError
 from compare_models.evaluation.metrics import metrics_tables
+from compare_models.evaluation.records import Evaluation
 from compare_models.runs.claim import guard_run_prefix
 from compare_models.runs.record import Replay, ReportFiles, RunRecord, StoredObject
-from compare_models.runs.stored import completed_records, read_record
+from compare_models.runs.stored import completed_records, read_record, validation_problems
 from compare_models.statistics.records import Comparison
 from compare_models.storage import layout
+from compare_models.storage.errors import StoreError
 from compare_models.storage.store import ArtifactStore
 from compare_models.training.jobs import TrainingResult
 
@@ -39,12 +41,31 @@ CONTENT_TYPES = {
 #: Stored predictions are n x k float32 (10,000 x 10 is 400 KB); far more was not written by us.
 MAX_PREDICTIONS_BYTES = 512 << 20
 
+#: A model's stored evaluation is a few KiB for 10 classes (its confusion matrices grow with k^2:
+#: ~25 MiB for 1,000 classes); far more was not written by us.
+MAX_METRICS_BYTES = 64 << 20
+
+
+class UnreadableMetrics(StoreError):
+    """A stored evaluation (`metrics/<model>.json`) that is not valid (damaged, or not written
+    by compare-models)."""
+
 
 def load_predictions(store: ArtifactStore, key: str) -> np.ndarray:
     """Stored test-set probabilities (`predictions.npz`, no pickles), size-capped."""
     data = store.get_bytes(key, max_bytes=MAX_PREDICTIONS_BYTES)
     with np.load(io.BytesIO(data), allow_pickle=False) as npz:
         return npz["y_prob"]
+
+
+def parse_metrics(data: bytes, where: str) -> Evaluation:
+    """A stored evaluation as an `Evaluation`, or `UnreadableMetrics` naming the first problems."""
+    try:
+        return Evaluation.model_validate_json(data)
+    except ValidationError as exc:
+        raise UnreadableMetrics(
+            f"{where} is not a valid evaluation record: {validation_problems(exc)}"
+        ) from None
 
 
 class RunArtifacts:
@@ -62,7 +83,7 @@ class RunArtifacts:
         self._loading = threading.Lock()
         self._test_split: tuple[np.ndarray, np.ndarray] | None = None
         self._predictions: dict[str, np.ndarray] = {}
-        self._metrics: dict[str, dict[str, Any]] = {}
+        self._metrics: dict[str, Evaluation] = {}
         self._completed: list[RunRecord] | None = None
 
     @classmethod
@@ -109,12 +130,15 @@ class RunArtifacts:
                 raise DataError(f"{model}: {len(prob)} predictions for {len(labels)} test labels")
         return probs
 
-    def metrics(self, model: str) -> dict[str, Any]:
+    def metrics(self, model: str) -> Evaluation:
         """A model's full evaluation metrics (per class, confusion matrix, ROC curves): as
-        saved by this process, or read back once."""
+        saved by this process, or read back once (size-capped and validated:
+        `UnreadableMetrics` names what is wrong with a damaged file)."""
         with self._loading:
             if model not in self._metrics:
-                self._metrics[model] = self.store.get_json(layout.metrics_key(self.run_id, model))
+                key = layout.metrics_key(self.run_id, model)
+                data = self.store.get_bytes(key, max_bytes=MAX_METRICS_BYTES)
+                self._metrics[model] = parse_metrics(data, self.store.uri(key))
             return self._metrics[model]
 
     def completed_runs(self) -> list[RunRecord]:
@@ -127,12 +151,17 @@ class RunArtifacts:
 
     # ── saves ────────────────────────────────────────────────────────────────────────
 
-    def save_metrics(self, model: str, metrics: dict[str, Any]) -> None:
-        """A model's metrics as JSON, and its tables (per class, confusion matrix) as CSV."""
-        self.store.put_json(metrics, layout.metrics_key(self.run_id, model), overwrite=True)
+    def save_metrics(self, model: str, evaluation: Evaluation) -> None:
+        """A model's evaluation as JSON, and its tables (summary, per class, confusion matrix)
+        as CSV."""
+        self.store.put_json(
+            evaluation.model_dump(mode="json", by_alias=True),
+            layout.metrics_key(self.run_id, model),
+            overwrite=True,
+        )
         with self._loading:
-            self._metrics[model] = metrics
-        for name, frame in metrics_tables(metrics).items():
+            self._metrics[model] = evaluation
+        for name, frame in metrics_tables(evaluation).items():
             self.store.put_bytes(
                 frame.to_csv().encode(),
                 layout.metrics_table_key(self.run_id, model, name),

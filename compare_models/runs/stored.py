@@ -33,15 +33,21 @@ class UnreadableRecord(StoreError):
     """A manifest that is not a valid run record (damaged, or not written by compare-models)."""
 
 
+def validation_problems(exc: ValidationError) -> str:
+    """The first problems of stored data that did not validate, each as `key.path: message`."""
+    return "; ".join(
+        f"{'.'.join(map(str, e['loc'])) or '(top)'}: {e['msg']}" for e in exc.errors()[:5]
+    )
+
+
 def parse_record(data: bytes, where: str) -> RunRecord:
     """A stored manifest as a `RunRecord`, or `UnreadableRecord` naming the first problems."""
     try:
         record = RunRecord.model_validate_json(data)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(map(str, e['loc'])) or '(top)'}: {e['msg']}" for e in exc.errors()[:5]
-        )
-        raise UnreadableRecord(f"{where} is not a valid run record: {problems}") from None
+        raise UnreadableRecord(
+            f"{where} is not a valid run record: {validation_problems(exc)}"
+        ) from None
     if record.status != "complete":
         raise UnreadableRecord(f"{where} is not the manifest of a completed run")
     return record

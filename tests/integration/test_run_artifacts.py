@@ -81,3 +81,33 @@ def test_predictions_that_do_not_match_the_test_labels_are_refused(stack, settin
     artifacts = RunArtifacts(stack, run_id, dataset, tmp_path / "cache")
     with pytest.raises(DataError, match="cnn: 29 predictions for 30 test labels"):
         artifacts.model_predictions({"cnn": trained})
+
+
+def test_an_evaluation_is_stored_as_before_and_read_back_typed(stack, settings, tmp_path):
+    import json
+
+    from compare_models.evaluation.metrics import evaluate_predictions
+    from compare_models.runs.artifacts import UnreadableMetrics
+    from compare_models.storage import layout
+
+    spec = SplitSpec(protocol="sizes", train=40, val=20, test=30)
+    dataset = prepare_dataset("synthetic:200", spec, stack, tmp_path / "cache")
+    run_id = f"artifacts-{secrets.token_hex(3)}"
+    rng = np.random.default_rng(0)
+    evaluation = evaluate_predictions(
+        rng.integers(0, 10, 30), rng.dirichlet(np.ones(10), 30), dataset.class_names
+    )
+    RunArtifacts(stack, run_id, dataset, tmp_path / "cache").save_metrics("cnn", evaluation)
+    stored = stack.get_json(layout.metrics_key(run_id, "cnn"))
+    assert stored == evaluation.model_dump(mode="json", by_alias=True)
+    assert stored["per_class"][0]["class"] == dataset.class_names[0]
+    for table in ("summary", "per_class", "confusion_matrix"):
+        assert stack.get_bytes(layout.metrics_table_key(run_id, "cnn", table))
+    # another process (a fresh catalog) reads the file back as the same record
+    assert RunArtifacts(stack, run_id, dataset, tmp_path / "cache").metrics("cnn") == evaluation
+
+    del stored["per_class"][3]["recall"]
+    stack.put_bytes(json.dumps(stored).encode(), layout.metrics_key(run_id, "resnet50"))
+    artifacts = RunArtifacts(stack, run_id, dataset, tmp_path / "cache")
+    with pytest.raises(UnreadableMetrics, match=r"resnet50\.json .*per_class\.3\.recall: Field"):
+        artifacts.metrics("resnet50")

@@ -113,7 +113,7 @@ def test_csv_tables(two_model_report, two_models) -> None:
     out_dir, _, _ = two_model_report
     comparison = pd.read_csv(out_dir / "comparison.csv", index_col="model")
     assert list(comparison.index) == ["cnn", "resnet50"]
-    assert comparison.loc["cnn", "accuracy"] == pytest.approx(two_models[0].metrics["accuracy"])
+    assert comparison.loc["cnn", "accuracy"] == pytest.approx(two_models[0].metrics.accuracy)
     assert {"roc_auc_macro", "parameters", "train_seconds"} <= set(comparison.columns)
     per_class = pd.read_csv(out_dir / "per_class_resnet50.csv")
     assert list(per_class.columns) == [
@@ -134,9 +134,9 @@ def test_html_contains_values_and_is_self_contained(two_model_report, two_models
     assert "<title>CNN vs ResNet50</title>" in page
     for result in two_models:
         assert result.name in page
-        assert f"{result.metrics['accuracy']:.4f}" in page
-        assert f"{result.metrics['f1_macro']:.4f}" in page
-        assert f"{result.metrics['per_class'][0]['recall']:.4f}" in page
+        assert f"{result.metrics.accuracy:.4f}" in page
+        assert f"{result.metrics.f1_macro:.4f}" in page
+        assert f"{result.metrics.per_class[0].recall:.4f}" in page
         assert f"{result.parameters:,}" in page
     assert page.count('src="data:image/png;base64,') == len(FIGURES)
     assert "<pre>" in page and "macro avg" in page
@@ -171,7 +171,7 @@ def test_single_model_single_epoch_synthetic(tmp_path: Path) -> None:
         assert (tmp_path / name).read_bytes().startswith(b"\x89PNG")
     page = (tmp_path / "index.html").read_text(encoding="utf-8")
     assert SYNTHETIC_BANNER in page
-    assert f"{result.metrics['accuracy']:.4f}" in page
+    assert f"{result.metrics.accuracy:.4f}" in page
     assert plt.get_fignums() == []
 
 
@@ -193,8 +193,8 @@ def test_markdown_summary(two_models) -> None:
     )
     for result in two_models:
         row = next(line for line in text.splitlines() if line.startswith(f"| {result.name} |"))
-        assert f"{result.metrics['accuracy']:.4f}" in row
-        assert f"{result.metrics['roc_auc_macro']:.4f}" in row
+        assert f"{result.metrics.accuracy:.4f}" in row
+        assert f"{result.metrics.roc_auc_macro:.4f}" in row
         assert f"{result.parameters:,}" in row
     assert "**epochs**: 3" in text
     assert SYNTHETIC_BANNER not in text
@@ -209,10 +209,10 @@ def test_per_class_table_rows(two_models) -> None:
     assert len(rows) == 2 * len(CLASSES)
     assert set(rows[0]) == {"model", "class", "precision", "recall", "f1", "support", "auc"}
     assert [row["model"] for row in rows[: len(CLASSES)]] == ["cnn"] * len(CLASSES)
-    first = two_models[0].metrics["per_class"][0]
+    first = two_models[0].metrics.per_class[0]
     assert rows[0]["class"] == "airplane"
-    assert rows[0]["precision"] == round(first["precision"], 4)
-    assert rows[0]["auc"] == round(first["auc"], 4)
+    assert rows[0]["precision"] == round(first.precision, 4)
+    assert rows[0]["auc"] == round(first.auc, 4)
     assert isinstance(rows[0]["support"], int)
 
 
