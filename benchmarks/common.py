@@ -6,7 +6,9 @@ import json
 import os
 import platform
 import secrets
+import subprocess
 import sys
+import time
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -96,3 +98,24 @@ def require_archive() -> Path:
     if not REAL_ARCHIVE.exists():
         sys.exit(f"benchmark needs the real CIFAR-10 archive at {REAL_ARCHIVE}")
     return REAL_ARCHIVE
+
+
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 7200
+) -> tuple[str, float]:
+    """`compare-models <args>` in a process of its own, from the project's root, with `env`
+    added to this process's environment: its stdout and its seconds (a failure stops the
+    benchmark with the command's last words)."""
+    command = [sys.executable, "-m", "compare_models.cli.main", *args]
+    started = time.perf_counter()
+    out = subprocess.run(
+        command,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
+    if out.returncode != 0:
+        raise SystemExit(f"`compare-models {' '.join(args)}` failed:\n{out.stderr[-3000:]}")
+    return out.stdout, round(time.perf_counter() - started, 1)

@@ -20,42 +20,25 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import secrets
-import subprocess
 import sys
-import time
 
 import numpy as np
 
-from benchmarks.common import ROOT, emit, require_archive, scratch_bucket
+from benchmarks.common import emit, require_archive, run_cli, scratch_bucket
 from compare_models.training.drills import Drills
 
 
 def _run(args, track: str, seed: int, *extra: str, env: dict[str, str] | None = None) -> dict:
     from compare_models.runs.record import RunSummary
 
-    command = [
-        sys.executable, "-m", "compare_models.cli.main", "run", "--preset", "smoke",
-        "--data", str(require_archive()), "--models", "cnn", "--epochs", str(args.epochs),
-        "--split.train", str(args.train), "--split.val", str(args.val),
-        "--split.test", str(args.test), "--seed", str(seed), "--track", track, "--json", *extra,
-    ]  # fmt: skip
-    started = time.perf_counter()
-    out = subprocess.run(
-        command,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=7200,
-        env={**os.environ, **(env or {})},
-    )
-    if out.returncode != 0:
-        raise SystemExit(f"run with seed {seed} failed:\n{out.stderr[-3000:]}")
-    return {
-        "summary": RunSummary.model_validate_json(out.stdout),
-        "seconds": round(time.perf_counter() - started, 1),
-    }
+    stdout, seconds = run_cli(
+        "run", "--preset", "smoke", "--data", str(require_archive()), "--models", "cnn",
+        "--epochs", str(args.epochs), "--split.train", str(args.train), "--split.val",
+        str(args.val), "--split.test", str(args.test), "--seed", str(seed), "--track", track,
+        "--json", *extra, env=env,
+    )  # fmt: skip
+    return {"summary": RunSummary.model_validate_json(stdout), "seconds": seconds}
 
 
 def _curve(store, run_id: str) -> list[float]:

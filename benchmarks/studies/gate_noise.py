@@ -17,42 +17,28 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import secrets
-import subprocess
 import sys
-import time
 
-from benchmarks.common import ROOT, emit, require_archive, scratch_bucket
+from benchmarks.common import emit, require_archive, run_cli, scratch_bucket
 from compare_models.training.drills import Drills
 
 
 def _run(args, track: str, seed: int, *extra: str, env: dict[str, str] | None = None) -> dict:
     from compare_models.runs.record import RunSummary
 
-    command = [
-        sys.executable, "-m", "compare_models.cli.main", "run", "--preset", "smoke",
-        "--data", str(require_archive()), "--models", "cnn", "--epochs", str(args.epochs),
-        "--seed", str(seed), "--track", track, "--json", *extra,
-    ]  # fmt: skip
-    started = time.perf_counter()
-    out = subprocess.run(
-        command,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=3600,
-        env={**os.environ, **(env or {})},
-    )
-    if out.returncode != 0:
-        raise SystemExit(f"run with seed {seed} failed:\n{out.stderr[-3000:]}")
-    summary = RunSummary.model_validate_json(out.stdout)
+    stdout, seconds = run_cli(
+        "run", "--preset", "smoke", "--data", str(require_archive()), "--models", "cnn",
+        "--epochs", str(args.epochs), "--seed", str(seed), "--track", track, "--json", *extra,
+        env=env, timeout=3600,
+    )  # fmt: skip
+    summary = RunSummary.model_validate_json(stdout)
     decision = summary.gate["cnn"]
     pair, band = decision.comparison, decision.band
     return {
         "seed": seed,
         "run_id": summary.run_id,
-        "seconds": round(time.perf_counter() - started, 1),
+        "seconds": seconds,
         "accuracy": round(summary.metrics["cnn"].accuracy, 4),
         "decision": decision.decision,
         "difference_points": round(100 * pair.difference.accuracy.estimate, 2) if pair else None,

@@ -29,14 +29,13 @@ import argparse
 import json
 import os
 import secrets
-import subprocess
 import sys
 import tarfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import PurePosixPath
 
-from benchmarks.common import RESULTS, ROOT, emit, require_archive, scratch_bucket
+from benchmarks.common import RESULTS, emit, require_archive, run_cli, scratch_bucket
 
 
 def _training_images(archive, per_class_total: int) -> dict[str, list[tuple[str, bytes]]]:
@@ -81,24 +80,11 @@ def _leaks(versions) -> dict[str, int]:
 
 
 def _run(data: str, track: str, epochs: int, *extra: str, env: dict | None = None) -> dict:
-    command = [
-        sys.executable, "-m", "compare_models.cli.main", "run", "--preset", "smoke", "--data", data,
-        "--models", "cnn", "--epochs", str(epochs), "--track", track, "--json", *extra,
-    ]  # fmt: skip
-    started = time.perf_counter()
-    out = subprocess.run(
-        command,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=7200,
-        env={**os.environ, **(env or {})},
-    )
-    if out.returncode != 0:
-        raise SystemExit(f"the run failed:\n{out.stderr[-3000:]}")
-    summary = json.loads(out.stdout)
-    summary["seconds"] = round(time.perf_counter() - started, 1)
-    return summary
+    stdout, seconds = run_cli(
+        "run", "--preset", "smoke", "--data", data, "--models", "cnn", "--epochs", str(epochs),
+        "--track", track, "--json", *extra, env=env,
+    )  # fmt: skip
+    return {**json.loads(stdout), "seconds": seconds}
 
 
 def _gate_row(store, summary: dict) -> dict:
