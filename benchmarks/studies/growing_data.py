@@ -127,6 +127,7 @@ def _gate_row(store, summary: dict) -> dict:
 def _replica_bands(store, summary: dict, coverage: float) -> dict:
     """The band that the run's seed replicas give (overall and per class), beside the class
     bands estimated from its kept model's test predictions alone."""
+    from compare_models.config import Settings
     from compare_models.gate import noise_band
     from compare_models.runs.artifacts import RunArtifacts
     from compare_models.runs.stored import read_record
@@ -135,11 +136,14 @@ def _replica_bands(store, summary: dict, coverage: float) -> dict:
     record = read_record(store, summary["run_id"])
     replicas = noise_band.band_for(record, "cnn", [])
     assert replicas.source == "replicas", replicas.detail
-    with RunArtifacts.of(store, record) as artifacts:
+    artifacts = RunArtifacts.of(store, record.run_id, record.dataset, Settings().cache_dir)
+    try:
         probs = artifacts.model_predictions(record.models)["cnn"]
         predicted = class_recall_bands(
             probs, artifacts.test_labels(), record.dataset.class_names, coverage=coverage
         )
+    finally:
+        artifacts.close()
     ratio = {c: predicted[c] / w for c, w in replicas.class_points.items() if w > 0}
     return {
         "run_id": record.run_id,
@@ -152,6 +156,16 @@ def _replica_bands(store, summary: dict, coverage: float) -> dict:
         if ratio
         else None,
     }
+
+
+def _after_runs(step, *args):
+    """A step that reads the finished runs back: its failure is printed and kept in the
+    result, not allowed to throw away the hours of training before it."""
+    try:
+        return step(*args)
+    except Exception as exc:  # noqa: BLE001 - reported, and the benchmark goes on
+        print(f"{step.__name__} failed: {exc!r}", file=sys.stderr)
+        return {"error": repr(exc)}
 
 
 def _draw_curve(store, summary: dict, label: str) -> None:
@@ -231,7 +245,7 @@ def main() -> None:
                     # seed replicas at this size, on a track of their own: not the band they measure
                     own = _run(data, f"{track}-replicas", args.epochs, *lr,
                                "--train.replicas", str(args.replicas), "--seed", "1000")  # fmt: skip
-                    replicas = _replica_bands(store, own, NoisePolicy().coverage)
+                    replicas = _after_runs(_replica_bands, store, own, NoisePolicy().coverage)
                     print(json.dumps(replicas), file=sys.stderr)
                 continue
             for label, extra, env in (
@@ -241,7 +255,7 @@ def main() -> None:
                 summary = _run(data, track, args.epochs, *extra, env=env)
                 broken.append({**timing, "recipe": label, **_gate_row(store, summary)})
                 print(json.dumps(broken[-1]), file=sys.stderr)
-                _draw_curve(store, summary, label)
+                _after_runs(_draw_curve, store, summary, label)
     normal = nights[1:]
     last = nights[-1]
     emit(
@@ -262,9 +276,9 @@ def main() -> None:
                 "broken_runs": len(broken),
                 "last_night_band_points": last["band_points"],
                 "last_night_band_source": last["band_source"],
-                "replica_band_points": replicas["band_points"] if replicas else None,
+                "replica_band_points": (replicas or {}).get("band_points"),
                 "last_over_replicas": round(last["band_points"] / replicas["band_points"], 2)
-                if replicas and last["band_points"]
+                if replicas and replicas.get("band_points") and last["band_points"]
                 else None,
             },
             "targets": {
