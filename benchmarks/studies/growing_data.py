@@ -141,7 +141,7 @@ def _replica_bands(store, summary: dict, coverage: float) -> dict:
         probs = artifacts.model_predictions(record.models)["cnn"]
         predicted = class_recall_bands(
             probs, artifacts.test_labels(), record.dataset.class_names, coverage=coverage
-        )
+        ).widths
     finally:
         artifacts.close()
     ratio = {c: predicted[c] / w for c, w in replicas.class_points.items() if w > 0}

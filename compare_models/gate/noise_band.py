@@ -46,7 +46,7 @@ from compare_models.evaluation.records import ModelMetrics
 from compare_models.runs.decision import REGRESSION, CurveBand, NoiseBand
 from compare_models.runs.record import RunRecord
 from compare_models.runs.track_history import recipes_of, test_images_of, train_images
-from compare_models.statistics.class_noise import PAIRS, bias_spread, class_recall_bands
+from compare_models.statistics.class_noise import PAIRS, class_recall_bands
 from compare_models.statistics.learning_curve import CurvePoint, LearningCurve, fit_curve
 
 
@@ -74,10 +74,19 @@ def _class_widths(
     }
 
 
+def _class_tolerance(class_names: list[str], policy: NoisePolicy) -> dict[str, float]:
+    """Every class's band at the policy's class tolerance."""
+    return dict.fromkeys(class_names, policy.class_tolerance_points / 100)
+
+
+def _class_tolerance_note(policy: NoisePolicy) -> str:
+    return f"; class bands: the tolerance of {policy.class_tolerance_points:g} points"
+
+
 def tolerance(class_names: list[str], policy: NoisePolicy, why: str) -> NoiseBand:
     return NoiseBand(
         points=policy.tolerance_points / 100,
-        class_points={c: policy.class_tolerance_points / 100 for c in class_names},
+        class_points=_class_tolerance(class_names, policy),
         source="tolerance",
         runs=0,
         class_source="tolerance",
@@ -101,9 +110,9 @@ def _estimated(
     )
     class_source = None
     if classes is None:
-        classes = {c: policy.class_tolerance_points / 100 for c in class_names}
+        classes = _class_tolerance(class_names, policy)
         class_source = "tolerance"
-        detail += f"; class bands: the tolerance of {policy.class_tolerance_points:g} points"
+        detail += _class_tolerance_note(policy)
     return NoiseBand(
         points=half_width(accuracies, policy.coverage),
         class_points=classes,
@@ -120,19 +129,12 @@ def _same_population(earlier: DatasetRef, current: DatasetRef) -> bool:
     return test_images_of(earlier) == test_images_of(current)
 
 
-def comparable_history(
-    current: RunRecord, model: str, completed: Sequence[RunRecord]
-) -> list[ModelMetrics]:
-    """The model's metrics in the track's last `trend_runs` completed runs tested on the same
-    images as `current` and not judged a regression (newest first, `current` left out): the
-    recipe's ordinary runs, not the broken ones."""
-    return [r.metrics[model] for r in comparable_runs(current, model, completed)]
-
-
 def comparable_runs(
     current: RunRecord, model: str, completed: Sequence[RunRecord]
 ) -> list[RunRecord]:
-    """The runs behind `comparable_history`, newest first."""
+    """The track's last `trend_runs` completed runs with `model`, tested on the same images as
+    `current` and not judged a regression (newest first, `current` left out): the recipe's
+    ordinary runs, not the broken ones."""
     same = [
         r
         for r in completed
@@ -156,6 +158,13 @@ def band_for(
     """The band the gate applies to `model` of `record` (see the module docstring); `probs`
     and `y_true`, the run's test probabilities and labels, serve the class bands that come
     from the run's own predictions."""
+    policy = record.params.gate.noise
+    return _classes_from_predictions(_source_band(record, model, completed), policy, probs, y_true)
+
+
+def _source_band(record: RunRecord, model: str, completed: Sequence[RunRecord]) -> NoiseBand:
+    """The band from the first source that has one, before any class band is estimated from
+    the run's predictions."""
     policy, class_names = record.params.gate.noise, record.dataset.class_names
     if not policy.enabled:
         return NoiseBand(
@@ -167,40 +176,34 @@ def band_for(
         )
     replicas = record.replica_metrics.get(model, [])
     if len(replicas) >= 2:
-        band = _estimated(replicas, class_names, policy, "replicas", "replicas of this run")
-        return _classes_from_predictions(band, policy, probs, y_true)
+        return _estimated(replicas, class_names, policy, "replicas", "replicas of this run")
     runs = comparable_runs(record, model, completed)
     sizes = {train_images(r.dataset) for r in runs}
     if policy.curve and record.dataset.version_id and len(sizes) >= 2:
         same_recipe = _curve_runs(record, model, runs, policy)
-        band = (
-            _from_curve(record, model, same_recipe, policy)
-            if (len(same_recipe) >= policy.curve_min_runs)
-            else None
+        if len(same_recipe) >= policy.curve_min_runs:
+            band = _from_curve(record, model, same_recipe, policy)
+            if band is not None:
+                return band
+        return tolerance(
+            class_names,
+            policy,
+            f"the folder grew over the {len(runs)} comparable earlier run(s) of track "
+            f"{record.track} ({len(sizes)} training-set sizes), so their spread measures the "
+            f"rise; the learning curve needs {policy.curve_min_runs} runs of this recipe on "
+            f"two or more sizes and has {len(same_recipe)}",
         )
-        if band is None:
-            band = tolerance(
-                class_names,
-                policy,
-                f"the folder grew over the {len(runs)} comparable earlier run(s) of track "
-                f"{record.track} ({len(sizes)} training-set sizes), so their spread measures the "
-                f"rise; the learning curve needs {policy.curve_min_runs} runs of this recipe on "
-                f"two or more sizes and has {len(same_recipe)}",
-            )
-        return _classes_from_predictions(band, policy, probs, y_true)
     history = [r.metrics[model] for r in runs]
     if len(history) >= policy.min_history:
-        band = _estimated(
+        return _estimated(
             history, class_names, policy, "history", f"comparable runs of track {record.track}"
         )
-        return _classes_from_predictions(band, policy, probs, y_true)
-    band = tolerance(
+    return tolerance(
         class_names,
         policy,
         f"{len(history)} comparable earlier run(s) of track {record.track}, fewer than the "
         f"{policy.min_history} needed, and no replicas",
     )
-    return _classes_from_predictions(band, policy, probs, y_true)
 
 
 def _curve_runs(
@@ -242,7 +245,7 @@ def _from_curve(
         residual_points=float(fit.residual_half_width(tonight)[0]),
     )
     names = record.dataset.class_names
-    classes = _class_curves(names, runs, model, fit, policy)
+    classes = _class_curves(names, runs, model, fit)
     detail = (
         f"{100 * policy.coverage:g}% prediction interval of the difference of two runs, from the "
         f"scatter around the learning curve: {fit.describe()}; at tonight's "
@@ -251,12 +254,10 @@ def _from_curve(
     )
     return NoiseBand(
         points=fit.difference_half_width(),
-        class_points=classes or {c: policy.class_tolerance_points / 100 for c in names},
+        class_points=classes or _class_tolerance(names, policy),
         source="curve",
         runs=len(runs),
-        detail=detail
-        if classes
-        else f"{detail}; class bands: the tolerance of {policy.class_tolerance_points:g} points",
+        detail=detail if classes else detail + _class_tolerance_note(policy),
         class_source="curve" if classes else "tolerance",
         curve=expected,
     )
@@ -267,10 +268,9 @@ def _class_curves(
     runs: Sequence[RunRecord],
     model: str,
     fit: LearningCurve,
-    policy: NoisePolicy,
 ) -> dict[str, float] | None:
     """Each class's band from its recall's scatter around its own curve, in the accuracy's
-    form (None: some run has no per-class recalls, or a class's fit failed)."""
+    form and coverage (None: some run has no per-class recalls, or a class's fit failed)."""
     recalls = [r.metrics[model].recall_per_class for r in runs]
     if any(r is None or len(r) != len(class_names) for r in recalls):
         return None
@@ -281,7 +281,7 @@ def _class_curves(
                 CurvePoint(run_id=r.run_id, train_images=p.train_images, value=rec[i])
                 for r, p, rec in zip(runs, fit.points, recalls, strict=True)
             ],
-            coverage=policy.coverage,
+            coverage=fit.coverage,
             form=fit.form,
         )
         if curve is None:
@@ -302,14 +302,14 @@ def _classes_from_predictions(
         return band
     if probs is None or y_true is None:
         return band
-    widths = class_recall_bands(probs, y_true, list(band.class_points), coverage=policy.coverage)
+    estimated = class_recall_bands(probs, y_true, list(band.class_points), coverage=policy.coverage)
     return band.model_copy(
         update={
-            "class_points": widths,
+            "class_points": estimated.widths,
             "class_source": "predictions",
             "detail": f"{band.detail}; instead of the class tolerance, class bands from this run's "
             f"test predictions (their uncertainty and the model's bias towards some classes, "
-            f"tau = {bias_spread(probs, y_true):.2f}): {100 * policy.coverage:g}% of the recall "
+            f"tau = {estimated.tau:.2f}): {100 * policy.coverage:g}% of the recall "
             f"differences of {PAIRS} simulated pairs of runs",
         }
     )

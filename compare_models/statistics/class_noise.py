@@ -23,6 +23,7 @@ growing_data.py` sets it beside the band that seed replicas give (docs/benchmark
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -39,6 +40,14 @@ def bias_spread(probs: np.ndarray, y_true: np.ndarray) -> float:
     return float(ratio.std(ddof=1)) if k > 1 else 0.0
 
 
+@dataclass(frozen=True)
+class ClassBands:
+    """Each class's band (a fraction) and the bias spread tau the draws used."""
+
+    widths: dict[str, float]
+    tau: float
+
+
 def class_recall_bands(
     probs: np.ndarray,
     y_true: np.ndarray,
@@ -47,7 +56,7 @@ def class_recall_bands(
     coverage: float,
     seed: int = 0,
     pairs: int = PAIRS,
-) -> dict[str, float]:
+) -> ClassBands:
     """Each class's band for the difference of two runs' recalls (a fraction), from the
     run's test probabilities `probs` (images x classes) and labels `y_true`."""
     probs = np.asarray(probs, dtype=np.float64)
@@ -73,4 +82,6 @@ def class_recall_bands(
             recalls.append(hits / counts)
         differences[i] = recalls[0] - recalls[1]
     widths = np.quantile(np.abs(differences), coverage, axis=0)
-    return {name: float(w) for name, w in zip(class_names, widths, strict=True)}
+    return ClassBands(
+        widths={name: float(w) for name, w in zip(class_names, widths, strict=True)}, tau=tau
+    )

@@ -102,9 +102,6 @@ class LearningCurve(BaseModel):
         """Half-width of the interval for the difference of two new runs at one size."""
         return self.quantile * math.sqrt(2.0) * self.sigma
 
-    def residuals(self) -> list[float]:
-        return [p.value - self.predict(p.train_images) for p in self.points]
-
     def describe(self) -> str:
         p = self.parameters
         if self.form == "power-law":

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from scipy.stats import t
 
-from compare_models.config import GatePolicy, NoisePolicy, TrainParams
+from compare_models.config import GatePolicy, NoisePolicy
 from compare_models.gate import champions, noise_band
 from compare_models.runs.decision import PROMOTED, REGRESSION
 from compare_models.runs.record import RunRecord
@@ -181,8 +181,11 @@ def test_only_runs_of_the_same_recipe_make_the_curve():
     # only 3 runs of the newest run's recipe: too few for the curve
     band = noise_band.band_for(_grown("tonight", 21000, 0.5), "cnn", other[:3] + history[:2])
     assert band.source == "tolerance"
-    assert TrainParams().seed != 7  # the seed is not part of the recipe:
-    seeded = [r.model_copy(update={"params": r.params.model_copy(update={"train": r.params.train.model_copy(update={"seed": 7})})}) for r in history]  # fmt: skip
+    # the seed is not part of the recipe
+    seeded = [r.model_copy(update={"params": r.params.model_copy(update={"train": r.params.train.model_copy(update={"seed": r.params.train.seed + 1})})}) for r in history]  # fmt: skip
+    assert all(
+        s.params.train.seed != r.params.train.seed for s, r in zip(seeded, history, strict=True)
+    )
     assert noise_band.band_for(_grown("tonight", 21000, 0.5), "cnn", seeded).source == "curve"
 
 
@@ -259,7 +262,7 @@ def test_a_class_with_fewer_test_images_gets_a_wider_band():
     # a confident model that favours no class (tau small): what is left is each class's count
     probs, y = _predictions([400] * 9 + [40], confidence=4.0)
     assert bias_spread(probs, y) < 0.2
-    widths = class_recall_bands(probs, y, NAMES, coverage=0.95)
+    widths = class_recall_bands(probs, y, NAMES, coverage=0.95).widths
     assert widths["c9"] > 1.8 * max(widths[f"c{i}"] for i in range(9))
 
 
@@ -267,11 +270,11 @@ def test_a_model_biased_towards_some_classes_gets_wider_class_bands():
     balanced, y = _predictions([200] * 10)
     biased, _ = _predictions([200] * 10, favour=[0, 1], strength=2.5)
     assert bias_spread(biased, y) > 3 * bias_spread(balanced, y)
-    narrow = class_recall_bands(balanced, y, NAMES, coverage=0.95)
-    wide = class_recall_bands(biased, y, NAMES, coverage=0.95)
+    narrow = class_recall_bands(balanced, y, NAMES, coverage=0.95).widths
+    wide = class_recall_bands(biased, y, NAMES, coverage=0.95).widths
     assert np.median(list(wide.values())) > 1.5 * np.median(list(narrow.values()))
     # the same inputs give the same bands
-    assert class_recall_bands(biased, y, NAMES, coverage=0.95) == wide
+    assert class_recall_bands(biased, y, NAMES, coverage=0.95).widths == wide
 
 
 def test_class_bands_come_from_the_predictions_while_the_history_is_short():
