@@ -204,10 +204,12 @@ def _scalars(evaluation: Evaluation) -> dict[str, float | None]:
 
 def model_metrics(evaluation: Evaluation) -> ModelMetrics:
     """The headline metrics the run's record keeps, from an :func:`evaluate_predictions`
-    record: the scalars of :data:`SCALAR_METRICS` and each class's recall, in class order."""
+    record: the scalars of :data:`SCALAR_METRICS` and each class's recall and test count, in class
+    order."""
     return ModelMetrics(
         **_scalars(evaluation),
         recall_per_class=[row.recall for row in evaluation.per_class],
+        support_per_class=[row.support for row in evaluation.per_class],
     )
 
 

@@ -44,6 +44,11 @@ class ModelMetrics(_Scalars):
     recall_per_class: list[float] | None = Field(
         default=None, description="recall of each class, in class order (None in older records)"
     )
+    support_per_class: list[int] | None = Field(
+        default=None,
+        description="test images of each class, in class order (None in older records): the "
+        "count behind each recall, whose sampling noise the learning curve separates",
+    )
 
 
 class ClassMetrics(_Part):

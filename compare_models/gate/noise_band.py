@@ -14,10 +14,12 @@ Its sources, in order (`NoisePolicy`):
 2. on a folder whose data grew (the comparable runs below span at least two versions, so two
    training-set sizes): the scatter of the recipe's runs around their learning curve, once
    there are `curve_min_runs` runs of one recipe (the same model, training settings and input
-   size). The band for the difference from the champion is t * sqrt(2) * s, s the residuals'
-   standard deviation with the fit's degrees of freedom; the curve also predicts tonight's
-   accuracy, and `CurveBand.residual_points` bounds tonight's residual from it
-   (`compare_models.statistics.learning_curve`). Too few runs for the curve: the tolerance,
+   size). The band for the difference from the champion bounds two runs' own noise, 2 tau^2,
+   tau the runs' standard deviation around the curve beyond their test sets' sampling, with
+   its uncertainty from the fit's degrees of freedom; the curve also predicts tonight's
+   accuracy, and `CurveBand.residual_points` bounds tonight's residual from it, tonight's
+   test sampling included (`compare_models.statistics.learning_curve`). Too few runs for
+   the curve: the tolerance,
    since the spread of accuracies that rise with the data measures the rise;
 3. when the data did not grow: the track's recent comparable runs of the model that were not
    judged a regression, at least `min_history` of them among the last `trend_runs`: runs on
@@ -229,6 +231,7 @@ def _from_curve(
                 run_id=r.run_id,
                 train_images=train_images(r.dataset),
                 value=r.metrics[model].accuracy,
+                test_images=r.dataset.sizes.get("test") or None,
             )
             for r in runs
         ],
@@ -237,12 +240,13 @@ def _from_curve(
     )
     if fit is None:
         return None
-    tonight = train_images(record.dataset)
+    tonight, test = train_images(record.dataset), record.dataset.sizes.get("test") or None
     expected = CurveBand(
         fit=fit,
         train_images=tonight,
+        test_images=test,
         predicted=fit.predict(tonight),
-        residual_points=float(fit.residual_half_width(tonight)[0]),
+        residual_points=float(fit.residual_half_width(tonight, test)[0]),
     )
     names = record.dataset.class_names
     classes = _class_curves(names, runs, model, fit)
@@ -270,17 +274,26 @@ def _class_curves(
     fit: LearningCurve,
 ) -> dict[str, float] | None:
     """Each class's band from its recall's scatter around its own curve, in the accuracy's
-    form and coverage (None: some run has no per-class recalls, or a class's fit failed)."""
+    form and coverage (None: some run has no per-class recalls, or a class's fit failed). A
+    class's test count is each recall's sampling part, where every run recorded them."""
     recalls = [r.metrics[model].recall_per_class for r in runs]
     if any(r is None or len(r) != len(class_names) for r in recalls):
         return None
+    supports = [r.metrics[model].support_per_class for r in runs]
+    if any(s is None or len(s) != len(class_names) for s in supports):
+        supports = [[None] * len(class_names)] * len(runs)
     widths = {}
     for i, name in enumerate(class_names):
         curve = fit_curve(
             [
-                CurvePoint(run_id=r.run_id, train_images=p.train_images, value=rec[i])
-                for r, p, rec in zip(runs, fit.points, recalls, strict=True)
-            ],
+                CurvePoint(
+                    run_id=r.run_id,
+                    train_images=p.train_images,
+                    value=rec[i],
+                    test_images=sup[i] or None,
+                )
+                for r, p, rec, sup in zip(runs, fit.points, recalls, supports, strict=True)
+            ],  # fmt: skip
             coverage=fit.coverage,
             form=fit.form,
         )

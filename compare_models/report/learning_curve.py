@@ -48,7 +48,7 @@ def plot_learning_curves(
         fit = band.fit
         sizes = [p.train_images for p in fit.points]
         grid = np.linspace(min(sizes) * 0.9, max(band.train_images, max(sizes)) * 1.08, 200)
-        curve, width = fit(grid), fit.residual_half_width(grid)
+        curve, width = fit(grid), fit.residual_half_width(grid, band.test_images)
         ax.fill_between(grid, curve - width, curve + width, alpha=0.18, color="tab:blue",
                         label=f"{100 * fit.coverage:g}% interval for a new run")  # fmt: skip
         ax.plot(grid, curve, color="tab:blue", label=f"fitted {fit.form} curve")

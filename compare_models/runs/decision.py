@@ -47,6 +47,9 @@ class CurveBand(_Part):
 
     fit: LearningCurve
     train_images: int = Field(gt=0, description="tonight's training images")
+    test_images: int | None = Field(
+        default=None, gt=0, description="tonight's test images (None in older records)"
+    )
     predicted: float = Field(description="the curve's accuracy at tonight's training images")
     residual_points: float = Field(
         ge=0, description="half-width of the interval for tonight's residual, a fraction"

@@ -58,6 +58,13 @@ def _grown(run_id: str, train: int, accuracy: float, recalls=None, **train_chang
     )
 
 
+def _observed(sizes, noise, rng) -> np.ndarray:
+    """Accuracies of runs at `sizes` whose own noise is `noise`, each scored on its version's
+    test images (2/7 of the training images, as `_grown` records): their binomial sampling."""
+    tests = 2 * np.asarray(sizes) // 7
+    return rng.binomial(tests, _truth(sizes) + noise) / tests
+
+
 def _nights(accuracies, sizes) -> list[RunRecord]:
     """Earlier runs, newest first (as the store lists them)."""
     runs = [
@@ -71,19 +78,22 @@ def test_sigma_from_the_residuals_is_recovered_on_average_whether_the_data_grows
     grown, fixed = [], []
     quantile = t.ppf(0.975, 7)
     for _ in range(200):
+        # on data that grows, each run is scored on its own version's test images, whose
+        # sampling (about 1 point here) the curve separates from the runs' own SIGMA
         sizes = PER_NIGHT * np.arange(1, 9)
-        history = _nights(_truth(sizes) + rng.normal(0, SIGMA, 8), sizes)
+        history = _nights(_observed(sizes, rng.normal(0, SIGMA, 8), rng), sizes)
         band = noise_band.band_for(_grown("tonight", PER_NIGHT * 9, 0.5), "cnn", history)
         assert band.source == "curve" and band.curve.fit.form == "power-law"
         grown.append(band.curve.fit.sigma / SIGMA)
 
+        # on one version every run is scored on the same test images: no sampling between them
         same = np.full(8, 6000)
         history = _nights(_truth(same) + rng.normal(0, SIGMA, 8), same)
         band = noise_band.band_for(_grown("tonight", 6000, 0.5), "cnn", history)
         assert band.source == "history" and band.curve is None
         fixed.append(band.points / (quantile * math.sqrt(2)) / SIGMA)
     # sqrt of an unbiased variance is a little low on average (c4: 0.95 with 5 degrees of
-    # freedom, 0.96 with 7); both stay within 10%
+    # freedom, 0.96 with 7), and the curve's estimate is cut at 0; both stay within 10%
     assert np.mean(grown) == pytest.approx(1.0, abs=0.10)
     assert np.mean(fixed) == pytest.approx(1.0, abs=0.10)
 
@@ -118,29 +128,32 @@ def _pair(accuracy_champion: float, accuracy_challenger: float, n: int = 4000):
 
 
 def test_with_eight_runs_a_point_five_sigma_below_the_curve_is_a_regression_one_sigma_is_not():
-    # 8 runs and the power law's 3 parameters leave 5 degrees of freedom: t(0.975, 5) = 2.571,
-    # so the interval for tonight's residual is 2.571 x sqrt(s^2 + Var f(n)), about 2.6 to 3.5 s:
-    # 5 sigma lies beyond it, 1 sigma inside
+    # 8 runs and the power law's 3 parameters leave 5 degrees of freedom. The interval for
+    # tonight's residual is for the variance tau^2 + p(1-p)/m + Var f(n), with tau's uncertainty
+    # from chi2(5) (without the sampling part exactly t(0.975, 5) = 2.571 standard deviations);
+    # sigma here is tonight's whole standard deviation, the run's own and its test sampling's
     sizes = PER_NIGHT * np.arange(1, 9)
-    noise = np.random.default_rng(11).normal(0, SIGMA, 8)
-    history = _nights(_truth(sizes) + noise, sizes)
+    rng = np.random.default_rng(11)
+    history = _nights(_observed(sizes, rng.normal(0, SIGMA, 8), rng), sizes)
     tonight = PER_NIGHT * 9
     band = noise_band.band_for(_grown("tonight", tonight, 0.5), "cnn", history)
     fit = band.curve.fit
     assert (
         fit.form == "power-law" and fit.dof == 5 and fit.quantile == pytest.approx(2.571, abs=1e-3)
     )
-    assert 0.7 * SIGMA < fit.sigma < 1.3 * SIGMA
+    assert fit.sampling
     expected = float(_truth(tonight))
-    assert band.curve.predicted == pytest.approx(expected, abs=2 * SIGMA)
+    sigma = math.sqrt(SIGMA**2 + expected * (1 - expected) / band.curve.test_images)
+    assert band.curve.predicted == pytest.approx(expected, abs=2 * sigma)
+    assert sigma < band.curve.residual_points < 5 * sigma
     policy = GatePolicy()
     # 5 sigma below the curve, yet 5 points better than a champion trained on less data
-    low = expected - 5 * SIGMA
+    low = expected - 5 * sigma
     decision, reason = champions.decide(_pair(low - 0.05, low), policy, band)
     assert decision == REGRESSION and "below the learning curve" in reason
     assert f"{100 * band.curve.predicted:.2f}%" in reason and "power-law" in reason
     # 1 sigma below the curve and well above the champion: promoted
-    near = expected - SIGMA
+    near = expected - sigma
     decision, reason = champions.decide(_pair(near - 0.05, near), policy, band)
     assert decision == PROMOTED, reason
 
@@ -223,6 +236,75 @@ def test_the_prediction_interval_is_wider_far_from_the_runs():
     near, far = fit.residual_half_width([27000, 200000])
     assert fit.quantile * fit.sigma < near < far
     assert fit.difference_half_width() == pytest.approx(fit.quantile * math.sqrt(2) * fit.sigma)
+
+
+def _points(values, sizes, tests=None) -> list[CurvePoint]:
+    return [
+        CurvePoint(run_id=str(i), train_images=int(n), value=float(v),
+                   test_images=None if tests is None else int(tests[i]))
+        for i, (n, v) in enumerate(zip(sizes, values, strict=True))
+    ]  # fmt: skip
+
+
+def test_the_test_sets_sampling_is_separated_from_the_runs_own_noise():
+    # small test sets: their sampling (4.0 to 1.6 points) outweighs the runs' own 1.5 points
+    sizes = PER_NIGHT * np.arange(1, 9) // 3
+    tests = sizes // 10
+    rng = np.random.default_rng(4)
+    separated, lumped = [], []
+    for _ in range(100):
+        values = rng.binomial(tests, _truth(sizes) + rng.normal(0, SIGMA, 8)) / tests
+        fit = fit_curve(_points(values, sizes, tests), coverage=0.95)
+        separated.append(fit.sigma / SIGMA)
+        lumped.append(fit_curve(_points(values, sizes), coverage=0.95).sigma / SIGMA)
+        assert fit.residual_sigma == pytest.approx(lumped[-1] * SIGMA, rel=0.15)
+    # without the test counts (records written before they were kept) the sampling counts as
+    # the runs' own noise; with them, tau comes back near the runs' own sigma
+    assert np.mean(lumped) > 1.5
+    assert np.mean(separated) == pytest.approx(1.0, abs=0.15)
+
+
+def test_both_intervals_cover_what_they_claim_over_many_histories():
+    # 8 runs, each scored on its own version's test images; tonight's run at 30,000 images and a
+    # pair of new runs on one test set: each interval should hold 95% of them
+    rng = np.random.default_rng(3)
+    sizes, tonight = PER_NIGHT * np.arange(1, 9), 30000
+    tests, tonight_tests = 2 * sizes // 7, 2 * tonight // 7
+    residual, difference = [], []
+    for _ in range(200):
+        values = rng.binomial(tests, _truth(sizes) + rng.normal(0, SIGMA, 8)) / tests
+        fit = fit_curve(_points(values, sizes, tests), coverage=0.95)
+        new = rng.binomial(tonight_tests, _truth(tonight) + rng.normal(0, SIGMA)) / tonight_tests
+        residual.append(abs(new - fit.predict(tonight)) <= fit.residual_half_width(tonight, tonight_tests)[0])  # fmt: skip
+        difference.append(abs(rng.normal(0, SIGMA) - rng.normal(0, SIGMA)) <= fit.difference_half_width())  # fmt: skip
+    # 200 draws: a true 95% lands within 0.92-0.98 about 97% of the time
+    assert 0.92 <= np.mean(residual) <= 0.98
+    assert 0.92 <= np.mean(difference) <= 0.98
+
+
+def test_the_interval_without_sampling_is_students_t_and_never_collapses_with_few_runs():
+    sizes = PER_NIGHT * np.arange(1, 6)
+    noise = np.random.default_rng(8).normal(0, SIGMA, 5)
+    truth = 0.3 + 0.1 * np.log(sizes / 1000)  # the log-linear form: no lack of fit
+    values = truth + noise
+    # test sets so large their sampling is nil: the pivot's interval is Student's t(2)
+    huge = fit_curve(_points(values, sizes, [10**9] * 5), coverage=0.95)
+    assert huge.sampling and huge.form == "log-linear" and huge.dof == 3
+    plain = fit_curve(_points(values, sizes), coverage=0.95)
+    assert huge.difference_half_width() == pytest.approx(plain.difference_half_width(), rel=0.01)
+    assert huge.residual_half_width(18000)[0] == pytest.approx(
+        plain.residual_half_width(18000)[0], rel=0.01
+    )
+    # a scatter that the sampling explains all but a little of: tau's estimate is near 0, yet
+    # its uncertainty with 3 degrees of freedom keeps the band open
+    tests = [1000] * 5
+    small = fit_curve(_points(truth + 0.9 * noise, sizes, tests), coverage=0.95)
+    if small.sampling:
+        assert small.difference_half_width() > 0.01
+    # far less scatter than the sampling alone would give: the test sets are not independent
+    # draws, so nothing is separated and the residuals are all counted as the runs' noise
+    tight = fit_curve(_points(truth + 0.05 * noise, sizes, tests), coverage=0.95)
+    assert not tight.sampling and tight.sigma == pytest.approx(tight.residual_sigma)
 
 
 def test_history_rows_give_training_images_and_the_residual_from_the_curve():
