@@ -404,3 +404,21 @@ def test_the_report_draws_the_curve_its_band_and_tonights_point_from_the_record(
         for p, _ in trends.champion_figures([], current=plain, last=5, out_dir=tmp_path / "b")
     ]
     assert "learning_curve.png" not in names
+
+
+def test_with_five_runs_and_mostly_sampling_noise_taus_uncertainty_keeps_the_coverage():
+    # 5 runs (3 degrees of freedom) on small test sets (sampling about 2.3 points) around a
+    # runs' own noise of 0.6 points: tau's estimate is often near 0, and an interval at that
+    # estimate (Student's t x sqrt(2) x tau) would miss half the pairs; the pivot's does not
+    rng = np.random.default_rng(5)
+    sizes = PER_NIGHT * np.arange(1, 6)
+    tests = 2 * sizes // 7 // 4
+    pivot, at_estimate = [], []
+    for _ in range(200):
+        values = rng.binomial(tests, _truth(sizes) + rng.normal(0, 0.006, 5)) / tests
+        fit = fit_curve(_points(values, sizes, tests), coverage=0.95)
+        pair = abs(rng.normal(0, 0.006) - rng.normal(0, 0.006))
+        pivot.append(pair <= fit.difference_half_width())
+        at_estimate.append(pair <= fit.quantile * math.sqrt(2) * fit.sigma)
+    assert np.mean(pivot) >= 0.92
+    assert np.mean(at_estimate) < 0.8
