@@ -629,6 +629,40 @@ class NoisePolicy(BaseModel):
     )
 
 
+class ExportPolicy(BaseModel):
+    """What the gate publishes when a track's champion changes: the champion as the next served
+    version under `exports/<track>/<model>/` (`compare_models.serving`), in each format, once
+    it has been checked against the trained model on the run's test images."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = Field(
+        default=True, description="Export each new champion for serving (SavedModel and ONNX)"
+    )
+    formats: tuple[Literal["savedmodel", "onnx"], ...] = Field(
+        default=("savedmodel", "onnx"),
+        min_length=1,
+        description="Serving formats: TF SavedModel (TF Serving) and ONNX (Triton, onnxruntime)",
+    )
+    max_probability_difference: float = Field(
+        default=1e-4,
+        gt=0,
+        le=1,
+        description="Largest difference of any class probability between an export and the "
+        "trained model, on the run's test images, for the export to be published",
+    )
+    min_top1_agreement: float = Field(
+        default=1.0,
+        ge=0.5,
+        le=1,
+        description="Share of test images on which an export's top-1 class must equal the "
+        "trained model's",
+    )
+    timeout_s: int = Field(
+        default=3600, ge=60, le=86400, description="How long one export and its check may take"
+    )
+
+
 class GatePolicy(BaseModel):
     """How each new model (the challenger) is judged against its champion, the model in use.
 
@@ -677,6 +711,7 @@ class GatePolicy(BaseModel):
         description="Runs shown in the report's accuracy trend, and the history the noise band uses",
     )
     noise: NoisePolicy = NoisePolicy()
+    export: ExportPolicy = ExportPolicy()
 
 
 class RunParams(BaseModel):

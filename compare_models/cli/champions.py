@@ -1,5 +1,6 @@
-"""`compare-models champion` and `promote`: the models in use per track with their history,
-and a person's promotion of a completed run's model (recorded with the reason)."""
+"""`compare-models champion`, `promote` and `export`: the models in use per track with their
+history, a person's promotion of a completed run's model (recorded with the reason, and
+published for serving), and a model's serving export by hand."""
 
 from __future__ import annotations
 
@@ -87,7 +88,52 @@ def cmd_promote(args: argparse.Namespace) -> int:
     print_line(
         f"{args.model} champion of track {track}: run {args.run_id} (replaces {replaced}); reason recorded: {args.reason}"
     )
+    if not record.params.gate.export.enabled:
+        return 0
+    return _publish(store, record, args.model, track, after="promoted, but")
+
+
+def _publish(store, record, model: str, track: str | None, *, after: str = "") -> int:
+    """Exports `model` of `record`: as `track`'s next served version, or beside its run (None)."""
+    from compare_models.gate.publishing import export_request, note_export
+    from compare_models.serving.export import export_in_own_process
+    from compare_models.serving.records import ExportFailed
+
+    request = export_request(record, model, track=track)
+    try:
+        result = export_in_own_process(request, timeout=request.policy.timeout_s)
+    except ExportFailed as exc:
+        return _fail(f"{after} the export was not published: {exc}".strip())
+    note_export(store, result)
+    where = (
+        f"version {result.version} of {track}'s {model}"
+        if result.version
+        else f"beside run {record.run_id} (it is not the champion: never served)"
+    )
+    print_line(f"exported {model} of run {record.run_id} as {where}: {store.uri(result.prefix)}")
+    for check in result.checks:
+        print_line(f"  {check.describe()}")
     return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from compare_models.gate import champions
+    from compare_models.runs.stored import read_record
+    from compare_models.storage.errors import StoreError
+
+    try:
+        _, store = _open_store()
+        record = read_record(store, args.run_id)
+        if args.model not in record.models:
+            return _fail(
+                f"run {args.run_id} has no model {args.model!r}; it has {sorted(record.models)}"
+            )
+        track = args.track or record.track
+        current, _ = champions.read(store, track, args.model)
+        is_champion = bool(current and current.current and current.current.run_id == record.run_id)
+    except StoreError as exc:
+        return _fail(str(exc))
+    return _publish(store, record, args.model, track if is_champion else None)
 
 
 def add_champion(sub: argparse._SubParsersAction) -> None:
@@ -113,3 +159,15 @@ def add_promote(sub: argparse._SubParsersAction) -> None:
     pr.add_argument("--reason", required=True, help="why: kept in the champion's history")
     pr.add_argument("--track", help="default: the run's own track")
     pr.set_defaults(func=cmd_promote)
+
+
+def add_export(sub: argparse._SubParsersAction) -> None:
+    ex = sub.add_parser(
+        "export",
+        help="export a run's model for serving (SavedModel and ONNX, checked against the model): "
+        "the champion as its track's next served version, any other model beside its run",
+    )
+    ex.add_argument("run_id")
+    ex.add_argument("--model", required=True)
+    ex.add_argument("--track", help="whose champion it may be (default: the run's own track)")
+    ex.set_defaults(func=cmd_export)

@@ -51,6 +51,18 @@ class ChampionData(_Part):
         return self.test_indices_sha256 or self.split_indices_sha256
 
 
+class ChampionExport(_Part):
+    """Where a champion is served: its export version under `exports/<track>/<model>/` and the
+    URIs of its formats (`compare_models.serving`)."""
+
+    version: int = Field(ge=1)
+    prefix: str
+    uris: dict[str, str] = Field(
+        description="per file of the export (model.onnx, saved_model.pb, ...)"
+    )
+    exported_at: str
+
+
 class ChampionEntry(_Part):
     """One champion: the run and model, where its model and test predictions are, the data it
     was tested on, its headline metrics, and when, why and by whom it was promoted."""
@@ -65,6 +77,13 @@ class ChampionEntry(_Part):
     promoted_at: str = Field(description="ISO 8601, UTC")
     reason: str
     by: str
+    # left out of the stored JSON while None, so that records written before exports read and
+    # write back unchanged
+    export: ChampionExport | None = Field(
+        default=None,
+        exclude_if=lambda value: value is None,
+        description="its serving export (None: not exported, or before exports)",
+    )
 
 
 class FormerChampion(ChampionEntry):

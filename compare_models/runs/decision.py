@@ -56,6 +56,15 @@ class CurveBand(_Part):
     )
 
 
+class ExportNote(_Part):
+    """What serving got of a new champion: the export version published, or why none was."""
+
+    version: int | None = Field(default=None, ge=1, description="None: not published")
+    prefix: str | None = Field(default=None, description="its s3:// prefix")
+    checks: list[str] = Field(default_factory=list, description="each format's check, in words")
+    error: str | None = Field(default=None, description="why it was not published")
+
+
 class NoiseBand(_Part):
     """How far a challenger's accuracy may fall from (or rise above) the champion's before it
     counts: the recipe's own seed-to-seed noise, and where that estimate came from."""
@@ -100,3 +109,6 @@ class GateDecision(_Part):
     test_images: TestImages | None = None
     rescored: bool = False
     rescored_predictions_key: str | None = None
+    export: ExportNote | None = Field(
+        default=None, description="the serving export of a new champion (None: no new champion)"
+    )

@@ -27,6 +27,16 @@ README's "What a run stores" table is this module in prose). No other module spe
     runs/<run>/rescored/<champion run>/<name>.npz             a champion's predictions on this run's test images
     runs/<run>/report/index.html, *.png, *.csv                the report
     champions/<track>/<model>.json                            the champion of a model, with its history
+    exports/<track>/<model>/<version>/                        a champion's serving export: saved_model.pb,
+                                                              variables/, model.onnx, labels.txt, model_card.{md,json},
+                                                              export.json (written last: the version is complete)
+    exports/<track>/<model>/config.pbtxt                      Triton's configuration of the ONNX model
+    exports/<track>/<model>/claims/<version>.json             a version's claim (write-once: versions only grow)
+    exports/_runs/<run>/<model>/                              a by-hand export of a model that is not the champion
+
+`exports/<track>/<model>/` is TF Serving's `model_base_path` (the highest integer version is
+served) and `exports/<track>/` a Triton model repository; neither reads the non-numeric
+`claims/`.
 
 A training's `<name>` is its model's name, or with `train.replicas` > 1 for every replica but
 the first `<model>.r<k>` (`training_name`): `cnn`, `cnn.r1`, `cnn.r2`. A registered model name
@@ -162,6 +172,42 @@ def champion_of(key: str) -> tuple[str, str]:
     """(track, model) of a champion key."""
     track, _, name = key.removeprefix(CHAMPIONS).partition("/")
     return track, name.removesuffix(".json")
+
+
+# ── serving exports ───────────────────────────────────────────────────────────
+
+EXPORTS = "exports/"
+#: The manifest of an export, written after its other files: without it a version is partial.
+EXPORT_MANIFEST = "export.json"
+
+
+def export_model_prefix(track: str, model: str) -> str:
+    """TF Serving's `model_base_path` for one track's model (Triton's model directory)."""
+    return f"{EXPORTS}{track}/{model}/"
+
+
+def export_version_prefix(track: str, model: str, version: int) -> str:
+    if version < 1:
+        raise ValueError(f"an export version is a positive integer, not {version}")
+    return f"{export_model_prefix(track, model)}{version}/"
+
+
+def export_claim_key(track: str, model: str, version: int) -> str:
+    return f"{export_model_prefix(track, model)}claims/{version}.json"
+
+
+def export_claims_prefix(track: str, model: str) -> str:
+    return f"{export_model_prefix(track, model)}claims/"
+
+
+def triton_config_key(track: str, model: str) -> str:
+    return f"{export_model_prefix(track, model)}config.pbtxt"
+
+
+def run_export_prefix(run_id: str, model: str) -> str:
+    """Where a by-hand export of a model that is not its track's champion goes: never the
+    served tree (tracks start with a letter or digit, so `_runs` is no track)."""
+    return f"{EXPORTS}_runs/{run_id}/{model}/"
 
 
 # ── datasets ──────────────────────────────────────────────────────────────────

@@ -1,0 +1,108 @@
+"""The champion handed to serving: after the gate (or a person) makes a model the champion,
+it is exported and published as the next served version (`compare_models.serving`), and the
+champion record names that version and its URIs.
+
+Known limit: two promotions of one track's model within an export's duration can publish in
+the other order, so that the higher version is the earlier champion; the champion record then
+names its own export, and `compare-models export` of the champion publishes it again as the
+next version."""
+
+from __future__ import annotations
+
+import logging
+
+from compare_models.evaluation.records import Evaluation
+from compare_models.gate.champion_record import ChampionExport, ChampionRecord
+from compare_models.gate.champions import read
+from compare_models.runs.decision import GateDecision
+from compare_models.runs.record import RunRecord
+from compare_models.serving.card import card_data, card_markdown
+from compare_models.serving.export import export_in_own_process
+from compare_models.serving.records import ExportRequest, ExportResult
+from compare_models.storage import layout
+from compare_models.storage.errors import PreconditionFailed
+from compare_models.storage.store import ArtifactStore
+
+log = logging.getLogger(__name__)
+
+#: Tries to note the export in a champion record that other writers change meanwhile.
+MAX_NOTES = 5
+
+
+def export_request(
+    record: RunRecord,
+    model: str,
+    *,
+    track: str | None,
+    decision: GateDecision | None = None,
+    evaluation: Evaluation | None = None,
+    threads: int = 1,
+) -> ExportRequest:
+    """The export of `model` of the completed run `record`: as `track`'s next served version,
+    or (None) beside its run; with its model card."""
+    if model not in record.models:
+        raise ValueError(
+            f"run {record.run_id} has no model {model!r}; it has {sorted(record.models)}"
+        )
+    card = card_data(record, model, decision, evaluation)
+    return ExportRequest(
+        run_id=record.run_id,
+        model=model,
+        model_key=record.models[model].model_key,
+        dataset=record.dataset,
+        track=track,
+        policy=record.params.gate.export,
+        card_markdown=card_markdown(card),
+        card_json=card,
+        threads=threads,
+        store_outage_minutes=record.params.execution.store_outage_minutes,
+    )
+
+
+def note_export(store: ArtifactStore, result: ExportResult) -> ChampionRecord | None:
+    """Names the export in the champion record when its run is still the champion (None: it no
+    longer is, or there is no record)."""
+    if result.track is None or result.version is None:
+        return None
+    key = layout.champion_key(result.track, result.model)
+    for _ in range(MAX_NOTES):
+        record, etag = read(store, result.track, result.model)
+        if record is None or record.current is None or record.current.run_id != result.run_id:
+            return None
+        exported = ChampionExport(
+            version=result.version,
+            prefix=store.uri(result.prefix),
+            uris=result.uris,
+            exported_at=result.exported_at,
+        )
+        updated = record.model_copy(
+            update={"current": record.current.model_copy(update={"export": exported})}
+        )
+        try:
+            store.put_json_if(updated.model_dump(mode="json"), key, etag=etag)
+        except PreconditionFailed:
+            continue
+        return updated
+    log.warning("the champion record %s kept changing: export %s not noted", key, result.version)
+    return None
+
+
+def publish_champion(
+    store: ArtifactStore,
+    record: RunRecord,
+    model: str,
+    *,
+    track: str,
+    decision: GateDecision | None = None,
+    evaluation: Evaluation | None = None,
+    threads: int = 1,
+) -> ExportResult:
+    """Exports `model` of `record`, the champion of `track`, as its next served version, and
+    names it in the champion record. Raises `ExportFailed` (nothing published) when an export
+    fails its check."""
+    request = export_request(
+        record, model, track=track, decision=decision, evaluation=evaluation, threads=threads
+    )
+    result = export_in_own_process(request, timeout=request.policy.timeout_s)
+    note_export(store, result)
+    return result

@@ -1,0 +1,102 @@
+"""Publishing an export: a version number claimed once (a conditional write, so two writers can
+never take the same one and a version only grows), the export's files uploaded under it, and
+its manifest (`layout.EXPORT_MANIFEST`) written last, so that a version without one is
+partial. An upload that fails removes what it wrote of its own version, which no one serves yet;
+nothing already stored is overwritten."""
+
+from __future__ import annotations
+
+import logging
+import re
+from datetime import UTC, datetime
+from pathlib import Path
+
+from compare_models.storage import layout
+from compare_models.storage.errors import PreconditionFailed
+from compare_models.storage.store import ArtifactStore
+
+log = logging.getLogger(__name__)
+
+#: How many claims a publish tries before it gives up (each lost one means another writer
+#: took that version meanwhile).
+MAX_CLAIMS = 20
+
+#: The most claims read back when looking for the next version (a listing is untrusted).
+MAX_LISTED = 100_000
+
+_CLAIM = re.compile(r"claims/([1-9][0-9]{0,8})\.json")
+
+
+def next_version(store: ArtifactStore, track: str, model: str) -> int:
+    """One more than the highest version ever claimed for `track`'s `model` (1 for the first)."""
+    highest = 0
+    prefix = layout.export_claims_prefix(track, model)
+    for i, key in enumerate(store.list_keys(prefix)):
+        if i >= MAX_LISTED:
+            raise RuntimeError(f"more than {MAX_LISTED:,} export claims under {prefix}")
+        match = _CLAIM.fullmatch(key.removeprefix(layout.export_model_prefix(track, model)))
+        if match:
+            highest = max(highest, int(match.group(1)))
+    return highest + 1
+
+
+def claim_version(store: ArtifactStore, track: str, model: str, *, run_id: str) -> int:
+    """The next version of `track`'s `model`, claimed for `run_id`'s export (write-once)."""
+    for _ in range(MAX_CLAIMS):
+        version = next_version(store, track, model)
+        claim = {
+            "run_id": run_id,
+            "version": version,
+            "claimed_at": datetime.now(UTC).isoformat(timespec="microseconds"),
+        }
+        try:
+            store.put_json_if(claim, layout.export_claim_key(track, model, version), etag=None)
+        except PreconditionFailed:
+            continue
+        return version
+    raise RuntimeError(
+        f"the export versions of {model} on track {track!r} kept changing: {MAX_CLAIMS} claims lost"
+    )
+
+
+def export_uris(store: ArtifactStore, folder: Path, prefix: str) -> dict[str, str]:
+    """The URI each file of `folder` (and the manifest) will have under `prefix`, by its path."""
+    names = [p.relative_to(folder).as_posix() for p in sorted(folder.rglob("*")) if p.is_file()]
+    return {name: store.uri(prefix + name) for name in [*names, layout.EXPORT_MANIFEST]}
+
+
+def upload_export(store: ArtifactStore, folder: Path, prefix: str, manifest: dict) -> None:
+    """Uploads every file of `folder` under `prefix` (never over an existing key), then the
+    manifest. On failure, removes what it uploaded and raises."""
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    written: list[str] = []
+    try:
+        for path in files:
+            key = prefix + path.relative_to(folder).as_posix()
+            store.upload(path, key)
+            written.append(key)
+        store.put_json(manifest, prefix + layout.EXPORT_MANIFEST)
+    except BaseException:
+        for key in written:
+            try:
+                store.delete(key)
+            except Exception:  # best effort: the version has no manifest, so it is partial
+                log.warning("could not remove %s of a failed export", store.uri(key))
+        raise
+
+
+def triton_config(model: str, *, height: int, width: int, classes: int) -> str:
+    """Triton's `config.pbtxt` for the ONNX model: uint8 NHWC images in, probabilities out,
+    dynamic batches. The tensor names are those `export` gives the ONNX graph."""
+    return (
+        f'name: "{model}"\n'
+        'platform: "onnxruntime_onnx"\n'
+        "max_batch_size: 256\n"
+        "input [\n"
+        f'  {{ name: "image", data_type: TYPE_UINT8, dims: [ {height}, {width}, 3 ] }}\n'
+        "]\n"
+        "output [\n"
+        f'  {{ name: "probabilities", data_type: TYPE_FP32, dims: [ {classes} ] }}\n'
+        "]\n"
+        "dynamic_batching { }\n"
+    )

@@ -1,0 +1,198 @@
+"""The champion leaves the bucket, end to end on tiny synthetic data: a promoted champion is
+exported as a SavedModel and an ONNX model, each loads in a process that does not have
+compare_models (TensorFlow's loader, onnxruntime) and predicts what the `.keras` model
+predicts; a model trained under JAX exports; a model that disagrees with its export is
+refused and nothing is published; a model that is not the champion goes beside its run, never
+into the served tree; versions only grow."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from compare_models.config import RunParams
+from compare_models.gate import champions
+from compare_models.gate.champion_record import ChampionRecord
+from compare_models.gate.publishing import export_request
+from compare_models.runs.record import RunRecord
+from compare_models.serving.export import export_in_own_process
+from compare_models.serving.records import ExportFailed
+from compare_models.storage import layout
+
+pytestmark = pytest.mark.integration
+
+TRACK = f"serve-{secrets.token_hex(3)}"
+BASE = {
+    "data": "synthetic:400",
+    "split": {"protocol": "sizes", "train": 200, "val": 40, "test": 80},
+    "models": ["tiny"],
+    "train": {"epochs": 2, "batch_size": 32, "threads": 1, "learning_rate": 0.01},
+    "comparison": {"resamples": 1000},
+    "gate": {"track": TRACK},
+}
+
+
+def _run(**params) -> dict:
+    from flows.compare_models import compare_models
+
+    state = compare_models(params=RunParams.model_validate(params), return_state=True)
+    assert state.is_completed(), state.message
+    return state.result()
+
+
+def _record(store, run_id: str) -> RunRecord:
+    return RunRecord.model_validate(store.get_json(layout.manifest_key(run_id)))
+
+
+@pytest.fixture(scope="module")
+def first(plugin_models, prefect_api, stack):
+    return _run(**BASE)
+
+
+def _download(store, prefix: str, folder: Path) -> Path:
+    for key in store.list_keys(prefix):
+        store.download(key, folder / key.removeprefix(prefix))
+    return folder
+
+
+#: Runs in a fresh interpreter that cannot import compare_models (nor the project's tests).
+_OUTSIDE = textwrap.dedent(
+    """
+    import sys
+    sys.path = [p for p in sys.path if p not in ("", {root!r})]
+    # the venv has compare_models installed (editable): block it, so that any import fails
+    sys.modules["compare_models"] = None
+    try:
+        import compare_models
+    except ImportError:
+        pass
+    else:
+        raise AssertionError("compare_models is importable")
+    import numpy as np
+    images = np.load(sys.argv[2])
+    import onnxruntime
+    session = onnxruntime.InferenceSession(sys.argv[1] + "/model.onnx")
+    onnx_probs = session.run(["probabilities"], {{"image": images}})[0]
+    import tensorflow as tf
+    serve = tf.saved_model.load(sys.argv[1]).signatures["serving_default"]
+    out = serve(image=tf.constant(images))
+    np.savez(sys.argv[3], onnx=onnx_probs, savedmodel=out["probabilities"].numpy(),
+             names=out["class_name"].numpy().astype(str))
+    """
+)
+
+
+def _predict_outside(folder: Path, images: np.ndarray, tmp: Path) -> dict:
+    from tests.support.runs import ROOT
+
+    np.save(tmp / "images.npy", images)
+    script = tmp / "outside.py"
+    script.write_text(_OUTSIDE.format(root=str(ROOT)))
+    subprocess.run(
+        [sys.executable, "-I", str(script), str(folder), str(tmp / "images.npy"), str(tmp / "out.npz")],
+        check=True,
+        cwd=tmp,
+        timeout=300,
+        env={"TF_CPP_MIN_LOG_LEVEL": "3", "PATH": "/usr/bin:/bin"},
+    )  # fmt: skip
+    return dict(np.load(tmp / "out.npz"))
+
+
+def test_a_promoted_champion_is_exported_and_loads_without_this_package(first, stack, tmp_path):
+    from compare_models.config import Settings
+    from compare_models.data.dataset import load_split
+    from compare_models.models.networks import load_model
+
+    decision = first["gate"]["tiny"]
+    assert decision["decision"] == champions.FIRST
+    assert decision["export"]["version"] >= 1, decision["export"]
+    record = ChampionRecord.model_validate(stack.get_json(layout.champion_key(TRACK, "tiny")))
+    export = record.current.export
+    assert export is not None and export.version == decision["export"]["version"]
+    prefix = layout.export_version_prefix(TRACK, "tiny", export.version)
+    keys = set(stack.list_keys(prefix))
+    for name in ("saved_model.pb", "model.onnx", "labels.txt", "model_card.md", "model_card.json",
+                 layout.EXPORT_MANIFEST):  # fmt: skip
+        assert prefix + name in keys, name
+    assert stack.exists(layout.triton_config_key(TRACK, "tiny"))
+    manifest = stack.get_json(prefix + layout.EXPORT_MANIFEST)
+    assert {c["format"] for c in manifest["checks"]} == {"savedmodel", "onnx"}
+    assert all(c["passed"] and c["max_probability_difference"] <= 1e-4 for c in manifest["checks"])
+
+    run = _record(stack, first["run_id"])
+    x_test, _ = load_split(run.dataset, "test", stack, Settings().cache_dir)
+    images = np.rint(x_test * 255).astype(np.uint8)
+    model = load_model(stack.download(run.models["tiny"].model_key, tmp_path / "m.keras"))
+    expected = model.predict(x_test, verbose=0)
+    folder = _download(stack, prefix, tmp_path / "export")
+    outside = _predict_outside(folder, images, tmp_path)
+    for fmt in ("onnx", "savedmodel"):
+        assert np.abs(outside[fmt] - expected).max() <= 1e-4, fmt
+    names = run.dataset.class_names
+    assert list(outside["names"]) == [names[i] for i in expected.argmax(1)]
+    assert (folder / "labels.txt").read_text().split() == names
+    card = json.loads((folder / "model_card.json").read_text())
+    assert card["run_id"] == first["run_id"] and card["input"]["dtype"] == "uint8"
+    assert "AWS" not in (folder / "model_card.md").read_text()
+
+
+def test_a_model_that_is_not_the_champion_goes_beside_its_run(first, stack):
+    run = _record(stack, first["run_id"])
+    before = set(stack.list_keys(layout.export_model_prefix(TRACK, "tiny")))
+    result = export_in_own_process(export_request(run, "tiny", track=None), timeout=600)
+    assert result.version is None and result.prefix == layout.run_export_prefix(run.run_id, "tiny")
+    assert stack.exists(result.prefix + layout.EXPORT_MANIFEST)
+    assert set(stack.list_keys(layout.export_model_prefix(TRACK, "tiny"))) == before
+
+
+def test_an_export_that_disagrees_is_refused_and_nothing_is_published(first, stack):
+    run = _record(stack, first["run_id"])
+    # thresholds no float32 export can meet: the check's numbers reach the error
+    strict = run.params.gate.export.model_copy(update={"max_probability_difference": 1e-30})
+    params = run.params.model_copy(
+        update={"gate": run.params.gate.model_copy(update={"export": strict})}
+    )
+    request = export_request(run.model_copy(update={"params": params}), "tiny", track=TRACK)
+    before = set(stack.list_keys(layout.export_model_prefix(TRACK, "tiny")))
+    with pytest.raises(ExportFailed, match="largest probability difference"):
+        export_in_own_process(request, timeout=600)
+    assert set(stack.list_keys(layout.export_model_prefix(TRACK, "tiny"))) == before
+
+
+def test_versions_only_grow_and_a_jax_trained_model_exports(first, stack, monkeypatch):
+    monkeypatch.setenv("KERAS_BACKEND", "jax")
+    second = _run(**{**BASE, "train": {**BASE["train"], "epochs": 6}})
+    run = _record(stack, second["run_id"])
+    assert run.models["tiny"].device.get("backend") == "jax", run.models["tiny"].device
+    result = export_in_own_process(export_request(run, "tiny", track=TRACK), timeout=600)
+    first_version = first["gate"]["tiny"]["export"]["version"]
+    assert result.version > first_version
+    assert all(c.passed for c in result.checks)
+
+
+def test_promote_by_hand_publishes_the_new_champion_as_the_next_version(first, stack, monkeypatch):
+    from tests.support.runs import cli
+
+    second = _run(**{**BASE, "train": {**BASE["train"], "epochs": 1, "learning_rate": 1e-6}})
+    assert second["gate"]["tiny"]["decision"] != champions.PROMOTED
+    before = ChampionRecord.model_validate(stack.get_json(layout.champion_key(TRACK, "tiny")))
+    highest = before.current.export.version
+    done = cli("promote", second["run_id"], "--model", "tiny", "--track", TRACK,
+               "--reason", "a test of the export on promotion")  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    after = ChampionRecord.model_validate(stack.get_json(layout.champion_key(TRACK, "tiny")))
+    assert after.current.run_id == second["run_id"]
+    assert after.current.export is not None and after.current.export.version > highest
+    assert f"as version {after.current.export.version}" in done.stdout
+    # the earlier champion by hand: beside its run, not served
+    done = cli("export", first["run_id"], "--model", "tiny", "--track", TRACK)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "never served" in done.stdout
+    assert stack.exists(layout.run_export_prefix(first["run_id"], "tiny") + layout.EXPORT_MANIFEST)
