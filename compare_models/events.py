@@ -84,17 +84,16 @@ def _regressed_resource(payload: ModelRegressed) -> RunModelResource:
     )
 
 
-def _regressed_related(payload: ModelRegressed) -> list[dict[str, str]]:
+def _run_and_model(run_id: str, model: str) -> list[dict[str, str]]:
+    """The related resources of an event about one model of one run."""
     return [
-        {
-            "prefect.resource.id": f"compare-models.run.{payload.run_id}",
-            "prefect.resource.role": "run",
-        },
-        {
-            "prefect.resource.id": f"compare-models.model.{payload.model}",
-            "prefect.resource.role": "model",
-        },
+        {"prefect.resource.id": f"compare-models.run.{run_id}", "prefect.resource.role": "run"},
+        {"prefect.resource.id": f"compare-models.model.{model}", "prefect.resource.role": "model"},
     ]
+
+
+def _regressed_related(payload: ModelRegressed) -> list[dict[str, str]]:
+    return _run_and_model(payload.run_id, payload.model)
 
 
 # ── compare-models.data.changed ────────────────────────────────────────────────
@@ -132,6 +131,56 @@ def _changed_resource(payload: DataChanged) -> DatasetResource:
     return DatasetResource(
         id=dataset_resource_id(payload.source), name=payload.source, version_id=payload.version_id
     )
+
+
+# ── compare-models.champion.promoted ───────────────────────────────────────────
+
+
+class ChampionPromoted(_Payload):
+    """A track's champion changed: the gate promoted a model, a person promoted one by hand, or a
+    rollback made the previous champion the champion again."""
+
+    track: str = Field(description="the track whose champion changed")
+    model: str = Field(description="the model")
+    run_id: str = Field(description="the run of the new champion")
+    previous_run_id: str | None = Field(description="the run of the champion it replaced")
+    how: str = Field(description="`gate`, `promote` or `rollback`")
+    accuracy: float = Field(description="the new champion's test accuracy")
+    reason: str = Field(description="why, in words")
+    export_version: int | None = Field(
+        description="the served export version it was published as (None: not exported)"
+    )
+    export_uris: dict[str, str] = Field(
+        description="the export's files by name (model.onnx, saved_model.pb, ...), s3:// URIs"
+    )
+
+
+class TrackModelResource(_Labels):
+    id: str = Field(
+        alias="prefect.resource.id",
+        description="`compare-models.champion.<track>.<model>` (what prefect.yaml's batch "
+        "prediction trigger matches)",
+    )
+    name: str = Field(alias="prefect.resource.name", description="`<track> <model>`")
+    track: str = Field(alias="compare-models.track", description="the track")
+    model: str = Field(alias="compare-models.model", description="the model")
+
+
+def champion_resource_id(track: str, model: str) -> str:
+    return f"compare-models.champion.{track}.{model}"
+
+
+def _promoted_resource(payload: ChampionPromoted) -> TrackModelResource:
+    return TrackModelResource(
+        id=champion_resource_id(payload.track, payload.model),
+        name=f"{payload.track} {payload.model}",
+        track=payload.track,
+        model=payload.model,
+    )
+
+
+def _promoted_related(payload: ChampionPromoted) -> list[dict[str, str]]:
+    return _run_and_model(payload.run_id, payload.model)
 
 
 # ── the declarations ───────────────────────────────────────────────────────────
@@ -185,5 +234,17 @@ DATA_CHANGED: Event[DataChanged] = Event(
     resource=_changed_resource,
 )
 
+CHAMPION_PROMOTED: Event[ChampionPromoted] = Event(
+    name="compare-models.champion.promoted",
+    when="a track's champion changed: by the gate, by `promote` or by `rollback` (one event "
+    "per model), after its export was published",
+    emitted_by="compare_models.gate.publishing:hand_over",
+    payload=ChampionPromoted,
+    resource_type=TrackModelResource,
+    resource_match="compare-models.champion.*",
+    resource=_promoted_resource,
+    related=_promoted_related,
+)
+
 #: Every event the pipeline emits, by name.
-EVENTS: dict[str, Event] = {e.name: e for e in (MODEL_REGRESSED, DATA_CHANGED)}
+EVENTS: dict[str, Event] = {e.name: e for e in (MODEL_REGRESSED, DATA_CHANGED, CHAMPION_PROMOTED)}

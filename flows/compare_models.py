@@ -25,7 +25,7 @@ from tasks._store import open_store
 from tasks.comparison import compare
 from tasks.data import describe_data, preflight, prepare_data, skip_unchanged
 from tasks.evaluation import evaluate_all
-from tasks.gate import alert, export_champions, gate
+from tasks.gate import alert, gate, hand_over_champions
 from tasks.reporting import manifest, report
 from tasks.training import train_all
 
@@ -77,7 +77,7 @@ def compare_models(params: RunParams = RunParams()) -> dict[str, Any]:
     run = run.model_copy(update=dict(compare(run)))
     run = run.model_copy(update={"data_changes": describe_data(run)})
     run = run.model_copy(update={"gate": gate(run)})
-    run = run.model_copy(update={"gate": export_champions(run)})
+    run = run.model_copy(update={"gate": hand_over_champions(run)})
     run = run.model_copy(update={"report": report(run)})
     run, manifest_uri = manifest(run)
     alert(run, manifest_uri)

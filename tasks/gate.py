@@ -12,15 +12,14 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from pydantic import ValidationError
 
-from compare_models.events import MODEL_REGRESSED, ModelRegressed
+from compare_models.events import CHAMPION_PROMOTED, MODEL_REGRESSED, ModelRegressed
 from compare_models.gate import champions, noise_band
 from compare_models.gate.champion_record import ChampionEntry
-from compare_models.gate.publishing import publish_champion
+from compare_models.gate.publishing import hand_over
 from compare_models.gate.rescoring import request_for, rescore_in_own_process
 from compare_models.runs.artifacts import RunArtifacts
 from compare_models.runs.decision import ExportNote, GateDecision, TestImages
 from compare_models.runs.record import RunRecord
-from compare_models.serving.records import ExportFailed
 from tasks._store import open_artifacts
 
 #: How long re-scoring one champion may take (ResNet50 on 10,000 images on a slow CPU: minutes).
@@ -123,48 +122,53 @@ def _rescorer(record: RunRecord, artifacts: RunArtifacts) -> Callable[[ChampionE
     return rescore
 
 
-@task(name="export champions")
-def export_champions(record: RunRecord) -> dict[str, GateDecision]:
-    """Exports each model this run made its track's champion as the track's next served version
-    (`gate.export`); a failed export is logged and noted in the decision, and the champion stays
+@task(name="hand over champions")
+def hand_over_champions(record: RunRecord) -> dict[str, GateDecision]:
+    """For each model this run made its track's champion: its export published as the track's
+    next served version (`gate.export`), then `compare-models.champion.promoted` emitted. A
+    failed export is logged and noted in the decision, and the champion stays
     (`compare-models export RUN_ID --model M` publishes it later)."""
-    policy = record.params.gate.export
     promoted = [
         m for m, d in record.gate.items() if d.decision in (champions.FIRST, champions.PROMOTED)
     ]
-    if not policy.enabled or not promoted:
+    if not promoted:
         return record.gate
     _, artifacts = open_artifacts(record)
     logger, decisions = get_run_logger(), dict(record.gate)
     for model in promoted:
         decision = decisions[model]
-        try:
-            result = publish_champion(
-                artifacts.store,
-                record,
-                model,
-                track=record.track,
-                decision=decision,
-                evaluation=artifacts.metrics(model),
-                threads=os.cpu_count() or 1,
-            )
-        except ExportFailed as exc:
-            logger.error("%s: the champion's export was not published: %s", model, exc)
-            note = ExportNote(error=str(exc))
-        else:
+        handed = hand_over(
+            artifacts.store,
+            track=record.track,
+            entry=champions.entry_for(
+                record, model, reason=decision.reason, by="compare-models gate"
+            ),
+            previous_run_id=decision.champion_run_id,
+            how="gate",
+            record=record,
+            decision=decision,
+            evaluation=artifacts.metrics(model),
+            threads=os.cpu_count() or 1,
+        )
+        result = handed.result
+        if handed.error:
+            logger.error("%s: the champion's export was not published: %s", model, handed.error)
+        elif result is not None:
             logger.info(
-                "%s: published as version %d of %s (%s)",
-                model,
-                result.version,
-                artifacts.store.uri(result.prefix),
-                "; ".join(c.describe() for c in result.checks),
-            )
-            note = ExportNote(
-                version=result.version,
-                prefix=artifacts.store.uri(result.prefix),
-                checks=[c.describe() for c in result.checks],
-            )
-        decisions[model] = decision.model_copy(update={"export": note})
+                "%s: published as version %d of %s (%s)", model, result.version,
+                artifacts.store.uri(result.prefix), "; ".join(c.describe() for c in result.checks),
+            )  # fmt: skip
+        logger.info("%s: %s emitted", model, CHAMPION_PROMOTED.name)
+        decisions[model] = decision.model_copy(
+            update={
+                "export": ExportNote(
+                    version=result.version if result else None,
+                    prefix=artifacts.store.uri(result.prefix) if result else None,
+                    checks=[c.describe() for c in result.checks] if result else [],
+                    error=handed.error,
+                )
+            }
+        )
     return decisions
 
 

@@ -66,6 +66,7 @@ def _champion_row(track: str, record: ChampionRecord, entry: ChampionEntry) -> d
         "accuracy": f"{entry.metrics.accuracy:.4f}",
         "promoted": entry.promoted_at,
         "by": entry.by,
+        "served": f"v{entry.export.version}" if entry.export else "-",
         "reason": entry.reason,
     }
 
@@ -88,12 +89,56 @@ def cmd_promote(args: argparse.Namespace) -> int:
     print_line(
         f"{args.model} champion of track {track}: run {args.run_id} (replaces {replaced}); reason recorded: {args.reason}"
     )
-    if not record.params.gate.export.enabled:
-        return 0
-    return _publish(store, record, args.model, track, after="promoted, but")
+    return _hand_over(store, champion, track, "promote", record)
 
 
-def _publish(store, record, model: str, track: str | None, *, after: str = "") -> int:
+def _hand_over(store, champion, track: str, how: str, record=None) -> int:
+    """Publishes the new champion for serving and emits the promotion event; says what it did."""
+    from compare_models.events import CHAMPION_PROMOTED
+    from compare_models.gate.publishing import hand_over
+
+    entry = champion.current
+    handed = hand_over(
+        store,
+        track=track,
+        entry=entry,
+        previous_run_id=champion.history[0].run_id if champion.history else None,
+        how=how,
+        record=record,
+    )
+    if handed.result is not None:
+        print_line(
+            f"published as version {handed.result.version} of {track}'s {entry.model}: "
+            f"{store.uri(handed.result.prefix)}"
+        )
+    print_line(f"{CHAMPION_PROMOTED.name} emitted")
+    if handed.error:
+        return _fail(f"the champion changed, but its export was not published: {handed.error}")
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    from compare_models.gate import champions
+    from compare_models.runs.stored import read_record
+    from compare_models.storage.errors import StoreError
+
+    try:
+        _, store = _open_store()
+        champion = champions.rollback(
+            store, track=args.track, model=args.model, reason=args.reason or ""
+        )
+        entry = champion.current
+        record = None if entry.export is not None else read_record(store, entry.run_id)
+    except StoreError as exc:
+        return _fail(str(exc))
+    print_line(
+        f"{args.model} champion of track {args.track}: run {entry.run_id} again (replaces "
+        f"{champion.history[0].run_id}); {entry.reason}"
+    )
+    return _hand_over(store, champion, args.track, "rollback", record)
+
+
+def _publish(store, record, model: str, track: str | None) -> int:
     """Exports `model` of `record`: as `track`'s next served version, or beside its run (None)."""
     from compare_models.gate.publishing import export_request, note_export
     from compare_models.serving.export import export_in_own_process
@@ -103,7 +148,7 @@ def _publish(store, record, model: str, track: str | None, *, after: str = "") -
     try:
         result = export_in_own_process(request, timeout=request.policy.timeout_s)
     except ExportFailed as exc:
-        return _fail(f"{after} the export was not published: {exc}".strip())
+        return _fail(f"the export was not published: {exc}")
     note_export(store, result)
     where = (
         f"version {result.version} of {track}'s {model}"
@@ -171,3 +216,14 @@ def add_export(sub: argparse._SubParsersAction) -> None:
     ex.add_argument("--model", required=True)
     ex.add_argument("--track", help="whose champion it may be (default: the run's own track)")
     ex.set_defaults(func=cmd_export)
+
+
+def add_rollback(sub: argparse._SubParsersAction) -> None:
+    rb = sub.add_parser(
+        "rollback",
+        help="make the previous champion the champion again (published as the next served version)",
+    )
+    rb.add_argument("--track", required=True)
+    rb.add_argument("--model", required=True)
+    rb.add_argument("--reason", help="why: kept in the champion's history")
+    rb.set_defaults(func=cmd_rollback)

@@ -58,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
         runs.add_replay,
         champions.add_champion,
         champions.add_promote,
+        champions.add_rollback,
         champions.add_export,
         show.add_history,
         show.add_runs,

@@ -416,6 +416,31 @@ def promote_by_hand(
     raise ChampionError(f"the {model} champion record of track {track!r} kept changing; try again")
 
 
+def rollback(
+    store: ArtifactStore, *, track: str, model: str, reason: str, by: str | None = None
+) -> ChampionRecord:
+    """Makes the previous champion of `track`'s `model` (the newest of its history) the champion
+    again, with the reason recorded; the one it replaces goes to the history."""
+    for _ in range(MAX_ATTEMPTS):
+        current, etag = read(store, track, model)
+        if current is None or current.current is None or not current.history:
+            raise ChampionError(
+                f"the {model} champion of track {track!r} has no earlier champion to roll back to"
+            )
+        earlier = current.history[0]
+        entry = ChampionEntry.model_validate(
+            {
+                **earlier.model_dump(exclude={"replaced_at", "replaced_by"}),
+                "promoted_at": _now(),
+                "reason": f"rollback: {reason.strip() or 'by hand'}",
+                "by": by or getpass.getuser(),
+            }
+        )
+        if promote_if_unchanged(store, track, current, etag, entry):
+            return promote(current, entry)
+    raise ChampionError(f"the {model} champion record of track {track!r} kept changing; try again")
+
+
 def champions(store: ArtifactStore, track: str | None = None) -> list[tuple[str, ChampionRecord]]:
     """Every champion record (of one track, or all) with its track, by track and model."""
     found = []

@@ -10,15 +10,19 @@ next version."""
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
+from compare_models.config import ExportPolicy
 from compare_models.evaluation.records import Evaluation
-from compare_models.gate.champion_record import ChampionExport, ChampionRecord
+from compare_models.events import CHAMPION_PROMOTED, ChampionPromoted
+from compare_models.gate.champion_record import ChampionEntry, ChampionExport, ChampionRecord
 from compare_models.gate.champions import read
 from compare_models.runs.decision import GateDecision
 from compare_models.runs.record import RunRecord
 from compare_models.serving.card import card_data, card_markdown
 from compare_models.serving.export import export_in_own_process
-from compare_models.serving.records import ExportRequest, ExportResult
+from compare_models.serving.publish import republish
+from compare_models.serving.records import ExportFailed, ExportRequest, ExportResult
 from compare_models.storage import layout
 from compare_models.storage.errors import PreconditionFailed
 from compare_models.storage.store import ArtifactStore
@@ -106,3 +110,62 @@ def publish_champion(
     result = export_in_own_process(request, timeout=request.policy.timeout_s)
     note_export(store, result)
     return result
+
+
+@dataclass(frozen=True)
+class HandOver:
+    """What serving got of a new champion: its published export, or why there is none."""
+
+    result: ExportResult | None
+    error: str | None
+
+
+def hand_over(
+    store: ArtifactStore,
+    *,
+    track: str,
+    entry: ChampionEntry,
+    previous_run_id: str | None,
+    how: str,
+    record: RunRecord | None = None,
+    decision: GateDecision | None = None,
+    evaluation: Evaluation | None = None,
+    threads: int = 1,
+) -> HandOver:
+    """After `entry` became `track`'s champion (`how`: the gate, `promote` or `rollback`): its
+    export published as the track's next served version (an earlier champion's own export
+    copied again, else exported from `record`, its run), then `compare-models.champion.promoted`
+    emitted. A failed export is returned, not raised: the champion stays the champion."""
+    policy = record.params.gate.export if record is not None else ExportPolicy()
+    result, error = None, None
+    if policy.enabled:
+        try:
+            if entry.export is not None:
+                result = republish(
+                    store, track, entry.model, from_version=entry.export.version,
+                    run_id=entry.run_id,
+                )  # fmt: skip
+                note_export(store, result)
+            elif record is not None:
+                result = publish_champion(
+                    store, record, entry.model, track=track, decision=decision,
+                    evaluation=evaluation, threads=threads,
+                )  # fmt: skip
+            else:
+                error = "no export of it was kept and its run was not given"
+        except ExportFailed as exc:
+            error = str(exc)
+    CHAMPION_PROMOTED.emit(
+        ChampionPromoted(
+            track=track,
+            model=entry.model,
+            run_id=entry.run_id,
+            previous_run_id=previous_run_id,
+            how=how,
+            accuracy=entry.metrics.accuracy,
+            reason=entry.reason,
+            export_version=result.version if result else None,
+            export_uris=result.uris if result else {},
+        )
+    )
+    return HandOver(result=result, error=error)

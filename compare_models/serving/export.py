@@ -270,26 +270,15 @@ def export(request: ExportRequest) -> ExportResult:
     return result
 
 
-#: The most bytes of an export manifest read back (it is small; the bucket is untrusted).
-MAX_MANIFEST_BYTES = 4 * 1024 * 1024
-
-
 def _earlier_export(store, prefix: str) -> ExportResult | None:
     """A complete export already under `prefix` (a by-hand export asked for again), or None;
     the files of an incomplete one (no manifest: its process was killed) are removed."""
-    stored = store.get_bytes_if_exists(
-        prefix + layout.EXPORT_MANIFEST, max_bytes=MAX_MANIFEST_BYTES
-    )
-    if stored is not None:
-        try:
-            return ExportResult.model_validate_json(stored)
-        except ValueError as exc:
-            raise ExportFailed(
-                f"{store.uri(prefix + layout.EXPORT_MANIFEST)} is not an export manifest ({exc}); "
-                "remove that prefix to export again"
-            ) from None
-    store.delete_prefix(prefix)
-    return None
+    from compare_models.serving.publish import stored_export
+
+    done = stored_export(store, prefix)
+    if done is None:
+        store.delete_prefix(prefix)
+    return done
 
 
 def export_in_own_process(request: ExportRequest, *, timeout: float) -> ExportResult:

@@ -11,6 +11,7 @@ import re
 from datetime import UTC, datetime
 from pathlib import Path
 
+from compare_models.serving.records import ExportFailed, ExportResult
 from compare_models.storage import layout
 from compare_models.storage.errors import PreconditionFailed
 from compare_models.storage.store import ArtifactStore
@@ -83,6 +84,75 @@ def upload_export(store: ArtifactStore, folder: Path, prefix: str, manifest: dic
             except Exception:  # best effort: the version has no manifest, so it is partial
                 log.warning("could not remove %s of a failed export", store.uri(key))
         raise
+
+
+#: The most bytes of an export manifest read back (it is small; the bucket is untrusted).
+MAX_MANIFEST_BYTES = 4 * 1024 * 1024
+
+#: A file of an export, as its manifest names it: a relative path, no `..`, no odd characters.
+_FILE = re.compile(r"(?!.*(?:^|/)\.\.(?:/|$))[A-Za-z0-9_][A-Za-z0-9_./-]{0,255}")
+
+
+def stored_export(store: ArtifactStore, prefix: str) -> ExportResult | None:
+    """The complete export under `prefix` (its manifest, validated), or None when it has none."""
+    key = prefix + layout.EXPORT_MANIFEST
+    stored = store.get_bytes_if_exists(key, max_bytes=MAX_MANIFEST_BYTES)
+    if stored is None:
+        return None
+    try:
+        result = ExportResult.model_validate_json(stored)
+    except ValueError as exc:
+        raise ExportFailed(f"{store.uri(key)} is not an export manifest ({exc})") from None
+    bad = [name for name in result.uris if not _FILE.fullmatch(name)]
+    if bad or result.prefix != prefix:
+        raise ExportFailed(
+            f"{store.uri(key)} names files or a prefix that are not its own: "
+            f"{(bad or [result.prefix])[0][:100]!r}"
+        )
+    return result
+
+
+def republish(
+    store: ArtifactStore, track: str, model: str, *, from_version: int, run_id: str
+) -> ExportResult:
+    """The files of an earlier served version, already checked when they were exported, copied
+    (server-side) as `track`'s next version of `model`: a rollback serves the earlier champion
+    again without exporting it anew."""
+    source = layout.export_version_prefix(track, model, from_version)
+    earlier = stored_export(store, source)
+    if earlier is None:
+        raise ExportFailed(f"{store.uri(source)} has no complete export to publish again")
+    if earlier.run_id != run_id or earlier.model != model:
+        raise ExportFailed(
+            f"{store.uri(source)} is the export of {earlier.model} of run {earlier.run_id}, "
+            f"not of {model} of run {run_id}"
+        )
+    version = claim_version(store, track, model, run_id=run_id)
+    prefix = layout.export_version_prefix(track, model, version)
+    files = [name for name in earlier.uris if name != layout.EXPORT_MANIFEST]
+    result = earlier.model_copy(
+        update={
+            "version": version,
+            "prefix": prefix,
+            "uris": {name: store.uri(prefix + name) for name in earlier.uris},
+            "exported_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "republished_from": from_version,
+        }
+    )
+    copied: list[str] = []
+    try:
+        for name in files:
+            store.copy(source + name, prefix + name)
+            copied.append(prefix + name)
+        store.put_json(result.model_dump(mode="json"), prefix + layout.EXPORT_MANIFEST)
+    except BaseException:
+        for key in copied:
+            try:
+                store.delete(key)
+            except Exception:
+                log.warning("could not remove %s of a failed publication", store.uri(key))
+        raise
+    return result
 
 
 def triton_config(model: str, *, height: int, width: int, classes: int) -> str:

@@ -97,6 +97,9 @@ class ExportResult(BaseModel):
     )
     seconds: float = Field(ge=0)
     exported_at: str
+    republished_from: int | None = Field(
+        default=None, ge=1, description="the earlier version whose files it copies (a rollback)"
+    )
 
 
 class ExportFailed(RuntimeError):

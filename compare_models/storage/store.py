@@ -389,6 +389,17 @@ class ArtifactStore:
         )
         return self.uri(key)
 
+    def copy(self, source_key: str, key: str) -> str:
+        """A server-side copy of `source_key` to `key` in this bucket (write-once, as `upload`)."""
+        self._guard(key, overwrite=False)
+        self._call(
+            f"copying {source_key} to {key}",
+            lambda: self.client.copy(
+                {"Bucket": self.bucket, "Key": source_key}, self.bucket, key, Config=TRANSFER
+            ),
+        )
+        return self.uri(key)
+
     def put_bytes(
         self, data: bytes, key: str, *, overwrite: bool = False, content_type: str | None = None
     ) -> str:

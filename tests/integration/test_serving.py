@@ -196,3 +196,65 @@ def test_promote_by_hand_publishes_the_new_champion_as_the_next_version(first, s
     assert done.returncode == 0, done.stderr[-2000:]
     assert "never served" in done.stdout
     assert stack.exists(layout.run_export_prefix(first["run_id"], "tiny") + layout.EXPORT_MANIFEST)
+
+
+def _served(store) -> tuple[int, dict]:
+    """The version TF Serving and Triton would serve (the highest complete one) and its manifest."""
+    prefix = layout.export_model_prefix(TRACK, "tiny")
+    versions = {
+        int(key.removeprefix(prefix).split("/")[0])
+        for key in store.list_keys(prefix)
+        if key.removeprefix(prefix).split("/")[0].isdigit()
+        and key.endswith("/" + layout.EXPORT_MANIFEST)
+    }
+    highest = max(versions)
+    return highest, store.get_json(layout.export_version_prefix(TRACK, "tiny", highest) + layout.EXPORT_MANIFEST)  # fmt: skip
+
+
+def _promoted_events(prefect_api) -> list:
+    from prefect.client.orchestration import get_client
+    from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
+
+    from compare_models.events import CHAMPION_PROMOTED, champion_resource_id
+
+    with get_client(sync_client=True) as client:
+        return client.read_events(
+            EventFilter(
+                event=EventNameFilter(name=[CHAMPION_PROMOTED.name]),
+                resource=EventResourceFilter(id=[champion_resource_id(TRACK, "tiny")]),
+            ),
+            limit=50,
+        ).events
+
+
+def test_rollback_serves_the_earlier_champion_again_and_each_change_emits_an_event(
+    first, stack, prefect_api
+):
+    import time
+
+    from tests.support.runs import cli
+
+    before = ChampionRecord.model_validate(stack.get_json(layout.champion_key(TRACK, "tiny")))
+    previous = before.history[0]
+    done = cli("rollback", "--track", TRACK, "--model", "tiny", "--reason", "a test")
+    assert done.returncode == 0, done.stderr[-2000:]
+    after = ChampionRecord.model_validate(stack.get_json(layout.champion_key(TRACK, "tiny")))
+    assert after.current.run_id == previous.run_id and after.current.reason == "rollback: a test"
+    assert after.history[0].run_id == before.current.run_id
+    version, manifest = _served(stack)
+    assert after.current.export.version == version > before.current.export.version
+    assert manifest["run_id"] == previous.run_id
+    assert manifest["republished_from"] == previous.export.version
+    # the gate's first promotion, the promotion by hand, the rollback: one event each at least
+    deadline, events = time.monotonic() + 60, []
+    while time.monotonic() < deadline:
+        events = _promoted_events(prefect_api)
+        if {e.payload["how"] for e in events} >= {"gate", "promote", "rollback"}:
+            break
+        time.sleep(1)
+    hows = {e.payload["how"]: e.payload for e in events}
+    assert set(hows) >= {"gate", "promote", "rollback"}, [e.payload for e in events]
+    assert hows["rollback"]["run_id"] == previous.run_id
+    assert hows["rollback"]["export_version"] == version
+    assert hows["rollback"]["previous_run_id"] == before.current.run_id
+    assert hows["gate"]["export_uris"]["model.onnx"].endswith("/model.onnx")

@@ -14,11 +14,14 @@ import yaml
 from pydantic import ValidationError
 
 from compare_models.events import (
+    CHAMPION_PROMOTED,
     DATA_CHANGED,
     EVENTS,
     MODEL_REGRESSED,
+    ChampionPromoted,
     DataChanged,
     ModelRegressed,
+    champion_resource_id,
     dataset_resource_id,
 )
 from compare_models.statistics.records import Interval
@@ -47,12 +50,24 @@ CHANGED = DataChanged(
     skipped=1,
     per_class={"a": 15, "b": 15},
 )
+PROMOTED = ChampionPromoted(
+    track="nightly",
+    model="cnn",
+    run_id="20260101-020000-abcd",
+    previous_run_id="20251231-020000-dcba",
+    how="gate",
+    accuracy=0.61,
+    reason="significantly better",
+    export_version=3,
+    export_uris={"model.onnx": "s3://bucket/exports/nightly/cnn/3/model.onnx"},
+)
 
 
 def test_the_names_are_the_ones_automations_and_triggers_match() -> None:
     assert MODEL_REGRESSED.name == "compare-models.model.regressed"
     assert DATA_CHANGED.name == "compare-models.data.changed"
-    assert set(EVENTS) == {MODEL_REGRESSED.name, DATA_CHANGED.name}
+    assert CHAMPION_PROMOTED.name == "compare-models.champion.promoted"
+    assert set(EVENTS) == {MODEL_REGRESSED.name, DATA_CHANGED.name, CHAMPION_PROMOTED.name}
 
 
 @pytest.mark.parametrize("name", sorted(EVENTS))
@@ -62,7 +77,8 @@ def test_each_event_names_the_function_that_emits_it(name) -> None:
 
 
 @pytest.mark.parametrize(
-    ("event", "payload"), [(MODEL_REGRESSED, REGRESSED), (DATA_CHANGED, CHANGED)]
+    ("event", "payload"),
+    [(MODEL_REGRESSED, REGRESSED), (DATA_CHANGED, CHANGED), (CHAMPION_PROMOTED, PROMOTED)],
 )
 def test_the_resource_is_built_from_the_payload_and_matches_the_declared_pattern(
     event, payload
@@ -113,6 +129,24 @@ def test_the_payloads_keep_their_stored_shape() -> None:
     assert MODEL_REGRESSED.resource(REGRESSED).labels()["prefect.resource.id"] == (
         "compare-models.run.20260101-020000-abcd.cnn"
     )
+    promoted = PROMOTED.model_dump(mode="json")
+    assert list(promoted) == [
+        "track",
+        "model",
+        "run_id",
+        "previous_run_id",
+        "how",
+        "accuracy",
+        "reason",
+        "export_version",
+        "export_uris",
+    ]
+    assert CHAMPION_PROMOTED.resource(PROMOTED).labels() == {
+        "prefect.resource.id": champion_resource_id("nightly", "cnn"),
+        "prefect.resource.name": "nightly cnn",
+        "compare-models.track": "nightly",
+        "compare-models.model": "cnn",
+    }
 
 
 def test_a_payload_refuses_unknown_and_missing_fields() -> None:
