@@ -663,6 +663,29 @@ class ExportPolicy(BaseModel):
     )
 
 
+class PredictParams(BaseModel):
+    """The parameters of a batch prediction (`batch-predict`): whose champion scores which
+    folder of images."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    track: str = Field(
+        default="main",
+        pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$",
+        description="The track whose champion scores the images",
+    )
+    model: str = Field(
+        default="cnn", pattern=r"^[a-z][a-z0-9_-]{0,31}$", description="The champion's model"
+    )
+    source: str | None = Field(
+        default=None,
+        max_length=2048,
+        description="A local directory or s3://bucket/prefix/ of images (flat, or in class "
+        "folders); default: the bucket's incoming/<track>/",
+    )
+    folder: FolderPolicy = FolderPolicy()
+
+
 class GatePolicy(BaseModel):
     """How each new model (the challenger) is judged against its champion, the model in use.
 

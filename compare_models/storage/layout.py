@@ -33,6 +33,9 @@ README's "What a run stores" table is this module in prose). No other module spe
     exports/<track>/<model>/config.pbtxt                      Triton's configuration of the ONNX model
     exports/<track>/<model>/claims/<version>.json             a version's claim (write-once: versions only grow)
     exports/_runs/<run>/<model>/                              a by-hand export of a model that is not the champion
+    predictions/<track>/<model>/<version>/<source digest>/    batch predictions of a source by a served version:
+                                                              predictions.parquet, predictions.csv, summary.json (last)
+    incoming/<track>/                                         the default source of the batch prediction a promotion triggers
 
 `exports/<track>/<model>/` is TF Serving's `model_base_path` (the highest integer version is
 served) and `exports/<track>/` a Triton model repository; neither reads the non-numeric
@@ -208,6 +211,23 @@ def run_export_prefix(run_id: str, model: str) -> str:
     """Where a by-hand export of a model that is not its track's champion goes: never the
     served tree (tracks start with a letter or digit, so `_runs` is no track)."""
     return f"{EXPORTS}_runs/{run_id}/{model}/"
+
+
+# ── batch predictions ─────────────────────────────────────────────────────────
+
+#: The summary of a batch prediction, written after its rows: without it the result is partial.
+PREDICTIONS_SUMMARY = "summary.json"
+
+
+def predictions_prefix(track: str, model: str, version: int, source_digest: str) -> str:
+    if not VERSION_ID.fullmatch(source_digest):
+        raise ValueError(f"a source digest is 64 hex digits, not {source_digest[:80]!r}")
+    return f"predictions/{track}/{model}/{version}/{source_digest}/"
+
+
+def incoming_prefix(track: str) -> str:
+    """Where a track's images to score arrive, by default (the batch prediction's source)."""
+    return f"incoming/{track}/"
 
 
 # ── datasets ──────────────────────────────────────────────────────────────────

@@ -258,3 +258,46 @@ def test_rollback_serves_the_earlier_champion_again_and_each_change_emits_an_eve
     assert hows["rollback"]["export_version"] == version
     assert hows["rollback"]["previous_run_id"] == before.current.run_id
     assert hows["gate"]["export_uris"]["model.onnx"].endswith("/model.onnx")
+
+
+def test_predict_scores_a_folder_skips_a_corrupt_file_and_reuses_its_result(
+    first, stack, prefect_api, tmp_path
+):
+    import pandas as pd
+    from PIL import Image
+
+    from tests.support.runs import cli
+
+    run = _record(stack, first["run_id"])
+    names = run.dataset.class_names
+    folder = tmp_path / "incoming"
+    rng = np.random.default_rng(0)
+    good = []
+    for i, where in enumerate([names[0], names[0], names[1], ".", "."]):
+        path = folder / where / f"img-{i}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (40, 24, 3), dtype=np.uint8)).save(path)
+        good.append(path.relative_to(folder).as_posix())
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a JPEG")
+    (folder / "notes.txt").write_text("not an image")
+
+    done = cli("predict", str(folder), "--track", TRACK, "--model", "tiny", "--json")
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads(done.stdout)
+    assert summary["images"] == 5 and summary["skipped"] == 2 and not summary["reused"]
+    assert {s["key"] for s in summary["skipped_files"]} == {"broken.jpg", "notes.txt"}
+    assert summary["labelled"] == 3 and summary["accuracy"] is not None
+    assert sum(summary["per_class"].values()) == 5
+    prefix = (
+        summary["parquet"].removeprefix(f"s3://{stack.bucket}/").removesuffix("predictions.parquet")
+    )
+    stack.download(prefix + "predictions.parquet", tmp_path / "p.parquet")
+    stack.download(prefix + "predictions.csv", tmp_path / "p.csv")
+    for table in (pd.read_parquet(tmp_path / "p.parquet"), pd.read_csv(tmp_path / "p.csv")):
+        assert sorted(table["key"]) == sorted(good)
+        assert set(table["champion_run_id"]) == {summary["champion_run_id"]}
+        probs = table[[f"p_{n}" for n in names]].to_numpy()
+        assert np.allclose(probs.sum(axis=1), 1.0, atol=1e-4)
+        assert list(table["predicted"]) == [names[i] for i in probs.argmax(axis=1)]
+    again = cli("predict", str(folder), "--track", TRACK, "--model", "tiny", "--json")
+    assert again.returncode == 0 and json.loads(again.stdout)["reused"] is True

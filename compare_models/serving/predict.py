@@ -1,0 +1,322 @@
+"""Batch prediction with a track's champion: every image of a folder (a local directory or an
+``s3://bucket/prefix/``) scored by the champion's served ONNX export with onnxruntime, in
+batches, so that memory stays bounded whatever the number of images.
+
+* The images are read and decoded as training reads them (`compare_models.data.folders`,
+  `compare_models.data.images`: the size cap, the allowlisted formats, the pixel-count check,
+  the same resampling) at the export's input size. A file that fails is skipped and listed with
+  its reason; the others are scored.
+* A flat folder needs no labels. An image whose parent folder is one of the champion's classes
+  keeps that class as its label, and the summary gives the accuracy on those images.
+* One row per scored file goes to S3 as Parquet and as CSV (`layout.predictions_prefix`): its
+  key, SHA-256, label, predicted class, each class's probability, and the champion's run and
+  export version. `summary.json` is written last, so a result without it is partial.
+* The source's version is the digest of its listing (each file's key, size and change stamp):
+  scoring the same source with the same served version again returns the stored result.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+from pydantic import BaseModel, Field
+
+from compare_models.config import FolderPolicy
+from compare_models.data.errors import DataError
+from compare_models.data.folders import (
+    MAX_KEY_CHARS,
+    FolderEntry,
+    FolderReader,
+    folder_source,
+    list_folder,
+)
+from compare_models.data.images import to_input
+from compare_models.data.safety import shown
+from compare_models.data.tar_stream import IMAGE_SUFFIXES
+from compare_models.serving.publish import stored_export
+from compare_models.serving.records import ExportFailed
+from compare_models.storage import layout
+from compare_models.storage.store import ArtifactStore
+
+#: Images scored per onnxruntime call (and decoded per step): what bounds the memory.
+BATCH = 256
+
+#: Files read at once from the source.
+READERS = 8
+
+#: Skipped files listed in the summary (all of them are counted).
+MAX_LISTED_SKIPS = 1000
+
+
+class Skipped(BaseModel):
+    key: str
+    reason: str
+
+
+class PredictSummary(BaseModel):
+    """What a batch prediction did: its source and champion, counts, and where its rows are."""
+
+    source: str
+    source_digest: str
+    track: str
+    model: str
+    champion_run_id: str
+    export_version: int
+    class_names: list[str]
+    images: int = Field(ge=0, description="files scored")
+    skipped: int = Field(ge=0)
+    skipped_files: list[Skipped] = Field(description=f"at most {MAX_LISTED_SKIPS}")
+    per_class: dict[str, int] = Field(description="scored files per predicted class")
+    labelled: int = Field(ge=0, description="scored files whose folder named a class")
+    accuracy: float | None = Field(description="on the labelled files (None: none)")
+    parquet: str
+    csv: str
+    reused: bool = False
+    seconds: float = Field(ge=0)
+    predicted_at: str
+
+
+class PredictError(RuntimeError):
+    """The source or the champion cannot be scored; the message says why and what to do."""
+
+
+def source_digest(location: str, entries: list[FolderEntry]) -> str:
+    """The source's version: its location and every file's key, size and change stamp."""
+    digest = hashlib.sha256(location.encode())
+    for entry in entries:
+        digest.update(f"\n{entry.key}\t{entry.size}\t{entry.stamp}".encode())
+    return digest.hexdigest()
+
+
+def label_of(key: str, class_names: list[str]) -> str | None:
+    """The class an image's parent folder names, if it is one of the champion's classes."""
+    parent = PurePosixPath(key).parent.name
+    return parent if parent in class_names else None
+
+
+def _problem(entry: FolderEntry, max_bytes: int) -> str | None:
+    if len(entry.key) > MAX_KEY_CHARS:
+        return f"its path is longer than {MAX_KEY_CHARS} characters"
+    if not entry.key.lower().endswith(IMAGE_SUFFIXES):
+        return f"it is not an image file ({', '.join(IMAGE_SUFFIXES)})"
+    if entry.stamp.startswith("special:"):
+        return "it is not a regular file (a link, FIFO or device)"
+    if entry.size > max_bytes:
+        return f"it is larger than folder.max_image_bytes ({max_bytes:,} bytes)"
+    if entry.size == 0:
+        return "it is empty"
+    return None
+
+
+def _decoded(
+    reader: FolderReader, entries: list[FolderEntry], size: tuple[int, int]
+) -> Iterator[tuple[FolderEntry, str, np.ndarray | None, str | None]]:
+    """Each entry's SHA-256 and pixels, or why it could not be read or decoded."""
+
+    def one(entry: FolderEntry):
+        try:
+            payload = reader.read(entry.key)
+        except (DataError, OSError) as exc:
+            return entry, "", None, f"it could not be read ({str(exc)[:200]})"
+        sha = hashlib.sha256(payload).hexdigest()
+        try:
+            pixels, _ = to_input(payload, size)
+        except DataError as exc:
+            return entry, sha, None, str(exc)
+        return entry, sha, pixels, None
+
+    with ThreadPoolExecutor(READERS) as pool:
+        yield from pool.map(one, entries)
+
+
+def champion_export(store: ArtifactStore, track: str, model: str):
+    """The served export of `track`'s champion `model` (its manifest), from the champion record."""
+    record = store.get_json_versioned(layout.champion_key(track, model))[0]
+    current = (record or {}).get("current") or {}
+    export = current.get("export") or {}
+    version = export.get("version")
+    if not isinstance(version, int) or version < 1:
+        raise PredictError(
+            f"track {track!r} has no served {model} champion: promote one, or export the champion "
+            f"with `compare-models export RUN_ID --model {model}`"
+        )
+    try:
+        result = stored_export(store, layout.export_version_prefix(track, model, version))
+    except ExportFailed as exc:
+        raise PredictError(str(exc)) from None
+    if result is None or "model.onnx" not in result.uris:
+        raise PredictError(
+            f"version {version} of {track}'s {model} has no complete ONNX export; publish the "
+            f"champion again with `compare-models export {current.get('run_id')} --model {model}`"
+        )
+    return result
+
+
+def predict(
+    store: ArtifactStore,
+    *,
+    track: str,
+    model: str,
+    source: str,
+    policy: FolderPolicy | None = None,
+    cache_dir: Path | None = None,
+) -> PredictSummary:
+    """Scores every image of `source` with `track`'s champion `model` (see the module docstring)."""
+    import onnxruntime
+
+    started = time.perf_counter()
+    policy = policy or FolderPolicy()
+    found = folder_source(source.strip())
+    if found is None:
+        raise PredictError(
+            f"{shown(source)} is not a folder: give a local directory or an s3://bucket/prefix/ "
+            "(ending in '/')"
+        )
+    export = champion_export(store, track, model)
+    entries = list_folder(found, store, policy.max_files)
+    digest = source_digest(found.location, entries)
+    prefix = layout.predictions_prefix(track, model, export.version, digest)
+    done = store.get_bytes_if_exists(prefix + layout.PREDICTIONS_SUMMARY, max_bytes=8 << 20)
+    if done is not None:
+        return PredictSummary.model_validate_json(done).model_copy(update={"reused": True})
+    names, size = export.class_names, (export.input.height, export.input.width)
+    skipped: list[Skipped] = []
+    scorable = []
+    for entry in entries:
+        problem = _problem(entry, policy.max_image_bytes)
+        if problem:
+            skipped.append(Skipped(key=entry.key, reason=problem))
+        else:
+            scorable.append(entry)
+    reader = FolderReader(found, store, policy.max_image_bytes)
+    counts: Counter[str] = Counter()
+    labelled = right = 0
+    with tempfile.TemporaryDirectory(dir=cache_dir) as tmp:
+        onnx_path = store.download(export.prefix + "model.onnx", Path(tmp) / "model.onnx")
+        session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+        parquet_path, csv_path = Path(tmp) / "predictions.parquet", Path(tmp) / "predictions.csv"
+        with _Rows(parquet_path, csv_path, names) as rows:
+            for start in range(0, len(scorable), BATCH):
+                batch = []
+                for item in _decoded(reader, scorable[start : start + BATCH], size):
+                    if item[3] is None:
+                        batch.append(item)
+                    else:
+                        skipped.append(Skipped(key=item[0].key, reason=item[3]))
+                if not batch:
+                    continue
+                images = np.stack([pixels for _, _, pixels, _ in batch])
+                probs = session.run(["probabilities"], {"image": images})[0]
+                predicted = probs.argmax(axis=1)
+                labels = [label_of(entry.key, names) for entry, _, _, _ in batch]
+                for label, index in zip(labels, predicted, strict=True):
+                    counts[names[index]] += 1
+                    if label is not None:
+                        labelled += 1
+                        right += int(names[index] == label)
+                rows.write(
+                    keys=[entry.key for entry, _, _, _ in batch],
+                    shas=[sha for _, sha, _, _ in batch],
+                    labels=labels,
+                    probs=probs,
+                    run_id=export.run_id,
+                    version=export.version,
+                )
+        store.upload(parquet_path, prefix + "predictions.parquet")
+        store.upload(csv_path, prefix + "predictions.csv")
+    summary = PredictSummary(
+        source=found.location,
+        source_digest=digest,
+        track=track,
+        model=model,
+        champion_run_id=export.run_id,
+        export_version=export.version,
+        class_names=names,
+        images=sum(counts.values()),
+        skipped=len(skipped),
+        skipped_files=skipped[:MAX_LISTED_SKIPS],
+        per_class={name: counts.get(name, 0) for name in names},
+        labelled=labelled,
+        accuracy=right / labelled if labelled else None,
+        parquet=store.uri(prefix + "predictions.parquet"),
+        csv=store.uri(prefix + "predictions.csv"),
+        seconds=time.perf_counter() - started,
+        predicted_at=datetime.now(UTC).isoformat(timespec="seconds"),
+    )
+    store.put_json(summary.model_dump(mode="json"), prefix + layout.PREDICTIONS_SUMMARY)
+    return summary
+
+
+class _Rows:
+    """The rows, appended batch by batch to a Parquet file and a CSV file."""
+
+    def __init__(self, parquet_path: Path, csv_path: Path, class_names: list[str]):
+        import pyarrow as pa
+
+        self.names = class_names
+        self.columns = ["key", "sha256", "label", "predicted",
+                        *[f"p_{name}" for name in class_names], "champion_run_id",
+                        "export_version"]  # fmt: skip
+        self.schema = pa.schema(
+            [("key", pa.string()), ("sha256", pa.string()), ("label", pa.string()),
+             ("predicted", pa.string()), *[(f"p_{n}", pa.float32()) for n in class_names],
+             ("champion_run_id", pa.string()), ("export_version", pa.int32())]
+        )  # fmt: skip
+        self.parquet_path, self.csv_path = parquet_path, csv_path
+
+    def __enter__(self) -> _Rows:
+        import pyarrow.parquet as pq
+
+        self.parquet = pq.ParquetWriter(str(self.parquet_path), self.schema)
+        self.csv_file = self.csv_path.open("w", newline="", encoding="utf-8")
+        self.csv = csv.writer(self.csv_file)
+        self.csv.writerow(self.columns)
+        return self
+
+    def write(self, *, keys, shas, labels, probs, run_id: str, version: int) -> None:
+        import pyarrow as pa
+
+        predicted = [self.names[i] for i in probs.argmax(axis=1)]
+        data = {"key": keys, "sha256": shas, "label": labels, "predicted": predicted,
+                **{f"p_{n}": probs[:, i].astype(np.float32) for i, n in enumerate(self.names)},
+                "champion_run_id": [run_id] * len(keys), "export_version": [version] * len(keys)}  # fmt: skip
+        self.parquet.write_table(pa.table(data, schema=self.schema))
+        for i, key in enumerate(keys):
+            self.csv.writerow([key, shas[i], labels[i] or "", predicted[i],
+                               *(f"{p:.6g}" for p in probs[i]), run_id, version])  # fmt: skip
+
+    def __exit__(self, *exc) -> None:
+        self.parquet.close()
+        self.csv_file.close()
+
+
+def table_rows(summary: PredictSummary) -> list[dict[str, object]]:
+    """The counts per predicted class, for a Prefect table artifact."""
+    total = max(1, summary.images)
+    return [
+        {"class": name, "images": count, "share": f"{100 * count / total:.1f}%"}
+        for name, count in summary.per_class.items()
+    ]
+
+
+def describe(summary: PredictSummary) -> str:
+    accuracy = (
+        f"; accuracy {summary.accuracy:.4f} on the {summary.labelled:,} labelled by their folder"
+        if summary.accuracy is not None
+        else ""
+    )
+    return (
+        f"{summary.images:,} images scored by {summary.model} (run {summary.champion_run_id}, "
+        f"served version {summary.export_version}){accuracy}; {summary.skipped:,} skipped"
+        + (" (reused: this source and version were scored before)" if summary.reused else "")
+        + f"; rows: {summary.parquet}"
+    )
