@@ -153,6 +153,15 @@ def place(entry: FolderEntry, layout: str, max_image_bytes: int) -> Place | str:
     class_name = parts[-2]
     if not CLASS_NAME.fullmatch(class_name):
         return f"its class folder {shown(class_name, 70)} is not a plain name (letters, digits, ' _.+-')"
+    return file_problem(entry, max_image_bytes) or Place(
+        class_name, parts[0] if depth == 3 else None
+    )
+
+
+def file_problem(entry: FolderEntry, max_image_bytes: int) -> str | None:
+    """Why the file `entry` cannot be an image to read (a sentence), or None."""
+    if len(entry.key) > MAX_KEY_CHARS:
+        return f"its path is longer than {MAX_KEY_CHARS} characters"
     if not entry.key.lower().endswith(IMAGE_SUFFIXES):
         return f"it is not an image file ({', '.join(IMAGE_SUFFIXES)})"
     if entry.stamp.startswith("special:"):
@@ -161,7 +170,7 @@ def place(entry: FolderEntry, layout: str, max_image_bytes: int) -> Place | str:
         return f"it is {mib(entry.size)}, more than folder.max_image_bytes ({mib(max_image_bytes)})"
     if entry.size == 0:
         return "it is empty"
-    return Place(class_name, parts[0] if depth == 3 else None)
+    return None
 
 
 class FolderReader:

@@ -33,15 +33,14 @@ from pydantic import BaseModel, Field
 from compare_models.config import FolderPolicy
 from compare_models.data.errors import DataError
 from compare_models.data.folders import (
-    MAX_KEY_CHARS,
     FolderEntry,
     FolderReader,
+    file_problem,
     folder_source,
     list_folder,
 )
 from compare_models.data.images import to_input
 from compare_models.data.safety import shown
-from compare_models.data.tar_stream import IMAGE_SUFFIXES
 from compare_models.serving.publish import stored_export
 from compare_models.serving.records import ExportFailed
 from compare_models.storage import layout
@@ -101,20 +100,6 @@ def label_of(key: str, class_names: list[str]) -> str | None:
     """The class an image's parent folder names, if it is one of the champion's classes."""
     parent = PurePosixPath(key).parent.name
     return parent if parent in class_names else None
-
-
-def _problem(entry: FolderEntry, max_bytes: int) -> str | None:
-    if len(entry.key) > MAX_KEY_CHARS:
-        return f"its path is longer than {MAX_KEY_CHARS} characters"
-    if not entry.key.lower().endswith(IMAGE_SUFFIXES):
-        return f"it is not an image file ({', '.join(IMAGE_SUFFIXES)})"
-    if entry.stamp.startswith("special:"):
-        return "it is not a regular file (a link, FIFO or device)"
-    if entry.size > max_bytes:
-        return f"it is larger than folder.max_image_bytes ({max_bytes:,} bytes)"
-    if entry.size == 0:
-        return "it is empty"
-    return None
 
 
 def _decoded(
@@ -192,7 +177,7 @@ def predict(
     skipped: list[Skipped] = []
     scorable = []
     for entry in entries:
-        problem = _problem(entry, policy.max_image_bytes)
+        problem = file_problem(entry, policy.max_image_bytes)
         if problem:
             skipped.append(Skipped(key=entry.key, reason=problem))
         else:
