@@ -85,7 +85,7 @@ def serving_model(model, height: int, width: int):
     import keras
 
     image = keras.Input(shape=(height, width, 3), dtype="uint8", name="image")
-    scaled = keras.layers.Rescaling(1.0 / 255.0, name="scale_to_unit")(image)
+    scaled = keras.layers.Rescaling(1.0 / 255.0, name="scale_to_unit", dtype="float32")(image)
     return keras.Model(image, model(scaled), name="serving")
 
 
@@ -181,6 +181,10 @@ def export(request: ExportRequest) -> ExportResult:
     check_ref(request.dataset)
     settings = Settings()
     configure_device(request.threads, require_gpu=False, allow_cpu=True)
+    import keras
+
+    # the worker's precision (COMPARE_MODELS_PRECISION) is the training's: exports are float32
+    keras.mixed_precision.set_global_policy("float32")
     store = ArtifactStore.from_settings(settings, outage_minutes=request.store_outage_minutes)
     if request.track is None:
         done = _earlier_export(store, layout.run_export_prefix(request.run_id, request.model))
@@ -198,7 +202,8 @@ def export(request: ExportRequest) -> ExportResult:
             raise ExportFailed(
                 f"the model {request.model_key} has {outputs} outputs, its data {len(names)} classes"
             )
-        precision = trained.dtype_policy.name
+        policies = {layer.dtype_policy.name for layer in trained.layers}
+        precision = next((p for p in sorted(policies) if p.startswith("mixed")), "float32")
         model = float32_model(trained) if precision != "float32" else trained
         reference = predict_in_full_batches(model, x_test, BATCH)
         serving = serving_model(model, height, width)

@@ -22,7 +22,6 @@ import hashlib
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
@@ -102,25 +101,33 @@ def label_of(key: str, class_names: list[str]) -> str | None:
     return parent if parent in class_names else None
 
 
-def _decoded(
-    reader: FolderReader, entries: list[FolderEntry], size: tuple[int, int]
-) -> Iterator[tuple[FolderEntry, str, np.ndarray | None, str | None]]:
-    """Each entry's SHA-256 and pixels, or why it could not be read or decoded."""
+def _prepared(
+    reader: FolderReader,
+    entries: list[FolderEntry],
+    size: tuple[int, int],
+    pool: ThreadPoolExecutor,
+) -> list[tuple[FolderEntry, str, np.ndarray | None, str | None]]:
+    """Each entry's SHA-256 and pixels, or why it could not be read or decoded: the files read
+    in `pool` (waiting on S3 or the disk), then decoded here, one after the other (decoding
+    holds the GIL: more threads would only contend with the scoring)."""
 
-    def one(entry: FolderEntry):
+    def read(entry: FolderEntry) -> bytes | str:
         try:
-            payload = reader.read(entry.key)
+            return reader.read(entry.key)
         except (DataError, OSError) as exc:
-            return entry, "", None, f"it could not be read ({str(exc)[:200]})"
+            return f"it could not be read ({str(exc)[:200]})"
+
+    prepared = []
+    for entry, payload in zip(entries, pool.map(read, entries), strict=True):
+        if isinstance(payload, str):
+            prepared.append((entry, "", None, payload))
+            continue
         sha = hashlib.sha256(payload).hexdigest()
         try:
-            pixels, _ = to_input(payload, size)
+            prepared.append((entry, sha, to_input(payload, size)[0], None))
         except DataError as exc:
-            return entry, sha, None, str(exc)
-        return entry, sha, pixels, None
-
-    with ThreadPoolExecutor(READERS) as pool:
-        yield from pool.map(one, entries)
+            prepared.append((entry, sha, None, str(exc)))
+    return prepared
 
 
 def champion_export(store: ArtifactStore, track: str, model: str):
@@ -189,10 +196,23 @@ def predict(
         onnx_path = store.download(export.prefix + "model.onnx", Path(tmp) / "model.onnx")
         session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
         parquet_path, csv_path = Path(tmp) / "predictions.parquet", Path(tmp) / "predictions.csv"
-        with _Rows(parquet_path, csv_path, names) as rows:
-            for start in range(0, len(scorable), BATCH):
+        batches = [scorable[i : i + BATCH] for i in range(0, len(scorable), BATCH)]
+        # the next batch is read and decoded while onnxruntime scores this one (it releases
+        # the GIL): at most two batches are in memory
+        with (
+            _Rows(parquet_path, csv_path, names) as rows,
+            ThreadPoolExecutor(READERS) as readers,
+            ThreadPoolExecutor(1) as ahead,
+        ):
+            pending = (
+                ahead.submit(_prepared, reader, batches[0], size, readers) if batches else None
+            )
+            for k in range(len(batches)):
+                prepared = pending.result()
+                if k + 1 < len(batches):
+                    pending = ahead.submit(_prepared, reader, batches[k + 1], size, readers)
                 batch = []
-                for item in _decoded(reader, scorable[start : start + BATCH], size):
+                for item in prepared:
                     if item[3] is None:
                         batch.append(item)
                     else:

@@ -301,3 +301,21 @@ def test_predict_scores_a_folder_skips_a_corrupt_file_and_reuses_its_result(
         assert list(table["predicted"]) == [names[i] for i in probs.argmax(axis=1)]
     again = cli("predict", str(folder), "--track", TRACK, "--model", "tiny", "--json")
     assert again.returncode == 0 and json.loads(again.stdout)["reused"] is True
+
+
+def test_a_model_trained_in_mixed_precision_exports_in_float32(first, stack, monkeypatch):
+    monkeypatch.setenv("COMPARE_MODELS_PRECISION", "mixed_float16")
+    track = f"{TRACK}-mixed"
+    mixed = _run(**{**BASE, "gate": {"track": track}})
+    run = _record(stack, mixed["run_id"])
+    assert run.models["tiny"].device.get("precision") == "mixed_float16", run.models["tiny"].device
+    export = mixed["gate"]["tiny"]["export"]
+    assert export["version"] == 1, export
+    manifest = stack.get_json(
+        layout.export_version_prefix(track, "tiny", 1) + layout.EXPORT_MANIFEST
+    )
+    assert manifest["trained_precision"] == "mixed_float16"
+    assert all(c["passed"] for c in manifest["checks"])
+    # against what the run stored (computed in float16): close, not identical
+    stored = manifest["vs_trained_predictions"]
+    assert stored is not None and 0 < stored["max_probability_difference"] < 0.05
