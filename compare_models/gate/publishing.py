@@ -2,10 +2,9 @@
 it is exported and published as the next served version (`compare_models.serving`), and the
 champion record names that version and its URIs.
 
-Known limit: two promotions of one track's model within an export's duration can publish in
-the other order, so that the higher version is the earlier champion; the champion record then
-names its own export, and `compare-models export` of the champion publishes it again as the
-next version."""
+Two promotions of one track's model within an export's duration can publish in the other
+order, so that the highest version is the earlier champion: each hand-over ends by serving the
+champion again (`serve_the_champion`), so the last one to finish leaves the champion served."""
 
 from __future__ import annotations
 
@@ -21,7 +20,7 @@ from compare_models.runs.decision import GateDecision
 from compare_models.runs.record import RunRecord
 from compare_models.serving.card import card_data, card_markdown
 from compare_models.serving.export import export_in_own_process
-from compare_models.serving.publish import republish
+from compare_models.serving.publish import republish, served_version, stored_export
 from compare_models.serving.records import ExportFailed, ExportRequest, ExportResult
 from compare_models.storage import layout
 from compare_models.storage.errors import PreconditionFailed
@@ -155,6 +154,7 @@ def hand_over(
                 error = "no export of it was kept and its run was not given"
         except ExportFailed as exc:
             error = str(exc)
+    serve_the_champion(store, track, entry.model)
     CHAMPION_PROMOTED.emit(
         ChampionPromoted(
             track=track,
@@ -169,3 +169,28 @@ def hand_over(
         )
     )
     return HandOver(result=result, error=error)
+
+
+def serve_the_champion(store: ArtifactStore, track: str, model: str) -> ExportResult | None:
+    """When the served (highest) version of `track`'s `model` is not its champion's export (a
+    later promotion's export finished first), the champion's export published again as the next
+    version; None when the champion is served already, or has no export."""
+    record, _ = read(store, track, model)
+    current = record.current if record else None
+    if current is None or current.export is None:
+        return None
+    served = served_version(store, track, model)
+    if served is None or served == current.export.version:
+        return None
+    top = stored_export(store, layout.export_version_prefix(track, model, served))
+    if top is not None and top.run_id == current.run_id:
+        return None
+    log.warning(
+        "version %s of %s's %s is not the champion's export (%s): publishing the champion again",
+        served, track, model, current.export.version,
+    )  # fmt: skip
+    result = republish(
+        store, track, model, from_version=current.export.version, run_id=current.run_id
+    )
+    note_export(store, result)
+    return result

@@ -155,6 +155,20 @@ def republish(
     return result
 
 
+def served_version(store: ArtifactStore, track: str, model: str) -> int | None:
+    """The version TF Serving and Triton serve: the highest one with a manifest (None: none)."""
+    prefix = layout.export_model_prefix(track, model)
+    found = re.compile(
+        rf"{re.escape(prefix)}([1-9][0-9]{{0,8}})/{re.escape(layout.EXPORT_MANIFEST)}"
+    )
+    versions = [
+        int(match.group(1))
+        for i, key in enumerate(store.list_keys(prefix))
+        if i < MAX_LISTED and (match := found.fullmatch(key))
+    ]
+    return max(versions, default=None)
+
+
 def triton_config(model: str, *, height: int, width: int, classes: int) -> str:
     """Triton's `config.pbtxt` for the ONNX model: uint8 NHWC images in, probabilities out,
     dynamic batches. The tensor names are those `export` gives the ONNX graph."""

@@ -66,6 +66,7 @@ def deployed_from_elsewhere(prefect_api, tmp_path_factory):
         "flows.compare_models.compare_models": "compare-models",
         "flows.train_model.train_model": "train-model",
         "flows.data_watch.data_watch": "data-watch",
+        "flows.batch_predict.batch_predict": "batch-predict",
     }
     with get_client(sync_client=True) as client:
         stored = {
@@ -148,6 +149,7 @@ def test_entrypoints_are_module_paths_that_load_in_a_fresh_engine_process(
             "flows.compare_models.compare_models": "compare-models",
             "flows.train_model.train_model": "train-model",
             "flows.data_watch.data_watch": "data-watch",
+            "flows.batch_predict.batch_predict": "batch-predict",
         }
         assert out.stdout.strip().splitlines()[-1] == expected[entrypoint]
 

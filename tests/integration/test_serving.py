@@ -260,6 +260,22 @@ def test_rollback_serves_the_earlier_champion_again_and_each_change_emits_an_eve
     assert hows["gate"]["export_uris"]["model.onnx"].endswith("/model.onnx")
 
 
+def test_an_export_that_finished_after_a_later_promotion_is_outranked_by_the_champion(first, stack):
+    from compare_models.gate.publishing import serve_the_champion
+    from compare_models.serving.publish import republish
+
+    record = ChampionRecord.model_validate(stack.get_json(layout.champion_key(TRACK, "tiny")))
+    champion, former = record.current, record.history[0]
+    assert serve_the_champion(stack, TRACK, "tiny") is None  # served already
+    # a slower hand-over of the former champion publishes last: it is now the highest version
+    late = republish(stack, TRACK, "tiny", from_version=former.export.version, run_id=former.run_id)
+    assert _served(stack)[1]["run_id"] == former.run_id
+    again = serve_the_champion(stack, TRACK, "tiny")
+    assert again is not None and again.version > late.version
+    version, manifest = _served(stack)
+    assert version == again.version and manifest["run_id"] == champion.run_id
+
+
 def test_predict_scores_a_folder_skips_a_corrupt_file_and_reuses_its_result(
     first, stack, prefect_api, tmp_path
 ):
