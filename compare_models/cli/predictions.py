@@ -43,7 +43,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def add_predict(sub: argparse._SubParsersAction) -> None:
     pr = sub.add_parser(
         "predict",
-        help="score a folder of images (a directory or s3://bucket/prefix/) with a track's champion",
+        help="score a folder of images (a directory or s3://bucket/prefix/) or a tar archive with a "
+        "track's champion",
     )
     pr.add_argument("source", nargs="?", help="default: the bucket's incoming/<track>/")
     pr.add_argument("--track", default="main")

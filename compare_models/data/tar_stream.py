@@ -17,6 +17,7 @@ import os
 import stat
 import tarfile
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -44,6 +45,12 @@ MAX_NAME_CHARS = 1024  # a member's path
 MAX_STREAM_BYTES = MAX_TOTAL_BYTES + (128 << 20)  # all decompressed bytes read (headers, padding)
 
 
+_CIFAR_HINT = (
+    "a CIFAR-10 archive unpacks to about 180 MiB. It is not a CIFAR-10 archive (or is a "
+    "decompression bomb)"
+)
+
+
 class _BudgetedReader:
     """A read-only file over a (decompressing) stream that stops after `limit` bytes of work.
 
@@ -53,8 +60,8 @@ class _BudgetedReader:
 
     mode = "rb"
 
-    def __init__(self, inner: Any, limit: int, label: str):
-        self.inner, self.limit, self.label = inner, limit, label
+    def __init__(self, inner: Any, limit: int, label: str, hint: str = _CIFAR_HINT):
+        self.inner, self.limit, self.label, self.hint = inner, limit, label, hint
         self.pos = self.work = 0
         self.name = label
 
@@ -62,8 +69,7 @@ class _BudgetedReader:
         self.work += n
         if self.work > self.limit:
             raise DataError(
-                f"{self.label} decompresses to more than {mib(self.limit)}; a CIFAR-10 archive unpacks to about 180 MiB. "
-                "It is not a CIFAR-10 archive (or is a decompression bomb)"
+                f"{self.label} decompresses to more than {mib(self.limit)}; {self.hint}"
             )
 
     def read(self, size: int | None = -1) -> bytes:
@@ -205,21 +211,7 @@ def _read_members(tar: tarfile.TarFile, label: str) -> Contents:
                 f"{label} has more than {MAX_MEMBERS} members; a CIFAR-10 archive has about 60,000 at most"
             )
         name = member.name
-        if len(name) > MAX_NAME_CHARS or "\x00" in name:
-            raise DataError(
-                f"{label} has a member with a {len(name)}-character name; the archive is malformed"
-            )
-        parts = PurePosixPath(name).parts
-        if name.startswith("/") or ".." in parts:
-            raise DataError(
-                f"archive member {shown(name)} has an unsafe path (absolute or with '..'); re-create the archive "
-                "with relative paths"
-            )
-        if problem := _member_problem(member):
-            raise DataError(
-                f"archive member {shown(name)} is {problem}; only regular files and folders are accepted: "
-                "re-create the archive without it"
-            )
+        parts = _checked(member, label, count, MAX_MEMBERS).parts
         if member.isdir():
             continue
         base = parts[-1] if parts else ""
@@ -288,3 +280,72 @@ def read_archive(path: Path) -> Contents:
         raise
     except (tarfile.TarError, EOFError, OSError, zlib.error, lzma.LZMAError) as exc:
         raise DataError(f"{label} is a corrupt archive ({short(exc)}); download it again") from None
+
+
+def _checked(member: tarfile.TarInfo, label: str, count: int, max_members: int) -> PurePosixPath:
+    """The member's path, once its count, name, path and type are safe; else a `DataError`."""
+    if count > max_members:
+        raise DataError(
+            f"{label} has more than {max_members:,} members; split it or raise the limit"
+        )
+    name = member.name
+    if len(name) > MAX_NAME_CHARS or "\x00" in name:
+        raise DataError(f"{label} has a member with a {len(name)}-character name; it is malformed")
+    path = PurePosixPath(name)
+    if name.startswith("/") or ".." in path.parts:
+        raise DataError(
+            f"archive member {shown(name)} has an unsafe path (absolute or with '..'); re-create "
+            "the archive with relative paths"
+        )
+    if problem := _member_problem(member):
+        raise DataError(
+            f"archive member {shown(name)} is {problem}; only regular files and folders are "
+            "accepted: re-create the archive without it"
+        )
+    return path
+
+
+def iter_image_members(
+    path: Path, *, max_members: int, max_image_bytes: int, max_stream_bytes: int
+) -> Iterator[tuple[str, bytes | str]]:
+    """Every file member of an archive of images, in one sequential pass: (its path, its bytes)
+    for an image file, or (its path, why it is skipped) for any other file or an image larger
+    than `max_image_bytes` (read past, never kept). The archive is refused as a whole (a
+    `DataError`) when a member is a link, a device or has an unsafe path, or when it has more
+    than `max_members` members or decompresses to more than `max_stream_bytes`: time and memory
+    are bounded whatever it declares."""
+    label = path.name
+    try:
+        stream, raw = _open_stream(path)
+    except OSError as exc:
+        raise DataError(f"{label} is not a readable archive ({exc.strerror or exc})") from None
+    hint = "split the archive, or unpack it into a folder and score the folder"
+    with raw, stream:
+        try:
+            tar = tarfile.TarFile(
+                fileobj=_BudgetedReader(stream, max_stream_bytes, label, hint),
+                mode="r",
+                tarinfo=_SafeTarInfo,
+            )
+            count = 0
+            while (member := tar.next()) is not None:
+                del tar.members[:]
+                count += 1
+                name = _checked(member, label, count, max_members).as_posix()
+                if member.isdir():
+                    continue
+                if not name.lower().endswith(IMAGE_SUFFIXES):
+                    yield name, f"it is not an image file ({', '.join(IMAGE_SUFFIXES)})"
+                elif member.size > max_image_bytes:
+                    yield name, f"it is {mib(member.size)}, more than {mib(max_image_bytes)}"
+                elif member.size == 0:
+                    yield name, "it is empty"
+                else:
+                    payload = tar.extractfile(member).read()  # type: ignore[union-attr]
+                    if len(payload) != member.size:
+                        raise DataError(f"archive member {shown(name)} is truncated")
+                    yield name, payload
+        except DataError:
+            raise
+        except (tarfile.TarError, EOFError, OSError, zlib.error, lzma.LZMAError) as exc:
+            raise DataError(f"{label} is not a readable archive ({short(exc)})") from None

@@ -1,6 +1,7 @@
 """Batch prediction with a track's champion: every image of a folder (a local directory or an
-``s3://bucket/prefix/``) scored by the champion's served ONNX export with onnxruntime, in
-batches, so that memory stays bounded whatever the number of images.
+``s3://bucket/prefix/``) or of a tar archive (local or ``s3://``; gzip, bzip2 or xz) scored by
+the champion's served ONNX export with onnxruntime, in batches, so that memory stays bounded
+whatever the number of images.
 
 * The images are read and decoded as training reads them (`compare_models.data.folders`,
   `compare_models.data.images`: the size cap, the allowlisted formats, the pixel-count check,
@@ -11,17 +12,23 @@ batches, so that memory stays bounded whatever the number of images.
 * One row per scored file goes to S3 as Parquet and as CSV (`layout.predictions_prefix`): its
   key, SHA-256, label, predicted class, each class's probability, and the champion's run and
   export version. `summary.json` is written last, so a result without it is partial.
-* The source's version is the digest of its listing (each file's key, size and change stamp):
-  scoring the same source with the same served version again returns the stored result.
+* The source's version is the digest of its listing (each file's key, size and change stamp),
+  or of an archive's bytes: scoring the same source with the same served version again returns
+  the stored result.
+* An archive is read in one sequential pass (`compare_models.data.tar_stream.
+  iter_image_members`) and refused as a whole when a member is a link or a device or has an
+  unsafe path, as training refuses one.
 """
 
 from __future__ import annotations
 
 import csv
 import hashlib
+import itertools
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
@@ -31,6 +38,7 @@ from pydantic import BaseModel, Field
 
 from compare_models.config import FolderPolicy
 from compare_models.data.errors import DataError
+from compare_models.data.files import sha256_file
 from compare_models.data.folders import (
     FolderEntry,
     FolderReader,
@@ -40,16 +48,21 @@ from compare_models.data.folders import (
 )
 from compare_models.data.images import to_input
 from compare_models.data.safety import shown
+from compare_models.data.sources import MAX_ARCHIVE_BYTES
+from compare_models.data.tar_stream import iter_image_members
 from compare_models.serving.publish import stored_export
 from compare_models.serving.records import ExportFailed
 from compare_models.storage import layout
-from compare_models.storage.store import ArtifactStore
+from compare_models.storage.store import ArtifactStore, parse_s3_uri
 
 #: Images scored per onnxruntime call (and decoded per step): what bounds the memory.
 BATCH = 256
 
 #: Files read at once from the source.
 READERS = 8
+
+#: The most bytes an archive source may decompress to (its files are read once, in order).
+MAX_ARCHIVE_STREAM_BYTES = 64 << 30
 
 #: Skipped files listed in the summary (all of them are counted).
 MAX_LISTED_SKIPS = 1000
@@ -101,33 +114,54 @@ def label_of(key: str, class_names: list[str]) -> str | None:
     return parent if parent in class_names else None
 
 
-def _prepared(
-    reader: FolderReader,
-    entries: list[FolderEntry],
-    size: tuple[int, int],
-    pool: ThreadPoolExecutor,
-) -> list[tuple[FolderEntry, str, np.ndarray | None, str | None]]:
-    """Each entry's SHA-256 and pixels, or why it could not be read or decoded: the files read
-    in `pool` (waiting on S3 or the disk), then decoded here, one after the other (decoding
-    holds the GIL: more threads would only contend with the scoring)."""
+Payload = tuple[str, "bytes | str"]  # a file's key and its bytes, or why it cannot be read
 
-    def read(entry: FolderEntry) -> bytes | str:
+
+def _folder_batches(
+    reader: FolderReader, entries: list[FolderEntry], pool: ThreadPoolExecutor
+) -> Iterator[list[Payload]]:
+    """The folder's files, `BATCH` at a time, read in `pool` (waiting on S3 or the disk)."""
+
+    def read(entry: FolderEntry) -> Payload:
         try:
-            return reader.read(entry.key)
+            return entry.key, reader.read(entry.key)
         except (DataError, OSError) as exc:
-            return f"it could not be read ({str(exc)[:200]})"
+            return entry.key, f"it could not be read ({str(exc)[:200]})"
 
-    prepared = []
-    for entry, payload in zip(entries, pool.map(read, entries), strict=True):
+    for start in range(0, len(entries), BATCH):
+        yield list(pool.map(read, entries[start : start + BATCH]))
+
+
+def _archive_batches(path: Path, policy: FolderPolicy) -> Iterator[list[Payload]]:
+    """The archive's members, `BATCH` at a time, in one sequential pass."""
+    members = iter_image_members(
+        path,
+        max_members=policy.max_files,
+        max_image_bytes=policy.max_image_bytes,
+        max_stream_bytes=MAX_ARCHIVE_STREAM_BYTES,
+    )
+    while batch := list(itertools.islice(members, BATCH)):
+        yield batch
+
+
+def _decoded(
+    batch: list[Payload] | None, size: tuple[int, int]
+) -> list[tuple[str, str, np.ndarray | None, str | None]] | None:
+    """Each file's key, SHA-256 and pixels, or why it was not decoded; decoded one after the
+    other (decoding holds the GIL: more threads would only contend with the scoring)."""
+    if batch is None:
+        return None
+    decoded = []
+    for key, payload in batch:
         if isinstance(payload, str):
-            prepared.append((entry, "", None, payload))
+            decoded.append((key, "", None, payload))
             continue
         sha = hashlib.sha256(payload).hexdigest()
         try:
-            prepared.append((entry, sha, to_input(payload, size)[0], None))
+            decoded.append((key, sha, to_input(payload, size)[0], None))
         except DataError as exc:
-            prepared.append((entry, sha, None, str(exc)))
-    return prepared
+            decoded.append((key, sha, None, str(exc)))
+    return decoded
 
 
 def champion_export(store: ArtifactStore, track: str, model: str):
@@ -153,6 +187,32 @@ def champion_export(store: ArtifactStore, track: str, model: str):
     return result
 
 
+def _archive(store: ArtifactStore, source: str, folder: Path) -> tuple[Path, str]:
+    """A local archive file, or an s3:// archive downloaded into `folder`; and its location."""
+    if source.startswith("s3://"):
+        bucket, key = parse_s3_uri(source)
+        if not key or key.endswith("/"):
+            raise PredictError(f"{shown(source)} names no archive object")
+        sized = [
+            size for listed, size, _ in store.in_bucket(bucket).list_entries(key) if listed == key
+        ]
+        if not sized:
+            raise PredictError(f"{shown(source)} does not exist")
+        if sized[0] > MAX_ARCHIVE_BYTES:
+            raise PredictError(
+                f"{shown(source)} is {sized[0]:,} bytes, more than an archive may be "
+                f"({MAX_ARCHIVE_BYTES:,}); unpack it into an S3 prefix and score the prefix"
+            )
+        return store.in_bucket(bucket).download(key, folder / "source-archive"), source
+    path = Path(source).expanduser()
+    if not path.is_file():
+        raise PredictError(
+            f"{shown(source)} is neither a folder nor an archive: give a local directory, an "
+            "s3://bucket/prefix/ (ending in '/'), or a .tar(.gz) archive, local or s3://"
+        )
+    return path, str(path.resolve())
+
+
 def predict(
     store: ArtifactStore,
     *,
@@ -167,69 +227,64 @@ def predict(
 
     started = time.perf_counter()
     policy = policy or FolderPolicy()
-    found = folder_source(source.strip())
-    if found is None:
-        raise PredictError(
-            f"{shown(source)} is not a folder: give a local directory or an s3://bucket/prefix/ "
-            "(ending in '/')"
-        )
     export = champion_export(store, track, model)
-    entries = list_folder(found, store, policy.max_files)
-    digest = source_digest(found.location, entries)
-    prefix = layout.predictions_prefix(track, model, export.version, digest)
-    done = store.get_bytes_if_exists(prefix + layout.PREDICTIONS_SUMMARY, max_bytes=8 << 20)
-    if done is not None:
-        return PredictSummary.model_validate_json(done).model_copy(update={"reused": True})
     names, size = export.class_names, (export.input.height, export.input.width)
     skipped: list[Skipped] = []
-    scorable = []
-    for entry in entries:
-        problem = file_problem(entry, policy.max_image_bytes)
-        if problem:
-            skipped.append(Skipped(key=entry.key, reason=problem))
-        else:
-            scorable.append(entry)
-    reader = FolderReader(found, store, policy.max_image_bytes)
     counts: Counter[str] = Counter()
     labelled = right = 0
-    with tempfile.TemporaryDirectory(dir=cache_dir) as tmp:
+    with (
+        tempfile.TemporaryDirectory(dir=cache_dir) as tmp,
+        ThreadPoolExecutor(READERS) as readers,
+    ):
+        found = folder_source(source.strip())
+        if found is not None:
+            entries = list_folder(found, store, policy.max_files)
+            location, digest = found.location, source_digest(found.location, entries)
+            scorable = []
+            for entry in entries:
+                problem = file_problem(entry, policy.max_image_bytes)
+                if problem:
+                    skipped.append(Skipped(key=entry.key, reason=problem))
+                else:
+                    scorable.append(entry)
+            reader = FolderReader(found, store, policy.max_image_bytes)
+            batches = _folder_batches(reader, scorable, readers)
+        else:
+            archive, location = _archive(store, source.strip(), Path(tmp))
+            digest = hashlib.sha256(b"archive\n" + sha256_file(archive).encode()).hexdigest()
+            batches = _archive_batches(archive, policy)
+        prefix = layout.predictions_prefix(track, model, export.version, digest)
+        done = store.get_bytes_if_exists(prefix + layout.PREDICTIONS_SUMMARY, max_bytes=8 << 20)
+        if done is not None:
+            return PredictSummary.model_validate_json(done).model_copy(update={"reused": True})
         onnx_path = store.download(export.prefix + "model.onnx", Path(tmp) / "model.onnx")
         session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
         parquet_path, csv_path = Path(tmp) / "predictions.parquet", Path(tmp) / "predictions.csv"
-        batches = [scorable[i : i + BATCH] for i in range(0, len(scorable), BATCH)]
         # the next batch is read and decoded while onnxruntime scores this one (it releases
         # the GIL): at most two batches are in memory
-        with (
-            _Rows(parquet_path, csv_path, names) as rows,
-            ThreadPoolExecutor(READERS) as readers,
-            ThreadPoolExecutor(1) as ahead,
-        ):
-            pending = (
-                ahead.submit(_prepared, reader, batches[0], size, readers) if batches else None
-            )
-            for k in range(len(batches)):
-                prepared = pending.result()
-                if k + 1 < len(batches):
-                    pending = ahead.submit(_prepared, reader, batches[k + 1], size, readers)
+        with _Rows(parquet_path, csv_path, names) as rows, ThreadPoolExecutor(1) as ahead:
+            pending = ahead.submit(lambda: _decoded(next(batches, None), size))
+            while (prepared := pending.result()) is not None:
+                pending = ahead.submit(lambda: _decoded(next(batches, None), size))
                 batch = []
                 for item in prepared:
                     if item[3] is None:
                         batch.append(item)
                     else:
-                        skipped.append(Skipped(key=item[0].key, reason=item[3]))
+                        skipped.append(Skipped(key=item[0], reason=item[3]))
                 if not batch:
                     continue
                 images = np.stack([pixels for _, _, pixels, _ in batch])
                 probs = session.run(["probabilities"], {"image": images})[0]
                 predicted = probs.argmax(axis=1)
-                labels = [label_of(entry.key, names) for entry, _, _, _ in batch]
+                labels = [label_of(key, names) for key, _, _, _ in batch]
                 for label, index in zip(labels, predicted, strict=True):
                     counts[names[index]] += 1
                     if label is not None:
                         labelled += 1
                         right += int(names[index] == label)
                 rows.write(
-                    keys=[entry.key for entry, _, _, _ in batch],
+                    keys=[key for key, _, _, _ in batch],
                     shas=[sha for _, sha, _, _ in batch],
                     labels=labels,
                     probs=probs,
@@ -239,7 +294,7 @@ def predict(
         store.upload(parquet_path, prefix + "predictions.parquet")
         store.upload(csv_path, prefix + "predictions.csv")
     summary = PredictSummary(
-        source=found.location,
+        source=location,
         source_digest=digest,
         track=track,
         model=model,

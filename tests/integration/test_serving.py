@@ -335,3 +335,41 @@ def test_a_model_trained_in_mixed_precision_exports_in_float32(first, stack, mon
     # against what the run stored (computed in float16): close, not identical
     stored = manifest["vs_trained_predictions"]
     assert stored is not None and 0 < stored["max_probability_difference"] < 0.05
+
+
+def test_predict_reads_an_archive_and_refuses_one_with_a_link(first, stack, tmp_path):
+    import io
+    import tarfile
+
+    from PIL import Image
+
+    from compare_models.data.errors import DataError
+    from compare_models.serving.predict import predict
+
+    names = _record(stack, first["run_id"]).dataset.class_names
+    rng = np.random.default_rng(1)
+
+    def png() -> bytes:
+        out = io.BytesIO()
+        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(out, "PNG")
+        return out.getvalue()
+
+    members = {f"{names[2]}/a.png": png(), "b.png": png(), "bad.png": b"\x89PNG broken",
+               "README.txt": b"hello"}  # fmt: skip
+    archive = tmp_path / "images.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    summary = predict(stack, track=TRACK, model="tiny", source=str(archive))
+    assert summary.images == 2 and summary.labelled == 1
+    assert {s.key for s in summary.skipped_files} == {"bad.png", "README.txt"}
+    assert predict(stack, track=TRACK, model="tiny", source=str(archive)).reused
+    hostile = tmp_path / "link.tar"
+    with tarfile.open(hostile, "w") as tar:
+        link = tarfile.TarInfo("escape.png")
+        link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
+        tar.addfile(link)
+    with pytest.raises(DataError, match="symbolic link"):
+        predict(stack, track=TRACK, model="tiny", source=str(hostile))
