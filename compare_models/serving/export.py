@@ -1,7 +1,7 @@
 """A trained model exported for serving, checked, and published.
 
 `export` runs in a process of its own under Keras' TensorFlow backend
-(`python -m compare_models.serving.export REQUEST_JSON`, started by `export_in_own_process`),
+(`python -m compare_models.serving.export REQUEST_FILE`, started by `export_in_own_process`),
 whatever backend trained the model: a `.keras` file holds backend-neutral weights, and both
 formats are written from TensorFlow:
 
@@ -288,17 +288,21 @@ def _earlier_export(store, prefix: str) -> ExportResult | None:
 
 def export_in_own_process(request: ExportRequest, *, timeout: float) -> ExportResult:
     """`export(request)` in a process of its own under the TensorFlow backend; raises
-    `ExportFailed` with the last line the process wrote when it failed or ran too long."""
+    `ExportFailed` with the last line the process wrote when it failed or ran too long. The
+    request goes through a file: its model card can outgrow one command-line argument."""
     env = {**os.environ, "KERAS_BACKEND": "tensorflow"}
-    try:
-        outcome = run_in_own_process(
-            [sys.executable, "-m", "compare_models.serving.export", request.model_dump_json()],
-            timeout=timeout,
-            cwd=project_root(),
-            env=env,
-        )
-    except ProcessTimedOut:
-        raise ExportFailed(f"the export took longer than {timeout:g} s") from None
+    with tempfile.NamedTemporaryFile("w", suffix=".json", encoding="utf-8") as file:
+        file.write(request.model_dump_json())
+        file.flush()
+        try:
+            outcome = run_in_own_process(
+                [sys.executable, "-m", "compare_models.serving.export", file.name],
+                timeout=timeout,
+                cwd=project_root(),
+                env=env,
+            )
+        except ProcessTimedOut:
+            raise ExportFailed(f"the export took longer than {timeout:g} s") from None
     if outcome.returncode != 0:
         lines = [line for line in outcome.errors.strip().splitlines() if line.strip()]
         failed = [line for line in lines if "ExportFailed" in line]
@@ -306,13 +310,19 @@ def export_in_own_process(request: ExportRequest, *, timeout: float) -> ExportRe
     return ExportResult.model_validate_json(outcome.output.strip().splitlines()[-1])
 
 
+#: The most bytes of a request file read (a model card of many classes is well below it).
+MAX_REQUEST_BYTES = 16 << 20
+
+
 def main(argv: list[str]) -> int:
-    """`python -m compare_models.serving.export REQUEST_JSON`: prints the `ExportResult` JSON."""
+    """`python -m compare_models.serving.export REQUEST_FILE`: prints the `ExportResult` JSON."""
     if len(argv) != 1:
-        print("usage: python -m compare_models.serving.export REQUEST_JSON", file=sys.stderr)
+        print("usage: python -m compare_models.serving.export REQUEST_FILE", file=sys.stderr)
         return 2
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-    print(export(ExportRequest.model_validate_json(argv[0])).model_dump_json())
+    with open(argv[0], "rb") as file:
+        request = ExportRequest.model_validate_json(file.read(MAX_REQUEST_BYTES + 1))
+    print(export(request).model_dump_json())
     return 0
 
 
