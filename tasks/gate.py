@@ -151,24 +151,21 @@ def hand_over_champions(record: RunRecord) -> dict[str, GateDecision]:
             threads=os.cpu_count() or 1,
         )
         result = handed.result
-        if handed.error:
-            logger.error("%s: the champion's export was not published: %s", model, handed.error)
+        note = ExportNote(
+            version=result.version if result else None,
+            prefix=artifacts.store.uri(result.prefix) if result else None,
+            checks=[c.describe() for c in result.checks] if result else [],
+            error=handed.error,
+        )
+        if note.error:
+            logger.error("%s: the champion's export was not published: %s", model, note.error)
         elif result is not None:
             logger.info(
-                "%s: published as version %d of %s (%s)", model, result.version,
-                artifacts.store.uri(result.prefix), "; ".join(c.describe() for c in result.checks),
+                "%s: published as version %d of %s (%s)",
+                model, note.version, note.prefix, "; ".join(note.checks),
             )  # fmt: skip
         logger.info("%s: %s emitted", model, CHAMPION_PROMOTED.name)
-        decisions[model] = decision.model_copy(
-            update={
-                "export": ExportNote(
-                    version=result.version if result else None,
-                    prefix=artifacts.store.uri(result.prefix) if result else None,
-                    checks=[c.describe() for c in result.checks] if result else [],
-                    error=handed.error,
-                )
-            }
-        )
+        decisions[model] = decision.model_copy(update={"export": note})
     return decisions
 
 

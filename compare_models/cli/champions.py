@@ -140,16 +140,13 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 def _publish(store, record, model: str, track: str | None) -> int:
     """Exports `model` of `record`: as `track`'s next served version, or beside its run (None)."""
-    from compare_models.gate.publishing import export_request, note_export
-    from compare_models.serving.export import export_in_own_process
+    from compare_models.gate.publishing import publish_champion
     from compare_models.serving.records import ExportFailed
 
-    request = export_request(record, model, track=track)
     try:
-        result = export_in_own_process(request, timeout=request.policy.timeout_s)
+        result = publish_champion(store, record, model, track=track)
     except ExportFailed as exc:
         return _fail(f"the export was not published: {exc}")
-    note_export(store, result)
     where = (
         f"version {result.version} of {track}'s {model}"
         if result.version

@@ -17,7 +17,7 @@ import os
 import stat
 import tarfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -306,11 +306,15 @@ def _checked(member: tarfile.TarInfo, label: str, count: int, max_members: int) 
 
 
 def iter_image_members(
-    path: Path, *, max_members: int, max_image_bytes: int, max_stream_bytes: int
+    path: Path,
+    *,
+    max_members: int,
+    max_stream_bytes: int,
+    problem: Callable[[str, int], str | None],
 ) -> Iterator[tuple[str, bytes | str]]:
-    """Every file member of an archive of images, in one sequential pass: (its path, its bytes)
-    for an image file, or (its path, why it is skipped) for any other file or an image larger
-    than `max_image_bytes` (read past, never kept). The archive is refused as a whole (a
+    """Every file member of an archive of images, in one sequential pass: (its path, its bytes),
+    or (its path, why it is skipped) where `problem(path, declared size)` names a reason (read
+    past, never kept). The archive is refused as a whole (a
     `DataError`) when a member is a link, a device or has an unsafe path, or when it has more
     than `max_members` members or decompresses to more than `max_stream_bytes`: time and memory
     are bounded whatever it declares."""
@@ -334,12 +338,8 @@ def iter_image_members(
                 name = _checked(member, label, count, max_members).as_posix()
                 if member.isdir():
                     continue
-                if not name.lower().endswith(IMAGE_SUFFIXES):
-                    yield name, f"it is not an image file ({', '.join(IMAGE_SUFFIXES)})"
-                elif member.size > max_image_bytes:
-                    yield name, f"it is {mib(member.size)}, more than {mib(max_image_bytes)}"
-                elif member.size == 0:
-                    yield name, "it is empty"
+                if reason := problem(name, member.size):
+                    yield name, reason
                 else:
                     payload = tar.extractfile(member).read()  # type: ignore[union-attr]
                     if len(payload) != member.size:

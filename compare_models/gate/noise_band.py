@@ -47,7 +47,12 @@ from compare_models.data.dataset import DatasetRef
 from compare_models.evaluation.records import ModelMetrics
 from compare_models.runs.decision import REGRESSION, CurveBand, NoiseBand
 from compare_models.runs.record import RunRecord
-from compare_models.runs.track_history import recipes_of, test_images_of, train_images
+from compare_models.runs.track_history import (
+    recipes_of,
+    test_count,
+    test_images_of,
+    train_images,
+)
 from compare_models.statistics.class_noise import PAIRS, class_recall_bands
 from compare_models.statistics.learning_curve import CurvePoint, LearningCurve, fit_curve
 
@@ -231,7 +236,7 @@ def _from_curve(
                 run_id=r.run_id,
                 train_images=train_images(r.dataset),
                 value=r.metrics[model].accuracy,
-                test_images=r.dataset.sizes.get("test") or None,
+                test_images=test_count(r.dataset),
             )
             for r in runs
         ],
@@ -240,7 +245,7 @@ def _from_curve(
     )
     if fit is None:
         return None
-    tonight, test = train_images(record.dataset), record.dataset.sizes.get("test") or None
+    tonight, test = train_images(record.dataset), test_count(record.dataset)
     expected = CurveBand(
         fit=fit,
         train_images=tonight,

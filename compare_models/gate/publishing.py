@@ -95,14 +95,15 @@ def publish_champion(
     record: RunRecord,
     model: str,
     *,
-    track: str,
+    track: str | None,
     decision: GateDecision | None = None,
     evaluation: Evaluation | None = None,
     threads: int = 1,
 ) -> ExportResult:
     """Exports `model` of `record`, the champion of `track`, as its next served version, and
-    names it in the champion record. Raises `ExportFailed` (nothing published) when an export
-    fails its check."""
+    names it in the champion record (`track` None: a model that is not its track's champion,
+    beside its run). Raises `ExportFailed` (nothing published) when an export fails its
+    check."""
     request = export_request(
         record, model, track=track, decision=decision, evaluation=evaluation, threads=threads
     )

@@ -26,6 +26,12 @@ def train_images(dataset: DatasetRef) -> int:
     return int(dataset.sizes.get("train", 0))
 
 
+def test_count(dataset: DatasetRef) -> int | None:
+    """How many images a run was tested on (None: not recorded): the binomial sampling behind
+    its accuracy."""
+    return int(dataset.sizes.get("test", 0)) or None
+
+
 def recipes_of(records: list[RunRecord], model: str) -> list[str]:
     """What makes two runs of `model` points of one learning curve, per record: the model, its
     training settings (all but the seed, the replicas and the threads, which change no

@@ -137,8 +137,11 @@ def _archive_batches(path: Path, policy: FolderPolicy) -> Iterator[list[Payload]
     members = iter_image_members(
         path,
         max_members=policy.max_files,
-        max_image_bytes=policy.max_image_bytes,
         max_stream_bytes=MAX_ARCHIVE_STREAM_BYTES,
+        # the same checks as a folder's files (a member is a regular file: no stamp to read)
+        problem=lambda name, size: file_problem(
+            FolderEntry(name, size, ""), policy.max_image_bytes
+        ),
     )
     while batch := list(itertools.islice(members, BATCH)):
         yield batch

@@ -158,7 +158,7 @@ class LearningCurve(BaseModel):
         0 where Q(0) <= W (Q falls as tau^2 grows; bisection on all draws at once)."""
         w = chi2.ppf((np.arange(PIVOT_DRAWS) + 0.5) / PIVOT_DRAWS, self.dof)
         r2 = self.residuals() ** 2
-        v = np.asarray([p.sampling_variance() for p in self.points], dtype=np.float64)
+        v = _sampling_variances(self.points)
         lo, hi = np.zeros_like(w), r2.sum() / w  # Q(hi) <= sum r^2 / hi = W
         for _ in range(_STEPS):
             mid = (lo + hi) / 2
@@ -171,7 +171,7 @@ class LearningCurve(BaseModel):
         J the curve's gradient at the runs' sizes, since the fit's weights follow tau^2."""
         x = np.asarray([p.train_images for p in self.points], dtype=np.float64) / SCALE
         jacobian = _GRADIENTS[self.form](x, *self._theta())  # (parameters, runs)
-        v = np.asarray([p.sampling_variance() for p in self.points], dtype=np.float64)
+        v = _sampling_variances(self.points)
         weights = 1.0 / (self._variance_draws[:, None] + v)  # (draws, runs)
         information = np.einsum("pi,di,qi->dpq", jacobian, weights, jacobian)
         covariance = np.linalg.pinv(information, hermitian=True)
@@ -229,6 +229,11 @@ class LearningCurve(BaseModel):
             f"{self.form} {shape} fitted to {len(self.points)} runs "
             f"({spread}, {self.dof} degrees of freedom)"
         )
+
+
+def _sampling_variances(points: Sequence[CurvePoint]) -> np.ndarray:
+    """Each point's binomial variance from its test images (0 where unknown)."""
+    return np.asarray([p.sampling_variance() for p in points], dtype=np.float64)
 
 
 def _power_law(x, a, b, c):
@@ -293,7 +298,7 @@ def fit_curve(
     rss = float(np.sum((y - _FORMS[chosen](x, *theta)) ** 2))
     sigma, sampling = math.sqrt(rss / dof), False
     if all(p.test_images for p in points):
-        v = np.asarray([p.sampling_variance() for p in points], dtype=np.float64)
+        v = _sampling_variances(points)
         separated = _separate(chosen, x, y, v, dof, theta, coverage)
         if separated is not None:
             theta, cov, tau2 = separated
