@@ -56,6 +56,20 @@ CIFAR10_CLASSES: tuple[str, ...] = (
     "truck",
 )
 IMAGE_SHAPE: tuple[int, int, int] = (32, 32, 3)
+#: CIFAR-10's image side, the default of a folder source's `FolderPolicy.image_size`.
+IMAGE_SIZE = IMAGE_SHAPE[0]
+#: The most bytes of one stored shard of a split (`compare_models.data.shards`).
+SHARD_BYTES = 128 << 20
+#: The sides an image size or a model's input size may take: multiples of 32 (both models
+#: halve their feature maps five times, the CNN three times before its pooling to 4x4).
+IMAGE_SIZES = (32, 512)
+
+
+def image_shape(size: int) -> tuple[int, int, int]:
+    """The shape of one RGB image of side `size`."""
+    return (size, size, 3)
+
+
 NUM_CLASSES = len(CIFAR10_CLASSES)
 
 #: The official CIFAR-10 python tarball and its published MD5.
@@ -173,6 +187,14 @@ class Settings(BaseSettings):
         False,
         "Let http(s) data and weights sources point at loopback, link-local or private addresses",
     )
+    shard_cache_gib: float = _env(
+        "COMPARE_MODELS_SHARD_CACHE_GIB",
+        20.0,
+        "The most disk the local copies of datasets' shards may take on a worker (GiB); the "
+        "least recently used are removed first",
+        gt=0,
+        le=1 << 20,
+    )
     imagenet_weights_url: str = _env(
         "COMPARE_MODELS_IMAGENET_WEIGHTS_URL",
         "https://storage.googleapis.com/tensorflow/keras-applications/resnet/"
@@ -243,6 +265,15 @@ class TrainingRuntime(BaseSettings):
         "then see every n-th batch",
         ge=1,
         le=1000,
+    )
+    in_memory_mib: int = _env(
+        "COMPARE_MODELS_IN_MEMORY_MIB",
+        256,
+        "A training split of at most this many MiB of pixels (uint8) is read into memory whole "
+        "and trains as it always has; a larger one streams from its shards in the local cache, "
+        "batch by batch (0: always stream). Under JAX both give the same batches",
+        ge=0,
+        le=1 << 20,
     )
     input_workers: int = _env(
         "COMPARE_MODELS_INPUT_WORKERS",
@@ -351,7 +382,8 @@ class SplitSpec(BaseModel):
 
 
 class FolderPolicy(BaseModel):
-    """What a folder of images must hold for a run to go on (image-folder sources only).
+    """How a folder of images is read and what it must hold for a run to go on (image-folder
+    sources only).
 
     A file that cannot be used (not an image, too large, outside a class folder, hostile) is
     skipped and listed in the dataset version with its reason; the run fails only when more
@@ -380,6 +412,15 @@ class FolderPolicy(BaseModel):
         ge=1,
         le=10_000_000,
         description="A folder with more files is refused before any is read",
+    )
+    image_size: Annotated[int, Shortcut("--image-size")] = Field(
+        default=IMAGE_SIZE,
+        ge=IMAGE_SIZES[0],
+        le=IMAGE_SIZES[1],
+        multiple_of=32,
+        description="The side, in pixels, every image of the folder is resized to (square, a "
+        "multiple of 32 from 32 to 512): part of the dataset version, so each size is a version "
+        "of its own (docs/guides/image-size.md)",
     )
 
 
@@ -413,6 +454,15 @@ class TrainParams(BaseModel):
         ge=0,
         le=1024,
         description="TF intra-op threads per training process; 0 = share of cores",
+    )
+    input_size: Annotated[int | None, Shortcut("--input-size")] = Field(
+        default=None,
+        ge=IMAGE_SIZES[0],
+        le=IMAGE_SIZES[1],
+        multiple_of=32,
+        description="The side the model resizes its images to inside itself (keras Resizing, "
+        "bilinear) before its first layer, e.g. {'resnet50': {'input_size': 128}} in "
+        "train_per_model; unset: the dataset's image size, as the report trained",
     )
     seed: Annotated[int, Shortcut("--seed")] = Field(
         default=42,

@@ -17,17 +17,31 @@ def _store():
 
 
 def cmd_datasets(args: argparse.Namespace) -> int:
+    from compare_models.data.dataset import prepared_splits
     from compare_models.data.versions import list_versions
     from compare_models.storage.errors import StoreError
 
     try:
-        versions = list_versions(_store())
+        store = _store()
+        versions = list_versions(store)
+        if args.source:
+            versions = [v for v in versions if v.source == args.source]
+        prepared = {v.version_id: prepared_splits(store, v.name, v.version_id) for v in versions}
     except StoreError as exc:
         return _fail(str(exc))
-    if args.source:
-        versions = [v for v in versions if v.source == args.source]
     if args.json:
-        print(json.dumps([v.model_dump(mode="json") for v in versions], indent=2))
+        print(
+            json.dumps(
+                [
+                    {
+                        **v.model_dump(mode="json"),
+                        "prepared": [_prepared_json(r) for r in prepared[v.version_id]],
+                    }
+                    for v in versions
+                ],
+                indent=2,
+            )
+        )
         return 0
     rows = [
         {
@@ -35,10 +49,16 @@ def cmd_datasets(args: argparse.Namespace) -> int:
             "created": v.created_at[:19],
             "source": v.source,
             "images": f"{v.images:,}",
+            "size": f"{v.image_size}x{v.image_size}",
             "per class": ", ".join(f"{c} {sum(n.values())}" for c, n in v.counts.items()),
             "added": sum(ch.added for ch in v.changes.values()),
             "removed": sum(ch.removed for ch in v.changes.values()),
             "skipped": v.skipped,
+            "shards": " + ".join(
+                r.storage()["stored as"].split()[0] for r in prepared[v.version_id]
+            )
+            or "-",
+            "MiB": " + ".join(r.storage()["stored MiB"] for r in prepared[v.version_id]) or "-",
         }
         for v in versions
     ]
@@ -62,7 +82,20 @@ def _find(store, prefix: str) -> str:
     return matches[0]
 
 
+def _prepared_json(ref) -> dict:
+    """A prepared split in `--json`: where, its images per split, and its storage."""
+    return {
+        "prefix": ref.prefix,
+        "split_key": ref.split_key,
+        "sizes": ref.sizes,
+        "image_size": ref.image_size,
+        "shards": {split: len(m.shards) for split, m in ref.shards.items()},
+        "stored_bytes": ref.stored_bytes,
+    }
+
+
 def cmd_dataset(args: argparse.Namespace) -> int:
+    from compare_models.data.dataset import prepared_splits
     from compare_models.data.errors import DataError
     from compare_models.data.versions import read_version
     from compare_models.storage.errors import StoreError
@@ -73,11 +106,16 @@ def cmd_dataset(args: argparse.Namespace) -> int:
     except (StoreError, DataError) as exc:
         return _fail(str(exc))
     rows = version.rows if not args.skipped else version.skipped_rows()
+    try:
+        prepared = prepared_splits(store, version.summary.name, version.version_id)
+    except StoreError as exc:
+        return _fail(str(exc))
     if args.json:
         print(
             json.dumps(
                 {
                     "summary": version.summary.model_dump(mode="json"),
+                    "prepared": [_prepared_json(r) for r in prepared],
                     "rows": [r.model_dump(mode="json") for r in rows],
                 },
                 indent=2,
@@ -98,6 +136,18 @@ def cmd_dataset(args: argparse.Namespace) -> int:
         },
         title="Dataset version",
     )
+    if prepared:
+        print_table(
+            [
+                {
+                    "split key": r.split_key or "-",
+                    **{f"{k} images": f"{n:,}" for k, n in r.sizes.items()},
+                    **r.storage(),
+                }
+                for r in prepared
+            ],
+            title="Prepared splits",
+        )
     print_table(
         [
             {

@@ -17,9 +17,13 @@ prepared splits under ``datasets/<name>/<digest>/splits/<split-key>/`` where the
 split key hashes the split settings and this module's format version. ``prepared.json``
 is written last: a prepared folder without it is ignored and rebuilt.
 
-Prepared splits keep pixels as uint8 (4x smaller than float32); normalisation (scale to
-[0, 1], as the report did) is applied by `load_split`, and its statistics are recorded in
-``prepared.json``.
+Prepared splits keep pixels as uint8 (4x smaller than float32), as shards
+(`compare_models.data.shards`; splits prepared before shards are one ``.npz`` each, and still
+read). A reused preparation is checked against one listing of its shards (and the damage a
+reader noted): what is missing or damaged is rebuilt from the source, and the reference says
+what (`DatasetRef.repaired`). Normalisation (scale to [0, 1], as the report did) is applied
+by `load_split` to a whole split, or batch by batch to a split read by index (`open_split`);
+its statistics are recorded in ``prepared.json``.
 """
 
 from __future__ import annotations
@@ -28,18 +32,34 @@ import hashlib
 import json
 import tempfile
 import time
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 from pydantic import BaseModel, Field, ValidationError
 
-from compare_models.config import IMAGE_SHAPE, NUM_CLASSES, FolderPolicy, SplitSpec
+from compare_models.config import (
+    IMAGE_SIZE,
+    IMAGE_SIZES,
+    NUM_CLASSES,
+    FolderPolicy,
+    Settings,
+    SplitSpec,
+    image_shape,
+)
 from compare_models.data.decoding import Decoded, decode_archive, synthetic_data
 from compare_models.data.errors import DataError, describe, inside, short
 from compare_models.data.files import sha256_file
 from compare_models.data.folders import folder_source
 from compare_models.data.safety import is_sha256, redact_url, shown
+from compare_models.data.shards import (
+    ShardReader,
+    SplitShards,
+    load_labels,
+    local_copy,
+    shard_problems,
+    write_split,
+)
 from compare_models.data.snapshot import Snapshot, check_policy, snapshot
 from compare_models.data.sources import (
     fetch_archive,
@@ -147,7 +167,13 @@ class DatasetRef(BaseModel):
     prefix: str  # S3 prefix of the prepared splits
     class_names: list[str]
     sizes: dict[str, int]
-    files: dict[str, dict]  # split -> {"key", "sha256", "bytes"}
+    files: dict[str, dict] = Field(
+        default_factory=dict,
+        description='each split as one .npz, {"key", "sha256", "bytes"} (prepared before shards)',
+    )
+    shards: dict[str, SplitShards] = Field(
+        default_factory=dict, description="each split's shards (`compare_models.data.shards`)"
+    )
     normalisation: dict
     split_key: str | None = None
     split_indices_sha256: str | None = None
@@ -157,8 +183,38 @@ class DatasetRef(BaseModel):
     duplicates: int = 0
     leaked: int = 0
     resize: str | None = None
+    image_size: int = Field(
+        default=IMAGE_SIZE,
+        ge=IMAGE_SIZES[0],
+        le=IMAGE_SIZES[1],
+        description="The side of its square images (CIFAR-10 and references before image sizes: 32)",
+    )
     reused: bool = False
+    repaired: dict[str, str] = Field(
+        default_factory=dict,
+        description="stored files this run's data stage found damaged or missing and rebuilt, "
+        "and what was wrong with each",
+    )
     seconds: float = 0.0
+
+    def storage(self) -> dict[str, str]:
+        """How it is stored, for people: its image size, shards and bytes."""
+        if self.shards:
+            stored = f"{sum(len(m.shards) for m in self.shards.values())} shards"
+        else:
+            stored = f"{len(self.files)} .npz files (prepared before shards)"
+        return {
+            "image size": f"{self.image_size}x{self.image_size}",
+            "stored as": stored,
+            "stored MiB": f"{self.stored_bytes / 2**20:,.1f}",
+        }
+
+    @property
+    def stored_bytes(self) -> int:
+        """The bytes of its stored splits."""
+        if self.shards:
+            return sum(m.bytes + 8 * m.images for m in self.shards.values())
+        return sum(int(info.get("bytes", 0)) for info in self.files.values())
 
 
 def split_key(spec: SplitSpec) -> str:
@@ -178,6 +234,17 @@ def check_ref(ref: DatasetRef, *, prefix: str | None = None) -> None:
         )
     elif prefix is not None and ref.prefix != prefix:
         problem = f"its prefix {shown(ref.prefix)} is not the prefix it was read from ({prefix})"
+    elif ref.shards:
+        for split in SPLITS:
+            manifest = ref.shards.get(split)
+            if manifest is None:
+                problem = f"it has no {split} shards"
+                break
+            problem = manifest.problem(ref.prefix, split)
+            if problem is None and manifest.image_size != ref.image_size:
+                problem = f"its {split} shards hold {manifest.image_size}px images, not {ref.image_size}px"
+            if problem:
+                break
     else:
         for split in SPLITS:
             info = ref.files.get(split)
@@ -251,11 +318,11 @@ def prepare_dataset(
         name, digest = raw.name, raw.sha256
     prefix = layout.splits_prefix(name, digest, split_key(spec))
 
-    if store.exists(layout.prepared_key(prefix)):
-        ref = _read_prepared(store, prefix)
+    ref, problems = _reuse_or_repair(store, prefix, started)
+    if ref is not None:
         if raw is not None:
             store_archive(raw, store)  # decoded successfully when it was prepared
-        return ref.model_copy(update={"reused": True, "seconds": time.perf_counter() - started})
+        return ref
 
     decoded = (
         synthetic_data(source.synthetic_size, spec.seed)
@@ -278,41 +345,51 @@ def prepare_dataset(
         prefix=prefix,
         class_names=list(decoded.class_names),
         sizes={split: int(len(y)) for split, (_, y) in splits.items()},
-        files=_store_splits(splits, prefix, store, cache_dir),
+        shards=_store_shards(splits, prefix, store, cache_dir, frozenset(problems)),
         normalisation=normalisation_stats(splits["train"][0]),
         split_key=split_key(spec),
         split_indices_sha256=indices_sha256(indices),
         test_indices_sha256=indices_sha256(indices, ("test",)),
+        repaired=problems,
     )
     _write_prepared(store, ref, spec, decoded.layout)
     return ref.model_copy(update={"seconds": time.perf_counter() - started})
 
 
-def _store_splits(
+def _store_shards(
     splits: dict[str, tuple[np.ndarray, np.ndarray]],
     prefix: str,
     store: ArtifactStore,
     cache_dir: Path,
-) -> dict[str, dict]:
-    """Each split as `<split>.npz` under `prefix` (content-addressed; prepared.json comes after)."""
-    files: dict[str, dict] = {}
-    local_dir = inside(cache_dir, prefix, what="prepared-splits folder")
-    local_dir.mkdir(parents=True, exist_ok=True)
-    for split, (x, y) in splits.items():
-        key = layout.split_file_key(prefix, split)
-        path = local_dir / PurePosixPath(key).name
-        np.savez(path, x=x, y=y)
-        sha = sha256_file(path)
-        store.upload(path, key, overwrite=True)
-        files[split] = {"key": key, "sha256": sha, "bytes": path.stat().st_size}
-    return files
+    rewrite: frozenset[str] = frozenset(),
+) -> dict[str, SplitShards]:
+    """Each split as shards under `prefix` (content-addressed; prepared.json comes after)."""
+    return {
+        split: write_split(x, y, prefix, split, store, cache_dir, rewrite=rewrite)
+        for split, (x, y) in splits.items()
+    }
+
+
+def _reuse_or_repair(
+    store: ArtifactStore, prefix: str, started: float, facts: dict | None = None
+) -> tuple[DatasetRef | None, dict[str, str]]:
+    """The prepared reference stored under `prefix` when it is whole, else (None, what is
+    wrong: missing or damaged files by key, which the caller rebuilds from the source)."""
+    if not store.exists(layout.prepared_key(prefix)):
+        return None, {}
+    ref = _read_prepared(store, prefix)
+    problems = shard_problems(store, prefix, ref.shards) if ref.shards else {}
+    if problems:
+        return None, problems
+    update = {**(facts or {}), "reused": True, "seconds": time.perf_counter() - started}
+    return ref.model_copy(update=update), {}
 
 
 def _write_prepared(store: ArtifactStore, ref: DatasetRef, spec: SplitSpec, kind: str) -> None:
     """`prepared.json`, last: a splits prefix without it is rebuilt."""
     store.put_json(
         {
-            **ref.model_dump(),
+            **ref.model_dump(exclude={"repaired"}),
             "split": spec.model_dump(),
             "layout": kind,
             "format_version": FORMAT_VERSION,
@@ -320,6 +397,8 @@ def _write_prepared(store: ArtifactStore, ref: DatasetRef, spec: SplitSpec, kind
         layout.prepared_key(ref.prefix),
         overwrite=True,
     )
+    if ref.repaired:
+        store.delete(layout.damaged_key(ref.prefix))
 
 
 def folder_split_spec(spec: SplitSpec) -> SplitSpec:
@@ -351,12 +430,11 @@ def prepare_version(
         "duplicates": s.duplicates,
         "leaked": s.leaked,
         "resize": s.resize,
+        "image_size": s.image_size,
     }
-    if store.exists(layout.prepared_key(prefix)):
-        ref = _read_prepared(store, prefix)
-        return ref.model_copy(
-            update={**facts, "reused": True, "seconds": time.perf_counter() - started}
-        )
+    ref, problems = _reuse_or_repair(store, prefix, started, facts)
+    if ref is not None:
+        return ref
     splits, order = version_arrays(version, store)
     ref = DatasetRef(
         name=s.name,
@@ -366,11 +444,12 @@ def prepare_version(
         prefix=prefix,
         class_names=list(s.class_names),
         sizes={split: int(len(y)) for split, (_, y) in splits.items()},
-        files=_store_splits(splits, prefix, store, cache_dir),
+        shards=_store_shards(splits, prefix, store, cache_dir, frozenset(problems)),
         normalisation=normalisation_stats(splits["train"][0]),
         split_key=split_key(spec),
         split_indices_sha256=_sequence_sha256([f"{k}:{h}" for k in SPLITS for h in order[k]]),
         test_indices_sha256=_sequence_sha256(order["test"]),
+        repaired=problems,
         **facts,
     )
     _write_prepared(store, ref, spec, s.layout)
@@ -410,10 +489,14 @@ def prepare_folder(
 def load_split(
     ref: DatasetRef, split: str, store: ArtifactStore, cache_dir: Path
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Normalised float32 images and int labels of one split (local cache, else S3)."""
+    """Normalised float32 images and int labels of one split, whole in memory (local cache,
+    else S3)."""
     if split not in SPLITS:
         raise DataError(f"unknown split {shown(split)}; choose one of {', '.join(SPLITS)}")
     check_ref(ref)
+    if ref.shards:
+        images, y = open_split(ref, split, store, cache_dir)
+        return normalise(images.all_pixels() if images is not None else _none(ref)), y
     info = ref.files[split]
     path = inside(cache_dir, info["key"], what="prepared split path")
     if not path.exists() or sha256_file(path) != info["sha256"]:
@@ -429,16 +512,63 @@ def load_split(
             (Path(tmp) / "split.npz").replace(path)
     with np.load(path, allow_pickle=False) as npz:
         x, y = npz["x"], npz["y"]
+    size = ref.image_size
     if (
         x.dtype != np.uint8
         or x.ndim != 4
-        or x.shape[1:] != IMAGE_SHAPE
+        or x.shape[1:] != image_shape(size)
         or y.ndim != 1
         or len(y) != len(x)
         or y.dtype.kind not in "iu"
     ):
         raise DataError(
-            f"prepared split {info['key']} holds {describe(x)} and {describe(y)}, not uint8 32x32x3 images and "
-            "their labels; delete its prepared.json so the splits are rebuilt"
+            f"prepared split {info['key']} holds {describe(x)} and {describe(y)}, not uint8 "
+            f"{size}x{size}x3 images and their labels; delete its prepared.json so the splits are "
+            "rebuilt"
         )
     return normalise(x), y.astype(np.int64)
+
+
+def _none(ref: DatasetRef) -> np.ndarray:
+    return np.zeros((0, *image_shape(ref.image_size)), np.uint8)
+
+
+def open_split(
+    ref: DatasetRef,
+    split: str,
+    store: ArtifactStore,
+    cache_dir: Path,
+    *,
+    cache_gib: float | None = None,
+) -> tuple[ShardReader | None, np.ndarray]:
+    """A sharded split's images, read by index from its shards in the local cache (None where
+    the split is empty), and its labels. `cache_gib`: the local cache's limit (None: the
+    worker's `Settings.shard_cache_gib`)."""
+    if split not in SPLITS:
+        raise DataError(f"unknown split {shown(split)}; choose one of {', '.join(SPLITS)}")
+    check_ref(ref)
+    if not ref.shards:
+        raise DataError(f"dataset {ref.prefix} was prepared before shards: read it with load_split")
+    if cache_gib is None:
+        cache_gib = Settings().shard_cache_gib
+    manifest = ref.shards[split]
+    y = load_labels(store, ref.prefix, manifest)
+    if manifest.images == 0:
+        return None, y
+    paths = local_copy(
+        store, ref.prefix, split, manifest, cache_dir, limit_bytes=int(cache_gib * 2**30)
+    )
+    return ShardReader(paths, manifest), y
+
+
+def prepared_splits(store: ArtifactStore, name: str, digest: str) -> list[DatasetRef]:
+    """Every prepared split stored for a dataset version or archive (one per split setting);
+    one that does not read is left out."""
+    found = []
+    for prefix in store.list_prefixes(layout.dataset_prefix(name, digest) + "splits/"):
+        try:
+            if store.exists(layout.prepared_key(prefix)):
+                found.append(_read_prepared(store, prefix))
+        except DataError:
+            continue
+    return found

@@ -1,4 +1,5 @@
-"""One image file of any size to the models' input: 32x32 RGB, uint8.
+"""One image file of any size to a dataset's image size (`FolderPolicy.image_size`, 32 by
+default): square RGB, uint8.
 
 Pillow opens only the allowlisted formats (`decoding.IMAGE_FORMATS`), the pixel count is
 checked from the header before any pixel is decoded, and the image is converted to RGB and
@@ -13,21 +14,30 @@ import warnings
 
 import numpy as np
 
-from compare_models.config import IMAGE_SHAPE
+from compare_models.config import IMAGE_SIZE
 from compare_models.data.decoding import IMAGE_FORMATS
 from compare_models.data.errors import DataError, short
 
 #: The most pixels an image may declare (a 12-megapixel photo is about 12 million).
 MAX_PIXELS = 64_000_000
-RESIZE = (
-    "resized to 32x32 without keeping the aspect ratio: area averaging (Pillow BOX) when "
-    "shrinking (JPEG first decoded at the smallest DCT scale of at least 64x64), bicubic when "
-    "enlarging; converted to RGB"
-)
+
+
+def resize_method(size: int = IMAGE_SIZE) -> str:
+    """How an image becomes `size` x `size` pixels, in words: recorded in each dataset version
+    (and hashed into its id), so a version says how its pixels were made."""
+    return (
+        f"resized to {size}x{size} without keeping the aspect ratio: area averaging (Pillow BOX) "
+        f"when shrinking (JPEG first decoded at the smallest DCT scale of at least "
+        f"{2 * size}x{2 * size}), bicubic when enlarging; converted to RGB"
+    )
+
+
+#: The resizing of CIFAR-10-sized (32 x 32) versions, what every version before image sizes used.
+RESIZE = resize_method()
 
 
 def to_input(
-    payload: bytes, size: tuple[int, int] = IMAGE_SHAPE[:2]
+    payload: bytes, size: tuple[int, int] = (IMAGE_SIZE, IMAGE_SIZE)
 ) -> tuple[np.ndarray, tuple[int, int]]:
     """(pixels of shape size+(3,), the image's own (width, height)); a `DataError` names why not."""
     from PIL import Image

@@ -30,7 +30,7 @@ from compare_models.data.folders import (
     list_folder,
     place,
 )
-from compare_models.data.images import RESIZE, to_input
+from compare_models.data.images import resize_method, to_input
 from compare_models.storage import layout
 from compare_models.storage.errors import ObjectExists, StoreError
 
@@ -64,7 +64,7 @@ class Snapshot:
 
 
 def _read_and_decode(
-    reader: FolderReader, key: str, known: set[str]
+    reader: FolderReader, key: str, known: set[str], size: int
 ) -> tuple[str | None, np.ndarray | None, str | None]:
     """(SHA-256, pixels or None when already known, skip reason or None) of one file."""
     try:
@@ -75,18 +75,18 @@ def _read_and_decode(
     if sha in known:
         return sha, None, None
     try:
-        pixels, _ = to_input(payload)
+        pixels, _ = to_input(payload, (size, size))
     except DataError as exc:
         return sha, None, str(exc)
     return sha, pixels, None
 
 
-def _store_pack(store: ArtifactStore, shas: list[str], pixels: list[np.ndarray]) -> str:
-    """Stores the newly decoded images as one pack; returns its digest."""
+def _store_pack(store: ArtifactStore, shas: list[str], pixels: list[np.ndarray], size: int) -> str:
+    """Stores the newly decoded images as one pack (under their size); returns its digest."""
     buffer = io.BytesIO()
     np.savez(buffer, sha256=np.array(shas, dtype="S64"), x=np.stack(pixels).astype(np.uint8))
     digest = hashlib.sha256(buffer.getvalue()).hexdigest()
-    key = layout.pixels_key(digest)
+    key = layout.pixels_key(digest, (size, size))
     if not store.exists(key):
         store.put_bytes(buffer.getvalue(), key, overwrite=True)  # content-addressed
     return digest
@@ -171,13 +171,15 @@ def snapshot(
     name: str,
     workers: int = 8,
 ) -> Snapshot:
-    """The folder's current version: reused rows for unchanged files, new ones read and decoded,
-    stored write-once (with its summary), and the source's latest pointer moved to it."""
+    """The folder's current version at `policy.image_size`: reused rows for unchanged files, new
+    ones read and decoded, stored write-once (with its summary), and the source's latest pointer
+    at that size moved to it."""
     started = time.perf_counter()
     timings = {}
+    size, resize = policy.image_size, resize_method(policy.image_size)
     entries = list_folder(source, store, policy.max_files)
     timings["list"] = time.perf_counter() - started
-    previous = latest_version(store, source)
+    previous = latest_version(store, source, size)
     earlier = {r.key: r for r in previous.rows} if previous else {}
     known_pixels = {r.sha256: r.pixels for r in previous.rows if r.pixels} if previous else {}
     kind = folder_layout(entries)
@@ -212,7 +214,9 @@ def snapshot(
     t = time.perf_counter()
     known = set(known_pixels)
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        results = list(pool.map(lambda item: _read_and_decode(reader, item[0].key, known), to_read))
+        results = list(
+            pool.map(lambda item: _read_and_decode(reader, item[0].key, known, size), to_read)
+        )
     pending: dict[str, int] = {}
     for (entry, where), (sha, pixels, why) in zip(to_read, results, strict=True):
         if pixels is not None and sha not in pending:
@@ -225,7 +229,7 @@ def snapshot(
         )  # fmt: skip
     timings["read_and_decode"] = time.perf_counter() - t
     if new_pixels:
-        digest = _store_pack(store, new_shas, new_pixels)
+        digest = _store_pack(store, new_shas, new_pixels, size)
         known_pixels.update(dict.fromkeys(new_shas, digest))
     rows = {
         k: r.model_copy(update={"pixels": known_pixels.get(r.sha256)}) if r.skipped is None else r
@@ -233,7 +237,7 @@ def snapshot(
     }
     resolved = _resolve_rows([rows[e.key] for e in entries], spec)
     names, counts = _summary_counts(resolved)
-    version_id = compute_version_id(resolved, spec, RESIZE)
+    version_id = compute_version_id(resolved, spec, resize, size)
     if previous is not None and previous.version_id == version_id:
         return Snapshot(
             previous, len(entries), len(to_read), len(new_pixels), False, False,
@@ -254,7 +258,8 @@ def snapshot(
         duplicates=sum(r.duplicate_of is not None for r in resolved),
         leaked=_leaked(resolved),
         split=spec,
-        resize=RESIZE,
+        resize=resize,
+        image_size=size,
     )
     version = DatasetVersion(summary=summary, rows=resolved)
     version = version.model_copy(
@@ -263,7 +268,7 @@ def snapshot(
     stored = _store_version(store, version)
     store.put_json(
         {"version_id": version_id, "source": source.location},
-        layout.folder_latest_key(source.location),
+        layout.folder_latest_key(source.location, size),
         overwrite=True,
     )
     return Snapshot(

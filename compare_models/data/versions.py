@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from compare_models.config import IMAGE_SHAPE, SplitSpec
+from compare_models.config import IMAGE_SIZE, IMAGE_SIZES, SplitSpec, image_shape
 from compare_models.data.errors import DataError, short
 from compare_models.data.folders import (
     CLASS_NAME,
@@ -114,6 +114,12 @@ class VersionSummary(BaseModel):
     )
     split: SplitSpec
     resize: str
+    image_size: int = Field(
+        default=IMAGE_SIZE,
+        ge=IMAGE_SIZES[0],
+        le=IMAGE_SIZES[1],
+        description="The side every image was resized to (versions before image sizes: 32)",
+    )
 
 
 class DatasetVersion(BaseModel):
@@ -150,13 +156,17 @@ class DatasetVersion(BaseModel):
         return [r for r in self.rows if r.skipped is not None]
 
 
-def compute_version_id(rows: Iterable[ImageRow], spec: SplitSpec, resize: str) -> str:
+def compute_version_id(
+    rows: Iterable[ImageRow], spec: SplitSpec, resize: str, size: int = IMAGE_SIZE
+) -> str:
+    """The version's id: the SHA-256 of its rows, split, resizing and image size (at 32, the
+    payload of every version made before image sizes, so their ids stay theirs)."""
     payload = json.dumps(
         {
             "rows": [r.identity() for r in sorted(rows, key=lambda r: r.key)],
             "split": spec.identity(),
             "resize": resize,
-            "size": IMAGE_SHAPE[:2],
+            "size": [size, size],
         },
         separators=(",", ":"),
     )
@@ -196,7 +206,7 @@ def read_version(store: ArtifactStore, version_id: str) -> DatasetVersion:
         raise DataError(f"{store.uri(key)} is not a valid dataset version ({short(exc)})") from None
     s = version.summary
     if (
-        compute_version_id(version.rows, s.split, s.resize) != version_id
+        compute_version_id(version.rows, s.split, s.resize, s.image_size) != version_id
         or s.version_id != version_id
     ):
         raise DataError(
@@ -225,9 +235,14 @@ def list_versions(store: ArtifactStore) -> list[VersionSummary]:
     return sorted(found, key=lambda s: (s.created_at, s.version_id))
 
 
-def latest_version(store: ArtifactStore, source: FolderSource) -> DatasetVersion | None:
-    """The source's newest version, or None (none yet, or a pointer that is not valid)."""
-    payload = store.get_bytes_if_exists(layout.folder_latest_key(source.location), max_bytes=4096)
+def latest_version(
+    store: ArtifactStore, source: FolderSource, size: int = IMAGE_SIZE
+) -> DatasetVersion | None:
+    """The source's newest version at image size `size`, or None (none yet, or a pointer that
+    is not valid)."""
+    payload = store.get_bytes_if_exists(
+        layout.folder_latest_key(source.location, size), max_bytes=4096
+    )
     try:
         version_id = json.loads(payload)["version_id"] if payload else None
     except (ValueError, TypeError, KeyError):
@@ -238,7 +253,8 @@ def latest_version(store: ArtifactStore, source: FolderSource) -> DatasetVersion
         version = read_version(store, version_id)
     except DataError:
         return None
-    return version if version.summary.source == source.location else None
+    s = version.summary
+    return version if s.source == source.location and s.image_size == size else None
 
 
 # ── changes between versions ─────────────────────────────────────────────────
@@ -267,14 +283,15 @@ def version_arrays(
     version: DatasetVersion, store: ArtifactStore
 ) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], dict[str, list[str]]]:
     """Each split's (uint8 images, labels) in key order, and each split's keys (the order)."""
-    names = version.summary.class_names
+    names, size = version.summary.class_names, version.summary.image_size
+    shape = image_shape(size)
     index = {c: i for i, c in enumerate(names)}
     wanted: dict[str, set[str]] = defaultdict(set)
     for r in version.used():
         wanted[r.pixels].add(r.sha256)
     pixels: dict[str, np.ndarray] = {}
     for digest, shas in wanted.items():
-        key = layout.pixels_key(digest)
+        key = layout.pixels_key(digest, (size, size))
         payload = store.get_bytes_if_exists(key, max_bytes=MAX_PACK_BYTES)
         if payload is None or hashlib.sha256(payload).hexdigest() != digest:
             raise DataError(
@@ -283,9 +300,10 @@ def version_arrays(
             )
         with np.load(io.BytesIO(payload), allow_pickle=False) as pack:
             keys, x = pack["sha256"], pack["x"]
-            if x.dtype != np.uint8 or x.shape[1:] != IMAGE_SHAPE or len(keys) != len(x):
+            if x.dtype != np.uint8 or x.shape[1:] != shape or len(keys) != len(x):
                 raise DataError(
-                    f"{store.uri(key)} does not hold 32x32 RGB images; delete it and snapshot again"
+                    f"{store.uri(key)} does not hold {size}x{size} RGB images; delete it and "
+                    "snapshot again"
                 )
             for sha, image in zip(keys, x, strict=True):
                 if sha.decode() in shas:
@@ -293,11 +311,7 @@ def version_arrays(
     splits, order = {}, {}
     for split in ("train", "val", "test"):
         rows = version.used(split)
-        x = (
-            np.stack([pixels[r.sha256] for r in rows])
-            if rows
-            else np.zeros((0, *IMAGE_SHAPE), np.uint8)
-        )
+        x = np.stack([pixels[r.sha256] for r in rows]) if rows else np.zeros((0, *shape), np.uint8)
         y = np.array([index[r.class_name] for r in rows], dtype=np.int64)
         splits[split], order[split] = (x, y), [r.sha256 for r in rows]
     return splits, order

@@ -43,6 +43,17 @@ class ChampionData(_Part):
     split_indices_sha256: str | None = None
     test_indices_sha256: str | None = None
     version_id: str | None = None
+    image_size: int | None = Field(
+        default=None,
+        exclude_if=lambda value: value is None,
+        description="the side of its images; None in records before sizes: 32",
+    )
+
+    @property
+    def side(self) -> int:
+        """The side of its images (32 where the record is from before image sizes)."""
+        return self.image_size or 32
+
     class_names: list[str] | None = None
 
     @property
@@ -77,6 +88,12 @@ class ChampionEntry(_Part):
     promoted_at: str = Field(description="ISO 8601, UTC")
     reason: str
     by: str
+    input_size: int | None = Field(
+        default=None,
+        exclude_if=lambda value: value is None,
+        description="the side its model resized its images to (train.input_size); None: the "
+        "images' own size",
+    )
     # left out of the stored JSON while None, so that records written before exports read and
     # write back unchanged
     export: ChampionExport | None = Field(
@@ -84,6 +101,11 @@ class ChampionEntry(_Part):
         exclude_if=lambda value: value is None,
         description="its serving export (None: not exported, or before exports)",
     )
+
+    @property
+    def working_size(self) -> int:
+        """The side its model works at: its input size, else its images' own."""
+        return self.input_size or self.dataset.side
 
 
 class FormerChampion(ChampionEntry):

@@ -89,6 +89,19 @@ def entry_for(record: RunRecord, model: str, *, reason: str, by: str) -> Champio
         promoted_at=_now(),
         reason=reason,
         by=by,
+        input_size=record.params.train_for(model).input_size,
+    )
+
+
+def recipe_difference(champion: ChampionEntry, challenger: ChampionEntry) -> str:
+    """What makes the challenger another recipe than the champion, in words ("" where nothing
+    the gate knows of does): the side its model works at."""
+    mine, theirs = challenger.working_size, champion.working_size
+    if mine == theirs:
+        return ""
+    return (
+        f"another recipe than the champion's: this model works at {mine}x{mine} pixels "
+        f"(train.input_size), the champion's at {theirs}x{theirs}"
     )
 
 
@@ -109,13 +122,20 @@ def comparable(champion: ChampionEntry, data: ChampionData) -> tuple[str, str]:
     """How a champion can be compared with a run tested on `data`, and if not on the same
     images, why: `SAME_IMAGES` (tested on this run's test images: pair the stored predictions),
     `RESCORE` (other images of the same classes and input size: its model must predict this
-    run's test images first) or `INCOMPARABLE` (other classes)."""
+    run's test images first) or `INCOMPARABLE` (other classes, or images of another size)."""
     theirs = champion.dataset
     mine_classes, their_classes = class_names_of(data), class_names_of(theirs)
     if mine_classes != their_classes:
         return INCOMPARABLE, (
             f"the champion (run {champion.run_id}) was trained on other classes "
             f"({', '.join(their_classes[:12])}) than this run ({', '.join(mine_classes[:12])})"
+        )
+    mine_size, their_size = data.side, theirs.side
+    if mine_size != their_size:
+        return INCOMPARABLE, (
+            f"the champion (run {champion.run_id}) was trained and tested on images of "
+            f"{their_size}x{their_size} pixels, this run on {mine_size}x{mine_size}: its model "
+            "takes no images of this run's size, and the two test sets are not the same images"
         )
     same_data = theirs.archive_sha256 == data.archive_sha256 and theirs.name == data.name
     if same_data and data.test_images == theirs.test_images:
@@ -310,6 +330,9 @@ class Judge:
             alpha=self.policy.alpha,
         )
         decision, reason = decide(pair, self.policy, challenger.band)
+        other_recipe = recipe_difference(current, challenger.entry)
+        if other_recipe:
+            reason = f"{reason}; {other_recipe}"
         if rescored:
             count = self.test_images.count if self.test_images else len(self.y_true)
             reason = (

@@ -9,6 +9,19 @@
 Inputs are images scaled to [0, 1] (the report's normalisation). ResNet50 gets ImageNet's
 own preprocessing inside the model (a weight-free layer), so pretrained weights see the
 inputs they were trained on and the saved `.keras` file is self-contained.
+
+Sizes. Both builders take the dataset's `image_size` (the model's input) and an `input_size`
+(the side the model works at). At 32 and 32 they build the report's models exactly. Where
+`input_size` differs from `image_size`, a `keras.layers.Resizing` (bilinear) is the model's
+first layer, so one stored dataset version serves every input size. Where the working size is
+above 32, each model keeps the report's head and its parameter count:
+
+* the CNN's last feature map is `input_size / 8` a side; an average pooling of
+  `input_size / 32` brings it to the report's 4 x 4 x 128 before Flatten (2,915,114 at
+  every size);
+* ResNet50's last feature map is `input_size / 32` a side (1 x 1 at 32, where Flatten is the
+  report's head); above 32 a global average pooling takes its place (26,215,818 at every
+  size; at 1 x 1 the two are the same numbers).
 """
 
 from __future__ import annotations
@@ -18,7 +31,7 @@ from pathlib import Path
 import keras
 from keras import layers
 
-from compare_models.config import IMAGE_SHAPE, NUM_CLASSES
+from compare_models.config import IMAGE_SIZE, NUM_CLASSES, image_shape
 
 # Dropout rates: the report's table lists the layers but not the rates. Measured here on
 # the seed protocol (10 epochs, Adam 1e-3 cosine, flips; one run each): 0.2 / 0.4 gave
@@ -27,21 +40,45 @@ CONV_DROPOUT = 0.1
 DENSE_DROPOUT = 0.3
 
 
+def _working_size(image_size: int, input_size: int | None) -> int:
+    size = image_size if input_size is None else input_size
+    if size % 32 or image_size % 32 or size < 32:
+        raise ValueError(
+            f"image size {image_size} and input size {size} must be multiples of 32, at least 32"
+        )
+    return size
+
+
+def _resize_to(size: int, image_size: int) -> list[layers.Layer]:
+    """A Resizing layer to `size` when it differs from the images' own size, else nothing."""
+    if size == image_size:
+        return []
+    return [layers.Resizing(size, size, interpolation="bilinear", name=f"resize_to_{size}")]
+
+
 def build_cnn(
     *,
     conv_dropout: float = CONV_DROPOUT,
     dense_dropout: float = DENSE_DROPOUT,
     num_classes: int = NUM_CLASSES,
+    image_size: int = IMAGE_SIZE,
+    input_size: int | None = None,
 ) -> keras.Model:
     """The report's 13-layer CNN (six conv, three pooling, fully connected head), with one
-    output per class."""
+    output per class, for images of `image_size`, working at `input_size` (the module's
+    docstring says what changes above 32)."""
+    size = _working_size(image_size, input_size)
     model = keras.Sequential(name="cnn")
-    model.add(keras.Input(shape=IMAGE_SHAPE))
+    model.add(keras.Input(shape=image_shape(image_size)))
+    for layer in _resize_to(size, image_size):
+        model.add(layer)
     for filters in (32, 64, 128):
         model.add(layers.Conv2D(filters, 3, padding="same", activation="relu"))
         model.add(layers.Dropout(conv_dropout))
         model.add(layers.Conv2D(filters, 3, padding="same", activation="relu"))
         model.add(layers.MaxPooling2D(2))
+    if size > 32:
+        model.add(layers.AveragePooling2D(size // 32, name="pool_to_4x4"))
     model.add(layers.Flatten())
     model.add(layers.Dropout(conv_dropout))
     model.add(layers.Dense(1024, activation="relu"))
@@ -61,24 +98,34 @@ class ImageNetPreprocess(layers.Layer):
 
 
 def build_resnet50(
-    weights: str | Path | None = None, *, dense_dropout: float = 0.5, num_classes: int = NUM_CLASSES
+    weights: str | Path | None = None,
+    *,
+    dense_dropout: float = 0.5,
+    num_classes: int = NUM_CLASSES,
+    image_size: int = IMAGE_SIZE,
+    input_size: int | None = None,
 ) -> keras.Model:
-    """ResNet50 backbone + the report's head.
+    """ResNet50 backbone + the report's head, for images of `image_size`, working at
+    `input_size` (the module's docstring says what changes above 32).
 
     ``weights``: None (random init), "imagenet" (Keras' download into ~/.keras), or a
     local path to a ``*_notop.h5`` weights file. Resolving imagenet/S3 caching is the
     caller's job (see compare_models.models.weights) so this function never touches the network
     unexpectedly.
     """
-    inputs = keras.Input(shape=IMAGE_SHAPE, name="image")
-    x = ImageNetPreprocess(name="imagenet_preprocess")(inputs)
+    size = _working_size(image_size, input_size)
+    inputs = keras.Input(shape=image_shape(image_size), name="image")
+    x = inputs
+    for layer in _resize_to(size, image_size):
+        x = layer(x)
+    x = ImageNetPreprocess(name="imagenet_preprocess")(x)
     backbone = keras.applications.ResNet50(
         include_top=False,
         weights=str(weights) if weights is not None else None,
-        input_shape=IMAGE_SHAPE,
+        input_shape=image_shape(size),
     )
     x = backbone(x)
-    x = layers.Flatten()(x)
+    x = layers.Flatten()(x) if size == 32 else layers.GlobalAveragePooling2D()(x)
     x = layers.Dense(1024, activation="relu")(x)
     x = layers.Dropout(dense_dropout)(x)
     x = layers.Dense(512, activation="relu")(x)

@@ -87,19 +87,35 @@ class ModelSpec:
         extra = 0 if num_classes == 10 else (self.head_inputs + 1) * (num_classes - 10)
         return self.parameters + extra
 
-    def build(self, weights: str | Path | None = None, *, num_classes: int = 10) -> Any:
-        """The uncompiled Keras model for `num_classes` classes (imports the builder's module,
-        and so TensorFlow)."""
+    def build(
+        self,
+        weights: str | Path | None = None,
+        *,
+        num_classes: int = 10,
+        image_size: int = 32,
+        input_size: int | None = None,
+    ) -> Any:
+        """The uncompiled Keras model for `num_classes` classes and images of `image_size`,
+        working at `input_size` (None: the image size). Imports the builder's module, and so
+        TensorFlow. A builder that does not take a setting serves only its default (ten
+        classes, 32 x 32 images, no resizing)."""
         module, _, function = self.builder.partition(":")
         build = getattr(importlib.import_module(module), function)
+        accepted = inspect.signature(build).parameters
         kwargs: dict[str, Any] = {"weights": weights} if self.takes_weights else {}
-        if "num_classes" in inspect.signature(build).parameters:
-            kwargs["num_classes"] = num_classes
-        elif num_classes != 10:
-            raise ValueError(
-                f"model {self.name!r}: its builder {self.builder} takes no num_classes, so it serves "
-                f"CIFAR-10's ten classes only, and this data has {num_classes}"
-            )
+        asked = {
+            "num_classes": (num_classes, 10),
+            "image_size": (image_size, 32),
+            "input_size": (input_size, None),
+        }
+        for name, (value, default) in asked.items():
+            if name in accepted:
+                kwargs[name] = value
+            elif value != default:
+                raise ValueError(
+                    f"model {self.name!r}: its builder {self.builder} takes no {name}, so it "
+                    f"serves {name} {default} only, and this run asks for {value}"
+                )
         model = build(**kwargs)
         expected = self.expected_parameters(num_classes)
         if expected is not None and model.count_params() != expected:

@@ -21,6 +21,7 @@ def report_title(record: RunRecord) -> str:
 def run_info(record: RunRecord) -> dict[str, Any]:
     """The settings a report shows (plain values, escaped by the renderer)."""
     params, dataset = record.params, record.dataset
+    storage = dataset.storage()
     weights = [m for m in params.models if registry.get(m).takes_weights]
     return {
         "run_id": record.run_id,
@@ -29,6 +30,12 @@ def run_info(record: RunRecord) -> dict[str, Any]:
         "dataset": dataset.name,
         "archive_sha256": dataset.archive_sha256,
         "split_sizes": json.dumps(dataset.sizes),
+        "image_size": f"{dataset.image_size}x{dataset.image_size}",
+        "stored_as": f"{storage['stored as']}, {storage['stored MiB']} MiB",
+        "repaired": "; ".join(f"{k}: {why}" for k, why in dataset.repaired.items()) or "-",
+        "input_size": f"{params.train.input_size}x{params.train.input_size}"
+        if params.train.input_size
+        else "the image size",
         "epochs": params.epochs_text(),
         "batch_size": params.train.batch_size,
         "optimizer": params.train.optimizer,

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-from compare_models.config import project_root
+from compare_models.config import IMAGE_SIZE, project_root
 from compare_models.runs.record import Fingerprint
 
 #: The libraries whose versions can change a run's numbers.
@@ -46,12 +46,17 @@ DATA_IDENTITY = (
     "split_indices_sha256",
     "test_indices_sha256",
     "version_id",
+    "image_size",
 )
 
 
 def data_identity(dataset: Mapping[str, Any], *extra: str) -> dict[str, Any]:
-    """The `DATA_IDENTITY` fields of a dataset reference (as a dict), then any `extra` ones."""
-    return {k: dataset.get(k) for k in (*DATA_IDENTITY, *extra)}
+    """The `DATA_IDENTITY` fields of a dataset reference (as a dict), then any `extra` ones
+    (a reference from before image sizes held 32 x 32 images)."""
+    return {
+        k: dataset.get(k, IMAGE_SIZE if k == "image_size" else None)
+        for k in (*DATA_IDENTITY, *extra)
+    }
 
 
 def _version(distribution: str) -> str | None:

@@ -30,6 +30,11 @@ _TEMPLATE = """\
 - Images: {{ c.data.sizes | tojson }}
 - Classes ({{ c.data.classes | length }}): {{ c.data.classes | join(", ") }}
 
+## Input
+
+- RGB images of {{ c.input.image_size }}x{{ c.input.image_size }} pixels (the dataset's image size)
+- The model works at {{ c.input.input_size }}x{{ c.input.input_size }}{% if c.input.input_size != c.input.image_size %}: it resizes its images itself (bilinear){% endif %}
+
 ## Protocol
 
 {% for key, value in c.protocol.items() %}- {{ key }}: {{ value }}
@@ -84,7 +89,7 @@ def card_data(
     """The card's content, as JSON-ready data."""
     metrics = record.metrics[model]
     intervals = record.comparison.models.get(model) if record.comparison else None
-    train = record.params.train
+    train = record.params.train_for(model)
     training = record.models.get(model)
     gate = None
     if decision is not None:
@@ -121,6 +126,10 @@ def card_data(
             "version_id": record.dataset.version_id,
             "sizes": dict(record.dataset.sizes),
             "classes": list(record.dataset.class_names),
+        },
+        "input": {
+            "image_size": record.dataset.image_size,
+            "input_size": train.input_size or record.dataset.image_size,
         },
         "protocol": {
             "epochs": train.epochs,

@@ -68,6 +68,20 @@ def compare(format: str, probs: np.ndarray, reference: np.ndarray, policy) -> Ex
     )
 
 
+def preprocessing_of(model) -> str:
+    """What `model` does to its images itself, in words, from its own layers (the export adds
+    the scaling to [0, 1] in front of it)."""
+    import keras
+
+    steps = ["scaled to [0, 1] (x / 255) inside the model"]
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Resizing):
+            steps.append(f"resized to {layer.height}x{layer.width} ({layer.interpolation})")
+        elif layer.name == "imagenet_preprocess":
+            steps.append("ImageNet's preprocessing (caffe: BGR, mean-subtracted)")
+    return "; then ".join(steps)
+
+
 def float32_model(model):
     """`model` rebuilt with every layer in float32 and the same weights."""
     import keras
@@ -237,10 +251,8 @@ def export(request: ExportRequest) -> ExportResult:
         model_input = ExportInput(
             height=height,
             width=width,
-            preprocessing="scaled to [0, 1] (x / 255) inside the model"
-            + ("; then ImageNet's preprocessing (caffe: BGR, mean-subtracted)"
-               if any(layer.name == "imagenet_preprocess" for layer in model.layers) else ""),
-        )  # fmt: skip
+            preprocessing=preprocessing_of(model),
+        )
         if request.card_markdown:
             (folder / "model_card.md").write_text(request.card_markdown)
             card = {**request.card_json, "input": model_input.model_dump(mode="json")}

@@ -5,12 +5,17 @@ README's "What a run stores" table is this module in prose). No other module spe
 
     datasets/_sources/<sha256 of the source location>.json   where a URL / s3:// source was cached
     datasets/<name>/<archive sha256>/raw/<file>               the raw archive, stored once
-    datasets/<name>/<archive sha256>/splits/<split key>/      {train,val,test}.npz, prepared.json (last)
+    datasets/<name>/<archive sha256>/splits/<split key>/      shards/ (below), prepared.json (last);
+                                                              {train,val,test}.npz before shards
     datasets/_versions/<version id>/version.json              a folder source's version: a row per image (write-once)
     datasets/_versions/<version id>/summary.json              its counts, for listings (write-once)
     datasets/_folders/<sha256 of the source>/latest.json      the newest version of a folder source
-    datasets/_pixels/32x32/<sha256>.npz                       decoded images, keyed by their files' SHA-256
+                                       (latest-<size>.json)   (at image size 32; at another size)
+    datasets/_pixels/<size>x<size>/<sha256>.npz               decoded images, keyed by their files' SHA-256
     datasets/<name>/<version id>/splits/<split key>/          a version's splits, as for an archive
+    .../splits/<split key>/shards/<split>/<sha256>.array_record   a split's shards (ArrayRecord, write-once)
+    .../splits/<split key>/shards/<split>/labels-<sha256>.npy     its labels, in the shards' order
+    .../splits/<split key>/damaged.json                       shards a reader found damaged (rebuilt next run)
     weights/keras/<file>                                      Keras' ImageNet weights, cached
     weights/sha256/<sha256>/<file>                            a user's weights file
     runs/latest.json                                          the newest completed run
@@ -237,12 +242,13 @@ def dataset_prefix(name: str, digest: str) -> str:
     return f"{datasets_named(name)}{digest}/"
 
 
-SOURCES = "datasets/_sources/"
+DATASETS = "datasets/"
+SOURCES = f"{DATASETS}_sources/"
 
 
 def datasets_named(name: str) -> str:
     """Every stored version (archive hash) of a dataset name."""
-    return f"datasets/{name}/"
+    return f"{DATASETS}{name}/"
 
 
 def source_index_key(location: str) -> str:
@@ -286,9 +292,11 @@ def version_of(prefix: str) -> str:
     return prefix.removeprefix(VERSIONS).rstrip("/")
 
 
-def folder_latest_key(location: str) -> str:
-    """Which version of the folder source `location` is the newest (a pointer, overwritten)."""
-    return f"{FOLDERS}{hashlib.sha256(location.encode()).hexdigest()}/latest.json"
+def folder_latest_key(location: str, size: int = 32) -> str:
+    """Which version of the folder source `location` at image size `size` is the newest (a
+    pointer, overwritten; at 32, the pointer every version before image sizes moved)."""
+    name = "latest.json" if size == 32 else f"latest-{size}.json"
+    return f"{FOLDERS}{hashlib.sha256(location.encode()).hexdigest()}/{name}"
 
 
 def pixels_key(digest: str, size: tuple[int, int] = (32, 32)) -> str:
@@ -305,7 +313,26 @@ def prepared_key(prefix: str) -> str:
 
 
 def split_file_key(prefix: str, split: str) -> str:
+    """A split as one `.npz` (prepared before shards; still read)."""
     return prefix + f"{split}.npz"
+
+
+def shards_prefix(prefix: str, split: str) -> str:
+    """Where a split's shards are: ArrayRecord files and the labels, each named by its SHA-256."""
+    return prefix + f"shards/{split}/"
+
+
+def shard_key(prefix: str, split: str, sha256: str) -> str:
+    return shards_prefix(prefix, split) + f"{sha256}.array_record"
+
+
+def labels_key(prefix: str, split: str, sha256: str) -> str:
+    return shards_prefix(prefix, split) + f"labels-{sha256}.npy"
+
+
+def damaged_key(prefix: str) -> str:
+    """Which shards of a splits prefix a reader found damaged: the next run rebuilds them."""
+    return prefix + "damaged.json"
 
 
 # ── weights ───────────────────────────────────────────────────────────────────

@@ -14,6 +14,11 @@
   from Python to `tf.data` (docs/benchmarks.md, "Keras backends on the CPU"), and it keeps
   TensorFlow's results what they were.
 
+A split too large to hold in memory (`TrainingRuntime.in_memory_mib`) is read by index from
+its shards (`compare_models.data.shards.ShardReader`, scaled to [0, 1] batch by batch):
+`ShuffledBatches` under both backends, so memory holds the batches in flight, not the split.
+Under JAX its batches are the in-memory path's, image for image.
+
 Augmentation lives here, not in the model, so the saved model is exactly the report's
 architecture.
 """
@@ -32,7 +37,8 @@ class ShuffledBatches(keras.utils.PyDataset):
     """Shuffled batches of (x, y), with random horizontal flips when `augment` is "flip".
 
     Args:
-        x: images, (n, height, width, channels), float32 in [0, 1].
+        x: images, (n, height, width, channels), float32 in [0, 1]: an array, or anything that
+            gives such an array for an array of indices (a `ShardReader`).
         y: integer labels, (n,).
         batch_size: images per batch (the last batch holds the rest).
         seed: the training's seed.
@@ -85,6 +91,24 @@ class ShuffledBatches(keras.utils.PyDataset):
         self._order = self.order(self.epoch)
 
 
+class OrderedBatches(keras.utils.PyDataset):
+    """A split's (x, y) in order, batch by batch, from an indexable reader (validation data
+    that is not held in memory)."""
+
+    def __init__(self, x, y: np.ndarray, *, batch_size: int, workers: int = 1):
+        super().__init__(workers=workers)
+        self.x, self.y, self.batch_size = x, y, batch_size
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.y) / self.batch_size)
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        if not 0 <= index < len(self):
+            raise IndexError(f"batch {index} of {len(self)}")
+        picked = np.arange(index * self.batch_size, min(len(self.y), (index + 1) * self.batch_size))
+        return self.x[picked], self.y[picked]
+
+
 def tf_data_input(x: np.ndarray, y: np.ndarray, params: TrainParams, *, seed: int):
     """Shuffled batches as a `tf.data.Dataset`, with random horizontal flips when
     `params.augment == "flip"` (TensorFlow only)."""
@@ -109,8 +133,9 @@ def training_input(
 ):
     """The batches `fit` trains on, for `params` (batch size, seed, augmentation), from
     `first_epoch` on (a resumed training's): `tf_data_input` under TensorFlow,
-    `ShuffledBatches` under JAX (`workers` threads preparing them)."""
-    if keras.backend.backend() == "tensorflow":
+    `ShuffledBatches` under JAX (`workers` threads preparing them), and for images read from
+    shards under either backend."""
+    if keras.backend.backend() == "tensorflow" and isinstance(x, np.ndarray):
         return tf_data_input(x, y, params, seed=params.seed + first_epoch)
     return ShuffledBatches(
         x,

@@ -35,9 +35,11 @@ from compare_models.training import backend
 backend.prepare_environment()  # before Keras starts its backend (threads, GPU memory)
 
 import keras  # noqa: E402
+import numpy as np  # noqa: E402
 
 from compare_models.config import TrainingRuntime
-from compare_models.data.dataset import load_split
+from compare_models.data.dataset import DatasetRef, load_split, open_split
+from compare_models.data.shards import ShardReader
 from compare_models.device import available_cpus
 from compare_models.models import registry
 from compare_models.models.networks import compile_model, learning_rate_schedule
@@ -47,7 +49,7 @@ from compare_models.storage import layout
 from compare_models.storage.errors import StoreUnavailable
 from compare_models.storage.store import ArtifactStore
 from compare_models.training.backend import configure_device
-from compare_models.training.batches import training_input
+from compare_models.training.batches import OrderedBatches, training_input
 from compare_models.training.callbacks import drill
 from compare_models.training.callbacks.budget_stop import BudgetStop
 from compare_models.training.callbacks.epoch_logger import EpochLogger
@@ -122,7 +124,12 @@ def build_model(
     weights = local_weights(job.weights_key, store, cache_dir) if spec.takes_weights else None
     steps = params.epochs * math.ceil(n_train / params.batch_size)
     rate = learning_rate_schedule(params.learning_rate, params.lr_schedule, steps)
-    model = spec.build(weights, num_classes=len(job.dataset.class_names))
+    model = spec.build(
+        weights,
+        num_classes=len(job.dataset.class_names),
+        image_size=job.dataset.image_size,
+        input_size=params.input_size,
+    )
     return compile_model(
         model,
         params.optimizer,
@@ -130,6 +137,23 @@ def build_model(
         jit_compile=runtime.jit,
         steps_per_execution=runtime.steps_per_execution,
     )
+
+
+def training_split(
+    dataset: DatasetRef,
+    split: str,
+    store: ArtifactStore,
+    cache_dir: Path,
+    runtime: TrainingRuntime,
+) -> tuple[np.ndarray | ShardReader, np.ndarray]:
+    """A split as the training reads it: whole in memory (float32) when its pixels are at most
+    `runtime.in_memory_mib` (or it was prepared before shards), else a reader of its shards in
+    the local cache, scaled batch by batch."""
+    manifest = dataset.shards.get(split)
+    if manifest is None or manifest.pixel_bytes <= runtime.in_memory_mib << 20:
+        return load_split(dataset, split, store, cache_dir)
+    reader, y = open_split(dataset, split, store, cache_dir)
+    return (reader if reader is not None else np.zeros((0, *manifest.shape), np.float32)), y
 
 
 def fit(
@@ -167,8 +191,14 @@ def fit(
             first_epoch=done,
             workers=(runtime or TrainingRuntime()).input_workers,
         ),
-        validation_data=validation,
+        validation_data=validation
+        if isinstance(validation[0], np.ndarray)
+        else OrderedBatches(*validation, batch_size=params.batch_size),
         epochs=params.epochs,
+        # The batches shuffle themselves, by (seed, epoch). Keras' own shuffle of a PyDataset
+        # would also reorder its batches by a draw from the process's global random state, so
+        # a resumed training (whose state has drawn less) saw them in another order.
+        shuffle=False,
         initial_epoch=done,  # what the checkpoint's `on_train_begin` sets too
         callbacks=callbacks,
         verbose=0,
@@ -248,8 +278,11 @@ def train(
     }
     keras.utils.set_random_seed(job.train.seed)
     data = {
-        split: load_split(job.dataset, split, store, cache_dir)
+        split: training_split(job.dataset, split, store, cache_dir, runtime)
         for split in ("train", "val", "test")
+    }
+    device["input"] = {
+        split: "memory" if isinstance(x, np.ndarray) else "shards" for split, (x, _) in data.items()
     }
     drills = drill.rig(job, data, logger)  # the one hook: none in normal operation
     n_train = len(data["train"][1])

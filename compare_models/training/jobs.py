@@ -18,7 +18,13 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from compare_models.config import RUN_ID_PATTERN, ExecutionParams, RunParams, TrainParams
+from compare_models.config import (
+    IMAGE_SIZE,
+    RUN_ID_PATTERN,
+    ExecutionParams,
+    RunParams,
+    TrainParams,
+)
 from compare_models.data.dataset import DatasetRef
 from compare_models.device import available_cpus
 from compare_models.models import registry
@@ -121,6 +127,12 @@ class TrainingJob(BaseModel):
             "train": self.train.model_dump(mode="json", exclude={"replicas"}),
             "weights_key": self.weights_key,
         }
+        # settings added later enter the recipe only where they are set, so that a recipe
+        # from before them keeps its hash (and its stored models and checkpoints are reused)
+        if self.train.input_size is None:
+            del recipe["train"]["input_size"]
+        if self.dataset.image_size != IMAGE_SIZE:
+            recipe["image_size"] = self.dataset.image_size
         return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()
 
     @field_validator("run_id")

@@ -37,6 +37,15 @@ def predict_in_full_batches(model: keras.Model, x: np.ndarray, batch_size: int) 
     docs/benchmarks.md).
     """
     batch_size = min(batch_size, len(x)) or 1
+    if not isinstance(x, np.ndarray):  # a reader of shards: batch by batch, in bounded memory
+        return np.concatenate(
+            [
+                predict_in_full_batches(
+                    model, x[np.arange(i, min(len(x), i + batch_size))], batch_size
+                )
+                for i in range(0, len(x), batch_size)
+            ]
+        )
     missing = -len(x) % batch_size
     if missing:
         x = np.concatenate([x, np.zeros((missing, *x.shape[1:]), dtype=x.dtype)])

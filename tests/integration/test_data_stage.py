@@ -28,7 +28,7 @@ def test_prepare_is_cached_by_content(stack, cache_dir, tmp_path):
     assert stack.exists(layout.raw_archive_key("cifar-10-python", sha, "cifar-10-python.tar.gz"))
     assert stack.exists(layout.prepared_key(first.prefix))
     again = prepare_dataset(str(archive), SMALL, stack, tmp_path / "other-cache")
-    assert again.reused and again.prefix == first.prefix and again.files == first.files
+    assert again.reused and again.prefix == first.prefix and again.shards == first.shards
     other_split = prepare_dataset(
         str(archive), SMALL.model_copy(update={"seed": 1}), stack, cache_dir
     )

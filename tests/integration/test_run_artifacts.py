@@ -59,7 +59,8 @@ def test_the_test_split_and_predictions_are_fetched_once_per_process(stack, sett
     catalog = RunArtifacts.of(ArtifactStore.from_settings(settings), run_id, dataset, cache)
     assert catalog is RunArtifacts.of(store, run_id, dataset, cache)  # one per run and process
     try:
-        expected = {dataset.files["test"]["key"], champion_key} | {
+        test_split = dataset.shards["test"]
+        expected = {*(s.key for s in test_split.shards), test_split.labels_key, champion_key} | {
             t.predictions_key for t in trainings.values()
         }
         assert set(gets) == expected and all(n == 1 for n in gets.values()), gets

@@ -1,0 +1,339 @@
+"""A prepared split stored as shards: ArrayRecord files of at most `SHARD_BYTES`, read by index.
+
+Why ArrayRecord. A training's batches are a pure function of (seed, epoch, batch)
+(`compare_models.training.batches.ShuffledBatches`), so that a training resumed from a
+checkpoint sees the same batches as one that was not stopped, under either Keras backend. That
+needs reading any image by its index: ArrayRecord (Google's format, the one Grain reads as
+`grain.python.ArrayRecordDataSource`) is indexed for random access, where TFRecord and
+WebDataset's tar files are read front to back. It is read here with `array_record`'s own data
+source (what Grain re-exports), in plain Python and NumPy, so it runs under JAX and TensorFlow
+alike, with no TensorFlow in the reading. Each record is one image's pixels (uint8,
+`side x side x 3`, row-major) in its own chunk (`group_size:1`), so reading one image reads
+one chunk; the labels are one `.npy` beside the shards, in the same order.
+
+Stored once, by content: each shard and the labels file are named by their SHA-256, and the
+split's manifest (`SplitShards`, in `prepared.json`, which is written last) lists each with
+its SHA-256, image count and bytes. A reader checks each file's SHA-256 as it copies it to
+the local cache; a shard that does not match (truncated, altered) is refused by name, never
+read, and noted in `damaged.json`, so that the next run's data stage rebuilds it from the
+source images (`shard_problems`).
+
+The local cache (`Settings.shard_cache_gib`) keeps the shards of recent splits on the worker's
+disk; the least recently used go first. A split larger than the whole cache is refused, with
+the setting to raise.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+import os
+import tempfile
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from compare_models.config import IMAGE_SIZES, SHARD_BYTES, image_shape
+from compare_models.data.errors import DataError, inside
+from compare_models.data.files import sha256_file
+from compare_models.storage import layout
+
+if TYPE_CHECKING:
+    from compare_models.storage.store import ArtifactStore
+
+#: One record per chunk: an image is read without reading its neighbours.
+RECORD_OPTIONS = "group_size:1"
+SHA256 = r"^[0-9a-f]{64}$"
+SUFFIX = ".array_record"
+
+
+class ShardInfo(BaseModel):
+    """One shard of a split: its key (named by its SHA-256), how many images, how many bytes."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    key: str = Field(max_length=1024)
+    sha256: str = Field(pattern=SHA256)
+    images: int = Field(ge=1)
+    bytes: int = Field(ge=1)
+
+
+class SplitShards(BaseModel):
+    """A split's manifest: its shards in order, its labels file, its image size."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    images: int = Field(ge=0)
+    image_size: int = Field(ge=IMAGE_SIZES[0], le=IMAGE_SIZES[1])
+    labels_key: str = Field(max_length=1024)
+    labels_sha256: str = Field(pattern=SHA256)
+    shards: list[ShardInfo] = Field(max_length=100_000)
+
+    @property
+    def bytes(self) -> int:
+        return sum(s.bytes for s in self.shards)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return image_shape(self.image_size)
+
+    @property
+    def pixel_bytes(self) -> int:
+        """The bytes of its pixels in memory (uint8)."""
+        return self.images * int(np.prod(image_shape(self.image_size)))
+
+    def problem(self, prefix: str, split: str) -> str | None:
+        """Why this manifest, read back from the bucket (untrusted), is not one this project
+        wrote for `split` under `prefix`; None when it is."""
+        for shard in self.shards:
+            if shard.key != layout.shard_key(prefix, split, shard.sha256):
+                return f"its {split} shard key {shard.key[:200]!r} is not where its SHA-256 puts it"
+        if self.labels_key != layout.labels_key(prefix, split, self.labels_sha256):
+            return (
+                f"its {split} labels key {self.labels_key[:200]!r} is not where its SHA-256 puts it"
+            )
+        if sum(s.images for s in self.shards) != self.images:
+            return f"its {split} shards hold {sum(s.images for s in self.shards)} images, not {self.images}"
+        return None
+
+
+# ── writing ──────────────────────────────────────────────────────────────────
+
+
+def shard_count(x: np.ndarray, shard_bytes: int = SHARD_BYTES) -> int:
+    """How many shards hold `x` with none over `shard_bytes` of pixels (at least one)."""
+    return max(1, math.ceil(x.nbytes / shard_bytes))
+
+
+def write_split(
+    x: np.ndarray,
+    y: np.ndarray,
+    prefix: str,
+    split: str,
+    store: ArtifactStore,
+    work_dir: Path,
+    *,
+    shard_bytes: int = SHARD_BYTES,
+    rewrite: frozenset[str] = frozenset(),
+) -> SplitShards:
+    """Writes a split (uint8 images, int labels) as shards under `prefix`: each written to a
+    local file, hashed and stored under its SHA-256, unless that object is there already
+    (content-addressed), or its key is in `rewrite` (found damaged: restored)."""
+    from array_record.python.array_record_module import ArrayRecordWriter
+
+    if x.dtype != np.uint8 or x.ndim != 4 or x.shape[1] != x.shape[2] or len(x) != len(y):
+        raise ValueError(f"{split}: {x.shape} {x.dtype} images and {len(y)} labels")
+    count = shard_count(x, shard_bytes)
+    per_shard = math.ceil(len(x) / count) if len(x) else 0
+    shards = []
+    work_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
+        for start in range(0, len(x), max(1, per_shard)):
+            part = x[start : start + per_shard]
+            path = Path(tmp) / f"shard{SUFFIX}"
+            writer = ArrayRecordWriter(str(path), RECORD_OPTIONS)
+            for image in part:
+                writer.write(image.tobytes())
+            writer.close()
+            sha = sha256_file(path)
+            key = layout.shard_key(prefix, split, sha)
+            if key in rewrite or not store.exists(key):
+                store.upload(path, key, overwrite=True)  # content-addressed: these very bytes
+            shards.append(
+                ShardInfo(key=key, sha256=sha, images=len(part), bytes=path.stat().st_size)
+            )
+            path.unlink()
+    buffer = io.BytesIO()
+    np.save(buffer, np.asarray(y, dtype=np.int64), allow_pickle=False)
+    labels = buffer.getvalue()
+    labels_sha = _sha256(labels)
+    labels_key = layout.labels_key(prefix, split, labels_sha)
+    if labels_key in rewrite or not store.exists(labels_key):
+        store.put_bytes(labels, labels_key, overwrite=True)
+    return SplitShards(
+        images=len(x),
+        image_size=x.shape[1],
+        labels_key=labels_key,
+        labels_sha256=labels_sha,
+        shards=shards,
+    )
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+# ── checking what is stored ──────────────────────────────────────────────────
+
+
+def shard_problems(store: ArtifactStore, prefix: str, manifests: dict[str, SplitShards]) -> dict:
+    """The stored files of a splits prefix that are not what its manifests say, by key: missing,
+    of another size (one listing), or noted damaged by a reader (`damaged.json`)."""
+    listed = dict(store.list_objects(prefix + "shards/"))
+    problems: dict[str, str] = {}
+    for manifest in manifests.values():
+        for shard in manifest.shards:
+            size = listed.get(shard.key)
+            if size is None:
+                problems[shard.key] = "missing"
+            elif size != shard.bytes:
+                problems[shard.key] = f"{size:,} bytes, not {shard.bytes:,}"
+        if manifest.labels_key not in listed:
+            problems[manifest.labels_key] = "missing"
+    noted = store.get_bytes_if_exists(layout.damaged_key(prefix), max_bytes=1 << 20)
+    if noted:
+        try:
+            for key in json.loads(noted).get("keys", []):
+                if isinstance(key, str) and key.startswith(prefix):
+                    problems.setdefault(key, "found damaged by a reader")
+        except (ValueError, AttributeError):
+            problems[layout.damaged_key(prefix)] = "not valid JSON"
+    return problems
+
+
+def _note_damaged(store: ArtifactStore, prefix: str, key: str) -> None:
+    """Adds `key` to the prefix's `damaged.json` (what the next run's data stage rebuilds)."""
+    keys: list[str] = []
+    noted = store.get_bytes_if_exists(layout.damaged_key(prefix), max_bytes=1 << 20)
+    try:
+        keys = [k for k in json.loads(noted or b"{}").get("keys", []) if isinstance(k, str)]
+    except (ValueError, AttributeError):
+        keys = []
+    store.put_json(
+        {"keys": sorted({*keys, key}), "noted_at": datetime.now(UTC).isoformat()},
+        layout.damaged_key(prefix),
+        overwrite=True,
+    )
+
+
+# ── the local cache ──────────────────────────────────────────────────────────
+
+_cache_lock = threading.Lock()
+
+
+def _cached_files(root: Path) -> list[Path]:
+    return [p for p in root.rglob(f"*{SUFFIX}") if p.is_file()] if root.exists() else []
+
+
+def _make_room(root: Path, needed: int, limit: int, keep: set[Path]) -> None:
+    """Removes the least recently used shards under `root` (not those in `keep`) until
+    `needed` more bytes fit under `limit`."""
+    files = sorted(_cached_files(root), key=lambda p: p.stat().st_mtime)
+    used = sum(p.stat().st_size for p in files)
+    for path in files:
+        if used + needed <= limit:
+            break
+        if path in keep:
+            continue
+        used -= path.stat().st_size
+        path.unlink(missing_ok=True)
+
+
+def local_copy(
+    store: ArtifactStore,
+    prefix: str,
+    split: str,
+    manifest: SplitShards,
+    cache_dir: Path,
+    *,
+    limit_bytes: int,
+) -> list[Path]:
+    """The split's shards in the local cache, each checked against its SHA-256 (copied from
+    the bucket where missing or different). A damaged shard is refused by name and noted for
+    the next run's data stage; nothing is read from it."""
+    if manifest.bytes > limit_bytes:
+        raise DataError(
+            f"the {split} split of {prefix} is {manifest.bytes / 2**30:.2f} GiB of shards, more "
+            f"than the local shard cache's {limit_bytes / 2**30:.2f} GiB: raise "
+            "COMPARE_MODELS_SHARD_CACHE_GIB on the worker"
+        )
+    paths = [inside(cache_dir, s.key, what="shard cache path") for s in manifest.shards]
+    with _cache_lock:
+        missing = [
+            (s, p)
+            for s, p in zip(manifest.shards, paths, strict=True)
+            if not p.exists() or p.stat().st_size != s.bytes
+        ]
+        _make_room(
+            cache_dir / layout.DATASETS, sum(s.bytes for s, _ in missing), limit_bytes, set(paths)
+        )
+        for shard, path in missing:
+            store.download(shard.key, path)
+        for shard, path in zip(manifest.shards, paths, strict=True):
+            sha = sha256_file(path)
+            if sha != shard.sha256:
+                path.unlink(missing_ok=True)
+                _note_damaged(store, prefix, shard.key)
+                raise DataError(
+                    f"shard {store.uri(shard.key)} is damaged (SHA-256 {sha[:16]}..., its manifest "
+                    f"says {shard.sha256[:16]}...): it was not read, and the next run's data stage "
+                    "rebuilds it from the source images"
+                )
+            os.utime(path)  # recently used
+    return paths
+
+
+def load_labels(store: ArtifactStore, prefix: str, manifest: SplitShards) -> np.ndarray:
+    payload = store.get_bytes_if_exists(manifest.labels_key, max_bytes=1024 + 8 * manifest.images)
+    if payload is None or _sha256(payload) != manifest.labels_sha256:
+        if payload is not None:
+            _note_damaged(store, prefix, manifest.labels_key)
+        raise DataError(
+            f"the labels {store.uri(manifest.labels_key)} are missing or damaged: the next run's "
+            "data stage rebuilds them from the source images"
+        )
+    y = np.load(io.BytesIO(payload), allow_pickle=False)
+    if y.ndim != 1 or len(y) != manifest.images or y.dtype.kind not in "iu":
+        raise DataError(
+            f"the labels {store.uri(manifest.labels_key)} are not {manifest.images} integers"
+        )
+    return y.astype(np.int64)
+
+
+# ── reading ──────────────────────────────────────────────────────────────────
+
+
+class ShardReader:
+    """A split's images by index, from its shards in the local cache (random access; safe to
+    share between the threads that prepare batches). `reader[indices]` gives them scaled to
+    [0, 1] as float32 (the normalisation, batch by batch), `pixels(indices)` as uint8."""
+
+    def __init__(self, paths: list[Path], manifest: SplitShards):
+        from array_record.python.array_record_data_source import ArrayRecordDataSource
+
+        self.shape = image_shape(manifest.image_size)
+        self._record_bytes = int(np.prod(self.shape))
+        self._source = ArrayRecordDataSource([str(p) for p in paths])
+        if len(self._source) != manifest.images:
+            raise DataError(
+                f"the shards of {paths[0].parent} hold {len(self._source)} images, their manifest "
+                f"says {manifest.images}"
+            )
+
+    def __len__(self) -> int:
+        return len(self._source)
+
+    def pixels(self, indices) -> np.ndarray:
+        records = self._source.__getitems__([int(i) for i in indices])
+        if any(len(r) != self._record_bytes for r in records):
+            raise DataError(f"a shard record is not one {self.shape} uint8 image")
+        flat = np.frombuffer(b"".join(records), dtype=np.uint8)
+        return flat.reshape((len(records), *self.shape))
+
+    def __getitem__(self, indices) -> np.ndarray:
+        if isinstance(indices, slice):
+            indices = range(*indices.indices(len(self)))
+        return self.pixels(indices).astype(np.float32) / np.float32(255.0)
+
+    def all_pixels(self, chunk: int = 4096) -> np.ndarray:
+        """Every image, in order (uint8): the in-memory path."""
+        out = np.empty((len(self), *self.shape), np.uint8)
+        for start in range(0, len(self), chunk):
+            out[start : start + chunk] = self.pixels(range(start, min(len(self), start + chunk)))
+        return out

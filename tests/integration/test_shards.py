@@ -1,0 +1,198 @@
+"""Prepared splits stored as ArrayRecord shards in the real local S3: read by index as they were
+written, a truncated or altered shard refused by name and rebuilt by the next data stage, a
+split prepared before shards still read, and batches from shards the same as from memory,
+resumed or not."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+
+from compare_models.config import FolderPolicy, SplitSpec, TrainParams
+from compare_models.data.dataset import (
+    DatasetRef,
+    load_split,
+    open_split,
+    prepare_dataset,
+    prepare_folder,
+)
+from compare_models.data.errors import DataError
+from compare_models.data.shards import ShardReader, local_copy, write_split
+from compare_models.storage import layout
+from tests.support.archives import image_folder_files
+
+pytestmark = pytest.mark.integration
+
+CLASSES = ("ant", "bee", "cat")
+
+
+def _folder(root, count=30, size=(80, 80)):
+    for key, payload in image_folder_files(CLASSES, range(count), size=size).items():
+        (root / key).parent.mkdir(parents=True, exist_ok=True)
+        (root / key).write_bytes(payload)
+    return root
+
+
+def test_a_split_in_several_shards_reads_back_image_for_image(stack, tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (50, 64, 64, 3), dtype=np.uint8)
+    y = rng.integers(0, 3, 50)
+    prefix = layout.splits_prefix("shard-test", "a" * 64, "0123456789abcdef")
+    manifest = write_split(x, y, prefix, "train", stack, tmp_path / "work", shard_bytes=200_000)
+    assert len(manifest.shards) == 4 and [s.images for s in manifest.shards] == [13, 13, 13, 11]
+    assert all(
+        stack.exists(s.key) and s.key.endswith(f"{s.sha256}.array_record") for s in manifest.shards
+    )
+    paths = local_copy(stack, prefix, "train", manifest, tmp_path / "cache", limit_bytes=1 << 30)
+    reader = ShardReader(paths, manifest)
+    picked = rng.permutation(50)[:17]
+    assert np.array_equal(reader.pixels(picked), x[picked])
+    assert np.array_equal(reader.all_pixels(), x)
+    assert np.allclose(reader[picked], x[picked] / 255.0)
+    # written once: the same content writes nothing new
+    again = write_split(x, y, prefix, "train", stack, tmp_path / "work", shard_bytes=200_000)
+    assert again == manifest
+    # a cache smaller than the split is refused, naming the setting
+    with pytest.raises(DataError, match="COMPARE_MODELS_SHARD_CACHE_GIB"):
+        local_copy(stack, prefix, "train", manifest, tmp_path / "small", limit_bytes=1000)
+
+
+def test_a_truncated_or_altered_shard_is_refused_by_name_and_rebuilt(stack, tmp_path):
+    root = _folder(tmp_path / "images")
+    policy = FolderPolicy(image_size=64)
+    ref, _ = prepare_folder(str(root), SplitSpec(), policy, stack, tmp_path / "cache")
+    assert ref.image_size == 64 and set(ref.shards) == {"train", "val", "test"} and not ref.files
+    x_before, y_before = load_split(ref, "train", stack, tmp_path / "cache")
+    assert x_before.shape[1:] == (64, 64, 3)
+    shard = ref.shards["train"].shards[0]
+
+    # altered, same size: a reader refuses it by name, reads nothing, and notes it
+    payload = bytearray(stack.get_bytes(shard.key))
+    payload[len(payload) // 2] ^= 0xFF
+    stack.put_bytes(bytes(payload), shard.key, overwrite=True)
+    with pytest.raises(DataError, match=shard.key) as refused:
+        open_split(ref, "train", stack, tmp_path / "fresh-cache")
+    assert "damaged" in str(refused.value) and "rebuilds it" in str(refused.value)
+    assert shard.key in stack.get_json(layout.damaged_key(ref.prefix))["keys"]
+
+    # the next data stage rebuilds it from the source images, and says so
+    rebuilt, _ = prepare_folder(str(root), SplitSpec(), policy, stack, tmp_path / "cache")
+    assert rebuilt.repaired == {shard.key: "found damaged by a reader"}
+    assert not stack.exists(layout.damaged_key(ref.prefix))
+    x_after, y_after = load_split(rebuilt, "train", stack, tmp_path / "fresh-cache")
+    assert np.array_equal(x_after, x_before) and np.array_equal(y_after, y_before)
+
+    # truncated: one listing tells, before anything is read
+    stack.put_bytes(stack.get_bytes(shard.key)[:100], shard.key, overwrite=True)
+    again, _ = prepare_folder(str(root), SplitSpec(), policy, stack, tmp_path / "cache")
+    assert "bytes, not" in again.repaired[shard.key]
+    assert stack.get_bytes(shard.key) == stack.get_bytes(shard.key)  # whole again
+    assert len(stack.get_bytes(shard.key)) == shard.bytes
+    reused, _ = prepare_folder(str(root), SplitSpec(), policy, stack, tmp_path / "cache")
+    assert reused.reused and not reused.repaired
+
+
+def test_a_split_prepared_before_shards_still_reads(stack, cache_dir, tmp_path):
+    """A prepared.json with one .npz per split, as the code before shards wrote it, is reused
+    as it is and read whole."""
+    spec = SplitSpec(protocol="sizes", train=40, val=20, test=20)
+    ref = prepare_dataset("synthetic:200", spec, stack, cache_dir)
+    arrays = {s: load_split(ref, s, stack, cache_dir) for s in ("train", "val", "test")}
+    old = ref.model_dump(mode="json", exclude={"shards", "repaired", "reused", "seconds"})
+    del old["image_size"]
+    old["files"] = {}
+    for split, (x, y) in arrays.items():
+        buffer = io.BytesIO()
+        np.savez(buffer, x=np.round(x * 255).astype(np.uint8), y=y)
+        key = layout.split_file_key(ref.prefix, split)
+        stack.put_bytes(buffer.getvalue(), key, overwrite=True)
+        import hashlib
+
+        sha = hashlib.sha256(buffer.getvalue()).hexdigest()
+        old["files"][split] = {"key": key, "sha256": sha, "bytes": len(buffer.getvalue())}
+    stack.put_json(old, layout.prepared_key(ref.prefix), overwrite=True)
+    reused = prepare_dataset("synthetic:200", spec, stack, tmp_path / "other")
+    assert reused.reused and not reused.shards and reused.image_size == 32
+    x, y = load_split(reused, "test", stack, tmp_path / "other")
+    assert np.allclose(x, arrays["test"][0]) and np.array_equal(y, arrays["test"][1])
+
+
+def test_batches_from_shards_are_the_in_memory_ones_and_a_resumed_epoch_sees_the_same(
+    stack, tmp_path
+):
+    """The order of an epoch is a function of (seed, epoch): a training resumed after epoch 1
+    sees the batches an uninterrupted one saw, from shards as from memory."""
+    from compare_models.training.batches import ShuffledBatches
+
+    spec = SplitSpec(protocol="sizes", train=90, val=20, test=20)
+    ref: DatasetRef = prepare_dataset("synthetic:200", spec, stack, tmp_path / "cache")
+    reader, y = open_split(ref, "train", stack, tmp_path / "cache")
+    x, _ = load_split(ref, "train", stack, tmp_path / "cache")
+    params = TrainParams(batch_size=16, seed=7)
+
+    def epochs(images, first_epoch, count):
+        batches = ShuffledBatches(
+            images, y, batch_size=params.batch_size, seed=params.seed, augment="flip",
+            first_epoch=first_epoch,
+        )  # fmt: skip
+        seen = []
+        for _ in range(count):
+            seen.append([batches[i] for i in range(len(batches))])
+            batches.on_epoch_end()
+        return seen
+
+    uninterrupted = epochs(reader, 0, 3)
+    resumed = epochs(reader, 1, 2)
+    in_memory = epochs(x, 0, 3)
+    for a, b in zip(uninterrupted[1:], resumed, strict=True):
+        assert all(
+            np.array_equal(xa, xb) and np.array_equal(ya, yb)
+            for (xa, ya), (xb, yb) in zip(a, b, strict=True)
+        )
+    for a, b in zip(uninterrupted, in_memory, strict=True):
+        assert all(
+            np.allclose(xa, xb) and np.array_equal(ya, yb)
+            for (xa, ya), (xb, yb) in zip(a, b, strict=True)
+        )
+
+
+@pytest.mark.parametrize(("in_memory_mib", "read"), [("0", "shards"), ("256", "memory")])
+def test_a_training_resumed_after_epoch_1_trains_as_an_uninterrupted_one(
+    stack, prefect_api, plugin_models, monkeypatch, in_memory_mib, read
+):
+    """Under JAX, streaming from shards (COMPARE_MODELS_IN_MEMORY_MIB=0) or in memory: a
+    training that fails after epoch 1 and resumes from its checkpoint sees the batches of an
+    uninterrupted one, in the same order, so its later epochs' losses are the uninterrupted
+    training's."""
+    import secrets
+
+    from compare_models.config import RunParams
+    from compare_models.training.drills import DRILLS_ENV, Drills
+    from flows.compare_models import compare_models
+
+    monkeypatch.setenv("KERAS_BACKEND", "jax")
+    monkeypatch.setenv("COMPARE_MODELS_IN_MEMORY_MIB", in_memory_mib)
+    base = {
+        "data": "synthetic:200",
+        "split": {"protocol": "sizes", "train": 100, "val": 40, "test": 40},
+        "models": ["tiny"],
+        "train": {"epochs": 3, "batch_size": 16, "threads": 1},
+        "execution": {"retries": 1, "retry_delay_seconds": 0},
+    }
+    histories = {}
+    for kind, drills in (("resumed", Drills(fail_after_epoch=1)), ("straight", Drills())):
+        run_id = f"{read}-{kind}-{secrets.token_hex(3)}"
+        monkeypatch.setenv(DRILLS_ENV, drills.model_dump_json())
+        params = RunParams.model_validate({**base, "run_id": run_id})
+        state = compare_models(params=params, return_state=True)
+        assert state.is_completed(), state.message
+        stored = stack.get_json(layout.history_key(run_id, "tiny"))
+        assert stored["result"]["device"]["input"] == dict.fromkeys(("train", "val", "test"), read)
+        histories[kind] = stored
+    assert histories["resumed"]["result"]["resumed_from_epoch"] == 1
+    assert histories["straight"]["result"]["resumed_from_epoch"] == 0
+    resumed, straight = histories["resumed"]["history"], histories["straight"]["history"]
+    assert len(resumed["loss"]) == len(straight["loss"]) == 3
+    assert np.allclose(resumed["loss"], straight["loss"], rtol=1e-5, atol=1e-6), (resumed, straight)
