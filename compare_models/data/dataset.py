@@ -540,10 +540,11 @@ def open_split(
     cache_dir: Path,
     *,
     cache_gib: float | None = None,
+    labels: np.ndarray | None = None,
 ) -> tuple[ShardReader | None, np.ndarray]:
     """A sharded split's images, read by index from its shards in the local cache (None where
-    the split is empty), and its labels. `cache_gib`: the local cache's limit (None: the
-    worker's `Settings.shard_cache_gib`)."""
+    the split is empty), and its labels (`labels`: read already). `cache_gib`: the local
+    cache's limit (None: the worker's `Settings.shard_cache_gib`)."""
     if split not in SPLITS:
         raise DataError(f"unknown split {shown(split)}; choose one of {', '.join(SPLITS)}")
     check_ref(ref)
@@ -552,7 +553,7 @@ def open_split(
     if cache_gib is None:
         cache_gib = Settings().shard_cache_gib
     manifest = ref.shards[split]
-    y = load_labels(store, ref.prefix, manifest)
+    y = load_labels(store, ref.prefix, manifest) if labels is None else labels
     if manifest.images == 0:
         return None, y
     paths = local_copy(
@@ -572,3 +573,37 @@ def prepared_splits(store: ArtifactStore, name: str, digest: str) -> list[Datase
         except DataError:
             continue
     return found
+
+
+def split_labels(ref: DatasetRef, split: str, store: ArtifactStore, cache_dir: Path) -> np.ndarray:
+    """A split's labels (for shards, without reading an image)."""
+    if not ref.shards:
+        return load_split(ref, split, store, cache_dir)[1]
+    check_ref(ref)
+    if split not in SPLITS:
+        raise DataError(f"unknown split {shown(split)}; choose one of {', '.join(SPLITS)}")
+    return load_labels(store, ref.prefix, ref.shards[split])
+
+
+def read_split(
+    ref: DatasetRef, split: str, store: ArtifactStore, cache_dir: Path, in_memory_mib: int
+) -> tuple[np.ndarray | ShardReader, np.ndarray]:
+    """A split to compute on: whole in memory (float32 in [0, 1]) when its pixels are at most
+    `in_memory_mib` (or it was prepared before shards), else a reader of its shards in the
+    local cache, scaled batch by batch (`ShardReader[indices]`)."""
+    manifest = ref.shards.get(split)
+    if manifest is None or manifest.pixel_bytes <= in_memory_mib << 20:
+        return load_split(ref, split, store, cache_dir)
+    reader, y = open_split(ref, split, store, cache_dir)
+    return (reader if reader is not None else np.zeros((0, *manifest.shape), np.float32)), y
+
+
+def split_images_uint8(
+    ref: DatasetRef, split: str, store: ArtifactStore, cache_dir: Path, labels: np.ndarray
+) -> np.ndarray:
+    """A split's images whole, as uint8 where it is stored as shards (a quarter of float32's
+    memory), else as the floats in [0, 1] `load_split` gives."""
+    if not ref.shards:
+        return load_split(ref, split, store, cache_dir)[0]
+    reader, _ = open_split(ref, split, store, cache_dir, labels=labels)
+    return reader.all_pixels() if reader is not None else _none(ref)

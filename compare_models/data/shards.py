@@ -245,8 +245,10 @@ def local_copy(
     limit_bytes: int,
 ) -> list[Path]:
     """The split's shards in the local cache, each checked against its SHA-256 (copied from
-    the bucket where missing or different). A damaged shard is refused by name and noted for
-    the next run's data stage; nothing is read from it."""
+    the bucket where missing or different: to a file of this process's own, checked, then
+    renamed into place, so trainings sharing a host never read each other's half-written
+    copy). A shard whose stored bytes do not match is refused by name and noted for the next
+    run's data stage; nothing is read from it."""
     if manifest.bytes > limit_bytes:
         raise DataError(
             f"the {split} split of {prefix} is {manifest.bytes / 2**30:.2f} GiB of shards, more "
@@ -255,26 +257,30 @@ def local_copy(
         )
     paths = [inside(cache_dir, s.key, what="shard cache path") for s in manifest.shards]
     with _cache_lock:
-        missing = [
+        stale = [
             (s, p)
             for s, p in zip(manifest.shards, paths, strict=True)
-            if not p.exists() or p.stat().st_size != s.bytes
+            if not p.exists() or p.stat().st_size != s.bytes or sha256_file(p) != s.sha256
         ]
         _make_room(
-            cache_dir / layout.DATASETS, sum(s.bytes for s, _ in missing), limit_bytes, set(paths)
+            cache_dir / layout.DATASETS, sum(s.bytes for s, _ in stale), limit_bytes, set(paths)
         )
-        for shard, path in missing:
-            store.download(shard.key, path)
-        for shard, path in zip(manifest.shards, paths, strict=True):
-            sha = sha256_file(path)
-            if sha != shard.sha256:
-                path.unlink(missing_ok=True)
-                _note_damaged(store, prefix, shard.key)
-                raise DataError(
-                    f"shard {store.uri(shard.key)} is damaged (SHA-256 {sha[:16]}..., its manifest "
-                    f"says {shard.sha256[:16]}...): it was not read, and the next run's data stage "
-                    "rebuilds it from the source images"
-                )
+        for shard, path in stale:
+            part = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.part")
+            try:
+                store.download(shard.key, part)
+                sha = sha256_file(part)
+                if sha != shard.sha256:
+                    _note_damaged(store, prefix, shard.key)
+                    raise DataError(
+                        f"shard {store.uri(shard.key)} is damaged (SHA-256 {sha[:16]}..., its "
+                        f"manifest says {shard.sha256[:16]}...): it was not read, and the next "
+                        "run's data stage rebuilds it from the source images"
+                    )
+                os.replace(part, path)
+            finally:
+                part.unlink(missing_ok=True)
+        for path in paths:
             os.utime(path)  # recently used
     return paths
 

@@ -81,6 +81,11 @@ def _read_and_decode(
     return sha, pixels, None
 
 
+#: The most pixel bytes of one pack of decoded images: a folder's new images are stored in
+#: packs of this size, so that no pack comes near `versions.MAX_PACK_BYTES` at any image size.
+PACK_BYTES = 256 << 20
+
+
 def _store_pack(store: ArtifactStore, shas: list[str], pixels: list[np.ndarray], size: int) -> str:
     """Stores the newly decoded images as one pack (under their size); returns its digest."""
     buffer = io.BytesIO()
@@ -228,9 +233,11 @@ def snapshot(
             class_name=where.class_name, folder_split=where.folder_split, skipped=why,
         )  # fmt: skip
     timings["read_and_decode"] = time.perf_counter() - t
-    if new_pixels:
-        digest = _store_pack(store, new_shas, new_pixels, size)
-        known_pixels.update(dict.fromkeys(new_shas, digest))
+    per_pack = max(1, PACK_BYTES // (size * size * 3))
+    for start in range(0, len(new_pixels), per_pack):
+        shas = new_shas[start : start + per_pack]
+        digest = _store_pack(store, shas, new_pixels[start : start + per_pack], size)
+        known_pixels.update(dict.fromkeys(shas, digest))
     rows = {
         k: r.model_copy(update={"pixels": known_pixels.get(r.sha256)}) if r.skipped is None else r
         for k, r in rows.items()

@@ -50,8 +50,8 @@ class Rescored(BaseModel):
 
 def rescore(request: RescoreRequest) -> Rescored:
     """Loads the model, predicts the test split, stores the probabilities (float32)."""
-    from compare_models.config import Settings
-    from compare_models.data.dataset import load_split
+    from compare_models.config import Settings, TrainingRuntime
+    from compare_models.data.dataset import read_split
     from compare_models.storage.store import ArtifactStore
     from compare_models.training.backend import configure_device, prepare_environment
 
@@ -65,7 +65,10 @@ def rescore(request: RescoreRequest) -> Rescored:
     from compare_models.models.networks import load_model
 
     store = ArtifactStore.from_settings(settings, outage_minutes=request.store_outage_minutes)
-    x_test, _ = load_split(request.dataset, "test", store, settings.cache_dir)
+    # whole in memory up to the worker's threshold, else from the shards, batch by batch
+    x_test, _ = read_split(
+        request.dataset, "test", store, settings.cache_dir, TrainingRuntime().in_memory_mib
+    )
     with tempfile.TemporaryDirectory(dir=settings.cache_dir) as tmp:
         local = store.download(request.model_key, Path(tmp) / "model.keras")
         model = load_model(local)

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from pydantic import ValidationError
 
-from compare_models.data.dataset import DatasetRef, load_split
+from compare_models.data.dataset import DatasetRef, split_images_uint8, split_labels
 from compare_models.data.errors import DataError
 from compare_models.evaluation.metrics import metrics_tables
 from compare_models.evaluation.records import Evaluation
@@ -81,7 +81,8 @@ class RunArtifacts:
         self.dataset = dataset
         self.cache_dir = cache_dir
         self._loading = threading.Lock()
-        self._test_split: tuple[np.ndarray, np.ndarray] | None = None
+        self._test_images: np.ndarray | None = None
+        self._test_labels: np.ndarray | None = None
         self._predictions: dict[str, np.ndarray] = {}
         self._metrics: dict[str, Evaluation] = {}
         self._completed: list[RunRecord] | None = None
@@ -105,14 +106,22 @@ class RunArtifacts:
     # ── loads, once per process ──────────────────────────────────────────────────────
 
     def test_split(self) -> tuple[np.ndarray, np.ndarray]:
-        """The stored test split: images in [0, 1] and labels."""
+        """The stored test split: its images (uint8 where it is stored as shards, else floats
+        in [0, 1]) and labels."""
+        labels = self.test_labels()
         with self._loading:
-            if self._test_split is None:
-                self._test_split = load_split(self.dataset, "test", self.store, self.cache_dir)
-            return self._test_split
+            if self._test_images is None:
+                self._test_images = split_images_uint8(
+                    self.dataset, "test", self.store, self.cache_dir, labels
+                )
+            return self._test_images, labels
 
     def test_labels(self) -> np.ndarray:
-        return self.test_split()[1]
+        """The test split's labels (for shards, without reading an image)."""
+        with self._loading:
+            if self._test_labels is None:
+                self._test_labels = split_labels(self.dataset, "test", self.store, self.cache_dir)
+            return self._test_labels
 
     def predictions(self, key: str) -> np.ndarray:
         """Stored test-set probabilities: this run's, a champion's, or a replayed run's."""

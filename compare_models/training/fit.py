@@ -38,8 +38,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from compare_models.config import TrainingRuntime
-from compare_models.data.dataset import DatasetRef, load_split, open_split
-from compare_models.data.shards import ShardReader
+from compare_models.data.dataset import read_split
 from compare_models.device import available_cpus
 from compare_models.models import registry
 from compare_models.models.networks import compile_model, learning_rate_schedule
@@ -124,6 +123,11 @@ def build_model(
     weights = local_weights(job.weights_key, store, cache_dir) if spec.takes_weights else None
     steps = params.epochs * math.ceil(n_train / params.batch_size)
     rate = learning_rate_schedule(params.learning_rate, params.lr_schedule, steps)
+    # Seeded here, after every download: boto3's downloads draw from Python's global random
+    # state (s3transfer names its temporary files by it), and Keras draws the seeds of the
+    # layers' initializers from the same state, so a training that found its data in the local
+    # cache and one that downloaded it would otherwise start from other weights.
+    keras.utils.set_random_seed(params.seed)
     model = spec.build(
         weights,
         num_classes=len(job.dataset.class_names),
@@ -137,23 +141,6 @@ def build_model(
         jit_compile=runtime.jit,
         steps_per_execution=runtime.steps_per_execution,
     )
-
-
-def training_split(
-    dataset: DatasetRef,
-    split: str,
-    store: ArtifactStore,
-    cache_dir: Path,
-    runtime: TrainingRuntime,
-) -> tuple[np.ndarray | ShardReader, np.ndarray]:
-    """A split as the training reads it: whole in memory (float32) when its pixels are at most
-    `runtime.in_memory_mib` (or it was prepared before shards), else a reader of its shards in
-    the local cache, scaled batch by batch."""
-    manifest = dataset.shards.get(split)
-    if manifest is None or manifest.pixel_bytes <= runtime.in_memory_mib << 20:
-        return load_split(dataset, split, store, cache_dir)
-    reader, y = open_split(dataset, split, store, cache_dir)
-    return (reader if reader is not None else np.zeros((0, *manifest.shape), np.float32)), y
 
 
 def fit(
@@ -276,9 +263,8 @@ def train(
         "input_workers": runtime.input_workers,
         "host": fingerprint.host(),
     }
-    keras.utils.set_random_seed(job.train.seed)
     data = {
-        split: training_split(job.dataset, split, store, cache_dir, runtime)
+        split: read_split(job.dataset, split, store, cache_dir, runtime.in_memory_mib)
         for split in ("train", "val", "test")
     }
     device["input"] = {

@@ -196,3 +196,18 @@ def test_a_training_resumed_after_epoch_1_trains_as_an_uninterrupted_one(
     resumed, straight = histories["resumed"]["history"], histories["straight"]["history"]
     assert len(resumed["loss"]) == len(straight["loss"]) == 3
     assert np.allclose(resumed["loss"], straight["loss"], rtol=1e-5, atol=1e-6), (resumed, straight)
+
+
+def test_a_folders_new_images_are_stored_in_packs_of_bounded_size(stack, tmp_path, monkeypatch):
+    from compare_models.data import snapshot as snapshots
+
+    monkeypatch.setattr(snapshots, "PACK_BYTES", 200_000)  # 16 images of 64x64 a pack
+    root = _folder(tmp_path / "images")
+    ref, snap = prepare_folder(
+        str(root), SplitSpec(), FolderPolicy(image_size=64), stack, tmp_path / "cache"
+    )
+    packs = {r.pixels for r in snap.version.used()}
+    assert len(packs) == 6 and snap.decoded == 90
+    assert all(stack.exists(layout.pixels_key(p, (64, 64))) for p in packs)
+    x, y = load_split(ref, "train", stack, tmp_path / "cache")
+    assert len(x) == len(y) == ref.sizes["train"] and x.shape[1:] == (64, 64, 3)
