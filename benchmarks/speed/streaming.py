@@ -18,6 +18,7 @@ value reads them whole into memory. It reports:
 * `write`: the seconds to write a split's shards to S3, per GiB.
 
     python -m benchmarks.speed.streaming [--sizes 10000,25000,50000] [--side 128] [--rounds 2]
+        [--cifar-rounds 2] [--skip cifar32,write,fits,memory]
 
 Needs the dev stack (`compare-models up`).
 """
@@ -155,7 +156,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", default="10000,25000,50000", help="images in each folder")
     ap.add_argument("--side", type=int, default=128)
-    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=2, help="alternations at the enlarged size")
+    ap.add_argument("--cifar-rounds", type=int, default=2, help="alternations at 32 x 32")
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--skip", default="", help="comma-separated parts to leave out")
     args = ap.parse_args()
@@ -177,7 +179,7 @@ def main() -> None:
     }
     if "cifar32" not in skip:
         seed = prepare_dataset(str(require_archive()), SplitSpec(protocol="seed"), store, cache)
-        result["cifar32"] = alternate(seed, args.rounds, "cifar32", args.threads, store)
+        result["cifar32"] = alternate(seed, args.cifar_rounds, "cifar32", args.threads, store)
     with tempfile.TemporaryDirectory(dir=cache) as tmp:
         train_dir = extract(require_archive(), Path(tmp) / "cifar")
         versions = {}
