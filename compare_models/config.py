@@ -65,6 +65,10 @@ SHARD_BYTES = 128 << 20
 IMAGE_SIZES = (32, 512)
 
 
+#: The side of a square image in pixels, as sizes are given: a multiple of 32 in `IMAGE_SIZES`.
+ImageSide = Annotated[int, Field(ge=IMAGE_SIZES[0], le=IMAGE_SIZES[1], multiple_of=32)]
+
+
 def image_shape(size: int) -> tuple[int, int, int]:
     """The shape of one RGB image of side `size`."""
     return (size, size, 3)
@@ -413,11 +417,8 @@ class FolderPolicy(BaseModel):
         le=10_000_000,
         description="A folder with more files is refused before any is read",
     )
-    image_size: Annotated[int, Shortcut("--image-size")] = Field(
+    image_size: Annotated[ImageSide, Shortcut("--image-size")] = Field(
         default=IMAGE_SIZE,
-        ge=IMAGE_SIZES[0],
-        le=IMAGE_SIZES[1],
-        multiple_of=32,
         description="The side, in pixels, every image of the folder is resized to (square, a "
         "multiple of 32 from 32 to 512): part of the dataset version, so each size is a version "
         "of its own (docs/guides/image-size.md)",
@@ -455,11 +456,8 @@ class TrainParams(BaseModel):
         le=1024,
         description="TF intra-op threads per training process; 0 = share of cores",
     )
-    input_size: Annotated[int | None, Shortcut("--input-size")] = Field(
+    input_size: Annotated[ImageSide | None, Shortcut("--input-size")] = Field(
         default=None,
-        ge=IMAGE_SIZES[0],
-        le=IMAGE_SIZES[1],
-        multiple_of=32,
         description="The side the model resizes its images to inside itself (keras Resizing, "
         "bilinear) before its first layer, e.g. {'resnet50': {'input_size': 128}} in "
         "train_per_model; unset: the dataset's image size, as the report trained",

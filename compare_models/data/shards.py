@@ -32,6 +32,7 @@ import math
 import os
 import tempfile
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -39,7 +40,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from compare_models.config import IMAGE_SIZES, SHARD_BYTES, image_shape
+from compare_models.config import SHARD_BYTES, ImageSide, image_shape
 from compare_models.data.errors import DataError, inside
 from compare_models.data.files import sha256_file
 from compare_models.storage import layout
@@ -47,6 +48,8 @@ from compare_models.storage import layout
 if TYPE_CHECKING:
     from compare_models.storage.store import ArtifactStore
 
+#: Shards downloaded at once into the local cache.
+DOWNLOADS = 4
 #: One record per chunk: an image is read without reading its neighbours.
 RECORD_OPTIONS = "group_size:1"
 SHA256 = r"^[0-9a-f]{64}$"
@@ -70,7 +73,7 @@ class SplitShards(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     images: int = Field(ge=0)
-    image_size: int = Field(ge=IMAGE_SIZES[0], le=IMAGE_SIZES[1])
+    image_size: ImageSide
     labels_key: str = Field(max_length=1024)
     labels_sha256: str = Field(pattern=SHA256)
     shards: list[ShardInfo] = Field(max_length=100_000)
@@ -265,24 +268,32 @@ def local_copy(
         _make_room(
             cache_dir / layout.DATASETS, sum(s.bytes for s, _ in stale), limit_bytes, set(paths)
         )
-        for shard, path in stale:
-            part = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.part")
-            try:
-                store.download(shard.key, part)
-                sha = sha256_file(part)
-                if sha != shard.sha256:
-                    _note_damaged(store, prefix, shard.key)
-                    raise DataError(
-                        f"shard {store.uri(shard.key)} is damaged (SHA-256 {sha[:16]}..., its "
-                        f"manifest says {shard.sha256[:16]}...): it was not read, and the next "
-                        "run's data stage rebuilds it from the source images"
-                    )
-                os.replace(part, path)
-            finally:
-                part.unlink(missing_ok=True)
+        with ThreadPoolExecutor(max_workers=DOWNLOADS) as pool:
+            list(
+                pool.map(lambda item: _fetch(store, prefix, *item), stale)
+            )  # raises the first failure
         for path in paths:
             os.utime(path)  # recently used
     return paths
+
+
+def _fetch(store: ArtifactStore, prefix: str, shard: ShardInfo, path: Path) -> Path:
+    """One shard into the cache: downloaded to a file of this thread's own, checked, renamed."""
+    part = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.part")
+    try:
+        store.download(shard.key, part)
+        sha = sha256_file(part)
+        if sha != shard.sha256:
+            _note_damaged(store, prefix, shard.key)
+            raise DataError(
+                f"shard {store.uri(shard.key)} is damaged (SHA-256 {sha[:16]}..., its manifest "
+                f"says {shard.sha256[:16]}...): it was not read, and the next run's data stage "
+                "rebuilds it from the source images"
+            )
+        os.replace(part, path)
+    finally:
+        part.unlink(missing_ok=True)
+    return path
 
 
 def load_labels(store: ArtifactStore, prefix: str, manifest: SplitShards) -> np.ndarray:

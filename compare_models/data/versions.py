@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from compare_models.config import IMAGE_SIZE, IMAGE_SIZES, SplitSpec, image_shape
+from compare_models.config import IMAGE_SIZE, ImageSide, SplitSpec, image_shape
 from compare_models.data.errors import DataError, short
 from compare_models.data.folders import (
     CLASS_NAME,
@@ -114,10 +114,8 @@ class VersionSummary(BaseModel):
     )
     split: SplitSpec
     resize: str
-    image_size: int = Field(
+    image_size: ImageSide = Field(
         default=IMAGE_SIZE,
-        ge=IMAGE_SIZES[0],
-        le=IMAGE_SIZES[1],
         description="The side every image was resized to (versions before image sizes: 32)",
     )
 
