@@ -36,11 +36,15 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 from benchmarks.common import ROOT, emit, require_archive
 from compare_models.config import FolderPolicy, Settings, SplitSpec, TrainParams
-from compare_models.data.dataset import DatasetRef, load_split, prepare_dataset, prepare_folder
+from compare_models.data.dataset import (
+    DatasetRef,
+    prepare_dataset,
+    prepare_folder,
+    split_images_uint8,
+    split_labels,
+)
 from compare_models.data.shards import write_split
 from compare_models.storage import layout
 from compare_models.storage.store import ArtifactStore
@@ -135,9 +139,8 @@ def alternate(dataset: DatasetRef, rounds: int, tag: str, threads: int, store) -
 
 def write_rate(dataset: DatasetRef, store, cache: Path) -> dict:
     """Seconds per GiB to write the training split's shards anew (to a scratch prefix)."""
-    x, y = load_split(dataset, "train", store, cache)
-    pixels = np.round(x * 255).astype(np.uint8)
-    del x
+    y = split_labels(dataset, "train", store, cache)
+    pixels = split_images_uint8(dataset, "train", store, cache, y)
     prefix = layout.splits_prefix("bench-shards", "0" * 64, f"{os.getpid():016x}"[-16:])
     started = time.perf_counter()
     manifest = write_split(pixels, y, prefix, "train", store, cache / "bench-work")

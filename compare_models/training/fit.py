@@ -83,7 +83,17 @@ def default_threads(share: float | None = None) -> int:
 
 
 def peak_rss_mb() -> float:
-    """Peak resident memory of this process (ru_maxrss is KiB on Linux, bytes on macOS)."""
+    """Peak resident memory of this process's own program, MiB: Linux's VmHWM. Not
+    ru_maxrss, which Linux carries over from the parent at fork and keeps across exec, so a
+    training started by a process that once held 21 GB reported 21 GB
+    (benchmarks/speed/streaming.py). Elsewhere ru_maxrss (KiB on Linux, bytes on macOS)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        pass
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024
 
