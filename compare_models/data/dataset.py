@@ -141,14 +141,13 @@ def normalisation_stats(x_train: np.ndarray, chunk: int = 1024) -> dict:
     """The normalisation applied (scale to [0, 1]) and the resulting train statistics, summed
     `chunk` images at a time (a float64 copy of a whole split is 8 bytes a pixel: 14 GB for
     35,000 images of 128x128)."""
-    total, squares, count = np.zeros(3), np.zeros(3), 0
+    from sklearn.preprocessing import StandardScaler  # slow to import; only this needs it
+
+    moments = StandardScaler()
     for start in range(0, len(x_train), chunk):
-        part = x_train[start : start + chunk].reshape(-1, 3).astype(np.float64) / 255.0
-        total += part.sum(axis=0)
-        squares += np.square(part).sum(axis=0)
-        count += len(part)
-    mean = total / max(count, 1)
-    std = np.sqrt(np.maximum(squares / max(count, 1) - np.square(mean), 0.0))
+        moments.partial_fit(x_train[start : start + chunk].reshape(-1, 3).astype(np.float64) / 255)
+    fitted = hasattr(moments, "mean_")  # not on an empty split
+    mean, std = (moments.mean_, np.sqrt(moments.var_)) if fitted else (np.zeros(3), np.zeros(3))
     return {
         "method": "scale",
         "scale": 1 / 255,
