@@ -199,12 +199,32 @@ class Settings(BaseSettings):
         gt=0,
         le=1 << 20,
     )
+    mlflow_tracking_uri: str | None = _env(
+        "MLFLOW_TRACKING_URI",
+        None,
+        "The MLflow tracking server runs and champions are logged to (http:// or https://); "
+        "unset or empty: MLflow is off. Its credentials, if any, go in MLflow's own "
+        "MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD / MLFLOW_TRACKING_TOKEN",
+    )
+    mlflow_timeout_s: float = _env(
+        "COMPARE_MODELS_MLFLOW_TIMEOUT_S",
+        10.0,
+        "How long one MLflow request may take before MLflow counts as down for the rest of the "
+        "process (seconds); a run never waits longer than about twice this on MLflow",
+        gt=0,
+        le=300,
+    )
     imagenet_weights_url: str = _env(
         "COMPARE_MODELS_IMAGENET_WEIGHTS_URL",
         "https://storage.googleapis.com/tensorflow/keras-applications/resnet/"
         "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
         "Where Keras' ResNet50 ImageNet weights are downloaded from (a mirror may be set)",
     )
+
+    @field_validator("mlflow_tracking_uri")
+    @classmethod
+    def _empty_is_off(cls, value: str | None) -> str | None:
+        return value.strip() or None if value is not None else None
 
     @field_validator("bucket")
     @classmethod

@@ -6,7 +6,7 @@ it; tasks pass records and S3 keys, never arrays or Keras models.
     preflight → prepare-data → train (every model, every replica of it, at once, each in its
     own process) → keep one replica per model (by validation accuracy) → evaluate (every
     replica) → compare (paired statistics, fingerprint, replay) → gate (vs the champions)
-    → report → manifest (last) → alert (an event per regression)
+    → hand over the champions → MLflow (when on) → report → manifest (last) → alert (an event per regression)
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from tasks.data import describe_data, preflight, prepare_data, skip_unchanged
 from tasks.evaluation import evaluate_all
 from tasks.gate import alert, gate, hand_over_champions
 from tasks.reporting import manifest, report
+from tasks.tracking import open_tracking, track
 from tasks.training import train_all
 
 
@@ -59,6 +60,7 @@ def compare_models(params: RunParams = RunParams()) -> dict[str, Any]:
     skipped = skip_unchanged(params, run_id, run.dataset)
     if skipped is not None:
         return skipped.model_dump(mode="json")
+    open_tracking(run)
     jobs = plan_jobs(params, run_id, run.dataset, weights_key, started_at=started_at)
     kept, replicas = select_replicas(train_all(jobs, params.execution), params.models)
     run = run.model_copy(update={"models": kept, "replicas": replicas})
@@ -78,6 +80,7 @@ def compare_models(params: RunParams = RunParams()) -> dict[str, Any]:
     run = run.model_copy(update={"data_changes": describe_data(run)})
     run = run.model_copy(update={"gate": gate(run)})
     run = run.model_copy(update={"gate": hand_over_champions(run)})
+    run = run.model_copy(update={"mlflow": track(run)})
     run = run.model_copy(update={"report": report(run)})
     run, manifest_uri = manifest(run)
     alert(run, manifest_uri)

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from compare_models.cli.common import fail as _fail
 from compare_models.cli.common import open_store as _open_store
 from compare_models.cli.console import print_line, print_table
+from compare_models.config import Settings
 
 if TYPE_CHECKING:
     from compare_models.gate.champion_record import ChampionEntry, ChampionRecord
@@ -39,9 +40,10 @@ def cmd_champion(args: argparse.Namespace) -> int:
             + (f" on track {args.track}" if args.track else "")
         )
         return 0
-    print_table(
-        [_champion_row(t, r, r.current) for t, r in records if r.current], title="Champions"
-    )
+    rows = [_champion_row(t, r, r.current) for t, r in records if r.current]
+    if Settings().mlflow_tracking_uri is None:  # MLflow off: no column for it
+        rows = [{k: v for k, v in row.items() if k != "mlflow"} for row in rows]
+    print_table(rows, title="Champions")
     earlier = [
         {**_champion_row(t, r, old), "replaced": old.replaced_at, "replaced by": old.replaced_by}
         for t, r in records
@@ -67,6 +69,9 @@ def _champion_row(track: str, record: ChampionRecord, entry: ChampionEntry) -> d
         "promoted": entry.promoted_at,
         "by": entry.by,
         "served": f"v{entry.export.version}" if entry.export else "-",
+        "mlflow": f"v{entry.export.mlflow_version}"
+        if entry.export and entry.export.mlflow_version
+        else "-",
         "reason": entry.reason,
     }
 
@@ -112,9 +117,28 @@ def _hand_over(store, champion, track: str, how: str, record=None) -> int:
             f"{store.uri(handed.result.prefix)}"
         )
     print_line(f"{CHAMPION_PROMOTED.name} emitted")
+    _follow_in_mlflow(store, track, entry.model)
     if handed.error:
         return _fail(f"the champion changed, but its export was not published: {handed.error}")
     return 0
+
+
+def _follow_in_mlflow(store, track: str, model: str) -> None:
+    """When MLflow is on: the registry follows the champion (the version, `champion` and
+    `previous`); what failed is said, and `compare-models mlflow sync` repairs it."""
+    from compare_models.tracking import names
+    from compare_models.tracking.registry import follow
+    from compare_models.tracking.sink import Sink
+
+    sink = Sink.open()
+    if sink is None:
+        return
+    version = follow(sink, store, track, model)
+    name = names.registered_name(track, model)
+    if version is not None:
+        print_line(f"MLflow: {name} version {version} is `{names.CHAMPION}`")
+    for problem in sink.problems:
+        print_line(f"MLflow: not done: {problem} (`compare-models mlflow sync` repairs it)")
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:

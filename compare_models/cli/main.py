@@ -27,7 +27,7 @@ import argparse
 import os
 import sys
 
-from compare_models.cli import champions, datasets, predictions, runs, services, show
+from compare_models.cli import champions, datasets, mlflow, predictions, runs, services, show
 
 #: The command's exit codes (`compare-models --help` and the CLI reference list them).
 EXIT_CODES: dict[int, str] = {
@@ -60,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
         champions.add_promote,
         champions.add_rollback,
         champions.add_export,
+        mlflow.add_mlflow,
         predictions.add_predict,
         show.add_history,
         show.add_runs,

@@ -17,7 +17,9 @@ def cmd_up(args: argparse.Namespace) -> int:
     from compare_models.local.services import status, up
 
     try:
-        for name, state in up(workers=args.workers, database=args.database, auth=args.auth).items():
+        for name, state in up(
+            workers=args.workers, database=args.database, auth=args.auth, mlflow=args.mlflow
+        ).items():
             print_line(f"{name}: {state}")
     except ServiceError as exc:
         return _fail(str(exc))
@@ -71,6 +73,13 @@ def add_up(sub: argparse._SubParsersAction) -> None:
         help="turn on the Prefect API's authentication: a random user:password written once to the "
         "env file (PREFECT_API_AUTH_STRING), required by the server, sent by the CLI and workers; "
         "remembered for later `up`s",
+    )
+    upp.add_argument(
+        "--mlflow",
+        action="store_true",
+        help="also start an MLflow tracking server on 127.0.0.1:5000 (its store in the chosen "
+        "database, its artifacts in the bucket) and log runs to it (MLFLOW_TRACKING_URI in the "
+        "env file)",
     )
     upp.set_defaults(func=cmd_up)
 

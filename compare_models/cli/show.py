@@ -135,6 +135,14 @@ def cmd_show(args: argparse.Namespace) -> int:
     fields["report"] = record.report.index
     link = store.presign(record.report.files["index.html"], 3600)
     fields["report link"] = f"{link}  (expires in 1 h)"
+    try:
+        from compare_models.tracking.sync import latest
+
+        tracked = latest(store, record)
+    except StoreError as exc:
+        tracked, fields["mlflow"] = None, str(exc)
+    if tracked is not None:
+        fields["mlflow"] = tracked.describe()
     print_fields(fields, title="Run")
     print_metrics(record)
     if record.replay:

@@ -72,6 +72,13 @@ class ChampionExport(_Part):
         description="per file of the export (model.onnx, saved_model.pb, ...)"
     )
     exported_at: str
+    mlflow_version: int | None = Field(
+        default=None,
+        ge=1,
+        exclude_if=lambda value: value is None,
+        description="the same model's version in the MLflow registry (`<track>-<model>`), when "
+        "MLflow is on: the export's version is the counter, this one is recorded beside it",
+    )
 
 
 class ChampionEntry(_Part):

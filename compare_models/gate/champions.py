@@ -18,6 +18,7 @@ is left to a person (`compare-models promote`).
 from __future__ import annotations
 
 import getpass
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -55,6 +56,8 @@ from compare_models.storage.store import ArtifactStore
 
 #: Attempts at the conditional write before giving up (each loss re-reads and re-judges).
 MAX_ATTEMPTS = 5
+
+log = logging.getLogger(__name__)
 
 
 class ChampionError(StoreError):
@@ -462,6 +465,34 @@ def rollback(
         if promote_if_unchanged(store, track, current, etag, entry):
             return promote(current, entry)
     raise ChampionError(f"the {model} champion record of track {track!r} kept changing; try again")
+
+
+def update_current(
+    store: ArtifactStore,
+    track: str,
+    model: str,
+    run_id: str,
+    change: Callable[[ChampionEntry], ChampionEntry | None],
+) -> ChampionRecord | None:
+    """Writes `change(current)` as the champion of `track`'s `model` while its run is still
+    `run_id` (a conditional write: a champion changed meanwhile is never overwritten). None when
+    it no longer is, or the record kept changing; the record unchanged when `change` returns None."""
+    key = layout.champion_key(track, model)
+    for _ in range(MAX_ATTEMPTS):
+        record, etag = read(store, track, model)
+        if record is None or record.current is None or record.current.run_id != run_id:
+            return None
+        changed = change(record.current)
+        if changed is None:
+            return record
+        updated = record.model_copy(update={"current": changed})
+        try:
+            store.put_json_if(updated.model_dump(mode="json"), key, etag=etag)
+        except PreconditionFailed:
+            continue
+        return updated
+    log.warning("the champion record %s kept changing: not updated", key)
+    return None
 
 
 def champions(store: ArtifactStore, track: str | None = None) -> list[tuple[str, ChampionRecord]]:

@@ -15,7 +15,7 @@ from compare_models.config import ExportPolicy
 from compare_models.evaluation.records import Evaluation
 from compare_models.events import CHAMPION_PROMOTED, ChampionPromoted
 from compare_models.gate.champion_record import ChampionEntry, ChampionExport, ChampionRecord
-from compare_models.gate.champions import read
+from compare_models.gate.champions import read, update_current
 from compare_models.runs.decision import GateDecision
 from compare_models.runs.record import RunRecord
 from compare_models.serving.card import card_data, card_markdown
@@ -23,13 +23,9 @@ from compare_models.serving.export import export_in_own_process
 from compare_models.serving.publish import republish, served_version, stored_export
 from compare_models.serving.records import ExportFailed, ExportRequest, ExportResult
 from compare_models.storage import layout
-from compare_models.storage.errors import PreconditionFailed
 from compare_models.storage.store import ArtifactStore
 
 log = logging.getLogger(__name__)
-
-#: Tries to note the export in a champion record that other writers change meanwhile.
-MAX_NOTES = 5
 
 
 def export_request(
@@ -67,27 +63,19 @@ def note_export(store: ArtifactStore, result: ExportResult) -> ChampionRecord | 
     longer is, or there is no record)."""
     if result.track is None or result.version is None:
         return None
-    key = layout.champion_key(result.track, result.model)
-    for _ in range(MAX_NOTES):
-        record, etag = read(store, result.track, result.model)
-        if record is None or record.current is None or record.current.run_id != result.run_id:
-            return None
-        exported = ChampionExport(
-            version=result.version,
-            prefix=store.uri(result.prefix),
-            uris=result.uris,
-            exported_at=result.exported_at,
-        )
-        updated = record.model_copy(
-            update={"current": record.current.model_copy(update={"export": exported})}
-        )
-        try:
-            store.put_json_if(updated.model_dump(mode="json"), key, etag=etag)
-        except PreconditionFailed:
-            continue
-        return updated
-    log.warning("the champion record %s kept changing: export %s not noted", key, result.version)
-    return None
+    exported = ChampionExport(
+        version=result.version,
+        prefix=store.uri(result.prefix),
+        uris=result.uris,
+        exported_at=result.exported_at,
+    )
+    return update_current(
+        store,
+        result.track,
+        result.model,
+        result.run_id,
+        lambda current: current.model_copy(update={"export": exported}),
+    )
 
 
 def publish_champion(

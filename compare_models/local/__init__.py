@@ -46,6 +46,8 @@ and tasks/ and the library, imports none of them):
   until healthy, stop (signal, wait, kill);
 - `ports`: where the stack listens (S3, Prefect, PostgreSQL, SeaweedFS' internal ports), its URLs;
 - `postgres`: the Prefect server's database choice, PostgreSQL in a user namespace, `psql`;
+- `mlflow`: the MLflow tracking server of `up --mlflow` (its store in the chosen database, its
+  artifacts in the bucket);
 - `tls`: the local certificate authority and the node certificate of SeaweedFS' internal ports;
 - `envfile`: the stack's env file (endpoints and credentials), written mode 600;
 - `private_files`: folders and files only this user can read.

@@ -8,7 +8,7 @@ import secrets
 from pathlib import Path
 
 from compare_models.config import project_root
-from compare_models.local.ports import local_prefect_api, local_s3_url
+from compare_models.local.ports import local_mlflow_url, local_prefect_api, local_s3_url
 from compare_models.local.private_files import write_private
 
 POSTGRES_PASSWORD_VARIABLE = "COMPARE_MODELS_POSTGRES_PASSWORD"
@@ -29,14 +29,19 @@ AUTH_VARIABLE = "PREFECT_API_AUTH_STRING"
 
 
 def ensure_env_file(
-    env_file: Path | None = None, *, postgres: bool = False, auth: bool = False
+    env_file: Path | None = None,
+    *,
+    postgres: bool = False,
+    auth: bool = False,
+    mlflow: bool = False,
 ) -> list[str]:
     """Write the local defaults that are missing from both the environment and .env.
 
     Fills in the local S3 endpoint, the local Prefect API and, once, fresh random S3
     credentials (the file is git-ignored and mode 600; the values are never printed);
     with `postgres`, also a fresh random password for the local PostgreSQL; with `auth`, a
-    fresh random `user:password` for the Prefect API (PREFECT_API_AUTH_STRING).
+    fresh random `user:password` for the Prefect API (PREFECT_API_AUTH_STRING); with `mlflow`,
+    the local MLflow server as MLFLOW_TRACKING_URI (runs log to it from then on).
     Returns the names it added.
     """
     env_file = env_file or env_file_path()
@@ -52,6 +57,7 @@ def ensure_env_file(
         "AWS_SECRET_ACCESS_KEY": secrets.token_urlsafe(30),
         **({POSTGRES_PASSWORD_VARIABLE: secrets.token_urlsafe(30)} if postgres else {}),
         **({AUTH_VARIABLE: f"compare-models:{secrets.token_urlsafe(30)}"} if auth else {}),
+        **({"MLFLOW_TRACKING_URI": local_mlflow_url()} if mlflow else {}),
     }
     if os.environ.get("AWS_ENDPOINT_URL"):
         wanted.pop("AWS_ENDPOINT_URL_S3")

@@ -12,6 +12,7 @@ import os
 DEFAULT_S3_PORT = 8333
 DEFAULT_PREFECT_PORT = 4200
 DEFAULT_POSTGRES_PORT = 5433
+DEFAULT_MLFLOW_PORT = 5000
 
 #: SeaweedFS' HTTP ports besides S3 (gRPC ports are these + 10000): moved by the S3 port's offset.
 _WEED_PORTS = {
@@ -45,6 +46,15 @@ def prefect_port() -> int:
 def postgres_port() -> int:
     """The local PostgreSQL's port: COMPARE_MODELS_POSTGRES_PORT, default 5433."""
     return _port("COMPARE_MODELS_POSTGRES_PORT", DEFAULT_POSTGRES_PORT)
+
+
+def mlflow_port() -> int:
+    """The local MLflow tracking server's port (`up --mlflow`): COMPARE_MODELS_MLFLOW_PORT, default 5000."""
+    return _port("COMPARE_MODELS_MLFLOW_PORT", DEFAULT_MLFLOW_PORT)
+
+
+def local_mlflow_url() -> str:
+    return f"http://127.0.0.1:{mlflow_port()}"
 
 
 def local_s3_url() -> str:

@@ -227,17 +227,28 @@ def psql(
     return done.stdout.strip()
 
 
-def ensure_postgres_database(settings: Settings) -> None:
-    if psql(f"SELECT 1 FROM pg_database WHERE datname = '{POSTGRES_DB}'", db="postgres") != "1":
-        psql(f"CREATE DATABASE {POSTGRES_DB}", db="postgres")
+#: The local MLflow server's database beside Prefect's (`up --mlflow --database postgres`).
+MLFLOW_DB = "mlflow"
+
+
+def ensure_postgres_database(settings: Settings, name: str = POSTGRES_DB) -> None:
+    """Creates the database `name` (one of ours: Prefect's or MLflow's) if it is missing."""
+    if name not in (POSTGRES_DB, MLFLOW_DB):
+        raise ValueError(f"{name!r} is not a database of the local stack")
+    if psql(f"SELECT 1 FROM pg_database WHERE datname = '{name}'", db="postgres") != "1":
+        psql(f"CREATE DATABASE {name}", db="postgres")
+
+
+def database_url(driver: str = "asyncpg", name: str = POSTGRES_DB) -> str:
+    """A connection URL (with its password) of the local PostgreSQL: Prefect's (asyncpg) or
+    MLflow's (psycopg2, database `mlflow`)."""
+    password = quote(postgres_password(), safe="")
+    return f"postgresql+{driver}://{POSTGRES_USER}:{password}@127.0.0.1:{postgres_port()}/{name}"
 
 
 def prefect_database_url() -> str:
     """The Prefect server's connection URL of the local PostgreSQL (with its password)."""
-    password = quote(postgres_password(), safe="")
-    return (
-        f"postgresql+asyncpg://{POSTGRES_USER}:{password}@127.0.0.1:{postgres_port()}/{POSTGRES_DB}"
-    )
+    return database_url()
 
 
 #: With `up --database postgres`, between S3 and the Prefect server. SIGINT to the postmaster alone is

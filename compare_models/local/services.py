@@ -16,6 +16,7 @@ import httpx
 
 from compare_models.config import Settings
 from compare_models.local.envfile import ensure_env_file
+from compare_models.local.mlflow import MLFLOW
 from compare_models.local.ports import (
     DEFAULT_S3_PORT,
     SEAWEED_S3_ONLY,
@@ -27,6 +28,7 @@ from compare_models.local.ports import (
 )
 from compare_models.local.postgres import (
     DATABASES,
+    MLFLOW_DB,
     POSTGRES,
     current_database,
     ensure_postgres_database,
@@ -258,11 +260,12 @@ def active_services(settings: Settings | None = None) -> tuple[Service, ...]:
 
 
 def _known_services(settings: Settings) -> tuple[Service, ...]:
-    """The active services, and PostgreSQL while it still runs after a switch to SQLite."""
+    """The active services, PostgreSQL while it still runs after a switch to SQLite, and the
+    MLflow server while it runs (`up --mlflow`), in start order."""
     active = active_services(settings)
     if POSTGRES not in active and running_pid(settings, POSTGRES):
-        return (SERVICES[0], POSTGRES, SERVICES[1])
-    return active
+        active = (SERVICES[0], POSTGRES, SERVICES[1])
+    return (*active, MLFLOW) if running_pid(settings, MLFLOW) else active
 
 
 #: `compare-models up --workers`: a CPU worker for the parent flow and a "GPU" worker for
@@ -276,9 +279,11 @@ def up(
     workers: bool = False,
     database: str | None = None,
     auth: bool = False,
+    mlflow: bool = False,
 ) -> dict[str, str]:
     """Start SeaweedFS and the Prefect server (idempotent), create the bucket, and, with
-    `workers`, the local CPU and GPU work-pool workers.
+    `workers`, the local CPU and GPU work-pool workers; with `mlflow`, the MLflow tracking
+    server (`compare_models.local.mlflow`), and MLFLOW_TRACKING_URI in the env file.
 
     `database` ("sqlite" or "postgres"; default COMPARE_MODELS_DATABASE, else the remembered
     choice, else SQLite) is the Prefect server's database. A choice other than the remembered
@@ -288,7 +293,7 @@ def up(
     chosen = (database or os.environ.get("COMPARE_MODELS_DATABASE") or previous).strip().lower()
     if chosen not in DATABASES:
         raise ServiceError(f"unknown database {chosen!r}: choose one of {', '.join(DATABASES)}")
-    ensure_env_file(postgres=chosen == "postgres", auth=auth)
+    ensure_env_file(postgres=chosen == "postgres", auth=auth, mlflow=mlflow)
     settings = Settings() if auth or settings is None else settings
     private_dir(settings.home)  # object data, the IAM store, keys and sockets: this user only
     used_before = (settings.home / "database").exists() or (
@@ -299,7 +304,14 @@ def up(
     if chosen != previous:
         # the running Prefect server (and its workers) serve the other database
         restart_workers = tuple(w for w in WORKERS if running_pid(settings, w))
-        stopping = (*reversed(WORKERS), SERVICES[1], *((POSTGRES,) if chosen == "sqlite" else ()))
+        # MLflow's backend store is in the database chosen too
+        mlflow = mlflow or bool(running_pid(settings, MLFLOW))
+        stopping = (
+            *reversed(WORKERS),
+            MLFLOW,
+            SERVICES[1],
+            *((POSTGRES,) if chosen == "sqlite" else ()),
+        )
         running = tuple(s for s in stopping if running_pid(settings, s))
         stopped = down(settings, only=running) if running else {}
         if "postgres" in stopped:
@@ -326,6 +338,10 @@ def up(
         if service is POSTGRES:
             ensure_postgres_database(settings)
     _ensure_local_bucket(settings)
+    if mlflow:
+        if current_database(settings) == "postgres":
+            ensure_postgres_database(settings, MLFLOW_DB)
+        result[MLFLOW.name] = start(settings, MLFLOW)
     if workers or restart_workers:
         result |= {
             service.name: start(settings, service)
@@ -369,5 +385,5 @@ def status(settings: Settings | None = None) -> list[dict[str, str]]:
             "pid": str(running_pid(settings, s) or "-"),
             "log": str(settings.home / "logs" / f"{s.name}.log"),
         }
-        for s in (*_known_services(settings), *WORKERS)
+        for s in (*dict.fromkeys((*_known_services(settings), MLFLOW)), *WORKERS)
     ]

@@ -51,6 +51,7 @@ def run_info(record: RunRecord) -> dict[str, Any]:
         else "-",
         "stopped_by_budget": "; ".join(f"{m}: {note}" for m, note in record.budget.stopped.items())
         or "-",
+        "mlflow": record.mlflow.describe() if record.mlflow else "off",
     }
 
 

@@ -135,11 +135,12 @@ def run_fingerprint(
     )
 
 
-def _flatten(value: Any, path: str = "") -> dict[str, Any]:
+def flatten(value: Any, path: str = "") -> dict[str, Any]:
+    """Nested dicts as one level of dotted keys (`train.epochs`)."""
     if isinstance(value, dict):
         flat: dict[str, Any] = {}
         for key, item in value.items():
-            flat.update(_flatten(item, f"{path}.{key}" if path else str(key)))
+            flat.update(flatten(item, f"{path}.{key}" if path else str(key)))
         return flat
     return {path: value}
 
@@ -150,7 +151,7 @@ VOLATILE = ("params.run_id", "params.replay_of")
 
 def differences(original: dict[str, Any], replay: dict[str, Any]) -> list[dict[str, Any]]:
     """Every fingerprint entry that differs, as {"entry", "original", "replay"} (sorted by entry)."""
-    a, b = _flatten(original), _flatten(replay)
+    a, b = flatten(original), flatten(replay)
     return [
         {"entry": key, "original": a.get(key), "replay": b.get(key)}
         for key in sorted(set(a) | set(b))

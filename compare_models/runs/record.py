@@ -18,6 +18,8 @@ returns.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Literal
@@ -35,6 +37,7 @@ from compare_models.statistics.records import (
 )
 from compare_models.storage import layout
 from compare_models.storage.schema import stored_version
+from compare_models.tracking.records import Tracked
 from compare_models.training.jobs import TrainingResult
 
 #: The record's shape; bump it when a field changes meaning or a required field is added.
@@ -82,6 +85,20 @@ class Fingerprint(_Part):
     data: dict[str, Any]
     seeds: dict[str, int | None]
     params: dict[str, Any]
+
+    @property
+    def sha256(self) -> str:
+        """The SHA-256 of the fingerprint as sorted JSON: one value that names it (model cards,
+        MLflow's tags)."""
+        return hashlib.sha256(
+            json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
+        ).hexdigest()
+
+    @property
+    def commit(self) -> str | None:
+        """The code's commit where the run was orchestrated (None: not known)."""
+        git = self.orchestrator.get("git") or {}
+        return git.get("commit") if isinstance(git, dict) else None
 
 
 class ComparisonStep(_Part):
@@ -168,6 +185,11 @@ class RunRecord(_Part):
     gate: dict[str, GateDecision] = Field(default_factory=dict)
     data_changes: DataChanges | None = None
     report: ReportFiles | None = None
+    mlflow: Tracked | None = Field(
+        default=None,
+        exclude_if=lambda value: value is None,
+        description="what the run logged to MLflow, and what not (None: MLflow was off)",
+    )
     status: Literal["in-progress", "complete"] = "in-progress"
     completed_at: datetime | None = None
     objects: list[StoredObject] = Field(default_factory=list)

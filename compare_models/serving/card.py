@@ -6,8 +6,6 @@ expects. Credentials never reach it: it is built from the record's fields, not i
 
 from __future__ import annotations
 
-import hashlib
-import json
 from typing import Any
 
 from jinja2 import Environment, StrictUndefined
@@ -104,13 +102,7 @@ def card_data(
             "band_points": None if decision.band is None else 100 * decision.band.points,
             "band_source": None if decision.band is None else decision.band.source,
         }
-    fingerprint = (
-        hashlib.sha256(
-            json.dumps(record.fingerprint.model_dump(mode="json"), sort_keys=True).encode()
-        ).hexdigest()
-        if record.fingerprint
-        else None
-    )
+    fingerprint = record.fingerprint.sha256 if record.fingerprint else None
 
     def interval(name: str) -> str | None:
         found = getattr(intervals, name, None) if intervals else None

@@ -90,6 +90,11 @@ def run_id_of(prefix: str) -> str:
     return prefix.removeprefix(RUNS).rstrip("/")
 
 
+def mlflow_sync_key(run_id: str) -> str:
+    """What `compare-models mlflow sync` last logged of the run (the manifest is written once)."""
+    return run_prefix(run_id) + "mlflow.json"
+
+
 def claim_key(run_id: str) -> str:
     """Who is writing the run: claimed atomically at its start (a conditional put)."""
     return run_prefix(run_id) + "claim.json"

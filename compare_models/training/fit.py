@@ -47,11 +47,13 @@ from compare_models.runs import fingerprint
 from compare_models.storage import layout
 from compare_models.storage.errors import StoreUnavailable
 from compare_models.storage.store import ArtifactStore
+from compare_models.tracking.live import TrainingLog, training_log
 from compare_models.training.backend import configure_device
 from compare_models.training.batches import OrderedBatches, training_input
 from compare_models.training.callbacks import drill
 from compare_models.training.callbacks.budget_stop import BudgetStop
 from compare_models.training.callbacks.epoch_logger import EpochLogger
+from compare_models.training.callbacks.mlflow_epochs import MlflowEpochs
 from compare_models.training.callbacks.nan_guard import FailOnNaN
 from compare_models.training.callbacks.s3_checkpoint import S3Checkpoint
 from compare_models.training.jobs import (
@@ -162,6 +164,7 @@ def fit(
     on_epoch,
     runtime: TrainingRuntime | None = None,
     drills: list[keras.callbacks.Callback] | None = None,
+    tracking: TrainingLog | None = None,
 ) -> _Fitted:
     """`model.fit` with the callbacks: logging, NaN guard, checkpoints, the time budget and last
     the `drills`' (`callbacks.drill.rig`); from the epoch after `checkpoint`'s last, when it
@@ -174,6 +177,8 @@ def fit(
         nan_guard,
         EpochLogger(logger, job.label, params.epochs, len(y_train), on_epoch),
     ]
+    if tracking is not None:
+        callbacks.append(MlflowEpochs(tracking))
     if checkpoint is not None:
         callbacks.append(checkpoint)
     if job.deadline is not None:
@@ -282,6 +287,8 @@ def train(
     }
     drills = drill.rig(job, data, logger)  # the one hook: none in normal operation
     n_train = len(data["train"][1])
+    # before `build_model` seeds Keras: nothing MLflow's client draws can change the weights
+    tracking = training_log(track=job.track, run_id=job.run_id, training=job.name)
 
     with tempfile.TemporaryDirectory(prefix=f"train-{job.name}-") as tmp:
         workdir = Path(tmp)
@@ -298,7 +305,7 @@ def train(
                 f"{model.count_params():,}",
                 {k: v for k, v in device.items() if k != "host"},
             )
-            fitted = fit(job, model, checkpoint, data, logger, on_epoch, runtime, drills)
+            fitted = fit(job, model, checkpoint, data, logger, on_epoch, runtime, drills, tracking)
             if before_publish is not None:
                 before_publish()
             if (
@@ -308,6 +315,9 @@ def train(
                 refuse_diverged(job, fitted.nan_at, store, logger)
             result = _result(job, fitted, n_train, int(model.count_params()), device)
             publish_result(store, result)
+            if tracking is not None:
+                tracking.end("FINISHED")
+                tracking = None
             needed = checkpoint is not None and not checkpoint.completed
         except TrainingDiverged:
             needed = False  # no place to resume from (`refuse_diverged` removed it)
@@ -315,6 +325,8 @@ def train(
         except StoreUnavailable as exc:
             raise StoreUnavailable(f"{job.label}: {exc}. {_resume_hint(job, checkpoint)}") from None
         finally:
+            if tracking is not None:  # this attempt failed (a retry marks it running again)
+                tracking.end("FAILED")
             if checkpoint is not None:
                 checkpoint.close(needed=needed)
     if checkpoint is not None and checkpoint.completed:

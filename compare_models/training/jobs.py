@@ -60,6 +60,12 @@ class TrainingJob(BaseModel):
 
     run_id: str
     model: str
+    track: str | None = Field(
+        default=None,
+        pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$",
+        description="The run's track (gate.track): whose MLflow experiment its epochs are logged "
+        "to when MLflow is on",
+    )
     replica: int = Field(
         default=0,
         ge=0,
@@ -355,6 +361,7 @@ def plan_jobs(
             TrainingJob(
                 run_id=run_id,
                 model=m,
+                track=params.gate.track,
                 replica=replica,
                 dataset=dataset,
                 train=train,

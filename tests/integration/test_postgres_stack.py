@@ -6,7 +6,8 @@ Checks that the server is healthy, that its data really is in PostgreSQL (Prefec
 ran there, with pg_trgm; a flow run made through the API is a row of its `flow_run` table; no
 SQLite file), that a plain `up` keeps PostgreSQL, that `up --database sqlite` switches back
 (stopping PostgreSQL) and `up --database postgres` forth again (the same data), and that
-`down` stops everything, PostgreSQL included.
+`down` stops everything, PostgreSQL included. With `--mlflow`, the MLflow server keeps its store
+in PostgreSQL's database `mlflow` and its artifacts in the stack's bucket, and `down` stops it.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import pytest
 
 from compare_models.local.ports import DEFAULT_S3_PORT, seaweed_ports
 from tests.support import stack as test_stack
+from tests.support.runs import ROOT as ROOT_DIR
 from tests.support.runs import cli as run_cli
 
 pytestmark = pytest.mark.integration
@@ -45,6 +47,8 @@ _DEFAULT_PORTS = {
     5433,
     test_stack.PORTS["COMPARE_MODELS_PREFECT_PORT"],
     test_stack.PORTS["COMPARE_MODELS_POSTGRES_PORT"],
+    5000,
+    test_stack.PORTS["COMPARE_MODELS_MLFLOW_PORT"],
 }
 
 
@@ -70,10 +74,15 @@ def _ports() -> dict[str, int]:
     for offset in range(100, 3000, 100):
         s3 = DEFAULT_S3_PORT + offset
         weed = _weed(s3)
-        wanted = {"s3": s3, "prefect": 4200 + offset, "postgres": 5433 + offset}
+        wanted = {
+            "s3": s3,
+            "prefect": 4200 + offset,
+            "postgres": 5433 + offset,
+            "mlflow": 5000 + offset,
+        }
         every = weed | set(wanted.values())
         if (
-            len(every) == len(weed) + 2
+            len(every) == len(weed) + 3
             and not every & _DEFAULT_PORTS
             and all(_free(p) for p in every)
         ):
@@ -92,6 +101,7 @@ def second_stack(tmp_path):
         "COMPARE_MODELS_S3_PORT": str(ports["s3"]),
         "COMPARE_MODELS_PREFECT_PORT": str(ports["prefect"]),
         "COMPARE_MODELS_POSTGRES_PORT": str(ports["postgres"]),
+        "COMPARE_MODELS_MLFLOW_PORT": str(ports["mlflow"]),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     }
 
@@ -105,13 +115,13 @@ def second_stack(tmp_path):
             pass
 
 
-def _psql(env_file: Path, port: int, sql: str) -> str:
+def _psql(env_file: Path, port: int, sql: str, db: str = "prefect") -> str:
     from dotenv import dotenv_values
 
     from compare_models.local.postgres import psql
 
     password = dotenv_values(env_file)["COMPARE_MODELS_POSTGRES_PASSWORD"]
-    return psql(sql, port=port, password=password)
+    return psql(sql, db=db, port=port, password=password)
 
 
 FLOW = textwrap.dedent("""
@@ -227,3 +237,52 @@ def test_up_with_postgres_runs_prefect_on_postgresql(second_stack, tmp_path):
             os.kill(pid, 0)
     assert not any(_listening(port) for port in ports.values())
     print(f"whole test: {time.monotonic() - started:.1f} s")
+
+
+@pytest.mark.timeout(300)
+def test_up_with_mlflow_keeps_its_store_in_postgresql_and_its_artifacts_in_the_bucket(
+    second_stack, tmp_path
+):
+    home, env_file, ports, env, cli = second_stack
+    out = cli("up", "--database", "postgres", "--mlflow")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "mlflow: started" in out.stdout, out.stdout
+    url = f"http://127.0.0.1:{ports['mlflow']}"
+    assert f"MLFLOW_TRACKING_URI={url}" in env_file.read_text()
+    assert httpx.get(f"{url}/health", timeout=5).status_code == 200
+
+    # an experiment and an artifact through MLflow's own client, with the stack's settings
+    script = textwrap.dedent(f"""
+        from pathlib import Path
+        from mlflow import MlflowClient
+        client = MlflowClient({url!r})
+        run = client.create_run(client.create_experiment("postgres-stack"))
+        Path("note.txt").write_text("kept in the bucket")
+        client.log_artifact(run.info.run_id, "note.txt")
+        print("RUN", run.info.run_id)
+    """)
+    logged = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True,
+        timeout=120, env=env,
+    )  # fmt: skip
+    assert logged.returncode == 0, logged.stdout + logged.stderr
+    run_id = logged.stdout.split("RUN ", 1)[1].split()[0]
+    # MLflow's tables are in PostgreSQL's `mlflow` database, not in a SQLite file
+    found = _psql(env_file, ports["postgres"], "SELECT name FROM experiments", db="mlflow")
+    assert "postgres-stack" in found.split()
+    assert not (home / "mlflow" / "mlflow.db").exists()
+    listing = subprocess.run(
+        [sys.executable, "-c", "from compare_models.config import Settings; "
+         "from compare_models.storage.store import ArtifactStore; "
+         "print(*ArtifactStore.from_settings(Settings()).list_keys('mlflow/'))"],
+        cwd=ROOT_DIR, capture_output=True, text=True, timeout=120, env=env,
+    )  # fmt: skip
+    assert listing.returncode == 0, listing.stderr
+    assert any(k.endswith(f"{run_id}/artifacts/note.txt") for k in listing.stdout.split())
+
+    status = cli("status")
+    assert "mlflow" in status.stdout and url in status.stdout
+    stopped = cli("down")
+    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+    assert "mlflow: stopped" in stopped.stdout, stopped.stdout
+    assert not _listening(ports["mlflow"])

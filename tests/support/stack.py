@@ -6,7 +6,7 @@ flow runs, deployments, artifacts and workers of the Prefect server they watch o
 `apply()` points this process (and every process it starts) at the test stack; `tests/conftest.py`
 calls it before anything imports Prefect, whose settings read the environment at import.
 
-    python -m tests.support.stack up [--workers]|down|status
+    python -m tests.support.stack up [--workers] [--mlflow]|down|status
 """
 
 from __future__ import annotations
@@ -41,12 +41,13 @@ PORTS = {
         "COMPARE_MODELS_S3_PORT": 8833,
         "COMPARE_MODELS_PREFECT_PORT": 4700,
         "COMPARE_MODELS_POSTGRES_PORT": 5933,
+        "COMPARE_MODELS_MLFLOW_PORT": 5500,
     }.items()
 }
 
 #: prefixes of the variables that could point a stack (or the flows) at another one, or change
 #: what the tests check (webhooks, precision, fault injection, Keras' backend): none is inherited
-INHERITED_PREFIXES = ("COMPARE_MODELS_", "PREFECT_", "AWS_", "KERAS_")
+INHERITED_PREFIXES = ("COMPARE_MODELS_", "PREFECT_", "AWS_", "KERAS_", "MLFLOW_")
 
 
 #: how `main` prints each service's state, and `up` reads it back
@@ -70,7 +71,24 @@ def environment() -> dict[str, str]:
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         # the nightly deployment's cron would queue runs that the next session's workers start
         "PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED": "false",
+        # MLflow is off for the suite (an empty value wins over the env file); the MLflow tests
+        # turn it on for themselves (`mlflow_url()`)
+        "MLFLOW_TRACKING_URI": "",
     }
+
+
+def unused_port() -> int:
+    """A loopback port nothing listens on (a server that is not there)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def mlflow_url() -> str:
+    """The test stack's MLflow server (`up(mlflow=True)`)."""
+    return f"http://127.0.0.1:{PORTS['COMPARE_MODELS_MLFLOW_PORT']}"
 
 
 def apply() -> None:
@@ -94,19 +112,24 @@ def _locked():
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def up(*, workers: bool = False) -> dict[str, str]:
+def up(*, workers: bool = False, mlflow: bool = False) -> dict[str, str]:
     """`compare-models up` of the test stack (idempotent; safe from several processes at once),
     run in a process of its own: the services outlive it as children of init. Started by a
     pytest process instead, a service stopped later (a restart test, the workers' teardown)
-    would stay a zombie of that process, which `down` sees as still running."""
-    command = [
-        sys.executable,
-        "-m",
-        "tests.support.stack",
-        "up",
-        *(["--workers"] if workers else []),
-    ]
-    out = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    would stay a zombie of that process, which `down` sees as still running.
+
+    The workers inherit this session's COMPARE_MODELS_BUCKET; the MLflow server (`mlflow`) does
+    not: it outlives the session, so its artifacts go to the stack's own bucket."""
+    result = _up(["--workers"] if workers else [], dict(os.environ))
+    if mlflow:
+        own = {k: v for k, v in os.environ.items() if k != "COMPARE_MODELS_BUCKET"}
+        result |= _up(["--mlflow"], own)
+    return result
+
+
+def _up(flags: list[str], env: dict[str, str]) -> dict[str, str]:
+    command = [sys.executable, "-m", "tests.support.stack", "up", *flags]
+    out = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
     if out.returncode != 0:
         raise RuntimeError(f"the test stack did not start:\n{out.stdout}{out.stderr}")
     prefix = _STATE_LINE.split("{}")[0]
@@ -126,7 +149,7 @@ def main(argv: list[str]) -> int:
     command = argv[0] if argv else "status"
     if command == "up":
         with _locked():
-            result = start(workers="--workers" in argv[1:])
+            result = start(workers="--workers" in argv[1:], mlflow="--mlflow" in argv[1:])
     elif command == "down":
         with _locked():
             result = down()
@@ -134,7 +157,7 @@ def main(argv: list[str]) -> int:
         result = {row["service"]: row["healthy"] for row in status()}
     else:
         print(
-            f"usage: python -m tests.support.stack up [--workers]|down|status (not {command!r})",
+            f"usage: python -m tests.support.stack up [--workers] [--mlflow]|down|status (not {command!r})",
             file=sys.stderr,
         )
         return 2

@@ -4,6 +4,8 @@
 * `nan_guard.FailOnNaN`: stops at a NaN/inf loss and remembers where it went bad.
 * `epoch_logger.EpochLogger`: one line per epoch to the caller's logger (in a flow run the
   lines land in Prefect's logs) and the progress callback.
+* `mlflow_epochs.MlflowEpochs`: each epoch to the training's nested MLflow run, when MLflow
+  is on (`compare_models.tracking.live`).
 * `s3_checkpoint.S3Checkpoint`: per-epoch checkpoints in S3 that a retried training resumes
   from.
 * `budget_stop.BudgetStop`: stops at the end of the epoch in which the run's deadline passed.
