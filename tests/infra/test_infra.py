@@ -58,16 +58,6 @@ PLACEHOLDER = re.compile(r"\{\{\s*([\w.\-]+)\s*\}\}")
 # ── helpers ──────────────────────────────────────────────────────────────────
 
 
-@pytest.fixture(scope="module")
-def compose() -> dict:
-    return yaml.safe_load(COMPOSE_FILE.read_text())
-
-
-@pytest.fixture(scope="module")
-def services(compose: dict) -> dict:
-    return compose["services"]
-
-
 def env_of(service: dict) -> dict[str, str]:
     env = service.get("environment", {})
     if isinstance(env, list):
@@ -414,7 +404,11 @@ def test_dockerfile_targets() -> None:
     assert (
         "NVIDIA_DRIVER_CAPABILITIES=compute,utility" in gpu_text
     )  # else no libcuda in a non-CUDA image
-    assert "optional-dependencies" not in "\n".join(stages["cpu"]["lines"])
+    # cpu: no GPU extra; both targets add the MLflow client (the `mlflow` extra), if pyproject has it
+    cpu_text = "\n".join(stages["cpu"]["lines"])
+    assert "GPU_EXTRA" not in cpu_text and "'gpu" not in cpu_text
+    for name in ("gpu", "cpu"):
+        assert "p['optional-dependencies'].get('mlflow', [])" in "\n".join(stages[name]["lines"])
     assert not any(s["from"].startswith("tensorflow/") for s in stages.values())
 
 
