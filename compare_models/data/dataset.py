@@ -497,12 +497,10 @@ def load_split(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Normalised float32 images and int labels of one split, whole in memory (local cache,
     else S3)."""
-    if split not in SPLITS:
-        raise DataError(f"unknown split {shown(split)}; choose one of {', '.join(SPLITS)}")
-    check_ref(ref)
+    _checked(ref, split)
     if ref.shards:
-        images, y = open_split(ref, split, store, cache_dir)
-        return normalise(images.all_pixels() if images is not None else _none(ref)), y
+        y = load_labels(store, ref.prefix, ref.shards[split])
+        return normalise(split_images_uint8(ref, split, store, cache_dir, y)), y
     info = ref.files[split]
     path = inside(cache_dir, info["key"], what="prepared split path")
     if not path.exists() or sha256_file(path) != info["sha256"]:
@@ -535,6 +533,13 @@ def load_split(
     return normalise(x), y.astype(np.int64)
 
 
+def _checked(ref: DatasetRef, split: str) -> None:
+    """A split that exists, of a reference that is sound (what every reader checks first)."""
+    if split not in SPLITS:
+        raise DataError(f"unknown split {shown(split)}; choose one of {', '.join(SPLITS)}")
+    check_ref(ref)
+
+
 def _none(ref: DatasetRef) -> np.ndarray:
     return np.zeros((0, *image_shape(ref.image_size)), np.uint8)
 
@@ -551,9 +556,7 @@ def open_split(
     """A sharded split's images, read by index from its shards in the local cache (None where
     the split is empty), and its labels (`labels`: read already). `cache_gib`: the local
     cache's limit (None: the worker's `Settings.shard_cache_gib`)."""
-    if split not in SPLITS:
-        raise DataError(f"unknown split {shown(split)}; choose one of {', '.join(SPLITS)}")
-    check_ref(ref)
+    _checked(ref, split)
     if not ref.shards:
         raise DataError(f"dataset {ref.prefix} was prepared before shards: read it with load_split")
     if cache_gib is None:
@@ -585,9 +588,7 @@ def split_labels(ref: DatasetRef, split: str, store: ArtifactStore, cache_dir: P
     """A split's labels (for shards, without reading an image)."""
     if not ref.shards:
         return load_split(ref, split, store, cache_dir)[1]
-    check_ref(ref)
-    if split not in SPLITS:
-        raise DataError(f"unknown split {shown(split)}; choose one of {', '.join(SPLITS)}")
+    _checked(ref, split)
     return load_labels(store, ref.prefix, ref.shards[split])
 
 

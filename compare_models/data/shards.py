@@ -189,25 +189,29 @@ def shard_problems(store: ArtifactStore, prefix: str, manifests: dict[str, Split
                 problems[shard.key] = f"{size:,} bytes, not {shard.bytes:,}"
         if manifest.labels_key not in listed:
             problems[manifest.labels_key] = "missing"
-    noted = store.get_bytes_if_exists(layout.damaged_key(prefix), max_bytes=1 << 20)
-    if noted:
-        try:
-            for key in json.loads(noted).get("keys", []):
-                if isinstance(key, str) and key.startswith(prefix):
-                    problems.setdefault(key, "found damaged by a reader")
-        except (ValueError, AttributeError):
-            problems[layout.damaged_key(prefix)] = "not valid JSON"
+    noted = _noted(store, prefix)
+    if noted is None:
+        problems[layout.damaged_key(prefix)] = "not valid JSON"
+    for key in noted or []:
+        if key.startswith(prefix):
+            problems.setdefault(key, "found damaged by a reader")
     return problems
+
+
+def _noted(store: ArtifactStore, prefix: str) -> list[str] | None:
+    """The keys the prefix's `damaged.json` names (none when there is none; None when it is not
+    the JSON a reader writes)."""
+    noted = store.get_bytes_if_exists(layout.damaged_key(prefix), max_bytes=1 << 20)
+    try:
+        keys = json.loads(noted or b"{}").get("keys", [])
+        return [k for k in keys if isinstance(k, str)] if isinstance(keys, list) else None
+    except (ValueError, AttributeError):
+        return None
 
 
 def _note_damaged(store: ArtifactStore, prefix: str, key: str) -> None:
     """Adds `key` to the prefix's `damaged.json` (what the next run's data stage rebuilds)."""
-    keys: list[str] = []
-    noted = store.get_bytes_if_exists(layout.damaged_key(prefix), max_bytes=1 << 20)
-    try:
-        keys = [k for k in json.loads(noted or b"{}").get("keys", []) if isinstance(k, str)]
-    except (ValueError, AttributeError):
-        keys = []
+    keys = _noted(store, prefix) or []
     store.put_json(
         {"keys": sorted({*keys, key}), "noted_at": datetime.now(UTC).isoformat()},
         layout.damaged_key(prefix),

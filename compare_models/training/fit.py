@@ -87,8 +87,8 @@ def default_threads(share: float | None = None) -> int:
 def peak_rss_mb() -> float:
     """Peak resident memory of this process's own program, MiB: Linux's VmHWM. Not
     ru_maxrss, which Linux carries over from the parent at fork and keeps across exec, so a
-    training started by a process that once held 21 GB reported 21 GB
-    (benchmarks/speed/streaming.py). Elsewhere ru_maxrss (KiB on Linux, bytes on macOS)."""
+    training started by a large process reported that process's peak. Elsewhere ru_maxrss (KiB
+    on Linux, bytes on macOS)."""
     try:
         with open("/proc/self/status") as status:
             for line in status:
