@@ -71,8 +71,8 @@ def find_or_create_run(
     name: str,
     parent: str | None = None,
 ) -> str | None:
-    """The id of the run with `key_tags`, created (with them) if there is none; a found run that
-    had ended is marked running again (a retried training)."""
+    """The id of the run with `key_tags`, created (with them) if there is none; a found run gets
+    `parent` as its parent when it had another or none (None: no answer)."""
     if sink.down:
         sink.note(what, sink.down)
         return None

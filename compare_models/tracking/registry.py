@@ -51,8 +51,11 @@ def registered_version(sink: Sink, name: str, run_id: str, what: str) -> int | N
 
 
 def _ensure_registered_model(sink: Sink, name: str, track: str, model: str, what: str) -> bool:
+    def exists() -> bool:
+        return bool(sink.client.search_registered_models(f"name = {lookup.quoted(name)}"))
+
     def create() -> None:
-        if sink.client.search_registered_models(f"name = {lookup.quoted(name)}"):
+        if exists():
             return
         try:
             sink.client.create_registered_model(
@@ -61,7 +64,7 @@ def _ensure_registered_model(sink: Sink, name: str, track: str, model: str, what
                 description=f"The {model} champions of compare-models' track {track!r}.",
             )
         except Exception:
-            if not sink.client.search_registered_models(f"name = {lookup.quoted(name)}"):
+            if not exists():  # another process created it meanwhile
                 raise
 
     return sink.done(what, create)

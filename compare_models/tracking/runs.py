@@ -1,5 +1,6 @@
-"""A run logged to MLflow in full, from its record: the parent flow's last step before the report
-(`log_run`), and `compare-models mlflow sync` (the same calls, later).
+"""A run's MLflow runs, from its record: the parent run opened before training (`start_run`), and
+everything of the run once its training is over (`ensure_logged`, which `sync.log_run` calls at
+the end of the run and for `compare-models mlflow sync`).
 
 * The parent run (one per run, in the track's experiment `compare-models/<track>`): the
   parameters flattened from `RunParams`; tags with our run id, the Prefect flow run's URL, the
@@ -44,13 +45,25 @@ def _text(value: Any, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 12] + "… (cut)"
 
 
+def _log_batch(
+    sink: Sink, mlflow_run_id: str, what: str, *, metrics: list = (), params: list = ()
+) -> None:
+    """`log_batch` in chunks of MLflow's limits (params and metrics apart)."""
+    for items, size, field in (
+        (params, names.BATCH_PARAMS, "params"),
+        (metrics, names.BATCH_METRICS, "metrics"),
+    ):
+        for start in range(0, len(items), size):
+            sink.call(
+                what, sink.client.log_batch, mlflow_run_id, **{field: items[start : start + size]}
+            )
+
+
 def _params(sink: Sink, mlflow_run_id: str, params: dict[str, Any], what: str) -> None:
     from mlflow.entities import Param
 
     items = [Param(k, _text(v, names.MAX_PARAM_VALUE)) for k, v in sorted(params.items())]
-    for start in range(0, len(items), names.BATCH_PARAMS):
-        chunk = items[start : start + names.BATCH_PARAMS]
-        sink.call(what, sink.client.log_batch, mlflow_run_id, params=chunk)
+    _log_batch(sink, mlflow_run_id, what, params=items)
 
 
 def _tags(sink: Sink, mlflow_run_id: str, tags: dict[str, Any], what: str) -> None:
@@ -77,9 +90,7 @@ def _new_metrics(
         for k, v in sorted(values.items())
         if v is not None and k not in run.data.metrics
     ]
-    for start in range(0, len(missing), names.BATCH_METRICS):
-        chunk = missing[start : start + names.BATCH_METRICS]
-        sink.call(what, sink.client.log_batch, mlflow_run_id, metrics=chunk)
+    _log_batch(sink, mlflow_run_id, what, metrics=missing)
 
 
 def _epochs(sink: Sink, mlflow_run_id: str, history: dict[str, list[float]], what: str) -> None:
@@ -97,9 +108,7 @@ def _epochs(sink: Sink, mlflow_run_id: str, history: dict[str, list[float]], wha
         for epoch, value in enumerate(values, start=1)
         if epoch not in logged
     ]
-    for start in range(0, len(missing), names.BATCH_METRICS):
-        chunk = missing[start : start + names.BATCH_METRICS]
-        sink.call(what, sink.client.log_batch, mlflow_run_id, metrics=chunk)
+    _log_batch(sink, mlflow_run_id, what, metrics=missing)
 
 
 def run_tags(record: RunRecord, settings: Settings | None = None) -> dict[str, Any]:
@@ -127,8 +136,11 @@ def start_run(sink: Sink, record: RunRecord) -> str | None:
     """At the run's start: its experiment and parent run, with the parameters, so that its
     trainings' nested runs appear under it as they train. Returns the MLflow run id."""
     experiment = lookup.experiment(sink, record.track)
-    if experiment is None:
-        return None
+    return _parent(sink, experiment, record) if experiment is not None else None
+
+
+def _parent(sink: Sink, experiment: str, record: RunRecord) -> str | None:
+    """The run's parent run in `experiment`, found or created, with its parameters and tags."""
     mlflow_run_id = lookup.find_or_create_run(
         sink, experiment, "the run", lookup.parent_tags(record.run_id), name=record.run_id
     )
@@ -230,7 +242,7 @@ def ensure_logged(sink: Sink, store: ArtifactStore, record: RunRecord, *, by: st
     """Logs what MLflow does not have yet of `record` (a run whose training is over): the parent
     run and one nested run per training. The registry is `log_run`'s."""
     experiment = lookup.experiment(sink, record.track)
-    parent = start_run(sink, record) if experiment is not None else None
+    parent = _parent(sink, experiment, record) if experiment is not None else None
     trainings: dict[str, str] = {}
     if parent is None:
         sink.note("the run, its trainings and results", "there is no MLflow run to log them to")

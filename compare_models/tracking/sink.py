@@ -118,7 +118,7 @@ class Sink:
         self, what: str, fn: Callable[..., T], args: tuple, kwargs: dict
     ) -> tuple[bool, T | None]:
         if self._down is not None:
-            self._note(what, self._down)
+            self.note(what, self._down)
             return False, None
         try:
             return True, fn(*args, **kwargs)
@@ -127,14 +127,11 @@ class Sink:
             if _server_down(exc):
                 self._down = f"MLflow at {self.uri} did not answer: {reason}"
                 reason = self._down
-            self._note(what, reason)
+            self.note(what, reason)
             return False, None
 
     def note(self, what: str, reason: str) -> None:
-        """Notes something that was not logged for a reason of our own."""
-        self._note(what, reason)
-
-    def _note(self, what: str, reason: str) -> None:
+        """Notes that `what` was not logged, and why (once per line, with a warning)."""
         line = f"{what}: {reason}"
         if line not in self.problems:
             log.warning("MLflow: not logged: %s", line)

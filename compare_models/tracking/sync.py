@@ -27,14 +27,12 @@ def log_run(
     track (`registry.follow`; default: the models this run made champions): the parent flow's
     last step before the report, and `sync`."""
     tracked = ensure_logged(sink, store, record, by=by)
-    if models is None:
-        models = [m for m, d in record.gate.items() if d.decision in (FIRST, PROMOTED)]
+    promoted = [m for m, d in record.gate.items() if d.decision in (FIRST, PROMOTED)]
+    known = {record.run_id: tracked.run_id} if tracked.run_id else {}
     registered: dict[str, int] = {}
-    for model in models:
-        known = {record.run_id: tracked.run_id} if tracked.run_id else {}
+    for model in promoted if models is None else models:
         version = follow(sink, store, record.track, model, known)
-        champion = record.gate.get(model)
-        if version is not None and champion and champion.decision in (FIRST, PROMOTED):
+        if version is not None and model in promoted:
             registered[model] = version
     return tracked.model_copy(update={"registered": registered, "not_logged": list(sink.problems)})
 

@@ -5,9 +5,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from tests.support.runs import ROOT
-
-COMPOSE_FILE = ROOT / "infra" / "compose" / "docker-compose.yml"
+from tests.infra.test_infra import COMPOSE_FILE
 
 
 @pytest.fixture(scope="module")

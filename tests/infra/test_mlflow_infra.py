@@ -21,18 +21,18 @@ from tests.infra.test_infra import (
     COMPOSE_FILE,
     COMPOSE_SCHEMA,
     ENV_EXAMPLE,
+    INFRA,
+    K8S_TEMPLATE,
     REQUIRED_REF,
     compose_unescape,
     env_of,
 )
+from tests.infra.test_infra import DOCKERFILE as WORKER_DOCKERFILE
 from tests.support.runs import ROOT
 
-INFRA = ROOT / "infra"
 DOCKERFILE = INFRA / "docker" / "Dockerfile.mlflow"
-WORKER_DOCKERFILE = INFRA / "docker" / "Dockerfile.worker"
 MANIFEST = INFRA / "k8s" / "mlflow.yaml"
 GPU_WORKER = INFRA / "k8s" / "gpu-worker.yaml"
-K8S_TEMPLATE = INFRA / "k8s" / "gpu-work-pool-base-job-template.json"
 PROFILE = "mlflow"
 MLFLOW_SERVICES = {"mlflow", "mlflow-db-init"}
 MLFLOW_VERSION = "3.17.2"
