@@ -41,14 +41,16 @@ status: install
 # The users' way, on one machine: local S3 + Prefect server + a CPU worker and a "GPU"
 # worker (on CPU here), deploy prefect.yaml, trigger compare-models/nightly with the demo
 # preset (5,000 / 1,000 / 2,000 real CIFAR-10 images; the CNN 6 epochs, ResNet50 2) through
-# `prefect deployment run`, wait, then print the UI URL and the report location.
+# `prefect deployment run`, show its trainings as they go (`compare-models watch`: a bar per
+# training on a terminal, epoch lines elsewhere) until it ends, then print the run's report.
 # DATA defaults to the official download; offline, pass a copy:
 #   make demo DATA=../shared/data/cifar10-jpeg.tar.gz RESNET_WEIGHTS=none
 demo: install
 	$(BIN)/compare-models up --workers
 	$(BIN)/compare-models deploy
-	$(BIN)/prefect deployment run 'compare-models/nightly' --watch --watch-timeout 7200 \
+	$(BIN)/prefect deployment run 'compare-models/nightly' \
 	  --params "$$($(BIN)/compare-models params --preset $(PRESET) --data $(DATA) --resnet-weights $(RESNET_WEIGHTS) --trainer deployment)"
+	$(BIN)/compare-models watch
 	$(BIN)/compare-models show
 
 # The same run without workers or deployments, in this process (trainings as subprocesses).

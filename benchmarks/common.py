@@ -13,6 +13,8 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
+from compare_models import device
+
 ROOT = Path(__file__).resolve().parent.parent
 REAL_ARCHIVE = ROOT.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
 RESULTS = ROOT / "benchmarks" / "results"
@@ -36,6 +38,10 @@ def machine() -> dict:
 
     return {
         "cpu": cpu_model(),
+        # what the kernels dispatch on; TensorFlow turns oneDNN's on for ONEDNN_DEFAULT_FEATURES
+        "cpu_features": sorted(
+            device.cpu_features() & {"avx2", "avx512f", *device.ONEDNN_DEFAULT_FEATURES}
+        ),
         "cores": os.cpu_count(),
         "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
         "python": platform.python_version(),

@@ -64,14 +64,49 @@ def selected_backend(environ: dict[str, str] | None = None) -> Backend:
     return value  # type: ignore[return-value]
 
 
+#: TensorFlow's own switch for oneDNN's CPU kernels, read once when TensorFlow starts.
+ONEDNN_ENV = "TF_ENABLE_ONEDNN_OPTS"
+#: The CPU features (as /proc/cpuinfo names them) for which TensorFlow turns oneDNN's kernels on
+#: by default on Linux (`DefaultOneDnnPolicy` in tensorflow/core/util/util.cc). Without them
+#: TensorFlow computes a convolution with Eigen's kernels, several times slower.
+ONEDNN_DEFAULT_FEATURES = frozenset(
+    {"avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile", "amx_int8", "amx_bf16"}
+)
+CPUINFO = Path("/proc/cpuinfo")
+
+
+def cpu_features(cpuinfo: Path = CPUINFO) -> frozenset[str]:
+    """The CPU's feature flags (the first `flags` line of /proc/cpuinfo; empty elsewhere)."""
+    for line in (_read(cpuinfo) or "").splitlines():
+        if line.startswith("flags"):
+            return frozenset(line.partition(":")[2].split())
+    return frozenset()
+
+
+def tensorflow_uses_onednn(
+    environ: dict[str, str] | None = None, features: frozenset[str] | None = None
+) -> bool:
+    """Whether TensorFlow would compute with oneDNN's kernels in a process started with this
+    environment on this CPU, decided as TensorFlow decides it: TF_ENABLE_ONEDNN_OPTS when it is
+    0/1/true/false, else whether the CPU has one of `ONEDNN_DEFAULT_FEATURES`."""
+    value = (environ if environ is not None else os.environ).get(ONEDNN_ENV, "").strip().lower()
+    if value in ("1", "true"):
+        return True
+    if value in ("0", "false"):
+        return False
+    return bool((features if features is not None else cpu_features()) & ONEDNN_DEFAULT_FEATURES)
+
+
 def training_backend(cpu_backend: str, environ: dict[str, str] | None = None) -> Backend:
     """The backend a training process gets: KERAS_BACKEND when set; otherwise, on a machine
-    with a GPU device (/dev/nvidiaN), the default (TensorFlow); on one without, the model's
-    `cpu_backend` (the one that trained it faster on the CPU), if it is installed."""
+    with a GPU device (/dev/nvidiaN), the default (TensorFlow); on one without, TensorFlow where
+    it computes with oneDNN's kernels (`tensorflow_uses_onednn`: it trained both models fastest
+    there), else the model's `cpu_backend` (the one that trained it faster on such a CPU), if
+    it is installed."""
     env = environ if environ is not None else os.environ
     if env.get(BACKEND_ENV, "").strip():
         return selected_backend(env)
-    if gpu_device_nodes() or cpu_backend == DEFAULT_BACKEND:
+    if gpu_device_nodes() or cpu_backend == DEFAULT_BACKEND or tensorflow_uses_onednn(env):
         return DEFAULT_BACKEND
     import importlib.util
 

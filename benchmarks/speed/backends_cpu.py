@@ -57,7 +57,7 @@ def _prepare(archive: Path, folder: Path, n_train: int) -> dict:
     return {"train_images": int(min(n_train, len(y))), "val_images": int(len(splits["val"][1]))}
 
 
-def _child(side: str, model_name: str, folder: Path, epochs: int) -> None:
+def _child(side: str, model_name: str, folder: Path, epochs: int, batch_size: int = 128) -> None:
     import keras  # noqa: I001 - after the product's backend preparation
     import numpy as np
 
@@ -70,7 +70,7 @@ def _child(side: str, model_name: str, folder: Path, epochs: int) -> None:
     from compare_models.training.batches import ShuffledBatches, tf_data_input
 
     device = configure_device(available_cpus(), allow_cpu=True)
-    params = TrainParams(epochs=epochs, batch_size=128, augment="flip", seed=1)
+    params = TrainParams(epochs=epochs, batch_size=batch_size, augment="flip", seed=1)
     keras.utils.set_random_seed(params.seed)
     x, y = normalise(np.load(folder / "x_train.npy")), np.load(folder / "y_train.npy")
     validation = (normalise(np.load(folder / "x_val.npy")), np.load(folder / "y_val.npy"))
@@ -83,7 +83,7 @@ def _child(side: str, model_name: str, folder: Path, epochs: int) -> None:
     )
     batches = (
         tf_data_input(x, y, params, seed=params.seed)
-        if side == "tensorflow-tf.data"
+        if side.startswith("tensorflow") and side != "tensorflow-PyDataset"
         else ShuffledBatches(
             x, y, batch_size=params.batch_size, seed=params.seed, augment=params.augment
         )
@@ -103,6 +103,8 @@ def _child(side: str, model_name: str, folder: Path, epochs: int) -> None:
                 "side": side,
                 "model": model_name,
                 "backend": device["backend"],
+                "onednn": _onednn_on(device["backend"]),
+                "batch_size": batch_size,
                 "threads": device["threads"],
                 "epoch_seconds": [round(s, 2) for s in seconds],
                 "images_per_second": round(len(y) * len(steady) / sum(steady), 1),
@@ -113,11 +115,30 @@ def _child(side: str, model_name: str, folder: Path, epochs: int) -> None:
     )
 
 
-def _run(side: str, model: str, folder: Path, epochs: int) -> dict:
+def _onednn_on(backend: str) -> bool | None:
+    """Whether TensorFlow computes with oneDNN's kernels in this process (TensorFlow turns them
+    on by default only on CPUs with AVX512_VNNI, AVX512_BF16, AVX_VNNI or AMX, unless
+    TF_ENABLE_ONEDNN_OPTS says otherwise); None under JAX."""
+    if backend != "tensorflow":
+        return None
+    from tensorflow.python.util import _pywrap_util_port
+
+    return bool(_pywrap_util_port.IsMklEnabled())
+
+
+def _run(
+    side: str,
+    model: str,
+    folder: Path,
+    epochs: int,
+    batch_size: int = 128,
+    env: dict[str, str] | None = None,
+) -> dict:
     env = {
         **os.environ,
-        "KERAS_BACKEND": "jax" if side == "jax" else "tensorflow",
+        "KERAS_BACKEND": "jax" if side.startswith("jax") else "tensorflow",
         "TF_CPP_MIN_LOG_LEVEL": "2",
+        **(env or {}),
     }
     out = subprocess.run(
         [
@@ -129,6 +150,7 @@ def _run(side: str, model: str, folder: Path, epochs: int) -> dict:
             model,
             str(folder),
             str(epochs),
+            str(batch_size),
         ],
         cwd=ROOT,
         env=env,
@@ -143,8 +165,8 @@ def _run(side: str, model: str, folder: Path, epochs: int) -> dict:
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
-        side, model, folder, epochs = sys.argv[2:6]
-        _child(side, model, Path(folder), int(epochs))
+        side, model, folder, epochs, batch_size = sys.argv[2:7]
+        _child(side, model, Path(folder), int(epochs), int(batch_size))
         return
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--archive", type=Path, default=REAL_ARCHIVE)

@@ -11,6 +11,7 @@ compare-models runs                      runs stored in S3 (complete or not)
 compare-models champion [MODEL]          the models in use per track, with their history
 compare-models promote RUN_ID --model M --reason TEXT   a person's promotion, recorded
 compare-models history [--model M] [--last N]           completed runs, metrics, gate decisions
+compare-models watch [FLOW_RUN]          a run's trainings as they go (a deployment's run too)
 compare-models show [RUN_ID]             one run's report, metrics, verdicts, fingerprint (default: latest)
 compare-models replay RUN_ID             the same run again (same data by hash, split, seeds), and
                                          how far it landed from the original
@@ -27,7 +28,16 @@ import argparse
 import os
 import sys
 
-from compare_models.cli import champions, datasets, mlflow, predictions, runs, services, show
+from compare_models.cli import (
+    champions,
+    datasets,
+    mlflow,
+    predictions,
+    runs,
+    services,
+    show,
+    watch,
+)
 
 #: The command's exit codes (`compare-models --help` and the CLI reference list them).
 EXIT_CODES: dict[int, str] = {
@@ -53,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
         services.add_up,
         services.add_deploy,
         show.add_show,
+        watch.add_watch,
         services.add_down,
         services.add_status,
         runs.add_replay,

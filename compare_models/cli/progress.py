@@ -48,6 +48,8 @@ class EpochLine:
     metrics: dict[str, float]
     seconds: float
     images_per_second: int
+    #: The line as it was logged.
+    text: str = ""
 
     @classmethod
     def parse(cls, message: str) -> EpochLine | None:
@@ -66,6 +68,7 @@ class EpochLine:
             metrics=metrics,
             seconds=float(match["seconds"]),
             images_per_second=int(match["rate"]),
+            text=message.strip(),
         )
 
     def summary(self) -> str:
@@ -104,9 +107,19 @@ class TrainingProgress:
         self.progress.update(task, completed=line.epoch, total=line.epochs, summary=line.summary())
 
 
-def _read_epoch_lines(client, run_id: str, since: datetime) -> tuple[list[EpochLine], datetime]:
-    """The epoch lines the run's trainings logged after `since`, oldest first, and the time of
-    the last one read."""
+@dataclass(frozen=True)
+class EpochLog:
+    """An epoch line as the Prefect server holds it: the log's id (a line read twice is one
+    line), its time, and what it says."""
+
+    id: str
+    timestamp: datetime
+    line: EpochLine
+
+
+def read_epoch_logs(client, run_id: str, since: datetime) -> list[EpochLog]:
+    """The epoch lines the run's trainings (the flow runs named `<run-id>-<training>`) logged
+    from `since` on, oldest first."""
     from prefect.client.schemas.filters import (
         FlowRunFilter,
         FlowRunFilterName,
@@ -121,15 +134,31 @@ def _read_epoch_lines(client, run_id: str, since: datetime) -> tuple[list[EpochL
     )
     ids = [c.id for c in children if c.name.startswith(f"{run_id}-")]
     if not ids:
-        return [], since
+        return []
     logs = client.read_logs(
         log_filter=LogFilter(
             flow_run_id=LogFilterFlowRunId(any_=ids), timestamp=LogFilterTimestamp(after_=since)
         ),
         sort=LogSort.TIMESTAMP_ASC,
     )
-    lines = [line for log in logs if (line := EpochLine.parse(log.message)) is not None]
-    return lines, max((log.timestamp for log in logs), default=since)
+    return [
+        EpochLog(id=str(log.id), timestamp=log.timestamp, line=line)
+        for log in logs
+        if (line := EpochLine.parse(log.message)) is not None
+    ]
+
+
+def progress_bars(console) -> Progress:
+    """The bars' columns: the training, its bar, epoch i/N, loss, accuracy, images/s, time left."""
+    return Progress(
+        TextColumn("[bold cyan]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("epochs"),
+        TextColumn("{task.fields[summary]}"),
+        TimeRemainingColumn(),
+        console=console,
+    )
 
 
 @contextlib.contextmanager
@@ -141,15 +170,7 @@ def live_progress(console) -> Iterator[None]:
     run_logger = logging.getLogger("prefect.flow_runs")
     run_logger.addHandler(handler)
     stop = threading.Event()
-    progress = Progress(
-        TextColumn("[bold cyan]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("epochs"),
-        TextColumn("{task.fields[summary]}"),
-        TimeRemainingColumn(),
-        console=console,
-    )
+    progress = progress_bars(console)
     bars = TrainingProgress(progress)
 
     def poll() -> None:
@@ -159,11 +180,12 @@ def live_progress(console) -> Iterator[None]:
                 if handler.run_id is None:
                     continue
                 try:
-                    lines, since = _read_epoch_lines(client, handler.run_id, since)
+                    logs = read_epoch_logs(client, handler.run_id, since)
                 except Exception:  # noqa: BLE001 - a display must never fail the run
                     continue
-                for line in lines:
-                    bars.show(line)
+                for log in logs:
+                    bars.show(log.line)
+                since = max((log.timestamp for log in logs), default=since)
 
     thread = threading.Thread(target=poll, name="compare-models-progress", daemon=True)
     try:

@@ -51,9 +51,10 @@ class ModelSpec:
         description: one line for listings.
         relative_cost: training time per image relative to the others (for splitting cores
             between trainings that share a host; the CNN is 1).
-        cpu_backend: the Keras backend its trainings use on a machine without a GPU when
-            KERAS_BACKEND does not say (`device.training_backend`): whichever trained it
-            faster on the CPU.
+        cpu_backend: the Keras backend its trainings use on a machine without a GPU, on a CPU
+            where TensorFlow runs without oneDNN's kernels, when KERAS_BACKEND does not say
+            (`device.training_backend`): whichever trained it faster there. Where TensorFlow
+            has oneDNN's kernels, every model trains on TensorFlow.
     """
 
     name: str
@@ -144,8 +145,9 @@ BUILTIN: tuple[ModelSpec, ...] = (
         # About 5x the CNN's cost per training image on the CPU, from both models' images/s
         # on 1 and 2 threads (see docs/benchmarks.md).
         relative_cost=5.0,
-        # JAX trained it faster than TensorFlow on the CPU, TensorFlow the CNN faster than
-        # JAX (docs/benchmarks.md, "Keras backends on the CPU").
+        # Where TensorFlow ran without oneDNN's kernels, JAX trained it faster than TensorFlow
+        # and TensorFlow the CNN faster than JAX (docs/benchmarks.md, "Keras backends on the
+        # CPU" and "Training against the CPU's bound").
         cpu_backend="jax",
     ),
 )

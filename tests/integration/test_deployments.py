@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import secrets
 import subprocess
 import sys
@@ -169,24 +170,18 @@ def test_nightly_deployment_run_trains_both_models_in_parallel_on_workers(
         text=True,
         check=True,
     ).stdout
+    # as `make demo` does: the deployment run, then `compare-models watch` (off a terminal here:
+    # plain lines) until the run ends
     out = subprocess.run(
-        [
-            *PREFECT,
-            "deployment",
-            "run",
-            "compare-models/nightly",
-            "--params",
-            params,
-            "--watch",
-            "--watch-timeout",
-            "600",
-        ],
+        [*PREFECT, "deployment", "run", "compare-models/nightly", "--params", params],
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=700,
+        timeout=120,
     )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
+    watched = cli("watch", "--timeout", "600", timeout=700)
+    assert watched.returncode == 0, watched.stdout[-3000:] + watched.stderr[-2000:]
 
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
@@ -225,6 +220,20 @@ def test_nightly_deployment_run_trains_both_models_in_parallel_on_workers(
     manifest = stack.get_json(latest["manifest"].split(f"s3://{stack.bucket}/", 1)[1])
     assert manifest["status"] == "complete" and manifest["flow_run_id"] == str(parent.id)
     assert manifest["params"]["execution"]["trainer"] == "deployment"
+    # `watch` drew every epoch of both trainings from their lines on the Prefect server, each
+    # once, in order, and the run's end; no heartbeat or other event line
+    lines = watched.stdout.splitlines()
+    for model in ("cnn", plugin_models):
+        epochs = [
+            re.search(r" epoch (\d+)/2 ", line) for line in lines if f" {model} epoch " in line
+        ]
+        assert [m[1] for m in epochs if m] == ["1", "2"], watched.stdout
+    assert f"run {parent.name}: Completed" in watched.stdout
+    assert "heartbeat" not in watched.stdout.lower()
+    assert all(
+        " epoch " in line or " run " in line or " training " in line or "watching" in line
+        for line in lines
+    ), watched.stdout
     # the worker sized each training's threads from its share of the cores (by model cost)
     from compare_models.device import available_cpus
     from compare_models.training.jobs import cpu_shares, threads_from_share

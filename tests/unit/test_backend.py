@@ -170,8 +170,16 @@ def test_each_model_trains_on_its_faster_cpu_backend_unless_told(monkeypatch) ->
     monkeypatch.setattr(device, "gpu_device_nodes", lambda: [])
     assert registry.get("resnet50").cpu_backend == "jax"
     assert registry.get("cnn").cpu_backend == "tensorflow"
+    # a CPU whose TensorFlow runs without oneDNN's kernels: each model's own CPU backend
+    no_onednn = {"TF_ENABLE_ONEDNN_OPTS": "0"}
+    assert device.training_backend("jax", no_onednn) == "jax"
+    assert device.training_backend("tensorflow", no_onednn) == "tensorflow"
+    # with them, TensorFlow for every model
+    assert device.training_backend("jax", {"TF_ENABLE_ONEDNN_OPTS": "1"}) == "tensorflow"
+    monkeypatch.setattr(device, "cpu_features", lambda: frozenset({"avx2", "fma"}))
     assert device.training_backend("jax", {}) == "jax"
-    assert device.training_backend("tensorflow", {}) == "tensorflow"
+    monkeypatch.setattr(device, "cpu_features", lambda: frozenset({"avx2", "avx512_vnni"}))
+    assert device.training_backend("jax", {}) == "tensorflow"
     assert device.training_backend("jax", {"KERAS_BACKEND": "tensorflow"}) == "tensorflow"
     assert device.training_backend("tensorflow", {"KERAS_BACKEND": "jax"}) == "jax"
     with pytest.raises(device.BackendError):
@@ -181,3 +189,27 @@ def test_each_model_trains_on_its_faster_cpu_backend_unless_told(monkeypatch) ->
     assert device.training_backend("jax", {}) == "tensorflow"
     with pytest.raises(ValueError, match="cpu_backend 'torch'"):
         registry.ModelSpec("m", "a:b", cpu_backend="torch")
+
+
+def test_tensorflow_uses_onednn_as_tensorflow_decides(tmp_path) -> None:
+    """TF_ENABLE_ONEDNN_OPTS when it is a boolean TensorFlow reads; otherwise the CPU features
+    TensorFlow turns oneDNN on for (DefaultOneDnnPolicy), read from /proc/cpuinfo's flags."""
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(
+        "processor\t: 0\nvendor_id\t: AuthenticAMD\nflags\t\t: fpu sse2 avx avx2 fma\n\n"
+        "processor\t: 1\nflags\t\t: fpu\n"
+    )
+    amd = device.cpu_features(cpuinfo)
+    assert {"avx2", "fma"} <= amd and "fpu" in amd
+    assert device.cpu_features(tmp_path / "absent") == frozenset()
+    sapphire = frozenset({"avx512f", "avx512_vnni", "amx_tile"})
+    assert not device.tensorflow_uses_onednn({}, amd)
+    assert device.tensorflow_uses_onednn({}, sapphire)
+    for value, expected in (("1", True), ("TRUE", True), ("0", False), ("false", False)):
+        assert device.tensorflow_uses_onednn({"TF_ENABLE_ONEDNN_OPTS": value}, amd) is expected
+        assert device.tensorflow_uses_onednn({"TF_ENABLE_ONEDNN_OPTS": value}, sapphire) is (
+            expected
+        )
+    # a value TensorFlow does not read as a boolean leaves its default (it warns)
+    assert device.tensorflow_uses_onednn({"TF_ENABLE_ONEDNN_OPTS": "yes"}, sapphire)
+    assert not device.tensorflow_uses_onednn({"TF_ENABLE_ONEDNN_OPTS": "yes"}, amd)
