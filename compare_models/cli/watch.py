@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -33,8 +34,10 @@ from compare_models.tracking.sink import reason_of
 
 POLL_SECONDS = 2.0
 DEFAULT_DEPLOYMENT = "compare-models/nightly"
-#: The trainings' flow runs are named `<run-id>-<training>` once they start.
+#: The state types (`StateType`, a str enum) of a training that has not started yet.
 _NOT_STARTED = ("SCHEDULED", "PENDING")
+#: Prefect names a task run `<task>-<3 hex digits>` unless the task names it ("train-cnn").
+_TASK_SUFFIX = re.compile(r"-[0-9a-f]{3}$")
 
 
 class WatchError(Exception):
@@ -115,17 +118,22 @@ def _running_tasks(client, flow_run_id) -> list[str]:
             state=TaskRunFilterState(type=TaskRunFilterStateType(any_=[StateType.RUNNING]))
         ),
     )
-    return sorted({r.name.rsplit("-", 1)[0] for r in runs})
+    return sorted({_TASK_SUFFIX.sub("", r.name) for r in runs})
 
 
 def _trainings(client, run_id: str) -> dict[str, str]:
-    """Each training's flow run name and its state's name."""
+    """Each started training's flow run name and its state's name (a training still scheduled
+    or pending, "Submitting" included, is left out)."""
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
 
     found = client.read_flow_runs(
         flow_run_filter=FlowRunFilter(name=FlowRunFilterName(like_=f"{run_id}-"))
     )
-    return {r.name: r.state_name for r in found if r.name.startswith(f"{run_id}-")}
+    return {
+        r.name: r.state_name
+        for r in found
+        if r.name.startswith(f"{run_id}-") and r.state_type not in _NOT_STARTED
+    }
 
 
 @dataclass
@@ -239,7 +247,7 @@ def _poll(client, flow_run, view, seen: _Seen):
                 view.epoch(log)
             seen.since = max(seen.since, log.timestamp)
         for name, training in _trainings(client, run_id).items():
-            if training not in _NOT_STARTED and seen.changed(name, training):
+            if seen.changed(name, training):
                 view.event(f"{datetime.now(UTC):%H:%M:%S} training {name}: {training}")
     if flow_run.state and flow_run.state.is_final():
         return flow_run, True

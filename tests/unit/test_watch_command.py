@@ -53,3 +53,13 @@ def test_off_a_terminal_an_epoch_is_its_logged_line(capsys):
     stamp = datetime(2026, 12, 6, 4, 12, 30, tzinfo=UTC)
     watch._Plain().epoch(EpochLog(id="1", timestamp=stamp, line=line))
     assert capsys.readouterr().out == f"04:12:30 {message}\n"
+
+
+def test_a_running_task_is_shown_by_its_name_without_prefects_suffix():
+    names = ["prepare-data-9ac", "train-cnn", "train-resnet50", "hand over champions-ece"]
+    assert [watch._TASK_SUFFIX.sub("", n) for n in names] == [
+        "prepare-data",
+        "train-cnn",
+        "train-resnet50",
+        "hand over champions",
+    ]
