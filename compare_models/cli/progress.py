@@ -117,9 +117,11 @@ class EpochLog:
     line: EpochLine
 
 
-def read_epoch_logs(client, run_id: str, since: datetime) -> list[EpochLog]:
+def read_epoch_logs(client, run_id: str, since: datetime) -> tuple[list[EpochLog], datetime]:
     """The epoch lines the run's trainings (the flow runs named `<run-id>-<training>`) logged
-    from `since` on, oldest first."""
+    from `since` on, oldest first, and the time of the last log read, epoch line or not: the
+    next call's `since`. The server returns a page of logs at a time, so a page of other lines
+    still moves `since` on."""
     from prefect.client.schemas.filters import (
         FlowRunFilter,
         FlowRunFilterName,
@@ -134,18 +136,19 @@ def read_epoch_logs(client, run_id: str, since: datetime) -> list[EpochLog]:
     )
     ids = [c.id for c in children if c.name.startswith(f"{run_id}-")]
     if not ids:
-        return []
+        return [], since
     logs = client.read_logs(
         log_filter=LogFilter(
             flow_run_id=LogFilterFlowRunId(any_=ids), timestamp=LogFilterTimestamp(after_=since)
         ),
         sort=LogSort.TIMESTAMP_ASC,
     )
-    return [
+    epochs = [
         EpochLog(id=str(log.id), timestamp=log.timestamp, line=line)
         for log in logs
         if (line := EpochLine.parse(log.message)) is not None
     ]
+    return epochs, max((log.timestamp for log in logs), default=since)
 
 
 def progress_bars(console) -> Progress:
@@ -180,12 +183,11 @@ def live_progress(console) -> Iterator[None]:
                 if handler.run_id is None:
                     continue
                 try:
-                    logs = read_epoch_logs(client, handler.run_id, since)
+                    logs, since = read_epoch_logs(client, handler.run_id, since)
                 except Exception:  # noqa: BLE001 - a display must never fail the run
                     continue
                 for log in logs:
                     bars.show(log.line)
-                since = max((log.timestamp for log in logs), default=since)
 
     thread = threading.Thread(target=poll, name="compare-models-progress", daemon=True)
     try:

@@ -241,11 +241,11 @@ def _poll(client, flow_run, view, seen: _Seen):
         view.event(f"{datetime.now(UTC):%H:%M:%S} run {flow_run.name}: {state}")
     run_id = _run_id(flow_run)
     if run_id:
-        for log in read_epoch_logs(client, run_id, seen.since):
+        logs, seen.since = read_epoch_logs(client, run_id, seen.since)
+        for log in logs:
             if log.id not in seen.logs:
                 seen.logs.add(log.id)
                 view.epoch(log)
-            seen.since = max(seen.since, log.timestamp)
         for name, training in _trainings(client, run_id).items():
             if seen.changed(name, training):
                 view.event(f"{datetime.now(UTC):%H:%M:%S} training {name}: {training}")
