@@ -8,10 +8,11 @@ from __future__ import annotations
 from prefect import get_run_logger, task
 from prefect.runtime import flow_run
 
+from compare_models.data.safety import reason_of
 from compare_models.runs.record import RunRecord
 from compare_models.tracking.records import Tracked
 from compare_models.tracking.runs import start_run
-from compare_models.tracking.sink import Sink, reason_of
+from compare_models.tracking.sink import Sink
 from compare_models.tracking.sync import log_run
 from tasks._store import open_store
 

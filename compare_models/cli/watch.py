@@ -29,8 +29,7 @@ from compare_models.cli.common import export_settings
 from compare_models.cli.common import fail as _fail
 from compare_models.cli.console import console, print_line
 from compare_models.config import Settings
-from compare_models.data.safety import redact_url
-from compare_models.tracking.sink import reason_of
+from compare_models.data.safety import reason_of, redact_url
 
 POLL_SECONDS = 2.0
 DEFAULT_DEPLOYMENT = "compare-models/nightly"

@@ -106,6 +106,22 @@ def redact_url(url: str) -> str:
     return urllib.parse.urlunsplit((parts.scheme, host + port, parts.path, parts.query, ""))
 
 
+#: `scheme://user:password@host`: the part a message must never show
+_USERINFO = re.compile(r"(?<=://)[^/@\s]+@")
+_MAX_REASON = 300
+
+
+def redacted(text: str) -> str:
+    """`text` (an error, a URI among other words) without any URL's user and password."""
+    return _USERINFO.sub("***@", text)
+
+
+def reason_of(exc: BaseException) -> str:
+    """One line saying why a call failed, without credentials, bounded in length."""
+    message = redacted(" ".join(str(exc).split()) or type(exc).__name__)
+    return message if len(message) <= _MAX_REASON else message[: _MAX_REASON - 1] + "…"
+
+
 def check_url_form(url: str) -> urllib.parse.SplitResult:
     """Scheme and credentials (no network): http(s) only, no user:password@."""
     try:

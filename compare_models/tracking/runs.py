@@ -26,6 +26,7 @@ import time
 from typing import Any
 
 from compare_models.config import Settings
+from compare_models.data.safety import redacted
 from compare_models.evaluation.records import SCALAR_METRICS
 from compare_models.runs.fingerprint import flatten
 from compare_models.runs.record import RunRecord
@@ -33,7 +34,7 @@ from compare_models.storage import layout
 from compare_models.storage.store import ArtifactStore
 from compare_models.tracking import lookup, names
 from compare_models.tracking.records import Tracked
-from compare_models.tracking.sink import Sink, redacted
+from compare_models.tracking.sink import Sink
 from compare_models.training.jobs import TrainingResult, replica_params
 
 

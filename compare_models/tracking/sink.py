@@ -20,28 +20,13 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from compare_models.config import Settings
+from compare_models.data.safety import reason_of, redacted
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-#: `scheme://user:password@host`: the part a message must never show
-_USERINFO = re.compile(r"(?<=://)[^/@\s]+@")
-_MAX_REASON = 300
-
-
-def redacted(text: str) -> str:
-    """`text` without any URL's user and password."""
-    return _USERINFO.sub("***@", text)
-
-
-def reason_of(exc: BaseException) -> str:
-    """One line saying why a call failed, without credentials, bounded in length."""
-    message = " ".join(str(exc).split()) or type(exc).__name__
-    message = redacted(message)
-    return message if len(message) <= _MAX_REASON else message[: _MAX_REASON - 1] + "…"
 
 
 def _server_down(exc: BaseException) -> bool:

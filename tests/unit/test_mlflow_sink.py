@@ -11,6 +11,7 @@ import time
 import pytest
 
 from compare_models.config import Settings
+from compare_models.data.safety import redacted
 from compare_models.gate.champion_record import (
     ChampionData,
     ChampionEntry,
@@ -20,7 +21,7 @@ from compare_models.gate.champion_record import (
 )
 from compare_models.tracking.records import Tracked
 from compare_models.tracking.registry import previous_of
-from compare_models.tracking.sink import Sink, redacted
+from compare_models.tracking.sink import Sink
 from tests.support.runs import ROOT
 from tests.support.stack import unused_port
 
