@@ -117,29 +117,31 @@ class EpochLog:
     line: EpochLine
 
 
-def read_epoch_logs(client, run_id: str, since: datetime) -> tuple[list[EpochLog], datetime]:
-    """The epoch lines the run's trainings (the flow runs named `<run-id>-<training>`) logged
-    from `since` on, oldest first, and the time of the last log read, epoch line or not: the
-    next call's `since`. The server returns a page of logs at a time, so a page of other lines
-    still moves `since` on."""
-    from prefect.client.schemas.filters import (
-        FlowRunFilter,
-        FlowRunFilterName,
-        LogFilter,
-        LogFilterFlowRunId,
-        LogFilterTimestamp,
-    )
-    from prefect.client.schemas.sorting import LogSort
+def training_runs(client, run_id: str) -> list:
+    """The run's trainings: its flow runs named `<run-id>-<training>` (Prefect's `like_` is a
+    substring match, so the prefix is checked again)."""
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
 
-    children = client.read_flow_runs(
+    found = client.read_flow_runs(
         flow_run_filter=FlowRunFilter(name=FlowRunFilterName(like_=f"{run_id}-"))
     )
-    ids = [c.id for c in children if c.name.startswith(f"{run_id}-")]
-    if not ids:
+    return [r for r in found if r.name.startswith(f"{run_id}-")]
+
+
+def read_epoch_logs(client, trainings: list, since: datetime) -> tuple[list[EpochLog], datetime]:
+    """The epoch lines the `trainings` (flow runs, `training_runs`) logged from `since` on,
+    oldest first, and the time of the last log read, epoch line or not: the next call's `since`.
+    The server returns a page of logs at a time, so a page of other lines still moves `since`
+    on."""
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId, LogFilterTimestamp
+    from prefect.client.schemas.sorting import LogSort
+
+    if not trainings:
         return [], since
     logs = client.read_logs(
         log_filter=LogFilter(
-            flow_run_id=LogFilterFlowRunId(any_=ids), timestamp=LogFilterTimestamp(after_=since)
+            flow_run_id=LogFilterFlowRunId(any_=[t.id for t in trainings]),
+            timestamp=LogFilterTimestamp(after_=since),
         ),
         sort=LogSort.TIMESTAMP_ASC,
     )
@@ -183,7 +185,8 @@ def live_progress(console) -> Iterator[None]:
                 if handler.run_id is None:
                     continue
                 try:
-                    logs, since = read_epoch_logs(client, handler.run_id, since)
+                    trainings = training_runs(client, handler.run_id)
+                    logs, since = read_epoch_logs(client, trainings, since)
                 except Exception:  # noqa: BLE001 - a display must never fail the run
                     continue
                 for log in logs:

@@ -33,7 +33,8 @@ from compare_models.data.safety import reason_of, redact_url
 
 POLL_SECONDS = 2.0
 DEFAULT_DEPLOYMENT = "compare-models/nightly"
-#: The state types (`StateType`, a str enum) of a training that has not started yet.
+#: The state types (`StateType`, a str enum) of a training that has not started yet: its
+#: "Submitting" (a Pending state) is not shown as a start.
 _NOT_STARTED = ("SCHEDULED", "PENDING")
 #: Prefect names a task run `<task>-<3 hex digits>` unless the task names it ("train-cnn").
 _TASK_SUFFIX = re.compile(r"-[0-9a-f]{3}$")
@@ -120,21 +121,6 @@ def _running_tasks(client, flow_run_id) -> list[str]:
     return sorted({_TASK_SUFFIX.sub("", r.name) for r in runs})
 
 
-def _trainings(client, run_id: str) -> dict[str, str]:
-    """Each started training's flow run name and its state's name (a training still scheduled
-    or pending, "Submitting" included, is left out)."""
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
-
-    found = client.read_flow_runs(
-        flow_run_filter=FlowRunFilter(name=FlowRunFilterName(like_=f"{run_id}-"))
-    )
-    return {
-        r.name: r.state_name
-        for r in found
-        if r.name.startswith(f"{run_id}-") and r.state_type not in _NOT_STARTED
-    }
-
-
 @dataclass
 class _Seen:
     """What has been shown already, so that a poll shows only what is new."""
@@ -201,14 +187,21 @@ class _Live:
         return self.live.__exit__(*exc)
 
 
-def watch(client, flow_run, view, *, timeout: float | None = None, poll: float = POLL_SECONDS):
+def watch(
+    client,
+    flow_run,
+    view,
+    *,
+    ui_url: str | None = None,
+    timeout: float | None = None,
+    poll: float = POLL_SECONDS,
+):
     """Shows `flow_run` until it ends (or `timeout` seconds pass); returns its last state."""
     seen = _Seen(since=flow_run.created or datetime.now(UTC))
     deadline = None if timeout is None else time.monotonic() + timeout
-    url = Settings().ui_url
     view.event(
         f"watching flow run {flow_run.name} ({flow_run.id})"
-        + (f": {url}/runs/flow-run/{flow_run.id}" if url else "")
+        + (f": {ui_url}/runs/flow-run/{flow_run.id}" if ui_url else "")
     )
     unreachable = False
     while True:
@@ -232,7 +225,7 @@ def watch(client, flow_run, view, *, timeout: float | None = None, poll: float =
 
 def _poll(client, flow_run, view, seen: _Seen):
     """Shows what is new; returns the flow run as it is now and whether it has ended."""
-    from compare_models.cli.progress import read_epoch_logs
+    from compare_models.cli.progress import read_epoch_logs, training_runs
 
     flow_run = client.read_flow_run(flow_run.id)
     state = flow_run.state_name or "?"
@@ -240,14 +233,20 @@ def _poll(client, flow_run, view, seen: _Seen):
         view.event(f"{datetime.now(UTC):%H:%M:%S} run {flow_run.name}: {state}")
     run_id = _run_id(flow_run)
     if run_id:
-        logs, seen.since = read_epoch_logs(client, run_id, seen.since)
+        # the states are read before the logs, so a training's end shows after its last epoch
+        trainings = training_runs(client, run_id)
+        logs, seen.since = read_epoch_logs(client, trainings, seen.since)
         for log in logs:
             if log.id not in seen.logs:
                 seen.logs.add(log.id)
                 view.epoch(log)
-        for name, training in _trainings(client, run_id).items():
-            if seen.changed(name, training):
-                view.event(f"{datetime.now(UTC):%H:%M:%S} training {name}: {training}")
+        for training in trainings:
+            if training.state_type not in _NOT_STARTED and seen.changed(
+                training.name, training.state_name
+            ):
+                view.event(
+                    f"{datetime.now(UTC):%H:%M:%S} training {training.name}: {training.state_name}"
+                )
     if flow_run.state and flow_run.state.is_final():
         return flow_run, True
     tasks = _running_tasks(client, flow_run.id)
@@ -266,7 +265,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
             flow_run = _find_flow_run(client, args.flow_run, args.deployment)
             view = _Live(out) if out.is_terminal else _Plain()
             with view:
-                state = watch(client, flow_run, view, timeout=args.timeout)
+                state = watch(client, flow_run, view, ui_url=settings.ui_url, timeout=args.timeout)
     except WatchError as exc:
         return _fail(str(exc))
     except httpx.HTTPError as exc:
