@@ -106,6 +106,25 @@ def require_archive() -> Path:
     return REAL_ARCHIVE
 
 
+def child_json(
+    argv: list[str], *, what: str, env: dict[str, str] | None = None, timeout: float = 3600
+) -> dict:
+    """A measurement in a process of its own: `python ARGV` from the project's root, with `env`
+    added to this process's environment; the JSON document its last line of stdout holds (a
+    failure stops the benchmark, naming `what`, with the child's last words)."""
+    out = subprocess.run(
+        [sys.executable, *argv],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
+    if out.returncode != 0:
+        raise SystemExit(f"{what} failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def run_cli(
     *args: str, env: dict[str, str] | None = None, timeout: float = 7200
 ) -> tuple[str, float]:

@@ -25,15 +25,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import REAL_ARCHIVE, ROOT, emit
+from benchmarks.common import REAL_ARCHIVE, child_json, emit
 
 SIDES = ("tensorflow-PyDataset", "tensorflow-tf.data", "jax")
 
@@ -134,15 +132,8 @@ def _run(
     batch_size: int = 128,
     env: dict[str, str] | None = None,
 ) -> dict:
-    env = {
-        **os.environ,
-        "KERAS_BACKEND": "jax" if side.startswith("jax") else "tensorflow",
-        "TF_CPP_MIN_LOG_LEVEL": "2",
-        **(env or {}),
-    }
-    out = subprocess.run(
+    return child_json(
         [
-            sys.executable,
             "-m",
             "benchmarks.speed.backends_cpu",
             "--child",
@@ -152,15 +143,14 @@ def _run(
             str(epochs),
             str(batch_size),
         ],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
+        what=f"{side} {model}",
+        env={
+            "KERAS_BACKEND": "jax" if side.startswith("jax") else "tensorflow",
+            "TF_CPP_MIN_LOG_LEVEL": "2",
+            **(env or {}),
+        },
         timeout=3 * 3600,
     )
-    if out.returncode != 0:
-        raise SystemExit(f"{side} {model} failed:\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:

@@ -31,15 +31,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import REAL_ARCHIVE, ROOT, emit
+from benchmarks.common import REAL_ARCHIVE, child_json, emit
 from benchmarks.speed.backends_cpu import _prepare, _run
 
 #: side → (the training's backend and input, the environment it adds).
@@ -151,17 +149,11 @@ def _cost_child(model_name: str, batch: int) -> dict:
 
 
 def _child_json(*args: str, env: dict[str, str] | None = None) -> dict:
-    out = subprocess.run(
-        [sys.executable, "-m", "benchmarks.speed.cpu_bound", *args],
-        cwd=ROOT,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=3600,
+    return child_json(
+        ["-m", "benchmarks.speed.cpu_bound", *args],
+        what=" ".join(args),
+        env={"TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})},
     )
-    if out.returncode != 0:
-        raise SystemExit(f"{' '.join(args)} failed:\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def _say(text: str) -> None:

@@ -22,14 +22,12 @@ import argparse
 import json
 import os
 import secrets
-import subprocess
-import sys
 import tarfile
 import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import ROOT, emit, require_archive, run_cli, scratch_bucket
+from benchmarks.common import child_json, emit, require_archive, run_cli, scratch_bucket
 
 _PREDICT = """
 import json, resource, sys, time
@@ -64,17 +62,9 @@ print(json.dumps({"images": len(x), "seconds": seconds,
 
 
 def _in_own_process(script: str, *args: str) -> dict:
-    out = subprocess.run(
-        [sys.executable, "-c", script, *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=3600,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    return child_json(
+        ["-c", script, *args], what="a measurement", env={"TF_CPP_MIN_LOG_LEVEL": "3"}
     )
-    if out.returncode != 0:
-        raise SystemExit(f"a measurement failed:\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def _touch(folder: Path) -> None:
