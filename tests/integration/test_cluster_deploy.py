@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from compare_models.local.services import worker_command
-from tests.support.runs import ROOT, placeholder_dataset
+from tests.support.runs import ROOT, placeholder_dataset, python_json
 
 pytestmark = pytest.mark.integration
 TOKEN = secrets.token_hex(3)
@@ -108,16 +108,12 @@ def test_the_stored_pull_steps_find_the_project_where_the_flow_runs(
         output = asyncio.run(run_steps({steps!r}))
         print(json.dumps({{"cwd": os.getcwd(), "output": output}}))
     """)
-    out = subprocess.run(
-        [sys.executable, "-c", code],
+    result = python_json(
+        code,
         cwd=tmp_path,
-        capture_output=True,
-        text=True,
         timeout=120,
         env={**os.environ, "COMPARE_MODELS_ROOT": "/nonexistent/laptop/checkout"},
     )
-    assert out.returncode == 0, out.stderr[-3000:]
-    result = json.loads(out.stdout.strip().splitlines()[-1])
     from compare_models.config import project_root
 
     assert Path(result["cwd"]) == project_root() == Path(result["output"]["directory"])

@@ -21,7 +21,7 @@ from compare_models.storage import layout
 from compare_models.tracking import names
 from compare_models.training.drills import DRILLS_ENV, Drills
 from tests.support import stack as test_stack
-from tests.support.runs import ROOT, cli
+from tests.support.runs import ROOT, cli, python_json
 
 pytestmark = pytest.mark.integration
 
@@ -164,16 +164,7 @@ probs = out["probabilities"] if isinstance(out, dict) else np.asarray(out)
 print(json.dumps({{"classes": np.asarray(probs).argmax(1).tolist(),
                   "loaded": sorted(m for m in sys.modules if m.startswith("compare_models"))}}))
 """
-    done = subprocess.run(
-        [sys.executable, "-c", script],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "PYTHONPATH": ""},
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result = python_json(script, cwd=tmp_path, env={**os.environ, "PYTHONPATH": ""})
     assert result["loaded"] == []
     assert result["classes"] == expected.tolist()
 

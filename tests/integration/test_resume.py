@@ -7,7 +7,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
@@ -15,7 +14,7 @@ import pytest
 from compare_models.config import RunParams
 from compare_models.storage import layout
 from compare_models.training.drills import DRILLS_ENV, Drills
-from tests.support.runs import ROOT, cli, cli_command, smoke_run_args
+from tests.support.runs import ROOT, cli, cli_command, python_json, smoke_run_args
 
 pytestmark = pytest.mark.integration
 
@@ -95,16 +94,7 @@ print(json.dumps({{
     "max_difference": float(np.abs(model.predict(x_test, verbose=0) - np.load(stored)["y_prob"]).max()),
 }}))
 """
-    out = subprocess.run(
-        [sys.executable, "-c", script],
-        cwd=ROOT,
-        env={**os.environ, "KERAS_BACKEND": "tensorflow"},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
-    loaded = json.loads(out.stdout.strip().splitlines()[-1])
+    loaded = python_json(script, env={**os.environ, "KERAS_BACKEND": "tensorflow"})
     assert loaded["backend"] == "tensorflow"
     assert loaded["max_difference"] < 1e-4, loaded
 

@@ -5,6 +5,7 @@ placeholder records (a training result, a dataset reference) for tests that need
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -29,6 +30,24 @@ def cli(
     return subprocess.run(
         cli_command(*args), cwd=ROOT, capture_output=True, text=True, env=env, timeout=timeout
     )
+
+
+def python_json(
+    script: str, *, cwd: Path = ROOT, env: dict[str, str] | None = None, timeout: float = 300
+):
+    """`python -c SCRIPT` in a fresh interpreter from `cwd` (`env` replaces the whole
+    environment; default: this process's): the JSON its last line of stdout holds. A script that
+    fails fails the test with its last words."""
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def smoke_run_args(

@@ -1,10 +1,6 @@
 """A training's own process does not load what Keras imports only because it is installed."""
 
-import json
-import subprocess
-import sys
-
-from tests.support.runs import ROOT
+from tests.support.runs import python_json
 
 PROBE = """
 import json, sys, types
@@ -19,15 +15,7 @@ print(json.dumps(loaded))
 
 
 def _loaded(main: str) -> list[str]:
-    out = subprocess.run(
-        [sys.executable, "-c", PROBE.format(main=main)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return python_json(PROBE.format(main=main), timeout=120)
 
 
 def test_a_worker_flow_run_process_skips_scikit_learn_and_matplotlib():
