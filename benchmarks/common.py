@@ -106,12 +106,11 @@ def require_archive() -> Path:
     return REAL_ARCHIVE
 
 
-def child_json(
-    argv: list[str], *, what: str, env: dict[str, str] | None = None, timeout: float = 3600
-) -> dict:
-    """A measurement in a process of its own: `python ARGV` from the project's root, with `env`
-    added to this process's environment; the JSON document its last line of stdout holds (a
-    failure stops the benchmark, naming `what`, with the child's last words)."""
+def _in_own_process(
+    argv: list[str], *, what: str, env: dict[str, str] | None, timeout: float
+) -> str:
+    """`python ARGV` from the project's root, with `env` added to this process's environment:
+    its stdout (a failure stops the benchmark, naming `what`, with the child's last words)."""
     out = subprocess.run(
         [sys.executable, *argv],
         cwd=ROOT,
@@ -122,25 +121,28 @@ def child_json(
     )
     if out.returncode != 0:
         raise SystemExit(f"{what} failed:\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return out.stdout
+
+
+def child_json(
+    argv: list[str], *, what: str, env: dict[str, str] | None = None, timeout: float = 3600
+) -> dict:
+    """A measurement in a process of its own (`python ARGV`, see `_in_own_process`): the JSON
+    document its last line of stdout holds."""
+    stdout = _in_own_process(argv, what=what, env=env, timeout=timeout)
+    return json.loads(stdout.strip().splitlines()[-1])
 
 
 def run_cli(
     *args: str, env: dict[str, str] | None = None, timeout: float = 7200
 ) -> tuple[str, float]:
-    """`compare-models <args>` in a process of its own, from the project's root, with `env`
-    added to this process's environment: its stdout and its seconds (a failure stops the
-    benchmark with the command's last words)."""
-    command = [sys.executable, "-m", "compare_models.cli.main", *args]
+    """`compare-models <args>` in a process of its own (see `_in_own_process`): its stdout and
+    its seconds."""
     started = time.perf_counter()
-    out = subprocess.run(
-        command,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
+    stdout = _in_own_process(
+        ["-m", "compare_models.cli.main", *args],
+        what=f"`compare-models {' '.join(args)}`",
+        env=env,
         timeout=timeout,
-        env={**os.environ, **(env or {})},
     )
-    if out.returncode != 0:
-        raise SystemExit(f"`compare-models {' '.join(args)}` failed:\n{out.stderr[-3000:]}")
-    return out.stdout, round(time.perf_counter() - started, 1)
+    return stdout, round(time.perf_counter() - started, 1)
