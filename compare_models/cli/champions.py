@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Any
 from compare_models.cli.common import fail as _fail
 from compare_models.cli.common import open_store as _open_store
 from compare_models.cli.console import print_line, print_table
-from compare_models.config import Settings
 
 if TYPE_CHECKING:
     from compare_models.gate.champion_record import ChampionEntry, ChampionRecord
@@ -22,7 +21,7 @@ def cmd_champion(args: argparse.Namespace) -> int:
     from compare_models.storage.errors import StoreError
 
     try:
-        _, store = _open_store()
+        settings, store = _open_store()
         records = [
             (track, r)
             for track, r in champions.champions(store, args.track)
@@ -41,7 +40,7 @@ def cmd_champion(args: argparse.Namespace) -> int:
         )
         return 0
     rows = [_champion_row(t, r, r.current) for t, r in records if r.current]
-    if Settings().mlflow_tracking_uri is None:  # MLflow off: no column for it
+    if settings.mlflow_tracking_uri is None:  # MLflow off: no column for it
         rows = [{k: v for k, v in row.items() if k != "mlflow"} for row in rows]
     print_table(rows, title="Champions")
     earlier = [

@@ -47,12 +47,19 @@ def _text(value: Any, limit: int) -> str:
 
 
 def _log_batch(
-    sink: Sink, mlflow_run_id: str, what: str, *, metrics: list = (), params: list = ()
+    sink: Sink,
+    mlflow_run_id: str,
+    what: str,
+    *,
+    metrics: list = (),
+    params: list = (),
+    tags: list = (),
 ) -> None:
-    """`log_batch` in chunks of MLflow's limits (params and metrics apart)."""
+    """`log_batch` in chunks of MLflow's limits (params, metrics and tags apart)."""
     for items, size, field in (
         (params, names.BATCH_PARAMS, "params"),
         (metrics, names.BATCH_METRICS, "metrics"),
+        (tags, names.BATCH_TAGS, "tags"),
     ):
         for start in range(0, len(items), size):
             sink.call(
@@ -73,7 +80,7 @@ def _tags(sink: Sink, mlflow_run_id: str, tags: dict[str, Any], what: str) -> No
     items = [
         RunTag(k, _text(v, names.MAX_TAG_VALUE)) for k, v in sorted(tags.items()) if v is not None
     ]
-    sink.call(what, sink.client.log_batch, mlflow_run_id, tags=items)
+    _log_batch(sink, mlflow_run_id, what, tags=items)
 
 
 def _new_metrics(
