@@ -6,14 +6,16 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, TypeVar
 
 from compare_models.tracking import names
 from compare_models.tracking.sink import Sink
 
 if TYPE_CHECKING:
     from mlflow.entities import Run
+
+T = TypeVar("T")
 
 #: What may stand inside a filter's quotes: our run ids, training, model and track names (all
 #: validated where they are made; checked again, since a record read back is untrusted).
@@ -26,9 +28,25 @@ def quoted(value: str) -> str:
     return f"'{value}'"
 
 
+def created_or_found(create: Callable[[], T], find: Callable[[], T | None]) -> T:
+    """`create()`; when it fails because another process created the same thing meanwhile,
+    what `find()` finds instead (its own error again when `find` finds nothing)."""
+    try:
+        return create()
+    except Exception:
+        found = find()
+        if found is None:
+            raise
+        return found
+
+
 def experiment(sink: Sink, track: str) -> str | None:
     """The id of the track's experiment, created if missing (None: MLflow did not answer)."""
     name = names.experiment_name(track)
+
+    def found_id() -> str | None:
+        found = sink.client.get_experiment_by_name(name)
+        return found.experiment_id if found is not None else None
 
     def find_or_create() -> str:
         found = sink.client.get_experiment_by_name(name)
@@ -36,14 +54,9 @@ def experiment(sink: Sink, track: str) -> str | None:
             if found.lifecycle_stage == "deleted":
                 sink.client.restore_experiment(found.experiment_id)
             return found.experiment_id
-        try:
-            return sink.client.create_experiment(name, tags={names.KIND: "track"})
-        except Exception:
-            # another process created it meanwhile
-            again = sink.client.get_experiment_by_name(name)
-            if again is None:
-                raise
-            return again.experiment_id
+        return created_or_found(
+            lambda: sink.client.create_experiment(name, tags={names.KIND: "track"}), found_id
+        )
 
     return sink.call(f"experiment {name}", find_or_create)
 

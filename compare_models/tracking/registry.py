@@ -57,15 +57,14 @@ def _ensure_registered_model(sink: Sink, name: str, track: str, model: str, what
     def create() -> None:
         if exists():
             return
-        try:
-            sink.client.create_registered_model(
+        lookup.created_or_found(
+            lambda: sink.client.create_registered_model(
                 name,
                 tags={names.MODEL: model, "compare_models.track": track},
                 description=f"The {model} champions of compare-models' track {track!r}.",
-            )
-        except Exception:
-            if not exists():  # another process created it meanwhile
-                raise
+            ),
+            lambda: True if exists() else None,
+        )
 
     return sink.done(what, create)
 

@@ -117,3 +117,15 @@ def test_tracked_says_what_was_not_logged_and_how_to_catch_up():
     tracked = Tracked(uri="http://mlflow:5000", not_logged=["the run: down"])
     assert "not all logged" in tracked.describe() and "mlflow sync" in tracked.describe()
     assert Tracked(uri="u", run_id="r", experiment_id="1").describe().startswith("logged to")
+
+
+def test_a_create_that_lost_a_race_takes_what_the_other_process_created():
+    from compare_models.tracking.lookup import created_or_found
+
+    def taken():
+        raise RuntimeError("RESOURCE_ALREADY_EXISTS")
+
+    assert created_or_found(lambda: "mine", lambda: "theirs") == "mine"
+    assert created_or_found(taken, lambda: "theirs") == "theirs"
+    with pytest.raises(RuntimeError, match="RESOURCE_ALREADY_EXISTS"):
+        created_or_found(taken, lambda: None)  # nothing there: the create's own error
