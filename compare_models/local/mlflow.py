@@ -60,7 +60,8 @@ def _env(settings: Settings) -> dict[str, str]:
         "MLFLOW_DISABLE_TELEMETRY": "true",
         "DO_NOT_TRACK": "true",
         # MLflow 3's job runner (GenAI evaluation jobs, which compare-models never submits) starts
-        # eight worker processes, 2.4 GB resident measured here: not on a 2-core laptop
+        # eight resident worker processes (their memory: docs/benchmarks.md, "The MLflow sink"):
+        # not on a 2-core laptop
         "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
     }
 

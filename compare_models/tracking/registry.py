@@ -108,7 +108,8 @@ def _mlflow_model(store: ArtifactStore, prefix: str, folder: Path) -> dict[str, 
         str(saved),
         signature=signature,
         # what loading it needs, pinned to what checked the export; given, since MLflow would
-        # otherwise infer them by loading the model in a subprocess (3.5 s measured here)
+        # otherwise infer them by loading the model in a subprocess, nearly all of a save's
+        # time (docs/benchmarks.md, "The MLflow sink")
         pip_requirements=[
             f"mlflow=={mlflow.__version__}",
             f"onnx=={onnx.__version__}",
