@@ -17,8 +17,8 @@ import logging
 import re
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 
 from rich.progress import (
     BarColumn,
@@ -128,29 +128,60 @@ def training_runs(client, run_id: str) -> list:
     return [r for r in found if r.name.startswith(f"{run_id}-")]
 
 
-def read_epoch_logs(client, trainings: list, since: datetime) -> tuple[list[EpochLog], datetime]:
-    """The epoch lines the `trainings` (flow runs, `training_runs`) logged from `since` on,
-    oldest first, and the time of the last log read, epoch line or not: the next call's `since`.
-    The server returns a page of logs at a time, so a page of other lines still moves `since`
-    on."""
-    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId, LogFilterTimestamp
-    from prefect.client.schemas.sorting import LogSort
+#: how far behind the newest line read each read looks again. Prefect's log workers send each
+#: process's lines in batches (every 2 s by default, and the rest at exit), so one training's
+#: line can reach the server after a later line of another training has been read; the ids make a
+#: line read twice one line
+LATE_LOGS = timedelta(seconds=120)
 
-    if not trainings:
-        return [], since
-    logs = client.read_logs(
-        log_filter=LogFilter(
+#: the server's page of logs (Prefect's default limit), and the most pages one read takes: a read
+#: stays bounded however much the trainings log
+LOG_PAGE = 200
+MAX_LOG_PAGES = 50
+
+
+@dataclass
+class EpochLogReader:
+    """Reads the trainings' epoch lines from the Prefect server, each line once, oldest first."""
+
+    since: datetime = field(default_factory=lambda: datetime.now(UTC))
+    seen: set[str] = field(default_factory=set)
+
+    def read(self, client, trainings: list) -> list[EpochLog]:
+        """The epoch lines of `trainings` (flow runs, `training_runs`) not returned before."""
+        from prefect.client.schemas.filters import (
+            LogFilter,
+            LogFilterFlowRunId,
+            LogFilterTimestamp,
+        )
+        from prefect.client.schemas.sorting import LogSort
+
+        if not trainings:
+            return []
+        log_filter = LogFilter(
             flow_run_id=LogFilterFlowRunId(any_=[t.id for t in trainings]),
-            timestamp=LogFilterTimestamp(after_=since),
-        ),
-        sort=LogSort.TIMESTAMP_ASC,
-    )
-    epochs = [
-        EpochLog(id=str(log.id), timestamp=log.timestamp, line=line)
-        for log in logs
-        if (line := EpochLine.parse(log.message)) is not None
-    ]
-    return epochs, max((log.timestamp for log in logs), default=since)
+            timestamp=LogFilterTimestamp(after_=self.since - LATE_LOGS),
+        )
+        logs: list = []
+        for page in range(MAX_LOG_PAGES):
+            found = client.read_logs(
+                log_filter=log_filter,
+                limit=LOG_PAGE,
+                offset=page * LOG_PAGE,
+                sort=LogSort.TIMESTAMP_ASC,
+            )
+            logs += found
+            if len(found) < LOG_PAGE:
+                break
+        self.since = max((log.timestamp for log in logs), default=self.since)
+        new = []
+        for log in logs:
+            if str(log.id) in self.seen:
+                continue
+            self.seen.add(str(log.id))
+            if (line := EpochLine.parse(log.message)) is not None:
+                new.append(EpochLog(id=str(log.id), timestamp=log.timestamp, line=line))
+        return new
 
 
 def progress_bars(console) -> Progress:
@@ -179,14 +210,14 @@ def live_progress(console) -> Iterator[None]:
     bars = TrainingProgress(progress)
 
     def poll() -> None:
-        since = datetime.now(UTC)
+        reader = EpochLogReader()
         with get_client(sync_client=True) as client:
             while not stop.wait(POLL_SECONDS):
                 if handler.run_id is None:
                     continue
                 try:
                     trainings = training_runs(client, handler.run_id)
-                    logs, since = read_epoch_logs(client, trainings, since)
+                    logs = reader.read(client, trainings)
                 except Exception:  # noqa: BLE001 - a display must never fail the run
                     continue
                 for log in logs:

@@ -28,6 +28,7 @@ import httpx
 from compare_models.cli.common import export_settings
 from compare_models.cli.common import fail as _fail
 from compare_models.cli.console import console, print_line
+from compare_models.cli.progress import EpochLogReader
 from compare_models.config import Settings
 from compare_models.data.safety import reason_of, redact_url
 
@@ -125,9 +126,8 @@ def _running_tasks(client, flow_run_id) -> list[str]:
 class _Seen:
     """What has been shown already, so that a poll shows only what is new."""
 
-    logs: set[str] = field(default_factory=set)
+    logs: EpochLogReader = field(default_factory=EpochLogReader)
     states: dict[str, str] = field(default_factory=dict)
-    since: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     def changed(self, name: str, state: str | None) -> bool:
         if state is None or self.states.get(name) == state:
@@ -197,7 +197,7 @@ def watch(
     poll: float = POLL_SECONDS,
 ):
     """Shows `flow_run` until it ends (or `timeout` seconds pass); returns its last state."""
-    seen = _Seen(since=flow_run.created or datetime.now(UTC))
+    seen = _Seen(logs=EpochLogReader(since=flow_run.created or datetime.now(UTC)))
     deadline = None if timeout is None else time.monotonic() + timeout
     view.event(
         f"watching flow run {flow_run.name} ({flow_run.id})"
@@ -225,7 +225,7 @@ def watch(
 
 def _poll(client, flow_run, view, seen: _Seen):
     """Shows what is new; returns the flow run as it is now and whether it has ended."""
-    from compare_models.cli.progress import read_epoch_logs, training_runs
+    from compare_models.cli.progress import training_runs
 
     flow_run = client.read_flow_run(flow_run.id)
     state = flow_run.state_name or "?"
@@ -235,11 +235,8 @@ def _poll(client, flow_run, view, seen: _Seen):
     if run_id:
         # the states are read before the logs, so a training's end shows after its last epoch
         trainings = training_runs(client, run_id)
-        logs, seen.since = read_epoch_logs(client, trainings, seen.since)
-        for log in logs:
-            if log.id not in seen.logs:
-                seen.logs.add(log.id)
-                view.epoch(log)
+        for log in seen.logs.read(client, trainings):
+            view.epoch(log)
         for training in trainings:
             if training.state_type not in _NOT_STARTED and seen.changed(
                 training.name, training.state_name
