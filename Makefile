@@ -60,12 +60,20 @@ run-local: up
 # The tests run against a stack of their own (tests/support/stack.py: other ports, .compare-models/test-stack),
 # never the user's services. Three pytest processes share the 2 cores (a test spends much of its
 # time waiting on training subprocesses and the services: measured with two, the cores were 1.65
-# busy of 2 with three); the tests that restart S3 run alone, after them; the test stack stops at the end.
+# busy of 2 with three). The tests that restart S3 (marked serial) run meanwhile, one at a time,
+# on a second test stack of their own (ports moved by SERIAL_STACK_SHIFT); their output follows the
+# others'. Both test stacks stop at the end.
+SERIAL_STACK_SHIFT ?= 50
+SERIAL_LOG = .compare-models/serial-tests.log
 test: lint  ## lint, then unit + integration tests against the test stack's real services
-	status=0; \
+	mkdir -p .compare-models; status=0; \
+	TEST_STACK_PORT_SHIFT=$(SERIAL_STACK_SHIFT) $(BIN)/python -m pytest -q -p no:cacheprovider -m serial \
+	  >$(SERIAL_LOG) 2>&1 & serial=$$!; \
 	$(BIN)/python -m pytest -q -p no:cacheprovider -n 3 --dist loadfile -m "not serial" || status=$$?; \
-	$(BIN)/python -m pytest -q -p no:cacheprovider -m serial || status=$$?; \
+	wait $$serial || status=$$?; \
+	echo "── the serial tests, on their own test stack:"; cat $(SERIAL_LOG); \
 	$(BIN)/python -m tests.support.stack down; \
+	TEST_STACK_PORT_SHIFT=$(SERIAL_STACK_SHIFT) $(BIN)/python -m tests.support.stack down; \
 	exit $$status
 
 lint: install

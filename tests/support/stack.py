@@ -19,12 +19,11 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-HOME = ROOT / ".compare-models" / "test-stack"
-
 #: where the test stack listens. SeaweedFS' other ports move by the S3 port's offset (+500: none
 #: of them lands on a port of the default stack, whose gRPC ports are its HTTP ports + 10000)
-#: TEST_STACK_PORT_SHIFT (default 0) moves them all, for a second checkout's test stack beside
-#: this one (a git worktree); it is read by every process, so it must not carry an inherited prefix
+#: TEST_STACK_PORT_SHIFT (default 0) moves them all, for a second test stack beside this one: a
+#: second checkout's (a git worktree), or the one `make test` runs the serial tests on while the
+#: others run; it is read by every process, so it must not carry an inherited prefix
 PORT_SHIFT_VARIABLE = "TEST_STACK_PORT_SHIFT"
 
 
@@ -33,6 +32,10 @@ def _port_shift() -> int:
     if not value.isdigit() or int(value) > 2000:
         raise ValueError(f"{PORT_SHIFT_VARIABLE}={value!r}: give a whole number from 0 to 2000")
     return int(value)
+
+
+#: the stack's state (its services' data, pid files, logs); a shifted stack has a folder of its own
+HOME = ROOT / ".compare-models" / (f"test-stack-{_port_shift()}" if _port_shift() else "test-stack")
 
 
 PORTS = {
