@@ -18,7 +18,8 @@ from tests.support.runs import ROOT, cli
 
 pytestmark = pytest.mark.integration
 
-#: this stack's ports: the test stack's, moved by this much (free beside it and the user's)
+#: this stack's ports: the test stack's, moved by this much (free beside it, the user's and the
+#: serial tests' stack of `make test`, moved by 25)
 PORT_OFFSET = 50
 
 
