@@ -14,10 +14,10 @@ from pydantic import ValidationError
 
 from compare_models.events import CHAMPION_PROMOTED, MODEL_REGRESSED, ModelRegressed
 from compare_models.gate import champions, noise_band
-from compare_models.gate.champion_record import ChampionEntry
 from compare_models.gate.publishing import hand_over
 from compare_models.gate.rescoring import request_for, rescore_in_own_process
 from compare_models.runs.artifacts import RunArtifacts
+from compare_models.runs.champion_record import ChampionEntry
 from compare_models.runs.decision import ExportNote, GateDecision, TestImages
 from compare_models.runs.record import RunRecord
 from tasks._store import open_artifacts

@@ -13,7 +13,7 @@ from compare_models.cli.common import open_store as _open_store
 from compare_models.cli.console import print_line, print_table
 
 if TYPE_CHECKING:
-    from compare_models.gate.champion_record import ChampionEntry, ChampionRecord
+    from compare_models.runs.champion_record import ChampionEntry, ChampionRecord
 
 
 def cmd_champion(args: argparse.Namespace) -> int:

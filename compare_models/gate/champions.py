@@ -4,7 +4,7 @@ model (the challenger) against it with the paired test on the same test images.
 The record of a champion lives at `champions/<track>/<model>.json`: the current champion
 (run id, model and predictions keys, the data it was tested on, its metrics, when, why and
 by whom it was promoted) and the history of earlier champions; its schema is
-`compare_models.gate.champion_record.ChampionRecord`. Every change is a
+`compare_models.runs.champion_record.ChampionRecord`. Every change is a
 conditional write (If-Match on the ETag read, If-None-Match for the first champion), so
 two runs finishing at once never lose a promotion: the loser re-reads the record and is
 judged again against the new champion. A retried run never promotes twice: a record whose
@@ -27,12 +27,13 @@ from functools import partial
 import numpy as np
 
 from compare_models.config import CIFAR10_CLASSES, ComparisonParams, GatePolicy
-from compare_models.gate.champion_record import (
+from compare_models.runs.champion_record import (
     ChampionData,
     ChampionEntry,
     ChampionMetrics,
     ChampionRecord,
     promote,
+    read,
 )
 from compare_models.runs.decision import (
     ALREADY,
@@ -244,12 +245,6 @@ def below_curve(pair: PairComparison, band: NoiseBand | None) -> str:
         f"({100 * curve.fit.coverage:g}% interval for tonight's residual; residual "
         f"{100 * residual:+.2f} points), {curve.fit.describe()}"
     )
-
-
-def read(store: ArtifactStore, track: str, model: str) -> tuple[ChampionRecord | None, str | None]:
-    """The champion record of `model` on `track` and its ETag (None, None: no champion yet)."""
-    stored, etag = store.get_json_versioned(layout.champion_key(track, model))
-    return (None if stored is None else ChampionRecord.model_validate(stored)), etag
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from compare_models.config import ExportPolicy
 from compare_models.evaluation.records import Evaluation
 from compare_models.events import CHAMPION_PROMOTED, ChampionPromoted
-from compare_models.gate.champion_record import ChampionEntry, ChampionExport, ChampionRecord
 from compare_models.gate.champions import read, update_current
+from compare_models.runs.champion_record import ChampionEntry, ChampionExport, ChampionRecord
 from compare_models.runs.decision import GateDecision
 from compare_models.runs.record import RunRecord
 from compare_models.serving.card import card_data, card_markdown
@@ -143,7 +143,8 @@ def hand_over(
                 error = "no export of it was kept and its run was not given"
         except ExportFailed as exc:
             error = str(exc)
-    serve_the_champion(store, track, entry.model)
+        # with exports off, the served tree is left as it is: no earlier export is republished
+        serve_the_champion(store, track, entry.model)
     CHAMPION_PROMOTED.emit(
         ChampionPromoted(
             track=track,

@@ -11,12 +11,16 @@ upgrade. Fields a newer writer added are ignored on reading.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from compare_models.statistics.records import Interval
+from compare_models.storage import layout
 from compare_models.storage.schema import stored_version
+
+if TYPE_CHECKING:
+    from compare_models.storage.store import ArtifactStore
 
 #: The record's shape; bump it when a field changes meaning or a required field is added.
 SCHEMA_VERSION = 1
@@ -138,6 +142,13 @@ class ChampionRecord(_Part):
         stored_version(data, newest=SCHEMA_VERSION, what="champion record")
         # version 0 has today's fields: it reads as it is, and is written back as version 1
         return {**data, "schema_version": SCHEMA_VERSION}
+
+
+def read(store: ArtifactStore, track: str, model: str) -> tuple[ChampionRecord | None, str | None]:
+    """The champion record of `model` on `track` and its ETag (None, None: no champion yet). The
+    gate writes it; serving and the CLI read it here too, through the one schema."""
+    stored, etag = store.get_json_versioned(layout.champion_key(track, model))
+    return (None if stored is None else ChampionRecord.model_validate(stored)), etag
 
 
 def promote(record: ChampionRecord | None, entry: ChampionEntry) -> ChampionRecord:

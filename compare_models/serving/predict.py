@@ -34,7 +34,7 @@ from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 
 import numpy as np
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from compare_models.config import FolderPolicy
 from compare_models.data.errors import DataError
@@ -47,9 +47,10 @@ from compare_models.data.folders import (
     list_folder,
 )
 from compare_models.data.images import to_input
-from compare_models.data.safety import shown
+from compare_models.data.safety import reason_of, shown
 from compare_models.data.sources import MAX_ARCHIVE_BYTES
 from compare_models.data.tar_stream import iter_image_members
+from compare_models.runs.champion_record import read as read_champion
 from compare_models.serving.publish import stored_export
 from compare_models.serving.records import ExportFailed
 from compare_models.storage import layout
@@ -169,15 +170,21 @@ def _decoded(
 
 def champion_export(store: ArtifactStore, track: str, model: str):
     """The served export of `track`'s champion `model` (its manifest), from the champion record."""
-    record = store.get_json_versioned(layout.champion_key(track, model))[0]
-    current = (record or {}).get("current") or {}
-    export = current.get("export") or {}
-    version = export.get("version")
-    if not isinstance(version, int) or version < 1:
+    try:
+        record, _ = read_champion(store, track, model)
+    except ValidationError as exc:
+        raise PredictError(
+            f"the champion record {layout.champion_key(track, model)} cannot be read "
+            f"({reason_of(exc)}); a record this version cannot read is left as it is: name "
+            f"a champion again with `compare-models promote RUN_ID --model {model} --track {track}`"
+        ) from None
+    current = record.current if record else None
+    if current is None or current.export is None:
         raise PredictError(
             f"track {track!r} has no served {model} champion: promote one, or export the champion "
             f"with `compare-models export RUN_ID --model {model}`"
         )
+    version = current.export.version
     try:
         result = stored_export(store, layout.export_version_prefix(track, model, version))
     except ExportFailed as exc:
@@ -185,7 +192,7 @@ def champion_export(store: ArtifactStore, track: str, model: str):
     if result is None or "model.onnx" not in result.uris:
         raise PredictError(
             f"version {version} of {track}'s {model} has no complete ONNX export; publish the "
-            f"champion again with `compare-models export {current.get('run_id')} --model {model}`"
+            f"champion again with `compare-models export {current.run_id} --model {model}`"
         )
     return result
 

@@ -17,8 +17,8 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from compare_models.gate.champion_record import ChampionEntry, ChampionRecord
 from compare_models.gate.champions import read, update_current
+from compare_models.runs.champion_record import ChampionEntry, ChampionRecord
 from compare_models.runs.stored import read_record
 from compare_models.serving.publish import stored_export
 from compare_models.storage import layout

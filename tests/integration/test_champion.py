@@ -17,8 +17,8 @@ from pydantic import SecretStr
 
 from compare_models.config import ComparisonParams, GatePolicy, RunParams
 from compare_models.gate import champions
-from compare_models.gate.champion_record import ChampionEntry
 from compare_models.runs.artifacts import load_predictions
+from compare_models.runs.champion_record import ChampionEntry
 from compare_models.storage import layout
 from tests.support.runs import cli as run_cli
 from tests.support.webhook_receiver import start_receiver

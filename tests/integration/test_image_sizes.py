@@ -11,8 +11,8 @@ import pytest
 
 from compare_models.config import RunParams
 from compare_models.gate import champions
-from compare_models.gate.champion_record import ChampionRecord
 from compare_models.models import registry
+from compare_models.runs.champion_record import ChampionRecord
 from compare_models.storage import layout
 from tests.support.archives import image_folder_files
 

@@ -19,8 +19,8 @@ import pytest
 
 from compare_models.config import RunParams
 from compare_models.gate import champions
-from compare_models.gate.champion_record import ChampionRecord
 from compare_models.gate.publishing import export_request
+from compare_models.runs.champion_record import ChampionRecord
 from compare_models.runs.record import RunRecord
 from compare_models.serving.export import export_in_own_process
 from compare_models.serving.records import ExportFailed
@@ -274,6 +274,44 @@ def test_an_export_that_finished_after_a_later_promotion_is_outranked_by_the_cha
     assert again is not None and again.version > late.version
     version, manifest = _served(stack)
     assert version == again.version and manifest["run_id"] == champion.run_id
+
+
+def test_a_hand_over_with_exports_off_leaves_the_served_tree_as_it_is(first, stack):
+    from compare_models.config import ExportPolicy
+    from compare_models.gate.publishing import hand_over, serve_the_champion
+    from compare_models.serving.publish import republish
+
+    record = ChampionRecord.model_validate(stack.get_json(layout.champion_key(TRACK, "tiny")))
+    champion, former = record.current, record.history[0]
+    late = republish(stack, TRACK, "tiny", from_version=former.export.version, run_id=former.run_id)
+    run = _record(stack, champion.run_id)
+    gate = run.params.gate.model_copy(update={"export": ExportPolicy(enabled=False)})
+    off = run.model_copy(update={"params": run.params.model_copy(update={"gate": gate})})
+    handed = hand_over(
+        stack, track=TRACK, entry=champion, previous_run_id=former.run_id, how="gate", record=off
+    )
+    assert handed.result is None and handed.error is None
+    assert _served(stack)[0] == late.version  # nothing was exported or published again
+    assert serve_the_champion(stack, TRACK, "tiny") is not None  # as the later tests expect it
+
+
+def test_predict_refuses_a_champion_record_it_cannot_read(first, stack, tmp_path):
+    from tests.support.runs import cli
+
+    folder = tmp_path / "incoming"
+    folder.mkdir()
+    track = f"{TRACK}-unreadable"
+    key = layout.champion_key(track, "tiny")
+    for record, says in [
+        ({"model": "tiny", "current": {"run_id": 7}}, "cannot be read"),
+        ({"model": "tiny", "schema_version": 99}, "newer"),
+        ({"model": "tiny", "current": None}, "no served tiny champion"),
+    ]:
+        stack.put_json(record, key, overwrite=True)
+        done = cli("predict", str(folder), "--track", track, "--model", "tiny")
+        last = done.stderr.strip().splitlines()[-1]
+        assert done.returncode == 1 and last.startswith("compare-models: error:"), last
+        assert says in last, last
 
 
 def test_predict_scores_a_folder_skips_a_corrupt_file_and_reuses_its_result(

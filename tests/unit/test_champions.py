@@ -10,7 +10,7 @@ import pytest
 
 from compare_models.config import GatePolicy
 from compare_models.gate import champions
-from compare_models.gate.champion_record import (
+from compare_models.runs.champion_record import (
     SCHEMA_VERSION,
     ChampionData,
     ChampionEntry,

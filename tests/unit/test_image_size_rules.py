@@ -103,8 +103,8 @@ def test_a_builder_that_takes_no_size_serves_32_only():
 
 def test_a_model_of_another_input_size_is_another_recipe_and_the_gate_says_so():
     from compare_models.data.dataset import DatasetRef
-    from compare_models.gate.champion_record import ChampionData, ChampionEntry, ChampionMetrics
     from compare_models.gate.champions import INCOMPARABLE, comparable, recipe_difference
+    from compare_models.runs.champion_record import ChampionData, ChampionEntry, ChampionMetrics
     from compare_models.training.jobs import TrainingJob
 
     def entry(input_size=None, image_size=None):

@@ -12,7 +12,7 @@ import pytest
 
 from compare_models.config import Settings
 from compare_models.data.safety import redacted
-from compare_models.gate.champion_record import (
+from compare_models.runs.champion_record import (
     ChampionData,
     ChampionEntry,
     ChampionMetrics,
