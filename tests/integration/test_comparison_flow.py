@@ -12,7 +12,7 @@ import pytest
 from compare_models.config import RunParams
 from compare_models.storage import layout
 from tests.support import stack as test_stack
-from tests.support.runs import cli
+from tests.support.runs import NO_EXPORT, cli
 
 pytestmark = pytest.mark.integration
 
@@ -22,6 +22,7 @@ PLUGIN_RUN = {
     "models": ["cnn", "tiny"],
     "train": {"epochs": 2, "batch_size": 32, "threads": 1},
     "comparison": {"resamples": 1000},
+    "gate": NO_EXPORT,
 }
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from compare_models.storage import layout
 from tests.integration.test_flow import TINY, run_flow
-from tests.support.runs import cli
+from tests.support.runs import NO_EXPORT_FLAG, cli
 
 pytestmark = pytest.mark.integration
 
@@ -82,6 +82,7 @@ def test_cli_run_json_and_cnn_learns(stack):
         "5",
         "--batch-size",
         "32",
+        NO_EXPORT_FLAG,
         "--json",
     )
     assert out.returncode == 0, out.stderr[-3000:]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 
 import pytest
 
@@ -26,6 +27,8 @@ TINY = {
     "split": {"protocol": "sizes", "train": 100, "val": 40, "test": 40},
     "train": {"epochs": 2, "batch_size": 32},
     "resnet_weights": "none",
+    # a track of its own: the first run makes both models champions, and both are exported
+    "gate": {"track": f"flow-{secrets.token_hex(3)}"},
 }
 
 
@@ -61,6 +64,16 @@ def test_both_models_train_evaluate_and_publish(both_models_run, stack, tmp_path
         assert not list(stack.list_keys(layout.checkpoint_prefix(run_id, model))), (
             "checkpoints are pruned after success"
         )
+    # both champions exported, each format checked against the trained model before publishing
+    # (ResNet50's with its ImageNet preprocessing inside)
+    for model in ("cnn", "resnet50"):
+        export = manifest["gate"][model]["export"]
+        prefix = layout.export_version_prefix(TINY["gate"]["track"], model, export["version"])
+        published = stack.get_json(prefix + layout.EXPORT_MANIFEST)
+        assert {c["format"] for c in published["checks"]} == {"savedmodel", "onnx"}
+        assert all(c["passed"] for c in published["checks"]), published["checks"]
+        assert stack.exists(prefix + "model.onnx") and stack.exists(prefix + "saved_model.pb")
+    assert "ImageNet" in published["input"]["preprocessing"]
     assert manifest["models"]["cnn"]["parameters"] == 2_915_114
     assert manifest["models"]["resnet50"]["parameters"] == 26_215_818
     # On this GPU-less machine each model trains on the backend `training_backend` picks for

@@ -15,7 +15,7 @@ from compare_models.config import RunParams
 from compare_models.gate import champions
 from compare_models.storage import layout
 from tests.support.archives import image_folder_files
-from tests.support.runs import cli
+from tests.support.runs import NO_EXPORT, cli
 
 pytestmark = pytest.mark.integration
 
@@ -37,7 +37,7 @@ def _params(root, **extra):
             "models": ["cnn"],
             "train": {"epochs": 1, "batch_size": 32, "threads": 1},
             "comparison": {"resamples": 1000},
-            "gate": {"track": TRACK},
+            "gate": {"track": TRACK, **NO_EXPORT},
             **extra,
         }
     )

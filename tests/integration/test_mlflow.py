@@ -21,7 +21,7 @@ from compare_models.storage import layout
 from compare_models.tracking import names
 from compare_models.training.drills import DRILLS_ENV, Drills
 from tests.support import stack as test_stack
-from tests.support.runs import ROOT, cli, python_json
+from tests.support.runs import NO_EXPORT, ROOT, cli, python_json
 
 pytestmark = pytest.mark.integration
 
@@ -287,7 +287,7 @@ def test_a_retried_training_keeps_its_one_nested_run(stack, client, mlflow_serve
         run_id,
         train={**BASE["train"], "epochs": 4},
         execution={"retries": 1, "retry_delay_seconds": 0},
-        gate={"track": f"{TRACK}-retry"},
+        gate={"track": f"{TRACK}-retry", **NO_EXPORT},
     )
     assert stack.get_json(layout.history_key(run_id, "tiny"))["result"]["resumed_from_epoch"] == 2
     trainings = runs_of(client, run_id, track=f"{TRACK}-retry", kind=names.KIND_TRAINING)

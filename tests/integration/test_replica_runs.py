@@ -11,6 +11,7 @@ import pytest
 from compare_models.config import RunParams
 from compare_models.runs.stored import read_record
 from compare_models.storage import layout
+from tests.support.runs import NO_EXPORT
 
 pytestmark = pytest.mark.integration
 
@@ -29,7 +30,7 @@ PARAMS = {
     },
     "resnet_weights": "none",
     "comparison": {"resamples": 1000},
-    "gate": {"track": f"test-replicas-{secrets.token_hex(3)}"},
+    "gate": {"track": f"test-replicas-{secrets.token_hex(3)}", **NO_EXPORT},
 }
 
 

@@ -14,7 +14,15 @@ import pytest
 from compare_models.config import RunParams
 from compare_models.storage import layout
 from compare_models.training.drills import DRILLS_ENV, Drills
-from tests.support.runs import ROOT, cli, cli_command, python_json, smoke_run_args
+from tests.support.runs import (
+    NO_EXPORT,
+    NO_EXPORT_FLAG,
+    ROOT,
+    cli,
+    cli_command,
+    python_json,
+    smoke_run_args,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -26,6 +34,7 @@ TINY = {
     "split": {"protocol": "sizes", "train": 100, "val": 40, "test": 40},
     "models": ["tiny"],
     "resnet_weights": "none",
+    "gate": NO_EXPORT,
 }
 
 
@@ -145,7 +154,15 @@ def test_without_retries_the_injected_fault_fails_the_run(
 def test_killed_run_resumes_from_its_checkpoint_on_rerun(stack):
     run_id = "killed-and-rerun"
     args = smoke_run_args(
-        "synthetic:400", "cnn", (300, 50, 40), 6, "--batch-size", "32", "--run-id", run_id
+        "synthetic:400",
+        "cnn",
+        (300, 50, 40),
+        6,
+        "--batch-size",
+        "32",
+        "--run-id",
+        run_id,
+        NO_EXPORT_FLAG,
     )
     first = subprocess.Popen(
         cli_command(*args),

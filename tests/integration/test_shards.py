@@ -22,6 +22,7 @@ from compare_models.data.errors import DataError
 from compare_models.data.shards import ShardReader, local_copy, write_split
 from compare_models.storage import layout
 from tests.support.archives import image_folder_files
+from tests.support.runs import NO_EXPORT
 
 pytestmark = pytest.mark.integration
 
@@ -180,6 +181,7 @@ def test_a_training_resumed_after_epoch_1_trains_as_an_uninterrupted_one(
         "models": ["tiny"],
         "train": {"epochs": 3, "batch_size": 16, "threads": 1},
         "execution": {"retries": 1, "retry_delay_seconds": 0},
+        "gate": NO_EXPORT,
     }
     histories = {}
     for kind, drills in (("resumed", Drills(fail_after_epoch=1)), ("straight", Drills())):
