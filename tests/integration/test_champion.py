@@ -20,6 +20,7 @@ from compare_models.gate import champions
 from compare_models.runs.artifacts import load_predictions
 from compare_models.runs.champion_record import ChampionEntry
 from compare_models.storage import layout
+from tests.support.runs import NO_EXPORT
 from tests.support.runs import cli as run_cli
 from tests.support.webhook_receiver import start_receiver
 
@@ -33,7 +34,7 @@ BASE = {
     "models": ["tiny"],
     "train": {"epochs": 8, "batch_size": 32, "threads": 1, "learning_rate": 0.01},
     "comparison": {"resamples": 1000},
-    "gate": {"track": TRACK},
+    "gate": {"track": TRACK, **NO_EXPORT},
 }
 WEAKER = {**BASE, "train": {**BASE["train"], "epochs": 1, "learning_rate": 1e-6}}
 
@@ -141,7 +142,7 @@ def test_fail_on_regression_fails_the_run_but_publishes_it(sequence, stack):
     state = run_flow(
         **{
             **WEAKER,
-            "gate": {"track": TRACK, "fail_on_regression": True},
+            "gate": {"track": TRACK, "fail_on_regression": True, **NO_EXPORT},
             "run_id": f"fail-{TRACK}",
         }
     )

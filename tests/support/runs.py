@@ -16,7 +16,7 @@ REAL_ARCHIVE = ROOT.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
 
 #: The gate's export of each new champion, off, for the runs of tests that are not about serving:
 #: an export is a TensorFlow process of its own per champion (tests/integration/test_serving.py,
-#: test_flow.py and test_realdata.py keep it on and check it). As run parameters, and as a flag.
+#: test_flow.py and test_realdata.py keep it on). As run parameters, and as a flag.
 NO_EXPORT = {"export": {"enabled": False}}
 NO_EXPORT_FLAG = "--no-gate.export.enabled"
 
