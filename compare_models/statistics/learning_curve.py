@@ -255,6 +255,8 @@ def _log_linear_gradient(x, a, b):
 
 _FORMS = {"power-law": _power_law, "log-linear": _log_linear}
 _GRADIENTS = {"power-law": _power_law_gradient, "log-linear": _log_linear_gradient}
+#: the forms' exact Jacobians, (sizes, parameters), for curve_fit: no finite differences
+_JACOBIANS = {form: (lambda x, *p, g=g: g(x, *p).T) for form, g in _GRADIENTS.items()}
 
 
 def form_for(
@@ -378,7 +380,7 @@ def _fit(
             warnings.simplefilter("error", OptimizeWarning)
             theta, cov = curve_fit(
                 _FORMS[form], x, y, p0=p0, bounds=bounds, maxfev=5000,
-                sigma=sigma, absolute_sigma=sigma is not None,
+                sigma=sigma, absolute_sigma=sigma is not None, jac=_JACOBIANS[form],
             )  # fmt: skip
     except (RuntimeError, ValueError, OptimizeWarning, np.linalg.LinAlgError):
         return None
