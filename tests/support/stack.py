@@ -34,12 +34,14 @@ def _port_shift() -> int:
     return int(value)
 
 
+SHIFT = _port_shift()
+
 #: the stack's state (its services' data, pid files, logs); a shifted stack has a folder of its own
-HOME = ROOT / ".compare-models" / (f"test-stack-{_port_shift()}" if _port_shift() else "test-stack")
+HOME = ROOT / ".compare-models" / (f"test-stack-{SHIFT}" if SHIFT else "test-stack")
 
 
 PORTS = {
-    name: port + _port_shift()
+    name: port + SHIFT
     for name, port in {
         "COMPARE_MODELS_S3_PORT": 8833,
         "COMPARE_MODELS_PREFECT_PORT": 4700,
