@@ -4,7 +4,8 @@
 batches, or class-named image folders): `compare_models.data.tar_stream` reads the archive's
 members within its MAX_* bounds, `compare_models.data.pickled_batches` unpickles batches with
 a restricted unpickler (plain numeric arrays, lists and dicts; no code), and images are opened
-here by Pillow in a few plain formats only. `validate_arrays` checks what came out;
+here in a few plain formats only (a colour 32x32 JPEG by libjpeg-turbo through simplejpeg,
+`compare_models.data.jpeg`; the rest by Pillow). `validate_arrays` checks what came out;
 `synthetic_data` makes labelled noise for tests instead.
 """
 
@@ -20,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from compare_models.config import CIFAR10_CLASSES, IMAGE_SHAPE, NUM_CLASSES
+from compare_models.data import jpeg
 from compare_models.data.errors import DataError, short
 from compare_models.data.pickled_batches import (
     BATCH_FILES,
@@ -76,6 +78,9 @@ def _decode_image(item: tuple[str, bytes]) -> np.ndarray:
     from PIL import Image
 
     name, payload = item
+    fast = jpeg.decode(payload, IMAGE_SHAPE[0] * IMAGE_SHAPE[1])
+    if fast is not None and fast.shape == IMAGE_SHAPE:
+        return fast
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)

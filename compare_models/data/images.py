@@ -1,7 +1,9 @@
 """One image file of any size to a dataset's image size (`FolderPolicy.image_size`, 32 by
 default): square RGB, uint8.
 
-Pillow opens only the allowlisted formats (`decoding.IMAGE_FORMATS`), the pixel count is
+A colour JPEG that needs no reduced-scale decoding is decoded by libjpeg-turbo through
+simplejpeg (`compare_models.data.jpeg`: the same pixels, several times faster); every other
+file goes through Pillow. Pillow opens only the allowlisted formats (`decoding.IMAGE_FORMATS`), the pixel count is
 checked from the header before any pixel is decoded, and the image is converted to RGB and
 resized to the input size without keeping its aspect ratio (as CIFAR-10's images were made):
 by area averaging (Pillow's BOX filter) when shrinking, bicubic when enlarging.
@@ -15,6 +17,7 @@ import warnings
 import numpy as np
 
 from compare_models.config import IMAGE_SIZE
+from compare_models.data import jpeg
 from compare_models.data.decoding import IMAGE_FORMATS
 from compare_models.data.errors import DataError, short
 
@@ -32,6 +35,18 @@ def resize_method(size: int = IMAGE_SIZE) -> str:
     )
 
 
+def _resized(rgb, size: tuple[int, int]) -> np.ndarray:
+    """An RGB Pillow image at `size` (height, width): area averaging when shrinking, bicubic
+    when enlarging."""
+    from PIL import Image
+
+    target = (size[1], size[0])
+    if rgb.size != target:
+        shrinking = rgb.size[0] >= target[0] and rgb.size[1] >= target[1]
+        rgb = rgb.resize(target, Image.Resampling.BOX if shrinking else Image.Resampling.BICUBIC)
+    return np.asarray(rgb, dtype=np.uint8)
+
+
 #: The resizing of CIFAR-10-sized (32 x 32) versions, what every version before image sizes used.
 RESIZE = resize_method()
 
@@ -42,6 +57,13 @@ def to_input(
     """(pixels of shape size+(3,), the image's own (width, height)); a `DataError` names why not."""
     from PIL import Image
 
+    draft = (size[1] * 2, size[0] * 2)
+    fast = jpeg.decode(payload, MAX_PIXELS, draft_to=draft)
+    if fast is not None:
+        height, width = fast.shape[:2]
+        if (height, width) == tuple(size):
+            return fast, (width, height)
+        return _resized(Image.fromarray(fast), size), (width, height)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -52,16 +74,8 @@ def to_input(
                         f"it declares {width}x{height} pixels, more than {MAX_PIXELS:,}"
                     )
                 if image.format == "JPEG":
-                    image.draft("RGB", (size[1] * 2, size[0] * 2))  # decode at a reduced scale
-                rgb = image.convert("RGB")
-                target = (size[1], size[0])
-                if rgb.size != target:
-                    shrinking = rgb.size[0] >= target[0] and rgb.size[1] >= target[1]
-                    rgb = rgb.resize(
-                        target,
-                        Image.Resampling.BOX if shrinking else Image.Resampling.BICUBIC,
-                    )
-                return np.asarray(rgb, dtype=np.uint8), (width, height)
+                    image.draft("RGB", draft)  # decode at a reduced scale
+                return _resized(image.convert("RGB"), size), (width, height)
     except DataError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
