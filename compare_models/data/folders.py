@@ -18,7 +18,7 @@ import re
 import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from compare_models.data.errors import DataError, mib
@@ -89,20 +89,19 @@ def is_folder_source(data: str) -> bool:
 
 def _local_entries(root: Path, max_files: int) -> Iterator[FolderEntry]:
     """Every regular file below `root`, never following a link out of it."""
-    stack = [root]
+    stack = [(root, "")]  # a folder and its key prefix (its path below root, '/'-separated)
     while stack:
-        folder = stack.pop()
+        folder, prefix = stack.pop()
         with os.scandir(folder) as it:
             for item in it:
-                relative = PurePosixPath(Path(item.path).relative_to(root).as_posix())
                 info = item.stat(follow_symlinks=False)
                 if stat.S_ISDIR(info.st_mode):
-                    stack.append(Path(item.path))
+                    stack.append((Path(item.path), f"{prefix}{item.name}/"))
                     continue
                 # a link, FIFO or device is listed (and then skipped), never opened
                 kind = "" if stat.S_ISREG(info.st_mode) else "special:"
                 yield FolderEntry(
-                    str(relative), info.st_size, f"{kind}{info.st_size}-{info.st_mtime_ns}"
+                    prefix + item.name, info.st_size, f"{kind}{info.st_size}-{info.st_mtime_ns}"
                 )
 
 

@@ -22,7 +22,7 @@ whatever the number of images.
 
 from __future__ import annotations
 
-import csv
+import functools
 import hashlib
 import itertools
 import tempfile
@@ -30,6 +30,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 
@@ -111,8 +112,14 @@ def source_digest(location: str, entries: list[FolderEntry]) -> str:
 
 def label_of(key: str, class_names: list[str]) -> str | None:
     """The class an image's parent folder names, if it is one of the champion's classes."""
-    parent = PurePosixPath(key).parent.name
+    parent = _folder_name(key.rpartition("/")[0])
     return parent if parent in class_names else None
+
+
+@functools.lru_cache(maxsize=4096)
+def _folder_name(folder: str) -> str:
+    """The last part of a key's folder, as PurePosixPath reads it (a source has few folders)."""
+    return PurePosixPath(folder).name
 
 
 Payload = tuple[str, "bytes | str"]  # a file's key and its bytes, or why it cannot be read
@@ -148,24 +155,37 @@ def _archive_batches(path: Path, policy: FolderPolicy) -> Iterator[list[Payload]
         yield batch
 
 
-def _decoded(
-    batch: list[Payload] | None, size: tuple[int, int]
-) -> list[tuple[str, str, np.ndarray | None, str | None]] | None:
-    """Each file's key, SHA-256 and pixels, or why it was not decoded; decoded one after the
-    other (decoding holds the GIL: more threads would only contend with the scoring)."""
+@dataclass(frozen=True)
+class _Decoded:
+    """A batch ready to score: the decoded files' keys, SHA-256s and stacked pixels, and the
+    files that were skipped."""
+
+    keys: list[str]
+    shas: list[str]
+    images: np.ndarray
+    skipped: list[Skipped]
+
+
+def _decoded(batch: list[Payload] | None, size: tuple[int, int]) -> _Decoded | None:
+    """`batch` decoded one file after the other and stacked (here, not in the scoring thread,
+    so that the scoring thread seldom waits for the GIL)."""
     if batch is None:
         return None
-    decoded = []
+    keys, shas, pixels, skipped = [], [], [], []
     for key, payload in batch:
         if isinstance(payload, str):
-            decoded.append((key, "", None, payload))
+            skipped.append(Skipped(key=key, reason=payload))
             continue
         sha = hashlib.sha256(payload).hexdigest()
         try:
-            decoded.append((key, sha, to_input(payload, size)[0], None))
+            pixels.append(to_input(payload, size)[0])
         except DataError as exc:
-            decoded.append((key, sha, None, str(exc)))
-    return decoded
+            skipped.append(Skipped(key=key, reason=str(exc)))
+            continue
+        keys.append(key)
+        shas.append(sha)
+    images = np.stack(pixels) if pixels else np.zeros((0, *size, 3), np.uint8)
+    return _Decoded(keys=keys, shas=shas, images=images, skipped=skipped)
 
 
 def champion_export(store: ArtifactStore, track: str, model: str):
@@ -276,26 +296,20 @@ def predict(
             pending = ahead.submit(lambda: _decoded(next(batches, None), size))
             while (prepared := pending.result()) is not None:
                 pending = ahead.submit(lambda: _decoded(next(batches, None), size))
-                batch = []
-                for item in prepared:
-                    if item[3] is None:
-                        batch.append(item)
-                    else:
-                        skipped.append(Skipped(key=item[0], reason=item[3]))
-                if not batch:
+                skipped.extend(prepared.skipped)
+                if not prepared.keys:
                     continue
-                images = np.stack([pixels for _, _, pixels, _ in batch])
-                probs = session.run(["probabilities"], {"image": images})[0]
+                probs = session.run(["probabilities"], {"image": prepared.images})[0]
                 predicted = probs.argmax(axis=1)
-                labels = [label_of(key, names) for key, _, _, _ in batch]
+                labels = [label_of(key, names) for key in prepared.keys]
                 for label, index in zip(labels, predicted, strict=True):
                     counts[names[index]] += 1
                     if label is not None:
                         labelled += 1
                         right += int(names[index] == label)
                 rows.write(
-                    keys=[key for key, _, _, _ in batch],
-                    shas=[sha for _, sha, _, _ in batch],
+                    keys=prepared.keys,
+                    shas=prepared.shas,
                     labels=labels,
                     probs=probs,
                     run_id=export.run_id,
@@ -327,15 +341,13 @@ def predict(
 
 
 class _Rows:
-    """The rows, appended batch by batch to a Parquet file and a CSV file."""
+    """The rows, appended batch by batch to a Parquet file and a CSV file (one Arrow table a
+    batch, written by pyarrow to both)."""
 
     def __init__(self, parquet_path: Path, csv_path: Path, class_names: list[str]):
         import pyarrow as pa
 
         self.names = class_names
-        self.columns = ["key", "sha256", "label", "predicted",
-                        *[f"p_{name}" for name in class_names], "champion_run_id",
-                        "export_version"]  # fmt: skip
         self.schema = pa.schema(
             [("key", pa.string()), ("sha256", pa.string()), ("label", pa.string()),
              ("predicted", pa.string()), *[(f"p_{n}", pa.float32()) for n in class_names],
@@ -344,12 +356,15 @@ class _Rows:
         self.parquet_path, self.csv_path = parquet_path, csv_path
 
     def __enter__(self) -> _Rows:
+        import pyarrow.csv as pa_csv
         import pyarrow.parquet as pq
 
         self.parquet = pq.ParquetWriter(str(self.parquet_path), self.schema)
-        self.csv_file = self.csv_path.open("w", newline="", encoding="utf-8")
-        self.csv = csv.writer(self.csv_file)
-        self.csv.writerow(self.columns)
+        self.csv = pa_csv.CSVWriter(
+            str(self.csv_path),
+            self.schema,
+            write_options=pa_csv.WriteOptions(quoting_style="needed"),
+        )
         return self
 
     def write(self, *, keys, shas, labels, probs, run_id: str, version: int) -> None:
@@ -359,14 +374,13 @@ class _Rows:
         data = {"key": keys, "sha256": shas, "label": labels, "predicted": predicted,
                 **{f"p_{n}": probs[:, i].astype(np.float32) for i, n in enumerate(self.names)},
                 "champion_run_id": [run_id] * len(keys), "export_version": [version] * len(keys)}  # fmt: skip
-        self.parquet.write_table(pa.table(data, schema=self.schema))
-        for i, key in enumerate(keys):
-            self.csv.writerow([key, shas[i], labels[i] or "", predicted[i],
-                               *(f"{p:.6g}" for p in probs[i]), run_id, version])  # fmt: skip
+        table = pa.table(data, schema=self.schema)
+        self.parquet.write_table(table)
+        self.csv.write_table(table)
 
     def __exit__(self, *exc) -> None:
         self.parquet.close()
-        self.csv_file.close()
+        self.csv.close()
 
 
 def table_rows(summary: PredictSummary) -> list[dict[str, object]]:
