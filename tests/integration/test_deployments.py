@@ -8,18 +8,22 @@ those workers or the `compare-models/*` deployments, so the module runs beside t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import re
 import secrets
 import subprocess
 import sys
+import time
 from datetime import UTC
 
 import pytest
 
+from compare_models.runs.decision import FIRST
 from compare_models.storage import layout
 from tests.support import stack as test_stack
+from tests.support.archives import png_bytes
 from tests.support.runs import ROOT, cli, cli_command, placeholder_dataset
 
 pytestmark = pytest.mark.integration
@@ -134,11 +138,85 @@ def test_invalid_parameters_are_rejected_before_a_run_starts(deployed):
     assert "epochs" in out.stdout + out.stderr
 
 
+def _batch_prediction_trigger(client):
+    """The batch-predict deployment and prefect.yaml's trigger on it, as `deploy` created them."""
+    predict = client.read_deployment_by_name("batch-predict/predict")
+    found = [
+        a
+        for a in client.read_automations()
+        if "compare-models.champion.promoted" in getattr(a.trigger, "expect", set())
+        and any(getattr(x, "deployment_id", None) == predict.id for x in a.actions)
+    ]
+    assert len(found) == 1 and not found[0].enabled  # off by default
+    return predict, found[0]
+
+
+@contextlib.contextmanager
+def _batch_prediction_on(track: str, model: str):
+    """prefect.yaml's batch-prediction trigger turned on for one track's `model` only: an enabled
+    copy of the deployed automation (its trigger and its action unchanged) whose match names
+    that track, so that other tests' promotions on the shared test server start no run."""
+    from prefect.client.orchestration import get_client
+    from prefect.events.schemas.automations import AutomationCore
+    from prefect.events.schemas.events import ResourceSpecification
+
+    from compare_models.events import champion_resource_id
+
+    with get_client(sync_client=True) as client:
+        predict, deployed_trigger = _batch_prediction_trigger(client)
+        narrowed = deployed_trigger.trigger.model_copy(
+            update={
+                "match": ResourceSpecification(
+                    {"prefect.resource.id": champion_resource_id(track, model)}
+                )
+            }
+        )
+        automation_id = client.create_automation(
+            AutomationCore(
+                name=f"{deployed_trigger.name} ({track})",
+                enabled=True,
+                trigger=narrowed,
+                actions=deployed_trigger.actions,
+            )
+        )
+    try:
+        yield predict.id
+    finally:
+        with get_client(sync_client=True) as client:
+            client.delete_automation(automation_id)
+
+
+def _finished_run_of(deployment_id, *, timeout: float):
+    """The first run of `deployment_id` to end, within `timeout` seconds."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter
+
+    deadline = time.monotonic() + timeout
+    with get_client(sync_client=True) as client:
+        while time.monotonic() < deadline:
+            runs = client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(deployment_id={"any_": [deployment_id]})
+            )
+            ended = [r for r in runs if r.state and r.state.is_final()]
+            if ended:
+                return ended[0]
+            time.sleep(2)
+    raise AssertionError(f"no run of the batch-predict deployment ended within {timeout} s")
+
+
 def test_nightly_deployment_run_trains_both_models_in_parallel_on_workers(
     deployed, stack, plugin_models
 ):
     """The CNN and a second model (the tiny plugin model: which model does not matter here,
-    ResNet50's own run is in test_flow.py) train at once on the gpu pool's two slots."""
+    ResNet50's own run is in test_flow.py) train at once on the gpu pool's two slots. The run
+    makes the CNN the champion of a track of its own, where prefect.yaml's batch-prediction
+    trigger is on: the promotion runs the batch-predict deployment on a worker, which scores the
+    track's incoming/ folder with the champion's served export."""
+    track = f"trigger-{secrets.token_hex(3)}"
+    incoming = layout.incoming_prefix(track)
+    for name in ("a.png", "b.png", "c.png"):
+        stack.put_bytes(png_bytes((40, 30)), incoming + name)
+    stack.put_bytes(b"not an image", incoming + "broken.png")
     params = subprocess.run(
         cli_command(
             "params",
@@ -164,24 +242,28 @@ def test_nightly_deployment_run_trains_both_models_in_parallel_on_workers(
             "none",
             "--trainer",
             "deployment",
+            "--track",
+            track,
         ),
         cwd=ROOT,
         capture_output=True,
         text=True,
         check=True,
     ).stdout
-    # as `make demo` does: the deployment run, then `compare-models watch` (off a terminal here:
-    # plain lines) until the run ends
-    out = subprocess.run(
-        [*PREFECT, "deployment", "run", "compare-models/nightly", "--params", params],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
-    watched = cli("watch", "--timeout", "600", timeout=700)
-    assert watched.returncode == 0, watched.stdout[-3000:] + watched.stderr[-2000:]
+    with _batch_prediction_on(track, "cnn") as predict_deployment:
+        # as `make demo` does: the deployment run, then `compare-models watch` (off a terminal
+        # here: plain lines) until the run ends
+        out = subprocess.run(
+            [*PREFECT, "deployment", "run", "compare-models/nightly", "--params", params],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
+        watched = cli("watch", "--timeout", "600", timeout=700)
+        assert watched.returncode == 0, watched.stdout[-3000:] + watched.stderr[-2000:]
+        predicted = _finished_run_of(predict_deployment, timeout=300)
 
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
@@ -242,6 +324,30 @@ def test_nightly_deployment_run_trains_both_models_in_parallel_on_workers(
     assert {m: v["device"]["threads"] for m, v in manifest["models"].items()} == {
         m: threads_from_share(share, available_cpus()) for m, share in shares.items()
     }
+    # the promotion ran the batch prediction with the event's track and model, on the track's
+    # incoming/ folder (the default source): three images scored, the broken file skipped
+    assert manifest["gate"]["cnn"]["decision"] == FIRST
+    assert predicted.state_name == "Completed", predicted.state
+    assert predicted.parameters == {"params": {"track": track, "model": "cnn"}}
+    summaries = [
+        key
+        for key in stack.list_keys(f"predictions/{track}/cnn/")
+        if key.endswith(layout.PREDICTIONS_SUMMARY)
+    ]
+    assert len(summaries) == 1
+    summary = stack.get_json(summaries[0])
+    assert summary["source"] == stack.uri(incoming)
+    assert (summary["images"], summary["skipped"]) == (3, 1)
+    assert summary["skipped_files"][0]["key"].endswith("broken.png")
+    assert summary["export_version"] == manifest["gate"]["cnn"]["export"]["version"]
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[predicted.id]))
+        )
+    tables = [a for a in artifacts if a.key == "compare-models-predictions"]
+    assert len(tables) == 1 and tables[0].type == "table"
 
 
 def test_a_training_no_worker_starts_fails_the_attempt_instead_of_waiting_forever(
