@@ -107,13 +107,14 @@ def require_archive() -> Path:
 
 
 def _in_own_process(
-    argv: list[str], *, what: str, env: dict[str, str] | None, timeout: float
+    argv: list[str], *, what: str, env: dict[str, str] | None, timeout: float, root: Path = ROOT
 ) -> str:
-    """`python ARGV` from the project's root, with `env` added to this process's environment:
-    its stdout (a failure stops the benchmark, naming `what`, with the child's last words)."""
+    """`python ARGV` from the project's root (or `root`, another checkout: the code it
+    imports), with `env` added to this process's environment: its stdout (a failure stops the
+    benchmark, naming `what`, with the child's last words)."""
     out = subprocess.run(
         [sys.executable, *argv],
-        cwd=ROOT,
+        cwd=root,
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -125,11 +126,16 @@ def _in_own_process(
 
 
 def child_json(
-    argv: list[str], *, what: str, env: dict[str, str] | None = None, timeout: float = 3600
+    argv: list[str],
+    *,
+    what: str,
+    env: dict[str, str] | None = None,
+    timeout: float = 3600,
+    root: Path = ROOT,
 ) -> dict:
     """A measurement in a process of its own (`python ARGV`, see `_in_own_process`): the JSON
     document its last line of stdout holds."""
-    stdout = _in_own_process(argv, what=what, env=env, timeout=timeout)
+    stdout = _in_own_process(argv, what=what, env=env, timeout=timeout, root=root)
     return json.loads(stdout.strip().splitlines()[-1])
 
 

@@ -441,23 +441,26 @@ def prepare_version(
     ref, problems = _reuse_or_repair(store, prefix, started, facts)
     if ref is not None:
         return ref
-    splits, order = version_arrays(version, store)
-    ref = DatasetRef(
-        name=s.name,
-        synthetic=False,
-        source=s.source,
-        archive_sha256=None,
-        prefix=prefix,
-        class_names=list(s.class_names),
-        sizes={split: int(len(y)) for split, (_, y) in splits.items()},
-        shards=_store_shards(splits, prefix, store, cache_dir, frozenset(problems)),
-        normalisation=normalisation_stats(splits["train"][0]),
-        split_key=split_key(spec),
-        split_indices_sha256=_sequence_sha256([f"{k}:{h}" for k in SPLITS for h in order[k]]),
-        test_indices_sha256=_sequence_sha256(order["test"]),
-        repaired=problems,
-        **facts,
-    )
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=cache_dir, prefix="version-") as scratch:
+        splits, order = version_arrays(version, store, Path(scratch))
+        ref = DatasetRef(
+            name=s.name,
+            synthetic=False,
+            source=s.source,
+            archive_sha256=None,
+            prefix=prefix,
+            class_names=list(s.class_names),
+            sizes={split: int(len(y)) for split, (_, y) in splits.items()},
+            shards=_store_shards(splits, prefix, store, cache_dir, frozenset(problems)),
+            normalisation=normalisation_stats(splits["train"][0]),
+            split_key=split_key(spec),
+            split_indices_sha256=_sequence_sha256([f"{k}:{h}" for k in SPLITS for h in order[k]]),
+            test_indices_sha256=_sequence_sha256(order["test"]),
+            repaired=problems,
+            **facts,
+        )
+        del splits  # the mapped files go with the folder
     _write_prepared(store, ref, spec, s.layout)
     return ref.model_copy(update={"seconds": time.perf_counter() - started})
 

@@ -214,30 +214,51 @@ def snapshot(
             to_read.append((entry, where))
 
     reader = FolderReader(source, store, policy.max_image_bytes)
-    new_shas: list[str] = []
-    new_pixels: list[np.ndarray] = []
-    t = time.perf_counter()
-    known = set(known_pixels)
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        results = list(
-            pool.map(lambda item: _read_and_decode(reader, item[0].key, known, size), to_read)
-        )
-    pending: dict[str, int] = {}
-    for (entry, where), (sha, pixels, why) in zip(to_read, results, strict=True):
-        if pixels is not None and sha not in pending:
-            pending[sha] = len(new_pixels)
-            new_shas.append(sha)
-            new_pixels.append(pixels)
-        rows[entry.key] = ImageRow(
-            key=entry.key, size=entry.size, stamp=entry.stamp, sha256=sha,
-            class_name=where.class_name, folder_split=where.folder_split, skipped=why,
-        )  # fmt: skip
-    timings["read_and_decode"] = time.perf_counter() - t
+    # The files are read and decoded a pack's worth at a time, and each full pack is stored
+    # before the next is decoded, so that memory holds about two packs whatever the folder's
+    # size. The packs are the same as when every file was decoded first: `per_pack` new images
+    # each, in the order of the listing.
     per_pack = max(1, PACK_BYTES // (size * size * 3))
-    for start in range(0, len(new_pixels), per_pack):
-        shas = new_shas[start : start + per_pack]
-        digest = _store_pack(store, shas, new_pixels[start : start + per_pack], size)
+    new_shas: list[str] = []
+    waiting: list[np.ndarray] = []  # pixels of new_shas[packed:], not yet in a pack
+    packed = 0
+    known = set(known_pixels)
+
+    def store_pack(count: int) -> None:
+        nonlocal packed, waiting
+        shas = new_shas[packed : packed + count]
+        digest = _store_pack(store, shas, waiting[:count], size)
         known_pixels.update(dict.fromkeys(shas, digest))
+        packed, waiting = packed + count, waiting[count:]
+
+    decoding = packing = 0.0
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        for start in range(0, len(to_read), per_pack):
+            chunk = to_read[start : start + per_pack]
+            t = time.perf_counter()
+            results = list(
+                pool.map(lambda item: _read_and_decode(reader, item[0].key, known, size), chunk)
+            )
+            decoding += time.perf_counter() - t
+            for (entry, where), (sha, pixels, why) in zip(chunk, results, strict=True):
+                if pixels is not None and sha not in known:
+                    known.add(sha)
+                    new_shas.append(sha)
+                    waiting.append(pixels)
+                rows[entry.key] = ImageRow(
+                    key=entry.key, size=entry.size, stamp=entry.stamp, sha256=sha,
+                    class_name=where.class_name, folder_split=where.folder_split, skipped=why,
+                )  # fmt: skip
+            del results
+            t = time.perf_counter()
+            while len(waiting) >= per_pack:
+                store_pack(per_pack)
+            packing += time.perf_counter() - t
+    t = time.perf_counter()
+    if waiting:
+        store_pack(len(waiting))
+    timings["read_and_decode"] = decoding
+    timings["store_packs"] = packing + time.perf_counter() - t
     rows = {
         k: r.model_copy(update={"pixels": known_pixels.get(r.sha256)}) if r.skipped is None else r
         for k, r in rows.items()
@@ -247,7 +268,7 @@ def snapshot(
     version_id = compute_version_id(resolved, spec, resize, size)
     if previous is not None and previous.version_id == version_id:
         return Snapshot(
-            previous, len(entries), len(to_read), len(new_pixels), False, False,
+            previous, len(entries), len(to_read), len(new_shas), False, False,
             time.perf_counter() - started, timings,
         )  # fmt: skip
     summary = VersionSummary(
@@ -279,7 +300,7 @@ def snapshot(
         overwrite=True,
     )
     return Snapshot(
-        version, len(entries), len(to_read), len(new_pixels), stored, True,
+        version, len(entries), len(to_read), len(new_shas), stored, True,
         time.perf_counter() - started, timings,
     )  # fmt: skip
 

@@ -23,6 +23,7 @@ import io
 import json
 from collections import defaultdict
 from collections.abc import Iterable
+from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
@@ -278,16 +279,31 @@ def changes(old: DatasetVersion | None, new: DatasetVersion) -> dict[str, ClassC
 
 
 def version_arrays(
-    version: DatasetVersion, store: ArtifactStore
+    version: DatasetVersion, store: ArtifactStore, scratch: Path
 ) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], dict[str, list[str]]]:
-    """Each split's (uint8 images, labels) in key order, and each split's keys (the order)."""
+    """Each split's (uint8 images, labels) in key order, and each split's keys (the order).
+
+    The images are arrays mapped from files in `scratch` (the caller's to remove), filled one
+    pack at a time: memory holds one pack whatever the version's size."""
     names, size = version.summary.class_names, version.summary.image_size
     shape = image_shape(size)
     index = {c: i for i, c in enumerate(names)}
-    wanted: dict[str, set[str]] = defaultdict(set)
-    for r in version.used():
-        wanted[r.pixels].add(r.sha256)
-    pixels: dict[str, np.ndarray] = {}
+    rows = {split: version.used(split) for split in ("train", "val", "test")}
+    places: dict[str, list[tuple[str, int]]] = defaultdict(list)  # sha -> (split, row)
+    wanted: dict[str, set[str]] = defaultdict(set)  # pack digest -> shas
+    for split, split_rows in rows.items():
+        for i, r in enumerate(split_rows):
+            places[r.sha256].append((split, i))
+            wanted[r.pixels].add(r.sha256)
+    images = {
+        split: np.lib.format.open_memmap(
+            scratch / f"{split}.npy", mode="w+", dtype=np.uint8, shape=(len(split_rows), *shape)
+        )
+        if split_rows
+        else np.zeros((0, *shape), np.uint8)
+        for split, split_rows in rows.items()
+    }
+    filled: set[str] = set()
     for digest, shas in wanted.items():
         key = layout.pixels_key(digest, (size, size))
         payload = store.get_bytes_if_exists(key, max_bytes=MAX_PACK_BYTES)
@@ -304,12 +320,21 @@ def version_arrays(
                     "snapshot again"
                 )
             for sha, image in zip(keys, x, strict=True):
-                if sha.decode() in shas:
-                    pixels[sha.decode()] = image
+                sha = sha.decode()
+                if sha in shas:
+                    for split, i in places[sha]:
+                        images[split][i] = image
+                    filled.add(sha)
+        del payload, x
+    missing = set(places) - filled
+    if missing:
+        raise DataError(
+            f"{len(missing)} image(s) of dataset version {version.version_id[:12]} are not in the "
+            f"packs its rows name (e.g. SHA-256 {sorted(missing)[0][:12]}); snapshot the folder "
+            "again (its images are decoded anew)"
+        )
     splits, order = {}, {}
-    for split in ("train", "val", "test"):
-        rows = version.used(split)
-        x = np.stack([pixels[r.sha256] for r in rows]) if rows else np.zeros((0, *shape), np.uint8)
-        y = np.array([index[r.class_name] for r in rows], dtype=np.int64)
-        splits[split], order[split] = (x, y), [r.sha256 for r in rows]
+    for split, split_rows in rows.items():
+        y = np.array([index[r.class_name] for r in split_rows], dtype=np.int64)
+        splits[split], order[split] = (images[split], y), [r.sha256 for r in split_rows]
     return splits, order

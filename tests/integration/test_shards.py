@@ -6,6 +6,7 @@ resumed or not."""
 from __future__ import annotations
 
 import io
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -17,9 +18,12 @@ from compare_models.data.dataset import (
     open_split,
     prepare_dataset,
     prepare_folder,
+    split_images_uint8,
 )
 from compare_models.data.errors import DataError
+from compare_models.data.images import to_input
 from compare_models.data.shards import ShardReader, local_copy, write_split
+from compare_models.data.versions import version_arrays
 from compare_models.storage import layout
 from tests.support.archives import image_folder_files
 from tests.support.runs import NO_EXPORT
@@ -208,8 +212,24 @@ def test_a_folders_new_images_are_stored_in_packs_of_bounded_size(stack, tmp_pat
     ref, snap = prepare_folder(
         str(root), SplitSpec(), FolderPolicy(image_size=64), stack, tmp_path / "cache"
     )
-    packs = {r.pixels for r in snap.version.used()}
-    assert len(packs) == 6 and snap.decoded == 90
+    packs = Counter(r.pixels for r in snap.version.used())
+    # the files are decoded a pack at a time: full packs of 16, in the listing's order, then
+    # the rest
+    assert sorted(packs.values()) == [10, 16, 16, 16, 16, 16] and snap.decoded == 90
     assert all(stack.exists(layout.pixels_key(p, (64, 64))) for p in packs)
     x, y = load_split(ref, "train", stack, tmp_path / "cache")
     assert len(x) == len(y) == ref.sizes["train"] and x.shape[1:] == (64, 64, 3)
+    # the splits, filled pack by pack, hold each row's own pixels in the rows' order
+    for split in ("train", "val", "test"):
+        rows = snap.version.used(split)
+        expected = np.stack([to_input((root / r.key).read_bytes(), (64, 64))[0] for r in rows])
+        labels = np.array([snap.version.summary.class_names.index(r.class_name) for r in rows])
+        stored = split_images_uint8(ref, split, stack, tmp_path / "cache", labels)
+        assert np.array_equal(stored, expected)
+    assert not [p for p in (tmp_path / "cache").iterdir() if p.name.startswith("version-")]
+    # a row that names a pack without its image is refused by name, not read as another's
+    first, other = sorted(packs)[:2]
+    moved = next(r for r in snap.version.rows if r.pixels == first and r.used)
+    rows = [r.model_copy(update={"pixels": other}) if r is moved else r for r in snap.version.rows]
+    with pytest.raises(DataError, match="not in the packs its rows name"):
+        version_arrays(snap.version.model_copy(update={"rows": rows}), stack, tmp_path)
