@@ -4,7 +4,7 @@ The data is CIFAR-10's training images (../shared/data/cifar10-jpeg.tar.gz), enl
 folder of the first N images per ten classes, snapshotted at `--side` pixels (the product's
 decoding, bicubic when enlarging) and prepared as the product prepares it (hash split, shards
 in the dev stack's S3). Every training is the product's own (`python -m flows.train_model`,
-the CNN, 1 epoch, batch 128, the worker's threads), in a fresh process, with
+the CNN, 1 epoch, batch 128 or `--batch-size`, the worker's threads), in a fresh process, with
 COMPARE_MODELS_IN_MEMORY_MIB choosing the path: 0 streams every split from its shards, a large
 value reads them whole into memory. It reports:
 
@@ -18,7 +18,7 @@ value reads them whole into memory. It reports:
 * `write`: the seconds to write a split's shards to S3, per GiB.
 
     python -m benchmarks.speed.streaming [--sizes 10000,25000,50000] [--side 128] [--rounds 2]
-        [--cifar-rounds 2] [--skip cifar32,write,fits,memory]
+        [--batch-size 128] [--cifar-rounds 2] [--skip cifar32,write,fits,memory]
 
 Needs the dev stack (`compare-models up`).
 """
@@ -72,7 +72,7 @@ def folder_of(train: Path, per_class: int, into: Path) -> Path:
     return into
 
 
-def train(dataset: DatasetRef, path: str, run_id: str, threads: int) -> dict:
+def train(dataset: DatasetRef, path: str, run_id: str, threads: int, batch_size: int = 128) -> dict:
     """One epoch of the CNN through the product's training process, on `path` (shards or
     memory): what it published (images/s, seconds in fit, peak resident memory)."""
     job = TrainingJob(
@@ -81,7 +81,7 @@ def train(dataset: DatasetRef, path: str, run_id: str, threads: int) -> dict:
         dataset=dataset,
         threads=threads,
         checkpoint=False,
-        train=TrainParams(epochs=1, batch_size=128),
+        train=TrainParams(epochs=1, batch_size=batch_size),
     )
     env = {
         **os.environ,
@@ -112,13 +112,15 @@ def train(dataset: DatasetRef, path: str, run_id: str, threads: int) -> dict:
     }
 
 
-def alternate(dataset: DatasetRef, rounds: int, tag: str, threads: int, store) -> dict:
+def alternate(
+    dataset: DatasetRef, rounds: int, tag: str, threads: int, store, batch_size: int = 128
+) -> dict:
     """Shards and memory, alternating (memory first in even rounds), `rounds` times each."""
     samples: dict[str, list[dict]] = {STREAM: [], MEMORY: []}
     for r in range(rounds):
         for path in (MEMORY, STREAM) if r % 2 == 0 else (STREAM, MEMORY):
             run_id = f"bench-stream-{tag}-{os.getpid()}-{r}-{path}"
-            samples[path].append(train(dataset, path, run_id, threads))
+            samples[path].append(train(dataset, path, run_id, threads, batch_size))
             store.delete_prefix(layout.run_prefix(run_id))
             print(json.dumps({tag: samples[path][-1]}), flush=True)
     median = {
@@ -162,6 +164,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2, help="alternations at the enlarged size")
     ap.add_argument("--cifar-rounds", type=int, default=2, help="alternations at 32 x 32")
     ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--batch-size", type=int, default=128, help="the trainings' batch")
     ap.add_argument("--skip", default="", help="comma-separated parts to leave out")
     args = ap.parse_args()
     skip = set(filter(None, args.skip.split(",")))
@@ -176,13 +179,15 @@ def main() -> None:
         "by the product's decoding (bicubic)",
         "model": "cnn",
         "epochs": 1,
-        "batch_size": 128,
+        "batch_size": args.batch_size,
         "threads": args.threads,
         "keras_backend": "the CNN's CPU default (tensorflow)",
     }
     if "cifar32" not in skip:
         seed = prepare_dataset(str(require_archive()), SplitSpec(protocol="seed"), store, cache)
-        result["cifar32"] = alternate(seed, args.cifar_rounds, "cifar32", args.threads, store)
+        result["cifar32"] = alternate(
+            seed, args.cifar_rounds, "cifar32", args.threads, store, args.batch_size
+        )
     with tempfile.TemporaryDirectory(dir=cache) as tmp:
         train_dir = extract(require_archive(), Path(tmp) / "cifar")
         versions = {}
@@ -208,7 +213,9 @@ def main() -> None:
             result["write"] = write_rate(versions[sizes[-1]], store, cache)
             print(json.dumps({"write": result["write"]}), flush=True)
         if "fits" not in skip:
-            result["fits"] = alternate(versions[sizes[0]], args.rounds, "fits", args.threads, store)
+            result["fits"] = alternate(
+                versions[sizes[0]], args.rounds, "fits", args.threads, store, args.batch_size
+            )
         if "memory" not in skip:
             result["memory"] = []
             for n in sizes:
@@ -217,7 +224,7 @@ def main() -> None:
                     result["memory"].append({"folder_images": n, **sample})
                     continue
                 run_id = f"bench-stream-memory-{os.getpid()}-{n}"
-                sample = train(versions[n], STREAM, run_id, args.threads)
+                sample = train(versions[n], STREAM, run_id, args.threads, args.batch_size)
                 store.delete_prefix(layout.run_prefix(run_id))
                 result["memory"].append({"folder_images": n, **sample})
                 print(json.dumps({"memory": result["memory"][-1]}), flush=True)
