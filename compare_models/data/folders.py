@@ -184,13 +184,26 @@ class FolderReader:
     def read(self, key: str) -> bytes:
         if self.source.kind == "s3":
             return self.bucket.get_bytes(self.prefix + key, max_bytes=self.max_bytes)
-        path = Path(self.source.location, key)
+        # os-level calls sized by fstat, not a buffered file object asked for max_bytes + 1
+        # (which allocates that much for every file): a small image costs less to read so
         flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
-        fd = os.open(path, flags)
-        with os.fdopen(fd, "rb") as f:
-            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+        fd = os.open(os.path.join(self.source.location, key), flags)
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
                 raise DataError(f"{key} is not a regular file")
-            payload = f.read(self.max_bytes + 1)
-        if len(payload) > self.max_bytes:
+            parts, size = [], 0
+            while size <= self.max_bytes:
+                # the rest of the file as fstat saw it, and one byte more: fewer bytes than
+                # asked for is the end of a regular file
+                want = min(max(info.st_size - size, 0), self.max_bytes - size) + 1
+                part = os.read(fd, want)
+                parts.append(part)
+                size += len(part)
+                if len(part) < want:
+                    break
+        finally:
+            os.close(fd)
+        if size > self.max_bytes:
             raise DataError(f"{key} grew beyond {mib(self.max_bytes)} while it was read")
-        return payload
+        return b"".join(parts)

@@ -212,3 +212,19 @@ def test_resolve_source_errors(tmp_path):
     with pytest.raises(DataError, match="given with credentials") as info:
         resolve_source("https://me:hunter2@example.com/cifar-10-python.tar.gz")
     assert "hunter2" not in str(info.value)
+
+
+def test_a_local_folder_reader_reads_whole_files_within_the_limit(tmp_path):
+    from compare_models.data.folders import FolderReader, folder_source
+
+    (tmp_path / "a").mkdir()
+    for name, size in (("empty.png", 0), ("fits.png", 100), ("over.png", 101)):
+        (tmp_path / "a" / name).write_bytes(bytes(range(256))[:size] if size <= 256 else b"")
+    (tmp_path / "a" / "link.png").symlink_to(tmp_path / "a" / "fits.png")
+    reader = FolderReader(folder_source(str(tmp_path)), None, max_bytes=100)
+    assert reader.read("a/empty.png") == b""
+    assert reader.read("a/fits.png") == bytes(range(100))
+    with pytest.raises(DataError, match="grew beyond"):
+        reader.read("a/over.png")
+    with pytest.raises(OSError):  # a link is never followed (O_NOFOLLOW)
+        reader.read("a/link.png")
