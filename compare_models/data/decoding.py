@@ -4,8 +4,8 @@
 batches, or class-named image folders): `compare_models.data.tar_stream` reads the archive's
 members within its MAX_* bounds, `compare_models.data.pickled_batches` unpickles batches with
 a restricted unpickler (plain numeric arrays, lists and dicts; no code), and images are opened
-here in a few plain formats only (a colour 32x32 JPEG by libjpeg-turbo through simplejpeg,
-`compare_models.data.jpeg`; the rest by Pillow). `validate_arrays` checks what came out;
+here by Pillow in a few plain formats only (a colour JPEG's pixels then decoded by
+libjpeg-turbo through simplejpeg, `compare_models.data.jpeg`). `validate_arrays` checks what came out;
 `synthetic_data` makes labelled noise for tests instead.
 """
 
@@ -78,9 +78,6 @@ def _decode_image(item: tuple[str, bytes]) -> np.ndarray:
     from PIL import Image
 
     name, payload = item
-    fast = jpeg.decode(payload, IMAGE_SHAPE[0] * IMAGE_SHAPE[1])
-    if fast is not None and fast.shape == IMAGE_SHAPE:
-        return fast
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -95,6 +92,9 @@ def _decode_image(item: tuple[str, bytes]) -> np.ndarray:
                     raise DataError(
                         f"image {name} has mode {image.mode}; expected RGB (3 channels)"
                     )
+                fast = jpeg.decode(payload, image)
+                if fast is not None:
+                    return fast
                 image.load()
                 return np.asarray(image, dtype=np.uint8)
     except DataError:

@@ -172,6 +172,10 @@ def file_problem(entry: FolderEntry, max_image_bytes: int) -> str | None:
     return None
 
 
+#: What a local file's reads after the first ask for (the first asks for its size, plus one).
+READ_CHUNK = 1 << 16
+
+
 class FolderReader:
     """Reads the folder's files, each within `max_bytes` (refused, never truncated)."""
 
@@ -184,8 +188,8 @@ class FolderReader:
     def read(self, key: str) -> bytes:
         if self.source.kind == "s3":
             return self.bucket.get_bytes(self.prefix + key, max_bytes=self.max_bytes)
-        # os-level calls sized by fstat, not a buffered file object asked for max_bytes + 1
-        # (which allocates that much for every file): a small image costs less to read so
+        # os-level calls, the first sized by fstat, not a buffered file object asked for
+        # max_bytes + 1 (which allocates that much for every file): small files cost less so
         flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
         fd = os.open(os.path.join(self.source.location, key), flags)
         try:
@@ -193,15 +197,13 @@ class FolderReader:
             if not stat.S_ISREG(info.st_mode):
                 raise DataError(f"{key} is not a regular file")
             parts, size = [], 0
-            while size <= self.max_bytes:
-                # the rest of the file as fstat saw it, and one byte more: fewer bytes than
-                # asked for is the end of a regular file
-                want = min(max(info.st_size - size, 0), self.max_bytes - size) + 1
-                part = os.read(fd, want)
+            want = min(info.st_size, self.max_bytes) + 1
+            # until the end of the file (an empty read: a short read may come before it, on a
+            # network file system or after a signal), or one byte beyond the limit
+            while size <= self.max_bytes and (part := os.read(fd, want)):
                 parts.append(part)
                 size += len(part)
-                if len(part) < want:
-                    break
+                want = min(self.max_bytes + 1 - size, READ_CHUNK)
         finally:
             os.close(fd)
         if size > self.max_bytes:

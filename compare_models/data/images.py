@@ -1,12 +1,12 @@
 """One image file of any size to a dataset's image size (`FolderPolicy.image_size`, 32 by
 default): square RGB, uint8.
 
-A colour JPEG that needs no reduced-scale decoding is decoded by libjpeg-turbo through
-simplejpeg (`compare_models.data.jpeg`: the same pixels, several times faster); every other
-file goes through Pillow. Pillow opens only the allowlisted formats (`decoding.IMAGE_FORMATS`), the pixel count is
+Pillow opens only the allowlisted formats (`decoding.IMAGE_FORMATS`), the pixel count is
 checked from the header before any pixel is decoded, and the image is converted to RGB and
 resized to the input size without keeping its aspect ratio (as CIFAR-10's images were made):
-by area averaging (Pillow's BOX filter) when shrinking, bicubic when enlarging.
+by area averaging (Pillow's BOX filter) when shrinking, bicubic when enlarging. A colour JPEG
+that needs no reduced-scale decoding has its pixels decoded by libjpeg-turbo through simplejpeg
+once Pillow has opened it (`compare_models.data.jpeg`: the same pixels, several times faster).
 """
 
 from __future__ import annotations
@@ -58,12 +58,6 @@ def to_input(
     from PIL import Image
 
     draft = (size[1] * 2, size[0] * 2)
-    fast = jpeg.decode(payload, MAX_PIXELS, draft_to=draft)
-    if fast is not None:
-        height, width = fast.shape[:2]
-        if (height, width) == tuple(size):
-            return fast, (width, height)
-        return _resized(Image.fromarray(fast), size), (width, height)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -73,6 +67,11 @@ def to_input(
                     raise DataError(
                         f"it declares {width}x{height} pixels, more than {MAX_PIXELS:,}"
                     )
+                fast = jpeg.decode(payload, image, draft_to=draft)
+                if fast is not None:
+                    if fast.shape[:2] == tuple(size):
+                        return fast, (width, height)
+                    return _resized(Image.fromarray(fast), size), (width, height)
                 if image.format == "JPEG":
                     image.draft("RGB", draft)  # decode at a reduced scale
                 return _resized(image.convert("RGB"), size), (width, height)

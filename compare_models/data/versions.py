@@ -325,7 +325,8 @@ def version_arrays(
                     for split, i in places[sha]:
                         images[split][i] = image
                     filled.add(sha)
-        del payload, x
+        # the loop's last view (`image`) would keep this pack's array alive into the next
+        payload = x = image = None
     missing = set(places) - filled
     if missing:
         raise DataError(

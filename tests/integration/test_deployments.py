@@ -138,8 +138,13 @@ def test_invalid_parameters_are_rejected_before_a_run_starts(deployed):
     assert "epochs" in out.stdout + out.stderr
 
 
+#: The tag of this module's copies of the batch-prediction trigger (never the deployed one).
+TRIGGER_COPY = "compare-models-test-trigger-copy"
+
+
 def _batch_prediction_trigger(client):
-    """The batch-predict deployment and prefect.yaml's trigger on it, as `deploy` created them."""
+    """The batch-predict deployment and prefect.yaml's trigger on it, as `deploy` created them
+    (copies an interrupted earlier session left behind are removed)."""
     predict = client.read_deployment_by_name("batch-predict/predict")
     found = [
         a
@@ -147,6 +152,9 @@ def _batch_prediction_trigger(client):
         if "compare-models.champion.promoted" in getattr(a.trigger, "expect", set())
         and any(getattr(x, "deployment_id", None) == predict.id for x in a.actions)
     ]
+    for leftover in [a for a in found if TRIGGER_COPY in a.tags]:
+        client.delete_automation(leftover.id)
+    found = [a for a in found if TRIGGER_COPY not in a.tags]
     assert len(found) == 1 and not found[0].enabled  # off by default
     return predict, found[0]
 
@@ -175,6 +183,7 @@ def _batch_prediction_on(track: str, model: str):
             AutomationCore(
                 name=f"{deployed_trigger.name} ({track})",
                 enabled=True,
+                tags=[TRIGGER_COPY],
                 trigger=narrowed,
                 actions=deployed_trigger.actions,
             )
@@ -186,8 +195,9 @@ def _batch_prediction_on(track: str, model: str):
             client.delete_automation(automation_id)
 
 
-def _finished_run_of(deployment_id, *, timeout: float):
-    """The first run of `deployment_id` to end, within `timeout` seconds."""
+def _finished_run_of(deployment_id, track: str, *, timeout: float):
+    """The first run of `deployment_id` for `track` to end, within `timeout` seconds (the test
+    stack's server keeps other sessions' runs)."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter
 
@@ -197,7 +207,13 @@ def _finished_run_of(deployment_id, *, timeout: float):
             runs = client.read_flow_runs(
                 flow_run_filter=FlowRunFilter(deployment_id={"any_": [deployment_id]})
             )
-            ended = [r for r in runs if r.state and r.state.is_final()]
+            ended = [
+                r
+                for r in runs
+                if r.state
+                and r.state.is_final()
+                and (r.parameters.get("params") or {}).get("track") == track
+            ]
             if ended:
                 return ended[0]
             time.sleep(2)
@@ -263,7 +279,7 @@ def test_nightly_deployment_run_trains_both_models_in_parallel_on_workers(
         assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
         watched = cli("watch", "--timeout", "600", timeout=700)
         assert watched.returncode == 0, watched.stdout[-3000:] + watched.stderr[-2000:]
-        predicted = _finished_run_of(predict_deployment, timeout=300)
+        predicted = _finished_run_of(predict_deployment, track, timeout=300)
 
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId

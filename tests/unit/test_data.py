@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import tarfile
 
 import numpy as np
@@ -228,3 +229,25 @@ def test_a_local_folder_reader_reads_whole_files_within_the_limit(tmp_path):
         reader.read("a/over.png")
     with pytest.raises(OSError):  # a link is never followed (O_NOFOLLOW)
         reader.read("a/link.png")
+    # a file larger than its first read (it grew after fstat, or the reads come short) is read
+    # to its end in chunks, and refused one byte past the limit
+    import compare_models.data.folders as folders
+
+    big = bytes(range(256)) * 400  # 102,400 bytes
+    (tmp_path / "a" / "big.png").write_bytes(big)
+    large = FolderReader(folder_source(str(tmp_path)), None, max_bytes=len(big))
+    real_fstat = os.fstat
+    with pytest.MonkeyPatch.context() as patched:  # as if the file had been 10 bytes at fstat
+        patched.setattr(folders.os, "fstat", lambda fd: _sized(real_fstat(fd), 10))
+        assert large.read("a/big.png") == big
+        with pytest.raises(DataError, match="grew beyond"):
+            FolderReader(folder_source(str(tmp_path)), None, max_bytes=len(big) - 1).read(
+                "a/big.png"
+            )
+
+
+def _sized(info, size):
+    """`info` (an os.stat_result) saying `size` bytes."""
+    fields = list(info)
+    fields[6] = size  # st_size
+    return os.stat_result(fields)

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from compare_models.data import jpeg
+from compare_models.data import images, jpeg
 from compare_models.data.decoding import _decode_image
 from compare_models.data.errors import DataError
-from compare_models.data.images import MAX_PIXELS, to_input
+from compare_models.data.images import to_input
 
 
 def _photo(width: int, height: int, seed: int = 0) -> Image.Image:
@@ -31,6 +31,13 @@ def _jpeg(image: Image.Image, **options) -> bytes:
     out = io.BytesIO()
     image.save(out, "JPEG", **options)
     return out.getvalue()
+
+
+def _fast(payload: bytes, size: tuple[int, int] | None = None):
+    """The fast path's pixels for `payload` (None: left to Pillow), as `to_input` asks."""
+    with Image.open(io.BytesIO(payload)) as image:
+        draft = (size[1] * 2, size[0] * 2) if size else None
+        return jpeg.decode(payload, image, draft_to=draft)
 
 
 def _by_pillow(monkeypatch, payload: bytes, size: tuple[int, int]):
@@ -54,7 +61,7 @@ FAST = [
 @pytest.mark.parametrize(("width", "height", "options", "size"), FAST)
 def test_the_fast_path_gives_pillows_pixels(monkeypatch, width, height, options, size):
     payload = _jpeg(_photo(width, height), **options)
-    assert jpeg.decode(payload, MAX_PIXELS, draft_to=(size[1] * 2, size[0] * 2)) is not None
+    assert _fast(payload, size) is not None
     fast, fast_size = to_input(payload, size)
     slow, slow_size = _by_pillow(monkeypatch, payload, size)
     assert fast_size == slow_size == (width, height)
@@ -69,18 +76,39 @@ def test_what_the_fast_path_leaves_to_pillow(monkeypatch):
     png = io.BytesIO()
     _photo(32, 32).save(png, "PNG")
     for payload, size in ((grey, (32, 32)), (cmyk, (32, 32)), (large, (32, 32))):
-        assert jpeg.decode(payload, MAX_PIXELS, draft_to=(size[1] * 2, size[0] * 2)) is None
+        assert _fast(payload, size) is None
         np.testing.assert_array_equal(
             to_input(payload, size)[0], _by_pillow(monkeypatch, payload, size)[0]
         )
-    assert jpeg.decode(png.getvalue(), MAX_PIXELS) is None
-    assert jpeg.decode(_jpeg(_photo(40, 40)), 40 * 40 - 1) is None  # over the pixel limit
+    assert _fast(png.getvalue()) is None
+    # the pixel limit is checked from the header, before either decoder runs
+    monkeypatch.setattr(images, "MAX_PIXELS", 40 * 40 - 1)
+    with pytest.raises(DataError, match="more than"):
+        to_input(_jpeg(_photo(40, 40)), (32, 32))
+
+
+def test_a_header_pillow_refuses_is_refused_though_libjpeg_would_decode_it():
+    """Pillow parses the markers itself and refuses some that libjpeg only notes (a JFIF
+    segment too short to hold its version, the TEM marker): the file is opened by Pillow
+    first, so the fast path cannot let them through."""
+    payload = _jpeg(_photo(32, 32))
+    body = payload[2:]  # after SOI
+    short_jfif = b"\xff\xd8" + b"\xff\xe0\x00\x06JFIF" + body
+    tem = b"\xff\xd8\xff\x01" + body
+    import simplejpeg
+
+    for malformed in (short_jfif, tem):
+        simplejpeg.decode_jpeg(malformed, colorspace="RGB", strict=True)  # libjpeg decodes it
+        with pytest.raises(DataError, match="corrupt or not an image"):
+            to_input(malformed)
+        with pytest.raises(DataError, match="corrupt or not an image"):
+            _decode_image(("cifar10/train/cat/3.jpg", malformed))
 
 
 def test_damaged_jpeg_files_get_pillows_verdict(monkeypatch):
     payload = _jpeg(_photo(48, 48), quality=90)
     truncated = payload[: len(payload) // 2]
-    assert jpeg.decode(truncated, MAX_PIXELS) is None  # libjpeg's warning: strict refuses
+    assert _fast(truncated) is None  # libjpeg's warning: strict refuses
     with pytest.raises(DataError, match="corrupt or not an image"):
         to_input(truncated)
     with pytest.raises(DataError, match="corrupt or not an image"):
