@@ -5,10 +5,11 @@ decode, score with the served ONNX export, write Parquet and CSV), against Keras
 A CNN (or ResNet50, `--model resnet50`, without pretrained weights) is trained for one epoch on
 a small split of the real CIFAR-10 archive and becomes the champion of a scratch track (so it is
 exported); the archive's 60,000 JPEG files are unpacked to a local folder (ResNet50 scores the
-10,000 test images). Keras' side runs on the backend the model trains with on a CPU. Then, for `--rounds` rounds: `predict` over the whole folder, in a process
-of its own (its peak RSS from `getrusage`), and `model.predict` over the same images decoded
-into memory beforehand (not timed), in a process of its own; the folder's files are touched
-before each `predict`, so that it scores them again instead of reusing its stored result.
+10,000 test images). Keras' side runs on the backend the model trains with on this machine.
+Then, for `--rounds` rounds: `predict` over the whole folder, in a process of its own (its
+peak RSS from `getrusage`), and `model.predict` over the same images decoded into memory
+beforehand (not timed), in a process of its own; the folder's files are touched before each
+`predict`, so that it scores them again instead of reusing its stored result.
 `predict` also runs once on the 10,000 test images alone (ResNet50: one class folder, 1,000),
 to show whether its memory grows with the number of images.
 

@@ -219,17 +219,16 @@ def snapshot(
     # size. The packs are the same as when every file was decoded first: `per_pack` new images
     # each, in the order of the listing.
     per_pack = max(1, PACK_BYTES // (size * size * 3))
-    new_shas: list[str] = []
-    waiting: list[np.ndarray] = []  # pixels of new_shas[packed:], not yet in a pack
-    packed = 0
+    decoded = 0  # new images decoded (each SHA-256 once)
+    waiting: list[tuple[str, np.ndarray]] = []  # decoded, not yet in a pack
     known = set(known_pixels)
 
     def store_pack(count: int) -> None:
-        nonlocal packed, waiting
-        shas = new_shas[packed : packed + count]
-        digest = _store_pack(store, shas, waiting[:count], size)
+        nonlocal waiting
+        shas = [sha for sha, _ in waiting[:count]]
+        digest = _store_pack(store, shas, [pixels for _, pixels in waiting[:count]], size)
         known_pixels.update(dict.fromkeys(shas, digest))
-        packed, waiting = packed + count, waiting[count:]
+        waiting = waiting[count:]
 
     decoding = packing = 0.0
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
@@ -243,8 +242,8 @@ def snapshot(
             for (entry, where), (sha, pixels, why) in zip(chunk, results, strict=True):
                 if pixels is not None and sha not in known:
                     known.add(sha)
-                    new_shas.append(sha)
-                    waiting.append(pixels)
+                    decoded += 1
+                    waiting.append((sha, pixels))
                 rows[entry.key] = ImageRow(
                     key=entry.key, size=entry.size, stamp=entry.stamp, sha256=sha,
                     class_name=where.class_name, folder_split=where.folder_split, skipped=why,
@@ -268,7 +267,7 @@ def snapshot(
     version_id = compute_version_id(resolved, spec, resize, size)
     if previous is not None and previous.version_id == version_id:
         return Snapshot(
-            previous, len(entries), len(to_read), len(new_shas), False, False,
+            previous, len(entries), len(to_read), decoded, False, False,
             time.perf_counter() - started, timings,
         )  # fmt: skip
     summary = VersionSummary(
@@ -300,7 +299,7 @@ def snapshot(
         overwrite=True,
     )
     return Snapshot(
-        version, len(entries), len(to_read), len(new_shas), stored, True,
+        version, len(entries), len(to_read), decoded, stored, True,
         time.perf_counter() - started, timings,
     )  # fmt: skip
 

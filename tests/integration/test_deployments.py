@@ -42,6 +42,17 @@ def deployed(stack, plugin_models):  # the workers see the tiny plugin model too
     down(only=WORKERS)
 
 
+def _run_nightly(params: str) -> subprocess.CompletedProcess:
+    """`prefect deployment run compare-models/nightly --params PARAMS`, as a user triggers it."""
+    return subprocess.run(
+        [*PREFECT, "deployment", "run", "compare-models/nightly", "--params", params],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
 def _flow_run(flow_run_id):
     from prefect.client.orchestration import get_client
 
@@ -127,13 +138,7 @@ def test_deploy_creates_the_zombie_run_automation_once(deployed):
 
 def test_invalid_parameters_are_rejected_before_a_run_starts(deployed):
     bad = json.dumps({"params": {"train": {"epochs": 0}, "models": ["cnn"]}})
-    out = subprocess.run(
-        [*PREFECT, "deployment", "run", "compare-models/nightly", "--params", bad],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    out = _run_nightly(bad)
     assert out.returncode != 0
     assert "epochs" in out.stdout + out.stderr
 
@@ -269,13 +274,7 @@ def test_nightly_deployment_run_trains_both_models_in_parallel_on_workers(
     with _batch_prediction_on(track, "cnn") as predict_deployment:
         # as `make demo` does: the deployment run, then `compare-models watch` (off a terminal
         # here: plain lines) until the run ends
-        out = subprocess.run(
-            [*PREFECT, "deployment", "run", "compare-models/nightly", "--params", params],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        out = _run_nightly(params)
         assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
         watched = cli("watch", "--timeout", "600", timeout=700)
         assert watched.returncode == 0, watched.stdout[-3000:] + watched.stderr[-2000:]
