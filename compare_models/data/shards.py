@@ -19,19 +19,24 @@ read, and noted in `damaged.json`, so that the next run's data stage rebuilds it
 source images (`shard_problems`).
 
 The local cache (`Settings.shard_cache_gib`) keeps the shards of recent splits on the worker's
-disk; the least recently used go first. A split larger than the whole cache is refused, with
-the setting to raise.
+disk; the least recently used go first, but never one that a reader on the host has pinned
+(`PinnedShards`: a shared `flock` on each shard it reads). A split larger than the whole cache
+is refused, with the setting to raise.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import io
 import json
+import logging
 import math
 import os
 import tempfile
 import threading
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -47,6 +52,8 @@ from compare_models.storage import layout
 
 if TYPE_CHECKING:
     from compare_models.storage.store import ArtifactStore
+
+log = logging.getLogger(__name__)
 
 #: Shards downloaded at once into the local cache.
 DOWNLOADS = 4
@@ -221,25 +228,78 @@ def _note_damaged(store: ArtifactStore, prefix: str, key: str) -> None:
 
 # ── the local cache ──────────────────────────────────────────────────────────
 
-_cache_lock = threading.Lock()
+#: The cache's lock file (under its datasets folder): one process at a time checks, evicts
+#: and fetches; readers pin their shards in between.
+LOCK_FILE = ".lock"
+
+
+@contextlib.contextmanager
+def _locked(folder: Path) -> Iterator[None]:
+    """The cache held by this caller alone, across the processes and threads of a host
+    (`flock` on the cache's lock file, an open file of the caller's own)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / LOCK_FILE, "a+b") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+class PinnedShards:
+    """A split's shards in the local cache, each held with a shared `flock` while a reader
+    uses them, so that no training on the host evicts a shard another is reading
+    (`_make_room` removes only shards it can lock alone). `close()` lets them go; so does
+    the garbage collector, which closes the files."""
+
+    def __init__(self, paths: list[Path]):
+        self.paths = paths
+        self._files = []
+        try:
+            for path in paths:
+                pin = open(path, "rb")  # noqa: SIM115 (held open: the pin is the open file)
+                self._files.append(pin)
+                fcntl.flock(pin, fcntl.LOCK_SH)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        for pin in self._files:
+            pin.close()
+        self._files = []
 
 
 def _cached_files(root: Path) -> list[Path]:
     return [p for p in root.rglob(f"*{SUFFIX}") if p.is_file()] if root.exists() else []
 
 
-def _make_room(root: Path, needed: int, limit: int, keep: set[Path]) -> None:
-    """Removes the least recently used shards under `root` (not those in `keep`) until
-    `needed` more bytes fit under `limit`."""
+def _make_room(root: Path, needed: int, limit: int, keep: set[Path]) -> int:
+    """Removes the least recently used shards under `root` (not those in `keep`, nor those
+    another reader has pinned) until `needed` more bytes fit under `limit`; the bytes the
+    cache then holds beyond its limit (shards in use elsewhere), or 0."""
     files = sorted(_cached_files(root), key=lambda p: p.stat().st_mtime)
     used = sum(p.stat().st_size for p in files)
     for path in files:
         if used + needed <= limit:
             break
-        if path in keep:
-            continue
-        used -= path.stat().st_size
-        path.unlink(missing_ok=True)
+        if path not in keep:
+            used -= _remove_unpinned(path)
+    return max(0, used + needed - limit)
+
+
+def _remove_unpinned(path: Path) -> int:
+    """Removes the cached shard unless a reader pins it: the bytes removed (0 when pinned)."""
+    try:
+        with open(path, "rb") as candidate:
+            fcntl.flock(candidate, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            size = os.fstat(candidate.fileno()).st_size
+            path.unlink()
+            return size
+    except BlockingIOError:
+        return 0
+    except FileNotFoundError:
+        return 0
 
 
 def local_copy(
@@ -250,12 +310,14 @@ def local_copy(
     cache_dir: Path,
     *,
     limit_bytes: int,
-) -> list[Path]:
-    """The split's shards in the local cache, each checked against its SHA-256 (copied from
-    the bucket where missing or different: to a file of this process's own, checked, then
-    renamed into place, so trainings sharing a host never read each other's half-written
-    copy). A shard whose stored bytes do not match is refused by name and noted for the next
-    run's data stage; nothing is read from it."""
+) -> PinnedShards:
+    """The split's shards in the local cache, pinned for the caller (`PinnedShards`), each
+    checked against its SHA-256 (copied from the bucket where missing or different: to a file
+    of this process's own, checked, then renamed into place, so trainings sharing a host never
+    read each other's half-written copy). Room is made by evicting the least recently used
+    shards that no reader pins; when the pinned ones leave too little, the cache runs over its
+    limit until they are let go, and says so. A shard whose stored bytes do not match is
+    refused by name and noted for the next run's data stage; nothing is read from it."""
     if manifest.bytes > limit_bytes:
         raise DataError(
             f"the {split} split of {prefix} is {manifest.bytes / 2**30:.2f} GiB of shards, more "
@@ -263,22 +325,27 @@ def local_copy(
             "COMPARE_MODELS_SHARD_CACHE_GIB on the worker"
         )
     paths = [inside(cache_dir, s.key, what="shard cache path") for s in manifest.shards]
-    with _cache_lock:
+    root = cache_dir / layout.DATASETS
+    with _locked(root):
         stale = [
             (s, p)
             for s, p in zip(manifest.shards, paths, strict=True)
             if not p.exists() or p.stat().st_size != s.bytes or sha256_file(p) != s.sha256
         ]
-        _make_room(
-            cache_dir / layout.DATASETS, sum(s.bytes for s, _ in stale), limit_bytes, set(paths)
-        )
+        over = _make_room(root, sum(s.bytes for s, _ in stale), limit_bytes, set(paths))
+        if over:
+            log.warning(
+                "the local shard cache %s runs %.2f GiB over its %.2f GiB limit: other "
+                "trainings on this host are reading the shards it would evict",
+                root, over / 2**30, limit_bytes / 2**30,
+            )  # fmt: skip
         with ThreadPoolExecutor(max_workers=DOWNLOADS) as pool:
             list(
                 pool.map(lambda item: _fetch(store, prefix, *item), stale)
             )  # raises the first failure
         for path in paths:
             os.utime(path)  # recently used
-    return paths
+        return PinnedShards(paths)
 
 
 def _fetch(store: ArtifactStore, prefix: str, shard: ShardInfo, path: Path) -> Path:
@@ -321,21 +388,26 @@ def load_labels(store: ArtifactStore, prefix: str, manifest: SplitShards) -> np.
 
 
 class ShardReader:
-    """A split's images by index, from its shards in the local cache (random access; safe to
-    share between the threads that prepare batches). `reader[indices]` gives them scaled to
+    """A split's images by index, from its shards in the local cache, pinned while it lives
+    (random access; safe to share between the threads that prepare batches). `reader[indices]` gives them scaled to
     [0, 1] as float32 (the normalisation, batch by batch), `pixels(indices)` as uint8."""
 
-    def __init__(self, paths: list[Path], manifest: SplitShards):
+    def __init__(self, shards: PinnedShards, manifest: SplitShards):
         from array_record.python.array_record_data_source import ArrayRecordDataSource
 
         self.shape = image_shape(manifest.image_size)
         self._record_bytes = int(np.prod(self.shape))
-        self._source = ArrayRecordDataSource([str(p) for p in paths])
+        self._pinned = shards  # held while the reader lives: no eviction under it
+        self._source = ArrayRecordDataSource([str(p) for p in shards.paths])
         if len(self._source) != manifest.images:
             raise DataError(
-                f"the shards of {paths[0].parent} hold {len(self._source)} images, their manifest "
-                f"says {manifest.images}"
+                f"the shards of {shards.paths[0].parent} hold {len(self._source)} images, "
+                f"their manifest says {manifest.images}"
             )
+
+    def close(self) -> None:
+        """Lets its shards go (evictable again)."""
+        self._pinned.close()
 
     def __len__(self) -> int:
         return len(self._source)

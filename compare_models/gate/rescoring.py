@@ -56,7 +56,7 @@ def rescore(request: RescoreRequest) -> Rescored:
     from compare_models.training.backend import configure_device, prepare_environment
 
     prepare_environment()  # before Keras loads, as in a training process
-    from compare_models.training.publish import predict_in_full_batches
+    from compare_models.training.publish import predict_in_full_batches, prediction_batch
 
     started = time.perf_counter()
     check_ref(request.dataset)
@@ -78,7 +78,7 @@ def rescore(request: RescoreRequest) -> Rescored:
                 f"the model {request.model_key} has {outputs} outputs, the data "
                 f"{len(request.dataset.class_names)} classes: it cannot be re-scored on it"
             )
-        probs = predict_in_full_batches(model, x_test, 256).astype(np.float32)
+        probs = predict_in_full_batches(model, x_test, prediction_batch(model)).astype(np.float32)
         np.savez_compressed(Path(tmp) / "predictions.npz", y_prob=probs)
         store.upload(Path(tmp) / "predictions.npz", request.out_key, overwrite=True)
     return Rescored(

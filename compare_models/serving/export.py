@@ -26,13 +26,14 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 
-from compare_models.config import project_root
-from compare_models.data.dataset import check_ref
+from compare_models.config import image_shape, project_root
+from compare_models.data.dataset import check_ref, normalise
 from compare_models.serving.records import (
     ExportCheck,
     ExportFailed,
@@ -43,8 +44,8 @@ from compare_models.serving.records import (
 from compare_models.storage import layout
 from compare_models.training.process import ProcessTimedOut, run_in_own_process
 
-#: Images per call when an export predicts the test split.
-BATCH = 256
+#: Prediction batches read from the test split at a time, in the export's check.
+CHUNK_BATCHES = 4
 
 
 def compare(format: str, probs: np.ndarray, reference: np.ndarray, policy) -> ExportCheck:
@@ -129,15 +130,12 @@ def write_savedmodel(model, folder: Path, class_names: list[str], height: int, w
     tf.saved_model.save(module, str(folder), signatures={"serving_default": module.serve})
 
 
-def savedmodel_predictions(folder: Path, images: np.ndarray) -> np.ndarray:
+def savedmodel_predictor(folder: Path):
+    """The SavedModel's `serving_default`, loaded back: uint8 images in, probabilities out."""
     import tensorflow as tf
 
     serve = tf.saved_model.load(str(folder)).signatures["serving_default"]
-    parts = [
-        serve(image=tf.constant(images[i : i + BATCH]))["probabilities"].numpy()
-        for i in range(0, len(images), BATCH)
-    ]
-    return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
+    return lambda images: serve(image=tf.constant(images))["probabilities"].numpy()
 
 
 def write_onnx(model, path: Path) -> None:
@@ -154,15 +152,45 @@ def write_onnx(model, path: Path) -> None:
     onnx.save(graph, str(path))
 
 
-def onnx_predictions(path: Path, images: np.ndarray) -> np.ndarray:
+def onnx_predictor(path: Path):
+    """The ONNX file in onnxruntime: uint8 images in, probabilities out."""
     import onnxruntime
 
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    parts = [
-        session.run(["probabilities"], {"image": images[i : i + BATCH]})[0]
-        for i in range(0, len(images), BATCH)
-    ]
-    return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
+    return lambda images: session.run(["probabilities"], {"image": images})[0]
+
+
+def uint8_chunks(x, size: int) -> Iterator[np.ndarray]:
+    """A split's images as uint8, `size` at a time: from floats in [0, 1] held in memory, or
+    from a reader of its shards (`ShardReader.pixels`), so a split of any size is read in
+    bounded memory."""
+    for start in range(0, len(x), size):
+        stop = min(len(x), start + size)
+        if isinstance(x, np.ndarray):
+            yield np.rint(x[start:stop] * 255.0).astype(np.uint8)
+        else:
+            yield x.pixels(range(start, stop))
+
+
+def checked_predictions(model, x, exports: dict, batch: int) -> tuple[np.ndarray, dict]:
+    """The model's probabilities on the split `x` (the reference) and each export's
+    (`exports`: name to a predictor of uint8 images), chunk by chunk: the probabilities are
+    kept, the images only for their chunk."""
+    from compare_models.training.publish import predict_in_full_batches
+
+    reference, outputs = [], {name: [] for name in exports}
+    for images in uint8_chunks(x, batch * CHUNK_BATCHES):
+        reference.append(predict_in_full_batches(model, normalise(images), batch))
+        for name, predict in exports.items():
+            outputs[name].append(
+                np.concatenate(
+                    [predict(images[i : i + batch]) for i in range(0, len(images), batch)]
+                )
+            )
+    empty = np.zeros((0, model.outputs[0].shape[-1]), np.float32)  # an empty test split
+    return np.concatenate(reference or [empty]), {
+        name: np.concatenate(parts or [empty]) for name, parts in outputs.items()
+    }
 
 
 def _versions() -> dict[str, str]:
@@ -178,8 +206,8 @@ def export(request: ExportRequest) -> ExportResult:
     """Builds each format, checks it, and publishes the export (see the module docstring)."""
     if os.environ.get("KERAS_BACKEND", "tensorflow") != "tensorflow":
         raise ExportFailed("exports are written under Keras' TensorFlow backend (KERAS_BACKEND)")
-    from compare_models.config import Settings
-    from compare_models.data.dataset import load_split
+    from compare_models.config import Settings, TrainingRuntime
+    from compare_models.data.dataset import read_split
     from compare_models.models.networks import load_model
     from compare_models.serving.publish import (
         claim_version,
@@ -189,7 +217,7 @@ def export(request: ExportRequest) -> ExportResult:
     )
     from compare_models.storage.store import ArtifactStore
     from compare_models.training.backend import configure_device
-    from compare_models.training.publish import predict_in_full_batches
+    from compare_models.training.publish import prediction_batch
 
     started = time.perf_counter()
     check_ref(request.dataset)
@@ -204,9 +232,11 @@ def export(request: ExportRequest) -> ExportResult:
         done = _earlier_export(store, layout.run_export_prefix(request.run_id, request.model))
         if done is not None:
             return done
-    x_test, _ = load_split(request.dataset, "test", store, settings.cache_dir)
-    images = np.rint(x_test * 255.0).astype(np.uint8)
-    height, width = images.shape[1:3]
+    # whole in memory up to the worker's threshold, else from the shards, chunk by chunk
+    x_test, _ = read_split(
+        request.dataset, "test", store, settings.cache_dir, TrainingRuntime().in_memory_mib
+    )
+    height, width = image_shape(request.dataset.image_size)[:2]
     names = list(request.dataset.class_names)
     policy = request.policy
     with tempfile.TemporaryDirectory(dir=settings.cache_dir) as tmp:
@@ -219,19 +249,18 @@ def export(request: ExportRequest) -> ExportResult:
         policies = {layer.dtype_policy.name for layer in trained.layers}
         precision = next((p for p in sorted(policies) if p.startswith("mixed")), "float32")
         model = float32_model(trained) if precision != "float32" else trained
-        reference = predict_in_full_batches(model, x_test, BATCH)
         serving = serving_model(model, height, width)
         folder = Path(tmp) / "export"
         folder.mkdir()
-        checks = []
+        exports = {}
         if "savedmodel" in policy.formats:
             write_savedmodel(serving, folder, names, height, width)
-            probs = savedmodel_predictions(folder, images)
-            checks.append(compare("savedmodel", probs, reference, policy))
+            exports["savedmodel"] = savedmodel_predictor(folder)
         if "onnx" in policy.formats:
             write_onnx(serving, folder / "model.onnx")
-            probs = onnx_predictions(folder / "model.onnx", images)
-            checks.append(compare("onnx", probs, reference, policy))
+            exports["onnx"] = onnx_predictor(folder / "model.onnx")
+        reference, outputs = checked_predictions(model, x_test, exports, prediction_batch(model))
+        checks = [compare(name, probs, reference, policy) for name, probs in outputs.items()]
         failed = [c for c in checks if not c.passed]
         if failed:
             raise ExportFailed(
@@ -246,7 +275,7 @@ def export(request: ExportRequest) -> ExportResult:
             trained_probs = load_predictions(
                 store, layout.predictions_key(request.run_id, request.model)
             )
-            stored = compare(checks[-1].format, probs, trained_probs, policy)
+            stored = compare(checks[-1].format, outputs[checks[-1].format], trained_probs, policy)
         (folder / "labels.txt").write_text("".join(f"{name}\n" for name in names))
         model_input = ExportInput(
             height=height,

@@ -27,6 +27,27 @@ def withdraw(store: ArtifactStore, key: str, logger: Logger) -> None:
         logger.warning("could not remove %s: %s", store.uri(key), exc)
 
 
+#: Pixels per prediction batch: 256 images at 32x32, the batch every prediction at that size
+#: has always been made with. Larger images get fewer a batch, so that predicting the test
+#: split after `fit` needs no more memory than the training's own batch did.
+PREDICTION_PIXELS = 256 * 32 * 32
+
+
+def prediction_batch(model: keras.Model, training_batch: int = 1) -> int:
+    """Images per prediction batch for `model`: `PREDICTION_PIXELS` at the largest size it
+    works at (its input, or a `Resizing` layer inside it), and never fewer than
+    `training_batch` (a batch the training already held, with its gradients)."""
+    sides = [tuple(model.inputs[0].shape[1:3])]
+    inside = list(model.layers)
+    while inside:
+        layer = inside.pop()
+        if isinstance(layer, keras.layers.Resizing):
+            sides.append((layer.height, layer.width))
+        inside.extend(getattr(layer, "layers", []))  # a model nested as a layer
+    pixels = max(int(h or 1) * int(w or 1) for h, w in sides)
+    return max(training_batch, PREDICTION_PIXELS // pixels, 1)
+
+
 def predict_in_full_batches(model: keras.Model, x: np.ndarray, batch_size: int) -> np.ndarray:
     """`model.predict(x)` with the last batch padded to full size (the padding's outputs dropped).
 
@@ -80,7 +101,9 @@ def publish_model(
                 uploaded = publisher.submit(store.upload, model_path, model_key, overwrite=True)
             else:
                 uploaded = publisher.submit(save_and_upload, model, model_path, store, model_key)
-            y_prob = predict_in_full_batches(model, x_test, max(job.train.batch_size, 256))
+            y_prob = predict_in_full_batches(
+                model, x_test, prediction_batch(model, job.train.batch_size)
+            )
             predicted = time.perf_counter() - started
             uploaded.result()
     except BaseException:

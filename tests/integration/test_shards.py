@@ -6,6 +6,7 @@ resumed or not."""
 from __future__ import annotations
 
 import io
+import logging
 from collections import Counter
 
 import numpy as np
@@ -22,7 +23,7 @@ from compare_models.data.dataset import (
 )
 from compare_models.data.errors import DataError
 from compare_models.data.images import to_input
-from compare_models.data.shards import ShardReader, local_copy, write_split
+from compare_models.data.shards import SUFFIX, ShardReader, local_copy, write_split
 from compare_models.data.versions import version_arrays
 from compare_models.storage import layout
 from tests.support.archives import image_folder_files
@@ -50,8 +51,8 @@ def test_a_split_in_several_shards_reads_back_image_for_image(stack, tmp_path):
     assert all(
         stack.exists(s.key) and s.key.endswith(f"{s.sha256}.array_record") for s in manifest.shards
     )
-    paths = local_copy(stack, prefix, "train", manifest, tmp_path / "cache", limit_bytes=1 << 30)
-    reader = ShardReader(paths, manifest)
+    pinned = local_copy(stack, prefix, "train", manifest, tmp_path / "cache", limit_bytes=1 << 30)
+    reader = ShardReader(pinned, manifest)
     picked = rng.permutation(50)[:17]
     assert np.array_equal(reader.pixels(picked), x[picked])
     assert np.array_equal(reader.all_pixels(), x)
@@ -62,6 +63,69 @@ def test_a_split_in_several_shards_reads_back_image_for_image(stack, tmp_path):
     # a cache smaller than the split is refused, naming the setting
     with pytest.raises(DataError, match="COMPARE_MODELS_SHARD_CACHE_GIB"):
         local_copy(stack, prefix, "train", manifest, tmp_path / "small", limit_bytes=1000)
+
+
+def test_eviction_leaves_the_shards_a_reader_pins(stack, tmp_path, caplog):
+    """A full cache evicts the least recently used shards, but not those a reader holds: it
+    runs over its limit instead, says so, and evicts them once they are let go."""
+    rng = np.random.default_rng(3)
+    prefix = layout.splits_prefix("pin-test", "b" * 64, "0123456789abcdef")
+    splits = {}
+    for split in ("train", "val", "test"):
+        x = rng.integers(0, 256, (20, 32, 32, 3), dtype=np.uint8)
+        manifest = write_split(x, rng.integers(0, 3, 20), prefix, split, stack,
+                               tmp_path / "work", shard_bytes=20_000)  # fmt: skip
+        splits[split] = (x, manifest)
+    train, val, test = (splits[s][1] for s in ("train", "val", "test"))
+    assert len(train.shards) == 4
+    cache, limit = tmp_path / "cache", train.bytes + val.bytes // 2
+
+    def cached():
+        return {p.name for p in (cache / layout.DATASETS).rglob("*" + SUFFIX)}
+
+    reader = ShardReader(local_copy(stack, prefix, "train", train, cache, limit_bytes=limit), train)
+    with caplog.at_level(logging.WARNING, logger="compare_models.data.shards"):
+        local_copy(stack, prefix, "val", val, cache, limit_bytes=limit).close()
+    assert {f"{s.sha256}{SUFFIX}" for s in train.shards + val.shards} == cached()  # none evicted
+    assert "over its" in caplog.text and "other trainings" in caplog.text
+    assert np.array_equal(reader.all_pixels(), splits["train"][0])  # still read whole
+
+    reader.close()  # let go: now the least recently used (train's) go first
+    local_copy(stack, prefix, "test", test, cache, limit_bytes=limit).close()
+    assert not {f"{s.sha256}{SUFFIX}" for s in train.shards} & cached()
+    assert {f"{s.sha256}{SUFFIX}" for s in test.shards} <= cached()
+    assert sum(p.stat().st_size for p in (cache / layout.DATASETS).rglob("*" + SUFFIX)) <= limit
+
+
+def test_the_export_check_reads_a_sharded_split_chunk_by_chunk(stack, tmp_path):
+    """The export's check predicts a split read from its shards a chunk at a time, and gets
+    what it gets from the same split held whole in memory."""
+    import keras
+
+    from compare_models.serving.export import CHUNK_BATCHES, checked_predictions
+
+    rng = np.random.default_rng(5)
+    x = rng.integers(0, 256, (45, 32, 32, 3), dtype=np.uint8)
+    prefix = layout.splits_prefix("check-test", "c" * 64, "0123456789abcdef")
+    manifest = write_split(x, rng.integers(0, 3, 45), prefix, "test", stack, tmp_path / "work",
+                           shard_bytes=40_000)  # fmt: skip
+    reader = ShardReader(local_copy(stack, prefix, "test", manifest, tmp_path / "cache",
+                                    limit_bytes=1 << 30), manifest)  # fmt: skip
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [keras.Input((32, 32, 3)), keras.layers.Flatten(), keras.layers.Dense(3, "softmax")]
+    )
+    calls = []
+
+    def export(images):  # a stand-in export: the same model on uint8 images
+        calls.append(len(images))
+        return model.predict(images.astype(np.float32) / 255.0, verbose=0)
+
+    streamed, outputs = checked_predictions(model, reader, {"same": export}, batch=4)
+    whole, _ = checked_predictions(model, x.astype(np.float32) / 255.0, {"same": export}, batch=4)
+    assert streamed.shape == (45, 3) and np.allclose(streamed, whole, atol=1e-6)
+    assert np.allclose(outputs["same"], streamed, atol=1e-6)
+    assert max(calls) == 4 and sum(calls) == 2 * 45 and 4 * CHUNK_BATCHES < 45
 
 
 def test_a_truncated_or_altered_shard_is_refused_by_name_and_rebuilt(stack, tmp_path):
