@@ -471,6 +471,21 @@ def folder_name(location: str) -> str:
     return ("folder-" + name_characters(stem).strip("-_."))[:100]
 
 
+def _check_version_size(version: DatasetVersion, policy: FolderPolicy) -> None:
+    """A stored version keeps the size it was snapshotted at. `folder.image_size` left at its
+    default reads it at that size; set to another, it asks for images the version does not
+    hold, and is refused (rather than trained at a size the run did not ask for)."""
+    own = version.summary.image_size
+    if policy.image_size not in (own, IMAGE_SIZE):
+        raise DataError(
+            f"dataset version {version.summary.version_id[:12]} holds {own}x{own} images, and "
+            f"folder.image_size asks for {policy.image_size}: a stored version keeps the size it "
+            f"was taken at. Snapshot the folder at {policy.image_size} (data=<the folder>, "
+            f"folder.image_size={policy.image_size}), or leave folder.image_size at its default "
+            f"to train on this version at {own}"
+        )
+
+
 def prepare_folder(
     data: str,
     spec: SplitSpec,
@@ -483,6 +498,7 @@ def prepare_folder(
     started = time.perf_counter()
     if data.startswith("version:"):
         version, snap = read_version(store, data.removeprefix("version:")), None
+        _check_version_size(version, policy)
     else:
         folder = folder_source(data)
         if folder is None:
@@ -568,10 +584,10 @@ def open_split(
     y = load_labels(store, ref.prefix, manifest) if labels is None else labels
     if manifest.images == 0:
         return None, y
-    paths = local_copy(
+    pinned = local_copy(
         store, ref.prefix, split, manifest, cache_dir, limit_bytes=int(cache_gib * 2**30)
     )
-    return ShardReader(paths, manifest), y
+    return ShardReader(pinned, manifest), y
 
 
 def prepared_splits(store: ArtifactStore, name: str, digest: str) -> list[DatasetRef]:

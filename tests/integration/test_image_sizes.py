@@ -9,7 +9,9 @@ import secrets
 
 import pytest
 
-from compare_models.config import RunParams
+from compare_models.config import FolderPolicy, RunParams, SplitSpec
+from compare_models.data.dataset import prepare_folder
+from compare_models.data.errors import DataError
 from compare_models.gate import champions
 from compare_models.models import registry
 from compare_models.runs.champion_record import ChampionRecord
@@ -80,6 +82,13 @@ def test_a_folder_at_64_pixels_is_its_own_version_and_not_comparable_with_32(
     assert "64x64" in decision["reason"] and "32x32" in decision["reason"]
     record = ChampionRecord.model_validate(stack.get_json(layout.champion_key(track, "cnn")))
     assert record.current.run_id == at_64["run_id"] and record.current.dataset.image_size == 64
+
+    # a stored version keeps its size: the default reads it at 64, another size is refused
+    version, hashed = f"version:{at_64['data']['version_id']}", SplitSpec(protocol="hash")
+    ref, _ = prepare_folder(version, hashed, FolderPolicy(), stack, tmp_path / "c2")
+    assert ref.image_size == 64 and ref.reused
+    with pytest.raises(DataError, match="holds 64x64 images, and folder.image_size asks for 128"):
+        prepare_folder(version, hashed, FolderPolicy(image_size=128), stack, tmp_path / "c3")
 
 
 def test_resnet50_at_an_input_size_of_64_on_32_pixel_data_trains_and_is_rescored(
