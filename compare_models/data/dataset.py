@@ -624,6 +624,18 @@ def read_split(
     return (reader if reader is not None else np.zeros((0, *manifest.shape), np.float32)), y
 
 
+def split_images(
+    ref: DatasetRef, split: str, store: ArtifactStore, cache_dir: Path, labels: np.ndarray
+) -> np.ndarray | ShardReader:
+    """A split's images to pick a few from: a reader of its shards (uint8 by index,
+    `ShardReader.pixels`; nothing read until asked), else the floats in [0, 1] `load_split`
+    gives (prepared before shards)."""
+    if not ref.shards:
+        return load_split(ref, split, store, cache_dir)[0]
+    reader, _ = open_split(ref, split, store, cache_dir, labels=labels)
+    return reader if reader is not None else _none(ref)
+
+
 def split_images_uint8(
     ref: DatasetRef, split: str, store: ArtifactStore, cache_dir: Path, labels: np.ndarray
 ) -> np.ndarray:

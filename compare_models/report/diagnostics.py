@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -104,7 +105,7 @@ def reliability_diagram(
 
 
 def disagreement_gallery(
-    images: np.ndarray,
+    images: np.ndarray | ImageReader,
     y_true: np.ndarray,
     probs: Mapping[str, np.ndarray],
     class_names: Sequence[str],
@@ -123,7 +124,8 @@ def disagreement_gallery(
     :func:`confident_mistakes`). With no disagreement the figure says so.
 
     Args:
-        images: Test images ``(n, H, W[, C])``, ``uint8`` or floats in ``[0, 1]``.
+        images: Test images ``(n, H, W[, C])``, ``uint8`` or floats in ``[0, 1]``, or an
+            `ImageReader` of uint8 images (only the drawn ones are read).
         y_true: True labels, shape ``(n,)``.
         probs: Model name -> predicted probabilities ``(n, k)``; at least two models.
         class_names: Names of the k classes.
@@ -165,7 +167,7 @@ def disagreement_gallery(
     lines = 1 + len(models)
     fig, tiles = _tile_grid(nrows, ncols, lines, f"{title} ({how})")
     for tile, i in zip(tiles, chosen, strict=False):
-        tile.show(imgs[i])
+        tile.show(_image(imgs, i))
         caption = [(f"true: {names[labels[i]]}", "black")]
         for m, name in enumerate(models):
             pred = preds[m, i]
@@ -177,7 +179,7 @@ def disagreement_gallery(
 
 
 def confident_mistakes(
-    images: np.ndarray,
+    images: np.ndarray | ImageReader,
     y_true: np.ndarray,
     probs: Mapping[str, np.ndarray],
     class_names: Sequence[str],
@@ -191,7 +193,8 @@ def confident_mistakes(
     test-set order), captioned ``"true: X"`` and ``"pred: Y 0.99"``.
 
     Args:
-        images: Test images ``(n, H, W[, C])``, ``uint8`` or floats in ``[0, 1]``.
+        images: Test images ``(n, H, W[, C])``, ``uint8`` or floats in ``[0, 1]``, or an
+            `ImageReader` of uint8 images (only the drawn ones are read).
         y_true: True labels, shape ``(n,)``.
         probs: Model name -> predicted probabilities ``(n, k)``.
         class_names: Names of the k classes.
@@ -218,7 +221,7 @@ def confident_mistakes(
         order = wrong[np.argsort(-confidence[wrong], kind="stable")][:per_model]
         row_tiles = tiles[row * per_model : (row + 1) * per_model]
         for tile, i in zip(row_tiles, order, strict=False):
-            tile.show(imgs[i])
+            tile.show(_image(imgs, i))
             tile.caption(
                 [
                     (f"true: {names[labels[i]]}", "black"),
@@ -249,7 +252,22 @@ def _check_positive(value: int, name: str) -> None:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 
-def _validate_images(images: np.ndarray, n: int) -> np.ndarray:
+class ImageReader(Protocol):
+    """Images read by index (`compare_models.data.shards.ShardReader`): a split too large to
+    hold, of which a gallery reads only the images it draws."""
+
+    shape: tuple[int, ...]
+
+    def __len__(self) -> int: ...
+
+    def pixels(self, indices) -> np.ndarray: ...
+
+
+def _validate_images(images: np.ndarray | ImageReader, n: int) -> np.ndarray | ImageReader:
+    if not isinstance(images, np.ndarray) and hasattr(images, "pixels"):
+        if len(images) != n:
+            raise ValueError(f"images hold {len(images)} images but y_true has {n} labels")
+        return images  # uint8, read one by one as the tiles are drawn
     imgs = np.asarray(images)
     if imgs.ndim == 4 and imgs.shape[-1] == 1:
         imgs = imgs[..., 0]
@@ -264,6 +282,10 @@ def _validate_images(images: np.ndarray, n: int) -> np.ndarray:
             f"images must be uint8 (0..255) or floats in [0, 1], got dtype {imgs.dtype}"
         )
     return imgs
+
+
+def _image(images: np.ndarray | ImageReader, index: int) -> np.ndarray:
+    return images[index] if isinstance(images, np.ndarray) else images.pixels([index])[0]
 
 
 class _Tile:
@@ -359,7 +381,7 @@ def _tile_grid(
 
 
 def diagnostic_figures(
-    images: np.ndarray,
+    images: np.ndarray | ImageReader,
     y_true: np.ndarray,
     probs: Mapping[str, np.ndarray],
     class_names: list[str],

@@ -64,6 +64,37 @@ def test_disagreement_gallery_is_deterministic(tmp_path, data):
     assert a.read_bytes() == b.read_bytes()
 
 
+class _Reader:
+    """Images read by index, as a split's shards are (`ShardReader.pixels`), counting reads."""
+
+    def __init__(self, images):
+        self.images, self.shape, self.read = images, images.shape[1:], []
+
+    def __len__(self):
+        return len(self.images)
+
+    def pixels(self, indices):
+        self.read.extend(int(i) for i in indices)
+        return self.images[np.asarray(indices, dtype=int)]
+
+
+def test_galleries_read_only_the_images_they_draw_from_a_reader(tmp_path, data):
+    """From a reader of a split too large to hold, only the drawn tiles are read, and the
+    figures are the ones the same images in memory give."""
+    images, y, probs = data
+    reader = _Reader(images)
+    drawn = disagreement_gallery(
+        reader, y, probs, CLASSES, tmp_path / "r.png", max_images=6, seed=3
+    )
+    held = disagreement_gallery(images, y, probs, CLASSES, tmp_path / "m.png", max_images=6, seed=3)
+    assert len(reader.read) == 6 < len(images) and drawn.read_bytes() == held.read_bytes()
+    reader.read.clear()
+    confident_mistakes(reader, y, probs, CLASSES, tmp_path / "c.png", per_model=4)
+    assert 0 < len(reader.read) <= 4 * len(probs)
+    with pytest.raises(ValueError, match="images hold"):
+        confident_mistakes(_Reader(images[:-1]), y, probs, CLASSES, tmp_path / "x.png")
+
+
 def test_no_disagreement_still_draws_a_figure(tmp_path, data):
     images, y, probs = data
     same = {"cnn": probs["cnn"], "copy": probs["cnn"].copy()}
