@@ -195,7 +195,7 @@ class Settings(BaseSettings):
         "COMPARE_MODELS_SHARD_CACHE_GIB",
         20.0,
         "The most disk the local copies of datasets' shards may take on a worker (GiB); the "
-        "least recently used are removed first",
+        "least recently used are removed first, never one a process on the worker is reading",
         gt=0,
         le=1 << 20,
     )

@@ -15,10 +15,15 @@ value reads them whole into memory. It reports:
   fits), the two alternating for `--rounds` rounds (target: shards / memory >= 0.9);
 * `cifar32`: the same at CIFAR-10's 32 x 32 on the seed protocol's split (the data where the
   in-memory path stays, below COMPARE_MODELS_IN_MEMORY_MIB);
-* `write`: the seconds to write a split's shards to S3, per GiB.
+* `write`: the seconds to write a split's shards to S3, per GiB;
+* `windows`: on the second folder size, a streamed training whose shard cache holds the whole
+  training split against one whose cache (`--window-cache-gib`) is smaller than the split, so
+  that it reads a window of shards at a time, alternating: images per second, the peak memory,
+  and the most disk the training split's shards took in the cache.
 
     python -m benchmarks.speed.streaming [--sizes 10000,25000,50000] [--side 128] [--rounds 2]
-        [--batch-size 128] [--cifar-rounds 2] [--skip cifar32,write,fits,memory]
+        [--batch-size 128] [--cifar-rounds 2] [--window-cache-gib 0.4]
+        [--skip cifar32,write,fits,windows,memory]
 
 Needs the dev stack (`compare-models up`).
 """
@@ -33,6 +38,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -72,9 +78,18 @@ def folder_of(train: Path, per_class: int, into: Path) -> Path:
     return into
 
 
-def train(dataset: DatasetRef, path: str, run_id: str, threads: int, batch_size: int = 128) -> dict:
+def train(
+    dataset: DatasetRef,
+    path: str,
+    run_id: str,
+    threads: int,
+    batch_size: int = 128,
+    cache_gib: float | None = None,
+) -> dict:
     """One epoch of the CNN through the product's training process, on `path` (shards or
-    memory): what it published (images/s, seconds in fit, peak resident memory)."""
+    memory), with the worker's shard cache or one of `cache_gib`: what it published (images/s,
+    seconds in fit, peak resident memory), and the most disk the training split's shards took
+    in the cache meanwhile (sampled every 0.5 s)."""
     job = TrainingJob(
         run_id=run_id,
         model="cnn",
@@ -87,7 +102,18 @@ def train(dataset: DatasetRef, path: str, run_id: str, threads: int, batch_size:
         **os.environ,
         "TF_CPP_MIN_LOG_LEVEL": "3",
         "COMPARE_MODELS_IN_MEMORY_MIB": IN_MEMORY_MIB[path],
+        **({"COMPARE_MODELS_SHARD_CACHE_GIB": str(cache_gib)} if cache_gib else {}),
     }
+    shard_files = [Settings().cache_dir / s.key for s in dataset.shards["train"].shards]
+    peak_cache, done = [0], threading.Event()
+
+    def sample_cache() -> None:
+        while not done.wait(0.5):
+            held = sum(f.stat().st_size for f in shard_files if f.exists())
+            peak_cache[0] = max(peak_cache[0], held)
+
+    sampler = threading.Thread(target=sample_cache, daemon=True)
+    sampler.start()
     with tempfile.TemporaryDirectory() as tmp:
         job_path, result_path = Path(tmp) / "job.json", Path(tmp) / "result.json"
         job_path.write_text(job.model_dump_json())
@@ -98,6 +124,7 @@ def train(dataset: DatasetRef, path: str, run_id: str, threads: int, batch_size:
             env=env,
             cwd=ROOT,
         )
+        done.set()
         if out.returncode != 0:
             raise SystemExit(f"training {run_id} failed:\n{out.stderr[-3000:]}")
         result = TrainingResult.model_validate(json.loads(result_path.read_text())["result"])
@@ -109,6 +136,9 @@ def train(dataset: DatasetRef, path: str, run_id: str, threads: int, batch_size:
         "images_per_second": round(result.train_images_per_second, 1),
         "fit_seconds": round(result.fit_seconds, 1),
         "peak_rss_mib": round(result.peak_rss_mb),
+        "cache_gib": cache_gib or Settings().shard_cache_gib,
+        "train_split_mib": round(dataset.shards["train"].bytes / 2**20),
+        "peak_train_shards_in_cache_mib": round(peak_cache[0] / 2**20),
     }
 
 
@@ -139,6 +169,32 @@ def alternate(
     }
 
 
+def windowed(dataset: DatasetRef, args, store) -> dict:
+    """Streamed trainings with the whole training split in the cache and with a cache smaller
+    than the split (read a window of shards at a time), alternating, `args.rounds` times."""
+    if dataset.shards["train"].bytes <= args.window_cache_gib * 2**30:
+        raise SystemExit(
+            f"the training split fits in {args.window_cache_gib} GiB: nothing to window"
+        )
+    samples: dict[str, list[dict]] = {"whole": [], "windows": []}
+    for r in range(args.rounds):
+        for side in ("whole", "windows") if r % 2 == 0 else ("windows", "whole"):
+            run_id = f"bench-stream-windows-{os.getpid()}-{r}-{side}"
+            cache_gib = args.window_cache_gib if side == "windows" else None
+            sample = train(dataset, STREAM, run_id, args.threads, args.batch_size, cache_gib)
+            samples[side].append(sample)
+            store.delete_prefix(layout.run_prefix(run_id))
+            print(json.dumps({"windows": {"side": side, **sample}}), flush=True)
+    return {
+        "train_images": dataset.sizes["train"],
+        "median_images_per_second": {
+            side: statistics.median(s["images_per_second"] for s in runs)
+            for side, runs in samples.items()
+        },
+        "samples": samples,
+    }
+
+
 def write_rate(dataset: DatasetRef, store, cache: Path) -> dict:
     """Seconds per GiB to write the training split's shards anew (to a scratch prefix)."""
     y = split_labels(dataset, "train", store, cache)
@@ -165,6 +221,8 @@ def main() -> None:
     ap.add_argument("--cifar-rounds", type=int, default=2, help="alternations at 32 x 32")
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--batch-size", type=int, default=128, help="the trainings' batch")
+    ap.add_argument("--window-cache-gib", type=float, default=0.4,
+                    help="the shard cache of `windows`' windowed trainings")  # fmt: skip
     ap.add_argument("--skip", default="", help="comma-separated parts to leave out")
     args = ap.parse_args()
     skip = set(filter(None, args.skip.split(",")))
@@ -215,6 +273,10 @@ def main() -> None:
         if "fits" not in skip:
             result["fits"] = alternate(
                 versions[sizes[0]], args.rounds, "fits", args.threads, store, args.batch_size
+            )
+        if "windows" not in skip:
+            result["windows"] = windowed(
+                versions[sizes[1] if len(sizes) > 1 else sizes[0]], args, store
             )
         if "memory" not in skip:
             result["memory"] = []

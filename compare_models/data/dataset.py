@@ -52,7 +52,9 @@ from compare_models.data.errors import DataError, describe, inside, short
 from compare_models.data.files import sha256_file
 from compare_models.data.folders import folder_source
 from compare_models.data.safety import is_sha256, redact_url, shown
+from compare_models.data.shard_windows import WindowedShardReader
 from compare_models.data.shards import (
+    ImageIndex,
     ShardReader,
     SplitShards,
     load_labels,
@@ -571,9 +573,10 @@ def open_split(
     *,
     cache_gib: float | None = None,
     labels: np.ndarray | None = None,
-) -> tuple[ShardReader | None, np.ndarray]:
+) -> tuple[ImageIndex | None, np.ndarray]:
     """A sharded split's images, read by index from its shards in the local cache (None where
-    the split is empty), and its labels (`labels`: read already). `cache_gib`: the local
+    the split is empty): all of them pinned there when the split fits in the cache, else a
+    window of them at a time (`WindowedShardReader`); and its labels (`labels`: read already). `cache_gib`: the local
     cache's limit (None: the worker's `Settings.shard_cache_gib`)."""
     _checked(ref, split)
     if not ref.shards:
@@ -584,10 +587,12 @@ def open_split(
     y = load_labels(store, ref.prefix, manifest) if labels is None else labels
     if manifest.images == 0:
         return None, y
-    pinned = local_copy(
-        store, ref.prefix, split, manifest, cache_dir, limit_bytes=int(cache_gib * 2**30)
-    )
-    return ShardReader(pinned, manifest), y
+    limit = int(cache_gib * 2**30)
+    if manifest.bytes > limit:  # more than the cache holds: a window of shards at a time
+        return WindowedShardReader(store, ref.prefix, manifest, cache_dir, limit_bytes=limit), y
+    return ShardReader(
+        local_copy(store, ref.prefix, split, manifest, cache_dir, limit_bytes=limit), manifest
+    ), y
 
 
 def prepared_splits(store: ArtifactStore, name: str, digest: str) -> list[DatasetRef]:
@@ -613,7 +618,7 @@ def split_labels(ref: DatasetRef, split: str, store: ArtifactStore, cache_dir: P
 
 def read_split(
     ref: DatasetRef, split: str, store: ArtifactStore, cache_dir: Path, in_memory_mib: int
-) -> tuple[np.ndarray | ShardReader, np.ndarray]:
+) -> tuple[np.ndarray | ImageIndex, np.ndarray]:
     """A split to compute on: whole in memory (float32 in [0, 1]) when its pixels are at most
     `in_memory_mib` (or it was prepared before shards), else a reader of its shards in the
     local cache, scaled batch by batch (`ShardReader[indices]`)."""
@@ -626,7 +631,7 @@ def read_split(
 
 def split_images(
     ref: DatasetRef, split: str, store: ArtifactStore, cache_dir: Path, labels: np.ndarray
-) -> np.ndarray | ShardReader:
+) -> np.ndarray | ImageIndex:
     """A split's images to pick a few from: a reader of its shards (uint8 by index,
     `ShardReader.pixels`; nothing read until asked), else the floats in [0, 1] `load_split`
     gives (prepared before shards)."""

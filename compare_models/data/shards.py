@@ -21,7 +21,7 @@ source images (`shard_problems`).
 The local cache (`Settings.shard_cache_gib`) keeps the shards of recent splits on the worker's
 disk; the least recently used go first, but never one that a reader on the host has pinned
 (`PinnedShards`: a shared `flock` on each shard it reads). A split larger than the whole cache
-is refused, with the setting to raise.
+is read a window of shards at a time (`compare_models.data.shard_windows`).
 """
 
 from __future__ import annotations
@@ -270,6 +270,9 @@ class PinnedShards:
         self._files = []
 
 
+_warned_over: set[Path] = set()
+
+
 def _cached_files(root: Path) -> list[Path]:
     return [p for p in root.rglob(f"*{SUFFIX}") if p.is_file()] if root.exists() else []
 
@@ -311,32 +314,52 @@ def local_copy(
     *,
     limit_bytes: int,
 ) -> PinnedShards:
-    """The split's shards in the local cache, pinned for the caller (`PinnedShards`), each
-    checked against its SHA-256 (copied from the bucket where missing or different: to a file
-    of this process's own, checked, then renamed into place, so trainings sharing a host never
-    read each other's half-written copy). Room is made by evicting the least recently used
-    shards that no reader pins; when the pinned ones leave too little, the cache runs over its
-    limit until they are let go, and says so. A shard whose stored bytes do not match is
-    refused by name and noted for the next run's data stage; nothing is read from it."""
+    """The whole split's shards in the local cache, pinned for the caller (`cache_shards`);
+    a split larger than the cache is refused, with the setting to raise (a reader that does
+    not need it whole reads it a window at a time: `shard_windows`)."""
     if manifest.bytes > limit_bytes:
         raise DataError(
             f"the {split} split of {prefix} is {manifest.bytes / 2**30:.2f} GiB of shards, more "
             f"than the local shard cache's {limit_bytes / 2**30:.2f} GiB: raise "
             "COMPARE_MODELS_SHARD_CACHE_GIB on the worker"
         )
-    paths = [inside(cache_dir, s.key, what="shard cache path") for s in manifest.shards]
+    return cache_shards(store, prefix, manifest.shards, cache_dir, limit_bytes=limit_bytes)
+
+
+def cache_shards(
+    store: ArtifactStore,
+    prefix: str,
+    shards: list[ShardInfo],
+    cache_dir: Path,
+    *,
+    limit_bytes: int,
+) -> PinnedShards:
+    """Shards of a split in the local cache, pinned for the caller (`PinnedShards`), each
+    checked against its SHA-256 (copied from the bucket where missing or different: to a file
+    of this process's own, checked, then renamed into place, so trainings sharing a host never
+    read each other's half-written copy). Room is made by evicting the least recently used
+    shards that no reader pins; when the pinned ones leave too little, the cache runs over its
+    limit until they are let go, and says so. A shard whose stored bytes do not match is
+    refused by name and noted for the next run's data stage; nothing is read from it."""
+    paths = [inside(cache_dir, s.key, what="shard cache path") for s in shards]
     root = cache_dir / layout.DATASETS
     with _locked(root):
         stale = [
             (s, p)
-            for s, p in zip(manifest.shards, paths, strict=True)
+            for s, p in zip(shards, paths, strict=True)
             if not p.exists() or p.stat().st_size != s.bytes or sha256_file(p) != s.sha256
         ]
         over = _make_room(root, sum(s.bytes for s, _ in stale), limit_bytes, set(paths))
         if over:
-            log.warning(
-                "the local shard cache %s runs %.2f GiB over its %.2f GiB limit: other "
-                "trainings on this host are reading the shards it would evict",
+            # once a process at the warning's level: a split read a window at a time asks
+            # again at every window
+            level = logging.DEBUG if root in _warned_over else logging.WARNING
+            _warned_over.add(root)
+            log.log(
+                level,
+                "the local shard cache %s runs %.2f GiB over its %.2f GiB limit: the shards it "
+                "would evict are being read (by other trainings on this host, or by this one's "
+                "other splits)",
                 root, over / 2**30, limit_bytes / 2**30,
             )  # fmt: skip
         with ThreadPoolExecutor(max_workers=DOWNLOADS) as pool:
@@ -387,37 +410,21 @@ def load_labels(store: ArtifactStore, prefix: str, manifest: SplitShards) -> np.
 # ── reading ──────────────────────────────────────────────────────────────────
 
 
-class ShardReader:
-    """A split's images by index, from its shards in the local cache, pinned while it lives
-    (random access; safe to share between the threads that prepare batches). `reader[indices]` gives them scaled to
-    [0, 1] as float32 (the normalisation, batch by batch), `pixels(indices)` as uint8."""
+class ImageIndex:
+    """A split's images by index (random access; safe to share between the threads that
+    prepare batches): `reader[indices]` gives them scaled to [0, 1] as float32 (the
+    normalisation, batch by batch), `pixels(indices)` as uint8."""
 
-    def __init__(self, shards: PinnedShards, manifest: SplitShards):
-        from array_record.python.array_record_data_source import ArrayRecordDataSource
+    shape: tuple[int, int, int]
 
-        self.shape = image_shape(manifest.image_size)
-        self._record_bytes = int(np.prod(self.shape))
-        self._pinned = shards  # held while the reader lives: no eviction under it
-        self._source = ArrayRecordDataSource([str(p) for p in shards.paths])
-        if len(self._source) != manifest.images:
-            raise DataError(
-                f"the shards of {shards.paths[0].parent} hold {len(self._source)} images, "
-                f"their manifest says {manifest.images}"
-            )
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def pixels(self, indices) -> np.ndarray:
+        raise NotImplementedError
 
     def close(self) -> None:
         """Lets its shards go (evictable again)."""
-        self._pinned.close()
-
-    def __len__(self) -> int:
-        return len(self._source)
-
-    def pixels(self, indices) -> np.ndarray:
-        records = self._source.__getitems__([int(i) for i in indices])
-        if any(len(r) != self._record_bytes for r in records):
-            raise DataError(f"a shard record is not one {self.shape} uint8 image")
-        flat = np.frombuffer(b"".join(records), dtype=np.uint8)
-        return flat.reshape((len(records), *self.shape))
 
     def __getitem__(self, indices) -> np.ndarray:
         if isinstance(indices, slice):
@@ -430,3 +437,36 @@ class ShardReader:
         for start in range(0, len(self), chunk):
             out[start : start + chunk] = self.pixels(range(start, min(len(self), start + chunk)))
         return out
+
+
+def as_pixels(records: list[bytes], shape: tuple[int, int, int]) -> np.ndarray:
+    """Records read from shards as uint8 images of `shape`, each checked for its size."""
+    if any(len(r) != int(np.prod(shape)) for r in records):
+        raise DataError(f"a shard record is not one {shape} uint8 image")
+    return np.frombuffer(b"".join(records), dtype=np.uint8).reshape((len(records), *shape))
+
+
+class ShardReader(ImageIndex):
+    """A split's images by index, from its shards in the local cache, all pinned while it
+    lives."""
+
+    def __init__(self, shards: PinnedShards, manifest: SplitShards):
+        from array_record.python.array_record_data_source import ArrayRecordDataSource
+
+        self.shape = image_shape(manifest.image_size)
+        self._pinned = shards  # held while the reader lives: no eviction under it
+        self._source = ArrayRecordDataSource([str(p) for p in shards.paths])
+        if len(self._source) != manifest.images:
+            raise DataError(
+                f"the shards of {shards.paths[0].parent} hold {len(self._source)} images, "
+                f"their manifest says {manifest.images}"
+            )
+
+    def close(self) -> None:
+        self._pinned.close()
+
+    def __len__(self) -> int:
+        return len(self._source)
+
+    def pixels(self, indices) -> np.ndarray:
+        return as_pixels(self._source.__getitems__([int(i) for i in indices]), self.shape)

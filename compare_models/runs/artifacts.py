@@ -20,7 +20,7 @@ from pydantic import ValidationError
 
 from compare_models.data.dataset import DatasetRef, split_images, split_labels
 from compare_models.data.errors import DataError
-from compare_models.data.shards import ShardReader
+from compare_models.data.shards import ImageIndex
 from compare_models.evaluation.metrics import metrics_tables
 from compare_models.evaluation.records import Evaluation
 from compare_models.runs.claim import guard_run_prefix
@@ -82,7 +82,7 @@ class RunArtifacts:
         self.dataset = dataset
         self.cache_dir = cache_dir
         self._loading = threading.Lock()
-        self._test_images: np.ndarray | ShardReader | None = None
+        self._test_images: np.ndarray | ImageIndex | None = None
         self._test_labels: np.ndarray | None = None
         self._predictions: dict[str, np.ndarray] = {}
         self._metrics: dict[str, Evaluation] = {}
@@ -103,12 +103,12 @@ class RunArtifacts:
         """Forget what was loaded (the run is complete: its arrays are not needed again here)."""
         with self._opening:
             self._open.pop((self.store.bucket, self.run_id, self.dataset.prefix), None)
-        if isinstance(self._test_images, ShardReader):
+        if isinstance(self._test_images, ImageIndex):
             self._test_images.close()  # its shards evictable again
 
     # ── loads, once per process ──────────────────────────────────────────────────────
 
-    def test_split(self) -> tuple[np.ndarray | ShardReader, np.ndarray]:
+    def test_split(self) -> tuple[np.ndarray | ImageIndex, np.ndarray]:
         """The stored test split: its images (a reader of its shards, which reads only the
         images asked for; floats in [0, 1] for a split prepared before shards) and labels."""
         labels = self.test_labels()

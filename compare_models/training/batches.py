@@ -17,7 +17,9 @@
 A split too large to hold in memory (`TrainingRuntime.in_memory_mib`) is read by index from
 its shards (`compare_models.data.shards.ShardReader`, scaled to [0, 1] batch by batch):
 `ShuffledBatches` under both backends, so memory holds the batches in flight, not the split.
-Under JAX its batches are the in-memory path's, image for image.
+Under JAX its batches are the in-memory path's, image for image. A split larger than the
+worker's shard cache is read a window of shards at a time, in the order its reader draws
+(`compare_models.data.shard_windows`).
 
 Augmentation lives here, not in the model, so the saved model is exactly the report's
 architecture.
@@ -68,7 +70,10 @@ class ShuffledBatches(keras.utils.PyDataset):
         self._order = self.order(first_epoch)
 
     def order(self, epoch: int) -> np.ndarray:
-        """The permutation of the images in `epoch`."""
+        """The permutation of the images in `epoch`: the split's own order where it is read a
+        window of shards at a time (`WindowedShardReader.order`), else a global shuffle."""
+        if hasattr(self.x, "order"):
+            return self.x.order(self.seed, epoch)
         return np.random.default_rng([self.seed, epoch]).permutation(len(self.y))
 
     def __len__(self) -> int:
