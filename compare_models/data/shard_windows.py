@@ -5,10 +5,12 @@ fits is copied whole and read by index (`shards.ShardReader`). A larger one is r
 `WindowedShardReader`, as MosaicML Streaming and tf.data's interleaved shards do:
 
 * **The order.** An epoch takes the split's shards in an order drawn from (seed, epoch),
-  groups them into windows of at most a third of the cache, and shuffles each window's images (from
-  (seed, epoch, window)). It is a pure function of (seed, epoch), so a training resumed from
-  its checkpoint sees the same batches as one that was not stopped. A split that fits keeps
-  its global shuffle; this order is the price of not holding the split.
+  groups them into windows of at most 1 GiB (`WINDOW_BYTES`; a third of a cache smaller than
+  3 GiB), and shuffles each window's images (from (seed, epoch, window)). It is a pure
+  function of (seed, epoch) and the split, so a training resumed from its checkpoint sees the
+  same batches as one that was not stopped, on any worker whose cache holds 3 GiB and not the
+  whole split. A split that fits keeps its global shuffle; this order is the price of not
+  holding the split.
 * **The cache.** The reader holds (pins) the window it reads and the next one, which a thread
   of its own fetches while the current window is read, and the window before while batches
   prepared ahead of the step still read it: at most the cache's size, whatever the split's.
@@ -45,8 +47,15 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 #: Windows a reader may hold at once: the one read, the next (fetched ahead), and the one
-#: before (still read by batches prepared ahead of the training step).
+#: before (still read by batches prepared ahead of the training step). It assumes a window
+#: holds more batches than the input pipeline prepares ahead (a 128 MiB shard is 85 batches
+#: of 32 images of 128x128, against Keras' queue of 10): a window still read is never let go,
+#: so reads spread wider would take the cache over its limit.
 WINDOWS_HELD = 3
+#: The most bytes of shards in a window (8 shards of 128 MiB), or a third of a smaller cache:
+#: the same on every worker whose cache holds three, so that a training resumed on another
+#: worker sees the same order.
+WINDOW_BYTES = 1 << 30
 
 
 def windows(sizes: list[int], order: np.ndarray, window_bytes: int) -> list[list[int]]:
@@ -80,7 +89,7 @@ class WindowedShardReader(ImageIndex):
         self._store, self._prefix, self._cache_dir = store, prefix, cache_dir
         self._shards, self._limit = manifest.shards, limit_bytes
         self._sizes = [s.bytes for s in manifest.shards]
-        self.window_bytes = limit_bytes // WINDOWS_HELD
+        self.window_bytes = min(WINDOW_BYTES, limit_bytes // WINDOWS_HELD)
         largest = max(self._sizes, default=0)
         if largest > self.window_bytes:
             raise DataError(
@@ -205,11 +214,12 @@ class WindowedShardReader(ImageIndex):
                 pinned.close()  # each shard is pinned on its own now
 
     def _read_ahead(self, read: list[int]) -> None:
-        """When a read reaches a new window, makes it the current one and starts fetching the
-        next beside the reading."""
+        """When a read reaches the next window (the first, at the start), makes it the current
+        one and starts fetching the one after beside the reading. Reads that jump (a gallery's
+        few images) fetch only what they read."""
         with self._state:
             window = max(self._window_of[s] for s in read) if read else None
-            if window is None or window == self._current:
+            if window is None or window != (0 if self._current is None else self._current + 1):
                 return
             self._current = window
             self._protected = set(self._windows[window])

@@ -34,6 +34,7 @@ import json
 import logging
 import math
 import os
+import resource
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -255,6 +256,7 @@ class PinnedShards:
     def __init__(self, paths: list[Path]):
         self.paths = paths
         self._files = []
+        _allow_open_files(2 * len(paths))  # its pin and a reader's file, for each shard
         try:
             for path in paths:
                 pin = open(path, "rb")  # noqa: SIM115 (held open: the pin is the open file)
@@ -271,6 +273,20 @@ class PinnedShards:
 
 
 _warned_over: set[Path] = set()
+
+
+def _allow_open_files(more: int) -> None:
+    """Raises this process's soft limit on open files (towards the hard one) where `more`
+    files would pass it: a split of many shards pins each."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        open_now = len(os.listdir("/proc/self/fd"))
+    except OSError:
+        open_now = 256
+    wanted = open_now + more + 64
+    if soft != resource.RLIM_INFINITY and wanted > soft:
+        ceiling = wanted if hard == resource.RLIM_INFINITY else min(hard, wanted)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (ceiling, hard))
 
 
 def _cached_files(root: Path) -> list[Path]:
@@ -340,39 +356,61 @@ def cache_shards(
     read each other's half-written copy). Room is made by evicting the least recently used
     shards that no reader pins; when the pinned ones leave too little, the cache runs over its
     limit until they are let go, and says so. A shard whose stored bytes do not match is
-    refused by name and noted for the next run's data stage; nothing is read from it."""
+    refused by name and noted for the next run's data stage; nothing is read from it.
+
+    The cache's lock is held only to pin, evict and rename: the hashing and the downloads run
+    outside it, so other processes on the host wait for none of them."""
     paths = [inside(cache_dir, s.key, what="shard cache path") for s in shards]
-    root = cache_dir / layout.DATASETS
+    root = inside(cache_dir, layout.DATASETS, what="shard cache path")  # resolved, as `paths`
     with _locked(root):
-        stale = [
-            (s, p)
-            for s, p in zip(shards, paths, strict=True)
-            if not p.exists() or p.stat().st_size != s.bytes or sha256_file(p) != s.sha256
-        ]
-        over = _make_room(root, sum(s.bytes for s, _ in stale), limit_bytes, set(paths))
-        if over:
-            # once a process at the warning's level: a split read a window at a time asks
-            # again at every window
-            level = logging.DEBUG if root in _warned_over else logging.WARNING
-            _warned_over.add(root)
-            log.log(
-                level,
-                "the local shard cache %s runs %.2f GiB over its %.2f GiB limit: the shards it "
-                "would evict are being read (by other trainings on this host, or by this one's "
-                "other splits)",
-                root, over / 2**30, limit_bytes / 2**30,
-            )  # fmt: skip
+        present = [
+            i for i, (s, p) in enumerate(zip(shards, paths, strict=True))
+            if p.exists() and p.stat().st_size == s.bytes
+        ]  # fmt: skip
+        early = PinnedShards([paths[i] for i in present])  # not evicted while they are hashed
+        missing = sorted(set(range(len(shards))) - set(present))
+        needed = sum(shards[i].bytes for i in missing)
+        _say_over(root, _make_room(root, needed, limit_bytes, set(paths)), limit_bytes)
+    parts: dict[int, Path] = {}
+    try:
+        fetch = missing + [i for i in present if sha256_file(paths[i]) != shards[i].sha256]
         with ThreadPoolExecutor(max_workers=DOWNLOADS) as pool:
-            list(
-                pool.map(lambda item: _fetch(store, prefix, *item), stale)
-            )  # raises the first failure
-        for path in paths:
-            os.utime(path)  # recently used
-        return PinnedShards(paths)
+            futures = {i: pool.submit(_download, store, prefix, shards[i], paths[i]) for i in fetch}
+        parts.update({i: f.result() for i, f in futures.items() if f.exception() is None})
+        for future in futures.values():
+            if future.exception() is not None:
+                raise future.exception()  # the first failure (the others' files are removed)
+        with _locked(root):
+            for i, part in parts.items():
+                os.replace(part, paths[i])
+            pinned = PinnedShards(paths)
+            for path in paths:
+                os.utime(path)  # recently used
+        return pinned
+    finally:
+        early.close()
+        for part in parts.values():
+            part.unlink(missing_ok=True)  # left only where a later step failed
 
 
-def _fetch(store: ArtifactStore, prefix: str, shard: ShardInfo, path: Path) -> Path:
-    """One shard into the cache: downloaded to a file of this thread's own, checked, renamed."""
+def _say_over(root: Path, over: int, limit_bytes: int) -> None:
+    """Says that the cache runs over its limit: once a process at the warning's level (a split
+    read a window at a time asks again at every window), then at debug level."""
+    if not over:
+        return
+    level = logging.DEBUG if root in _warned_over else logging.WARNING
+    _warned_over.add(root)
+    log.log(
+        level,
+        "the local shard cache %s runs %.2f GiB over its %.2f GiB limit: the shards it would "
+        "evict are being read (by other trainings on this host, or by this one's other splits)",
+        root, over / 2**30, limit_bytes / 2**30,
+    )  # fmt: skip
+
+
+def _download(store: ArtifactStore, prefix: str, shard: ShardInfo, path: Path) -> Path:
+    """One shard downloaded beside its place in the cache, to a file of this thread's own, and
+    checked: the file (the caller renames it into place)."""
     part = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.part")
     try:
         store.download(shard.key, part)
@@ -384,10 +422,10 @@ def _fetch(store: ArtifactStore, prefix: str, shard: ShardInfo, path: Path) -> P
                 f"says {shard.sha256[:16]}...): it was not read, and the next run's data stage "
                 "rebuilds it from the source images"
             )
-        os.replace(part, path)
-    finally:
+    except BaseException:
         part.unlink(missing_ok=True)
-    return path
+        raise
+    return part
 
 
 def load_labels(store: ArtifactStore, prefix: str, manifest: SplitShards) -> np.ndarray:
@@ -455,8 +493,13 @@ class ShardReader(ImageIndex):
 
         self.shape = image_shape(manifest.image_size)
         self._pinned = shards  # held while the reader lives: no eviction under it
-        self._source = ArrayRecordDataSource([str(p) for p in shards.paths])
+        try:
+            self._source = ArrayRecordDataSource([str(p) for p in shards.paths])
+        except BaseException:
+            shards.close()
+            raise
         if len(self._source) != manifest.images:
+            shards.close()
             raise DataError(
                 f"the shards of {shards.paths[0].parent} hold {len(self._source)} images, "
                 f"their manifest says {manifest.images}"

@@ -180,7 +180,11 @@ def checked_predictions(model, x, exports: dict, batch: int) -> tuple[np.ndarray
 
     reference, outputs = [], {name: [] for name in exports}
     for images in uint8_chunks(x, batch * CHUNK_BATCHES):
-        reference.append(predict_in_full_batches(model, normalise(images), batch))
+        scaled = normalise(images)
+        if len(x) > batch > len(images):  # a short last chunk: padded, as a short last batch is
+            scaled = np.concatenate([scaled, np.zeros((batch - len(images), *images.shape[1:]),
+                                                      np.float32)])  # fmt: skip
+        reference.append(predict_in_full_batches(model, scaled, batch)[: len(images)])
         for name, predict in exports.items():
             outputs[name].append(
                 np.concatenate(

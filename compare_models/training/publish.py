@@ -31,12 +31,16 @@ def withdraw(store: ArtifactStore, key: str, logger: Logger) -> None:
 #: has always been made with. Larger images get fewer a batch, so that predicting the test
 #: split after `fit` needs no more memory than the training's own batch did.
 PREDICTION_PIXELS = 256 * 32 * 32
+#: The fewest images per prediction batch (ResNet50 at 224x224 would get 5): fewer would make
+#: a prediction of many small calls.
+MIN_PREDICTION_BATCH = 32
 
 
 def prediction_batch(model: keras.Model, training_batch: int = 1) -> int:
     """Images per prediction batch for `model`: `PREDICTION_PIXELS` at the largest size it
-    works at (its input, or a `Resizing` layer inside it), and never fewer than
-    `training_batch` (a batch the training already held, with its gradients)."""
+    works at (its input, or a `Resizing` layer inside it; an unknown side counts as 32), and
+    never fewer than `training_batch` (a batch the training already held, with its gradients)
+    nor `MIN_PREDICTION_BATCH`."""
     sides = [tuple(model.inputs[0].shape[1:3])]
     inside = list(model.layers)
     while inside:
@@ -44,8 +48,8 @@ def prediction_batch(model: keras.Model, training_batch: int = 1) -> int:
         if isinstance(layer, keras.layers.Resizing):
             sides.append((layer.height, layer.width))
         inside.extend(getattr(layer, "layers", []))  # a model nested as a layer
-    pixels = max(int(h or 1) * int(w or 1) for h, w in sides)
-    return max(training_batch, PREDICTION_PIXELS // pixels, 1)
+    pixels = max(int(h or 32) * int(w or 32) for h, w in sides)
+    return max(training_batch, PREDICTION_PIXELS // pixels, MIN_PREDICTION_BATCH)
 
 
 def predict_in_full_batches(model: keras.Model, x: np.ndarray, batch_size: int) -> np.ndarray:

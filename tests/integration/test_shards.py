@@ -5,8 +5,12 @@ resumed or not."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
+import os
+import subprocess
+import sys
 from collections import Counter
 
 import numpy as np
@@ -90,11 +94,48 @@ def test_eviction_leaves_the_shards_a_reader_pins(stack, tmp_path, caplog):
     assert "over its" in caplog.text and "being read" in caplog.text
     assert np.array_equal(reader.all_pixels(), splits["train"][0])  # still read whole
 
-    reader.close()  # let go: now the least recently used (train's) go first
-    local_copy(stack, prefix, "test", test, cache, limit_bytes=limit).close()
+    reader.close()
+    # pinned by another process: not evicted either
+    train_paths = [str(cache / s.key) for s in train.shards]
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from pathlib import Path; "
+         "from compare_models.data.shards import PinnedShards; "
+         "pins = PinnedShards([Path(p) for p in sys.argv[1:]]); print('pinned', flush=True); "
+         "sys.stdin.read()", *train_paths],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "pinned"
+        local_copy(stack, prefix, "test", test, cache, limit_bytes=limit).close()
+        assert {f"{s.sha256}{SUFFIX}" for s in train.shards} <= cached()
+    finally:
+        holder.communicate("")  # it lets go as it exits
+    # let go: now the least recently used (train's) go first, as room is made for val's
+    local_copy(stack, prefix, "val", val, cache, limit_bytes=limit).close()
     assert not {f"{s.sha256}{SUFFIX}" for s in train.shards} & cached()
-    assert {f"{s.sha256}{SUFFIX}" for s in test.shards} <= cached()
+    assert {f"{s.sha256}{SUFFIX}" for s in val.shards} <= cached()
     assert sum(p.stat().st_size for p in (cache / layout.DATASETS).rglob("*" + SUFFIX)) <= limit
+
+
+def test_a_cache_reached_through_a_symlink_keeps_the_split_it_copies(stack, tmp_path):
+    """The cache's own paths are compared resolved: a full cache behind a symlink evicts
+    others' shards, never those of the split it is copying."""
+    rng = np.random.default_rng(4)
+    prefix = layout.splits_prefix("link-test", "e" * 64, "0123456789abcdef")
+    x = rng.integers(0, 256, (20, 32, 32, 3), dtype=np.uint8)
+    train = write_split(x, rng.integers(0, 3, 20), prefix, "train", stack, tmp_path / "work",
+                        shard_bytes=20_000)  # fmt: skip
+    val = write_split(x[:10], rng.integers(0, 3, 10), prefix, "val", stack, tmp_path / "work",
+                      shard_bytes=20_000)  # fmt: skip
+    (tmp_path / "real").mkdir()
+    link = tmp_path / "link"
+    link.symlink_to(tmp_path / "real")
+    local_copy(stack, prefix, "val", val, link, limit_bytes=train.bytes).close()
+    for _ in range(2):  # copied, then found in place in a full cache
+        reader = ShardReader(local_copy(stack, prefix, "train", train, link,
+                                        limit_bytes=train.bytes), train)  # fmt: skip
+        assert np.array_equal(reader.all_pixels(), x)
+        reader.close()
 
 
 def test_the_export_check_reads_a_sharded_split_chunk_by_chunk(stack, tmp_path):
@@ -145,8 +186,12 @@ def test_a_split_larger_than_the_cache_is_read_a_window_of_shards_at_a_time(stac
     assert [s.images for s in manifest.shards] == [10] * 12
     limit, cache = int(6.5 * max(s.bytes for s in manifest.shards)), tmp_path / "cache"
 
-    def cached_bytes():
-        return sum(p.stat().st_size for p in (cache / layout.DATASETS).rglob("*" + SUFFIX))
+    def cached_bytes():  # the reader's thread may evict a file between listing and stat
+        held = 0
+        for path in (cache / layout.DATASETS).rglob("*" + SUFFIX):
+            with contextlib.suppress(FileNotFoundError):
+                held += os.stat(path).st_size
+        return held
 
     reader = WindowedShardReader(stack, prefix, manifest, cache, limit_bytes=limit)
     order = reader.order(7, 0)
@@ -179,7 +224,8 @@ def test_a_split_larger_than_the_cache_is_read_a_window_of_shards_at_a_time(stac
                               keras.layers.Dense(3, "softmax")])  # fmt: skip
     model.compile("sgd", "sparse_categorical_crossentropy")
     fitted = model.fit(
-        ShuffledBatches(reader, y, batch_size=8, seed=3, workers=2, max_queue_size=2),
+        # ten batches a window: more than the two input threads prepare ahead (WINDOWS_HELD)
+        ShuffledBatches(reader, y, batch_size=2, seed=3, workers=2, max_queue_size=2),
         epochs=2,
         verbose=0,
     )

@@ -114,18 +114,19 @@ def test_prediction_pads_the_last_batch_and_traces_once():
 
 def test_prediction_batch_is_bounded_by_the_pixels_the_model_works_at():
     """256 images at 32x32 (every prediction there keeps its batch), fewer for larger images or
-    a model that enlarges them inside itself, and never fewer than the training's batch."""
+    a model that enlarges them inside itself, never fewer than the training's batch nor 32."""
     from compare_models.models.networks import build_cnn, build_resnet50
     from compare_models.training.publish import prediction_batch
 
     assert prediction_batch(build_cnn(image_size=32)) == 256
     assert prediction_batch(build_cnn(image_size=32), 512) == 512
-    assert prediction_batch(build_cnn(image_size=128)) == 16
-    assert prediction_batch(build_cnn(image_size=128), 32) == 32
+    assert prediction_batch(build_cnn(image_size=64)) == 64
+    assert prediction_batch(build_cnn(image_size=128)) == 32  # 16 by its pixels
+    assert prediction_batch(build_cnn(image_size=128), 48) == 48
     assert (
         prediction_batch(build_cnn(image_size=32, input_size=64)) == 64
     )  # a Resizing inside the model
-    assert prediction_batch(build_resnet50(None, image_size=32, input_size=224)) == 5
+    assert prediction_batch(build_resnet50(None, image_size=32, input_size=224)) == 32
     assert prediction_batch(_tiny_classifier(0)) == 256 * 64  # 4x4 images
 
 
