@@ -638,6 +638,8 @@ def split_images(
     if not ref.shards:
         return load_split(ref, split, store, cache_dir)[0]
     reader, _ = open_split(ref, split, store, cache_dir, labels=labels)
+    if isinstance(reader, WindowedShardReader):
+        reader.read_ahead = False  # a few images picked at random: only what is read
     return reader if reader is not None else _none(ref)
 
 

@@ -11,19 +11,20 @@ fits is copied whole and read by index (`shards.ShardReader`). A larger one is r
   same batches as one that was not stopped, on any worker whose cache holds 3 GiB and not the
   whole split. A split that fits keeps its global shuffle; this order is the price of not
   holding the split.
-* **The cache.** The reader holds (pins) the window it reads and the next one, which a thread
-  of its own fetches while the current window is read, and the window before while batches
-  prepared ahead of the step still read it: at most the cache's size, whatever the split's.
-  Shards of earlier windows are let go, and evicted when room is needed. A read in
+* **The cache.** The reader holds (pins) the window it reads, the next one, which a thread of
+  its own fetches while the current window is read, and the window before, which batches
+  prepared ahead of the step may still read: at most three windows, the cache's size, whatever
+  the split's. Shards of earlier windows are let go, and evicted when room is needed. A reader
+  of a few images picked at random (the report's galleries) sets `read_ahead` off. A read in
   order (validation, prediction) takes the windows in the split's own order.
 """
 
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 from collections import Counter, OrderedDict
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -103,8 +104,11 @@ class WindowedShardReader(ImageIndex):
         self._in_use: Counter[int] = Counter()
         self._state = threading.Lock()  # guards the fields above and the plan below
         self._fetching = threading.Lock()  # one fetch at a time
-        self._prefetcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard-window")
-        self._prefetched: Future | None = None
+        self._ahead: queue.SimpleQueue[list[int] | None] = queue.SimpleQueue()
+        self._worker: threading.Thread | None = None
+        self._closed = False
+        #: whether reads fetch the next window ahead (off for a few images picked at random)
+        self.read_ahead = True
         self._plan(windows(self._sizes, np.arange(len(self._sizes)), self.window_bytes))
 
     def __len__(self) -> int:
@@ -118,6 +122,7 @@ class WindowedShardReader(ImageIndex):
             self._window_of = {shard: w for w, shards in enumerate(plan) for shard in shards}
             self._current: int | None = None
             self._protected: set[int] = set()
+            self._queued: set[int] = set()  # windows asked of the fetching thread
 
     def order(self, seed: int, epoch: int) -> np.ndarray:
         """The images of `epoch`, in the order a training reads them (the module's docstring);
@@ -151,6 +156,9 @@ class WindowedShardReader(ImageIndex):
         finally:
             with self._state:
                 self._in_use.subtract(needed)
+                if self._closed:  # closed while this read held them: let them go now
+                    for shard in [s for s in needed if not self._in_use[s] and s in self._local]:
+                        _let_go(*self._local.pop(shard))
         self._read_ahead(needed)
         return out
 
@@ -158,6 +166,8 @@ class WindowedShardReader(ImageIndex):
         """The readers of `needed`, fetched where they are not local, and held in use (not
         let go) until the caller has read them."""
         with self._state:
+            if self._closed:
+                raise DataError(f"the reader of {self._prefix} was closed")
             self._in_use.update(needed)
             missing = [s for s in needed if s not in self._local]
         try:
@@ -174,19 +184,19 @@ class WindowedShardReader(ImageIndex):
 
     def _fetch(self, wanted: list[int]) -> None:
         """Brings `wanted` into the cache, pinned; first lets go of this reader's least
-        recently used shards that no read holds and that are neither the current window nor
-        wanted, until it holds no more than the cache's limit."""
+        recently used shards that no read holds and that are not in the windows around the
+        current one, until it holds no more than `WINDOWS_HELD` windows."""
         from array_record.python.array_record_module import ArrayRecordReader
 
         with self._fetching:
             with self._state:
                 wanted = [s for s in wanted if s not in self._local]
-                if not wanted:
+                if not wanted or self._closed:
                     return
                 held = sum(self._sizes[s] for s in self._local)
                 needed = sum(self._sizes[s] for s in wanted)
                 for shard in list(self._local):
-                    if held + needed <= self._limit:
+                    if held + needed <= WINDOWS_HELD * self.window_bytes:
                         break
                     if self._in_use[shard] or shard in self._protected:
                         continue
@@ -199,47 +209,76 @@ class WindowedShardReader(ImageIndex):
                 self._cache_dir,
                 limit_bytes=self._limit,
             )
-            with self._state:
+            opened: list[tuple[int, PinnedShards, ArrayRecordReader]] = []
+            try:
                 for shard, path in zip(wanted, list(pinned.paths), strict=True):
                     one = PinnedShards([path])  # a pin of its own, so each can be let go
-                    reader = ArrayRecordReader(str(path), "readahead_buffer_size:0")
+                    try:
+                        reader = ArrayRecordReader(str(path), "readahead_buffer_size:0")
+                    except BaseException:
+                        one.close()
+                        raise
+                    opened.append((shard, one, reader))
                     if reader.num_records() != self._shards[shard].images:
-                        _let_go(one, reader)
-                        pinned.close()
                         raise DataError(
                             f"shard {self._shards[shard].key} holds {reader.num_records()} "
                             f"images, its manifest says {self._shards[shard].images}"
                         )
-                    self._local[shard] = (one, reader)
+                with self._state:
+                    if self._closed:
+                        raise DataError("the reader was closed")
+                    for shard, one, reader in opened:
+                        self._local[shard] = (one, reader)
+            except BaseException:
+                for _, one, reader in opened:
+                    _let_go(one, reader)
+                raise
+            finally:
                 pinned.close()  # each shard is pinned on its own now
 
     def _read_ahead(self, read: list[int]) -> None:
-        """When a read reaches the next window (the first, at the start), makes it the current
-        one and starts fetching the one after beside the reading. Reads that jump (a gallery's
-        few images) fetch only what they read."""
+        """Follows reads in the plan's order: a read in a later window than the current one (or
+        in the first, where a pass starts again) makes that window the current one, keeps the
+        windows around it, and asks the fetching thread for the next. Reads in earlier windows
+        (batches prepared ahead, finishing late) change nothing."""
         with self._state:
-            window = max(self._window_of[s] for s in read) if read else None
-            if window is None or window != (0 if self._current is None else self._current + 1):
+            if not read or not self.read_ahead or self._closed:
                 return
+            window = max(self._window_of[s] for s in read)
+            if self._current is not None and window <= self._current:
+                if window > 0 or self._current == 0:
+                    return
+                self._queued.clear()  # a pass from the start again (validation's next epoch)
             self._current = window
-            self._protected = set(self._windows[window])
-            upcoming = self._windows[window + 1] if window + 1 < len(self._windows) else []
-            self._protected |= set(upcoming)
-        if upcoming and (self._prefetched is None or self._prefetched.done()):
-            self._prefetched = self._prefetcher.submit(self._fetch_ahead, upcoming)
+            around = range(max(0, window - 1), min(len(self._windows), window + 2))
+            self._protected = {s for w in around for s in self._windows[w]}
+            upcoming = window + 1
+            if upcoming >= len(self._windows) or upcoming in self._queued:
+                return
+            self._queued.add(upcoming)
+            shards = self._windows[upcoming]
+            if self._worker is None:
+                self._worker = threading.Thread(
+                    target=self._fetch_ahead, name="shard-window", daemon=True
+                )  # a daemon: a process that ends does not wait for a download
+                self._worker.start()
+        self._ahead.put(shards)
 
-    def _fetch_ahead(self, shards: list[int]) -> None:
-        try:
-            self._fetch(shards)
-        except Exception as exc:  # a read of these shards fetches them again, and raises
-            log.warning("fetching the next window of %s ahead failed: %s", self._prefix, exc)
+    def _fetch_ahead(self) -> None:
+        while (shards := self._ahead.get()) is not None:
+            try:
+                self._fetch(shards)
+            except Exception as exc:  # a read of these shards fetches them again, and raises
+                log.warning("fetching the next window of %s ahead failed: %s", self._prefix, exc)
 
     def close(self) -> None:
-        self._prefetcher.shutdown(wait=True)
+        """Lets its shards go, once no read holds them, and stops its fetching thread."""
         with self._state:
-            for pinned, reader in self._local.values():
-                _let_go(pinned, reader)
-            self._local.clear()
+            self._closed = True
+        self._ahead.put(None)
+        with self._fetching, self._state:
+            for shard in [s for s in self._local if not self._in_use[s]]:
+                _let_go(*self._local.pop(shard))
 
 
 def _let_go(pinned: PinnedShards, reader) -> None:

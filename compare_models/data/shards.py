@@ -37,6 +37,7 @@ import os
 import resource
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -297,6 +298,7 @@ def _make_room(root: Path, needed: int, limit: int, keep: set[Path]) -> int:
     """Removes the least recently used shards under `root` (not those in `keep`, nor those
     another reader has pinned) until `needed` more bytes fit under `limit`; the bytes the
     cache then holds beyond its limit (shards in use elsewhere), or 0."""
+    _remove_orphaned_parts(root)
     files = sorted(_cached_files(root), key=lambda p: p.stat().st_mtime)
     used = sum(p.stat().st_size for p in files)
     for path in files:
@@ -305,6 +307,20 @@ def _make_room(root: Path, needed: int, limit: int, keep: set[Path]) -> int:
         if path not in keep:
             used -= _remove_unpinned(path)
     return max(0, used + needed - limit)
+
+
+#: A half-downloaded shard not written to for this long belongs to a process that is gone.
+ORPHANED_PART_SECONDS = 3600
+
+
+def _remove_orphaned_parts(root: Path) -> None:
+    """Removes the half-downloaded files of processes that are gone (killed mid-download):
+    `_download`'s `.part` files that nothing has written to for `ORPHANED_PART_SECONDS`. Their
+    age tells, not their process id, which another container sharing the cache may reuse."""
+    for part in root.rglob(".*.part") if root.exists() else []:
+        with contextlib.suppress(FileNotFoundError):
+            if time.time() - part.stat().st_mtime > ORPHANED_PART_SECONDS:
+                part.unlink(missing_ok=True)
 
 
 def _remove_unpinned(path: Path) -> int:
@@ -362,17 +378,18 @@ def cache_shards(
     outside it, so other processes on the host wait for none of them."""
     paths = [inside(cache_dir, s.key, what="shard cache path") for s in shards]
     root = inside(cache_dir, layout.DATASETS, what="shard cache path")  # resolved, as `paths`
-    with _locked(root):
-        present = [
-            i for i, (s, p) in enumerate(zip(shards, paths, strict=True))
-            if p.exists() and p.stat().st_size == s.bytes
-        ]  # fmt: skip
-        early = PinnedShards([paths[i] for i in present])  # not evicted while they are hashed
-        missing = sorted(set(range(len(shards))) - set(present))
-        needed = sum(shards[i].bytes for i in missing)
-        _say_over(root, _make_room(root, needed, limit_bytes, set(paths)), limit_bytes)
     parts: dict[int, Path] = {}
+    early = PinnedShards([])
     try:
+        with _locked(root):
+            present = [
+                i for i, (s, p) in enumerate(zip(shards, paths, strict=True))
+                if p.exists() and p.stat().st_size == s.bytes
+            ]  # fmt: skip
+            early = PinnedShards([paths[i] for i in present])  # not evicted while hashed
+            missing = sorted(set(range(len(shards))) - set(present))
+            needed = sum(shards[i].bytes for i in missing)
+            _say_over(root, _make_room(root, needed, limit_bytes, set(paths)), limit_bytes)
         fetch = missing + [i for i in present if sha256_file(paths[i]) != shards[i].sha256]
         with ThreadPoolExecutor(max_workers=DOWNLOADS) as pool:
             futures = {i: pool.submit(_download, store, prefix, shards[i], paths[i]) for i in fetch}

@@ -33,6 +33,7 @@ import keras
 import numpy as np
 
 from compare_models.config import TrainParams
+from compare_models.data.shard_windows import WindowedShardReader
 
 
 class ShuffledBatches(keras.utils.PyDataset):
@@ -72,7 +73,7 @@ class ShuffledBatches(keras.utils.PyDataset):
     def order(self, epoch: int) -> np.ndarray:
         """The permutation of the images in `epoch`: the split's own order where it is read a
         window of shards at a time (`WindowedShardReader.order`), else a global shuffle."""
-        if hasattr(self.x, "order"):
+        if isinstance(self.x, WindowedShardReader):
             return self.x.order(self.seed, epoch)
         return np.random.default_rng([self.seed, epoch]).permutation(len(self.y))
 

@@ -39,6 +39,7 @@ import numpy as np  # noqa: E402
 
 from compare_models.config import TrainingRuntime
 from compare_models.data.dataset import read_split
+from compare_models.data.shard_windows import WindowedShardReader
 from compare_models.device import available_cpus
 from compare_models.models import registry
 from compare_models.models.networks import compile_model, learning_rate_schedule
@@ -215,6 +216,14 @@ def fit(
     )
 
 
+def input_path(x) -> str:
+    """How a training reads a split, as its record says: whole in memory, from its shards in
+    the local cache, or a window of shards at a time (a split larger than the cache)."""
+    if isinstance(x, np.ndarray):
+        return "memory"
+    return "shard windows" if isinstance(x, WindowedShardReader) else "shards"
+
+
 def _resume_hint(job: TrainingJob, checkpoint: S3Checkpoint | None) -> str:
     """How to continue a training that the store's outage stopped, and from where."""
     newest = checkpoint.uploader.uploaded if checkpoint is not None else None
@@ -282,9 +291,7 @@ def train(
         split: read_split(job.dataset, split, store, cache_dir, runtime.in_memory_mib)
         for split in ("train", "val", "test")
     }
-    device["input"] = {
-        split: "memory" if isinstance(x, np.ndarray) else "shards" for split, (x, _) in data.items()
-    }
+    device["input"] = {split: input_path(x) for split, (x, _) in data.items()}
     drills = drill.rig(job, data, logger)  # the one hook: none in normal operation
     n_train = len(data["train"][1])
     # before `build_model` seeds Keras: nothing MLflow's client draws can change the weights

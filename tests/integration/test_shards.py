@@ -11,6 +11,7 @@ import logging
 import os
 import subprocess
 import sys
+import time
 from collections import Counter
 
 import numpy as np
@@ -131,11 +132,18 @@ def test_a_cache_reached_through_a_symlink_keeps_the_split_it_copies(stack, tmp_
     link = tmp_path / "link"
     link.symlink_to(tmp_path / "real")
     local_copy(stack, prefix, "val", val, link, limit_bytes=train.bytes).close()
+    # a download a killed process left (not written to for two hours) is removed; a fresh one not
+    folder = tmp_path / "real" / layout.DATASETS
+    orphan, fresh = folder / ".a.array_record.1.2.part", folder / ".b.array_record.1.3.part"
+    for part in (orphan, fresh):
+        part.write_bytes(b"half")
+    os.utime(orphan, (time.time() - 7200, time.time() - 7200))
     for _ in range(2):  # copied, then found in place in a full cache
         reader = ShardReader(local_copy(stack, prefix, "train", train, link,
                                         limit_bytes=train.bytes), train)  # fmt: skip
         assert np.array_equal(reader.all_pixels(), x)
         reader.close()
+    assert not orphan.exists() and fresh.exists()
 
 
 def test_the_export_check_reads_a_sharded_split_chunk_by_chunk(stack, tmp_path):
@@ -207,8 +215,9 @@ def test_a_split_larger_than_the_cache_is_read_a_window_of_shards_at_a_time(stac
         picked = order[start : start + 8]
         assert np.array_equal(reader.pixels(picked), x[picked])
         assert cached_bytes() <= limit
-    in_order = np.concatenate([b[0] for b in OrderedBatches(reader, y, batch_size=16)])
-    assert np.array_equal(in_order, x / np.float32(255.0)) and cached_bytes() <= limit
+    for _ in range(2):  # in order, twice (validation's epochs): from the first window again
+        in_order = np.concatenate([b[0] for b in OrderedBatches(reader, y, batch_size=16)])
+        assert np.array_equal(in_order, x / np.float32(255.0)) and cached_bytes() <= limit
 
     # a training's batches: the same from a reader resumed at epoch 1 as from one not stopped
     def epoch(first_epoch, batches_of):
@@ -227,13 +236,16 @@ def test_a_split_larger_than_the_cache_is_read_a_window_of_shards_at_a_time(stac
         # ten batches a window: more than the two input threads prepare ahead (WINDOWS_HELD)
         ShuffledBatches(reader, y, batch_size=2, seed=3, workers=2, max_queue_size=2),
         epochs=2,
+        shuffle=False,  # the batches order themselves, as in the product's `fit`
         verbose=0,
     )
     assert len(fitted.history["loss"]) == 2 and cached_bytes() <= limit
     for r in (reader, again, resumed):
         r.close()
+    with pytest.raises(DataError, match="was closed"):
+        reader.pixels([0])
 
-    # a cache that cannot hold two shards is refused, naming the setting
+    # a cache that cannot hold three shards is refused, naming the setting
     with pytest.raises(DataError, match="COMPARE_MODELS_SHARD_CACHE_GIB"):
         WindowedShardReader(stack, prefix, manifest, cache, limit_bytes=limit // 3)
 
