@@ -65,7 +65,7 @@ def test_the_test_split_and_predictions_are_fetched_once_per_process(stack, sett
         }
         assert set(gets) == expected and all(n == 1 for n in gets.values()), gets
         labels = catalog.test_labels()
-        assert labels.shape == (30,) and catalog.test_split()[0].shape[0] == 30
+        assert labels.shape == (30,) and len(catalog.test_split()[0]) == 30
     finally:
         catalog.close()
     assert RunArtifacts.of(store, run_id, dataset, cache) is not catalog  # closed: forgotten
