@@ -630,16 +630,18 @@ def read_split(
 
 
 def split_images(
-    ref: DatasetRef, split: str, store: ArtifactStore, cache_dir: Path, labels: np.ndarray
+    ref: DatasetRef,
+    split: str,
+    store: ArtifactStore,
+    cache_dir: Path,
+    labels: np.ndarray | None = None,
 ) -> np.ndarray | ImageIndex:
-    """A split's images to pick a few from: a reader of its shards (uint8 by index,
-    `ShardReader.pixels`; nothing read until asked), else the floats in [0, 1] `load_split`
-    gives (prepared before shards)."""
+    """A split's images as uint8, read as they are asked for: a reader of its shards
+    (`ShardReader.pixels`; nothing read until asked), else the floats in [0, 1] `load_split`
+    gives (prepared before shards). `labels`: read already."""
     if not ref.shards:
         return load_split(ref, split, store, cache_dir)[0]
     reader, _ = open_split(ref, split, store, cache_dir, labels=labels)
-    if isinstance(reader, WindowedShardReader):
-        reader.read_ahead = False  # a few images picked at random: only what is read
     return reader if reader is not None else _none(ref)
 
 
@@ -648,7 +650,10 @@ def split_images_uint8(
 ) -> np.ndarray:
     """A split's images whole, as uint8 where it is stored as shards (a quarter of float32's
     memory), else as the floats in [0, 1] `load_split` gives."""
-    if not ref.shards:
-        return load_split(ref, split, store, cache_dir)[0]
-    reader, _ = open_split(ref, split, store, cache_dir, labels=labels)
-    return reader.all_pixels() if reader is not None else _none(ref)
+    images = split_images(ref, split, store, cache_dir, labels)
+    if not isinstance(images, ImageIndex):
+        return images
+    try:
+        return images.all_pixels()
+    finally:
+        images.close()  # read whole: its shards evictable again

@@ -331,9 +331,7 @@ def _remove_unpinned(path: Path) -> int:
             size = os.fstat(candidate.fileno()).st_size
             path.unlink()
             return size
-    except BlockingIOError:
-        return 0
-    except FileNotFoundError:
+    except (BlockingIOError, FileNotFoundError):  # pinned, or gone already
         return 0
 
 
@@ -496,7 +494,8 @@ class ImageIndex:
 
 def as_pixels(records: list[bytes], shape: tuple[int, int, int]) -> np.ndarray:
     """Records read from shards as uint8 images of `shape`, each checked for its size."""
-    if any(len(r) != int(np.prod(shape)) for r in records):
+    size = int(np.prod(shape))
+    if any(len(r) != size for r in records):
         raise DataError(f"a shard record is not one {shape} uint8 image")
     return np.frombuffer(b"".join(records), dtype=np.uint8).reshape((len(records), *shape))
 
@@ -512,15 +511,14 @@ class ShardReader(ImageIndex):
         self._pinned = shards  # held while the reader lives: no eviction under it
         try:
             self._source = ArrayRecordDataSource([str(p) for p in shards.paths])
+            if len(self._source) != manifest.images:
+                raise DataError(
+                    f"the shards of {shards.paths[0].parent} hold {len(self._source)} images, "
+                    f"their manifest says {manifest.images}"
+                )
         except BaseException:
             shards.close()
             raise
-        if len(self._source) != manifest.images:
-            shards.close()
-            raise DataError(
-                f"the shards of {shards.paths[0].parent} hold {len(self._source)} images, "
-                f"their manifest says {manifest.images}"
-            )
 
     def close(self) -> None:
         self._pinned.close()

@@ -20,6 +20,7 @@ from pydantic import ValidationError
 
 from compare_models.data.dataset import DatasetRef, split_images, split_labels
 from compare_models.data.errors import DataError
+from compare_models.data.shard_windows import WindowedShardReader
 from compare_models.data.shards import ImageIndex
 from compare_models.evaluation.metrics import metrics_tables
 from compare_models.evaluation.records import Evaluation
@@ -114,9 +115,10 @@ class RunArtifacts:
         labels = self.test_labels()
         with self._loading:
             if self._test_images is None:
-                self._test_images = split_images(
-                    self.dataset, "test", self.store, self.cache_dir, labels
-                )
+                images = split_images(self.dataset, "test", self.store, self.cache_dir, labels)
+                if isinstance(images, WindowedShardReader):
+                    images.read_ahead = False  # the report picks a few: only what is read
+                self._test_images = images
             return self._test_images, labels
 
     def test_labels(self) -> np.ndarray:

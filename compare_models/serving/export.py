@@ -161,9 +161,9 @@ def onnx_predictor(path: Path):
 
 
 def uint8_chunks(x, size: int) -> Iterator[np.ndarray]:
-    """A split's images as uint8, `size` at a time: from floats in [0, 1] held in memory, or
-    from a reader of its shards (`ShardReader.pixels`), so a split of any size is read in
-    bounded memory."""
+    """A split's images as uint8, `size` at a time: from a reader of its shards
+    (`ShardReader.pixels`), so a split of any size is read in bounded memory, or from floats in
+    [0, 1] held in memory (a split prepared before shards)."""
     for start in range(0, len(x), size):
         stop = min(len(x), start + size)
         if isinstance(x, np.ndarray):
@@ -176,15 +176,12 @@ def checked_predictions(model, x, exports: dict, batch: int) -> tuple[np.ndarray
     """The model's probabilities on the split `x` (the reference) and each export's
     (`exports`: name to a predictor of uint8 images), chunk by chunk: the probabilities are
     kept, the images only for their chunk."""
-    from compare_models.training.publish import predict_in_full_batches
+    from compare_models.training.publish import predict_padded
 
+    batch = min(batch, len(x)) or 1  # as `predict_in_full_batches` takes it, for the whole split
     reference, outputs = [], {name: [] for name in exports}
     for images in uint8_chunks(x, batch * CHUNK_BATCHES):
-        scaled = normalise(images)
-        if len(x) > batch > len(images):  # a short last chunk: padded, as a short last batch is
-            scaled = np.concatenate([scaled, np.zeros((batch - len(images), *images.shape[1:]),
-                                                      np.float32)])  # fmt: skip
-        reference.append(predict_in_full_batches(model, scaled, batch)[: len(images)])
+        reference.append(predict_padded(model, normalise(images), batch))
         for name, predict in exports.items():
             outputs[name].append(
                 np.concatenate(
@@ -210,8 +207,8 @@ def export(request: ExportRequest) -> ExportResult:
     """Builds each format, checks it, and publishes the export (see the module docstring)."""
     if os.environ.get("KERAS_BACKEND", "tensorflow") != "tensorflow":
         raise ExportFailed("exports are written under Keras' TensorFlow backend (KERAS_BACKEND)")
-    from compare_models.config import Settings, TrainingRuntime
-    from compare_models.data.dataset import read_split
+    from compare_models.config import Settings
+    from compare_models.data.dataset import split_images
     from compare_models.models.networks import load_model
     from compare_models.serving.publish import (
         claim_version,
@@ -236,10 +233,9 @@ def export(request: ExportRequest) -> ExportResult:
         done = _earlier_export(store, layout.run_export_prefix(request.run_id, request.model))
         if done is not None:
             return done
-    # whole in memory up to the worker's threshold, else from the shards, chunk by chunk
-    x_test, _ = read_split(
-        request.dataset, "test", store, settings.cache_dir, TrainingRuntime().in_memory_mib
-    )
+    # read from its shards a chunk at a time, as uint8 (floats only for a split prepared before
+    # shards, which is held whole)
+    x_test = split_images(request.dataset, "test", store, settings.cache_dir)
     height, width = image_shape(request.dataset.image_size)[:2]
     names = list(request.dataset.class_names)
     policy = request.policy

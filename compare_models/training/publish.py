@@ -59,18 +59,22 @@ def predict_in_full_batches(model: keras.Model, x: np.ndarray, batch_size: int) 
     batch dimension relaxed, for a shorter last one (with XLA on a GPU: a second compile);
     padding spares that, for at most one batch of extra compute: ResNet50's first `predict`
     after `fit` took less time on average (alternating padded and unpadded runs; see
-    docs/benchmarks.md).
+    docs/benchmarks.md). Fewer images than a batch are one batch of their number.
     """
     batch_size = min(batch_size, len(x)) or 1
     if not isinstance(x, np.ndarray):  # a reader of shards: batch by batch, in bounded memory
         return np.concatenate(
             [
-                predict_in_full_batches(
-                    model, x[np.arange(i, min(len(x), i + batch_size))], batch_size
-                )
+                predict_padded(model, x[np.arange(i, min(len(x), i + batch_size))], batch_size)
                 for i in range(0, len(x), batch_size)
             ]
         )
+    return predict_padded(model, x, batch_size)
+
+
+def predict_padded(model: keras.Model, x: np.ndarray, batch_size: int) -> np.ndarray:
+    """`model.predict(x)` in batches of `batch_size`, a short last one padded to full size
+    (a part of a larger split: `predict_in_full_batches`)."""
     missing = -len(x) % batch_size
     if missing:
         x = np.concatenate([x, np.zeros((missing, *x.shape[1:]), dtype=x.dtype)])
