@@ -169,6 +169,13 @@ class Settings(BaseSettings):
         "S3 endpoint a person's browser reaches (e.g. http://localhost:9000), used only to presign "
         "report and model links; unset means the endpoint the workers use",
     )
+    warm_processes: bool = _env(
+        "COMPARE_MODELS_WARM_PROCESSES",
+        True,
+        "Start trainings, re-scorings and exports as forks of a process that has imported Keras "
+        "already (one per backend and environment, kept by the process that starts them), not "
+        "as fresh interpreters that import it again",
+    )
     allow_gpu_less_training: bool = _env(
         "COMPARE_MODELS_ALLOW_CPU_TRAINING",
         False,

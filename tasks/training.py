@@ -24,6 +24,8 @@ from prefect.settings import PREFECT_API_URL
 from prefect.tasks import exponential_backoff
 
 from compare_models.config import ExecutionParams
+from compare_models.device import training_backend
+from compare_models.models import registry
 from compare_models.training.jobs import (
     TrainingFailed,
     TrainingJob,
@@ -32,6 +34,7 @@ from compare_models.training.jobs import (
     stored_result,
 )
 from compare_models.training.process import train_in_own_process
+from compare_models.training.zygote import WarmStart
 from tasks._store import open_store
 from tasks.child_runs import cancel_earlier_attempts, wait_until_final
 
@@ -89,6 +92,8 @@ def retry_options(execution: ExecutionParams) -> dict[str, Any]:
 
 #: The training process's entry point: `python -m flows.train_model JOB.json RESULT.json`.
 TRAINING_ENTRY = "flows.train_model"
+#: What a warm training process has imported before it forks (`training.zygote`).
+TRAINING_PRELOAD = (TRAINING_ENTRY, "compare_models.training.fit")
 
 
 def _process_env(execution: ExecutionParams) -> dict[str, str]:
@@ -110,11 +115,16 @@ def train_in_subprocess(job: TrainingJob, execution: ExecutionParams) -> Trainin
         job.attempt,
         job.threads,
     )
+    env = _process_env(execution)
     train_in_own_process(
         job,
         entry=TRAINING_ENTRY,
         timeout_minutes=execution.training_timeout_minutes,
-        env=_process_env(execution),
+        env=env,
+        warm=WarmStart(
+            backend=training_backend(registry.get(job.model).cpu_backend, env),
+            preload=TRAINING_PRELOAD,
+        ),
     )
     return _trained(job)
 

@@ -22,8 +22,17 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from compare_models.config import project_root
 from compare_models.data.dataset import DatasetRef, check_ref
+from compare_models.device import selected_backend
 from compare_models.storage import layout
 from compare_models.training.process import ProcessTimedOut, run_in_own_process
+from compare_models.training.zygote import WarmStart
+
+#: What a warm re-scoring process has imported before it forks (`training.zygote`).
+RESCORING_PRELOAD = (
+    "compare_models.gate.rescoring",
+    "compare_models.training.publish",
+    "compare_models.models.networks",
+)
 
 MODEL_KEY = r"^runs/[A-Za-z0-9._-]{1,128}/models/[a-z][a-z0-9_.-]{0,40}\.keras$"
 
@@ -117,6 +126,7 @@ def rescore_in_own_process(request: RescoreRequest, *, timeout: float) -> Rescor
             [sys.executable, "-m", "compare_models.gate.rescoring", request.model_dump_json()],
             timeout=timeout,
             cwd=project_root(),
+            warm=WarmStart(backend=selected_backend(), preload=RESCORING_PRELOAD),
         )
     except ProcessTimedOut:
         raise RescoreFailed(f"re-scoring took longer than {timeout:g} s") from None

@@ -43,6 +43,17 @@ from compare_models.serving.records import (
 )
 from compare_models.storage import layout
 from compare_models.training.process import ProcessTimedOut, run_in_own_process
+from compare_models.training.zygote import WarmStart
+
+#: What a warm export process has imported before it forks (`training.zygote`). Not
+#: onnxruntime, which starts a thread when it is imported (a fork must not copy a process
+#: whose other threads may hold locks).
+EXPORT_PRELOAD = (
+    "compare_models.serving.export",
+    "compare_models.serving.publish",
+    "compare_models.training.publish",
+    "compare_models.models.networks",
+)
 
 #: Prediction batches read from the test split at a time, in the export's check.
 CHUNK_BATCHES = 4
@@ -341,6 +352,7 @@ def export_in_own_process(request: ExportRequest, *, timeout: float) -> ExportRe
                 timeout=timeout,
                 cwd=project_root(),
                 env=env,
+                warm=WarmStart(backend="tensorflow", preload=EXPORT_PRELOAD),
             )
         except ProcessTimedOut:
             raise ExportFailed(f"the export took longer than {timeout:g} s") from None

@@ -31,8 +31,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from compare_models.config import project_root
+from compare_models.config import Settings, project_root
 from compare_models.training.jobs import TrainingFailed, TrainingJob
+from compare_models.training.zygote import WarmStart, ZygoteUnavailable, run_warm
 
 #: How much of a process's output an outcome keeps (characters, the end of each stream).
 TAIL_CHARS = 3000
@@ -75,6 +76,7 @@ def run_in_own_process(
     cwd: Path | None = None,
     env: Mapping[str, str] | None = None,
     merge_errors: bool = False,
+    warm: WarmStart | None = None,
 ) -> ProcessOutcome:
     """Runs `command` in a process group of its own and waits up to `timeout` seconds.
 
@@ -82,7 +84,9 @@ def run_in_own_process(
     `ProcessTimedOut` when it ran past `timeout`. The whole group is killed whenever the
     process is still running when the wait ends: past the timeout, or when the wait is
     interrupted (a cancelled task). `env` None: this process's environment; `merge_errors`:
-    standard error into the same `output` as standard output, as a log is read.
+    standard error into the same `output` as standard output, as a log is read. `warm`: a
+    `python -m MODULE ...` command forks from a zygote that has imported what `warm` names
+    (`training.zygote`), unless COMPARE_MODELS_WARM_PROCESSES is off or no zygote can start.
 
     >>> outcome = run_in_own_process([sys.executable, "-c", "print('hi')"], timeout=60)
     >>> outcome.returncode, outcome.output
@@ -90,6 +94,16 @@ def run_in_own_process(
     """
     started = time.perf_counter()
     with tempfile.TemporaryFile() as output, tempfile.TemporaryFile() as errors:
+        code = _run_warm(
+            command, timeout, cwd, env, output, output if merge_errors else errors, warm
+        )
+        if code is not None:
+            return ProcessOutcome(
+                returncode=code,
+                output=_tail(output, TAIL_CHARS),
+                errors=_tail(errors, TAIL_CHARS),
+                seconds=time.perf_counter() - started,
+            )
         process = subprocess.Popen(
             list(command),
             start_new_session=True,
@@ -114,14 +128,53 @@ def run_in_own_process(
         )
 
 
+def _run_warm(
+    command: Sequence[str],
+    timeout: float,
+    cwd: Path | None,
+    env: Mapping[str, str] | None,
+    output: IO[bytes],
+    errors: IO[bytes],
+    warm: WarmStart | None,
+) -> int | None:
+    """The exit code of `command` run as a fork of its zygote; None where it is to run cold
+    (no `warm`, not `python -m MODULE`, warm starts off, or no zygote could take it)."""
+    if warm is None or len(command) < 3 or list(command[:2]) != [sys.executable, "-m"]:
+        return None
+    if not Settings().warm_processes:
+        return None
+    try:
+        done = run_warm(
+            warm,
+            command[2],
+            command[3:],
+            timeout=timeout,
+            cwd=Path(cwd or os.getcwd()),
+            env=os.environ if env is None else env,
+            output=output,
+            errors=errors,
+        )
+    except ZygoteUnavailable:
+        return None
+    if done.timed_out:
+        raise ProcessTimedOut(command, timeout)
+    return done.returncode
+
+
 def train_in_own_process(
-    job: TrainingJob, *, entry: str, timeout_minutes: float, env: Mapping[str, str]
+    job: TrainingJob,
+    *,
+    entry: str,
+    timeout_minutes: float,
+    env: Mapping[str, str],
+    warm: WarmStart | None = None,
 ) -> ProcessOutcome:
     """Runs `python -m <entry> JOB.json RESULT.json` for `job` in the project's folder with
     `env` (`entry`: the `train-model` flow's module, `flows.train_model`, which writes
     `{"error": ...}` to RESULT.json when the training fails). The training publishes its result
     to S3 itself (`jobs.stored_result` reads it back); the entry asks to die with its parent
-    (`flows.train_model.die_with_parent`), and its process group dies on a timeout.
+    (`flows.train_model.die_with_parent`), and its process group dies on a timeout. `warm`:
+    as in `run_in_own_process`.
 
     Raises `TrainingFailed` when it ran past `timeout_minutes` or exited non-zero (with the
     error it reported, else the end of its output)."""
@@ -135,6 +188,7 @@ def train_in_own_process(
                 cwd=project_root(),
                 env=env,
                 merge_errors=True,
+                warm=warm,
             )
         except ProcessTimedOut:
             raise TrainingFailed(

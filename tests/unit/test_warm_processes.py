@@ -1,0 +1,123 @@
+"""Warm starts (`training.zygote`): a command forked from a zygote runs as a fresh
+`python -m` would, in its own process group, and dies with the process that asked for it."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from compare_models.config import project_root
+from compare_models.training import zygote
+from compare_models.training.process import ProcessTimedOut, run_in_own_process
+from compare_models.training.zygote import WarmStart
+
+PY = sys.executable
+PROBE = [PY, "-m", "tests.support.warm_probe"]
+LIGHT = WarmStart(backend="tensorflow", preload=("numpy",))
+
+
+def _probe(*args: str, warm=LIGHT, **options):
+    outcome = run_in_own_process(
+        [*PROBE, *args],
+        timeout=options.pop("timeout", 60),
+        cwd=project_root(),
+        warm=warm,
+        **options,
+    )
+    return outcome, json.loads(outcome.output.splitlines()[0])
+
+
+def test_a_warm_command_runs_as_python_m_would_and_its_zygote_is_reused():
+    first, seen = _probe("3")
+    assert first.returncode == 3 and first.errors == "to standard error\n"
+    assert seen["argv"] == ["3"] and seen["main"] == "tests.support.warm_probe"
+    assert seen["cwd"] == str(project_root()) and seen["own_group"]
+    assert seen["parent"] != os.getpid()  # a fork of the zygote, through its waiter
+    second, again = _probe("0", merge_errors=True)
+    assert second.returncode == 0 and second.output.endswith("to standard error\n")
+    assert again["grandparent"] == seen["grandparent"]  # the same zygote
+    assert again["draw"] != seen["draw"]  # NumPy's global generator is reseeded in each child
+
+
+def test_another_environment_gets_another_zygote():
+    _, plain = _probe()
+    _, other = _probe(env={**os.environ, "WARM_PROBE": "yes"})
+    assert other["probe"] == "yes" and other["grandparent"] != plain["grandparent"]
+
+
+def test_warm_starts_off_run_the_command_cold(monkeypatch):
+    monkeypatch.setenv("COMPARE_MODELS_WARM_PROCESSES", "false")
+    _, seen = _probe()
+    assert seen["parent"] == os.getpid()
+
+
+def test_a_zygote_that_cannot_start_runs_its_commands_cold_and_says_so(caplog):
+    broken = WarmStart(backend="tensorflow", preload=("no_such_module_for_warm_starts",))
+    with caplog.at_level(logging.WARNING, logger=zygote.__name__):
+        _, seen = _probe(warm=broken)
+        _, again = _probe(warm=broken)
+    assert seen["parent"] == os.getpid() and again["parent"] == os.getpid()
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == 1 and "no_such_module_for_warm_starts" in said[0]  # once a process
+
+
+def test_a_killed_command_reports_its_signal():
+    killed, seen = _probe(str(-signal.SIGTERM))
+    assert killed.returncode == -signal.SIGTERM and seen["parent"] != os.getpid()
+
+
+def test_a_warm_command_past_its_time_is_stopped_with_its_whole_group(tmp_path):
+    pid_file = tmp_path / "grandchild.pid"
+    with pytest.raises(ProcessTimedOut, match="ran past 4 s"):
+        _probe("0", "600", str(pid_file), timeout=4)
+    assert _gone(int(pid_file.read_text()))
+
+
+def test_a_warm_command_dies_with_the_process_that_started_it(tmp_path):
+    """The caller is killed: its zygote sees its socket close, and each child's waiter kills
+    the child's whole process group (a cold training dies alone, by `die_with_parent`)."""
+    pid_file = tmp_path / "child.pid"
+    caller = subprocess.Popen(
+        [
+            PY,
+            "-c",
+            "import sys; from compare_models.training.process import run_in_own_process; "
+            "from compare_models.training.zygote import WarmStart; "
+            f"run_in_own_process([sys.executable, '-m', 'tests.support.warm_probe', '0', '600', "
+            f"{str(pid_file)!r}], timeout=600, warm=WarmStart('tensorflow', ('numpy',)))",
+        ],
+        cwd=project_root(),
+    )
+    deadline = time.monotonic() + 60
+    while not (pid_file.exists() and pid_file.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    grandchild = int(pid_file.read_text())
+    child = _parent_of(grandchild)
+    caller.kill()
+    caller.wait()
+    assert _gone(child) and _gone(grandchild)
+
+
+def _parent_of(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as stat:
+        return int(stat.read().rsplit(")", 1)[1].split()[1])
+
+
+def _gone(pid: int, within: float = 15) -> bool:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                if stat.read().rsplit(")", 1)[1].split()[0] == "Z":
+                    return True
+        except FileNotFoundError:
+            return True
+        time.sleep(0.1)
+    return False
