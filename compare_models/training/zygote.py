@@ -10,7 +10,8 @@ environment gets after its imports; only the import is skipped:
 * its own process and process group (`os.setsid`), so a timeout kills the whole group as
   before;
 * its standard output and error in the caller's files;
-* `sys.argv`, `__main__` (`runpy`, as `python -m` runs it), the folder and the environment;
+* `sys.argv`, `__main__` (`runpy`, as `python -m` runs it), the folder and the environment
+  (the zygote's, which is the command's but for `PER_COMMAND_ENV`, set in each child);
 * fresh seeds: Python's `random` reseeds itself after a fork, and NumPy's global generator is
   reseeded here (a child must not repeat its siblings' draws).
 
@@ -61,6 +62,10 @@ MAX_ZYGOTES = 3
 START_SECONDS = 300.0
 #: The largest request (a command line and its environment) a zygote reads.
 MAX_REQUEST_BYTES = 4 << 20
+#: Variables that change from one command to the next in the same caller and that nothing
+#: reads before a child starts: not part of a zygote's key, but set (or unset) in each child
+#: as its command has them. pytest names the running test in one.
+PER_COMMAND_ENV = ("PYTEST_CURRENT_TEST",)
 _PR_SET_PDEATHSIG = 1
 
 
@@ -184,6 +189,11 @@ def _run_child(request: dict) -> int:
 
     if "numpy" in sys.modules:
         sys.modules["numpy"].random.seed()
+    for name, value in request["env"].items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
     os.chdir(request["cwd"])
     sys.argv = [request["module"], *request["args"]]
     # runpy warns that a preloaded entry module is run again as __main__: that is intended
@@ -220,7 +230,8 @@ class ZygoteUnavailable(RuntimeError):
 
 
 def _key(warm: WarmStart, env: Mapping[str, str], cwd: Path) -> str:
-    text = json.dumps([warm.backend, str(cwd), sorted(env.items())])
+    kept = sorted((name, value) for name, value in env.items() if name not in PER_COMMAND_ENV)
+    text = json.dumps([warm.backend, str(cwd), kept])
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -261,10 +272,20 @@ class Zygote:
     def alive(self) -> bool:
         return self.process.poll() is None
 
-    def spawn(self, module: str, args: Sequence[str], cwd: Path, output: IO, errors: IO):
+    def spawn(
+        self,
+        module: str,
+        args: Sequence[str],
+        cwd: Path,
+        env: Mapping[str, str],
+        output: IO,
+        errors: IO,
+    ):
         """Forks `python -m module args`; returns the socket its pid and exit status come on."""
         mine, theirs = socket.socketpair()
-        request = json.dumps({"module": module, "args": list(args), "cwd": str(cwd)}).encode()
+        own = {name: env.get(name) for name in PER_COMMAND_ENV}
+        request = json.dumps({"module": module, "args": list(args), "cwd": str(cwd), "env": own})
+        request = request.encode()
         try:
             with self._send:
                 socket.send_fds(
@@ -356,7 +377,7 @@ def run_warm(
     start (the caller runs it cold)."""
     deadline = time.monotonic() + timeout
     zygote = ZYGOTES.get(warm, env, cwd)
-    stream = zygote.spawn(module, args, cwd, output, errors)
+    stream = zygote.spawn(module, args, cwd, env, output, errors)
     pid = None
     with stream:
         try:

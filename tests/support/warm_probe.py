@@ -27,6 +27,7 @@ def main(argv: list[str]) -> int:
                 "main": getattr(sys.modules["__main__"].__spec__, "name", None),
                 "cwd": os.getcwd(),
                 "probe": os.environ.get("WARM_PROBE"),
+                "test": os.environ.get("PYTEST_CURRENT_TEST"),
                 "own_group": os.getpgid(0) == os.getpid(),
                 "parent": os.getppid(),
                 "grandparent": _parent_of(os.getppid()),

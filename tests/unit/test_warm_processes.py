@@ -52,6 +52,15 @@ def test_another_environment_gets_another_zygote():
     assert other["probe"] == "yes" and other["grandparent"] != plain["grandparent"]
 
 
+def test_a_variable_that_names_the_running_test_keeps_the_zygote_and_is_each_childs_own():
+    base = {k: v for k, v in os.environ.items() if k != "PYTEST_CURRENT_TEST"}
+    _, one = _probe(env={**base, "PYTEST_CURRENT_TEST": "one"})
+    _, two = _probe(env={**base, "PYTEST_CURRENT_TEST": "two"})
+    _, unset = _probe(env=base)
+    assert (one["test"], two["test"], unset["test"]) == ("one", "two", None)
+    assert one["grandparent"] == two["grandparent"] == unset["grandparent"]
+
+
 def test_warm_starts_off_run_the_command_cold(monkeypatch):
     monkeypatch.setenv("COMPARE_MODELS_WARM_PROCESSES", "false")
     _, seen = _probe()
@@ -61,8 +70,9 @@ def test_warm_starts_off_run_the_command_cold(monkeypatch):
 def test_a_zygote_that_cannot_start_runs_its_commands_cold_and_says_so(caplog):
     broken = WarmStart(backend="tensorflow", preload=("no_such_module_for_warm_starts",))
     with caplog.at_level(logging.WARNING, logger=zygote.__name__):
-        _, seen = _probe(warm=broken)
-        _, again = _probe(warm=broken)
+        env = {**os.environ, "WARM_PROBE": "broken"}  # a zygote of its own (not a live one)
+        _, seen = _probe(warm=broken, env=env)
+        _, again = _probe(warm=broken, env=env)
     assert seen["parent"] == os.getpid() and again["parent"] == os.getpid()
     said = [r.getMessage() for r in caplog.records]
     assert len(said) == 1 and "no_such_module_for_warm_starts" in said[0]  # once a process
