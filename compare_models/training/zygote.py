@@ -52,20 +52,31 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from compare_models.device import BACKEND_ENV
+
 log = logging.getLogger(__name__)
 
 #: A zygote with no child running and no request for this long exits (its memory goes back).
 IDLE_SECONDS = 600.0
 #: The most zygotes one caller keeps; the least recently used beyond it is closed.
-MAX_ZYGOTES = 3
+MAX_ZYGOTES = 4
 #: How long a zygote may take to import its modules before its commands run cold.
 START_SECONDS = 300.0
 #: The largest request (a command line and its environment) a zygote reads.
 MAX_REQUEST_BYTES = 4 << 20
-#: Variables that change from one command to the next in the same caller and that nothing
-#: reads before a child starts: not part of a zygote's key, but set (or unset) in each child
-#: as its command has them. pytest names the running test in one.
-PER_COMMAND_ENV = ("PYTEST_CURRENT_TEST",)
+#: Variables that nothing reads before a child starts (this package's settings, MLflow's and
+#: boto3's are read when they are used; pytest names the running test in one): not part of a
+#: zygote's key, but set (or unset) in each child as its command has them, so that commands
+#: that differ only in them share a zygote. The exception is read when Keras' backend loads.
+PER_COMMAND_ENV = ("PYTEST_CURRENT_TEST", "COMPARE_MODELS_", "MLFLOW_", "AWS_")
+READ_AT_IMPORT = ("COMPARE_MODELS_WORKER_SLOTS",)
+
+
+def per_command(name: str) -> bool:
+    """Whether the variable `name` is each child's own (`PER_COMMAND_ENV`)."""
+    return name.startswith(PER_COMMAND_ENV) and name not in READ_AT_IMPORT
+
+
 _PR_SET_PDEATHSIG = 1
 
 
@@ -91,7 +102,6 @@ def _preload(spec: dict) -> None:
     the settings it reads once (`training.backend.prepare_environment`)."""
     import importlib
 
-    from compare_models.device import BACKEND_ENV
     from compare_models.training.backend import prepare_environment
 
     os.environ[BACKEND_ENV] = spec["backend"]
@@ -189,11 +199,9 @@ def _run_child(request: dict) -> int:
 
     if "numpy" in sys.modules:
         sys.modules["numpy"].random.seed()
-    for name, value in request["env"].items():
-        if value is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = value
+    for name in [name for name in os.environ if per_command(name)]:
+        del os.environ[name]
+    os.environ.update(request["env"])
     os.chdir(request["cwd"])
     sys.argv = [request["module"], *request["args"]]
     # runpy warns that a preloaded entry module is run again as __main__: that is intended
@@ -230,7 +238,12 @@ class ZygoteUnavailable(RuntimeError):
 
 
 def _key(warm: WarmStart, env: Mapping[str, str], cwd: Path) -> str:
-    kept = sorted((name, value) for name, value in env.items() if name not in PER_COMMAND_ENV)
+    # the zygote sets KERAS_BACKEND to the backend itself, as a training process does
+    kept = sorted(
+        (name, value)
+        for name, value in env.items()
+        if not per_command(name) and name != BACKEND_ENV
+    )
     text = json.dumps([warm.backend, str(cwd), kept])
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -283,7 +296,7 @@ class Zygote:
     ):
         """Forks `python -m module args`; returns the socket its pid and exit status come on."""
         mine, theirs = socket.socketpair()
-        own = {name: env.get(name) for name in PER_COMMAND_ENV}
+        own = {name: value for name, value in env.items() if per_command(name)}
         request = json.dumps({"module": module, "args": list(args), "cwd": str(cwd), "env": own})
         request = request.encode()
         try:

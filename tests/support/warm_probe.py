@@ -28,6 +28,7 @@ def main(argv: list[str]) -> int:
                 "cwd": os.getcwd(),
                 "probe": os.environ.get("WARM_PROBE"),
                 "test": os.environ.get("PYTEST_CURRENT_TEST"),
+                "setting": os.environ.get("COMPARE_MODELS_PROBE"),
                 "own_group": os.getpgid(0) == os.getpid(),
                 "parent": os.getppid(),
                 "grandparent": _parent_of(os.getppid()),

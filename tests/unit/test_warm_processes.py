@@ -52,12 +52,19 @@ def test_another_environment_gets_another_zygote():
     assert other["probe"] == "yes" and other["grandparent"] != plain["grandparent"]
 
 
-def test_a_variable_that_names_the_running_test_keeps_the_zygote_and_is_each_childs_own():
-    base = {k: v for k, v in os.environ.items() if k != "PYTEST_CURRENT_TEST"}
-    _, one = _probe(env={**base, "PYTEST_CURRENT_TEST": "one"})
+def test_commands_that_differ_only_in_variables_read_later_share_a_zygote():
+    """pytest's test name and this package's settings are each child's own; a variable that
+    is not (WARM_PROBE) gets a zygote of its own (the test above)."""
+    base = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("PYTEST_CURRENT_TEST", "COMPARE_MODELS_PROBE")
+    }
+    _, one = _probe(env={**base, "PYTEST_CURRENT_TEST": "one", "COMPARE_MODELS_PROBE": "a"})
     _, two = _probe(env={**base, "PYTEST_CURRENT_TEST": "two"})
     _, unset = _probe(env=base)
     assert (one["test"], two["test"], unset["test"]) == ("one", "two", None)
+    assert (one["setting"], two["setting"], unset["setting"]) == ("a", None, None)
     assert one["grandparent"] == two["grandparent"] == unset["grandparent"]
 
 
