@@ -45,7 +45,7 @@ def child(model_name: str, images: int) -> dict:
     y = np.arange(images) % 10
     model = compile_model(registry.get(model_name).build(), "adam", 1e-3)
     model.fit(x, y, batch_size=BATCH_SIZE, epochs=1, verbose=0)
-    return {"backend": keras.backend.backend()}
+    return {"backend": keras.backend.backend(), "parent": os.getppid()}
 
 
 def _machine_cpu_seconds() -> float:
@@ -67,10 +67,13 @@ def _start(model_name: str, images: int, warm) -> dict:
     )
     if outcome.returncode != 0:
         raise SystemExit(f"the {model_name} process failed: {outcome.errors[-2000:]}")
+    done = json.loads(outcome.output.strip().splitlines()[-1])
+    if (done.pop("parent") == os.getpid()) == (warm is not None):  # a cold one is our child
+        raise SystemExit(f"the {'warm' if warm else 'cold'} start of {model_name} was not one")
     return {
         "wall_seconds": round(time.perf_counter() - wall, 2),
         "machine_cpu_seconds": round(_machine_cpu_seconds() - cpu, 2),
-        **json.loads(outcome.output.strip().splitlines()[-1]),
+        **done,
     }
 
 

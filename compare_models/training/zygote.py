@@ -13,7 +13,8 @@ environment gets after its imports; only the import is skipped:
 * `sys.argv`, `__main__` (`runpy`, as `python -m` runs it), the folder and the environment
   (the zygote's, which is the command's but for `PER_COMMAND_ENV`, set in each child);
 * fresh seeds: Python's `random` reseeds itself after a fork, and NumPy's global generator is
-  reseeded here (a child must not repeat its siblings' draws).
+  reseeded here (a child must not repeat its siblings' draws); only the hash seed of `str`
+  and `bytes` is the zygote's.
 
 The zygote computes nothing before it forks: no TensorFlow op, no JAX array, no thread of its
 own (forking a process whose threads hold locks is unsafe; the runtimes start their thread
@@ -62,7 +63,9 @@ IDLE_SECONDS = 600.0
 MAX_ZYGOTES = 4
 #: How long a zygote may take to import its modules before its commands run cold.
 START_SECONDS = 300.0
-#: The largest request (a command line and its environment) a zygote reads.
+#: The largest request (a command line and the per-command variables) a zygote reads; the
+#: socket's send buffer (about 200 KB) bounds what a caller can send, and a larger request
+#: runs cold.
 MAX_REQUEST_BYTES = 4 << 20
 #: Variables that nothing reads before a child starts (this package's settings, MLflow's and
 #: boto3's are read when they are used; pytest names the running test in one): not part of a
@@ -111,7 +114,12 @@ def _preload(spec: dict) -> None:
 
 
 def _serve(control: socket.socket) -> dict | None:
-    """The zygote's loop: None when it should exit; in a forked child, that child's request."""
+    """The zygote's loop: None when it should exit; in a forked child, that child's request.
+
+    Each command has a waiter, which watches the command's own socket: a caller that dies or
+    stops waiting closes it, and the waiter kills the child's group (`_wait_for_child`). After
+    "close" the zygote reads nothing more and ends once its waiters have; when its caller dies
+    without "close", it ends at once and its waiters kill their children (PR_SET_PDEATHSIG)."""
     waiters: set[int] = set()
     closing = False
     idle_since = time.monotonic()
@@ -133,62 +141,80 @@ def _serve(control: socket.socket) -> dict | None:
             data, fds, _, _ = socket.recv_fds(control, MAX_REQUEST_BYTES, 3)
         except OSError:
             data, fds = b"", []
-        if not data:  # the caller is gone: so are the children, now (each waiter kills its own)
-            for pid in waiters:
-                with contextlib.suppress(OSError):
-                    os.kill(pid, signal.SIGHUP)
+        if not data:  # the caller is gone
             return None
         if data == b"close":
             closing = True
             continue
-        request = json.loads(data)
-        sys.stdout.flush()
-        sys.stderr.flush()
-        zygote = os.getpid()
-        pid = os.fork()
-        if pid == 0:
-            control.close()
-            return _wait_for_child(request, fds, zygote)
-        waiters.add(pid)
-        idle_since = time.monotonic()
+        try:
+            request = json.loads(data)
+            if len(fds) != 3:
+                raise ValueError(f"{len(fds)} file descriptors")
+            sys.stdout.flush()
+            sys.stderr.flush()
+            zygote = os.getpid()
+            pid = os.fork()
+        except (OSError, ValueError) as exc:  # this command fails (its caller runs it cold)
+            print(f"zygote: a command was not started: {exc}", file=sys.stderr)
+        else:
+            if pid == 0:
+                control.close()
+                return _wait_for_child(request, fds, zygote)
+            waiters.add(pid)
+            idle_since = time.monotonic()
         for fd in fds:
             os.close(fd)
 
 
 def _wait_for_child(request: dict, fds: list[int], zygote: int) -> dict:
-    """In the waiter (a fork of the zygote): forks the child, sends its pid and then its exit
-    status to the caller, and exits; in the child, returns its request. When the zygote dies,
-    the waiter kills the child's whole process group."""
+    """In the waiter (a fork of the zygote): forks the child and, once the child has its own
+    process group, sends the child's pid and then its exit status to the caller, and exits;
+    in the child, returns its request. The waiter kills the child's whole process group when
+    the caller closes the command's socket (it died, or stopped waiting) or the zygote dies."""
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     report, output, errors = fds
+    ready_r, ready_w = os.pipe()
+    waiter = os.getpid()
     child = os.fork()
     if child == 0:
         _die_with(signal.SIGKILL)
+        if os.getppid() != waiter:  # the waiter died before the line above
+            os._exit(1)
         os.setsid()
         os.dup2(output, 1)
         os.dup2(errors, 2)
-        for fd in fds:
+        for fd in (*fds, ready_r):
             os.close(fd)
+        os.write(ready_w, b"1")  # its group exists: the caller may kill it from now on
+        os.close(ready_w)
         return request
 
-    def _orphaned(*_):
+    def _kill_child(*_):
         with contextlib.suppress(OSError):
             os.killpg(child, signal.SIGKILL)
+        with contextlib.suppress(OSError):
+            os.kill(child, signal.SIGKILL)
         os._exit(1)
 
-    signal.signal(signal.SIGHUP, _orphaned)
+    signal.signal(signal.SIGHUP, _kill_child)
     _die_with(signal.SIGHUP)
     if os.getppid() != zygote:  # it died before the line above
-        _orphaned()
-    os.close(output)
-    os.close(errors)
+        _kill_child()
+    for fd in (output, errors, ready_w):
+        os.close(fd)
+    os.read(ready_r, 1)  # empty if the child died first: its pid is reported all the same
+    os.close(ready_r)
+    exited = os.pidfd_open(child)
     with socket.socket(fileno=report) as caller:
         try:
             caller.sendall(f"pid {child}\n".encode())
+            while exited not in select.select([exited, caller], [], [])[0]:
+                if not caller.recv(1):  # the caller closed its end: it is gone
+                    _kill_child()
             status = os.waitpid(child, 0)[1]
             caller.sendall(f"exit {os.waitstatus_to_exitcode(status)}\n".encode())
-        except OSError:  # the caller stopped waiting (it kills the child's group itself)
-            pass
+        except OSError:  # the caller is gone
+            _kill_child()
     os._exit(0)
 
 
@@ -223,6 +249,9 @@ def main(argv: list[str]) -> int:
     spec = json.loads(argv[0])
     control = socket.socket(fileno=spec["fd"])
     _preload(spec)
+    if threading.active_count() != 1:  # a fork would copy a process whose threads hold locks
+        names = [thread.name for thread in threading.enumerate()]
+        raise RuntimeError(f"its imports started threads ({', '.join(names)}): it cannot fork")
     control.send(b"ready")
     request = _serve(control)
     if request is None:
@@ -252,38 +281,47 @@ class Zygote:
     """One zygote, started by this process with `env` in `cwd`."""
 
     def __init__(self, warm: WarmStart, env: Mapping[str, str], cwd: Path):
-        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        spec = {"backend": warm.backend, "preload": list(warm.preload), "fd": theirs.fileno()}
+        spec = {"backend": warm.backend, "preload": list(warm.preload)}
         self._errors = tempfile.TemporaryFile()
-        self._control = mine
         self._send = threading.Lock()
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", __name__, json.dumps(spec)],
-            pass_fds=[theirs.fileno()],
-            env=dict(env),
-            cwd=cwd,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=self._errors,
-            start_new_session=True,
-        )
-        theirs.close()
-        mine.settimeout(START_SECONDS)
+        self._closed = False
+        self._control, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.process: subprocess.Popen | None = None
         try:
-            ready = mine.recv(16)
-        except OSError:
-            ready = b""
-        mine.settimeout(None)
+            with theirs:
+                self.process = subprocess.Popen(
+                    [sys.executable, "-m", __name__, json.dumps({**spec, "fd": theirs.fileno()})],
+                    pass_fds=[theirs.fileno()],
+                    env=dict(env),
+                    cwd=cwd,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=self._errors,
+                    start_new_session=True,
+                )
+            self._control.settimeout(START_SECONDS)
+            ready = self._control.recv(16)
+            self._control.settimeout(None)
+        except BaseException as exc:
+            self._stop()
+            if isinstance(exc, OSError):
+                raise ZygoteUnavailable(f"it could not start ({exc})") from None
+            raise
         if ready != b"ready":
-            self._control.close()
-            self.process.kill()
-            self.process.wait()
+            self._stop()
             self._errors.seek(0)
             last = self._errors.read().decode(errors="replace").strip().splitlines()[-3:]
-            raise ZygoteUnavailable(" / ".join(last) or "it did not start in time")
+            raise ZygoteUnavailable(" / ".join(last) or "it did not start")
+
+    def _stop(self) -> None:
+        self._closed = True
+        self._control.close()
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
 
     def alive(self) -> bool:
-        return self.process.poll() is None
+        return self.process is not None and self.process.poll() is None
 
     def spawn(
         self,
@@ -301,6 +339,8 @@ class Zygote:
         request = request.encode()
         try:
             with self._send:
+                if self._closed:
+                    raise OSError("closed: it takes no more commands")
                 socket.send_fds(
                     self._control, [request], [theirs.fileno(), output.fileno(), errors.fileno()]
                 )
@@ -312,10 +352,13 @@ class Zygote:
         return mine
 
     def close(self) -> None:
-        """Lets the zygote end once its children have (it takes no more commands)."""
-        with contextlib.suppress(OSError), self._send:
-            self._control.send(b"close")
-        self._control.close()
+        """Lets the zygote end once its children have (it takes no more commands; each child
+        still dies with its caller, through its own socket)."""
+        with self._send:
+            self._closed = True
+            with contextlib.suppress(OSError):
+                self._control.send(b"close")
+            self._control.close()
 
 
 class _Zygotes:
@@ -325,12 +368,12 @@ class _Zygotes:
         self._lock = threading.Lock()
         self._live: OrderedDict[str, Zygote] = OrderedDict()
         self._starting: dict[str, threading.Lock] = {}
-        self._failed: set[str] = set()
+        self._failed: set[tuple[str, tuple[str, ...]]] = set()
 
     def get(self, warm: WarmStart, env: Mapping[str, str], cwd: Path) -> Zygote:
         key = _key(warm, env, cwd)
         with self._lock:
-            if key in self._failed:
+            if (key, warm.preload) in self._failed:
                 raise ZygoteUnavailable("it could not start earlier in this process")
             starting = self._starting.setdefault(key, threading.Lock())
         with starting:  # one start per key; the others wait for it
@@ -343,7 +386,7 @@ class _Zygotes:
                 zygote = Zygote(warm, env, cwd)
             except ZygoteUnavailable as exc:
                 with self._lock:
-                    self._failed.add(key)
+                    self._failed.add((key, warm.preload))
                 log.warning("warm starts for %s are off in this process: %s", warm.backend, exc)
                 raise
             with self._lock:
@@ -362,15 +405,30 @@ class WarmOutcome:
     timed_out: bool
 
 
-def _line(stream: socket.socket, deadline: float) -> str:
-    data = b""
-    while not data.endswith(b"\n"):
-        stream.settimeout(max(0.001, deadline - time.monotonic()))
-        chunk = stream.recv(64)
-        if not chunk:
-            raise ConnectionError("the waiter ended without a status")
-        data += chunk
-    return data.decode().strip()
+class _Lines:
+    """The lines a waiter sends ("pid N", "exit C"), read with a deadline; bytes that arrive
+    with one line are kept for the next."""
+
+    def __init__(self, stream: socket.socket):
+        self._stream, self._buffer = stream, b""
+
+    def next(self, deadline: float) -> str | None:
+        """The next line, or None at the end of the stream; raises TimeoutError."""
+        while b"\n" not in self._buffer:
+            self._stream.settimeout(max(0.001, deadline - time.monotonic()))
+            chunk = self._stream.recv(64)
+            if not chunk:
+                return None
+            self._buffer += chunk
+        line, self._buffer = self._buffer.split(b"\n", 1)
+        return line.decode()
+
+
+def _number(line: str | None, word: str) -> int:
+    parts = (line or "").split()
+    if len(parts) != 2 or parts[0] != word:
+        raise ConnectionError(f"the waiter said {line!r}, not {word!r}")
+    return int(parts[1])
 
 
 def run_warm(
@@ -386,29 +444,39 @@ def run_warm(
 ) -> WarmOutcome:
     """Runs `python -m module args` as a fork of the zygote for (`warm`, `env`, `cwd`), with its
     output in `output` and `errors`; kills its process group when it runs past `timeout`
-    seconds or the wait is interrupted. Raises `ZygoteUnavailable` when the command did not
-    start (the caller runs it cold)."""
+    seconds (counted from this call, the zygote's start included, as a cold process's imports
+    are) or the wait is interrupted. Raises `ZygoteUnavailable` only when the command never
+    started, so the caller may run it cold: a command that started is never run twice."""
     deadline = time.monotonic() + timeout
     zygote = ZYGOTES.get(warm, env, cwd)
     stream = zygote.spawn(module, args, cwd, env, output, errors)
     pid = None
-    with stream:
+    with stream:  # closing it tells the waiter to kill the child, if it still runs
+        lines = _Lines(stream)
         try:
             try:
-                pid = int(_line(stream, min(deadline, time.monotonic() + 60)).split()[1])
-            except (OSError, ConnectionError, ValueError, IndexError):
-                raise ZygoteUnavailable("it did not fork the command") from None
-            try:
-                status = _line(stream, deadline)
+                said = lines.next(deadline)
             except TimeoutError:
                 return WarmOutcome(returncode=-signal.SIGKILL, timed_out=True)
-            except (OSError, ConnectionError):  # the zygote was killed, and with it the child
+            except OSError:
+                said = None
+            if said is None:  # no waiter took it (the zygote failed or ended): it never ran
+                raise ZygoteUnavailable("it did not start the command")
+            pid = _number(said, "pid")
+            try:
+                said = lines.next(deadline)
+            except TimeoutError:
+                return WarmOutcome(returncode=-signal.SIGKILL, timed_out=True)
+            except OSError:
+                said = None
+            if said is None:  # the waiter was killed, and the child with it
                 return WarmOutcome(returncode=-signal.SIGKILL, timed_out=False)
+            code = _number(said, "exit")
             pid = None
-            return WarmOutcome(returncode=int(status.split()[1]), timed_out=False)
+            return WarmOutcome(returncode=code, timed_out=False)
         finally:
             if pid is not None:  # still running: past its time, or the wait was interrupted
-                with contextlib.suppress(ProcessLookupError, PermissionError):
+                with contextlib.suppress(OSError):
                     os.killpg(pid, signal.SIGKILL)
 
 

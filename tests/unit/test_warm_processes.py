@@ -66,6 +66,7 @@ def test_commands_that_differ_only_in_variables_read_later_share_a_zygote():
     assert (one["test"], two["test"], unset["test"]) == ("one", "two", None)
     assert (one["setting"], two["setting"], unset["setting"]) == ("a", None, None)
     assert one["grandparent"] == two["grandparent"] == unset["grandparent"]
+    assert one["parent"] != os.getpid()  # warm: a fork of the zygote, not a child of this one
 
 
 def test_warm_starts_off_run_the_command_cold(monkeypatch):
@@ -92,9 +93,23 @@ def test_a_killed_command_reports_its_signal():
 
 def test_a_warm_command_past_its_time_is_stopped_with_its_whole_group(tmp_path):
     pid_file = tmp_path / "grandchild.pid"
+    _probe()  # the zygote runs: the command below has its 4 s to itself
     with pytest.raises(ProcessTimedOut, match="ran past 4 s"):
         _probe("0", "600", str(pid_file), timeout=4)
-    assert _gone(int(pid_file.read_text()))
+    grandchild = int(pid_file.read_text())
+    assert _parent_of(_parent_of(_parent_of(grandchild))) != os.getpid()  # it ran warm
+    assert _gone(grandchild)
+
+
+def test_commands_that_end_at_once_report_their_own_exit_codes():
+    """The pid and the exit status can arrive in one read: each is still read."""
+    codes = [
+        run_in_own_process(
+            [*PROBE, str(code)], timeout=60, cwd=project_root(), warm=LIGHT
+        ).returncode
+        for code in range(20)
+    ]
+    assert codes == list(range(20))
 
 
 def test_a_warm_command_dies_with_the_process_that_started_it(tmp_path):

@@ -1,0 +1,85 @@
+"""CPU time by kind of process while something else runs (the test suite, a demo): every
+process's user + system time, sampled from /proc, grouped by its command line.
+
+    python -m benchmarks.speed.cpu_by_process record OUT.json &   # stop it with SIGTERM
+    python -m benchmarks.speed.cpu_by_process summary OUT.json
+
+`record` samples every 0.5 s and keeps each process's last seen CPU time, so a process that
+lives less than a sample is missed and one that ends counts up to its last sample. It sees the
+services and workers that `compare-models up` detaches, which `time` does not.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import signal
+import sys
+import time
+
+#: (kind, a part of the command line), the first match wins.
+KINDS = (
+    ("zygotes and their children", "compare_models.training.zygote"),
+    ("training (cold)", "flows.train_model"),
+    ("export (cold)", "compare_models.serving.export"),
+    ("re-scoring (cold)", "compare_models.gate.rescoring"),
+    ("prefect server", "prefect server"),
+    ("prefect worker", "prefect worker"),
+    ("prefect runner", "prefect.runner"),
+    ("seaweedfs", "weed"),
+    ("mlflow", "mlflow"),
+    ("postgres", "postgres"),
+    ("pytest worker", "exec(eval(sys.stdin"),
+    ("pytest", "pytest"),
+    ("compare-models CLI", "compare_models.cli"),
+    ("install", "pip"),
+)
+
+
+def record(out: str) -> None:
+    tick = os.sysconf("SC_CLK_TCK")
+    seen: dict[str, dict] = {}
+    stop = False
+
+    def _stop(*_):
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    started = time.monotonic()
+    while not stop:
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                with open(f"/proc/{pid}/stat") as stat:
+                    text = stat.read()
+                rest = text[text.rindex(")") + 2 :].split()
+                key = f"{pid}:{rest[19]}"  # the pid and its start time
+                if key not in seen:
+                    with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+                        command = cmdline.read().replace(b"\0", b" ").decode(errors="replace")
+                    seen[key] = {"ppid": int(rest[1]), "cmd": command[:300]}
+                seen[key]["cpu"] = (int(rest[11]) + int(rest[12])) / tick
+                seen[key]["last"] = time.monotonic() - started
+            except (OSError, ValueError, IndexError):
+                pass
+        time.sleep(0.5)
+    with open(out, "w") as file:
+        json.dump(seen, file)
+
+
+def summary(path: str) -> None:
+    with open(path) as file:
+        seen = json.load(file)
+    kinds: dict[str, list[float]] = collections.defaultdict(lambda: [0.0, 0])
+    for entry in seen.values():
+        kind = next((k for k, part in KINDS if part in entry["cmd"]), "other")
+        kinds[kind][0] += entry.get("cpu", 0.0)
+        kinds[kind][1] += 1
+    for kind, (cpu, count) in sorted(kinds.items(), key=lambda item: -item[1][0]):
+        print(f"{cpu:9.1f} s  {count:5d} processes  {kind}")
+    print(f"{sum(cpu for cpu, _ in kinds.values()):9.1f} s  in all")
+
+
+if __name__ == "__main__":
+    {"record": record, "summary": summary}[sys.argv[1]](sys.argv[2])
