@@ -413,10 +413,16 @@ class _Lines:
         self._stream, self._buffer = stream, b""
 
     def next(self, deadline: float) -> str | None:
-        """The next line, or None at the end of the stream; raises TimeoutError."""
+        """The next line, or None at the end of the stream (or a broken one); raises
+        TimeoutError."""
         while b"\n" not in self._buffer:
             self._stream.settimeout(max(0.001, deadline - time.monotonic()))
-            chunk = self._stream.recv(64)
+            try:
+                chunk = self._stream.recv(64)
+            except TimeoutError:
+                raise
+            except OSError:
+                return None
             if not chunk:
                 return None
             self._buffer += chunk
@@ -456,19 +462,12 @@ def run_warm(
         try:
             try:
                 said = lines.next(deadline)
-            except TimeoutError:
-                return WarmOutcome(returncode=-signal.SIGKILL, timed_out=True)
-            except OSError:
-                said = None
-            if said is None:  # no waiter took it (the zygote failed or ended): it never ran
-                raise ZygoteUnavailable("it did not start the command")
-            pid = _number(said, "pid")
-            try:
+                if said is None:  # no waiter took it (the zygote failed or ended): it never ran
+                    raise ZygoteUnavailable("it did not start the command")
+                pid = _number(said, "pid")
                 said = lines.next(deadline)
             except TimeoutError:
                 return WarmOutcome(returncode=-signal.SIGKILL, timed_out=True)
-            except OSError:
-                said = None
             if said is None:  # the waiter was killed, and the child with it
                 return WarmOutcome(returncode=-signal.SIGKILL, timed_out=False)
             code = _number(said, "exit")
