@@ -97,35 +97,43 @@ def run_in_own_process(
         code = _run_warm(
             command, timeout, cwd, env, output, output if merge_errors else errors, warm
         )
-        if code is not None:
-            return ProcessOutcome(
-                returncode=code,
-                output=_tail(output, TAIL_CHARS),
-                errors=_tail(errors, TAIL_CHARS),
-                seconds=time.perf_counter() - started,
+        if code is None:
+            code = _run_cold(
+                command, timeout, cwd, env, output, subprocess.STDOUT if merge_errors else errors
             )
-        process = subprocess.Popen(
-            list(command),
-            start_new_session=True,
-            cwd=cwd,
-            env=None if env is None else dict(env),
-            stdout=output,
-            stderr=subprocess.STDOUT if merge_errors else errors,
-        )
-        try:
-            code = process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            raise ProcessTimedOut(command, timeout) from None
-        finally:
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
         return ProcessOutcome(
             returncode=code,
             output=_tail(output, TAIL_CHARS),
             errors=_tail(errors, TAIL_CHARS),
             seconds=time.perf_counter() - started,
         )
+
+
+def _run_cold(
+    command: Sequence[str],
+    timeout: float,
+    cwd: Path | None,
+    env: Mapping[str, str] | None,
+    output: IO[bytes],
+    errors: IO[bytes] | int,
+) -> int:
+    """The exit code of `command` started as a fresh process (`run_in_own_process`)."""
+    process = subprocess.Popen(
+        list(command),
+        start_new_session=True,
+        cwd=cwd,
+        env=None if env is None else dict(env),
+        stdout=output,
+        stderr=errors,
+    )
+    try:
+        return process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise ProcessTimedOut(command, timeout) from None
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
 
 
 def _run_warm(

@@ -20,11 +20,12 @@ The zygote computes nothing before it forks: no TensorFlow op, no JAX array, no 
 own (forking a process whose threads hold locks is unsafe; the runtimes start their thread
 pools in the child, at its first computation).
 
-Who dies with whom. The zygote ends when its caller does (its end of the control socket
-closes) or after `IDLE_SECONDS` with nothing running; each child is killed when its zygote ends
-(through a small waiter process that also reports the child's exit status: PR_SET_PDEATHSIG
-tells it, and it kills the child's whole process group). So a killed flow run leaves no
-training behind, nor any process a training started.
+Who dies with whom. Each child has a small waiter process, which reports the child's pid and
+exit status to the caller over the command's own socket, and kills the child's whole process
+group when the caller closes that socket (it died, or stopped waiting) or the zygote dies
+(PR_SET_PDEATHSIG). The zygote ends when its caller does (its end of the control socket
+closes), after "close" once its waiters have, or after `IDLE_SECONDS` with nothing running. So
+a killed flow run leaves no training behind, nor any process a training started.
 
 `python -m compare_models.training.zygote SPEC_JSON` is the zygote; `run_warm` is the caller's
 side, which `training.process.run_in_own_process` uses when asked to (`WarmStart`). A zygote
