@@ -37,6 +37,20 @@ KINDS = (
 )
 
 
+def _test(pid: str) -> str | None:
+    """The test a process was started for: PYTEST_CURRENT_TEST in the environment it started
+    with (a warm child sets it after the fork, where /proc does not show it: run with
+    COMPARE_MODELS_WARM_PROCESSES=false to attribute every process)."""
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as environ:
+            for entry in environ.read().split(b"\0"):
+                if entry.startswith(b"PYTEST_CURRENT_TEST="):
+                    return entry.split(b"=", 1)[1].decode(errors="replace").rsplit(" ", 1)[0]
+    except OSError:
+        pass
+    return None
+
+
 def record(out: str) -> None:
     tick = os.sysconf("SC_CLK_TCK")
     seen: dict[str, dict] = {}
@@ -48,6 +62,7 @@ def record(out: str) -> None:
 
     signal.signal(signal.SIGTERM, _stop)
     started = time.monotonic()
+    first_sweep = True
     while not stop:
         for pid in filter(str.isdigit, os.listdir("/proc")):
             try:
@@ -58,11 +73,15 @@ def record(out: str) -> None:
                 if key not in seen:
                     with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
                         command = cmdline.read().replace(b"\0", b" ").decode(errors="replace")
-                    seen[key] = {"ppid": int(rest[1]), "cmd": command[:300]}
-                seen[key]["cpu"] = (int(rest[11]) + int(rest[12])) / tick
+                    seen[key] = {"ppid": int(rest[1]), "cmd": command[:300], "test": _test(pid)}
+                cpu = (int(rest[11]) + int(rest[12])) / tick
+                if first_sweep:  # it ran before the recording: only what it adds counts
+                    seen[key].setdefault("before", cpu)
+                seen[key]["cpu"] = cpu - seen[key].get("before", 0.0)
                 seen[key]["last"] = time.monotonic() - started
             except (OSError, ValueError, IndexError):
                 pass
+        first_sweep = False
         time.sleep(0.5)
     with open(out, "w") as file:
         json.dump(seen, file)
@@ -79,6 +98,15 @@ def summary(path: str) -> None:
     for kind, (cpu, count) in sorted(kinds.items(), key=lambda item: -item[1][0]):
         print(f"{cpu:9.1f} s  {count:5d} processes  {kind}")
     print(f"{sum(cpu for cpu, _ in kinds.values()):9.1f} s  in all")
+    tests: dict[str, list[float]] = collections.defaultdict(lambda: [0.0, 0])
+    for entry in seen.values():
+        if entry.get("test"):
+            tests[entry["test"]][0] += entry.get("cpu", 0.0)
+            tests[entry["test"]][1] += 1
+    if tests:
+        print("\nthe tests whose subprocesses took the most CPU (their own process not counted):")
+        for test, (cpu, count) in sorted(tests.items(), key=lambda item: -item[1][0])[:40]:
+            print(f"{cpu:9.1f} s  {count:5d} processes  {test}")
 
 
 if __name__ == "__main__":
