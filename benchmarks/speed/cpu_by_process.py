@@ -39,8 +39,9 @@ KINDS = (
 
 def _test(pid: str) -> str | None:
     """The test a process was started for: PYTEST_CURRENT_TEST in the environment it started
-    with (a warm child sets it after the fork, where /proc does not show it: run with
-    COMPARE_MODELS_WARM_PROCESSES=false to attribute every process)."""
+    with. A warm child sets its own after the fork, where /proc does not show it, so it is
+    named after the test that started its zygote (the test stack replaces
+    COMPARE_MODELS_WARM_PROCESSES, so the suite cannot be made to start them cold)."""
     try:
         with open(f"/proc/{pid}/environ", "rb") as environ:
             for entry in environ.read().split(b"\0"):
@@ -87,25 +88,31 @@ def record(out: str) -> None:
         json.dump(seen, file)
 
 
+def _totals(entries, group) -> list[tuple[str, float, int]]:
+    """(group, CPU-seconds, processes) of the entries `group(entry)` names (None: left out),
+    the most CPU first."""
+    totals: dict[str, list[float]] = collections.defaultdict(lambda: [0.0, 0])
+    for entry in entries:
+        name = group(entry)
+        if name is not None:
+            totals[name][0] += entry.get("cpu", 0.0)
+            totals[name][1] += 1
+    return sorted(
+        ((name, cpu, count) for name, (cpu, count) in totals.items()), key=lambda t: -t[1]
+    )
+
+
 def summary(path: str) -> None:
     with open(path) as file:
-        seen = json.load(file)
-    kinds: dict[str, list[float]] = collections.defaultdict(lambda: [0.0, 0])
-    for entry in seen.values():
-        kind = next((k for k, part in KINDS if part in entry["cmd"]), "other")
-        kinds[kind][0] += entry.get("cpu", 0.0)
-        kinds[kind][1] += 1
-    for kind, (cpu, count) in sorted(kinds.items(), key=lambda item: -item[1][0]):
+        entries = list(json.load(file).values())
+    kinds = _totals(entries, lambda e: next((k for k, part in KINDS if part in e["cmd"]), "other"))
+    for kind, cpu, count in kinds:
         print(f"{cpu:9.1f} s  {count:5d} processes  {kind}")
-    print(f"{sum(cpu for cpu, _ in kinds.values()):9.1f} s  in all")
-    tests: dict[str, list[float]] = collections.defaultdict(lambda: [0.0, 0])
-    for entry in seen.values():
-        if entry.get("test"):
-            tests[entry["test"]][0] += entry.get("cpu", 0.0)
-            tests[entry["test"]][1] += 1
+    print(f"{sum(cpu for _, cpu, _ in kinds):9.1f} s  in all")
+    tests = _totals(entries, lambda e: e.get("test"))
     if tests:
         print("\nthe tests whose subprocesses took the most CPU (their own process not counted):")
-        for test, (cpu, count) in sorted(tests.items(), key=lambda item: -item[1][0])[:40]:
+        for test, cpu, count in tests[:40]:
             print(f"{cpu:9.1f} s  {count:5d} processes  {test}")
 
 

@@ -56,7 +56,7 @@ def child(model_name: str, images: int, batch: int) -> dict:
     compile_model(model, "adam", 1e-3)
     lap("compile")
     rng = np.random.default_rng(0)
-    x = (rng.random((images, 32, 32, 3), dtype=np.float32) * 255).astype("float32")
+    x = rng.random((images, 32, 32, 3), dtype=np.float32) * 255
     y = np.arange(images) % 10
     model.fit(x, y, batch_size=batch, epochs=1, verbose=0)
     lap("first epoch")
