@@ -315,6 +315,17 @@ class TrainingRuntime(BaseSettings):
         le=64,
     )
 
+    xla_cache_mib: int = _env(
+        "COMPARE_MODELS_XLA_CACHE_MIB",
+        1024,
+        "Under JAX, XLA's compiled programs are kept on the worker's disk (`<home>/cache/xla`, "
+        "the least recently used dropped past this many MiB) and a later training or re-scoring "
+        "of the same model, shapes and libraries loads them instead of compiling again "
+        "(0: off)",
+        ge=0,
+        le=1 << 20,
+    )
+
     @property
     def jit(self) -> bool | str:
         """`jit_compile` as Keras takes it."""

@@ -3,6 +3,7 @@ training the test suite runs (its trainings see 60-200 images for 1-2 epochs, so
 almost all fixed work that does not shrink with the data).
 
     python -m benchmarks.speed.tiny_training [--models cnn,resnet50] [--images 60] [--batch 16]
+        [--xla-cache]
 
 Per model, in a process of its own on the backend a training gets here (or KERAS_BACKEND), it
 prints the CPU-seconds (the process's own, `time.process_time`) and wall seconds of: the imports
@@ -11,6 +12,10 @@ a training process makes; building the model; compiling it (with the optimizer's
 epoch (the steps alone); evaluating, saving as `.keras`, loading it back, and predicting. The
 difference between the first and the second epoch is the training step's tracing and
 compilation. Run it alone on the machine.
+
+`--xla-cache` (with KERAS_BACKEND=jax): each model trains twice, in two processes, with JAX's
+compilation cache (`configure_device`'s, in a fresh temporary folder): the first fills it,
+the second loads from it, as a later training on the same worker does. Without it, no cache.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import time
 from benchmarks.common import child_json, emit
 
 
-def child(model_name: str, images: int, batch: int) -> dict:
+def child(model_name: str, images: int, batch: int, cache_dir: str = "") -> dict:
     """The phases, timed in this (fresh) process."""
     phases: dict[str, dict[str, float]] = {}
     cpu, wall = time.process_time(), time.perf_counter()
@@ -42,6 +47,8 @@ def child(model_name: str, images: int, batch: int) -> dict:
 
     for name in TRAINING_PRELOAD:
         importlib.import_module(name)
+    from pathlib import Path
+
     import keras
     import numpy as np
 
@@ -49,7 +56,7 @@ def child(model_name: str, images: int, batch: int) -> dict:
     from compare_models.models.networks import compile_model, load_model
     from compare_models.training.backend import configure_device
 
-    configure_device(1)
+    device = configure_device(1, cache_dir=Path(cache_dir) if cache_dir else None)
     lap("imports")
     model = registry.get(model_name).build()
     lap("build")
@@ -76,6 +83,7 @@ def child(model_name: str, images: int, batch: int) -> dict:
     return {
         "model": model_name,
         "backend": keras.backend.backend(),
+        "xla_cache_mib": device["xla_cache_mib"],
         "saved_mb": round(size_mb, 1),
         "phases": phases,
         "cpu_seconds": round(sum(p["cpu"] for p in phases.values()), 2),
@@ -87,24 +95,40 @@ def main() -> None:
     ap.add_argument("--models", default="cnn,resnet50")
     ap.add_argument("--images", type=int, default=60)
     ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument(
+        "--xla-cache",
+        action="store_true",
+        help="train each model twice with JAX's compilation cache: filled, then used",
+    )
     args = ap.parse_args()
-    for model_name in args.models.split(","):
-        result = child_json(
-            [
-                "-m",
-                "benchmarks.speed.tiny_training",
-                "--child",
-                model_name,
-                str(args.images),
-                str(args.batch),
-            ],
-            what=f"the tiny training of {model_name}",
-        )
-        emit("tiny_training", {**result, "images": args.images, "batch": args.batch})
+    with tempfile.TemporaryDirectory(prefix="tiny-training-cache-") as cache:
+        for model_name in args.models.split(","):
+            for cache_state in ("empty", "filled") if args.xla_cache else ("none",):
+                result = child_json(
+                    [
+                        "-m",
+                        "benchmarks.speed.tiny_training",
+                        "--child",
+                        model_name,
+                        str(args.images),
+                        str(args.batch),
+                        cache if args.xla_cache else "",
+                    ],
+                    what=f"the tiny training of {model_name}",
+                )
+                emit(
+                    "tiny_training",
+                    {
+                        **result,
+                        "images": args.images,
+                        "batch": args.batch,
+                        "xla_cache": cache_state,
+                    },
+                )
 
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--child"]:
-        print(json.dumps(child(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))))
+        print(json.dumps(child(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5])))
     else:
         main()

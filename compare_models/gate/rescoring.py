@@ -70,7 +70,9 @@ def rescore(request: RescoreRequest) -> Rescored:
     started = time.perf_counter()
     check_ref(request.dataset)
     settings = Settings()
-    configure_device(request.threads, require_gpu=False, allow_cpu=True)
+    configure_device(
+        request.threads, require_gpu=False, allow_cpu=True, cache_dir=settings.cache_dir
+    )
     from compare_models.models.networks import load_model
 
     store = ArtifactStore.from_settings(settings, outage_minutes=request.store_outage_minutes)

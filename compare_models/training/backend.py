@@ -14,7 +14,8 @@ evaluation and the gate's re-scoring.
 * `prepare_environment()`: what must be set before the backend starts: the CPUs XLA may use
   and JAX's GPU memory policy.
 * `configure_device(...)`: after Keras is imported and before it computes: GPUs, threads,
-  memory, precision; returns what is used (the training's `device` record).
+  memory, precision, JAX's compilation cache; returns what is used (the training's `device`
+  record).
 
 Nothing here imports Keras, TensorFlow or JAX at the top: `prepare_environment` runs before
 Keras is imported.
@@ -22,7 +23,9 @@ Keras is imported.
 
 from __future__ import annotations
 
+import logging
 import os
+from pathlib import Path
 from typing import Any
 
 from compare_models.config import TrainingRuntime
@@ -72,12 +75,37 @@ def prepare_environment(environ: dict[str, str] | None = None) -> None:
             os.sched_setaffinity(0, allowed[:quota])
 
 
+def use_compilation_cache(folder: Path, max_mib: int) -> bool:
+    """JAX's persistent compilation cache in `folder`, bounded to `max_mib` MiB (least recently
+    used entries dropped; `filelock` guards it against the other trainings on the worker).
+    Every compiled program is kept, even the quick ones: a tiny model's many small programs
+    (its initialisers, its metrics) add up to seconds. Must run before the process's first
+    compilation: JAX decides once whether it uses the cache. False, and a warning, where the
+    folder cannot be made: the training then compiles as it would without it."""
+    import jax
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as exc:
+        logging.getLogger(__name__).warning(
+            "XLA's compilation cache is off: %s (set COMPARE_MODELS_XLA_CACHE_MIB=0 to silence)",
+            exc,
+        )
+        return False
+    jax.config.update("jax_compilation_cache_dir", str(folder))
+    jax.config.update("jax_compilation_cache_max_size", max_mib << 20)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
+    return True
+
+
 def configure_device(
     threads: int,
     *,
     require_gpu: bool | None = None,
     allow_cpu: bool = False,
     runtime: TrainingRuntime | None = None,
+    cache_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Thread pools, GPU memory and the precision policy for this process's backend.
 
@@ -90,10 +118,12 @@ def configure_device(
     A training on the GPU pool (`require_gpu`, default: COMPARE_MODELS_REQUIRE_GPU, set by the
     train-model/gpu deployment) that sees no GPU raises `device.NoGPUError` unless CPU training
     is allowed (`allow_cpu`: the caller's `Settings.allow_gpu_less_training`). `runtime`
-    (default: read from the environment) gives the precision policy. Returns what is used:
-    {"backend", "device": "gpu" | "cpu", "gpus": device names, "gpu_names": e.g.
-    ["NVIDIA H100 80GB HBM3"], "threads", "precision"}, stored in the training's result and the
-    run's manifest (its fingerprint).
+    (default: read from the environment) gives the precision policy and the size of JAX's
+    compilation cache, kept in `cache_dir`/xla (`use_compilation_cache`; none without a
+    `cache_dir`). Returns what is used: {"backend", "device": "gpu" | "cpu", "gpus": device
+    names, "gpu_names": e.g. ["NVIDIA H100 80GB HBM3"], "threads", "precision",
+    "xla_cache_mib": 0 where no cache is used}, stored in the training's result and the run's
+    manifest (its fingerprint).
     """
     import keras
 
@@ -106,6 +136,7 @@ def configure_device(
         )
     if require_gpu is None:
         require_gpu = env_flag(REQUIRE_GPU_ENV)
+    xla_cache_mib = 0
     if backend == "tensorflow":
         import tensorflow as tf
 
@@ -130,6 +161,9 @@ def configure_device(
         names = [f"{d.platform}:{d.id}" for d in gpus]
         gpu_names = [str(getattr(d, "device_kind", d)) for d in gpus]
         threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else threads
+        if cache_dir is not None and runtime.xla_cache_mib:
+            if use_compilation_cache(cache_dir / "xla", runtime.xla_cache_mib):
+                xla_cache_mib = runtime.xla_cache_mib
     policy = precision_policy(bool(gpus), runtime)
     keras.mixed_precision.set_global_policy(policy)
     return {
@@ -139,4 +173,5 @@ def configure_device(
         "gpu_names": gpu_names,
         "threads": threads,
         "precision": policy,
+        "xla_cache_mib": xla_cache_mib,
     }

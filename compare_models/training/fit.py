@@ -280,7 +280,10 @@ def train(
     runtime = TrainingRuntime()
     device = {
         **configure_device(
-            job.threads or default_threads(job.cpu_share), allow_cpu=allow_cpu, runtime=runtime
+            job.threads or default_threads(job.cpu_share),
+            allow_cpu=allow_cpu,
+            runtime=runtime,
+            cache_dir=cache_dir,
         ),
         "jit_compile": runtime.jit_compile,
         "steps_per_execution": runtime.steps_per_execution,

@@ -382,6 +382,7 @@ def test_a_training_resumed_after_epoch_1_trains_as_an_uninterrupted_one(
         assert state.is_completed(), state.message
         stored = stack.get_json(layout.history_key(run_id, "tiny"))
         assert stored["result"]["device"]["input"] == dict.fromkeys(("train", "val", "test"), read)
+        assert stored["result"]["device"]["xla_cache_mib"] == 1024  # JAX's compilation cache
         histories[kind] = stored
     assert histories["resumed"]["result"]["resumed_from_epoch"] == 1
     assert histories["straight"]["result"]["resumed_from_epoch"] == 0

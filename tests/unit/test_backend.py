@@ -213,3 +213,59 @@ def test_tensorflow_uses_onednn_as_tensorflow_decides(tmp_path) -> None:
     # a value TensorFlow does not read as a boolean leaves its default (it warns)
     assert device.tensorflow_uses_onednn({"TF_ENABLE_ONEDNN_OPTS": "yes"}, sapphire)
     assert not device.tensorflow_uses_onednn({"TF_ENABLE_ONEDNN_OPTS": "yes"}, amd)
+
+
+_CACHE_SCRIPT = """
+import json, sys
+from pathlib import Path
+import jax, jax.numpy as jnp
+from jax import monitoring
+from compare_models.config import TrainingRuntime
+from compare_models.training.backend import configure_device
+
+events = []
+monitoring.register_event_listener(lambda event, **_: events.append(event))
+folder, first = Path(sys.argv[1]), sys.argv[2] == "first"
+mib = []
+if first:  # off, then a folder that cannot be made: neither turns the cache on
+    off = TrainingRuntime(COMPARE_MODELS_XLA_CACHE_MIB=0)
+    mib.append(configure_device(1, cache_dir=folder, runtime=off)["xla_cache_mib"])
+    (folder / "a-file").write_text("")
+    mib.append(configure_device(1, cache_dir=folder / "a-file")["xla_cache_mib"])
+    mib.append(jax.config.jax_compilation_cache_dir)
+mib.append(configure_device(1, cache_dir=folder)["xla_cache_mib"])
+jax.jit(lambda x: jnp.tanh(x) * 3)(jnp.ones(7)).block_until_ready()
+print(json.dumps({"mib": mib, "hits": events.count("/jax/compilation_cache/cache_hits"),
+                  "files": sorted(p.name for p in (folder / "xla").iterdir())}))
+"""
+
+
+def test_jax_keeps_its_compiled_programs_in_the_cache_folder_and_reuses_them(tmp_path) -> None:
+    """Under JAX a training's process keeps what XLA compiles in `<cache_dir>/xla`, and the next
+    process loads it instead of compiling; off with COMPARE_MODELS_XLA_CACHE_MIB=0, and off
+    (the training goes on) where the folder cannot be made."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "KERAS_BACKEND": "jax"}
+    env.pop("COMPARE_MODELS_XLA_CACHE_MIB", None)
+
+    def run(which: str) -> tuple[dict, str]:
+        out = subprocess.run(
+            [sys.executable, "-c", _CACHE_SCRIPT, str(tmp_path), which],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert out.returncode == 0, out.stderr[-3000:]
+        return json.loads(out.stdout.strip().splitlines()[-1]), out.stderr
+
+    first, warnings = run("first")
+    assert first["mib"] == [0, 0, None, 1024], first
+    assert "XLA's compilation cache is off" in warnings and "a-file" in warnings
+    assert first["hits"] == 0 and any(name.endswith("-cache") for name in first["files"]), first
+    second, _ = run("second")
+    assert second["mib"] == [1024] and second["hits"] >= 1, second
