@@ -105,6 +105,7 @@ def _preload(spec: dict) -> None:
     """Imports what the children need, as their own process would: the backend first, with
     the settings it reads once (`training.backend.prepare_environment`)."""
     import importlib
+    import importlib.util
 
     from compare_models.training.backend import prepare_environment
 
@@ -112,6 +113,10 @@ def _preload(spec: dict) -> None:
     prepare_environment()
     for name in spec["preload"]:
         importlib.import_module(name)
+    if spec["backend"] == "jax" and importlib.util.find_spec("tensorflow") is not None:
+        # Keras on JAX imports TensorFlow, where installed, the first time it saves a model (its
+        # serialisation asks whether an object is TensorFlow's): once here, not in every child
+        importlib.import_module("tensorflow")
 
 
 def _serve(control: socket.socket) -> dict | None:
