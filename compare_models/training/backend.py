@@ -75,19 +75,46 @@ def prepare_environment(environ: dict[str, str] | None = None) -> None:
             os.sched_setaffinity(0, allowed[:quota])
 
 
+#: JAX's bounded cache keeps each compiled program in `<key>-cache` and its last use in
+#: `<key>-atime` (jax/_src/lru_cache.py), and guards both with this lock file.
+_ENTRY, _USED, _LOCK = "-cache", "-atime", ".lockfile"
+
+
 def use_compilation_cache(folder: Path, max_mib: int) -> bool:
     """JAX's persistent compilation cache in `folder`, bounded to `max_mib` MiB (least recently
     used entries dropped; `filelock` guards it against the other trainings on the worker).
     Every compiled program is kept, even the quick ones: a tiny model's many small programs
-    (its initialisers, its metrics) add up to seconds. Must run before the process's first
-    compilation: JAX decides once whether it uses the cache. False, and a warning, where the
-    folder cannot be made: the training then compiles as it would without it."""
+    (its initialisers, its metrics) add up to seconds. JAX reads the folder and the size at the
+    process's first compilation after they are set, so this runs before the model is built.
+
+    What is in the folder is code this process will run, so only a folder of this user's that
+    nobody else may write is used. A training killed between JAX's two writes leaves an entry
+    without its last use, which would make every later eviction fail: such halves are removed
+    first. JAX compiles again where an entry does not read back whole. False, and a warning,
+    where the folder cannot be made or is not safe to use: the training then compiles as it
+    would without the cache."""
+    import filelock
     import jax
 
+    log = logging.getLogger(__name__)
     try:
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-    except OSError as exc:
-        logging.getLogger(__name__).warning(
+        status = folder.stat()
+        if status.st_uid != os.getuid() or status.st_mode & 0o022:
+            raise PermissionError(
+                f"{folder} belongs to another user or others may write to it "
+                "(chmod 700 it, or remove it)"
+            )
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise PermissionError(f"{folder} is not writable")
+        with filelock.FileLock(folder / _LOCK, timeout=30):
+            entries = {p.name for p in folder.iterdir()}
+            for name in entries:
+                for suffix, other in ((_ENTRY, _USED), (_USED, _ENTRY)):
+                    if name.endswith(suffix) and name.removesuffix(suffix) + other not in entries:
+                        (folder / name).unlink(missing_ok=True)
+    except (OSError, filelock.Timeout) as exc:
+        log.warning(
             "XLA's compilation cache is off: %s (set COMPARE_MODELS_XLA_CACHE_MIB=0 to silence)",
             exc,
         )

@@ -359,7 +359,7 @@ def test_a_training_resumed_after_epoch_1_trains_as_an_uninterrupted_one(
     training's."""
     import secrets
 
-    from compare_models.config import RunParams
+    from compare_models.config import RunParams, Settings
     from compare_models.training.drills import DRILLS_ENV, Drills
     from flows.compare_models import compare_models
 
@@ -373,7 +373,7 @@ def test_a_training_resumed_after_epoch_1_trains_as_an_uninterrupted_one(
         "execution": {"retries": 1, "retry_delay_seconds": 0},
         "gate": NO_EXPORT,
     }
-    histories = {}
+    histories, started = {}, time.time()
     for kind, drills in (("resumed", Drills(fail_after_epoch=1)), ("straight", Drills())):
         run_id = f"{read}-{kind}-{secrets.token_hex(3)}"
         monkeypatch.setenv(DRILLS_ENV, drills.model_dump_json())
@@ -384,6 +384,10 @@ def test_a_training_resumed_after_epoch_1_trains_as_an_uninterrupted_one(
         assert stored["result"]["device"]["input"] == dict.fromkeys(("train", "val", "test"), read)
         assert stored["result"]["device"]["xla_cache_mib"] == 1024  # JAX's compilation cache
         histories[kind] = stored
+    # the forked trainings used JAX's compilation cache, in the worker's (the test stack's) home:
+    # each program they compiled or loaded has its last use written since they started
+    used = [p.stat().st_mtime for p in (Settings().cache_dir / "xla").glob("*-atime")]
+    assert used and max(used) >= started
     assert histories["resumed"]["result"]["resumed_from_epoch"] == 1
     assert histories["straight"]["result"]["resumed_from_epoch"] == 0
     resumed, straight = histories["resumed"]["history"], histories["straight"]["history"]

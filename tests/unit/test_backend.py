@@ -139,7 +139,9 @@ def test_a_replay_on_another_backend_names_the_change() -> None:
     from compare_models.runs.fingerprint import differences
 
     original = {"trainings": {"cnn": {"backend": "tensorflow", "precision": "float32"}}}
-    replay = {"trainings": {"cnn": {"backend": "jax", "precision": "float32"}}}
+    replay = {
+        "trainings": {"cnn": {"backend": "jax", "precision": "float32", "xla_cache_mib": 1024}}
+    }  # the compilation cache changes how long, not what: no difference
     assert differences(original, replay) == [
         {"entry": "trainings.cnn.backend", "original": "tensorflow", "replay": "jax"}
     ]
@@ -227,12 +229,19 @@ events = []
 monitoring.register_event_listener(lambda event, **_: events.append(event))
 folder, first = Path(sys.argv[1]), sys.argv[2] == "first"
 mib = []
-if first:  # off, then a folder that cannot be made: neither turns the cache on
+if first:  # off; a folder that cannot be made; one others may write: none turns it on
     off = TrainingRuntime(COMPARE_MODELS_XLA_CACHE_MIB=0)
     mib.append(configure_device(1, cache_dir=folder, runtime=off)["xla_cache_mib"])
     (folder / "a-file").write_text("")
     mib.append(configure_device(1, cache_dir=folder / "a-file")["xla_cache_mib"])
+    (folder / "open" / "xla").mkdir(parents=True, mode=0o777)
+    (folder / "open" / "xla").chmod(0o777)
+    mib.append(configure_device(1, cache_dir=folder / "open")["xla_cache_mib"])
     mib.append(jax.config.jax_compilation_cache_dir)
+    # halves of entries a killed training left behind
+    (folder / "xla").mkdir(mode=0o700)
+    (folder / "xla" / "killed-cache").write_bytes(b"part")
+    (folder / "xla" / "lost-atime").write_bytes(b"0")
 mib.append(configure_device(1, cache_dir=folder)["xla_cache_mib"])
 jax.jit(lambda x: jnp.tanh(x) * 3)(jnp.ones(7)).block_until_ready()
 print(json.dumps({"mib": mib, "hits": events.count("/jax/compilation_cache/cache_hits"),
@@ -264,8 +273,15 @@ def test_jax_keeps_its_compiled_programs_in_the_cache_folder_and_reuses_them(tmp
         return json.loads(out.stdout.strip().splitlines()[-1]), out.stderr
 
     first, warnings = run("first")
-    assert first["mib"] == [0, 0, None, 1024], first
+    assert first["mib"] == [0, 0, 0, None, 1024], first
     assert "XLA's compilation cache is off" in warnings and "a-file" in warnings
+    assert "others may write to it" in warnings
     assert first["hits"] == 0 and any(name.endswith("-cache") for name in first["files"]), first
-    second, _ = run("second")
+    assert not {"killed-cache", "lost-atime"} & set(first["files"]), first
+    second, warnings = run("second")
+    if "doesn't match the machine type for execution" in warnings:
+        pytest.skip(
+            "XLA:CPU refuses, on this CPU, the programs it cached on it (jax-ml/jax#38445): "
+            "the cache is written but never read here"
+        )
     assert second["mib"] == [1024] and second["hits"] >= 1, second
