@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -103,10 +104,31 @@ def test_a_warm_command_past_its_time_is_stopped_with_its_whole_group(tmp_path):
     pid_file = tmp_path / "grandchild.pid"
     _probe()  # the zygote runs: the command below has its 8 s to itself (a loaded host once
     # took more than 4 s to start the grandchild)
+    above = {}
+
+    def watch() -> None:
+        """The grandchild's ancestry while its parent runs: once the command is stopped, an
+        orphan is the init process's child."""
+        deadline = time.monotonic() + 8
+        while time.monotonic() < deadline:
+            written = pid_file.read_text() if pid_file.exists() else ""
+            if written:
+                above["chain"] = [_parent_of(int(written))]
+                for _ in range(3):
+                    above["chain"].append(_parent_of(above["chain"][-1]))
+                return
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
     with pytest.raises(ProcessTimedOut, match="ran past 8 s"):
         _probe("0", "600", str(pid_file), timeout=8)
+    watcher.join()
     grandchild = int(pid_file.read_text())
-    assert _parent_of(_parent_of(_parent_of(grandchild))) != os.getpid()  # it ran warm
+    # it ran warm: the command (the grandchild's parent) is a child of the zygote's waiter,
+    # not of this process, which started the zygote
+    command, waiter, zygote, starter = above["chain"]
+    assert waiter != os.getpid() and starter == os.getpid(), above
     assert _gone(grandchild)
 
 
