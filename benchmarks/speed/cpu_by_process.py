@@ -18,7 +18,9 @@ import signal
 import sys
 import time
 
-#: (kind, a part of the command line), the first match wins.
+#: (kind, a part of the command line), the first match wins: pytest and the CLI before MLflow
+#: and PostgreSQL, whose names their arguments may hold (`tests/.../test_mlflow.py`,
+#: `up --database postgres`).
 KINDS = (
     ("zygotes and their children", "compare_models.training.zygote"),
     ("training (cold)", "flows.train_model"),
@@ -28,11 +30,11 @@ KINDS = (
     ("prefect worker", "prefect worker"),
     ("prefect runner", "prefect.runner"),
     ("seaweedfs", "weed"),
-    ("mlflow", "mlflow"),
-    ("postgres", "postgres"),
     ("pytest worker", "exec(eval(sys.stdin"),
     ("pytest", "pytest"),
     ("compare-models CLI", "compare_models.cli"),
+    ("mlflow", "mlflow"),
+    ("postgres", "postgres"),
     ("install", "pip"),
 )
 

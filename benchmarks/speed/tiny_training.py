@@ -27,6 +27,7 @@ import os
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 from benchmarks.common import child_json, emit
 
@@ -48,8 +49,6 @@ def child(model_name: str, images: int, batch: int, cache_dir: str = "") -> dict
 
     for name in TRAINING_PRELOAD:
         importlib.import_module(name)
-    from pathlib import Path
-
     import keras
     import numpy as np
 

@@ -13,7 +13,8 @@ import time
 import numpy as np
 
 
-def _parent_of(pid: int) -> int:
+def parent_of(pid: int) -> int:
+    """The parent's pid of process `pid` (/proc/PID/stat)."""
     with open(f"/proc/{pid}/stat") as stat:
         return int(stat.read().rsplit(")", 1)[1].split()[1])
 
@@ -31,7 +32,7 @@ def main(argv: list[str]) -> int:
                 "setting": os.environ.get("COMPARE_MODELS_PROBE"),
                 "own_group": os.getpgid(0) == os.getpid(),
                 "parent": os.getppid(),
-                "grandparent": _parent_of(os.getppid()),
+                "grandparent": parent_of(os.getppid()),
                 "draw": float(np.random.random()),
                 "imported": sorted({"jax", "tensorflow"} & set(sys.modules)),
             }

@@ -18,6 +18,7 @@ from compare_models.config import project_root
 from compare_models.training import zygote
 from compare_models.training.process import ProcessTimedOut, run_in_own_process
 from compare_models.training.zygote import WarmStart
+from tests.support.warm_probe import parent_of
 
 PY = sys.executable
 PROBE = [PY, "-m", "tests.support.warm_probe"]
@@ -102,32 +103,24 @@ def test_a_killed_command_reports_its_signal():
 
 def test_a_warm_command_past_its_time_is_stopped_with_its_whole_group(tmp_path):
     pid_file = tmp_path / "grandchild.pid"
-    _probe()  # the zygote runs: the command below has its 8 s to itself (a loaded host once
-    # took more than 4 s to start the grandchild)
+    _probe()  # the zygote runs: the command below has its 4 s to itself
     above = {}
 
     def watch() -> None:
         """The grandchild's ancestry while its parent runs: once the command is stopped, an
         orphan is the init process's child."""
-        deadline = time.monotonic() + 8
-        while time.monotonic() < deadline:
-            written = pid_file.read_text() if pid_file.exists() else ""
-            if written:
-                above["chain"] = [_parent_of(int(written))]
-                for _ in range(3):
-                    above["chain"].append(_parent_of(above["chain"][-1]))
-                return
-            time.sleep(0.05)
+        above["chain"] = [_pid_written_to(pid_file, within=4, poll=0.05)]
+        for _ in range(4):
+            above["chain"].append(parent_of(above["chain"][-1]))
 
     watcher = threading.Thread(target=watch)
     watcher.start()
-    with pytest.raises(ProcessTimedOut, match="ran past 8 s"):
-        _probe("0", "600", str(pid_file), timeout=8)
+    with pytest.raises(ProcessTimedOut, match="ran past 4 s"):
+        _probe("0", "600", str(pid_file), timeout=4)
     watcher.join()
-    grandchild = int(pid_file.read_text())
     # it ran warm: the command (the grandchild's parent) is a child of the zygote's waiter,
     # not of this process, which started the zygote
-    command, waiter, zygote, starter = above["chain"]
+    grandchild, command, waiter, zygote, starter = above["chain"]
     assert waiter != os.getpid() and starter == os.getpid(), above
     assert _gone(grandchild)
 
@@ -158,19 +151,19 @@ def test_a_warm_command_dies_with_the_process_that_started_it(tmp_path):
         ],
         cwd=project_root(),
     )
-    deadline = time.monotonic() + 60
-    while not (pid_file.exists() and pid_file.read_text()) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    grandchild = int(pid_file.read_text())
-    child = _parent_of(grandchild)
+    grandchild = _pid_written_to(pid_file, within=60)
+    child = parent_of(grandchild)
     caller.kill()
     caller.wait()
     assert _gone(child) and _gone(grandchild)
 
 
-def _parent_of(pid: int) -> int:
-    with open(f"/proc/{pid}/stat") as stat:
-        return int(stat.read().rsplit(")", 1)[1].split()[1])
+def _pid_written_to(pid_file, *, within: float, poll: float = 0.1) -> int:
+    """The pid the probe writes to `pid_file`, once it is there (waiting up to `within` s)."""
+    deadline = time.monotonic() + within
+    while not (pid_file.exists() and pid_file.read_text()) and time.monotonic() < deadline:
+        time.sleep(poll)
+    return int(pid_file.read_text())
 
 
 def _gone(pid: int, within: float = 15) -> bool:
